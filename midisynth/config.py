@@ -1,0 +1,106 @@
+"""Plain dataclasses for model and training configuration, loaded from TOML files in `configs/`."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the three Spectrogram Diffusion networks.
+
+    Defaults are the official `base_with_context` checkpoint (see configs/base.toml for the citation).
+    """
+
+    vocab_size: int = 1536  # rows of the notes-encoder embedding table (>= 1391 used ids)
+    max_tokens: int = 2048  # notes-encoder positions
+    input_dims: int = 128  # mel bins
+    targets_length: int = 256  # frames per window (decoder and context-encoder positions)
+    d_model: int = 768
+    num_heads: int = 12
+    d_kv: int = 64  # width of one attention head
+    d_ff: int = 2048  # gated-GELU hidden width
+    num_notes_layers: int = 12
+    num_context_layers: int = 12
+    num_decoder_layers: int = 12
+    dropout_rate: float = 0.1
+    max_decoder_noise_time: float = 2000.0
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, int | float) or value < 0:
+                raise ValueError(f"model config: {f.name} must be a non-negative number, got {value!r}")
+        if self.vocab_size < 1391:
+            raise ValueError(f"model config: vocab_size must be at least 1391 (the event vocabulary), got {self.vocab_size}")
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f"model config: dropout_rate must be in [0, 1), got {self.dropout_rate}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"model config: unknown keys {unknown}; known keys are {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training recipe (paper §4: ε-prediction, L1 loss, conditioning dropout for guidance)."""
+
+    batch_size: int = 8
+    learning_rate: float = 1e-3  # peak, after warm-up
+    warmup_steps: int = 500
+    max_steps: int = 20_000
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    cond_dropout: float = 0.1  # probability of dropping all conditioning (classifier-free guidance)
+    loss: str = "l1"  # "l1" (paper) or "l2"
+    precision: str = "bf16"  # "bf16" (autocast) or "fp32"
+    checkpoint_every: int = 200  # steps
+    eval_every: int = 500  # steps
+    eval_batches: int = 8
+    log_every: int = 10
+    seed: int = 0
+    num_workers: int = 0
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"train config: unknown keys {unknown}; known keys are {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a TOML file with optional `[model]` and `[train]` tables."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path}: not valid TOML: {err}") from None
+    unknown = sorted(set(data) - {"model", "train"})
+    if unknown:
+        raise ValueError(f"{path}: unknown tables {unknown}; expected [model] and [train]")
+    return Config(
+        model=ModelConfig.from_dict(data.get("model", {})),
+        train=TrainConfig.from_dict(data.get("train", {})),
+    )

@@ -1,0 +1,321 @@
+"""The three Spectrogram Diffusion networks in plain PyTorch.
+
+- `NotesEncoder`: T5 encoder over a window's event tokens.
+- `ContextEncoder`: T5 encoder over the previous window's spectrogram (network range).
+- `FilmDecoder`: T5 decoder with FiLM noise-time conditioning; the denoiser of the diffusion process.
+
+T5 conventions throughout: RMS layer norm (no mean, no bias), no biases in linear layers, attention without the
+1/sqrt(d) scaling and without relative position bias, gated-GELU feed-forward (tanh approximation), fixed
+(non-trainable) position tables. Module names are midisynth's own; `checkpoints.py` maps them to diffusers' names.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from midisynth.config import ModelConfig
+
+
+def sinusoid_table(positions: int, dim: int, max_scale: float = 10_000.0) -> torch.Tensor:
+    """Fixed position table [positions, dim]: sines in the first half, cosines in the second (MT3's layout)."""
+    half = dim // 2
+    inv_freq = torch.exp(-math.log(max_scale) * torch.arange(half, dtype=torch.float64) / max(half - 1, 1))
+    angles = torch.arange(positions, dtype=torch.float64)[:, None] * inv_freq[None, :]
+    table = torch.zeros(positions, dim, dtype=torch.float64)
+    table[:, :half] = torch.sin(angles)
+    table[:, half : 2 * half] = torch.cos(angles)
+    return table.float()
+
+
+def timestep_embedding(noise_time: torch.Tensor, dim: int, max_period: float) -> torch.Tensor:
+    """Sinusoidal embedding [batch, dim] of scaled noise times [batch] (sines first, frequency shift 1)."""
+    half = dim // 2
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=noise_time.device) / (half - 1)
+    )
+    angles = noise_time.float()[:, None] * freqs[None, :]
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+def attention_bias(key_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Additive bias [batch, 1, 1, keys] from a boolean key mask [batch, keys] (True = attend).
+
+    Masked keys get a large negative value rather than -inf, so a fully masked row attends uniformly (as T5 and
+    diffusers do) instead of producing NaN.
+    """
+    bias = torch.zeros(key_mask.shape, dtype=dtype, device=key_mask.device)
+    bias = bias.masked_fill(~key_mask.bool(), torch.finfo(dtype).min / 2)
+    return bias[:, None, None, :]
+
+
+class RMSNorm(nn.Module):
+    """T5 layer norm: x / rms(x) * weight, statistics in float32."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        variance = x.float().pow(2).mean(-1, keepdim=True)
+        return self.weight * (x * torch.rsqrt(variance + self.eps).to(x.dtype))
+
+
+class Attention(nn.Module):
+    """Multi-head attention without score scaling and without biases."""
+
+    def __init__(self, d_model: int, num_heads: int, d_kv: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.d_kv = d_kv
+        inner = num_heads * d_kv
+        self.q = nn.Linear(d_model, inner, bias=False)
+        self.k = nn.Linear(d_model, inner, bias=False)
+        self.v = nn.Linear(d_model, inner, bias=False)
+        self.o = nn.Linear(inner, d_model, bias=False)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        return x.view(batch, length, self.num_heads, self.d_kv).transpose(1, 2)  # [batch, heads, length, d_kv]
+
+    def keys_values(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project a key/value source [batch, keys, d_model] once; reusable across calls (cross-attention cache)."""
+        return self._heads(self.k(source)), self._heads(self.v(source))
+
+    def forward(
+        self,
+        x: torch.Tensor,  # [batch, queries, d_model]
+        keys_values: tuple[torch.Tensor, torch.Tensor] | None = None,  # default: self-attention
+        bias: torch.Tensor | None = None,  # [batch, 1, 1 or queries, keys] additive
+    ) -> torch.Tensor:
+        q = self._heads(self.q(x))
+        k, v = keys_values if keys_values is not None else self.keys_values(x)
+        if bias is not None:
+            bias = bias.to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)  # [batch, heads, queries, d_kv]
+        batch, _, queries, _ = out.shape
+        return self.o(out.transpose(1, 2).reshape(batch, queries, self.num_heads * self.d_kv))
+
+
+class GatedGelu(nn.Module):
+    """T5 v1.1 feed-forward: wo(gelu_tanh(wi_0 x) * wi_1 x)."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float):
+        super().__init__()
+        self.wi_0 = nn.Linear(d_model, d_ff, bias=False)
+        self.wi_1 = nn.Linear(d_model, d_ff, bias=False)
+        self.wo = nn.Linear(d_ff, d_model, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.wo(self.dropout(F.gelu(self.wi_0(x), approximate="tanh") * self.wi_1(x)))
+
+
+class FiLM(nn.Module):
+    """Feature-wise affine modulation: x * (1 + scale) + shift, with (scale, shift) projected from a conditioning vector."""
+
+    def __init__(self, cond_dim: int, d_model: int):
+        super().__init__()
+        self.scale_shift = nn.Linear(cond_dim, 2 * d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.scale_shift(cond).chunk(2, dim=-1)
+        return x * (1 + scale) + shift
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm T5 encoder block: self-attention then gated-GELU feed-forward, each residual."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.d_model)
+        self.attn = Attention(cfg.d_model, cfg.num_heads, cfg.d_kv)
+        self.ff_norm = RMSNorm(cfg.d_model)
+        self.ff = GatedGelu(cfg.d_model, cfg.d_ff, cfg.dropout_rate)
+        self.dropout = nn.Dropout(cfg.dropout_rate)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.attn_norm(x), bias=bias))
+        return x + self.dropout(self.ff(self.ff_norm(x)))
+
+
+class TransformerEncoder(nn.Module):
+    """Stack of encoder blocks with input and output dropout and a final norm (shared by both encoders)."""
+
+    def __init__(self, cfg: ModelConfig, num_layers: int):
+        super().__init__()
+        self.dropout_in = nn.Dropout(cfg.dropout_rate)
+        self.blocks = nn.ModuleList(EncoderBlock(cfg) for _ in range(num_layers))
+        self.final_norm = RMSNorm(cfg.d_model)
+        self.dropout_out = nn.Dropout(cfg.dropout_rate)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x [batch, length, d_model] embedded inputs, mask [batch, length] bool -> [batch, length, d_model]."""
+        bias = attention_bias(mask, x.dtype)
+        x = self.dropout_in(x)
+        for block in self.blocks:
+            x = block(x, bias)
+        return self.dropout_out(self.final_norm(x))
+
+
+class NotesEncoder(nn.Module):
+    """Encodes a window's event tokens [batch, tokens] (PAD = 0 is masked) -> [batch, tokens, d_model]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.register_buffer("position_table", sinusoid_table(cfg.max_tokens, cfg.d_model))
+        self.encoder = TransformerEncoder(cfg, cfg.num_notes_layers)
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = tokens > 0  # [batch, tokens]
+        x = self.token_embedding(tokens) + self.position_table[: tokens.shape[1]]
+        return self.encoder(x, mask), mask
+
+
+class ContextEncoder(nn.Module):
+    """Encodes the previous window's spectrogram [batch, 256, 128] (network range) -> [batch, 256, d_model]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.input_proj = nn.Linear(cfg.input_dims, cfg.d_model, bias=False)
+        self.register_buffer("position_table", sinusoid_table(cfg.targets_length, cfg.d_model))
+        self.encoder = TransformerEncoder(cfg, cfg.num_context_layers)
+
+    def forward(self, context: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.input_proj(context) + self.position_table[: context.shape[1]]
+        return self.encoder(x, mask)
+
+
+@dataclass
+class CrossAttentionCache:
+    """Per-layer keys and values of the concatenated encodings, computed once per window (not once per step).
+
+    They serve the first `keys_values[i][0].shape[0]` rows of the decoder batch; rows past those (the
+    unconditional half of a classifier-free-guidance batch) get no cross-attention, which equals attending to
+    zeroed encodings as the paper's sampler does.
+    """
+
+    keys_values: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: k, v [cond_batch, heads, keys, d_kv]
+    bias: torch.Tensor  # [cond_batch, 1, 1, keys]
+
+    @property
+    def batch_size(self) -> int:
+        return self.bias.shape[0]
+
+
+class DecoderBlock(nn.Module):
+    """FiLM-conditioned T5 decoder block: self-attention, cross-attention, feed-forward, each pre-norm and residual."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        cond_dim = 4 * cfg.d_model
+        self.self_norm = RMSNorm(cfg.d_model)
+        self.self_film = FiLM(cond_dim, cfg.d_model)
+        self.self_attn = Attention(cfg.d_model, cfg.num_heads, cfg.d_kv)
+        self.cross_norm = RMSNorm(cfg.d_model)
+        self.cross_attn = Attention(cfg.d_model, cfg.num_heads, cfg.d_kv)
+        self.ff_norm = RMSNorm(cfg.d_model)
+        self.ff_film = FiLM(cond_dim, cfg.d_model)
+        self.ff = GatedGelu(cfg.d_model, cfg.d_ff, cfg.dropout_rate)
+        self.dropout = nn.Dropout(cfg.dropout_rate)
+
+    def forward(
+        self,
+        y: torch.Tensor,  # [batch, frames, d_model]
+        cond: torch.Tensor,  # [batch, 1, 4 * d_model] noise-time embedding
+        keys_values: tuple[torch.Tensor, torch.Tensor] | None,
+        bias: torch.Tensor | None,
+    ) -> torch.Tensor:
+        y = y + self.dropout(self.self_attn(self.self_film(self.self_norm(y), cond)))
+        if keys_values is not None:
+            n = keys_values[0].shape[0]
+            attended = y[:n] + self.dropout(self.cross_attn(self.cross_norm(y[:n]), keys_values, bias))
+            y = attended if n == y.shape[0] else torch.cat([attended, y[n:]])
+        return y + self.dropout(self.ff(self.ff_film(self.ff_norm(y), cond)))
+
+
+class FilmDecoder(nn.Module):
+    """Predicts the noise ε [batch, 256, 128] of a noisy window x_t given noise time t and the encodings."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.time_mlp = nn.Sequential(
+            nn.Linear(d, 4 * d, bias=False), nn.SiLU(), nn.Linear(4 * d, 4 * d, bias=False), nn.SiLU()
+        )
+        self.input_proj = nn.Linear(cfg.input_dims, d, bias=False)
+        self.register_buffer("position_table", sinusoid_table(cfg.targets_length, d))
+        self.dropout_in = nn.Dropout(cfg.dropout_rate)
+        self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.num_decoder_layers))
+        self.final_norm = RMSNorm(d)
+        self.dropout_out = nn.Dropout(cfg.dropout_rate)
+        self.output_proj = nn.Linear(d, cfg.input_dims, bias=False)
+
+    def cross_attention_cache(self, encoded: torch.Tensor, mask: torch.Tensor) -> CrossAttentionCache:
+        """encoded [batch, keys, d_model] (both encodings concatenated), mask [batch, keys] bool."""
+        return CrossAttentionCache(
+            keys_values=[block.cross_attn.keys_values(encoded) for block in self.blocks],
+            bias=attention_bias(mask, encoded.dtype),
+        )
+
+    def forward(
+        self,
+        x: torch.Tensor,  # [batch, frames, 128] noisy spectrogram, network range
+        noise_time: torch.Tensor,  # [batch] in [0, 1]
+        cache: CrossAttentionCache | None,  # None: fully unconditional
+    ) -> torch.Tensor:
+        emb = timestep_embedding(noise_time * self.cfg.max_decoder_noise_time, self.cfg.d_model,
+                                 self.cfg.max_decoder_noise_time)
+        cond = self.time_mlp(emb.to(x.dtype))[:, None, :]  # [batch, 1, 4 * d_model]
+        y = self.dropout_in(self.input_proj(x) + self.position_table[: x.shape[1]])
+        for i, block in enumerate(self.blocks):
+            kv = cache.keys_values[i] if cache is not None else None
+            y = block(y, cond, kv, cache.bias if cache is not None else None)
+        return self.output_proj(self.dropout_out(self.final_norm(y)))
+
+
+class SpectrogramDiffusion(nn.Module):
+    """The three networks together, with the per-window encode / denoise split used by samplers."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.notes_encoder = NotesEncoder(cfg)
+        self.context_encoder = ContextEncoder(cfg)
+        self.decoder = FilmDecoder(cfg)
+
+    def encode(
+        self,
+        tokens: torch.Tensor,  # [batch, tokens] int, PAD = 0 (may be trimmed to the longest real window)
+        context: torch.Tensor,  # [batch, 256, 128] previous window, network range
+        context_mask: torch.Tensor,  # [batch] bool: False for a song's first window (no context)
+    ) -> CrossAttentionCache:
+        notes, notes_mask = self.notes_encoder(tokens)
+        frames_mask = context_mask[:, None].expand(-1, context.shape[1])  # [batch, 256]
+        ctx = self.context_encoder(context, frames_mask)
+        encoded = torch.cat([notes, ctx], dim=1)  # [batch, tokens + 256, d_model]
+        return self.decoder.cross_attention_cache(encoded, torch.cat([notes_mask, frames_mask], dim=1))
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        noise_time: torch.Tensor,
+        tokens: torch.Tensor,
+        context: torch.Tensor,
+        context_mask: torch.Tensor,
+        num_conditioned: int | None = None,
+    ) -> torch.Tensor:
+        """Training forward: ε prediction [batch, 256, 128]; rows from `num_conditioned` on are unconditional."""
+        n = x.shape[0] if num_conditioned is None else num_conditioned
+        cache = self.encode(tokens[:n], context[:n], context_mask[:n]) if n > 0 else None
+        return self.decoder(x, noise_time, cache)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

@@ -1,0 +1,165 @@
+"""Checkpoint loading (diffusers layout, midisynth format) and network parity with diffusers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from midisynth.checkpoints import CheckpointError, load_checkpoint, load_diffusers, load_model_file, save_model
+from midisynth.config import ModelConfig, load_config
+from midisynth.networks import SpectrogramDiffusion
+from tests.reference import save_reference_checkpoint
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg() -> ModelConfig:
+    return load_config("configs/tiny.toml").model
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_cfg):
+    root = tmp_path_factory.mktemp("diffusers_ckpt")
+    modules = save_reference_checkpoint(root, tiny_cfg, seed=1)
+    return root, modules
+
+
+def _tokens(lengths: list[int], width: int, vocab: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.zeros(len(lengths), width, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        tokens[i, :n] = torch.randint(3, vocab, (n,), generator=g)
+    return tokens
+
+
+def test_notes_encoder_matches_diffusers(reference):
+    root, (notes_ref, _, _) = reference
+    model = load_diffusers(root).model
+    tokens = _tokens([37, 120, 5], width=2048, vocab=1391)
+    with torch.no_grad():
+        ref, _ = notes_ref(encoder_input_tokens=tokens, encoder_inputs_mask=tokens > 0)
+        ours, mask = model.notes_encoder(tokens)
+        trimmed, _ = model.notes_encoder(tokens[:, :120])  # padding trimmed to the longest window
+    valid = mask[..., None]
+    assert (ours - ref).abs().mul(valid).max() <= TOL
+    assert (trimmed - ref[:, :120]).abs().mul(valid[:, :120]).max() <= TOL
+
+
+@pytest.mark.parametrize("has_context", [True, False])
+def test_context_encoder_matches_diffusers(reference, has_context):
+    root, (_, cont_ref, _) = reference
+    model = load_diffusers(root).model
+    context = torch.rand(1, 256, 128) * 2 - 1
+    mask = torch.full((1, 256), has_context)
+    with torch.no_grad():
+        ref, _ = cont_ref(encoder_inputs=context, encoder_inputs_mask=mask)
+        ours = model.context_encoder(context, mask)
+    assert (ours - ref).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("has_context", [True, False])
+def test_decoder_matches_diffusers(reference, has_context):
+    root, (notes_ref, cont_ref, dec_ref) = reference
+    model = load_diffusers(root).model
+    tokens = _tokens([60, 17], width=2048, vocab=1391, seed=3)
+    context = torch.rand(2, 256, 128) * 2 - 1
+    context_mask = torch.tensor([has_context, has_context])
+    x = torch.randn(2, 256, 128)
+    t = torch.tensor([0.99, 0.31])
+    with torch.no_grad():
+        frames_mask = context_mask[:, None].expand(-1, 256)
+        # diffusers' context encoder cannot run a batch larger than 1 (its position roll fails): row by row.
+        rows = [cont_ref(encoder_inputs=context[i : i + 1], encoder_inputs_mask=frames_mask[i : i + 1]) for i in range(2)]
+        encodings = [
+            notes_ref(encoder_input_tokens=tokens, encoder_inputs_mask=tokens > 0),
+            (torch.cat([r[0] for r in rows]), frames_mask),
+        ]
+        ref = dec_ref(encodings_and_masks=encodings, decoder_input_tokens=x, decoder_noise_time=t)
+        cache = model.encode(tokens[:, :60], context, context_mask)
+        ours = model.decoder(x, t, cache)
+    assert (ours - ref).abs().max() <= TOL
+
+
+def test_unconditional_rows_equal_zeroed_encodings(reference):
+    """Rows past the cache's batch get no cross-attention: the same as attending to zeroed, masked encodings."""
+    root, (_, _, dec_ref) = reference
+    model = load_diffusers(root).model
+    x = torch.randn(1, 256, 128)
+    t = torch.tensor([0.5])
+    zeros = torch.zeros(1, 300, model.cfg.d_model)
+    with torch.no_grad():
+        ref = dec_ref(encodings_and_masks=[(zeros, torch.zeros(1, 300, dtype=torch.bool))],
+                      decoder_input_tokens=x, decoder_noise_time=t)
+        ours = model.decoder(x, t, None)
+    assert (ours - ref).abs().max() <= TOL
+
+
+def test_midisynth_format_round_trip(tmp_path, tiny_cfg):
+    torch.manual_seed(0)
+    model = SpectrogramDiffusion(tiny_cfg)
+    digest = save_model(model, tmp_path / "m.safetensors", {"note": "test"})
+    loaded = load_model_file(tmp_path / "m.safetensors", expected_sha256=digest)
+    assert loaded.metadata["note"] == "test"
+    assert loaded.model.cfg == tiny_cfg
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, loaded.model.state_dict()[name])
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_corrupted_model_file_detected(tmp_path, tiny_cfg):
+    path = tmp_path / "m.safetensors"
+    digest = save_model(SpectrogramDiffusion(tiny_cfg), path)
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256 mismatch"):
+        load_model_file(path, expected_sha256=digest)
+
+
+def test_wrong_shapes_are_reported(tmp_path, tiny_cfg):
+    path = tmp_path / "m.safetensors"
+    save_model(SpectrogramDiffusion(tiny_cfg), path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    state = load_file(str(path))
+    state["decoder.output_proj.weight"] = torch.zeros(3, 3)
+    save_file(state, str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match=r"decoder.output_proj.weight has shape \(3, 3\)"):
+        load_checkpoint(path)
+
+
+def test_not_a_model_file(tmp_path):
+    path = tmp_path / "junk.safetensors"
+    path.write_bytes(b"definitely not safetensors")
+    with pytest.raises(CheckpointError, match="not a readable safetensors model"):
+        load_checkpoint(path)
+
+
+def test_pickle_weights_need_explicit_flag(tmp_path, tiny_cfg):
+    root = tmp_path / "ckpt"
+    save_reference_checkpoint(root, tiny_cfg, seed=2, safe=False)
+    with pytest.raises(CheckpointError, match="--allow-pickle"):
+        load_diffusers(root)
+    assert load_diffusers(root, allow_pickle=True).model.cfg == tiny_cfg
+
+
+def test_missing_module_and_inconsistent_config(tmp_path, reference):
+    root, _ = reference
+    with pytest.raises(CheckpointError, match="missing notes_encoder/config.json"):
+        load_diffusers(tmp_path)
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(root, broken)
+    cfg_path = broken / "decoder" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["d_model"] = 48
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="modules disagree on d_model"):
+        load_diffusers(broken)
