@@ -1,0 +1,45 @@
+# midisynth developer tasks. `make install` sets up .venv; every other target uses it.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= data/fluidr3
+RUN ?= runs/default
+DEVICE ?= cpu
+HOURS ?= 3
+
+.PHONY: install test test-fast lint bench data train ship eval clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[test,dev,data]'
+	# note-seq (reference tokenizer for the parity tests) pins old packages: install it without them.
+	$(BIN)/pip install -q --no-deps note-seq==0.0.5
+	touch $@
+
+test: $(VENV)/.test-installed
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.test-installed
+	$(BIN)/ruff check midisynth tests benchmarks
+
+bench: $(VENV)/.test-installed
+	$(BIN)/python -m benchmarks.run --out benchmarks/results.json
+
+data: install
+	$(BIN)/midisynth dataset $(DATA) --hours $(HOURS)
+
+train: install
+	$(BIN)/midisynth train --config configs/default.toml --data $(DATA) --out $(RUN) --device $(DEVICE)
+
+eval: install
+	$(BIN)/midisynth eval $(DATA)/heldout_midi --json docs/eval.json
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache

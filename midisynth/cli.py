@@ -1,0 +1,217 @@
+"""The `midisynth` command: a thin Typer layer over the library. Heavy imports (torch) happen inside commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="midisynth",
+    help="Neural MIDI-to-audio rendering with Spectrogram Diffusion.\n\n"
+    "Example: midisynth render song.mid -o song.wav",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _err(message: str) -> None:
+    typer.echo(f"midisynth: {message}", err=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from midisynth import __version__
+
+        typer.echo(f"midisynth {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+) -> None:
+    """Neural MIDI-to-audio rendering with Spectrogram Diffusion."""
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _read_song(source: str):
+    from midisynth.midi import read_midi
+
+    return read_midi(sys.stdin.buffer.read() if source == "-" else source)
+
+
+@app.command()
+def render(
+    inputs: Annotated[list[str], typer.Argument(help="MIDI files, directories (recursive), or '-' for stdin.")],
+    output: Annotated[str | None, typer.Option("-o", "--output", help="Output file, directory, or '-' (WAV on stdout).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model: midisynth .safetensors file or diffusers checkpoint dir.", envvar="MIDISYNTH_MODEL")] = None,
+    device: Annotated[Device, typer.Option(help="Where to run the networks.", envvar="MIDISYNTH_DEVICE")] = Device.auto,
+    sampler: Annotated[str, typer.Option(help="ddpm (diffusers), paper, ddim or dpmpp.")] = "dpmpp",
+    steps: Annotated[int | None, typer.Option(min=1, help="Denoising steps per window [default: the sampler's].")] = None,
+    guidance: Annotated[float, typer.Option(min=1.0, help="Classifier-free guidance weight; 1 disables it.")] = 5.0,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, model and device: same audio).")] = 0,
+    vocoder: Annotated[str | None, typer.Option(help="griffin-lim, or PATH.onnx [default: the model's].")] = None,
+    mel_out: Annotated[Path | None, typer.Option("--mel-out", help="Also save the spectrogram [frames, 128] (.npy).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace existing outputs.")] = False,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave existing outputs alone (resume a batch).")] = False,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Render MIDI to audio (WAV, FLAC or OGG by extension)."""
+    from midisynth.batch import STDIO, UsageError, plan_jobs
+
+    try:
+        jobs = plan_jobs(inputs, output)
+    except UsageError as err:
+        _err(str(err))
+        raise typer.Exit(EXIT_USAGE) from None
+    if overwrite and skip_existing:
+        _err("--overwrite and --skip-existing contradict each other")
+        raise typer.Exit(EXIT_USAGE)
+    if mel_out is not None and len(jobs) != 1:
+        _err("--mel-out takes exactly one input")
+        raise typer.Exit(EXIT_USAGE)
+    if skip_existing:
+        jobs = [j for j in jobs if j.target == STDIO or not Path(j.target).exists()]
+        if not jobs:
+            if not quiet:
+                _err("nothing to do: every output exists (--skip-existing)")
+            return
+
+    from midisynth.render_jobs import RenderFailure, run_jobs
+
+    try:
+        from midisynth.checkpoints import CheckpointError
+        from midisynth.pipeline import RenderOptions, Synthesizer
+
+        options = RenderOptions(sampler=sampler, steps=steps, guidance=guidance, seed=seed)
+        synth = Synthesizer.from_pretrained(model, device=device.value, vocoder=vocoder, options=options,
+                                            allow_pickle=allow_pickle)
+    except (CheckpointError, ValueError, FileNotFoundError) as err:
+        _err(str(err))
+        raise typer.Exit(EXIT_USAGE) from None
+    show_progress = not quiet
+    try:
+        failures: list[RenderFailure] = run_jobs(synth, jobs, overwrite=overwrite, mel_out=mel_out,
+                                                 read_song=_read_song, progress=show_progress)
+    except KeyboardInterrupt:
+        _err("interrupted; no partial output was left behind")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    for failure in failures:
+        _err(f"{failure.name}: {failure.message}")
+    if len(jobs) > 1 and not quiet:
+        _err(f"{len(jobs) - len(failures)} of {len(jobs)} rendered" + (f", {len(failures)} failed" if failures else ""))
+    if failures:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def tokens(
+    midi: Annotated[str, typer.Argument(help="A MIDI file, or '-' for stdin.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list of token lists (one per 5.12 s window).")] = False,
+) -> None:
+    """Print the event tokens of each 5.12 s window (padding removed; each ends with EOS = 1)."""
+    from midisynth.midi import MidiError
+    from midisynth.tokens import tokenize
+
+    try:
+        windows = tokenize(_read_song(midi))
+    except (MidiError, OSError) as err:
+        _err(f"{midi}: {err}")
+        raise typer.Exit(EXIT_FAILED) from None
+    if as_json:
+        typer.echo(json.dumps(windows))
+    else:
+        for i, window in enumerate(windows):
+            typer.echo(f"window {i}: {' '.join(map(str, window))}")
+
+
+@app.command()
+def info(midi: Annotated[str, typer.Argument(help="A MIDI file, or '-' for stdin.")]) -> None:
+    """Describe a MIDI file: duration, windows, instruments and note counts."""
+    from midisynth.constants import WINDOW_SECONDS
+    from midisynth.midi import MidiError
+
+    try:
+        song = _read_song(midi)
+    except (MidiError, OSError) as err:
+        _err(f"{midi}: {err}")
+        raise typer.Exit(EXIT_FAILED) from None
+    from midisynth.tokens import tokenize
+
+    windows = len(tokenize(song))
+    typer.echo(f"file: {midi}")
+    typer.echo(f"duration: {song.duration:.2f} s")
+    typer.echo(f"windows: {windows} x {WINDOW_SECONDS} s")
+    typer.echo(f"notes: {len(song.notes)}")
+    for name, count in song.instrument_note_counts().items():
+        typer.echo(f"  {name}: {count} notes")
+
+
+@app.command()
+def dataset(
+    out_dir: Annotated[Path, typer.Argument(help="Data set directory (created; re-running resumes).")],
+    soundfont: Annotated[Path, typer.Option(help="SoundFont (.sf2) of the reference synthesizer.")] = Path(
+        "/usr/share/sounds/sf2/FluidR3_GM.sf2"),
+    midi: Annotated[list[Path] | None, typer.Option(help="Extra MIDI directories to include.")] = None,
+    hours: Annotated[float, typer.Option(min=0.01, help="Total audio to render, hours.")] = 3.0,
+    seed: Annotated[int, typer.Option(help="Seed of the generated material and instrument choices.")] = 0,
+) -> None:
+    """Build a training data set: MIDI rendered with FluidSynth, tokens, log-mel features, manifest."""
+    from midisynth.data.build import build_dataset
+
+    try:
+        build_dataset(out_dir, soundfont=soundfont, midi_dirs=list(midi or []), hours=hours, seed=seed)
+    except (FileNotFoundError, ValueError, RuntimeError) as err:
+        _err(str(err))
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+@app.command()
+def train(
+    config: Annotated[Path, typer.Option(help="TOML config with [model] and [train].")] = Path("configs/default.toml"),
+    data: Annotated[Path, typer.Option(help="Data set directory from `midisynth dataset`.")] = Path("data/fluidr3"),
+    out: Annotated[Path, typer.Option(help="Run directory (checkpoints; re-running resumes).")] = Path("runs/default"),
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    max_minutes: Annotated[float | None, typer.Option(help="Stop (with a checkpoint) after this many minutes.")] = None,
+    init_from: Annotated[Path | None, typer.Option(help="Start from these weights (midisynth .safetensors).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
+) -> None:
+    """Train a Spectrogram Diffusion model (resumable; Ctrl-C stops with a checkpoint)."""
+    import torch
+    from tqdm import tqdm
+
+    from midisynth.config import load_config
+    from midisynth.train import Trainer
+
+    if threads:
+        torch.set_num_threads(threads)
+    trainer = Trainer(load_config(config), data, out, device=device, init_from=init_from)
+    bar = tqdm(total=trainer.tc.max_steps, initial=trainer.step, desc="train", unit="step", dynamic_ncols=True)
+
+    def on_step(step: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+
+    trainer.train(max_minutes=max_minutes, on_step=on_step)
+    bar.close()
+    typer.echo(f"stopped at step {trainer.step}; weights: {out / 'model.safetensors'}", err=True)
+
+
+if __name__ == "__main__":
+    app()

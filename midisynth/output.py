@@ -1,0 +1,116 @@
+"""Writing audio progressively and atomically.
+
+Files are written to a temporary file in the destination's directory and renamed into place only when complete,
+so an interrupted or failed render never leaves a partial file. Standard output gets a WAV stream whose header
+carries the exact length, known before the first sample is generated.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+
+from midisynth.constants import SAMPLE_RATE
+
+FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
+
+
+class OutputError(OSError):
+    """An output that cannot be written; the message says which and why."""
+
+
+def output_format(path: Path) -> str:
+    try:
+        return FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise OutputError(f"{path}: unsupported output extension; use one of {', '.join(FORMATS)}") from None
+
+
+def _pcm16(chunk: np.ndarray) -> bytes:
+    return (np.clip(chunk, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+
+
+def wav_header(num_samples: int, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """RIFF header of a mono 16-bit PCM WAV with `num_samples` samples."""
+    data_bytes = num_samples * 2
+    return b"".join([
+        b"RIFF", struct.pack("<I", 36 + data_bytes), b"WAVE",
+        b"fmt ", struct.pack("<IHHIIHH", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16),
+        b"data", struct.pack("<I", data_bytes),
+    ])
+
+
+def write_wav_stream(chunks: Iterable[np.ndarray], num_samples: int, stream: BinaryIO | None = None) -> int:
+    """Write a WAV of exactly `num_samples` samples to a byte stream (default: stdout); returns samples written.
+
+    Chunks beyond `num_samples` are cut and a short stream is padded with silence, so the header stays true.
+    """
+    out = stream if stream is not None else sys.stdout.buffer
+    try:
+        out.write(wav_header(num_samples))
+        written = 0
+        for chunk in chunks:
+            part = chunk[: num_samples - written]
+            out.write(_pcm16(part))
+            written += part.shape[0]
+        if written < num_samples:
+            out.write(bytes(2 * (num_samples - written)))
+        out.flush()
+    except BrokenPipeError:
+        raise OutputError("standard output was closed before the audio was complete") from None
+    return num_samples
+
+
+def write_audio_file(path: Path, chunks: Iterable[np.ndarray], overwrite: bool = False) -> int:
+    """Write audio chunks (float32, 16 kHz, mono) to `path` atomically; returns the number of samples written."""
+    path = Path(path)
+    fmt = output_format(path)
+    if path.exists() and not overwrite:
+        raise OutputError(f"{path}: already exists (pass --overwrite to replace it, or --skip-existing)")
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise OutputError(f"{path}: output directory {directory} does not exist")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".part")
+    except OSError as err:
+        raise OutputError(f"{path}: cannot write to {directory} ({err.strerror})") from None
+    tmp = Path(tmp_name)
+    written = 0
+    try:
+        with os.fdopen(fd, "w+b") as raw, sf.SoundFile(
+            raw, mode="w", samplerate=SAMPLE_RATE, channels=1, format=fmt,
+            subtype="PCM_16" if fmt in ("WAV", "FLAC") else None,
+        ) as f:
+            for chunk in chunks:
+                f.write(np.clip(chunk, -1.0, 1.0))
+                written += chunk.shape[0]
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: write failed ({err.strerror or err})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    """np.save through a temporary file and a rename."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise

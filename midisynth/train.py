@@ -1,0 +1,195 @@
+"""Training loop for Spectrogram Diffusion (paper §4): ε-prediction, L1 loss, conditioning dropout.
+
+Resumable: `RUN_DIR/last.pt` holds model, EMA, optimiser, step and RNG states (loaded with weights_only=True);
+`RUN_DIR/model.safetensors` holds the EMA weights in midisynth's format, the artefact to ship. A run stops
+cleanly (checkpoint written) on SIGINT/SIGTERM or when `max_minutes` is reached, and resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from midisynth.audio import to_network_range
+from midisynth.checkpoints import load_model_file, save_model
+from midisynth.config import Config
+from midisynth.data.store import WindowDataset, collate_windows
+from midisynth.networks import SpectrogramDiffusion
+from midisynth.samplers import q_sample
+
+
+def _batches(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
+    while True:
+        yield from loader
+
+
+def _move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def diffusion_loss(
+    model: SpectrogramDiffusion,
+    batch: dict[str, torch.Tensor],
+    generator: torch.Generator,
+    cond_dropout: float,
+    loss_type: str,
+) -> torch.Tensor:
+    """One training objective evaluation on a batch of windows.
+
+    batch: tokens [B, L] int, targets [B, 256, 128] log-mel, context [B, 256, 128] log-mel, context_mask [B] bool.
+    Rows whose conditioning is dropped are moved to the end of the batch, where the decoder skips cross-attention
+    (the same unconditional branch the guided samplers use).
+    """
+    device = batch["targets"].device
+    x0 = to_network_range(batch["targets"])
+    batch_size = x0.shape[0]
+    keep = torch.rand(batch_size, generator=generator) >= cond_dropout
+    order = torch.argsort(~keep, stable=True).to(device)  # kept rows first
+    num_conditioned = int(keep.sum())
+    t = torch.rand(batch_size, generator=generator).to(device)
+    eps = torch.randn(x0.shape, generator=generator).to(device)
+    z_t = q_sample(x0, eps, t)
+    pred = model(
+        z_t[order], t[order], batch["tokens"][order], to_network_range(batch["context"])[order],
+        batch["context_mask"][order], num_conditioned=num_conditioned,
+    )
+    error = pred.float() - eps[order]
+    return error.abs().mean() if loss_type == "l1" else error.pow(2).mean()
+
+
+class Trainer:
+    def __init__(self, config: Config, data_dir: Path, run_dir: Path, device: str = "cpu",
+                 init_from: Path | None = None):
+        self.cfg = config
+        self.tc = config.train
+        self.run_dir = run_dir
+        self.device = torch.device(device)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(self.tc.seed)
+        self.model = SpectrogramDiffusion(config.model).to(self.device)
+        if init_from is not None:
+            self.model.load_state_dict(load_model_file(init_from).model.state_dict())
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.tc.learning_rate, betas=(0.9, 0.99), weight_decay=self.tc.weight_decay
+        )
+        self.step = 0
+        self.generator = torch.Generator().manual_seed(self.tc.seed)
+        train_set = WindowDataset(data_dir, split="train")
+        self.heldout = WindowDataset(data_dir, split="heldout")
+        loader_gen = torch.Generator().manual_seed(self.tc.seed + 1)
+        self.loader = DataLoader(
+            train_set, batch_size=self.tc.batch_size, shuffle=True, drop_last=True, collate_fn=collate_windows,
+            num_workers=self.tc.num_workers, generator=loader_gen,
+        )
+        self.history: list[dict[str, float]] = []
+        self._stop = False
+        self._resume()
+
+    # -- checkpointing -------------------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    def _resume(self) -> None:
+        if not self.checkpoint_path.exists():
+            return
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.history = json.loads(state["history"])
+
+    def save(self) -> None:
+        state = {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "history": json.dumps(self.history),
+        }
+        tmp = self.checkpoint_path.with_suffix(".pt.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.checkpoint_path)
+        save_model(self.ema, self.run_dir / "model.safetensors", {"step": str(self.step)})
+        (self.run_dir / "history.json").write_text(json.dumps(self.history, indent=1))
+
+    # -- loop ------------------------------------------------------------------------------------------------------
+    def _lr(self) -> float:
+        warm = min(1.0, (self.step + 1) / max(1, self.tc.warmup_steps))
+        return self.tc.learning_rate * warm
+
+    def _autocast(self):
+        enabled = self.tc.precision == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    @torch.no_grad()
+    def heldout_loss(self) -> float:
+        """Mean loss of the EMA model on fixed held-out batches with fixed noise (comparable across evaluations)."""
+        gen = torch.Generator().manual_seed(1234)
+        loader = DataLoader(self.heldout, batch_size=self.tc.batch_size, shuffle=False, collate_fn=collate_windows)
+        losses = []
+        for i, batch in enumerate(loader):
+            if i >= self.tc.eval_batches:
+                break
+            with self._autocast():
+                losses.append(float(diffusion_loss(self.ema, _move(batch, self.device), gen, 0.0, self.tc.loss)))
+        return sum(losses) / max(1, len(losses))
+
+    def _ema_update(self) -> None:
+        decay = min(self.tc.ema_decay, (1 + self.step) / (10 + self.step))
+        for ema_p, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+            ema_p.lerp_(p.detach(), 1 - decay)
+
+    def _handle_signal(self, signum, frame) -> None:
+        self._stop = True
+
+    def train(self, max_minutes: float | None = None, on_step: Callable[[int, float], None] | None = None) -> None:
+        old_handlers = {s: signal.signal(s, self._handle_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        start = time.monotonic()
+        batches = _batches(self.loader)
+        self.model.train()
+        try:
+            while self.step < self.tc.max_steps and not self._stop:
+                if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
+                    break
+                batch = _move(next(batches), self.device)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self._lr()
+                with self._autocast():
+                    loss = diffusion_loss(self.model, batch, self.generator, self.tc.cond_dropout, self.tc.loss)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
+                if not math.isfinite(float(grad_norm)):
+                    raise FloatingPointError(f"non-finite gradient norm at step {self.step}")
+                self.optimizer.step()
+                self._ema_update()
+                self.step += 1
+                record = {"step": self.step, "loss": float(loss), "time": time.time()}
+                if self.step % self.tc.eval_every == 0:
+                    record["heldout_loss"] = self.heldout_loss()
+                if self.step % self.tc.log_every == 0 or "heldout_loss" in record:
+                    self.history.append(record)
+                if on_step is not None:
+                    on_step(self.step, float(loss))
+                if self.step % self.tc.checkpoint_every == 0:
+                    self.save()
+        finally:
+            self.save()
+            for s, handler in old_handlers.items():
+                signal.signal(s, handler)
