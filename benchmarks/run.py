@@ -1,0 +1,136 @@
+"""`make bench`: speed and memory of midisynth, side by side with diffusers in the same run.
+
+Writes JSON (default benchmarks/results.json) and prints a short table. Timings are medians of repeated runs.
+Seconds per window are measured as encode time + steps x median step time, each measured directly (running 100
+full diffusers steps per window would take minutes per sample on 2 cores); the step counts are stated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def median_seconds(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def window_inputs(num_tokens: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.zeros(1, 2048, dtype=torch.long)
+    tokens[0, :num_tokens] = torch.randint(3, 1391, (num_tokens,), generator=g)
+    context = torch.rand(1, 256, 128, generator=g) * 2 - 1
+    x = torch.randn(1, 256, 128, generator=g)
+    return tokens, context, x
+
+
+def bench_base_vs_diffusers(num_tokens: int, repeats: int) -> dict:
+    """Official base size with random weights: one window's encode and one denoising step, both implementations."""
+    from midisynth.config import load_config
+    from midisynth.networks import SpectrogramDiffusion
+    from tests.reference import build_reference_modules
+
+    cfg = load_config(ROOT / "configs" / "base.toml").model
+    notes_ref, cont_ref, dec_ref = build_reference_modules(cfg)
+    ours = SpectrogramDiffusion(cfg).eval()
+    tokens, context, x = window_inputs(num_tokens)
+    mask = torch.ones(1, 256, dtype=torch.bool)
+    t = torch.tensor([0.5])
+    results: dict[str, float] = {}
+    with torch.inference_mode():
+        def ref_encode():
+            return [notes_ref(encoder_input_tokens=tokens, encoder_inputs_mask=tokens > 0),
+                    cont_ref(encoder_inputs=context, encoder_inputs_mask=mask)]
+
+        encodings = ref_encode()
+        results["diffusers_encode_s"] = median_seconds(ref_encode, repeats)
+        results["diffusers_step_s"] = median_seconds(
+            lambda: dec_ref(encodings_and_masks=encodings, decoder_input_tokens=x, decoder_noise_time=t), repeats)
+        trimmed = tokens[:, :num_tokens]
+        has_context = torch.tensor([True])
+        for precision in ("fp32", "bf16"):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                cache = ours.encode(trimmed, context, has_context)
+                results[f"midisynth_{precision}_encode_s"] = median_seconds(
+                    lambda: ours.encode(trimmed, context, has_context), repeats)
+                results[f"midisynth_{precision}_step_s"] = median_seconds(
+                    lambda: ours.decoder(x, t, cache), repeats)
+                x2, t2 = torch.cat([x, x]), torch.cat([t, t])
+                results[f"midisynth_{precision}_guided_step_s"] = median_seconds(
+                    lambda: ours.decoder(x2, t2, cache), repeats)
+    return results
+
+
+def window_seconds(r: dict, impl: str, steps: int, guided: bool = False) -> float:
+    step = r[f"{impl}_guided_step_s"] if guided else r[f"{impl}_step_s"]
+    return r[f"{impl}_encode_s"] + steps * step
+
+
+def bench_help(repeats: int = 5) -> float:
+    cmd = [sys.executable, "-m", "midisynth.cli", "--help"]
+    return median_seconds(lambda: subprocess.run(cmd, check=True, capture_output=True), repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
+    parser.add_argument("--tokens", type=int, default=400, help="real tokens in the benchmark window")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--default-steps", type=int, default=20)
+    args = parser.parse_args()
+
+    from midisynth.pipeline import RenderOptions
+
+    defaults = RenderOptions()
+    default_steps = defaults.num_steps
+    report: dict = {
+        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "help_s": bench_help(),
+    }
+    base = bench_base_vs_diffusers(args.tokens, args.repeats)
+    report["base_random_weights"] = base
+    table = []
+    for steps in (100, 10):
+        ref = window_seconds(base, "diffusers", steps)
+        for precision in ("fp32", "bf16"):
+            ours = window_seconds(base, f"midisynth_{precision}", steps)
+            table.append({"setting": f"{steps} steps, no guidance, {precision}", "diffusers_s_per_window": ref,
+                          "midisynth_s_per_window": ours, "speedup": ref / ours})
+    ref100 = window_seconds(base, "diffusers", 100)
+    for precision in ("fp32", "bf16"):
+        ours = window_seconds(base, f"midisynth_{precision}", default_steps, guided=defaults.guidance != 1.0)
+        table.append({"setting": f"midisynth default ({defaults.sampler} {default_steps} steps, guidance "
+                                 f"{defaults.guidance}, {precision}) vs diffusers default (100 steps)",
+                      "diffusers_s_per_window": ref100, "midisynth_s_per_window": ours, "speedup": ref100 / ours})
+    report["per_window"] = table
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"midisynth --help: {report['help_s']:.3f} s")
+    print(f"{'setting':<90} {'diffusers s':>12} {'midisynth s':>12} {'speedup':>8}")
+    for row in table:
+        print(f"{row['setting']:<90} {row['diffusers_s_per_window']:>12.2f} {row['midisynth_s_per_window']:>12.2f} "
+              f"{row['speedup']:>7.1f}x")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
