@@ -1,0 +1,224 @@
+"""Diffusion samplers over a denoiser `eps = denoise(x, t)` (x [batch, 256, 128] network range, t [batch] in [0, 1]).
+
+- "ddpm": diffusers' loop for the hub checkpoint. The conversion script
+  (diffusers `scripts/convert_music_spectrogram_to_diffusers.py`) builds
+  `DDPMScheduler(beta_schedule="squaredcos_cap_v2", variance_type="fixed_large")`, other settings default:
+  1000 training steps, ε-prediction, x0 clipped to [-1, 1], "leading" timestep spacing. The denoiser is called
+  with t_discrete / 1000.
+- "paper": the original ancestral sampler (magenta/music-spectrogram-diffusion, `diffusion_utils.eval_step` and
+  `ddpm_step`): continuous time, cosine log-SNR schedule, "large" variance, x0 clipped and ε re-derived from it
+  every step, the clipped x0 returned at the last step; the model sees the continuous time t = (i + 1) / N.
+- "ddim": deterministic DDIM on the same continuous schedule (the original `ddim_step`).
+- "dpmpp": DPM-Solver++(2M) (Lu et al. 2022) on the same schedule, in λ = logSNR / 2, with x0 clipping.
+
+Classifier-free guidance is composed outside (the denoiser passed in may be guided). Every random draw is made
+on the CPU with the given generator and then moved, so a seed gives the same result on every device; the initial
+noise is the first draw.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Callback = Callable[[int, int], None]  # (steps done, total steps)
+
+LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0
+_B = math.atan(math.exp(-0.5 * LOGSNR_MAX))
+_A = math.atan(math.exp(-0.5 * LOGSNR_MIN)) - _B
+
+
+# -- continuous cosine log-SNR schedule (training and the continuous samplers) -----------------------------------------
+def logsnr_schedule(t: torch.Tensor) -> torch.Tensor:
+    """logSNR(t) = -2 ln tan(a t + b), from +20 at t = 0 to -20 at t = 1."""
+    return -2.0 * torch.log(torch.tan(_A * t + _B))
+
+
+def alpha_sigma(logsnr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Signal and noise scales: alpha² = sigmoid(logSNR), sigma² = sigmoid(-logSNR)."""
+    return torch.sigmoid(logsnr).sqrt(), torch.sigmoid(-logsnr).sqrt()
+
+
+def _per_row(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return values.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
+
+
+def q_sample(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """z_t = alpha_t x0 + sigma_t eps for per-row times t [batch]."""
+    alpha, sigma = alpha_sigma(logsnr_schedule(t.float()))
+    return _per_row(alpha, x0) * x0 + _per_row(sigma, x0) * eps
+
+
+def _x0_from_eps(z: torch.Tensor, eps: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
+    alpha, sigma = alpha_sigma(logsnr)
+    return (z - sigma * eps) / alpha
+
+
+def _eps_from_x0(z: torch.Tensor, x0: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
+    alpha, sigma = alpha_sigma(logsnr)
+    return (z - alpha * x0) / sigma
+
+
+def _noise(shape: tuple, generator: torch.Generator, device, dtype) -> torch.Tensor:
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+
+
+def _predict(denoise: Denoiser, z: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clipped x0, ε re-derived from it, and logSNR at continuous time t (as the original eval_step)."""
+    time = torch.full((z.shape[0],), t, device=z.device, dtype=torch.float32)
+    logsnr = logsnr_schedule(torch.tensor(t, dtype=torch.float64)).to(torch.float32)
+    eps = denoise(z, time).float()
+    x0 = _x0_from_eps(z, eps, logsnr).clamp(-1.0, 1.0)
+    return x0, _eps_from_x0(z, x0, logsnr), logsnr
+
+
+# -- samplers ---------------------------------------------------------------------------------------------------------
+def _paper(denoise: Denoiser, shape, steps, generator, device, dtype, callback) -> torch.Tensor:
+    z = _noise(shape, generator, device, torch.float32)
+    for done, i in enumerate(range(steps - 1, -1, -1), start=1):
+        x0, _, logsnr_t = _predict(denoise, z.to(dtype), (i + 1) / steps)
+        if i == 0:
+            z = x0
+        else:
+            logsnr_s = logsnr_schedule(torch.tensor(i / steps, dtype=torch.float64)).to(torch.float32)
+            alpha_st = torch.sqrt((1 + torch.exp(-logsnr_t)) / (1 + torch.exp(-logsnr_s)))
+            alpha_s = torch.sigmoid(logsnr_s).sqrt()
+            r = torch.exp(logsnr_t - logsnr_s)  # SNR(t) / SNR(s)
+            one_minus_r = -torch.expm1(logsnr_t - logsnr_s)
+            mean = r * alpha_st * z + one_minus_r * alpha_s * x0
+            std = torch.sqrt(one_minus_r * torch.sigmoid(-logsnr_t))  # "large" variance
+            z = mean + std * _noise(shape, generator, device, torch.float32)
+        if callback is not None:
+            callback(done, steps)
+    return z
+
+
+def _ddim(denoise: Denoiser, shape, steps, generator, device, dtype, callback) -> torch.Tensor:
+    z = _noise(shape, generator, device, torch.float32)
+    for done, i in enumerate(range(steps - 1, -1, -1), start=1):
+        x0, eps, _ = _predict(denoise, z.to(dtype), (i + 1) / steps)
+        if i == 0:
+            z = x0
+        else:
+            alpha_s, sigma_s = alpha_sigma(logsnr_schedule(torch.tensor(i / steps, dtype=torch.float64)).float())
+            z = alpha_s * x0 + sigma_s * eps
+        if callback is not None:
+            callback(done, steps)
+    return z
+
+
+def _dpmpp(denoise: Denoiser, shape, steps, generator, device, dtype, callback) -> torch.Tensor:
+    """DPM-Solver++(2M): multistep second-order data-prediction solver; first step first order, last step x0."""
+    z = _noise(shape, generator, device, torch.float32)
+    times = [(i + 1) / steps for i in range(steps - 1, -1, -1)] + [0.0]  # from 1 down to 0
+    previous_x0: torch.Tensor | None = None
+    previous_h: float | None = None
+    for done in range(1, steps + 1):
+        t, s = times[done - 1], times[done]
+        x0, _, logsnr_t = _predict(denoise, z.to(dtype), t)
+        if s == 0.0:
+            z = x0
+        else:
+            lam_t = float(logsnr_t) / 2
+            lam_s = float(logsnr_schedule(torch.tensor(s, dtype=torch.float64))) / 2
+            h = lam_s - lam_t
+            alpha_s, sigma_s = alpha_sigma(torch.tensor(2 * lam_s, dtype=torch.float32))
+            _, sigma_t = alpha_sigma(torch.tensor(2 * lam_t, dtype=torch.float32))
+            if previous_x0 is None:
+                d = x0
+            else:
+                ratio = previous_h / h
+                d = (1 + 1 / (2 * ratio)) * x0 - (1 / (2 * ratio)) * previous_x0
+            z = (sigma_s / sigma_t) * z - alpha_s * math.expm1(-h) * d
+            previous_x0, previous_h = x0, h
+        if callback is not None:
+            callback(done, steps)
+    return z
+
+
+class _DiffusersDDPM:
+    """DDPMScheduler(squaredcos_cap_v2, fixed_large, clip_sample) arithmetic, in float32 like diffusers."""
+
+    num_train_timesteps = 1000
+
+    def __init__(self) -> None:
+        def alpha_bar(t: float) -> float:
+            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        n = self.num_train_timesteps
+        betas = [min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)]
+        self.alphas_cumprod = torch.cumprod(1.0 - torch.tensor(betas, dtype=torch.float32), dim=0)
+
+    def timesteps(self, steps: int) -> list[int]:
+        ratio = self.num_train_timesteps // steps
+        return [i * ratio for i in range(steps - 1, -1, -1)]
+
+    def step(self, eps: torch.Tensor, t: int, prev_t: int, z: torch.Tensor, noise: Callable[[], torch.Tensor]):
+        one = torch.tensor(1.0)
+        a_t = self.alphas_cumprod[t]
+        a_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else one
+        beta_t, beta_prev = 1 - a_t, 1 - a_prev
+        current_alpha = a_t / a_prev
+        current_beta = 1 - current_alpha
+        x0 = ((z - beta_t ** 0.5 * eps) / a_t ** 0.5).clamp(-1.0, 1.0)
+        mean = (a_prev ** 0.5 * current_beta) / beta_t * x0 + current_alpha ** 0.5 * beta_prev / beta_t * z
+        if t > 0:
+            mean = mean + current_beta ** 0.5 * noise()
+        return mean
+
+
+_DDPM = _DiffusersDDPM()
+
+
+def _ddpm(denoise: Denoiser, shape, steps, generator, device, dtype, callback) -> torch.Tensor:
+    if steps > _DDPM.num_train_timesteps:
+        raise ValueError(f"ddpm takes at most {_DDPM.num_train_timesteps} steps, got {steps}")
+    z = _noise(shape, generator, device, dtype)
+    timesteps = _DDPM.timesteps(steps)
+    for done, t in enumerate(timesteps, start=1):
+        prev_t = timesteps[done] if done < len(timesteps) else -1
+        time = torch.full((shape[0],), t, dtype=torch.long, device=device) / _DDPM.num_train_timesteps
+        eps = denoise(z, time)
+        z = _DDPM.step(eps, t, prev_t, z, lambda: _noise(shape, generator, device, dtype))
+        if callback is not None:
+            callback(done, steps)
+    return z
+
+
+@dataclass(frozen=True)
+class SamplerInfo:
+    run: Callable[..., torch.Tensor]
+    default_steps: int
+    description: str
+
+
+SAMPLERS: dict[str, SamplerInfo] = {
+    "ddpm": SamplerInfo(_ddpm, 100, "diffusers' DDPM loop (reproduces its output for a seed)"),
+    "paper": SamplerInfo(_paper, 1000, "the paper's ancestral sampler, continuous cosine log-SNR"),
+    "ddim": SamplerInfo(_ddim, 20, "deterministic DDIM"),
+    "dpmpp": SamplerInfo(_dpmpp, 20, "DPM-Solver++(2M)"),
+}
+
+
+def sample(
+    name: str,
+    denoise: Denoiser,
+    shape: tuple[int, ...],
+    steps: int,
+    generator: torch.Generator,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    callback: Callback | None = None,
+) -> torch.Tensor:
+    """Draw one sample x0 [shape] (network range) with the named sampler."""
+    try:
+        info = SAMPLERS[name]
+    except KeyError:
+        raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}") from None
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    return info.run(denoise, shape, steps, generator, torch.device(device), dtype, callback)

@@ -1,0 +1,120 @@
+"""The command line: outputs, exit codes, stdout streaming, batches, and that --help stays light."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from typer.testing import CliRunner
+
+from midisynth.batch import UsageError, plan_jobs
+from midisynth.cli import app
+from midisynth.constants import HOP_LENGTH, SAMPLE_RATE
+
+FAST = ["--sampler", "ddim", "--steps", "2", "--guidance", "1", "-q"]
+
+
+def run(*args: str, input: bytes | None = None):
+    return CliRunner().invoke(app, list(args), input=input)
+
+
+def test_help_does_not_import_torch():
+    code = "import sys, midisynth.cli; assert 'torch' not in sys.modules, 'torch imported at start-up'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_render_file(tiny_model_path, short_midi, tmp_path):
+    out = tmp_path / "out.wav"
+    result = run("render", str(short_midi), "-o", str(out), "--model", str(tiny_model_path), *FAST)
+    assert result.exit_code == 0, result.output
+    audio, rate = sf.read(out)
+    assert rate == SAMPLE_RATE
+    assert audio.shape[0] % HOP_LENGTH == 0 and audio.shape[0] >= int(1.5 * SAMPLE_RATE)
+    assert np.abs(audio).max() > 0
+
+
+def test_render_stdin_to_stdout(tiny_model_path, short_midi):
+    result = run("render", "-", "-o", "-", "--model", str(tiny_model_path), *FAST, input=short_midi.read_bytes())
+    assert result.exit_code == 0
+    audio, rate = sf.read(io.BytesIO(result.stdout_bytes))
+    assert rate == SAMPLE_RATE and audio.shape[0] > SAMPLE_RATE
+
+
+def test_mel_out(tiny_model_path, short_midi, tmp_path):
+    mel = tmp_path / "mel.npy"
+    result = run("render", str(short_midi), "-o", str(tmp_path / "a.wav"), "--mel-out", str(mel),
+                 "--model", str(tiny_model_path), *FAST)
+    assert result.exit_code == 0, result.output
+    features = np.load(mel)
+    assert features.shape[1] == 128
+    assert features.shape[0] * HOP_LENGTH == sf.info(tmp_path / "a.wav").frames
+
+
+def test_batch_directory_mirrors_tree_and_survives_bad_file(tiny_model_path, short_midi, tmp_path):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.mid").write_bytes(short_midi.read_bytes())
+    (src / "sub" / "b.mid").write_bytes(short_midi.read_bytes())
+    (src / "sub" / "bad.mid").write_bytes(b"this is not a MIDI file")
+    out = tmp_path / "out"
+    result = run("render", str(src), "-o", str(out), "--model", str(tiny_model_path), *FAST)
+    assert result.exit_code == 1
+    assert (out / "a.wav").exists() and (out / "sub" / "b.wav").exists()
+    assert not (out / "sub" / "bad.wav").exists()
+    assert "bad.mid" in result.output and "Traceback" not in result.output
+    assert not list(out.rglob("*.part"))
+
+
+def test_existing_output_needs_overwrite_or_skip(tiny_model_path, short_midi, tmp_path):
+    out = tmp_path / "x.wav"
+    out.write_bytes(b"keep me")
+    args = ("render", str(short_midi), "-o", str(out), "--model", str(tiny_model_path), *FAST)
+    result = run(*args)
+    assert result.exit_code == 1 and "--overwrite" in result.output
+    assert out.read_bytes() == b"keep me"
+    assert run(*args, "--skip-existing").exit_code == 0 and out.read_bytes() == b"keep me"
+    assert run(*args, "--overwrite").exit_code == 0 and sf.info(out).samplerate == SAMPLE_RATE
+
+
+def test_usage_errors_exit_2(tmp_path, short_midi):
+    assert run("render", str(tmp_path / "missing.mid"), "-o", str(tmp_path / "o.wav")).exit_code == 2
+    assert run("render", str(short_midi), "-o", str(tmp_path / "o.wav"), "--model", str(tmp_path / "nope")).exit_code == 2
+    assert run("render", str(short_midi), "--sampler", "magic", "-o", str(tmp_path / "o.wav")).exit_code == 2
+
+
+def test_tokens_json_and_info(two_window_midi):
+    result = run("tokens", str(two_window_midi), "--json")
+    assert result.exit_code == 0
+    windows = json.loads(result.stdout)
+    assert len(windows) == 2 and all(w[-1] == 1 for w in windows)
+    info = run("info", str(two_window_midi))
+    assert info.exit_code == 0
+    assert "duration: 6.00 s" in info.stdout and "windows: 2" in info.stdout and "Acoustic Grand Piano" in info.stdout
+
+
+def test_bad_midi_one_line_exit_1(tmp_path):
+    bad = tmp_path / "bad.mid"
+    bad.write_bytes(b"MThd\x00\x00")
+    result = run("tokens", str(bad))
+    assert result.exit_code == 1
+    assert "bad.mid" in result.output and "Traceback" not in result.output
+
+
+def test_plan_jobs(tmp_path):
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    for name in ("d/x.mid", "d/e/y.MIDI", "d/skip.txt", "z.mid"):
+        (tmp_path / name).write_bytes(b"")
+    jobs = plan_jobs([str(tmp_path / "d"), str(tmp_path / "z.mid")], str(tmp_path / "out"))
+    assert [Path(j.target).relative_to(tmp_path / "out").as_posix() for j in jobs] == ["e/y.wav", "x.wav", "z.wav"]
+    assert plan_jobs([str(tmp_path / "z.mid")], None)[0].target == str(tmp_path / "z.wav")
+    for bad in (([str(tmp_path / "d")], "-"), (["-"], None), (["-", "-"], "o")):
+        try:
+            plan_jobs(*bad)
+        except UsageError:
+            continue
+        raise AssertionError(f"no UsageError for {bad}")
