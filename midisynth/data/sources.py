@@ -1,0 +1,209 @@
+"""MIDI material available offline for training: generated pieces, music21's corpus, and user folders.
+
+Every source yields `(piece_id, pretty_midi.PrettyMIDI)` deterministically for a seed. Instruments are drawn across
+all General MIDI programs so that every Slakh class (and drums) is covered.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pretty_midi
+
+from midisynth.tokens import SLAKH_PROGRAMS
+
+MAJOR = (0, 2, 4, 5, 7, 9, 11)
+MINOR = (0, 2, 3, 5, 7, 8, 10)
+PROGRESSIONS = ((0, 5, 3, 4), (0, 3, 4, 0), (0, 4, 5, 3), (5, 3, 0, 4), (0, 1, 4, 0))  # scale degrees
+KICK, SNARE, CLOSED_HAT, OPEN_HAT, CRASH, TOM = 36, 38, 42, 46, 49, 45
+
+
+def random_program(rng: random.Random) -> int:
+    """A GM program from a uniformly chosen Slakh class (any program within the class's range)."""
+    index = rng.randrange(len(SLAKH_PROGRAMS))
+    low = SLAKH_PROGRAMS[index]
+    high = SLAKH_PROGRAMS[index + 1] - 1 if index + 1 < len(SLAKH_PROGRAMS) else 127
+    return rng.randint(low, high)
+
+
+def _note(inst: pretty_midi.Instrument, pitch: int, start: float, end: float, velocity: int) -> None:
+    inst.notes.append(pretty_midi.Note(int(max(1, min(127, velocity))), int(max(0, min(127, pitch))), start, end))
+
+
+def generated_piece(rng: random.Random, seconds: float) -> pretty_midi.PrettyMIDI:
+    """A multi-instrument piece: chords, melody, bass and drums over a progression, with varied articulation."""
+    bpm = rng.uniform(70, 170)
+    beat = 60.0 / bpm
+    pm = pretty_midi.PrettyMIDI(initial_tempo=bpm)
+    scale = rng.choice([MAJOR, MINOR])
+    root = rng.randint(48, 59)
+    progression = rng.choice(PROGRESSIONS)
+    bars = max(1, int(seconds / (4 * beat)))
+    dynamics = rng.randint(50, 110)
+
+    def degree_pitch(degree: int, octave: int = 0) -> int:
+        return root + 12 * (octave + degree // 7) + scale[degree % 7]
+
+    roles = ["chords", "melody", "bass", "drums"]
+    chosen = [r for r in roles if rng.random() < 0.7] or [rng.choice(roles)]
+    for role in chosen:
+        if role == "drums":
+            inst = pretty_midi.Instrument(program=0, is_drum=True)
+            for b in range(bars):
+                for eighth in range(8):
+                    t = (b * 4 + eighth / 2) * beat
+                    _note(inst, CLOSED_HAT if rng.random() < 0.85 else OPEN_HAT, t, t + 0.1, dynamics - 20 + rng.randint(-10, 10))
+                    if eighth in (0, 4) or (eighth == 5 and rng.random() < 0.3):
+                        _note(inst, KICK, t, t + 0.1, dynamics + rng.randint(-5, 15))
+                    if eighth in (2, 6):
+                        _note(inst, SNARE, t, t + 0.1, dynamics + rng.randint(-10, 10))
+                if b % 4 == 0 and rng.random() < 0.5:
+                    _note(inst, rng.choice([CRASH, TOM]), b * 4 * beat, b * 4 * beat + 0.3, dynamics)
+            pm.instruments.append(inst)
+            continue
+        inst = pretty_midi.Instrument(program=random_program(rng))
+        style = rng.choice(["sustained", "staccato", "arpeggio", "mixed"])
+        for b in range(bars):
+            chord_degree = progression[b % len(progression)]
+            bar_start = b * 4 * beat
+            if role == "chords":
+                pitches = [degree_pitch(chord_degree + k) for k in (0, 2, 4)]
+                if style in ("sustained", "mixed"):
+                    for p in pitches:
+                        _note(inst, p, bar_start, bar_start + 4 * beat * rng.uniform(0.9, 1.0), dynamics + rng.randint(-15, 5))
+                elif style == "staccato":
+                    for k in range(4):
+                        for p in pitches:
+                            _note(inst, p, bar_start + k * beat, bar_start + k * beat + 0.15 * beat * 2, dynamics)
+                else:
+                    for k in range(8):
+                        p = pitches[k % 3] + 12 * (k // 3 % 2)
+                        _note(inst, p, bar_start + k * beat / 2, bar_start + (k + 1) * beat / 2, dynamics + rng.randint(-10, 10))
+            elif role == "bass":
+                for k in range(4 if style != "sustained" else 1):
+                    length = beat * (4 if style == "sustained" else (0.4 if style == "staccato" else 0.9))
+                    start = bar_start + k * beat
+                    _note(inst, degree_pitch(chord_degree, -2 + (k % 2 if style == "arpeggio" else 0)), start,
+                          start + length, dynamics + rng.randint(-5, 15))
+            else:  # melody: a random walk in the scale
+                t = bar_start
+                degree = chord_degree + 7
+                while t < bar_start + 4 * beat - 1e-6:
+                    length = beat * rng.choice([0.25, 0.5, 0.5, 1.0, 1.0, 2.0])
+                    length = min(length, bar_start + 4 * beat - t)
+                    if rng.random() > 0.1:  # a few rests
+                        gate = 0.5 if style == "staccato" else rng.uniform(0.8, 1.0)
+                        _note(inst, degree_pitch(degree, 1 if rng.random() < 0.3 else 0), t, t + length * gate,
+                              dynamics + rng.randint(-20, 20))
+                    degree = max(0, min(20, degree + rng.choice([-2, -1, -1, 0, 1, 1, 2, 3])))
+                    t += length
+        pm.instruments.append(inst)
+    return pm
+
+
+def note_survey(rng: random.Random, seconds: float) -> pretty_midi.PrettyMIDI:
+    """Single notes and small chords of one instrument across its range: isolated timbres at many pitches."""
+    pm = pretty_midi.PrettyMIDI()
+    drum = rng.random() < 0.15
+    inst = pretty_midi.Instrument(program=0 if drum else random_program(rng), is_drum=drum)
+    low, high = (35, 81) if drum else sorted(rng.sample(range(28, 100), 2))
+    t = 0.0
+    while t < seconds:
+        length = rng.choice([0.1, 0.3, 0.6, 1.2, 2.5])
+        for _ in range(1 if rng.random() < 0.7 else rng.randint(2, 3)):
+            _note(inst, rng.randint(low, max(low, high)), t, t + length, rng.randint(20, 127))
+        t += length + rng.choice([0.0, 0.05, 0.3, 0.8])
+    pm.instruments.append(inst)
+    return pm
+
+
+def generated_pieces(seed: int) -> Iterator[tuple[str, pretty_midi.PrettyMIDI]]:
+    """An endless deterministic stream of generated pieces (3 of 4 ensembles, 1 of 4 note surveys)."""
+    for index in range(10**9):
+        rng = random.Random(f"{seed}-{index}")
+        seconds = rng.uniform(15, 45)
+        if index % 4 == 3:
+            yield f"survey-{seed}-{index:05d}", note_survey(rng, seconds)
+        else:
+            yield f"gen-{seed}-{index:05d}", generated_piece(rng, seconds)
+
+
+def reassign_instruments(pm: pretty_midi.PrettyMIDI, rng: random.Random, drum_probability: float = 0.3) -> None:
+    """Give each part a random program (across Slakh classes); sometimes add a drum part."""
+    for inst in pm.instruments:
+        inst.is_drum = False
+        inst.program = random_program(rng)
+    end = pm.get_end_time()
+    if end > 0 and rng.random() < drum_probability:
+        drums = pretty_midi.Instrument(program=0, is_drum=True)
+        beat = rng.uniform(0.35, 0.8)
+        t = 0.0
+        while t < end:
+            _note(drums, CLOSED_HAT, t, t + 0.1, rng.randint(50, 90))
+            if int(t / beat) % 2 == 0:
+                _note(drums, KICK, t, t + 0.1, rng.randint(80, 120))
+            else:
+                _note(drums, SNARE, t, t + 0.1, rng.randint(70, 110))
+            t += beat
+        pm.instruments.append(drums)
+
+
+def music21_pieces(
+    seed: int, max_seconds: float = 90.0, skip: Callable[[str], bool] = lambda name: False
+) -> Iterator[tuple[str, pretty_midi.PrettyMIDI]]:
+    """Scores of music21's bundled corpus written as MIDI, instruments re-assigned at random.
+
+    `skip(name)` is asked before the (slow) parse, so a resumed build does not convert finished pieces again.
+    """
+    import io
+    import tempfile
+
+    try:
+        from music21 import corpus
+    except ImportError:
+        return
+    paths = sorted(p for p in corpus.getPaths() if p.suffix in (".mxl", ".xml", ".musicxml", ".krn"))
+    random.Random(seed).shuffle(paths)
+    for path in paths:
+        name = "m21-" + "-".join(path.with_suffix("").parts[-2:])
+        if skip(name):
+            continue
+        try:
+            with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
+                warnings.simplefilter("ignore")
+                score = corpus.parse(str(path))
+                out = Path(tmp) / "score.mid"
+                score.write("midi", fp=str(out))
+                pm = pretty_midi.PrettyMIDI(io.BytesIO(out.read_bytes()))
+        except Exception:  # music21 cannot convert every corpus file; skip those
+            continue
+        if not any(inst.notes for inst in pm.instruments) or pm.get_end_time() > max_seconds:
+            continue
+        reassign_instruments(pm, random.Random(f"{seed}-{name}"))
+        yield name, pm
+
+
+def folder_pieces(folder: Path) -> Iterator[tuple[str, pretty_midi.PrettyMIDI]]:
+    """User MIDI files, as they are."""
+    for path in sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".mid", ".midi")):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                pm = pretty_midi.PrettyMIDI(str(path))
+        except Exception:
+            continue
+        yield "user-" + "-".join(path.relative_to(folder).with_suffix("").parts), pm
+
+
+def interleave(*sources: Iterator[tuple[str, pretty_midi.PrettyMIDI]]) -> Iterator[tuple[str, pretty_midi.PrettyMIDI]]:
+    """Round-robin over sources until all are exhausted."""
+    active = list(sources)
+    while active:
+        for source in list(active):
+            try:
+                yield next(source)
+            except StopIteration:
+                active.remove(source)

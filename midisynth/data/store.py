@@ -1,0 +1,142 @@
+"""On-disk layout of a data set and the torch dataset of training windows.
+
+    OUT/pieces/ID.json          piece record (written last: its presence marks the piece complete)
+    OUT/pieces/ID.features.npy  float16 [windows * 256, 128] log-mel
+    OUT/pieces/ID.audio.npy     float16 [windows * 81920] 16 kHz reference audio (float: quiet renders keep detail)
+    OUT/pieces/ID.tokens.npy    int16 flat tokens of all windows; the record holds the window offsets
+    OUT/midi/ID.mid             the MIDI that was rendered
+    OUT/heldout_midi/ID.mid     copies of the held-out pieces' MIDI (for `midisynth eval`)
+    OUT/manifest.json           summary of all complete pieces
+
+Arrays are opened with `np.load(mmap_mode="r")`, so sampling random windows reads only those windows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from midisynth.constants import N_MELS, WINDOW_FRAMES
+
+HELDOUT_EVERY = 20  # one piece in 20 (by hash of its id) is held out
+
+
+def split_of(piece_id: str) -> str:
+    """'heldout' for a fixed ~5% of piece ids (by hash), else 'train'."""
+    digest = int(hashlib.sha1(piece_id.encode()).hexdigest()[:8], 16)
+    return "heldout" if digest % HELDOUT_EVERY == 0 else "train"
+
+
+@dataclass
+class PieceRecord:
+    piece_id: str
+    split: str
+    seconds: float  # song duration
+    windows: int
+    token_offsets: list[int]  # windows + 1 offsets into the flat token array
+
+    def path(self, root: Path, kind: str) -> Path:
+        return Path(root) / "pieces" / f"{self.piece_id}.{kind}.npy"
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call write(file) on a temporary file beside `path`, then rename it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_piece(root: Path, record: PieceRecord, features: np.ndarray, audio: np.ndarray, tokens: np.ndarray) -> None:
+    for kind, array in (("features", features), ("audio", audio), ("tokens", tokens)):
+        atomic_write_bytes(record.path(root, kind), lambda f, a=array: np.save(f, a))
+    json_path = Path(root) / "pieces" / f"{record.piece_id}.json"
+    atomic_write_bytes(json_path, lambda f: f.write(json.dumps(asdict(record)).encode()))
+
+
+def load_records(root: Path, split: str | None = None) -> list[PieceRecord]:
+    """Complete pieces of a data set, sorted by id, optionally of one split."""
+    records = [PieceRecord(**json.loads(p.read_text())) for p in sorted((Path(root) / "pieces").glob("*.json"))]
+    return [r for r in records if split is None or r.split == split]
+
+
+def write_manifest(root: Path) -> dict:
+    records = load_records(root)
+    summary = {
+        split: {"pieces": sum(r.split == split for r in records),
+                "windows": sum(r.windows for r in records if r.split == split),
+                "hours": round(sum(r.seconds for r in records if r.split == split) / 3600, 3)}
+        for split in ("train", "heldout")
+    }
+    manifest = {"format": "midisynth.dataset/1", "splits": summary, "pieces": [asdict(r) for r in records]}
+    atomic_write_bytes(Path(root) / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    return manifest
+
+
+class WindowDataset(Dataset):
+    """Training examples, one per (piece, window): the window's tokens, its features, and the previous window's.
+
+    Items: tokens int64 [n], targets float32 [256, 128] log-mel, context float32 [256, 128] (zeros for a piece's
+    first window), context_mask bool [] (False for the first window).
+    """
+
+    def __init__(self, root: str | Path, split: str = "train"):
+        self.root = Path(root)
+        self.records = load_records(self.root, split)
+        if not self.records:
+            raise FileNotFoundError(f"{self.root}: no '{split}' pieces (build it with `midisynth dataset`)")
+        self.index = [(r, w) for r in self.records for w in range(r.windows)]
+        self._arrays: dict[tuple[str, str], np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def _array(self, record: PieceRecord, kind: str) -> np.ndarray:
+        key = (record.piece_id, kind)
+        if key not in self._arrays:
+            self._arrays[key] = np.load(record.path(self.root, kind), mmap_mode="r")
+        return self._arrays[key]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        record, window = self.index[i]
+        features = self._array(record, "features")
+        tokens = self._array(record, "tokens")
+        start = window * WINDOW_FRAMES
+        target = np.asarray(features[start : start + WINDOW_FRAMES], dtype=np.float32)
+        if window > 0:
+            context = np.asarray(features[start - WINDOW_FRAMES : start], dtype=np.float32)
+        else:
+            context = np.zeros((WINDOW_FRAMES, N_MELS), np.float32)
+        lo, hi = record.token_offsets[window], record.token_offsets[window + 1]
+        return {
+            "tokens": torch.from_numpy(np.asarray(tokens[lo:hi], dtype=np.int64)),
+            "targets": torch.from_numpy(target),
+            "context": torch.from_numpy(context),
+            "context_mask": torch.tensor(window > 0),
+        }
+
+
+def collate_windows(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack a batch, padding tokens with PAD = 0 only to the batch's longest window."""
+    length = max(item["tokens"].shape[0] for item in items)
+    tokens = torch.zeros(len(items), length, dtype=torch.long)
+    for row, item in enumerate(items):
+        tokens[row, : item["tokens"].shape[0]] = item["tokens"]
+    return {
+        "tokens": tokens,
+        "targets": torch.stack([item["targets"] for item in items]),
+        "context": torch.stack([item["context"] for item in items]),
+        "context_mask": torch.stack([item["context_mask"] for item in items]),
+    }
