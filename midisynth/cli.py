@@ -213,5 +213,30 @@ def train(
     typer.echo(f"stopped at step {trainer.step}; weights: {out / 'model.safetensors'}", err=True)
 
 
+@app.command("train-vocoder")
+def train_vocoder(
+    data: Annotated[Path, typer.Option(help="Data set directory from `midisynth dataset`.")] = Path("data/fluidr3"),
+    out: Annotated[Path, typer.Option(help="Run directory (re-running resumes).")] = Path("runs/vocoder"),
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    max_minutes: Annotated[float | None, typer.Option(help="Stop (with a checkpoint) after this many minutes.")] = None,
+    max_steps: Annotated[int, typer.Option(help="Total steps.")] = 20_000,
+) -> None:
+    """Train the bundled Vocos-style vocoder on the data set's reference audio."""
+    from tqdm import tqdm
+
+    from midisynth.train_vocoder import VocoderTrainConfig, VocoderTrainer
+
+    trainer = VocoderTrainer(data, out, VocoderTrainConfig(max_steps=max_steps), device=device)
+    bar = tqdm(total=max_steps, initial=trainer.step, desc="vocoder", unit="step", dynamic_ncols=True)
+
+    def on_step(step: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+
+    trainer.train(max_minutes=max_minutes, on_step=on_step)
+    bar.close()
+    typer.echo(f"stopped at step {trainer.step}; weights: {out / 'vocoder.safetensors'}", err=True)
+
+
 if __name__ == "__main__":
     app()

@@ -180,13 +180,13 @@ class Trainer:
                 self.optimizer.step()
                 self._ema_update()
                 self.step += 1
-                record = {"step": self.step, "loss": float(loss), "time": time.time()}
+                record = {"step": self.step, "loss": float(loss.detach()), "time": time.time()}
                 if self.step % self.tc.eval_every == 0:
                     record["heldout_loss"] = self.heldout_loss()
                 if self.step % self.tc.log_every == 0 or "heldout_loss" in record:
                     self.history.append(record)
                 if on_step is not None:
-                    on_step(self.step, float(loss))
+                    on_step(self.step, record["loss"])
                 if self.step % self.tc.checkpoint_every == 0:
                     self.save()
         finally:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from midisynth.constants import N_MELS, WINDOW_FRAMES
+from midisynth.constants import HOP_LENGTH, N_MELS, WINDOW_FRAMES
 
 HELDOUT_EVERY = 20  # one piece in 20 (by hash of its id) is held out
 
@@ -140,3 +140,24 @@ def collate_windows(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
         "context": torch.stack([item["context"] for item in items]),
         "context_mask": torch.stack([item["context_mask"] for item in items]),
     }
+
+
+class AudioSegmentDataset(WindowDataset):
+    """Vocoder training examples: a random segment of `frames` frames of one window, features and audio.
+
+    Items: features float32 [frames, 128] log-mel, audio float32 [frames * 320] (the audio those frames analyse).
+    """
+
+    def __init__(self, root: str | Path, split: str = "train", frames: int = 64):
+        super().__init__(root, split)
+        self.frames = frames
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        record, window = self.index[i]
+        first = window * WINDOW_FRAMES + int(torch.randint(0, WINDOW_FRAMES - self.frames + 1, ()))
+        features = self._array(record, "features")[first : first + self.frames]
+        audio = self._array(record, "audio")[first * HOP_LENGTH : (first + self.frames) * HOP_LENGTH]
+        return {
+            "features": torch.from_numpy(np.asarray(features, dtype=np.float32)),
+            "audio": torch.from_numpy(np.asarray(audio, dtype=np.float32)),
+        }
