@@ -49,6 +49,31 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
+ModelOption = Annotated[str | None, typer.Option(
+    help="Model: midisynth .safetensors file or diffusers checkpoint dir [default: the bundled model].",
+    envvar="MIDISYNTH_MODEL")]
+DeviceOption = Annotated[Device, typer.Option(help="Where to run the networks.", envvar="MIDISYNTH_DEVICE")]
+SamplerOption = Annotated[str, typer.Option(help="ddpm (diffusers), paper, ddim or dpmpp.")]
+StepsOption = Annotated[int | None, typer.Option(min=1, help="Denoising steps per window [default: the sampler's].")]
+GuidanceOption = Annotated[float, typer.Option(min=1.0, help="Classifier-free guidance weight; 1 disables it.")]
+SeedOption = Annotated[int, typer.Option(help="Random seed (same seed, model and device: same audio).")]
+VocoderOption = Annotated[str | None, typer.Option(help="griffin-lim, or PATH.onnx [default: the model's].")]
+
+
+def _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, allow_pickle=False):
+    """Build the Synthesizer, or exit with status 2 and one line for a bad model, option or device."""
+    from midisynth.checkpoints import CheckpointError
+    from midisynth.pipeline import RenderOptions, Synthesizer
+
+    try:
+        options = RenderOptions(sampler=sampler, steps=steps, guidance=guidance, seed=seed)
+        return Synthesizer.from_pretrained(model, device=device.value, vocoder=vocoder, options=options,
+                                           allow_pickle=allow_pickle)
+    except (CheckpointError, ValueError, FileNotFoundError, ImportError) as err:
+        _err(str(err))
+        raise typer.Exit(EXIT_USAGE) from None
+
+
 def _read_song(source: str):
     from midisynth.midi import read_midi
 
@@ -59,13 +84,13 @@ def _read_song(source: str):
 def render(
     inputs: Annotated[list[str], typer.Argument(help="MIDI files, directories (recursive), or '-' for stdin.")],
     output: Annotated[str | None, typer.Option("-o", "--output", help="Output file, directory, or '-' (WAV on stdout).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model: midisynth .safetensors file or diffusers checkpoint dir.", envvar="MIDISYNTH_MODEL")] = None,
-    device: Annotated[Device, typer.Option(help="Where to run the networks.", envvar="MIDISYNTH_DEVICE")] = Device.auto,
-    sampler: Annotated[str, typer.Option(help="ddpm (diffusers), paper, ddim or dpmpp.")] = "dpmpp",
-    steps: Annotated[int | None, typer.Option(min=1, help="Denoising steps per window [default: the sampler's].")] = None,
-    guidance: Annotated[float, typer.Option(min=1.0, help="Classifier-free guidance weight; 1 disables it.")] = 5.0,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, model and device: same audio).")] = 0,
-    vocoder: Annotated[str | None, typer.Option(help="griffin-lim, or PATH.onnx [default: the model's].")] = None,
+    model: ModelOption = None,
+    device: DeviceOption = Device.auto,
+    sampler: SamplerOption = "dpmpp",
+    steps: StepsOption = None,
+    guidance: GuidanceOption = 5.0,
+    seed: SeedOption = 0,
+    vocoder: VocoderOption = None,
     mel_out: Annotated[Path | None, typer.Option("--mel-out", help="Also save the spectrogram [frames, 128] (.npy).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace existing outputs.")] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave existing outputs alone (resume a batch).")] = False,
@@ -95,16 +120,7 @@ def render(
 
     from midisynth.render_jobs import RenderFailure, run_jobs
 
-    try:
-        from midisynth.checkpoints import CheckpointError
-        from midisynth.pipeline import RenderOptions, Synthesizer
-
-        options = RenderOptions(sampler=sampler, steps=steps, guidance=guidance, seed=seed)
-        synth = Synthesizer.from_pretrained(model, device=device.value, vocoder=vocoder, options=options,
-                                            allow_pickle=allow_pickle)
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
-        _err(str(err))
-        raise typer.Exit(EXIT_USAGE) from None
+    synth = _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, allow_pickle)
     show_progress = not quiet
     try:
         failures: list[RenderFailure] = run_jobs(synth, jobs, overwrite=overwrite, mel_out=mel_out,
@@ -211,6 +227,43 @@ def train(
     trainer.train(max_minutes=max_minutes, on_step=on_step)
     bar.close()
     typer.echo(f"stopped at step {trainer.step}; weights: {out / 'model.safetensors'}", err=True)
+
+
+@app.command("eval")
+def evaluate(
+    midi_dir: Annotated[Path, typer.Argument(help="Folder of MIDI files (e.g. a data set's heldout_midi/).")],
+    soundfont: Annotated[Path, typer.Option(help="SoundFont of the reference renders.")] = Path(
+        "/usr/share/sounds/sf2/FluidR3_GM.sf2"),
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write per-file and mean scores here.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N files.")] = None,
+    model: ModelOption = None,
+    device: DeviceOption = Device.auto,
+    sampler: SamplerOption = "dpmpp",
+    steps: StepsOption = None,
+    guidance: GuidanceOption = 5.0,
+    seed: SeedOption = 0,
+    vocoder: VocoderOption = None,
+) -> None:
+    """Score renders against the SoundFont reference (log-mel L1, MR-STFT) beside sine, noise and low-pass baselines."""
+    from midisynth.batch import MIDI_SUFFIXES
+    from midisynth.evaluate import CANDIDATES
+    from midisynth.evaluate import evaluate as run_eval
+    from midisynth.output import save_text_atomic
+
+    files = sorted(p for p in midi_dir.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES)[:limit]
+    if not files:
+        _err(f"{midi_dir}: no MIDI files")
+        raise typer.Exit(EXIT_USAGE)
+    synth = _synthesizer(model, device, sampler, steps, guidance, seed, vocoder)
+    report = run_eval(synth, files, soundfont, on_file=lambda p: typer.echo(f"evaluated {p.name}", err=True))
+    summary = report["summary"]
+    typer.echo(f"{'candidate':<10} {'log-mel L1':>10} {'MR-STFT':>8}   ({summary['files']} files)")
+    for name in CANDIDATES:
+        scores = summary["mean"][name]
+        typer.echo(f"{name:<10} {scores['log_mel_l1']:>10.3f} {scores['mr_stft']:>8.3f}")
+    typer.echo(f"real-time factor of midisynth: {summary['real_time_factor']:.2f}x")
+    if json_out is not None:
+        save_text_atomic(json_out, json.dumps(report, indent=1))
 
 
 @app.command("train-vocoder")

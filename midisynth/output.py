@@ -102,15 +102,24 @@ def write_audio_file(path: Path, chunks: Iterable[np.ndarray], overwrite: bool =
     return written
 
 
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """np.save through a temporary file and a rename."""
+def write_atomic(path: Path, write) -> None:
+    """Call write(binary file) on a temporary file beside `path`, then rename it into place."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
+            write(f)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+
+
+def save_npy_atomic(path: Path, array: np.ndarray) -> None:
+    """np.save through a temporary file and a rename."""
+    write_atomic(path, lambda f: np.save(f, array))
+
+
+def save_text_atomic(path: Path, text: str) -> None:
+    write_atomic(path, lambda f: f.write(text.encode()))

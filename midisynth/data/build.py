@@ -15,15 +15,16 @@ from midisynth.audio import log_mel
 from midisynth.constants import WINDOW_SAMPLES
 from midisynth.data.fluidsynth import DEFAULT_SOUNDFONT, render_midi
 from midisynth.data.sources import folder_pieces, generated_pieces, interleave, music21_pieces
-from midisynth.data.store import PieceRecord, atomic_write_bytes, load_records, save_piece, split_of, write_manifest
+from midisynth.data.store import PieceRecord, load_records, save_piece, split_of, write_manifest
 from midisynth.midi import MidiError, read_midi
+from midisynth.output import write_atomic
 from midisynth.tokens import tokenize
 
 
 def build_piece(root: Path, piece_id: str, pm: pretty_midi.PrettyMIDI, soundfont: Path) -> PieceRecord | None:
     """Render and store one piece; None when it has no notes or cannot be read back."""
     midi_path = root / "midi" / f"{piece_id}.mid"
-    atomic_write_bytes(midi_path, lambda f: pm.write(f))
+    write_atomic(midi_path, lambda f: pm.write(f))
     try:
         song = read_midi(midi_path)
     except MidiError:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from midisynth.constants import HOP_LENGTH, N_MELS, WINDOW_FRAMES
+from midisynth.output import write_atomic
 
 HELDOUT_EVERY = 20  # one piece in 20 (by hash of its id) is held out
 
@@ -47,23 +46,11 @@ class PieceRecord:
         return Path(root) / "pieces" / f"{self.piece_id}.{kind}.npy"
 
 
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call write(file) on a temporary file beside `path`, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_piece(root: Path, record: PieceRecord, features: np.ndarray, audio: np.ndarray, tokens: np.ndarray) -> None:
     for kind, array in (("features", features), ("audio", audio), ("tokens", tokens)):
-        atomic_write_bytes(record.path(root, kind), lambda f, a=array: np.save(f, a))
+        write_atomic(record.path(root, kind), lambda f, a=array: np.save(f, a))
     json_path = Path(root) / "pieces" / f"{record.piece_id}.json"
-    atomic_write_bytes(json_path, lambda f: f.write(json.dumps(asdict(record)).encode()))
+    write_atomic(json_path, lambda f: f.write(json.dumps(asdict(record)).encode()))
 
 
 def load_records(root: Path, split: str | None = None) -> list[PieceRecord]:
@@ -81,7 +68,7 @@ def write_manifest(root: Path) -> dict:
         for split in ("train", "heldout")
     }
     manifest = {"format": "midisynth.dataset/1", "splits": summary, "pieces": [asdict(r) for r in records]}
-    atomic_write_bytes(Path(root) / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
+    write_atomic(Path(root) / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
     return manifest
 
 
