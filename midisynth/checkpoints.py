@@ -211,11 +211,16 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def save_model(model: SpectrogramDiffusion, path: str | Path, metadata: dict[str, str] | None = None) -> str:
-    """Write midisynth's single-file format atomically; returns the file's sha256."""
+def save_model(
+    model: SpectrogramDiffusion,
+    path: str | Path,
+    metadata: dict[str, str] | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> str:
+    """Write midisynth's single-file format atomically (weights in `dtype`); returns the file's sha256."""
     path = Path(path)
     meta = {"format": FORMAT_TAG, "model_config": json.dumps(model.cfg.to_dict()), **(metadata or {})}
-    state = {k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to(dtype).contiguous().cpu() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)

@@ -58,15 +58,16 @@ StepsOption = Annotated[int | None, typer.Option(min=1, help="Denoising steps pe
 GuidanceOption = Annotated[float, typer.Option(min=1.0, help="Classifier-free guidance weight; 1 disables it.")]
 SeedOption = Annotated[int, typer.Option(help="Random seed (same seed, model and device: same audio).")]
 VocoderOption = Annotated[str | None, typer.Option(help="griffin-lim, or PATH.onnx [default: the model's].")]
+PrecisionOption = Annotated[str, typer.Option(help="Network arithmetic: fp32, bf16 or fp16.")]
 
 
-def _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, allow_pickle=False):
+def _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, precision, allow_pickle=False):
     """Build the Synthesizer, or exit with status 2 and one line for a bad model, option or device."""
     from midisynth.checkpoints import CheckpointError
     from midisynth.pipeline import RenderOptions, Synthesizer
 
     try:
-        options = RenderOptions(sampler=sampler, steps=steps, guidance=guidance, seed=seed)
+        options = RenderOptions(sampler=sampler, steps=steps, guidance=guidance, seed=seed, precision=precision)
         return Synthesizer.from_pretrained(model, device=device.value, vocoder=vocoder, options=options,
                                            allow_pickle=allow_pickle)
     except (CheckpointError, ValueError, FileNotFoundError, ImportError) as err:
@@ -91,6 +92,7 @@ def render(
     guidance: GuidanceOption = 5.0,
     seed: SeedOption = 0,
     vocoder: VocoderOption = None,
+    precision: PrecisionOption = "fp32",
     mel_out: Annotated[Path | None, typer.Option("--mel-out", help="Also save the spectrogram [frames, 128] (.npy).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace existing outputs.")] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave existing outputs alone (resume a batch).")] = False,
@@ -120,7 +122,7 @@ def render(
 
     from midisynth.render_jobs import RenderFailure, run_jobs
 
-    synth = _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, allow_pickle)
+    synth = _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, precision, allow_pickle)
     show_progress = not quiet
     try:
         failures: list[RenderFailure] = run_jobs(synth, jobs, overwrite=overwrite, mel_out=mel_out,
@@ -243,6 +245,7 @@ def evaluate(
     guidance: GuidanceOption = 5.0,
     seed: SeedOption = 0,
     vocoder: VocoderOption = None,
+    precision: PrecisionOption = "fp32",
 ) -> None:
     """Score renders against the SoundFont reference (log-mel L1, MR-STFT) beside sine, noise and low-pass baselines."""
     from midisynth.batch import MIDI_SUFFIXES
@@ -254,7 +257,7 @@ def evaluate(
     if not files:
         _err(f"{midi_dir}: no MIDI files")
         raise typer.Exit(EXIT_USAGE)
-    synth = _synthesizer(model, device, sampler, steps, guidance, seed, vocoder)
+    synth = _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, precision)
     report = run_eval(synth, files, soundfont, on_file=lambda p: typer.echo(f"evaluated {p.name}", err=True))
     summary = report["summary"]
     typer.echo(f"{'candidate':<10} {'log-mel L1':>10} {'MR-STFT':>8}   ({summary['files']} files)")

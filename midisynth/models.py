@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from midisynth.checkpoints import Checkpoint, CheckpointError, load_checkpoint, load_model_file
+from midisynth.checkpoints import Checkpoint, CheckpointError, file_sha256, load_checkpoint, load_model_file
 
 BUNDLED_DIR = Path(__file__).parent / "assets" / "default"
 MANIFEST = BUNDLED_DIR / "manifest.json"
@@ -39,5 +39,8 @@ def resolve_model(model: str | Path | None = None, allow_pickle: bool = False) -
     checkpoint = load_model_file(BUNDLED_DIR / entry["file"], expected_sha256=entry["sha256"])
     vocoder = manifest.get("vocoder")
     if vocoder is not None:
-        checkpoint.vocoder_path = BUNDLED_DIR / vocoder["file"]
+        path = BUNDLED_DIR / vocoder["file"]
+        if not path.is_file() or file_sha256(path) != vocoder["sha256"]:
+            raise CheckpointError(f"{path}: bundled vocoder missing or corrupted (sha256 mismatch); reinstall midisynth")
+        checkpoint.vocoder_path = path
     return checkpoint

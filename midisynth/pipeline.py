@@ -24,10 +24,11 @@ from midisynth.constants import FRAME_RATE, HOP_LENGTH, MIN_LOG_MEL, N_MELS, WIN
 from midisynth.midi import Song, read_midi
 from midisynth.models import resolve_model
 from midisynth.networks import SpectrogramDiffusion
-from midisynth.tokens import pad_tokens, tokenize
+from midisynth.tokens import fit_window, pad_tokens, tokenize
 from midisynth.vocoders import Vocoder, load_vocoder
 
 RELEASE_TAIL_SECONDS = 1.0  # audio kept after the last note end, for the release of the final notes
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class RenderOptions:
     steps: int | None = None
     guidance: float = 5.0  # classifier-free guidance weight; 1 disables it
     seed: int = 0
+    precision: str = "fp32"  # network arithmetic: fp32, bf16 or fp16 (autocast; sampler state stays fp32)
 
     def __post_init__(self) -> None:
         if self.sampler not in samplers.SAMPLERS:
@@ -46,6 +48,8 @@ class RenderOptions:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.guidance < 1.0:
             raise ValueError(f"guidance must be >= 1 (1 disables it), got {self.guidance}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
 
     @property
     def num_steps(self) -> int:
@@ -126,14 +130,16 @@ class Synthesizer:
         opts = options or self.options
         generator = torch.Generator().manual_seed(opts.seed)
         context = torch.zeros(1, WINDOW_FRAMES, N_MELS, device=self.device)  # network range
+        half = PRECISIONS[opts.precision]
         for index, window in enumerate(windows):
+            window = fit_window(window, self.model.cfg.max_tokens)
             tokens = torch.from_numpy(pad_tokens([window], length=len(window))).to(self.device)
             has_context = torch.tensor([index > 0], device=self.device)
-            cache = self.model.encode(tokens, context, has_context)
-            x = samplers.sample(
-                opts.sampler, self._denoiser(cache, opts.guidance), (1, WINDOW_FRAMES, N_MELS), opts.num_steps,
-                generator, self.device,
-            )
+            with torch.autocast(self.device.type, dtype=half, enabled=half is not None):
+                cache = self.model.encode(tokens, context, has_context)
+                denoise = self._denoiser(cache, opts.guidance)
+                x = samplers.sample(opts.sampler, lambda z, t: denoise(z, t).float(), (1, WINDOW_FRAMES, N_MELS),
+                                    opts.num_steps, generator, self.device)
             features = from_network_range(x)  # [1, 256, 128] log-mel
             context = to_network_range(features)
             if on_window is not None:

@@ -16,6 +16,7 @@ shifts dropped, repeated program/velocity tokens dropped, +3, EOS.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -164,6 +165,15 @@ def tokenize(song: Song) -> list[list[int]]:
         ids = _run_length(ties + events[frame_starts[first] : end])
         windows.append([token + NUM_SPECIAL_TOKENS for token in ids] + [EOS_ID])
     return windows
+
+
+def fit_window(window: list[int], length: int = MAX_INPUT_TOKENS) -> list[int]:
+    """A window cut to at most `length` tokens, still ending with EOS (the notes encoder takes `length`)."""
+    if len(window) <= length:
+        return window
+    warnings.warn(f"a 5.12 s window has {len(window)} tokens; keeping the first {length} (the model's limit)",
+                  stacklevel=2)
+    return window[: length - 1] + [EOS_ID]
 
 
 def pad_tokens(windows: list[list[int]], length: int = MAX_INPUT_TOKENS) -> np.ndarray:

@@ -95,3 +95,20 @@ def test_ddpm_reproduces_diffusers_pipeline(tmp_path, two_window_midi):
     ours = np.concatenate(list(synth.spectrogram_windows(windows)))
     assert ours.shape == ref_mel.shape
     assert np.abs(ours - ref_mel).max() <= 1e-3
+
+
+def test_bf16_stays_close_to_fp32(synth):
+    """bf16 autocast vs fp32 on the same seed: mean |Δ| < 0.03 and 99th percentile < 0.2 log-mel units.
+
+    (Measured 0.008 and 0.047 on this tiny random model. The maximum is not bounded: a bin whose x0 sits at the
+    clip edge can flip between the feature floor and ceiling.)
+    """
+    from tests.conftest import ROOT
+
+    windows = tokenize(read_midi(ROOT / "tests" / "data" / "midi" / "dense_30s.mid"))[:2]
+    options = RenderOptions(sampler="ddim", steps=5, guidance=1.0, seed=3)
+    fp32 = np.concatenate(list(synth.spectrogram_windows(windows, options)))
+    bf16 = np.concatenate(list(synth.spectrogram_windows(windows, RenderOptions(
+        sampler="ddim", steps=5, guidance=1.0, seed=3, precision="bf16"))))
+    diff = np.abs(fp32 - bf16)
+    assert diff.mean() < 0.03 and np.quantile(diff, 0.99) < 0.2

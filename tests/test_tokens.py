@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from midisynth.constants import EOS_ID, MAX_INPUT_TOKENS
 from midisynth.midi import Note, Song, read_midi
-from midisynth.tokens import VOCAB_SIZE, num_windows, pad_tokens, slakh_program, tokenize
+from midisynth.tokens import VOCAB_SIZE, fit_window, num_windows, pad_tokens, slakh_program, tokenize
 
 DATA = Path(__file__).parent / "data"
 FIXTURES = sorted(p.stem for p in (DATA / "tokens").glob("*.json"))
@@ -114,3 +114,11 @@ def test_any_song_tokenizes_within_vocabulary(raw):
         assert window[-1] == EOS_ID and EOS_ID not in window[:-1]
         assert all(3 <= t < VOCAB_SIZE for t in window[:-1])
         assert len(window) <= MAX_INPUT_TOKENS
+
+
+def test_fit_window_keeps_eos_and_warns():
+    window = list(range(3, 3000)) + [EOS_ID]
+    with pytest.warns(UserWarning, match="keeping the first 2048"):
+        fitted = fit_window(window)
+    assert len(fitted) == MAX_INPUT_TOKENS and fitted[-1] == EOS_ID and fitted[:-1] == window[:2047]
+    assert fit_window([5, EOS_ID]) == [5, EOS_ID]
