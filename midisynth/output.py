@@ -65,6 +65,8 @@ def write_wav_stream(chunks: Iterable[np.ndarray], num_samples: int, stream: Bin
             out.write(bytes(2 * (num_samples - written)))
         out.flush()
     except BrokenPipeError:
+        if stream is None:  # keep Python from failing again when it flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise OutputError("standard output was closed before the audio was complete") from None
     return num_samples
 
