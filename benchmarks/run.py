@@ -13,6 +13,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -85,6 +86,64 @@ def window_seconds(r: dict, impl: str, steps: int, guided: bool = False) -> floa
     return r[f"{impl}_encode_s"] + steps * step
 
 
+def write_long_midi(path: Path, minutes: float) -> Path:
+    """A looping four-instrument song of the given length."""
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI()
+    parts = [pretty_midi.Instrument(program=p) for p in (0, 33, 40)] + [pretty_midi.Instrument(0, is_drum=True)]
+    t, beat = 0.0, 0.5
+    while t < minutes * 60:
+        for k, inst in enumerate(parts):
+            pitch = 36 + (k * 12 + int(t / beat) * 5) % 48
+            inst.notes.append(pretty_midi.Note(90, pitch if k < 3 else 36 + int(t / beat) % 3, t, t + beat * 0.9))
+        t += beat
+    pm.instruments.extend(parts)
+    pm.write(str(path))
+    return path
+
+
+def bench_peak_rss(model: str | None, tmp: Path) -> dict:
+    """Peak resident memory (MiB) of a whole `midisynth render` process for a 1- and a 10-minute song."""
+    script = ("import resource, sys; from midisynth.cli import app\n"
+              "try:\n    app(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    results = {}
+    for minutes in (1, 10):
+        midi = write_long_midi(tmp / f"song_{minutes}min.mid", minutes)
+        cmd = [sys.executable, "-c", script, "render", str(midi), "-o", str(tmp / f"out_{minutes}.wav"), "-q",
+               "--overwrite", "--steps", "2", "--guidance", "1"] + (["--model", model] if model else [])
+        start = time.perf_counter()
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        results[f"{minutes}min"] = {"peak_rss_mib": float(out), "wall_s": time.perf_counter() - start}
+    results["ratio_10_to_1"] = results["10min"]["peak_rss_mib"] / results["1min"]["peak_rss_mib"]
+    return results
+
+
+def bench_default_model(seconds: float = 30.0) -> dict | None:
+    """The bundled model at default settings: real-time factor, seconds per window, time to first audio."""
+    from midisynth.midi import read_midi
+    from midisynth.models import bundled_manifest
+    from midisynth.pipeline import Synthesizer
+    from midisynth.tokens import tokenize
+
+    if bundled_manifest() is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        song = read_midi(write_long_midi(Path(tmp) / "song.mid", seconds / 60))
+    synth = Synthesizer.from_pretrained(device="cpu")
+    start = time.perf_counter()
+    first = None
+    samples = 0
+    for chunk in synth.stream(song):
+        first = first if first is not None else time.perf_counter() - start
+        samples += chunk.shape[0]
+    total = time.perf_counter() - start
+    windows = len(tokenize(song))
+    return {"audio_s": samples / 16_000, "render_s": total, "real_time_factor": samples / 16_000 / total,
+            "seconds_per_window": total / windows, "time_to_first_audio_s": first, "options": str(synth.options)}
+
+
 def bench_help(repeats: int = 5) -> float:
     cmd = [sys.executable, "-m", "midisynth.cli", "--help"]
     return median_seconds(lambda: subprocess.run(cmd, check=True, capture_output=True), repeats)
@@ -122,6 +181,19 @@ def main() -> None:
                                  f"{defaults.guidance}, {precision}) vs diffusers default (100 steps)",
                       "diffusers_s_per_window": ref100, "midisynth_s_per_window": ours, "speedup": ref100 / ours})
     report["per_window"] = table
+    report["default_model"] = bench_default_model()
+    from midisynth.models import bundled_manifest
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tiny = None
+        if bundled_manifest() is None:  # no bundled model yet: measure streaming with a tiny random one
+            from midisynth.checkpoints import save_model
+            from midisynth.config import load_config
+            from midisynth.networks import SpectrogramDiffusion
+
+            tiny = str(Path(tmp) / "tiny.safetensors")
+            save_model(SpectrogramDiffusion(load_config(ROOT / "configs" / "tiny.toml").model), tiny)
+        report["peak_rss"] = bench_peak_rss(tiny, Path(tmp))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"midisynth --help: {report['help_s']:.3f} s")
@@ -129,6 +201,13 @@ def main() -> None:
     for row in table:
         print(f"{row['setting']:<90} {row['diffusers_s_per_window']:>12.2f} {row['midisynth_s_per_window']:>12.2f} "
               f"{row['speedup']:>7.1f}x")
+    if report["default_model"]:
+        d = report["default_model"]
+        print(f"default model: {d['real_time_factor']:.1f}x real time, {d['seconds_per_window']:.2f} s/window, "
+              f"first audio after {d['time_to_first_audio_s']:.2f} s")
+    rss = report["peak_rss"]
+    print(f"peak RSS: 1 min {rss['1min']['peak_rss_mib']:.0f} MiB, 10 min {rss['10min']['peak_rss_mib']:.0f} MiB "
+          f"(ratio {rss['ratio_10_to_1']:.2f})")
     print(f"wrote {args.out}")
 
 
