@@ -97,6 +97,7 @@ def render(
     overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace existing outputs.")] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave existing outputs alone (resume a batch).")] = False,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Songs generated together (faster batches, same audio).")] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Render MIDI to audio (WAV, FLAC or OGG by extension)."""
@@ -126,7 +127,7 @@ def render(
     show_progress = not quiet
     try:
         failures: list[RenderFailure] = run_jobs(synth, jobs, overwrite=overwrite, mel_out=mel_out,
-                                                 read_song=_read_song, progress=show_progress)
+                                                 read_song=_read_song, progress=show_progress, batch_size=batch_size)
     except KeyboardInterrupt:
         _err("interrupted; no partial output was left behind")
         raise typer.Exit(EXIT_INTERRUPTED) from None

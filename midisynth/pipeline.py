@@ -10,7 +10,7 @@ The library entry point is `Synthesizer`:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -120,31 +120,52 @@ class Synthesizer:
         return guided
 
     @torch.inference_mode()
+    def spectrogram_batch(
+        self,
+        songs: list[list[list[int]]],
+        options: RenderOptions | None = None,
+        on_window: Callable[[int, int], None] | None = None,
+    ) -> Iterator[list[tuple[int, np.ndarray]]]:
+        """Generate several songs' windows together: window k of every song that has one, in one batch.
+
+        Yields, for each window index, (song index, log-mel features [256, 128]) per song. Each song draws its
+        noise from its own generator seeded with `options.seed`, so batching does not change its result beyond
+        float rounding.
+        """
+        opts = options or self.options
+        generators = [torch.Generator().manual_seed(opts.seed) for _ in songs]
+        context = torch.zeros(len(songs), WINDOW_FRAMES, N_MELS, device=self.device)  # network range
+        half = PRECISIONS[opts.precision]
+        total, done = sum(len(w) for w in songs), 0
+        for index in range(max((len(w) for w in songs), default=0)):
+            active = [i for i, song_windows in enumerate(songs) if index < len(song_windows)]
+            windows = [fit_window(songs[i][index], self.model.cfg.max_tokens) for i in active]
+            tokens = torch.from_numpy(pad_tokens(windows, length=max(map(len, windows)))).to(self.device)
+            rows = torch.tensor(active, device=self.device)
+            has_context = torch.full((len(active),), index > 0, device=self.device)
+            with torch.autocast(self.device.type, dtype=half, enabled=half is not None):
+                cache = self.model.encode(tokens, context[rows], has_context)
+                denoise = self._denoiser(cache, opts.guidance)
+                x = samplers.sample(opts.sampler, lambda z, t: denoise(z, t).float(),
+                                    (len(active), WINDOW_FRAMES, N_MELS), opts.num_steps,
+                                    [generators[i] for i in active], self.device)
+            features = from_network_range(x)  # [active, 256, 128] log-mel
+            context[rows] = to_network_range(features)
+            done += len(active)
+            if on_window is not None:
+                on_window(done, total)
+            out = features.float().cpu().numpy()
+            yield [(song, out[row]) for row, song in enumerate(active)]
+
     def spectrogram_windows(
         self,
         windows: list[list[int]],
         options: RenderOptions | None = None,
         on_window: Callable[[int, int], None] | None = None,
     ) -> Iterator[np.ndarray]:
-        """Generate each window's log-mel features [256, 128] in order, each conditioned on the previous one."""
-        opts = options or self.options
-        generator = torch.Generator().manual_seed(opts.seed)
-        context = torch.zeros(1, WINDOW_FRAMES, N_MELS, device=self.device)  # network range
-        half = PRECISIONS[opts.precision]
-        for index, window in enumerate(windows):
-            window = fit_window(window, self.model.cfg.max_tokens)
-            tokens = torch.from_numpy(pad_tokens([window], length=len(window))).to(self.device)
-            has_context = torch.tensor([index > 0], device=self.device)
-            with torch.autocast(self.device.type, dtype=half, enabled=half is not None):
-                cache = self.model.encode(tokens, context, has_context)
-                denoise = self._denoiser(cache, opts.guidance)
-                x = samplers.sample(opts.sampler, lambda z, t: denoise(z, t).float(), (1, WINDOW_FRAMES, N_MELS),
-                                    opts.num_steps, generator, self.device)
-            features = from_network_range(x)  # [1, 256, 128] log-mel
-            context = to_network_range(features)
-            if on_window is not None:
-                on_window(index + 1, len(windows))
-            yield features[0].float().cpu().numpy()
+        """Generate one song's windows [256, 128] in order, each conditioned on the previous one."""
+        for ((_, features),) in self.spectrogram_batch([windows], options, on_window):
+            yield features
 
     # -- audio -------------------------------------------------------------------------------------------------------
     def stream(
@@ -156,25 +177,38 @@ class Synthesizer:
     ) -> Iterator[np.ndarray]:
         """Audio chunks (float32, 16 kHz) of a song, one window at a time; total = `num_samples(song)`."""
         windows = tokenize(song)
-        keep = song_frames(song, len(windows))
+        source = (
+            self.spectrogram_windows(windows, options, on_window) if song.notes
+            else _silent_windows(len(windows), on_window)
+        )
+        yield from self.vocoder.stream(_trimmed(source, song_frames(song, len(windows)), mel_sink))
 
-        def trimmed() -> Iterator[np.ndarray]:
-            remaining = keep
-            source = (
-                self.spectrogram_windows(windows, options, on_window)
-                if song.notes
-                else _silent_windows(len(windows), on_window)
-            )
-            for features in source:
-                part = features[: min(remaining, WINDOW_FRAMES)]
-                remaining -= part.shape[0]
-                if mel_sink is not None:
-                    mel_sink(part)
-                yield part
-                if remaining <= 0:
-                    break
-
-        yield from self.vocoder.stream(trimmed())
+    def spectrogram_songs(
+        self,
+        songs: list[Song],
+        options: RenderOptions | None = None,
+        on_window: Callable[[int, int], None] | None = None,
+    ) -> Iterator[tuple[int, list[np.ndarray]]]:
+        """Several songs generated as one batch; yields (song index, trimmed features [frames, 128] parts) as each
+        song completes. Songs without notes come first (silence, no model run)."""
+        tokenized = [tokenize(song) for song in songs]
+        keeps = [song_frames(song, len(w)) for song, w in zip(songs, tokenized, strict=True)]
+        for i, song in enumerate(songs):
+            if not song.notes:
+                yield i, list(_trimmed(_silent_windows(len(tokenized[i]), None), keeps[i]))
+        playing = [i for i, song in enumerate(songs) if song.notes]
+        parts: dict[int, list[np.ndarray]] = {i: [] for i in playing}
+        kept = dict.fromkeys(playing, 0)
+        for step in self.spectrogram_batch([tokenized[i] for i in playing], options, on_window):
+            for row, features in step:
+                song = playing[row]
+                if song not in parts:  # already complete (trimmed before its last window)
+                    continue
+                part = features[: max(0, keeps[song] - kept[song])]
+                kept[song] += part.shape[0]
+                parts[song].append(part)
+                if kept[song] >= keeps[song] or len(parts[song]) == len(tokenized[song]):
+                    yield song, parts.pop(song)
 
     def num_samples(self, song: Song) -> int:
         """Length in samples of `stream(song)`'s output."""
@@ -188,6 +222,20 @@ class Synthesizer:
 
     def with_options(self, **changes) -> Synthesizer:
         return Synthesizer(self.model, self.vocoder, self.device, replace(self.options, **changes))
+
+
+def _trimmed(source: Iterable[np.ndarray], keep: int,
+             mel_sink: Callable[[np.ndarray], None] | None = None) -> Iterator[np.ndarray]:
+    """The first `keep` frames of a stream of windows, window by window."""
+    remaining = keep
+    for features in source:
+        part = features[: min(remaining, WINDOW_FRAMES)]
+        remaining -= part.shape[0]
+        if mel_sink is not None:
+            mel_sink(part)
+        yield part
+        if remaining <= 0:
+            break
 
 
 def _silent_windows(count: int, on_window: Callable[[int, int], None] | None) -> Iterator[np.ndarray]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,15 @@ def _progress():
     )
 
 
+def _write(job: Job, chunks: Iterable[np.ndarray], num_samples: int, overwrite: bool) -> None:
+    if job.target == STDIO:
+        write_wav_stream(chunks, num_samples)
+    else:
+        target = Path(job.target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_audio_file(target, chunks, overwrite=overwrite)
+
+
 def render_job(
     synth: Synthesizer,
     job: Job,
@@ -42,15 +51,35 @@ def render_job(
     """Render one song to its target (file or stdout), streaming window by window."""
     mel_parts: list[np.ndarray] = []
     sink = mel_parts.append if mel_out is not None else None
-    chunks = synth.stream(song, on_window=on_window, mel_sink=sink)
-    if job.target == STDIO:
-        write_wav_stream(chunks, synth.num_samples(song))
-    else:
-        target = Path(job.target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_audio_file(target, chunks, overwrite=overwrite)
+    _write(job, synth.stream(song, on_window=on_window, mel_sink=sink), synth.num_samples(song), overwrite)
     if mel_out is not None:
         save_npy_atomic(mel_out, np.concatenate(mel_parts).astype(np.float32))
+
+
+def _batched(
+    synth: Synthesizer,
+    jobs: list[Job],
+    overwrite: bool,
+    read_song: Callable[[str], Song],
+    failures: list[RenderFailure],
+    on_window: Callable[[int, int], None],
+    on_file: Callable[[], None],
+) -> None:
+    """Render jobs as one batch of songs (windows of different songs share network calls)."""
+    loaded: list[tuple[Job, Song]] = []
+    for job in jobs:
+        try:
+            loaded.append((job, read_song(job.source)))
+        except MidiError as err:
+            failures.append(RenderFailure(job.name, str(err)))
+            on_file()
+    for index, features in synth.spectrogram_songs([song for _, song in loaded], on_window=on_window):
+        job, song = loaded[index]
+        try:
+            _write(job, synth.vocoder.stream(features), synth.num_samples(song), overwrite)
+        except OutputError as err:
+            failures.append(RenderFailure(job.name, str(err)))
+        on_file()
 
 
 def run_jobs(
@@ -60,11 +89,25 @@ def run_jobs(
     mel_out: Path | None,
     read_song: Callable[[str], Song],
     progress: bool,
+    batch_size: int = 1,
 ) -> list[RenderFailure]:
-    """Render every job; returns the failures (bad MIDI, unwritable output), each with a one-line reason."""
+    """Render every job; returns the failures (bad MIDI, unwritable output), each with a one-line reason.
+
+    With `batch_size` > 1, that many songs are generated together (faster per song; audio is written when each
+    song's spectrogram is complete rather than window by window).
+    """
     failures: list[RenderFailure] = []
     with _progress() if progress else nullcontext() as bar:
         files_task = bar.add_task("files", total=len(jobs)) if bar and len(jobs) > 1 else None
+        if batch_size > 1 and len(jobs) > 1:
+            windows_task = bar.add_task("windows", total=None) if bar else None
+            for first in range(0, len(jobs), batch_size):
+                _batched(
+                    synth, jobs[first : first + batch_size], overwrite, read_song, failures,
+                    on_window=lambda done, total: bar and bar.update(windows_task, completed=done, total=total),
+                    on_file=lambda: bar and bar.update(files_task, advance=1),
+                )
+            return failures
         for job in jobs:
             window_task = bar.add_task(Path(job.name).name, total=None) if bar else None
 

@@ -63,8 +63,18 @@ def _eps_from_x0(z: torch.Tensor, x0: torch.Tensor, logsnr: torch.Tensor) -> tor
     return (z - alpha * x0) / sigma
 
 
-def _noise(shape: tuple, generator: torch.Generator, device, dtype) -> torch.Tensor:
-    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+Generators = torch.Generator | list[torch.Generator]
+
+
+def _noise(shape: tuple, generator: Generators, device, dtype) -> torch.Tensor:
+    """Standard normal noise drawn on the CPU; a list of generators draws each batch row from its own."""
+    if isinstance(generator, torch.Generator):
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+    else:
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+        noise = torch.cat([torch.randn((1, *shape[1:]), generator=g, dtype=torch.float32) for g in generator])
+    return noise.to(device=device, dtype=dtype)
 
 
 def _predict(denoise: Denoiser, z: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -209,12 +219,16 @@ def sample(
     denoise: Denoiser,
     shape: tuple[int, ...],
     steps: int,
-    generator: torch.Generator,
+    generator: Generators,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     callback: Callback | None = None,
 ) -> torch.Tensor:
-    """Draw one sample x0 [shape] (network range) with the named sampler."""
+    """Draw one sample x0 [shape] (network range) with the named sampler.
+
+    `generator` may be a list with one generator per batch row: each row then gets the noise it would get alone,
+    so batching songs together does not change their audio.
+    """
     try:
         info = SAMPLERS[name]
     except KeyError:

@@ -118,3 +118,21 @@ def test_plan_jobs(tmp_path):
         except UsageError:
             continue
         raise AssertionError(f"no UsageError for {bad}")
+
+
+def test_batch_size_renders_every_file(tiny_model_path, short_midi, two_window_midi, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for k, midi in enumerate([short_midi, two_window_midi, short_midi]):
+        (src / f"s{k}.mid").write_bytes(midi.read_bytes())
+    (src / "broken.mid").write_bytes(b"MThd junk")
+    single, batched = tmp_path / "single", tmp_path / "batched"
+    common = ("--model", str(tiny_model_path), *FAST)
+    assert run("render", str(src), "-o", str(single), *common).exit_code == 1
+    result = run("render", str(src), "-o", str(batched), "--batch-size", "3", *common)
+    assert result.exit_code == 1 and "broken.mid" in result.output
+    for k in range(3):
+        a, _ = sf.read(single / f"s{k}.wav")
+        b, _ = sf.read(batched / f"s{k}.wav")
+        assert a.shape == b.shape
+        assert np.abs(a - b).max() < 2e-3

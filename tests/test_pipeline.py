@@ -112,3 +112,21 @@ def test_bf16_stays_close_to_fp32(synth):
         sampler="ddim", steps=5, guidance=1.0, seed=3, precision="bf16"))))
     diff = np.abs(fp32 - bf16)
     assert diff.mean() < 0.03 and np.quantile(diff, 0.99) < 0.2
+
+
+def test_batched_songs_match_individual_renders(synth, short_midi, two_window_midi):
+    """Songs generated together get the noise they would get alone: same spectrograms up to float rounding."""
+    songs = [read_midi(two_window_midi), read_midi(short_midi)]
+    alone = [np.concatenate(list(_features(synth, song))) for song in songs]
+    together = dict(synth.spectrogram_songs(songs))
+    for i, expected in enumerate(alone):
+        got = np.concatenate(together[i])
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() < 1e-3
+
+
+def _features(synth, song):
+    parts = []
+    for _ in synth.stream(song, mel_sink=parts.append):
+        pass
+    return parts
