@@ -74,10 +74,10 @@ def bench_base_vs_diffusers(num_tokens: int, repeats: int) -> dict:
                 results[f"midisynth_{precision}_encode_s"] = median_seconds(
                     lambda: ours.encode(trimmed, context, has_context), repeats)
                 results[f"midisynth_{precision}_step_s"] = median_seconds(
-                    lambda: ours.decoder(x, t, cache), repeats)
+                    lambda c=cache: ours.decoder(x, t, c), repeats)
                 x2, t2 = torch.cat([x, x]), torch.cat([t, t])
                 results[f"midisynth_{precision}_guided_step_s"] = median_seconds(
-                    lambda: ours.decoder(x2, t2, cache), repeats)
+                    lambda c=cache, x2=x2, t2=t2: ours.decoder(x2, t2, c), repeats)
     return results
 
 

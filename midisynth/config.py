@@ -9,6 +9,15 @@ from pathlib import Path
 from typing import Any
 
 
+def _from_dict(cls, values: dict[str, Any], label: str):
+    """Build a config dataclass, rejecting unknown keys by name."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{label} config: unknown keys {unknown}; known keys are {sorted(known)}")
+    return cls(**values)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Sizes of the three Spectrogram Diffusion networks.
@@ -45,11 +54,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"model config: unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**values)
+        return _from_dict(cls, values, "model")
 
 
 @dataclass(frozen=True)
@@ -75,11 +80,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"train config: unknown keys {unknown}; known keys are {sorted(known)}")
-        return cls(**values)
+        return _from_dict(cls, values, "train")
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,7 @@ class Synthesizer:
             with torch.autocast(self.device.type, dtype=half, enabled=half is not None):
                 cache = self.model.encode(tokens, context[rows], has_context)
                 denoise = self._denoiser(cache, opts.guidance)
-                x = samplers.sample(opts.sampler, lambda z, t: denoise(z, t).float(),
+                x = samplers.sample(opts.sampler, lambda z, t, d=denoise: d(z, t).float(),
                                     (len(active), WINDOW_FRAMES, N_MELS), opts.num_steps,
                                     [generators[i] for i in active], self.device)
             features = from_network_range(x)  # [active, 256, 128] log-mel

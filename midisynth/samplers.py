@@ -80,74 +80,73 @@ def _noise(shape: tuple, generator: Generators, device, dtype) -> torch.Tensor:
 def _predict(denoise: Denoiser, z: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Clipped x0, ε re-derived from it, and logSNR at continuous time t (as the original eval_step)."""
     time = torch.full((z.shape[0],), t, device=z.device, dtype=torch.float32)
-    logsnr = logsnr_schedule(torch.tensor(t, dtype=torch.float64)).to(torch.float32)
+    logsnr = _logsnr_at(t)
     eps = denoise(z, time).float()
     x0 = _x0_from_eps(z, eps, logsnr).clamp(-1.0, 1.0)
     return x0, _eps_from_x0(z, x0, logsnr), logsnr
 
 
-# -- samplers ---------------------------------------------------------------------------------------------------------
-def _paper(denoise: Denoiser, shape, steps, generator, device, dtype, callback) -> torch.Tensor:
-    z = _noise(shape, generator, device, torch.float32)
-    for done, i in enumerate(range(steps - 1, -1, -1), start=1):
-        x0, _, logsnr_t = _predict(denoise, z.to(dtype), (i + 1) / steps)
-        if i == 0:
-            z = x0
+# -- samplers on the continuous schedule --------------------------------------------------------------------------------
+StepFn = Callable[..., torch.Tensor]  # (z_t, x0, eps, logsnr_t, logsnr_s, noise) -> z_s
+
+
+def _logsnr_at(t: float) -> torch.Tensor:
+    return logsnr_schedule(torch.tensor(t, dtype=torch.float64)).to(torch.float32)
+
+
+def _ancestral_step(z, x0, eps, logsnr_t, logsnr_s, noise) -> torch.Tensor:
+    """The original `ddpm_step` with `diffusion_reverse`'s "large" variance."""
+    alpha_st = torch.sqrt((1 + torch.exp(-logsnr_t)) / (1 + torch.exp(-logsnr_s)))
+    alpha_s = torch.sigmoid(logsnr_s).sqrt()
+    r = torch.exp(logsnr_t - logsnr_s)  # SNR(t) / SNR(s)
+    one_minus_r = -torch.expm1(logsnr_t - logsnr_s)
+    mean = r * alpha_st * z + one_minus_r * alpha_s * x0
+    return mean + torch.sqrt(one_minus_r * torch.sigmoid(-logsnr_t)) * noise()
+
+
+def _ddim_step(z, x0, eps, logsnr_t, logsnr_s, noise) -> torch.Tensor:
+    """The original `ddim_step`: z_s = alpha_s x0 + sigma_s eps."""
+    alpha_s, sigma_s = alpha_sigma(logsnr_s)
+    return alpha_s * x0 + sigma_s * eps
+
+
+def _dpmpp_stepper() -> StepFn:
+    """DPM-Solver++(2M) in lambda = logSNR / 2: first order on the first step, second order (multistep) after."""
+    previous: dict[str, torch.Tensor] = {}
+
+    def step(z, x0, eps, logsnr_t, logsnr_s, noise) -> torch.Tensor:
+        h = (logsnr_s - logsnr_t) / 2
+        alpha_s, sigma_s = alpha_sigma(logsnr_s)
+        _, sigma_t = alpha_sigma(logsnr_t)
+        if previous:
+            half_ratio = h / (2 * previous["h"])
+            d = (1 + half_ratio) * x0 - half_ratio * previous["x0"]
         else:
-            logsnr_s = logsnr_schedule(torch.tensor(i / steps, dtype=torch.float64)).to(torch.float32)
-            alpha_st = torch.sqrt((1 + torch.exp(-logsnr_t)) / (1 + torch.exp(-logsnr_s)))
-            alpha_s = torch.sigmoid(logsnr_s).sqrt()
-            r = torch.exp(logsnr_t - logsnr_s)  # SNR(t) / SNR(s)
-            one_minus_r = -torch.expm1(logsnr_t - logsnr_s)
-            mean = r * alpha_st * z + one_minus_r * alpha_s * x0
-            std = torch.sqrt(one_minus_r * torch.sigmoid(-logsnr_t))  # "large" variance
-            z = mean + std * _noise(shape, generator, device, torch.float32)
-        if callback is not None:
-            callback(done, steps)
-    return z
+            d = x0
+        previous.update(x0=x0, h=h)
+        return (sigma_s / sigma_t) * z - alpha_s * torch.expm1(-h) * d
+
+    return step
 
 
-def _ddim(denoise: Denoiser, shape, steps, generator, device, dtype, callback) -> torch.Tensor:
-    z = _noise(shape, generator, device, torch.float32)
-    for done, i in enumerate(range(steps - 1, -1, -1), start=1):
-        x0, eps, _ = _predict(denoise, z.to(dtype), (i + 1) / steps)
-        if i == 0:
-            z = x0
-        else:
-            alpha_s, sigma_s = alpha_sigma(logsnr_schedule(torch.tensor(i / steps, dtype=torch.float64)).float())
-            z = alpha_s * x0 + sigma_s * eps
-        if callback is not None:
-            callback(done, steps)
-    return z
+def _continuous(make_step: Callable[[], StepFn]):
+    """A sampler over N uniform steps from t = (i + 1) / N to s = i / N; the model sees t; the last step is x0."""
 
-
-def _dpmpp(denoise: Denoiser, shape, steps, generator, device, dtype, callback) -> torch.Tensor:
-    """DPM-Solver++(2M): multistep second-order data-prediction solver; first step first order, last step x0."""
-    z = _noise(shape, generator, device, torch.float32)
-    times = [(i + 1) / steps for i in range(steps - 1, -1, -1)] + [0.0]  # from 1 down to 0
-    previous_x0: torch.Tensor | None = None
-    previous_h: float | None = None
-    for done in range(1, steps + 1):
-        t, s = times[done - 1], times[done]
-        x0, _, logsnr_t = _predict(denoise, z.to(dtype), t)
-        if s == 0.0:
-            z = x0
-        else:
-            lam_t = float(logsnr_t) / 2
-            lam_s = float(logsnr_schedule(torch.tensor(s, dtype=torch.float64))) / 2
-            h = lam_s - lam_t
-            alpha_s, sigma_s = alpha_sigma(torch.tensor(2 * lam_s, dtype=torch.float32))
-            _, sigma_t = alpha_sigma(torch.tensor(2 * lam_t, dtype=torch.float32))
-            if previous_x0 is None:
-                d = x0
+    def run(denoise: Denoiser, shape, steps, generator, device, dtype, callback) -> torch.Tensor:
+        step = make_step()
+        z = _noise(shape, generator, device, torch.float32)
+        for done, i in enumerate(range(steps - 1, -1, -1), start=1):
+            x0, eps, logsnr_t = _predict(denoise, z.to(dtype), (i + 1) / steps)
+            if i == 0:
+                z = x0
             else:
-                ratio = previous_h / h
-                d = (1 + 1 / (2 * ratio)) * x0 - (1 / (2 * ratio)) * previous_x0
-            z = (sigma_s / sigma_t) * z - alpha_s * math.expm1(-h) * d
-            previous_x0, previous_h = x0, h
-        if callback is not None:
-            callback(done, steps)
-    return z
+                z = step(z, x0, eps, logsnr_t, _logsnr_at(i / steps),
+                         lambda: _noise(shape, generator, device, torch.float32))
+            if callback is not None:
+                callback(done, steps)
+        return z
+
+    return run
 
 
 class _DiffusersDDPM:
@@ -208,9 +207,10 @@ class SamplerInfo:
 
 SAMPLERS: dict[str, SamplerInfo] = {
     "ddpm": SamplerInfo(_ddpm, 100, "diffusers' DDPM loop (reproduces its output for a seed)"),
-    "paper": SamplerInfo(_paper, 1000, "the paper's ancestral sampler, continuous cosine log-SNR"),
-    "ddim": SamplerInfo(_ddim, 20, "deterministic DDIM"),
-    "dpmpp": SamplerInfo(_dpmpp, 20, "DPM-Solver++(2M)"),
+    "paper": SamplerInfo(_continuous(lambda: _ancestral_step), 1000,
+                         "the paper's ancestral sampler, continuous cosine log-SNR"),
+    "ddim": SamplerInfo(_continuous(lambda: _ddim_step), 20, "deterministic DDIM"),
+    "dpmpp": SamplerInfo(_continuous(_dpmpp_stepper), 20, "DPM-Solver++(2M)"),
 }
 
 

@@ -55,8 +55,10 @@ def save_vocoder(model: Vocos, path: Path, metadata: dict[str, str] | None = Non
 
 
 class VocoderTrainer:
-    def __init__(self, data_dir: Path, run_dir: Path, config: VocoderTrainConfig = VocoderTrainConfig(),
-                 model_config: VocosConfig = VocosConfig(), device: str = "cpu"):
+    def __init__(self, data_dir: Path, run_dir: Path, config: VocoderTrainConfig | None = None,
+                 model_config: VocosConfig | None = None, device: str = "cpu"):
+        config = config or VocoderTrainConfig()
+        model_config = model_config or VocosConfig()
         self.tc = config
         self.run_dir = run_dir
         self.device = torch.device(device)
