@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from enum import StrEnum
@@ -75,10 +76,18 @@ def _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, precisi
         raise typer.Exit(EXIT_USAGE) from None
 
 
-def _read_song(source: str):
-    from midisynth.midi import read_midi
+DEFAULT_MAX_DURATION = 4 * 3600.0  # seconds; longer songs are refused unless --max-duration lifts the limit
 
-    return read_midi(sys.stdin.buffer.read() if source == "-" else source)
+
+def _read_song(source: str, max_duration: float = 0.0):
+    """Read a MIDI file or stdin ('-'); refuse songs longer than `max_duration` seconds (0: no limit)."""
+    from midisynth.midi import MidiError, read_midi
+
+    song = read_midi(sys.stdin.buffer.read() if source == "-" else source)
+    if max_duration and song.duration > max_duration:
+        raise MidiError(f"song is {song.duration / 3600:.2f} h long, over the {max_duration:g} s limit "
+                        "(raise it with --max-duration SECONDS, or 0 for no limit)")
+    return song
 
 
 @app.command()
@@ -98,6 +107,7 @@ def render(
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave existing outputs alone (resume a batch).")] = False,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Songs generated together (faster batches, same audio).")] = 1,
+    max_duration: Annotated[float, typer.Option(min=0.0, help="Refuse songs longer than this many seconds (0: no limit).")] = DEFAULT_MAX_DURATION,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Render MIDI to audio (WAV, FLAC or OGG by extension)."""
@@ -127,7 +137,8 @@ def render(
     show_progress = not quiet
     try:
         failures: list[RenderFailure] = run_jobs(synth, jobs, overwrite=overwrite, mel_out=mel_out,
-                                                 read_song=_read_song, progress=show_progress, batch_size=batch_size)
+                                                 read_song=functools.partial(_read_song, max_duration=max_duration),
+                                                 progress=show_progress, batch_size=batch_size)
     except KeyboardInterrupt:
         _err("interrupted; no partial output was left behind")
         raise typer.Exit(EXIT_INTERRUPTED) from None

@@ -136,3 +136,35 @@ def test_batch_size_renders_every_file(tiny_model_path, short_midi, two_window_m
         b, _ = sf.read(batched / f"s{k}.wav")
         assert a.shape == b.shape
         assert np.abs(a - b).max() < 2e-3
+
+
+def test_overlong_song_is_refused_with_the_flag_named(tiny_model_path, tmp_path):
+    from tests.conftest import write_midi
+
+    long_song = write_midi(tmp_path / "long.mid", [(60, 0.0, 1.0, 90), (62, 7199.0, 7200.0, 90)])
+    result = run("render", str(long_song), "-o", str(tmp_path / "o.wav"), "--model", str(tiny_model_path),
+                 "--max-duration", "3600", *FAST)
+    assert result.exit_code == 1
+    assert "--max-duration" in result.output and "2.00 h" in result.output
+    assert not (tmp_path / "o.wav").exists()
+
+
+def test_ctrl_c_leaves_no_partial_file(tiny_model_path, tmp_path):
+    import signal
+    import time
+
+    from tests.conftest import write_midi
+
+    song = write_midi(tmp_path / "song.mid", [(60 + k % 12, k * 0.5, k * 0.5 + 0.4, 90) for k in range(240)])
+    out = tmp_path / "out.wav"
+    cmd = [sys.executable, "-m", "midisynth.cli", "render", str(song), "-o", str(out), "--model",
+           str(tiny_model_path), "--sampler", "ddim", "--steps", "200", "-q"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.wav.*.part")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # wait until the render is writing
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert b"interrupted" in stderr and b"Traceback" not in stderr
+    assert not out.exists() and not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*.part"))
