@@ -27,6 +27,22 @@ def _midi_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES)
 
 
+def parse_shard(spec: str) -> tuple[int, int]:
+    """'I/N' (1-based I of N shards) -> (I, N)."""
+    try:
+        index, count = (int(part) for part in spec.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard wants I/N with integers, e.g. 2/8; got {spec!r}") from None
+    if not 1 <= index <= count:
+        raise UsageError(f"--shard {spec}: I must be between 1 and N")
+    return index, count
+
+
+def shard(jobs: list[Job], index: int, count: int) -> list[Job]:
+    """Every count-th job starting at the index-th (1-based): N job-array tasks cover all jobs exactly once."""
+    return jobs[index - 1 :: count]
+
+
 def plan_jobs(inputs: list[str], output: str | None, extension: str = ".wav") -> list[Job]:
     """Map inputs to outputs.
 

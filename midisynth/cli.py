@@ -108,13 +108,16 @@ def render(
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Songs generated together (faster batches, same audio).")] = 1,
     max_duration: Annotated[float, typer.Option(min=0.0, help="Refuse songs longer than this many seconds (0: no limit).")] = DEFAULT_MAX_DURATION,
+    shard_spec: Annotated[str | None, typer.Option("--shard", help="Render only shard I of N (e.g. 3/8) for job arrays.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Render MIDI to audio (WAV, FLAC or OGG by extension)."""
-    from midisynth.batch import STDIO, UsageError, plan_jobs
+    from midisynth.batch import STDIO, UsageError, parse_shard, plan_jobs, shard
 
     try:
         jobs = plan_jobs(inputs, output)
+        if shard_spec is not None:
+            jobs = shard(jobs, *parse_shard(shard_spec))
     except UsageError as err:
         _err(str(err))
         raise typer.Exit(EXIT_USAGE) from None
@@ -241,6 +244,42 @@ def train(
     trainer.train(max_minutes=max_minutes, on_step=on_step)
     bar.close()
     typer.echo(f"stopped at step {trainer.step}; weights: {out / 'model.safetensors'}", err=True)
+
+
+@app.command()
+def convert(
+    source: Annotated[Path, typer.Argument(help="A diffusers-layout checkpoint directory (or a midisynth file).")],
+    output: Annotated[Path, typer.Argument(help="The midisynth .safetensors file to write.")],
+    half: Annotated[bool, typer.Option("--half/--full", help="Store weights as float16 (half the size).")] = False,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")] = False,
+) -> None:
+    """Convert a checkpoint to midisynth's single-file format; prints its sha256."""
+    import torch
+
+    from midisynth.checkpoints import CheckpointError, load_checkpoint, save_model
+
+    try:
+        checkpoint = load_checkpoint(source, allow_pickle=allow_pickle)
+    except CheckpointError as err:
+        _err(str(err))
+        raise typer.Exit(EXIT_FAILED) from None
+    digest = save_model(checkpoint.model, output, {"converted_from": source.name},
+                        dtype=torch.float16 if half else torch.float32)
+    typer.echo(f"{digest}  {output}")
+
+
+@app.command()
+def models() -> None:
+    """List the bundled default model and its vocoder."""
+    from midisynth.models import BUNDLED_DIR, bundled_manifest
+
+    manifest = bundled_manifest()
+    if manifest is None:
+        typer.echo("no bundled default model installed")
+        return
+    for role, entry in manifest.items():
+        details = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("file", "sha256"))
+        typer.echo(f"{role}: {BUNDLED_DIR / entry['file']}  sha256={entry['sha256'][:16]}…  {details}")
 
 
 @app.command("eval")

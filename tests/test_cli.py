@@ -168,3 +168,39 @@ def test_ctrl_c_leaves_no_partial_file(tiny_model_path, tmp_path):
     assert proc.returncode == 130, stderr
     assert b"interrupted" in stderr and b"Traceback" not in stderr
     assert not out.exists() and not list(tmp_path.glob("*.part")) and not list(tmp_path.glob(".*.part"))
+
+
+def test_shard_splits_jobs_exactly(tmp_path):
+    from midisynth.batch import parse_shard, shard
+
+    (tmp_path / "d").mkdir()
+    for k in range(7):
+        (tmp_path / "d" / f"{k}.mid").write_bytes(b"")
+    jobs = plan_jobs([str(tmp_path / "d")], str(tmp_path / "o"))
+    parts = [shard(jobs, *parse_shard(f"{i}/3")) for i in (1, 2, 3)]
+    assert sorted(j.source for p in parts for j in p) == sorted(j.source for j in jobs)
+    assert [len(p) for p in parts] == [3, 2, 2]
+    for bad in ("0/3", "4/3", "x/3", "3"):
+        try:
+            parse_shard(bad)
+        except UsageError:
+            continue
+        raise AssertionError(bad)
+
+
+def test_convert_diffusers_checkpoint(tmp_path):
+    import pytest
+
+    pytest.importorskip("diffusers", reason="needs diffusers==0.35.2 to write the source checkpoint")
+    from midisynth.checkpoints import file_sha256, load_model_file
+    from midisynth.config import load_config
+    from tests.conftest import ROOT
+    from tests.reference import save_reference_checkpoint
+
+    save_reference_checkpoint(tmp_path / "ckpt", load_config(ROOT / "configs" / "tiny.toml").model)
+    result = run("convert", str(tmp_path / "ckpt"), str(tmp_path / "m.safetensors"))
+    assert result.exit_code == 0, result.output
+    digest = result.stdout.split()[0]
+    assert digest == file_sha256(tmp_path / "m.safetensors")
+    assert load_model_file(tmp_path / "m.safetensors", expected_sha256=digest).model.cfg.d_model == 32
+    assert run("convert", str(tmp_path / "nothing"), str(tmp_path / "x.safetensors")).exit_code == 1
