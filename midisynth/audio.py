@@ -1,10 +1,25 @@
-"""The feature front end shared by training, evaluation and every vocoder.
+"""The feature front end shared by training, evaluation and every vocoder (design spec §1).
 
-Log-mel as magenta's MelGAN codec computes it with TensorFlow (see the design spec §1):
-`tf.signal.stft(frame_length=640, frame_step=320, fft_length=1024, pad_end=True)` with a periodic Hann window
-(frames start at sample 0, the end is zero-padded, so frames = ceil(samples / 320)), magnitude, a 128-band mel
-matrix as `tf.signal.linear_to_mel_weight_matrix(128, 513, 16000, 0, 8000)` (HTK mel, triangles without area
-normalisation, DC bin excluded), clipped to [1e-5, 1e8], natural log.
+Log-mel features as magenta's MelGAN codec computes them (`music_spectrogram_diffusion/audio_codecs.py`,
+classes `MelGAN` and `Audio2Mel`, TensorFlow):
+
+- `tf.signal.stft(audio, frame_length=640, frame_step=320, fft_length=1024, window_fn=tf.signal.hann_window,
+  pad_end=True)`: frame k covers samples [320k, 320k + 640) (not centred), the end is zero-padded so there are
+  ceil(samples / 320) frames, each frame is weighted by a periodic Hann window and zero-padded to 1024 points;
+- magnitude (`tf.abs`, not power) of the 513 bins;
+- times `tf.signal.linear_to_mel_weight_matrix(128, 513, 16000, 0.0, 8000)`: HTK mel (1127 ln(1 + f / 700)),
+  triangles peaking at 1 without area normalisation, the DC bin excluded (its row is zero);
+- `tf.clip_by_value(1e-5, 1e8)`, natural log.
+
+The "16 extra frames": `MelGAN.additional_frames_for_encoding = 16` ("needed to avoid numerical errors during the
+mel bin matmul ... enough to produce audible pops when decoded by MelGAN"). The data pipeline
+(`preprocessors.py`: `select_random_chunk`, `split_full_song`, `encode_audio`) slices each training segment's audio
+with up to 16 frames (16 x 320 samples) of the *following* audio, encodes that, then keeps only the segment's own
+frames. So a segment's last frames see the real continuation of the song instead of `pad_end`'s zeros. Frame k
+depends only on samples [320k, 320k + 640), so encoding a whole song once and slicing windows from the features
+(what midisynth does) gives exactly those values; zero padding only applies at the end of the song itself.
+
+Scaling to the networks' range is magenta's `scale_features` / `scale_to_features` with min ln(1e-5), max 4.0.
 """
 
 from __future__ import annotations
@@ -28,61 +43,99 @@ from midisynth.constants import (
     WIN_LENGTH,
 )
 
-MEL_CLIP = (1e-5, 1e8)  # magnitude range before the log
-NUM_BINS = FFT_SIZE // 2 + 1  # 513
+MEL_CLIP = (1e-5, 1e8)  # mel magnitude range before the log
+NUM_BINS = FFT_SIZE // 2 + 1  # 513 STFT bins, 0 Hz to 8000 Hz in steps of 15.625 Hz
+OLA_FLOOR = 1e-3  # smallest squared-window sum `istft` divides by (reached in the first 37 samples only)
 
 
-def hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    """HTK mel scale: 1127 ln(1 + f / 700)."""
+def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
+    """HTK mel scale: 1127 ln(1 + f / 700), f in Hz."""
     return 1127.0 * np.log1p(np.asarray(hz, dtype=np.float64) / 700.0)
 
 
 @functools.cache
 def mel_filterbank() -> np.ndarray:
-    """Mel weight matrix [513, 128] (float32): row 0 (DC) is zero, triangles peak at 1."""
-    linear_hz = np.linspace(0.0, SAMPLE_RATE / 2, NUM_BINS)[1:]  # DC excluded
-    bins_mel = hz_to_mel(linear_hz)[:, None]
+    """Mel weight matrix [513, 128] float32, as tf.signal.linear_to_mel_weight_matrix(128, 513, 16000, 0, 8000).
+
+    Row 0 (the DC bin) is zero; each column is a triangle on the HTK mel scale that peaks at 1.
+    """
+    bin_mel = hz_to_mel(np.linspace(0.0, SAMPLE_RATE / 2, NUM_BINS)[1:])[:, None]  # [512, 1], DC excluded
     edges = np.linspace(hz_to_mel(MEL_FMIN), hz_to_mel(MEL_FMAX), N_MELS + 2)
-    lower, center, upper = edges[:-2], edges[1:-1], edges[2:]
-    rising = (bins_mel - lower) / (center - lower)
-    falling = (upper - bins_mel) / (upper - center)
-    weights = np.maximum(0.0, np.minimum(rising, falling))
+    lower, center, upper = edges[:-2], edges[1:-1], edges[2:]  # [128] each
+    rising = (bin_mel - lower) / (center - lower)
+    falling = (upper - bin_mel) / (upper - center)
+    weights = np.maximum(0.0, np.minimum(rising, falling))  # [512, 128]
     return np.concatenate([np.zeros((1, N_MELS)), weights]).astype(np.float32)
 
 
 def num_frames(num_samples: int) -> int:
-    """Frames of `log_mel` for a signal of `num_samples` samples: ceil(samples / 320)."""
+    """Feature frames for a signal of `num_samples` samples: ceil(samples / 320)."""
     return math.ceil(num_samples / HOP_LENGTH)
 
 
 @functools.cache
-def _constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    window = torch.hann_window(WIN_LENGTH, periodic=True, dtype=torch.float32, device=device)
-    return window, torch.from_numpy(mel_filterbank()).to(device)
+def _window(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Periodic Hann window [640]: 0.5 - 0.5 cos(2 pi n / 640), as tf.signal.hann_window."""
+    return torch.hann_window(WIN_LENGTH, periodic=True, dtype=dtype, device=device)
 
 
-def stft_magnitude(audio: torch.Tensor) -> torch.Tensor:
-    """|STFT| [..., frames, 513] with TensorFlow's pad_end framing (float32)."""
-    audio = audio.float()
+@functools.cache
+def mel_matrix(device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """`mel_filterbank()` as a tensor [513, 128] on `device`."""
+    return torch.from_numpy(mel_filterbank()).to(device=device, dtype=dtype)
+
+
+def _real_dtype(audio: torch.Tensor) -> torch.dtype:
+    return torch.float64 if audio.dtype == torch.float64 else torch.float32
+
+
+def stft(audio: torch.Tensor) -> torch.Tensor:
+    """Complex STFT [..., frames, 513] of audio [..., samples] with TensorFlow's pad_end framing.
+
+    Frame k is the Hann-weighted slice [320k, 320k + 640), zero-padded to 1024 points; frames = ceil(samples / 320).
+    float64 input is kept in float64, anything else is computed in float32.
+    """
+    audio = audio.to(_real_dtype(audio))
     samples = audio.shape[-1]
     frames = num_frames(samples)
     padded = F.pad(audio, (0, (frames - 1) * HOP_LENGTH + WIN_LENGTH - samples))
-    window, _ = _constants(audio.device)
-    framed = padded.unfold(-1, WIN_LENGTH, HOP_LENGTH) * window  # [..., frames, 640]
-    return torch.fft.rfft(framed, n=FFT_SIZE).abs()
+    framed = padded.unfold(-1, WIN_LENGTH, HOP_LENGTH) * _window(audio.device, audio.dtype)  # [..., frames, 640]
+    return torch.fft.rfft(framed, n=FFT_SIZE)
 
 
-def linear_to_log_mel(magnitude: torch.Tensor) -> torch.Tensor:
-    """|STFT| [..., frames, 513] -> natural-log mel [..., frames, 128]."""
-    _, mel = _constants(magnitude.device)
-    return torch.log(torch.clamp(magnitude @ mel, *MEL_CLIP))
+def istft(spectrum: torch.Tensor) -> torch.Tensor:
+    """Least-squares inverse of `stft`: complex [..., frames, 513] -> audio [..., frames * 320].
+
+    Each frame's inverse FFT is cut to the 640 windowed samples, weighted by the window again, overlap-added and
+    divided by the sum of squared windows (floored at OLA_FLOOR, which only the first 37 samples reach, where the
+    analysis window itself is nearly zero). For a spectrum that `stft` produced, this returns the signal.
+    """
+    frames = spectrum.shape[-2]
+    window = _window(spectrum.device, spectrum.real.dtype)
+    pieces = torch.fft.irfft(spectrum, n=FFT_SIZE)[..., :WIN_LENGTH] * window  # [..., frames, 640]
+    length = (frames - 1) * HOP_LENGTH + WIN_LENGTH
+    batch = pieces.shape[:-2]
+    columns = pieces.reshape(-1, frames, WIN_LENGTH).transpose(1, 2)  # [batch, 640, frames]
+    fold = functools.partial(F.fold, output_size=(1, length), kernel_size=(1, WIN_LENGTH), stride=(1, HOP_LENGTH))
+    audio = fold(columns).reshape(*batch, length)
+    norm = fold((window**2)[None, :, None].expand(1, WIN_LENGTH, frames)).reshape(length)
+    return (audio / norm.clamp(min=OLA_FLOOR))[..., : frames * HOP_LENGTH]
+
+
+def magnitude_to_log_mel(magnitude: torch.Tensor) -> torch.Tensor:
+    """|STFT| [..., frames, 513] -> natural-log mel [..., frames, 128] (mel clipped to [1e-5, 1e8])."""
+    mel = magnitude @ mel_matrix(magnitude.device, magnitude.dtype)
+    return torch.log(torch.clamp(mel, *MEL_CLIP))
 
 
 def log_mel(audio: torch.Tensor) -> torch.Tensor:
-    """Audio [..., samples] at 16 kHz -> natural-log mel features [..., ceil(samples / 320), 128]."""
+    """Audio [..., samples] at 16 kHz -> natural-log mel features [..., ceil(samples / 320), 128].
+
+    Batched, on the audio's device; float32 (float64 for float64 input).
+    """
     if audio.shape[-1] == 0:
-        return audio.new_zeros(*audio.shape[:-1], 0, N_MELS)
-    return linear_to_log_mel(stft_magnitude(audio))
+        return audio.new_zeros(*audio.shape[:-1], 0, N_MELS, dtype=_real_dtype(audio))
+    return magnitude_to_log_mel(stft(audio).abs())
 
 
 def to_network_range(features: torch.Tensor) -> torch.Tensor:
@@ -92,5 +145,5 @@ def to_network_range(features: torch.Tensor) -> torch.Tensor:
 
 
 def from_network_range(x: torch.Tensor) -> torch.Tensor:
-    """Network outputs in [-1, 1] mapped back to log-mel features (no clipping, as the reference pipeline)."""
+    """Network outputs in [-1, 1] mapped back to log-mel features (unclipped, as the reference pipeline)."""
     return (x + 1.0) / 2.0 * (MAX_LOG_MEL - MIN_LOG_MEL) + MIN_LOG_MEL

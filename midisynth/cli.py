@@ -79,11 +79,17 @@ def _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, precisi
 DEFAULT_MAX_DURATION = 4 * 3600.0  # seconds; longer songs are refused unless --max-duration lifts the limit
 
 
-def _read_song(source: str, max_duration: float = 0.0):
-    """Read a MIDI file or stdin ('-'); refuse songs longer than `max_duration` seconds (0: no limit)."""
+def _read_song(source: str, max_duration: float = 0.0, start: float = 0.0, end: float | None = None):
+    """Read a MIDI file or stdin ('-'), cut to [start, end] seconds when asked; refuse songs longer than
+    `max_duration` seconds (0: no limit)."""
     from midisynth.midi import MidiError, read_midi
 
     song = read_midi(sys.stdin.buffer.read() if source == "-" else source)
+    if start or end is not None:
+        try:
+            song = song.excerpt(start, end)
+        except ValueError as err:
+            raise MidiError(str(err)) from None
     if max_duration and song.duration > max_duration:
         raise MidiError(f"song is {song.duration / 3600:.2f} h long, over the {max_duration:g} s limit "
                         "(raise it with --max-duration SECONDS, or 0 for no limit)")
@@ -109,6 +115,9 @@ def render(
     batch_size: Annotated[int, typer.Option(min=1, help="Songs generated together (faster batches, same audio).")] = 1,
     max_duration: Annotated[float, typer.Option(min=0.0, help="Refuse songs longer than this many seconds (0: no limit).")] = DEFAULT_MAX_DURATION,
     shard_spec: Annotated[str | None, typer.Option("--shard", help="Render only shard I of N (e.g. 3/8) for job arrays.")] = None,
+    sample_rate: Annotated[int, typer.Option("--sample-rate", "-r", min=8000, max=192000, help="Output rate in Hz (soxr resampling from 16 kHz).")] = 16000,
+    start: Annotated[float, typer.Option(min=0.0, help="Render from this time (seconds).")] = 0.0,
+    end: Annotated[float | None, typer.Option(min=0.0, help="Render up to this time (seconds).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Render MIDI to audio (WAV, FLAC or OGG by extension)."""
@@ -140,8 +149,9 @@ def render(
     show_progress = not quiet
     try:
         failures: list[RenderFailure] = run_jobs(synth, jobs, overwrite=overwrite, mel_out=mel_out,
-                                                 read_song=functools.partial(_read_song, max_duration=max_duration),
-                                                 progress=show_progress, batch_size=batch_size)
+                                                 read_song=functools.partial(_read_song, max_duration=max_duration, start=start, end=end),
+                                                 progress=show_progress, batch_size=batch_size,
+                                                 sample_rate=sample_rate)
     except KeyboardInterrupt:
         _err("interrupted; no partial output was left behind")
         raise typer.Exit(EXIT_INTERRUPTED) from None

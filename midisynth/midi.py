@@ -49,6 +49,20 @@ class Song:
     notes: list[Note] = field(default_factory=list)
     duration: float = 0.0
 
+    def excerpt(self, start: float = 0.0, end: float | None = None) -> Song:
+        """The part of the song from `start` to `end` seconds, re-timed to begin at 0; notes crossing the edges
+        are cut at them."""
+        end = self.duration if end is None else min(end, self.duration)
+        if start < 0 or end <= start:
+            raise ValueError(f"excerpt needs 0 <= start < end <= song length ({self.duration:.2f} s); "
+                             f"got start {start:g}, end {end:g}")
+        notes = [
+            Note(max(n.start, start) - start, min(n.end, end) - start, n.pitch, n.velocity, n.program, n.is_drum,
+                 n.instrument)
+            for n in self.notes if n.end > start and n.start < end
+        ]
+        return Song(notes=notes, duration=end - start)
+
     def instrument_note_counts(self) -> dict[str, int]:
         """Note counts per instrument, named by General MIDI program ("Drums" for drum notes)."""
         counts = Counter(

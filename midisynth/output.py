@@ -11,7 +11,7 @@ import os
 import struct
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,6 +34,24 @@ def output_format(path: Path) -> str:
         raise OutputError(f"{path}: unsupported output extension; use one of {', '.join(FORMATS)}") from None
 
 
+def resample_stream(chunks: Iterable[np.ndarray], rate: int) -> Iterator[np.ndarray]:
+    """16 kHz chunks resampled to `rate` Hz with soxr's high-quality streaming resampler (same chunks if equal)."""
+    if rate == SAMPLE_RATE:
+        yield from chunks
+        return
+    import soxr
+
+    stream = soxr.ResampleStream(SAMPLE_RATE, rate, 1, dtype="float32", quality="HQ")
+    for chunk in chunks:
+        yield stream.resample_chunk(np.asarray(chunk, np.float32))
+    yield stream.resample_chunk(np.zeros(0, np.float32), last=True)
+
+
+def resampled_length(num_samples: int, rate: int) -> int:
+    """Samples of a 16 kHz signal of `num_samples` samples after resampling to `rate` Hz."""
+    return round(num_samples * rate / SAMPLE_RATE)
+
+
 def _pcm16(chunk: np.ndarray) -> bytes:
     return (np.clip(chunk, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
 
@@ -48,14 +66,15 @@ def wav_header(num_samples: int, sample_rate: int = SAMPLE_RATE) -> bytes:
     ])
 
 
-def write_wav_stream(chunks: Iterable[np.ndarray], num_samples: int, stream: BinaryIO | None = None) -> int:
+def write_wav_stream(chunks: Iterable[np.ndarray], num_samples: int, stream: BinaryIO | None = None,
+                     sample_rate: int = SAMPLE_RATE) -> int:
     """Write a WAV of exactly `num_samples` samples to a byte stream (default: stdout); returns samples written.
 
     Chunks beyond `num_samples` are cut and a short stream is padded with silence, so the header stays true.
     """
     out = stream if stream is not None else sys.stdout.buffer
     try:
-        out.write(wav_header(num_samples))
+        out.write(wav_header(num_samples, sample_rate))
         written = 0
         for chunk in chunks:
             part = chunk[: num_samples - written]
@@ -71,8 +90,9 @@ def write_wav_stream(chunks: Iterable[np.ndarray], num_samples: int, stream: Bin
     return num_samples
 
 
-def write_audio_file(path: Path, chunks: Iterable[np.ndarray], overwrite: bool = False) -> int:
-    """Write audio chunks (float32, 16 kHz, mono) to `path` atomically; returns the number of samples written."""
+def write_audio_file(path: Path, chunks: Iterable[np.ndarray], overwrite: bool = False,
+                     sample_rate: int = SAMPLE_RATE) -> int:
+    """Write audio chunks (float32, mono, `sample_rate` Hz) to `path` atomically; returns the samples written."""
     path = Path(path)
     fmt = output_format(path)
     if path.exists() and not overwrite:
@@ -88,7 +108,7 @@ def write_audio_file(path: Path, chunks: Iterable[np.ndarray], overwrite: bool =
     written = 0
     try:
         with os.fdopen(fd, "w+b") as raw, sf.SoundFile(
-            raw, mode="w", samplerate=SAMPLE_RATE, channels=1, format=fmt,
+            raw, mode="w", samplerate=sample_rate, channels=1, format=fmt,
             subtype="PCM_16" if fmt in ("WAV", "FLAC") else None,
         ) as f:
             for chunk in chunks:

@@ -10,8 +10,16 @@ from pathlib import Path
 import numpy as np
 
 from midisynth.batch import STDIO, Job
+from midisynth.constants import SAMPLE_RATE
 from midisynth.midi import MidiError, Song
-from midisynth.output import OutputError, save_npy_atomic, write_audio_file, write_wav_stream
+from midisynth.output import (
+    OutputError,
+    resample_stream,
+    resampled_length,
+    save_npy_atomic,
+    write_audio_file,
+    write_wav_stream,
+)
 from midisynth.pipeline import Synthesizer
 
 
@@ -31,13 +39,15 @@ def _progress():
     )
 
 
-def _write(job: Job, chunks: Iterable[np.ndarray], num_samples: int, overwrite: bool) -> None:
+def _write(job: Job, chunks: Iterable[np.ndarray], num_samples: int, overwrite: bool, rate: int) -> None:
+    """Write 16 kHz chunks to the job's target (file or stdout), resampled to `rate` Hz."""
+    chunks = resample_stream(chunks, rate)
     if job.target == STDIO:
-        write_wav_stream(chunks, num_samples)
+        write_wav_stream(chunks, resampled_length(num_samples, rate), sample_rate=rate)
     else:
         target = Path(job.target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_audio_file(target, chunks, overwrite=overwrite)
+        write_audio_file(target, chunks, overwrite=overwrite, sample_rate=rate)
 
 
 def render_job(
@@ -47,11 +57,12 @@ def render_job(
     overwrite: bool,
     mel_out: Path | None,
     on_window: Callable[[int, int], None] | None,
+    rate: int = SAMPLE_RATE,
 ) -> None:
     """Render one song to its target (file or stdout), streaming window by window."""
     mel_parts: list[np.ndarray] = []
     sink = mel_parts.append if mel_out is not None else None
-    _write(job, synth.stream(song, on_window=on_window, mel_sink=sink), synth.num_samples(song), overwrite)
+    _write(job, synth.stream(song, on_window=on_window, mel_sink=sink), synth.num_samples(song), overwrite, rate)
     if mel_out is not None:
         save_npy_atomic(mel_out, np.concatenate(mel_parts).astype(np.float32))
 
@@ -64,6 +75,7 @@ def _batched(
     failures: list[RenderFailure],
     on_window: Callable[[int, int], None],
     on_file: Callable[[], None],
+    rate: int,
 ) -> None:
     """Render jobs as one batch of songs (windows of different songs share network calls)."""
     loaded: list[tuple[Job, Song]] = []
@@ -76,7 +88,7 @@ def _batched(
     for index, features in synth.spectrogram_songs([song for _, song in loaded], on_window=on_window):
         job, song = loaded[index]
         try:
-            _write(job, synth.vocoder.stream(features), synth.num_samples(song), overwrite)
+            _write(job, synth.vocoder.stream(features), synth.num_samples(song), overwrite, rate)
         except OutputError as err:
             failures.append(RenderFailure(job.name, str(err)))
         on_file()
@@ -90,6 +102,7 @@ def run_jobs(
     read_song: Callable[[str], Song],
     progress: bool,
     batch_size: int = 1,
+    sample_rate: int = SAMPLE_RATE,
 ) -> list[RenderFailure]:
     """Render every job; returns the failures (bad MIDI, unwritable output), each with a one-line reason.
 
@@ -106,6 +119,7 @@ def run_jobs(
                     synth, jobs[first : first + batch_size], overwrite, read_song, failures,
                     on_window=lambda done, total: bar and bar.update(windows_task, completed=done, total=total),
                     on_file=lambda: bar and bar.update(files_task, advance=1),
+                    rate=sample_rate,
                 )
             return failures
         for job in jobs:
@@ -116,7 +130,7 @@ def run_jobs(
                     bar.update(task, completed=done, total=total)
 
             try:
-                render_job(synth, job, read_song(job.source), overwrite, mel_out, on_window)
+                render_job(synth, job, read_song(job.source), overwrite, mel_out, on_window, sample_rate)
             except (MidiError, OutputError) as err:
                 failures.append(RenderFailure(job.name, str(err)))
             except OSError as err:

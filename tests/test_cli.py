@@ -204,3 +204,18 @@ def test_convert_diffusers_checkpoint(tmp_path):
     assert digest == file_sha256(tmp_path / "m.safetensors")
     assert load_model_file(tmp_path / "m.safetensors", expected_sha256=digest).model.cfg.d_model == 32
     assert run("convert", str(tmp_path / "nothing"), str(tmp_path / "x.safetensors")).exit_code == 1
+
+
+def test_sample_rate_and_excerpt(tiny_model_path, two_window_midi, tmp_path):
+    out = tmp_path / "o.flac"
+    result = run("render", str(two_window_midi), "-o", str(out), "--model", str(tiny_model_path), "-r", "44100",
+                 "--start", "1.0", "--end", "3.0", *FAST)
+    assert result.exit_code == 0, result.output
+    info = sf.info(out)
+    assert info.samplerate == 44100 and info.format == "FLAC"
+    # 2 s excerpt + 1 s release tail at 50 frames/s, resampled: 150 frames * 320 samples * 44100 / 16000
+    assert info.frames == round(150 * HOP_LENGTH * 44100 / 16000)
+    piped = run("render", "-", "-o", "-", "--model", str(tiny_model_path), "-r", "22050", *FAST,
+                input=two_window_midi.read_bytes())
+    audio, rate = sf.read(io.BytesIO(piped.stdout_bytes))
+    assert rate == 22050 and audio.shape[0] == round(350 * HOP_LENGTH * 22050 / 16000)

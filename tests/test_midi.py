@@ -86,3 +86,16 @@ def test_truncations_and_mutations_of_valid_files():
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_after_a_header(tail):
     _read_or_midi_error(b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x00\x60" + tail)
+
+
+def test_excerpt_cuts_and_retimes():
+    from midisynth.midi import Song
+
+    song = Song(notes=[Note(0.0, 2.0, 60, 90, 0, False), Note(3.0, 9.0, 62, 90, 0, False),
+                       Note(10.0, 11.0, 64, 90, 0, False)], duration=11.0)
+    part = song.excerpt(1.0, 8.0)
+    assert [(n.start, n.end, n.pitch) for n in part.notes] == [(0.0, 1.0, 60), (2.0, 7.0, 62)]
+    assert part.duration == 7.0
+    assert song.excerpt(10.5).duration == 0.5
+    with pytest.raises(ValueError, match="start < end"):
+        song.excerpt(5.0, 4.0)

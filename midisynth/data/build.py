@@ -1,9 +1,17 @@
-"""`midisynth dataset`: render MIDI with FluidSynth and store tokens, features and audio; re-running resumes."""
+"""`midisynth dataset`: render MIDI with FluidSynth and store tokens, features and audio; re-running resumes.
+
+Pieces are chosen in source order on the calling thread (MIDI written, read back and tokenized, so the song's
+duration is known before rendering); rendering, features and storage run on at most `jobs` threads, each driving
+one FluidSynth process. Which pieces a build holds therefore depends only on the sources, the seed and `hours`.
+"""
 
 from __future__ import annotations
 
 import shutil
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +21,7 @@ from tqdm import tqdm
 
 from midisynth.audio import log_mel
 from midisynth.constants import WINDOW_SAMPLES
-from midisynth.data.fluidsynth import DEFAULT_SOUNDFONT, render_midi
+from midisynth.data.fluidsynth import DEFAULT_SOUNDFONT, check_soundfont, render_midi
 from midisynth.data.sources import folder_pieces, generated_pieces, interleave, music21_pieces
 from midisynth.data.store import PieceRecord, load_records, save_piece, split_of, write_manifest
 from midisynth.midi import MidiError, read_midi
@@ -21,8 +29,17 @@ from midisynth.output import write_atomic
 from midisynth.tokens import tokenize
 
 
-def build_piece(root: Path, piece_id: str, pm: pretty_midi.PrettyMIDI, soundfont: Path) -> PieceRecord | None:
-    """Render and store one piece; None when it has no notes or cannot be read back."""
+@dataclass
+class PreparedPiece:
+    """A piece whose MIDI is written and tokenized, waiting to be rendered."""
+
+    record: PieceRecord
+    midi_path: Path
+    tokens: np.ndarray  # int16 [total tokens] of all windows, split by record.token_offsets
+
+
+def prepare_piece(root: Path, piece_id: str, pm: pretty_midi.PrettyMIDI) -> PreparedPiece | None:
+    """Write the piece's MIDI and tokenize it as inference will; None when it has no notes or cannot be read."""
     midi_path = root / "midi" / f"{piece_id}.mid"
     write_atomic(midi_path, lambda f: pm.write(f))
     try:
@@ -32,18 +49,22 @@ def build_piece(root: Path, piece_id: str, pm: pretty_midi.PrettyMIDI, soundfont
     if not song.notes or song.duration <= 0:
         return None
     windows = tokenize(song)
-    samples = len(windows) * WINDOW_SAMPLES
-    rendered = render_midi(midi_path, soundfont)
+    offsets = np.cumsum([0] + [len(w) for w in windows]).tolist()
+    record = PieceRecord(piece_id, split_of(piece_id), float(song.duration), len(windows), offsets)
+    return PreparedPiece(record, midi_path, np.concatenate(windows).astype(np.int16))
+
+
+def finish_piece(root: Path, piece: PreparedPiece, soundfont: Path) -> PieceRecord:
+    """Render the piece, cut or pad the audio to its windows, compute features and store everything."""
+    samples = piece.record.windows * WINDOW_SAMPLES
+    rendered = render_midi(piece.midi_path, soundfont)  # [samples rendered], MIDI time zero at sample 0
     audio = np.zeros(samples, np.float32)
     audio[: min(samples, rendered.shape[0])] = rendered[:samples]
     features = log_mel(torch.from_numpy(audio)).numpy()  # [windows * 256, 128]
-    offsets = np.cumsum([0] + [len(w) for w in windows]).tolist()
-    record = PieceRecord(piece_id, split_of(piece_id), float(song.duration), len(windows), offsets)
-    save_piece(root, record, features.astype(np.float16), audio.astype(np.float16),
-               np.concatenate(windows).astype(np.int16))
-    if record.split == "heldout":
-        shutil.copyfile(midi_path, root / "heldout_midi" / f"{piece_id}.mid")
-    return record
+    save_piece(root, piece.record, features.astype(np.float16), audio.astype(np.float16), piece.tokens)
+    if piece.record.split == "heldout":
+        shutil.copyfile(piece.midi_path, root / "heldout_midi" / piece.midi_path.name)
+    return piece.record
 
 
 def _sources(
@@ -63,32 +84,48 @@ def build_dataset(
     seed: int = 0,
     progress: bool = True,
     generated: bool = True,
+    jobs: int = 2,
 ) -> dict:
-    """Render pieces until `hours` of audio are stored; returns the manifest. Finished pieces are kept and skipped.
+    """Render pieces until `hours` of songs are stored; returns the manifest. Finished pieces are kept and skipped.
 
     Sources, interleaved: the `midi_dirs` folders, then (with `generated`) music21's corpus and generated pieces.
+    The last piece may overshoot `hours` by its own length. `jobs` FluidSynth renders run at once. An interrupted
+    build loses only the pieces in progress; run it again to continue.
     """
     root = Path(out_dir)
     soundfont = Path(soundfont)
-    if not soundfont.is_file():
-        raise FileNotFoundError(f"{soundfont}: no such SoundFont (Debian: apt-get install fluid-soundfont-gm)")
+    check_soundfont(soundfont)
     for sub in ("pieces", "midi", "heldout_midi"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    records = load_records(root)
-    done = {r.piece_id for r in records}
-    total = sum(r.seconds for r in records)
+    done = {r.piece_id for r in load_records(root)}
+    stored = sum(r.seconds for r in load_records(root))
     budget = hours * 3600.0
-    bar = tqdm(total=round(budget), initial=round(min(total, budget)), unit="s", desc="dataset", disable=not progress)
-    for piece_id, pm in _sources([Path(d) for d in midi_dirs or []], seed, done, generated):
-        if total >= budget:
-            break
-        if piece_id in done:
-            continue
-        record = build_piece(root, piece_id, pm, soundfont)
-        if record is None:
-            continue
-        done.add(piece_id)
-        total += record.seconds
-        bar.update(round(min(total, budget)) - bar.n)
-    bar.close()
+    planned = stored
+    bar = tqdm(total=round(budget), initial=round(min(stored, budget)), unit="s", desc="dataset", disable=not progress)
+
+    def collect(future: Future) -> None:
+        bar.update(min(round(future.result().seconds), bar.total - bar.n))
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        pending: deque[Future] = deque()
+        try:
+            for piece_id, pm in _sources([Path(d) for d in midi_dirs or []], seed, done, generated):
+                if planned >= budget:
+                    break
+                if piece_id in done:
+                    continue
+                piece = prepare_piece(root, piece_id, pm)
+                if piece is None:
+                    continue
+                done.add(piece_id)
+                planned += piece.record.seconds
+                pending.append(pool.submit(finish_piece, root, piece, soundfont))
+                while len(pending) >= jobs:
+                    collect(pending.popleft())
+            while pending:
+                collect(pending.popleft())
+        finally:
+            for future in pending:
+                future.cancel()
+            bar.close()
     return write_manifest(root)

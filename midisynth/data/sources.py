@@ -6,7 +6,9 @@ all General MIDI programs so that every Slakh class (and drums) is covered.
 
 from __future__ import annotations
 
+import io
 import random
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,9 +49,8 @@ def generated_piece(rng: random.Random, seconds: float) -> pretty_midi.PrettyMID
     def degree_pitch(degree: int, octave: int = 0) -> int:
         return root + 12 * (octave + degree // 7) + scale[degree % 7]
 
-    roles = ["chords", "melody", "bass", "drums"]
-    chosen = [r for r in roles if rng.random() < 0.7] or [rng.choice(roles)]
-    for role in chosen:
+    roles = rng.sample(["chords", "melody", "bass", "drums"], rng.randint(2, 4))  # 2-4 instruments at once
+    for role in roles:
         if role == "drums":
             inst = pretty_midi.Instrument(program=0, is_drum=True)
             for b in range(bars):
@@ -151,16 +152,23 @@ def reassign_instruments(pm: pretty_midi.PrettyMIDI, rng: random.Random, drum_pr
         pm.instruments.append(drums)
 
 
+def truncate(pm: pretty_midi.PrettyMIDI, seconds: float) -> None:
+    """Keep the first `seconds` of a piece: notes starting later are dropped, notes sounding on are cut there."""
+    for inst in pm.instruments:
+        inst.notes = [n for n in inst.notes if n.start < seconds]
+        for n in inst.notes:
+            n.end = min(n.end, seconds)
+        inst.control_changes = [c for c in inst.control_changes if c.time < seconds]
+        inst.pitch_bends = [b for b in inst.pitch_bends if b.time < seconds]
+
+
 def music21_pieces(
     seed: int, max_seconds: float = 90.0, skip: Callable[[str], bool] = lambda name: False
 ) -> Iterator[tuple[str, pretty_midi.PrettyMIDI]]:
-    """Scores of music21's bundled corpus written as MIDI, instruments re-assigned at random.
+    """Scores of music21's bundled corpus written as MIDI (first `max_seconds`), instruments re-assigned at random.
 
     `skip(name)` is asked before the (slow) parse, so a resumed build does not convert finished pieces again.
     """
-    import io
-    import tempfile
-
     try:
         from music21 import corpus
     except ImportError:
@@ -180,7 +188,8 @@ def music21_pieces(
                 pm = pretty_midi.PrettyMIDI(io.BytesIO(out.read_bytes()))
         except Exception:  # music21 cannot convert every corpus file; skip those
             continue
-        if not any(inst.notes for inst in pm.instruments) or pm.get_end_time() > max_seconds:
+        truncate(pm, max_seconds)
+        if not any(inst.notes for inst in pm.instruments):
             continue
         reassign_instruments(pm, random.Random(f"{seed}-{name}"))
         yield name, pm
