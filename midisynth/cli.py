@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from midisynth.constants import DEFAULT_GUIDANCE, DEFAULT_PRECISION, DEFAULT_SAMPLER
+
 app = typer.Typer(
     name="midisynth",
     help="Neural MIDI-to-audio rendering with Spectrogram Diffusion.\n\n"
@@ -102,12 +104,12 @@ def render(
     output: Annotated[str | None, typer.Option("-o", "--output", help="Output file, directory, or '-' (WAV on stdout).")] = None,
     model: ModelOption = None,
     device: DeviceOption = Device.auto,
-    sampler: SamplerOption = "dpmpp",
+    sampler: SamplerOption = DEFAULT_SAMPLER,
     steps: StepsOption = None,
-    guidance: GuidanceOption = 5.0,
+    guidance: GuidanceOption = DEFAULT_GUIDANCE,
     seed: SeedOption = 0,
     vocoder: VocoderOption = None,
-    precision: PrecisionOption = "fp32",
+    precision: PrecisionOption = DEFAULT_PRECISION,
     mel_out: Annotated[Path | None, typer.Option("--mel-out", help="Also save the spectrogram [frames, 128] (.npy).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace existing outputs.")] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave existing outputs alone (resume a batch).")] = False,
@@ -301,12 +303,12 @@ def evaluate(
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N files.")] = None,
     model: ModelOption = None,
     device: DeviceOption = Device.auto,
-    sampler: SamplerOption = "dpmpp",
+    sampler: SamplerOption = DEFAULT_SAMPLER,
     steps: StepsOption = None,
-    guidance: GuidanceOption = 5.0,
+    guidance: GuidanceOption = DEFAULT_GUIDANCE,
     seed: SeedOption = 0,
     vocoder: VocoderOption = None,
-    precision: PrecisionOption = "fp32",
+    precision: PrecisionOption = DEFAULT_PRECISION,
 ) -> None:
     """Score renders against the SoundFont reference (log-mel L1, MR-STFT) beside sine, noise and low-pass baselines."""
     from midisynth.batch import MIDI_SUFFIXES

@@ -20,7 +20,16 @@ import torch
 from midisynth import samplers
 from midisynth.audio import from_network_range, to_network_range
 from midisynth.checkpoints import Checkpoint
-from midisynth.constants import FRAME_RATE, HOP_LENGTH, MIN_LOG_MEL, N_MELS, WINDOW_FRAMES
+from midisynth.constants import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_PRECISION,
+    DEFAULT_SAMPLER,
+    FRAME_RATE,
+    HOP_LENGTH,
+    MIN_LOG_MEL,
+    N_MELS,
+    WINDOW_FRAMES,
+)
 from midisynth.midi import Song, read_midi
 from midisynth.models import resolve_model
 from midisynth.networks import SpectrogramDiffusion
@@ -35,11 +44,11 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 class RenderOptions:
     """How each window is sampled. `steps=None` takes the sampler's recommended count."""
 
-    sampler: str = "dpmpp"
+    sampler: str = DEFAULT_SAMPLER
     steps: int | None = None
-    guidance: float = 5.0  # classifier-free guidance weight; 1 disables it
+    guidance: float = DEFAULT_GUIDANCE  # classifier-free guidance weight; 1 disables it
     seed: int = 0
-    precision: str = "fp32"  # network arithmetic: fp32, bf16 or fp16 (autocast; sampler state stays fp32)
+    precision: str = DEFAULT_PRECISION  # network arithmetic: fp32, bf16 or fp16 (autocast; sampler state fp32)
 
     def __post_init__(self) -> None:
         if self.sampler not in samplers.SAMPLERS:

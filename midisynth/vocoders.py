@@ -1,116 +1,185 @@
-"""Spectrogram inverters: log-mel features [frames, 128] -> 16 kHz audio [frames * 320].
+"""Spectrogram inverters: log-mel features [frames, 128] -> 16 kHz float32 audio [frames * 320].
 
-- `GriffinLim`: needs no weights; inverts midisynth's exact front end (mel pseudo-inverse, fast Griffin-Lim).
-- `OnnxVocoder`: an ONNX model with the official MelGAN signature (`input_features` [batch, frames, 128]).
+- `GriffinLim`: needs no weights; inverts midisynth's exact front end (`audio.stft` framing): mel -> linear
+  magnitude by Itakura-Saito multiplicative updates, then fast Griffin-Lim with momentum.
+- `OnnxVocoder`: an ONNX model with the official MelGAN I/O (`input_features` [batch, frames, 128] -> audio).
 - `NeuralVocoder`: midisynth's bundled Vocos-style vocoder (safetensors).
 
-Every vocoder streams: `stream(chunks)` turns successive spectrogram chunks into audio chunks with bounded memory,
-vocoding each block with some surrounding frames of context and cross-fading block edges.
+Every vocoder streams: `stream(chunks)` vocodes blocks of at most BLOCK_FRAMES frames, each with context frames on
+both sides, and cross-fades consecutive blocks, so memory stays bounded however long the song is.
+`load_vocoder` maps a spec string to a vocoder; new kinds register in `NAMED_VOCODERS` or `VOCODER_FILE_TYPES`.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
 
-from midisynth.audio import FFT_SIZE, mel_filterbank
-from midisynth.constants import HOP_LENGTH, N_MELS, WIN_LENGTH
+from midisynth.audio import NUM_BINS, istft, mel_matrix, stft
+from midisynth.constants import HOP_LENGTH, N_MELS
 
-CONTEXT_FRAMES = 32  # frames of context vocoded on each side of a streamed block
-CROSSFADE_FRAMES = 4  # frames over which consecutive blocks are blended
+CONTEXT_FRAMES = 32  # frames vocoded on each side of a streamed block (0.64 s)
+CROSSFADE_FRAMES = 4  # frames over which consecutive streamed blocks are blended (80 ms)
+BLOCK_FRAMES = 256  # most frames a streamed block emits
+
+GRIFFIN_LIM_ITERATIONS = 64  # ~0.2 s per 5.12 s window on one CPU thread; see GriffinLim
+MEL_INVERSION_ITERATIONS = 25  # multiplicative updates of the mel -> linear magnitude fit
+VOCOS_FORMAT_TAG = "midisynth.vocos/1"
+
+BlockVocoder = Callable[[np.ndarray, int], np.ndarray]  # (features [n, 128], first song frame) -> audio [n * 320]
 
 
 class Vocoder(Protocol):
-    def __call__(self, features: np.ndarray) -> np.ndarray: ...
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        """Log-mel [frames, 128] -> float32 audio [frames * 320] at 16 kHz."""
+        ...
 
-    def stream(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]: ...
+    def stream(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Successive log-mel chunks [frames_i, 128] -> audio chunks; total samples = total frames * 320."""
+        ...
 
 
-class StreamingMixin:
-    """`stream()` for any whole-signal vocoder `__call__`: blocks with context and a cross-fade at the seams."""
+class BlockStreaming:
+    """`stream()` for a whole-signal vocoder: blocks with context on both sides and a cross-fade at each seam."""
+
+    context_frames = CONTEXT_FRAMES
 
     def __call__(self, features: np.ndarray) -> np.ndarray:  # pragma: no cover - implemented by subclasses
         raise NotImplementedError
 
-    def stream(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        """Audio for the concatenation of `chunks`, emitted block by block; total samples = total frames * 320."""
-        fade = CROSSFADE_FRAMES * HOP_LENGTH
-        ramp = np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
-        buffer = np.zeros((0, N_MELS), np.float32)  # features of frames [offset, offset + len)
-        offset = 0  # song frame index of buffer[0]
-        emitted = 0  # frames whose audio has been yielded
-        pending_tail: np.ndarray | None = None  # audio of the next `fade` samples from the previous block
+    def block_vocoder(self) -> BlockVocoder:
+        """A fresh block function for one stream; vocoders with state across blocks override this."""
+        return lambda features, start: self(features)
 
-        def block(end: int, final: bool) -> np.ndarray:
-            nonlocal pending_tail
-            audio = self(buffer)  # [len(buffer) * 320]
-            start = (emitted - offset) * HOP_LENGTH
-            stop = (end - offset) * HOP_LENGTH
-            out = audio[start:stop].copy()
-            if pending_tail is not None:
-                n = min(fade, out.shape[0])
-                out[:n] = pending_tail[:n] * (1.0 - ramp[:n]) + out[:n] * ramp[:n]
-            pending_tail = None if final else audio[stop : stop + fade]
+    def stream(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Audio for the concatenation of `chunks`, block by block; total samples = total frames * 320.
+
+        Holds at most context + the largest chunk + BLOCK_FRAMES frames of features.
+        """
+        vocode = self.block_vocoder()
+        context, fade = self.context_frames, CROSSFADE_FRAMES * HOP_LENGTH
+        ramp = np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
+        buffer = np.zeros((0, N_MELS), np.float32)  # features of song frames [offset, offset + len(buffer))
+        offset = emitted = 0  # song frame of buffer[0]; frames whose audio has been yielded
+        tail = np.zeros(0, np.float32)  # previous block's audio for the `fade` samples after its end
+
+        def block(end: int) -> np.ndarray:
+            """Audio of song frames [emitted, end), cross-faded into the previous block's tail."""
+            nonlocal tail
+            start = max(offset, emitted - context)
+            features = buffer[start - offset : end + context - offset]
+            audio = vocode(features, start)  # [len(features) * 320]
+            lo, hi = (emitted - start) * HOP_LENGTH, (end - start) * HOP_LENGTH
+            out = audio[lo:hi].copy()
+            n = min(tail.shape[0], out.shape[0])
+            out[:n] = tail[:n] * (1.0 - ramp[:n]) + out[:n] * ramp[:n]
+            tail = audio[hi : hi + fade]
             return out
 
         for chunk in chunks:
-            buffer = np.concatenate([buffer, np.asarray(chunk, np.float32)])
-            available = offset + buffer.shape[0]
-            ready = available - CONTEXT_FRAMES  # frames with enough right context
-            if ready - emitted >= CONTEXT_FRAMES:
-                yield block(ready, final=False)
-                emitted = ready
-                keep_from = max(0, emitted - CONTEXT_FRAMES - offset)
-                buffer, offset = buffer[keep_from:], offset + keep_from
-        end = offset + buffer.shape[0]
-        if end > emitted:
-            yield block(end, final=True)
+            buffer = np.concatenate([buffer, np.asarray(chunk, np.float32).reshape(-1, N_MELS)])
+            while offset + buffer.shape[0] - context - emitted >= context:  # enough frames with right context
+                end = min(offset + buffer.shape[0] - context, emitted + BLOCK_FRAMES)
+                yield block(end)
+                emitted = end
+                keep = max(0, emitted - context - offset)
+                buffer, offset = buffer[keep:], offset + keep
+        total = offset + buffer.shape[0]
+        while emitted < total:
+            end = min(total, emitted + BLOCK_FRAMES)
+            yield block(end)
+            emitted = end
 
 
-class GriffinLim(StreamingMixin):
-    """Fast Griffin-Lim (momentum 0.99) on the pseudo-inverted mel magnitudes of midisynth's front end."""
+class GriffinLim(BlockStreaming):
+    """Inverts midisynth's front end without weights: mel -> linear magnitude, then fast Griffin-Lim.
 
-    def __init__(self, iterations: int = 32, momentum: float = 0.99, device: torch.device | str = "cpu", seed: int = 0):
+    The linear magnitude [frames, 513] is the non-negative fit of mel = magnitude @ mel_filterbank() under the
+    Itakura-Saito divergence (multiplicative updates, Fevotte & Idier 2011, from the clipped pseudo-inverse), which
+    weighs errors relatively, like the log features. Phases come from fast Griffin-Lim (Perraudin et al. 2013:
+    projections alternate between the magnitude and the signals' STFTs, extrapolated with `momentum`) using
+    `audio.stft` / `audio.istft`, i.e. exactly the front end's framing. Random initial phases (seeded).
+
+    Measured on one CPU thread per 5.12 s window (log-mel L1 of the re-analysed output vs the input, FluidSynth
+    example song): 16 iterations 0.080 in 0.05 s, 32: 0.061 in 0.10 s, 64: 0.048 in 0.19 s, 128: 0.041 in 0.36 s.
+    The default 64 sits at the knee; the diffusion model costs far more per window.
+    Streaming starts each block from the previous block's final phases on shared frames, so seams stay coherent.
+    """
+
+    def __init__(self, iterations: int = GRIFFIN_LIM_ITERATIONS, momentum: float = 0.99,
+                 device: torch.device | str = "cpu", seed: int = 0):
         self.iterations = iterations
         self.momentum = momentum
         self.device = torch.device(device)
         self.seed = seed
-        self._mel_pinv = torch.from_numpy(np.linalg.pinv(mel_filterbank())).to(self.device)  # [128, 513]
-        self._window = torch.hann_window(WIN_LENGTH, periodic=True, device=self.device)
+        self._mel = mel_matrix(self.device)  # [513, 128]
+        self._mel_pinv = torch.linalg.pinv(self._mel)  # [128, 513]
 
-    def _stft(self, audio: torch.Tensor) -> torch.Tensor:
-        return torch.stft(audio, FFT_SIZE, HOP_LENGTH, WIN_LENGTH, self._window, center=True, return_complex=True)
+    def magnitude(self, features: torch.Tensor) -> torch.Tensor:
+        """Log-mel [..., frames, 128] -> non-negative linear STFT magnitude [..., frames, 513]."""
+        mel = torch.exp(features)
+        magnitude = (mel @ self._mel_pinv).clamp(min=1e-8)
+        for _ in range(MEL_INVERSION_ITERATIONS):
+            fitted = magnitude @ self._mel + 1e-12  # [..., frames, 128]
+            ratio = ((mel / fitted**2) @ self._mel.T) / ((1.0 / fitted) @ self._mel.T + 1e-12)
+            magnitude = magnitude * ratio.sqrt()
+        return magnitude
 
-    def _istft(self, spec: torch.Tensor, length: int) -> torch.Tensor:
-        return torch.istft(spec, FFT_SIZE, HOP_LENGTH, WIN_LENGTH, self._window, center=True, length=length)
+    def invert(self, features: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """Log-mel [..., frames, 128] and initial unit phasors [..., frames, 513] -> complex STFT [..., frames, 513]."""
+        magnitude = self.magnitude(features)
+        spectrum = magnitude * phase
+        previous = None
+        for _ in range(self.iterations):
+            rebuilt = stft(istft(spectrum))  # nearest consistent spectrum
+            target = rebuilt if previous is None else rebuilt + self.momentum * (rebuilt - previous)
+            previous = rebuilt
+            spectrum = magnitude * target / (target.abs() + 1e-16)
+        return spectrum
+
+    def _random_phase(self, frames: int, generator: torch.Generator) -> torch.Tensor:
+        angle = 2 * torch.pi * torch.rand(frames, NUM_BINS, generator=generator)
+        return torch.polar(torch.ones_like(angle), angle).to(self.device)  # [frames, 513]
+
+    def _features(self, features: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(features, np.float32), device=self.device)  # [frames, 128]
 
     @torch.inference_mode()
     def __call__(self, features: np.ndarray) -> np.ndarray:
-        frames = features.shape[0]
-        length = frames * HOP_LENGTH
-        mel = torch.exp(torch.as_tensor(features, dtype=torch.float32, device=self.device))  # [frames, 128]
-        magnitude = torch.clamp(mel @ self._mel_pinv, min=0.0).T  # [513, frames]
-        # The front end's frame k is centred on sample 320k + 320; the centred STFT here puts it on 320k,
-        # so this works on the signal advanced by one hop and shifts back at the end.
-        g = torch.Generator().manual_seed(self.seed)
-        angles = torch.polar(torch.ones_like(magnitude), 2 * torch.pi * torch.rand(magnitude.shape, generator=g))
-        previous = torch.zeros_like(angles)
-        for _ in range(self.iterations):
-            rebuilt = self._stft(self._istft(magnitude * angles, length))[:, :frames]
-            angles = rebuilt - (self.momentum / (1 + self.momentum)) * previous
-            angles = angles / (angles.abs() + 1e-16)
-            previous = rebuilt
-        audio = self._istft(magnitude * angles, length)
-        return torch.nn.functional.pad(audio, (HOP_LENGTH, 0))[:length].cpu().numpy().astype(np.float32)
+        if features.shape[0] == 0:
+            return np.zeros(0, np.float32)
+        phase = self._random_phase(features.shape[0], torch.Generator().manual_seed(self.seed))
+        return istft(self.invert(self._features(features), phase)).cpu().numpy()
+
+    def block_vocoder(self) -> BlockVocoder:
+        generator = torch.Generator().manual_seed(self.seed)
+        previous: tuple[int, torch.Tensor] | None = None  # (first song frame, final phasors [frames, 513])
+
+        @torch.inference_mode()
+        def vocode(features: np.ndarray, start: int) -> np.ndarray:
+            nonlocal previous
+            phase = self._random_phase(features.shape[0], generator)
+            if previous is not None:  # warm start on the frames both blocks cover
+                prev_start, prev_phase = previous
+                shared = prev_phase[start - prev_start :][: features.shape[0]]
+                phase[: shared.shape[0]] = shared
+            spectrum = self.invert(self._features(features), phase)
+            previous = (start, spectrum / (spectrum.abs() + 1e-16))
+            return istft(spectrum).cpu().numpy()
+
+        return vocode
 
 
-class OnnxVocoder(StreamingMixin):
-    """An ONNX spectrogram inverter with the official MelGAN I/O: `input_features` [batch, frames, 128] -> audio."""
+
+class OnnxVocoder(BlockStreaming):
+    """An ONNX spectrogram inverter with the official MelGAN I/O: `input_features` [batch, frames, 128] float32 ->
+    audio [batch, samples] or [batch, 1, samples] at 16 kHz. Output is cut or zero-padded to frames * 320 samples.
+    """
 
     INPUT_NAME = "input_features"
 
@@ -122,28 +191,34 @@ class OnnxVocoder(StreamingMixin):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such ONNX vocoder file")
-        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if torch.device(device).type == "cuda" else [
-            "CPUExecutionProvider"]
-        available = set(onnxruntime.get_available_providers())
+        wanted = ["CPUExecutionProvider"]
+        if torch.device(device).type == "cuda":
+            wanted.insert(0, "CUDAExecutionProvider")
+        providers = [p for p in wanted if p in onnxruntime.get_available_providers()]
         try:
-            self.session = onnxruntime.InferenceSession(str(path), providers=[p for p in providers if p in available])
-        except Exception as err:  # onnxruntime raises its own exception types for bad files
+            self.session = onnxruntime.InferenceSession(str(path), providers=providers)
+        except Exception as err:  # onnxruntime raises its own exception types for unreadable models
             raise ValueError(f"{path}: not a loadable ONNX model ({err})") from None
-        names = [i.name for i in self.session.get_inputs()]
-        if self.INPUT_NAME not in names:
-            raise ValueError(f"{path}: ONNX vocoder must take input '{self.INPUT_NAME}' [batch, frames, 128]; it takes {names}")
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        if self.INPUT_NAME not in inputs:
+            raise ValueError(f"{path}: an ONNX vocoder must take '{self.INPUT_NAME}' [batch, frames, 128]; "
+                             f"this model takes {sorted(inputs)}")
+        shape = inputs[self.INPUT_NAME]
+        if len(shape) != 3 or isinstance(shape[2], int) and shape[2] != N_MELS:
+            raise ValueError(f"{path}: '{self.INPUT_NAME}' must be [batch, frames, {N_MELS}], not {shape}")
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
         frames = features.shape[0]
-        (audio,) = self.session.run(None, {self.INPUT_NAME: features[None].astype(np.float32)})[:1]
-        audio = np.asarray(audio, np.float32).reshape(-1)
+        (audio, *_) = self.session.run(None, {self.INPUT_NAME: np.asarray(features, np.float32)[None]})
+        audio = np.asarray(audio, np.float32)
+        audio = audio[0, 0] if audio.ndim == 3 else audio[0]  # [samples]
         out = np.zeros(frames * HOP_LENGTH, np.float32)
         n = min(out.shape[0], audio.shape[0])
         out[:n] = audio[:n]
         return out
 
 
-class NeuralVocoder(StreamingMixin):
+class NeuralVocoder(BlockStreaming):
     """midisynth's Vocos-style vocoder from a safetensors file whose metadata holds its config."""
 
     def __init__(self, path: str | Path, device: torch.device | str = "cpu"):
@@ -153,6 +228,8 @@ class NeuralVocoder(StreamingMixin):
         from midisynth.vocos import Vocos, VocosConfig
 
         path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such vocoder file")
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         if meta.get("format") != VOCOS_FORMAT_TAG:
@@ -160,24 +237,30 @@ class NeuralVocoder(StreamingMixin):
         self.device = torch.device(device)
         self.model = Vocos(VocosConfig(**json.loads(meta["config"]))).to(self.device).eval()
         self.model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+        self.context_frames = max(CONTEXT_FRAMES, self.model.cfg.receptive_field + self.model.cfg.fft_size // HOP_LENGTH)
 
     @torch.inference_mode()
     def __call__(self, features: np.ndarray) -> np.ndarray:
-        x = torch.as_tensor(features, dtype=torch.float32, device=self.device)[None]
+        x = torch.as_tensor(np.asarray(features, np.float32), device=self.device)[None]  # [1, frames, 128]
         return self.model(x)[0].cpu().numpy().astype(np.float32)
 
 
-VOCOS_FORMAT_TAG = "midisynth.vocos/1"
+NAMED_VOCODERS: dict[str, Callable[[torch.device], Vocoder]] = {
+    "griffin-lim": lambda device: GriffinLim(device=device),
+}
+VOCODER_FILE_TYPES: dict[str, Callable[[Path, torch.device], Vocoder]] = {
+    ".onnx": OnnxVocoder,
+    ".safetensors": NeuralVocoder,
+}
 
 
 def load_vocoder(spec: str, device: torch.device | str = "cpu") -> Vocoder:
-    """'griffin-lim', a path to an `.onnx` model, or a path to a midisynth vocoder `.safetensors` file."""
-    if spec == "griffin-lim":
-        return GriffinLim(device=device)
-    if spec.endswith(".onnx"):
-        return OnnxVocoder(spec, device)
-    if spec.endswith(".safetensors"):
-        if not Path(spec).is_file():
-            raise FileNotFoundError(f"{spec}: no such vocoder file")
-        return NeuralVocoder(spec, device)
-    raise ValueError(f"unknown vocoder {spec!r}: use griffin-lim, a .onnx file or a midisynth vocoder .safetensors")
+    """A vocoder by name ('griffin-lim') or by file: a MelGAN-style `.onnx` model or a midisynth `.safetensors`."""
+    device = torch.device(device)
+    if spec in NAMED_VOCODERS:
+        return NAMED_VOCODERS[spec](device)
+    path = Path(spec)
+    if path.suffix.lower() in VOCODER_FILE_TYPES:
+        return VOCODER_FILE_TYPES[path.suffix.lower()](path, device)
+    raise ValueError(f"unknown vocoder {spec!r}: use {', '.join(NAMED_VOCODERS)}, or a path to a "
+                     f"{' or '.join(VOCODER_FILE_TYPES)} file")
