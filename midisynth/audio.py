@@ -11,13 +11,13 @@ classes `MelGAN` and `Audio2Mel`, TensorFlow):
   triangles peaking at 1 without area normalisation, the DC bin excluded (its row is zero);
 - `tf.clip_by_value(1e-5, 1e8)`, natural log.
 
-The "16 extra frames": `MelGAN.additional_frames_for_encoding = 16` ("needed to avoid numerical errors during the
-mel bin matmul ... enough to produce audible pops when decoded by MelGAN"). The data pipeline
-(`preprocessors.py`: `select_random_chunk`, `split_full_song`, `encode_audio`) slices each training segment's audio
-with up to 16 frames (16 x 320 samples) of the *following* audio, encodes that, then keeps only the segment's own
-frames. So a segment's last frames see the real continuation of the song instead of `pad_end`'s zeros. Frame k
-depends only on samples [320k, 320k + 640), so encoding a whole song once and slicing windows from the features
-(what midisynth does) gives exactly those values; zero padding only applies at the end of the song itself.
+The "16 extra frames": `MelGAN.additional_frames_for_encoding = 16` ("needed to avoid numerical errors during
+the mel bin matmul ... enough to produce audible pops when decoded by MelGAN"). The data pipeline
+(`preprocessors.py`: `select_random_chunk`, `split_full_song`, `encode_audio`) cuts each training segment's
+audio with up to 16 frames (16 x 320 samples) of the *following* audio, encodes that, then keeps only the
+segment's own frames. So a segment's last frames see the real continuation of the song instead of `pad_end`'s
+zeros. Frame k depends only on samples [320k, 320k + 640), so encoding a whole song once and slicing windows
+from the features (what midisynth does) gives exactly those values; only the song's own end is zero-padded.
 
 Scaling to the networks' range is magenta's `scale_features` / `scale_to_features` with min ln(1e-5), max 4.0.
 """
@@ -55,7 +55,7 @@ def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
 
 @functools.cache
 def mel_filterbank() -> np.ndarray:
-    """Mel weight matrix [513, 128] float32, as tf.signal.linear_to_mel_weight_matrix(128, 513, 16000, 0, 8000).
+    """Mel weights [513, 128] float32, as tf.signal.linear_to_mel_weight_matrix(128, 513, 16000, 0, 8000).
 
     Row 0 (the DC bin) is zero; each column is a triangle on the HTK mel scale that peaks at 1.
     """
@@ -92,34 +92,46 @@ def _real_dtype(audio: torch.Tensor) -> torch.dtype:
 def stft(audio: torch.Tensor) -> torch.Tensor:
     """Complex STFT [..., frames, 513] of audio [..., samples] with TensorFlow's pad_end framing.
 
-    Frame k is the Hann-weighted slice [320k, 320k + 640), zero-padded to 1024 points; frames = ceil(samples / 320).
-    float64 input is kept in float64, anything else is computed in float32.
+    Frame k is the Hann-weighted slice [320k, 320k + 640), zero-padded to 1024 points; there are
+    ceil(samples / 320) frames. float64 input is kept in float64, anything else is computed in float32.
     """
     audio = audio.to(_real_dtype(audio))
     samples = audio.shape[-1]
     frames = num_frames(samples)
     padded = F.pad(audio, (0, (frames - 1) * HOP_LENGTH + WIN_LENGTH - samples))
-    framed = padded.unfold(-1, WIN_LENGTH, HOP_LENGTH) * _window(audio.device, audio.dtype)  # [..., frames, 640]
+    window = _window(audio.device, audio.dtype)
+    framed = padded.unfold(-1, WIN_LENGTH, HOP_LENGTH) * window  # [..., frames, 640]
     return torch.fft.rfft(framed, n=FFT_SIZE)
 
 
 def istft(spectrum: torch.Tensor) -> torch.Tensor:
     """Least-squares inverse of `stft`: complex [..., frames, 513] -> audio [..., frames * 320].
 
-    Each frame's inverse FFT is cut to the 640 windowed samples, weighted by the window again, overlap-added and
-    divided by the sum of squared windows (floored at OLA_FLOOR, which only the first 37 samples reach, where the
-    analysis window itself is nearly zero). For a spectrum that `stft` produced, this returns the signal.
+    Each frame's inverse FFT is cut to the 640 windowed samples, weighted by the window again, overlap-added
+    and divided by the sum of squared windows (floored at OLA_FLOOR, which only the first 37 samples reach,
+    where the analysis window itself is nearly zero). For a spectrum that `stft` produced, this returns the
+    signal.
     """
     frames = spectrum.shape[-2]
     window = _window(spectrum.device, spectrum.real.dtype)
     pieces = torch.fft.irfft(spectrum, n=FFT_SIZE)[..., :WIN_LENGTH] * window  # [..., frames, 640]
-    length = (frames - 1) * HOP_LENGTH + WIN_LENGTH
-    batch = pieces.shape[:-2]
     columns = pieces.reshape(-1, frames, WIN_LENGTH).transpose(1, 2)  # [batch, 640, frames]
-    fold = functools.partial(F.fold, output_size=(1, length), kernel_size=(1, WIN_LENGTH), stride=(1, HOP_LENGTH))
-    audio = fold(columns).reshape(*batch, length)
-    norm = fold((window**2)[None, :, None].expand(1, WIN_LENGTH, frames)).reshape(length)
-    return (audio / norm.clamp(min=OLA_FLOOR))[..., : frames * HOP_LENGTH]
+    audio = _overlap_add(columns).reshape(*pieces.shape[:-2], -1)  # [..., (frames + 1) * 320]
+    norm = _squared_window_sum(frames, spectrum.device, spectrum.real.dtype)
+    return (audio / norm)[..., : frames * HOP_LENGTH]
+
+
+def _overlap_add(columns: torch.Tensor) -> torch.Tensor:
+    """Frames [batch, 640, frames] overlap-added at hop 320 -> [batch, 1, 1, (frames - 1) * 320 + 640]."""
+    length = (columns.shape[-1] - 1) * HOP_LENGTH + WIN_LENGTH
+    return F.fold(columns, output_size=(1, length), kernel_size=(1, WIN_LENGTH), stride=(1, HOP_LENGTH))
+
+
+@functools.lru_cache(maxsize=8)
+def _squared_window_sum(frames: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Overlap-added squared windows [(frames - 1) * 320 + 640], floored at OLA_FLOOR."""
+    squared = (_window(device, dtype) ** 2)[None, :, None].expand(1, WIN_LENGTH, frames)
+    return _overlap_add(squared).reshape(-1).clamp(min=OLA_FLOOR)
 
 
 def magnitude_to_log_mel(magnitude: torch.Tensor) -> torch.Tensor:

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from midisynth.config import ModelConfig
 from midisynth.networks import SpectrogramDiffusion
+from midisynth.output import atomic_path
 
 FORMAT_TAG = "midisynth.spectrogram-diffusion/1"
 DIFFUSERS_MODULES = ("notes_encoder", "continuous_encoder", "decoder")
@@ -222,14 +221,8 @@ def save_model(
     meta = {"format": FORMAT_TAG, "model_config": json.dumps(model.cfg.to_dict()), **(metadata or {})}
     state = {k: v.detach().to(dtype).contiguous().cpu() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(state, tmp, metadata=meta)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
     return file_sha256(path)
 
 

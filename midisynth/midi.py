@@ -1,37 +1,40 @@
-"""Reading MIDI files into notes, with the sustain pedal applied.
+"""Reading MIDI files into notes (seconds), with the sustain pedal applied as note_seq applies it.
 
-Parsing follows note_seq's `midi_to_note_sequence` (through pretty_midi, as the reference does) and
-`apply_sustain_control_changes`, so that the notes, and therefore the tokens, match the reference
-implementation: notes come per instrument in file order; drums are notes of drum instruments (channel 10); the song
-length is the latest note end after sustain.
+The reference tokenizer reads MIDI with note_seq, which parses through pretty_midi; midisynth parses through
+pretty_midi too, so note pairing (a note-off, or a velocity-0 note-on, closes every open note of its pitch on
+its channel), program changes (a new instrument per track, channel and program) and tempo maps are the same.
+What note_seq adds on top is reproduced here:
+
+- notes are listed instrument by instrument, in pretty_midi's order (this order breaks ties later on);
+- the song length is the latest note end, drums included;
+- `apply_sustain` follows `apply_sustain_control_changes` (see there), which may change that length.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import pretty_midi
 
-SUSTAIN_CONTROL = 64  # MIDI CC number of the sustain pedal; values >= 64 mean "on"
+SUSTAIN_CONTROL = 64  # MIDI CC number of the sustain pedal; values >= 64 mean "down"
 
-# Event kinds in the order the sustain pass processes simultaneous events (note_seq's order).
-_SUSTAIN_ON, _SUSTAIN_OFF, _NOTE_ON, _NOTE_OFF = range(4)
+# Kinds of sustain-pass events, in the order note_seq processes events at the same time.
+_PEDAL_DOWN, _PEDAL_UP, _NOTE_ON, _NOTE_OFF = range(4)
 
 
 class MidiError(ValueError):
     """A MIDI file that cannot be read; the message says what is wrong."""
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True)
 class Note:
-    """One note: times in seconds, MIDI pitch and velocity (1-127), GM program (0-127), drum flag.
-
-    Compared by identity: two notes with equal fields are still two notes.
-    """
+    """One note: start and end in seconds, MIDI pitch and velocity (1-127), GM program (0-127), drum flag."""
 
     start: float
     end: float
@@ -39,134 +42,155 @@ class Note:
     velocity: int
     program: int
     is_drum: bool
-    instrument: int = 0  # index of the instrument (track/channel part) in the file
+
+    @property
+    def instrument_name(self) -> str:
+        """General MIDI instrument name of the program, or "Drums"."""
+        return "Drums" if self.is_drum else pretty_midi.program_to_instrument_name(self.program)
 
 
 @dataclass
 class Song:
-    """Notes of a MIDI file after the sustain pedal, and its length in seconds (latest note end)."""
+    """Notes of a MIDI file after the sustain pedal, and its length in seconds (as note_seq's `total_time`)."""
 
     notes: list[Note] = field(default_factory=list)
     duration: float = 0.0
 
     def excerpt(self, start: float = 0.0, end: float | None = None) -> Song:
-        """The part of the song from `start` to `end` seconds, re-timed to begin at 0; notes crossing the edges
-        are cut at them."""
+        """The part from `start` to `end` seconds, re-timed to begin at 0; notes crossing the edges are cut."""
         end = self.duration if end is None else min(end, self.duration)
         if start < 0 or end <= start:
             raise ValueError(f"excerpt needs 0 <= start < end <= song length ({self.duration:.2f} s); "
                              f"got start {start:g}, end {end:g}")
-        notes = [
-            Note(max(n.start, start) - start, min(n.end, end) - start, n.pitch, n.velocity, n.program, n.is_drum,
-                 n.instrument)
-            for n in self.notes if n.end > start and n.start < end
-        ]
+        notes = [replace(n, start=max(n.start, start) - start, end=min(n.end, end) - start)
+                 for n in self.notes if n.end > start and n.start < end]
         return Song(notes=notes, duration=end - start)
 
     def instrument_note_counts(self) -> dict[str, int]:
-        """Note counts per instrument, named by General MIDI program ("Drums" for drum notes)."""
-        counts = Counter(
-            "Drums" if n.is_drum else pretty_midi.program_to_instrument_name(n.program) for n in self.notes
-        )
-        return dict(counts.most_common())
+        """Note counts per instrument name (General MIDI, or "Drums"), most notes first."""
+        return dict(Counter(n.instrument_name for n in self.notes).most_common())
 
 
-def _parse(source: str | os.PathLike | bytes) -> pretty_midi.PrettyMIDI:
+def _check_chunks(data: bytes) -> None:
+    """Raise MidiError naming the first structural defect of a Standard MIDI File (header, track chunks)."""
+    if data[:4] != b"MThd":
+        raise MidiError("not a MIDI file (bad header)")
+    if len(data) < 14:
+        raise MidiError("truncated header")
+    header_length, _format, tracks = struct.unpack(">IHH", data[4:12])
+    if header_length < 6:
+        raise MidiError(f"bad header length ({header_length} bytes, at least 6 expected)")
+    if tracks == 0:
+        raise MidiError("no tracks")
+    offset = 8 + header_length
+    for track in range(1, tracks + 1):
+        if offset + 8 > len(data):
+            raise MidiError(f"truncated file (track {track} of {tracks} is missing)")
+        if data[offset : offset + 4] != b"MTrk":
+            raise MidiError(f"bad chunk where track {track} of {tracks} should start (no 'MTrk')")
+        length = struct.unpack(">I", data[offset + 4 : offset + 8])[0]
+        if offset + 8 + length > len(data):
+            raise MidiError(f"truncated track ({track} of {tracks}: {length} bytes declared, "
+                            f"{len(data) - offset - 8} present)")
+        offset += 8 + length
+
+
+def _read_bytes(source: str | os.PathLike | bytes) -> bytes:
     if isinstance(source, bytes | bytearray):
         if not source:
             raise MidiError("empty input (no bytes)")
-        data = bytes(source)
-    else:
-        try:
-            with open(source, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise MidiError("no such file") from None
-        except IsADirectoryError:
-            raise MidiError("is a directory, not a MIDI file") from None
-        except OSError as err:
-            raise MidiError(f"cannot read file ({err.strerror})") from None
-        if not data:
-            raise MidiError("empty file (0 bytes)")
-    if data[:4] != b"MThd":
-        raise MidiError("not a MIDI file (no 'MThd' header)")
+        return bytes(source)
+    try:
+        with open(source, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise MidiError("no such file") from None
+    except IsADirectoryError:
+        raise MidiError("is a directory, not a MIDI file") from None
+    except OSError as err:
+        raise MidiError(f"cannot read file ({err.strerror or err})") from None
+    if not data:
+        raise MidiError("empty file (0 bytes)")
+    return data
+
+
+def _parse(data: bytes) -> pretty_midi.PrettyMIDI:
+    _check_chunks(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return pretty_midi.PrettyMIDI(io.BytesIO(data))
     except Exception as err:  # mido and pretty_midi raise many exception types for malformed files
-        reason = str(err) or type(err).__name__
-        if isinstance(err, EOFError):
-            reason = "truncated file (unexpected end of data)"
+        reason = "data ends inside a message" if isinstance(err, EOFError) else str(err) or type(err).__name__
         raise MidiError(f"malformed MIDI ({reason})") from None
 
 
-def apply_sustain(notes: list[Note], pedal_events: list[tuple[float, int, bool]]) -> tuple[list[Note], float | None]:
+def apply_sustain(notes: Sequence[Note], instruments: Sequence[int],
+                  pedal: Sequence[tuple[float, int, bool]]) -> Song:
     """Extend notes held by the sustain pedal, as note_seq's `apply_sustain_control_changes`.
 
-    pedal_events: (time s, instrument, pedal down). Each note under the pedal lasts until the pedal is released
-    or the same pitch is struck again on that instrument, whichever is first; drums are unchanged. Returns the
-    surviving notes and, if notes were still held when events ran out, the time of the last event (which then
-    becomes the song length), else None.
+    notes: in file order; instruments: the instrument index of each note; pedal: (time s, instrument index,
+    pedal down). Events are processed by time, and at equal times pedal-down, pedal-up, note-on, note-off, each
+    kind in input order. Per instrument: a note released while the pedal is down sounds until the pedal goes up;
+    a new onset under the pedal ends every sounding note of its pitch there (a note so cut to zero length is
+    dropped); notes still sounding when events run out end at the last event, which then becomes the song
+    length, even if it is earlier than the latest (drum) note end. Drum notes are left as they are.
     """
-    events: list[tuple[float, int, object]] = []
-    events += [(n.start, _NOTE_ON, n) for n in notes if not n.is_drum]
-    events += [(n.end, _NOTE_OFF, n) for n in notes if not n.is_drum]
-    events += [(t, _SUSTAIN_ON if down else _SUSTAIN_OFF, inst) for t, inst, down in pedal_events]
+    ends = [n.end for n in notes]
+    events: list[tuple[float, int, int]] = [(n.start, _NOTE_ON, i) for i, n in enumerate(notes) if not n.is_drum]
+    events += [(n.end, _NOTE_OFF, i) for i, n in enumerate(notes) if not n.is_drum]
+    events += [(time, _PEDAL_DOWN if down else _PEDAL_UP, part) for time, part, down in pedal]
     events.sort(key=lambda e: (e[0], e[1]))
-    active: dict[int, list[Note]] = defaultdict(list)
+    sounding: dict[int, list[int]] = defaultdict(list)  # instrument -> indices of its sounding notes
     pedal_down: dict[int, bool] = defaultdict(bool)
-    removed: set[int] = set()
+    dropped: set[int] = set()
+    duration = max(ends, default=0.0)
     time = 0.0
     for time, kind, item in events:
-        if kind == _SUSTAIN_ON:
+        if kind == _PEDAL_DOWN:
             pedal_down[item] = True
-        elif kind == _SUSTAIN_OFF:
+        elif kind == _PEDAL_UP:
             pedal_down[item] = False
-            still_held = []
-            for note in active[item]:
-                if note.end < time:  # released earlier, kept sounding by the pedal
-                    note.end = time
+            held = []
+            for i in sounding[item]:
+                if ends[i] < time:  # released earlier, kept sounding by the pedal
+                    ends[i] = time
+                    duration = max(duration, time)
                 else:
-                    still_held.append(note)
-            active[item] = still_held
+                    held.append(i)
+            sounding[item] = held
         elif kind == _NOTE_ON:
-            note = item
-            if pedal_down[note.instrument]:
-                kept = []
-                for other in active[note.instrument]:
-                    if other.pitch == note.pitch:
-                        other.end = time
-                        if other.start == other.end:
-                            removed.add(id(other))
-                    else:
-                        kept.append(other)
-                active[note.instrument] = kept
-            active[note.instrument].append(note)
-        elif not pedal_down[item.instrument] and item in active[item.instrument]:
-            active[item.instrument].remove(item)
-    held_at_end = False
-    for held in active.values():
-        for note in held:
-            note.end = time
-            held_at_end = True
-    return [n for n in notes if id(n) not in removed], (time if held_at_end else None)
+            part, pitch = instruments[item], notes[item].pitch
+            if pedal_down[part]:
+                for i in sounding[part]:
+                    if notes[i].pitch == pitch:
+                        ends[i] = time
+                        if notes[i].start == time:
+                            dropped.add(i)
+                sounding[part] = [i for i in sounding[part] if notes[i].pitch != pitch]
+            sounding[part].append(item)
+        elif not pedal_down[instruments[item]] and item in sounding[instruments[item]]:
+            sounding[instruments[item]].remove(item)
+    held_to_end = [i for part in sounding.values() for i in part]
+    for i in held_to_end:
+        ends[i] = time
+    if held_to_end:
+        duration = time
+    kept = [replace(n, end=ends[i]) for i, n in enumerate(notes) if i not in dropped]
+    return Song(notes=kept, duration=duration)
 
 
 def read_midi(source: str | os.PathLike | bytes) -> Song:
-    """Read a MIDI file (path or raw bytes) into a `Song`; raises `MidiError` for anything unreadable."""
-    pm = _parse(source)
+    """Read a MIDI file (path, or its raw bytes) into a `Song`; raises `MidiError` for anything unreadable."""
+    pm = _parse(_read_bytes(source))
     notes: list[Note] = []
+    instruments: list[int] = []
     pedal: list[tuple[float, int, bool]] = []
     for index, inst in enumerate(pm.instruments):
         for n in inst.notes:
             notes.append(Note(float(n.start), float(n.end), int(n.pitch), int(n.velocity), int(inst.program),
-                              bool(inst.is_drum), index))
-        pedal += [(float(cc.time), index, cc.value >= 64) for cc in inst.control_changes if cc.number == SUSTAIN_CONTROL]
-    duration = max((n.end for n in notes), default=0.0)
-    notes, held_until = apply_sustain(notes, pedal)
-    if held_until is not None:
-        duration = held_until
-    else:
-        duration = max([duration] + [n.end for n in notes])
-    return Song(notes=notes, duration=duration)
+                              bool(inst.is_drum)))
+            instruments.append(index)
+        pedal += [(float(cc.time), index, cc.value >= 64) for cc in inst.control_changes
+                  if cc.number == SUSTAIN_CONTROL]
+    return apply_sustain(notes, instruments, pedal)

@@ -12,6 +12,7 @@ import struct
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -90,6 +91,34 @@ def write_wav_stream(chunks: Iterable[np.ndarray], num_samples: int, stream: Bin
     return num_samples
 
 
+def _default_file_mode() -> int:
+    """The permissions open() would give a new file under the current umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds, delete it otherwise.
+
+    The temporary file is created (empty) with the permissions a plain open() would give, so the finished file
+    is readable like any other output rather than private to its owner.
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        os.fchmod(fd, _default_file_mode())
+        os.close(fd)
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_audio_file(path: Path, chunks: Iterable[np.ndarray], overwrite: bool = False,
                      sample_rate: int = SAMPLE_RATE) -> int:
     """Write audio chunks (float32, mono, `sample_rate` Hz) to `path` atomically; returns the samples written."""
@@ -100,42 +129,24 @@ def write_audio_file(path: Path, chunks: Iterable[np.ndarray], overwrite: bool =
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise OutputError(f"{path}: output directory {directory} does not exist")
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".part")
-    except OSError as err:
-        raise OutputError(f"{path}: cannot write to {directory} ({err.strerror})") from None
-    tmp = Path(tmp_name)
     written = 0
     try:
-        with os.fdopen(fd, "w+b") as raw, sf.SoundFile(
-            raw, mode="w", samplerate=sample_rate, channels=1, format=fmt,
+        with atomic_path(path) as tmp, sf.SoundFile(
+            tmp, mode="w", samplerate=sample_rate, channels=1, format=fmt,
             subtype="PCM_16" if fmt in ("WAV", "FLAC") else None,
         ) as f:
             for chunk in chunks:
                 f.write(np.clip(chunk, -1.0, 1.0))
                 written += chunk.shape[0]
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: write failed ({err.strerror or err})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    except (OSError, sf.SoundFileRuntimeError) as err:
+        raise OutputError(f"{path}: write failed ({getattr(err, 'strerror', None) or err})") from None
     return written
 
 
 def write_atomic(path: Path, write) -> None:
     """Call write(binary file) on a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:

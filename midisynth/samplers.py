@@ -1,19 +1,40 @@
-"""Diffusion samplers over a denoiser `eps = denoise(x, t)` (x [batch, 256, 128] network range, t [batch] in [0, 1]).
+"""Diffusion samplers over a denoiser `eps = denoise(x, t)`.
 
-- "ddpm": diffusers' loop for the hub checkpoint. The conversion script
-  (diffusers `scripts/convert_music_spectrogram_to_diffusers.py`) builds
-  `DDPMScheduler(beta_schedule="squaredcos_cap_v2", variance_type="fixed_large")`, other settings default:
-  1000 training steps, ε-prediction, x0 clipped to [-1, 1], "leading" timestep spacing. The denoiser is called
-  with t_discrete / 1000.
-- "paper": the original ancestral sampler (magenta/music-spectrogram-diffusion, `diffusion_utils.eval_step` and
-  `ddpm_step`): continuous time, cosine log-SNR schedule, "large" variance, x0 clipped and ε re-derived from it
-  every step, the clipped x0 returned at the last step; the model sees the continuous time t = (i + 1) / N.
-- "ddim": deterministic DDIM on the same continuous schedule (the original `ddim_step`).
-- "dpmpp": DPM-Solver++(2M) (Lu et al. 2022) on the same schedule, in λ = logSNR / 2, with x0 clipping.
+x is [batch, 256, 128] in network range ([-1, 1] features), t is [batch] continuous noise time in [0, 1] (the
+decoder scales it by its own maximum noise time). Classifier-free guidance is composed outside: the denoiser
+passed in may already return the guided ε, and every sampler re-derives x0 from that ε before clipping it.
 
-Classifier-free guidance is composed outside (the denoiser passed in may be guided). Every random draw is made
-on the CPU with the given generator and then moved, so a seed gives the same result on every device; the initial
-noise is the first draw.
+Noise: every draw is `torch.randn(shape, generator=..., dtype=float32)` on the CPU, then moved to the device
+and dtype, so a seed gives the same noise on every device. The first draw is the initial x_T, then one
+per step.
+
+Samplers
+- "ddpm": diffusers' SpectrogramDiffusionPipeline loop, reproduced bit for bit (its parity contract). Verified
+  configuration of the hub checkpoint: `scripts/convert_music_spectrogram_to_diffusers.py`
+  (huggingface/diffusers) builds `DDPMScheduler(beta_schedule="squaredcos_cap_v2",
+  variance_type="fixed_large")` and leaves everything else at the defaults; the published
+  `google/music-spectrogram-diffusion/scheduler/scheduler_config.json` (written by diffusers 0.14.0.dev0) says
+  the same: 1000 training steps, "squaredcos_cap_v2" betas (capped at 0.999), "epsilon" prediction,
+  clip_sample true with range 1.0, "fixed_large" variance. It has no timestep_spacing or steps_offset keys, so
+  diffusers fills in "leading" and 0: timesteps are k * (1000 // steps) for k = steps-1 .. 0. The pipeline
+  draws x_T with the generator, calls the decoder with noise time t / 1000, and `DDPMScheduler.step` draws
+  noise from the same generator on every step except the last (t == 0). (The converter's gin override
+  `eval_condition_weight = 2.0` only configures the JAX model it reads sizes from; the converted pipeline has
+  no guidance.)
+- "paper": the original ancestral sampler (magenta/music-spectrogram-diffusion,
+  `music_spectrogram_diffusion/models/diffusion/diffusion_utils.py`, with
+  `gin/models/diffusion/context/t5_base.gin`: cosine schedule, 1000 steps, clip_x0, logvar "large"). Followed:
+  `eval_scan` (x_T first, steps scanned for i = N-1 .. 0); `eval_step.body` (t = (i + 1) / N, s = i / N, the
+  model sees the continuous t, x0 from ε, clip to [-1, 1], ε re-derived from the clipped x0); `ddpm_step`
+  (returns the clipped x0 when i == 0, else mean + std·noise) with `diffusion_reverse`'s "large" branch
+  (mean = r·alpha_st·z_t + (1 - r)·alpha_s·x0 with r = SNR(t)/SNR(s), var = (1 - r)·sigmoid(-logSNR_t));
+  `get_logsnr_t`'s cosine branch for the schedule. Only the random numbers differ (torch's generator instead
+  of JAX's `fold_in`); the noise of the last step, which the original draws and discards, is not drawn.
+- "ddim": deterministic DDIM (eta = 0) on the same grid, the original `ddim_step`:
+  z_s = alpha_s·x0 + sigma_s·ε.
+- "dpmpp": DPM-Solver++(2M) (Lu et al. 2022, data prediction, multistep) on the same grid in
+  lambda = logSNR / 2: first order on the first step, second order after; the last step returns the clipped x0
+  like the others.
 """
 
 from __future__ import annotations
@@ -24,18 +45,19 @@ from dataclasses import dataclass
 
 import torch
 
-Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x [B, 256, 128], t [B] in [0, 1]) -> eps
 Callback = Callable[[int, int], None]  # (steps done, total steps)
+Generators = torch.Generator | list[torch.Generator]  # one for the batch, or one per batch row
 
 LOGSNR_MIN, LOGSNR_MAX = -20.0, 20.0
 _B = math.atan(math.exp(-0.5 * LOGSNR_MAX))
 _A = math.atan(math.exp(-0.5 * LOGSNR_MIN)) - _B
 
 
-# -- continuous cosine log-SNR schedule (training and the continuous samplers) -----------------------------------------
+# -- continuous cosine log-SNR schedule (training and the continuous samplers) -------------------------------
 def logsnr_schedule(t: torch.Tensor) -> torch.Tensor:
-    """logSNR(t) = -2 ln tan(a t + b), from +20 at t = 0 to -20 at t = 1."""
-    return -2.0 * torch.log(torch.tan(_A * t + _B))
+    """logSNR(t) = -2 ln tan(a t + b): +20 at t = 0, -20 at t = 1 (clipped there against float rounding)."""
+    return (-2.0 * torch.log(torch.tan(_A * t + _B))).clamp(LOGSNR_MIN, LOGSNR_MAX)
 
 
 def alpha_sigma(logsnr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,9 +85,6 @@ def _eps_from_x0(z: torch.Tensor, x0: torch.Tensor, logsnr: torch.Tensor) -> tor
     return (z - alpha * x0) / sigma
 
 
-Generators = torch.Generator | list[torch.Generator]
-
-
 def _noise(shape: tuple, generator: Generators, device, dtype) -> torch.Tensor:
     """Standard normal noise drawn on the CPU; a list of generators draws each batch row from its own."""
     if isinstance(generator, torch.Generator):
@@ -77,21 +96,21 @@ def _noise(shape: tuple, generator: Generators, device, dtype) -> torch.Tensor:
     return noise.to(device=device, dtype=dtype)
 
 
-def _predict(denoise: Denoiser, z: torch.Tensor, t: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Clipped x0, ε re-derived from it, and logSNR at continuous time t (as the original eval_step)."""
-    time = torch.full((z.shape[0],), t, device=z.device, dtype=torch.float32)
-    logsnr = _logsnr_at(t)
-    eps = denoise(z, time).float()
-    x0 = _x0_from_eps(z, eps, logsnr).clamp(-1.0, 1.0)
-    return x0, _eps_from_x0(z, x0, logsnr), logsnr
-
-
-# -- samplers on the continuous schedule --------------------------------------------------------------------------------
+# -- samplers on the continuous schedule ---------------------------------------------------------------------
 StepFn = Callable[..., torch.Tensor]  # (z_t, x0, eps, logsnr_t, logsnr_s, noise) -> z_s
 
 
 def _logsnr_at(t: float) -> torch.Tensor:
     return logsnr_schedule(torch.tensor(t, dtype=torch.float64)).to(torch.float32)
+
+
+def _predict(denoise: Denoiser, z: torch.Tensor, t: float, dtype) -> tuple[torch.Tensor, ...]:
+    """Clipped x0, ε re-derived from it, and logSNR at continuous time t (the original eval_step)."""
+    time = torch.full((z.shape[0],), t, device=z.device, dtype=torch.float32)  # [batch]
+    logsnr = _logsnr_at(t)
+    eps = denoise(z.to(dtype), time).float()
+    x0 = _x0_from_eps(z, eps, logsnr).clamp(-1.0, 1.0)
+    return x0, _eps_from_x0(z, x0, logsnr), logsnr
 
 
 def _ancestral_step(z, x0, eps, logsnr_t, logsnr_s, noise) -> torch.Tensor:
@@ -111,14 +130,14 @@ def _ddim_step(z, x0, eps, logsnr_t, logsnr_s, noise) -> torch.Tensor:
 
 
 def _dpmpp_stepper() -> StepFn:
-    """DPM-Solver++(2M) in lambda = logSNR / 2: first order on the first step, second order (multistep) after."""
+    """DPM-Solver++(2M) in lambda = logSNR / 2: first order on the first step, second order after."""
     previous: dict[str, torch.Tensor] = {}
 
     def step(z, x0, eps, logsnr_t, logsnr_s, noise) -> torch.Tensor:
         h = (logsnr_s - logsnr_t) / 2
         alpha_s, sigma_s = alpha_sigma(logsnr_s)
         _, sigma_t = alpha_sigma(logsnr_t)
-        if previous:
+        if previous:  # D = x0 + (x0 - x0_prev) / (2 r), r = h_prev / h
             half_ratio = h / (2 * previous["h"])
             d = (1 + half_ratio) * x0 - half_ratio * previous["x0"]
         else:
@@ -130,13 +149,13 @@ def _dpmpp_stepper() -> StepFn:
 
 
 def _continuous(make_step: Callable[[], StepFn]):
-    """A sampler over N uniform steps from t = (i + 1) / N to s = i / N; the model sees t; the last step is x0."""
+    """N uniform steps from t = (i + 1) / N to s = i / N; the model sees t; the last step returns x0."""
 
     def run(denoise: Denoiser, shape, steps, generator, device, dtype, callback) -> torch.Tensor:
         step = make_step()
-        z = _noise(shape, generator, device, torch.float32)
+        z = _noise(shape, generator, device, torch.float32)  # [batch, 256, 128] x_T, state kept in float32
         for done, i in enumerate(range(steps - 1, -1, -1), start=1):
-            x0, eps, logsnr_t = _predict(denoise, z.to(dtype), (i + 1) / steps)
+            x0, eps, logsnr_t = _predict(denoise, z, (i + 1) / steps, dtype)
             if i == 0:
                 z = x0
             else:
@@ -149,8 +168,9 @@ def _continuous(make_step: Callable[[], StepFn]):
     return run
 
 
+# -- diffusers' discrete DDPM --------------------------------------------------------------------------------
 class _DiffusersDDPM:
-    """DDPMScheduler(squaredcos_cap_v2, fixed_large, clip_sample) arithmetic, in float32 like diffusers."""
+    """DDPMScheduler(squaredcos_cap_v2, fixed_large, clip_sample, leading) arithmetic, in float32."""
 
     num_train_timesteps = 1000
 
@@ -160,16 +180,19 @@ class _DiffusersDDPM:
 
         n = self.num_train_timesteps
         betas = [min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)]
-        self.alphas_cumprod = torch.cumprod(1.0 - torch.tensor(betas, dtype=torch.float32), dim=0)
+        self.alphas_cumprod = torch.cumprod(1.0 - torch.tensor(betas, dtype=torch.float32), dim=0)  # [1000]
 
     def timesteps(self, steps: int) -> list[int]:
+        """Timesteps with "leading" spacing and steps_offset 0: k * (1000 // steps) for k = steps-1 .. 0."""
         ratio = self.num_train_timesteps // steps
         return [i * ratio for i in range(steps - 1, -1, -1)]
 
-    def step(self, eps: torch.Tensor, t: int, prev_t: int, z: torch.Tensor, noise: Callable[[], torch.Tensor]):
-        one = torch.tensor(1.0)
+    def step(
+        self, eps: torch.Tensor, t: int, prev_t: int, z: torch.Tensor, noise: Callable[[], torch.Tensor]
+    ) -> torch.Tensor:
+        """z at prev_t from z at t: mean around the clipped x0, plus sqrt(beta)·noise unless t == 0."""
         a_t = self.alphas_cumprod[t]
-        a_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else one
+        a_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else torch.tensor(1.0)
         beta_t, beta_prev = 1 - a_t, 1 - a_prev
         current_alpha = a_t / a_prev
         current_beta = 1 - current_alpha
@@ -186,18 +209,18 @@ _DDPM = _DiffusersDDPM()
 def _ddpm(denoise: Denoiser, shape, steps, generator, device, dtype, callback) -> torch.Tensor:
     if steps > _DDPM.num_train_timesteps:
         raise ValueError(f"ddpm takes at most {_DDPM.num_train_timesteps} steps, got {steps}")
-    z = _noise(shape, generator, device, dtype)
+    z = _noise(shape, generator, device, dtype)  # [batch, 256, 128] x_T
     timesteps = _DDPM.timesteps(steps)
     for done, t in enumerate(timesteps, start=1):
         prev_t = timesteps[done] if done < len(timesteps) else -1
         time = torch.full((shape[0],), t, dtype=torch.long, device=device) / _DDPM.num_train_timesteps
-        eps = denoise(z, time)
-        z = _DDPM.step(eps, t, prev_t, z, lambda: _noise(shape, generator, device, dtype))
+        z = _DDPM.step(denoise(z, time), t, prev_t, z, lambda: _noise(shape, generator, device, dtype))
         if callback is not None:
             callback(done, steps)
     return z
 
 
+# -- registry ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SamplerInfo:
     run: Callable[..., torch.Tensor]
@@ -210,7 +233,7 @@ SAMPLERS: dict[str, SamplerInfo] = {
     "paper": SamplerInfo(_continuous(lambda: _ancestral_step), 1000,
                          "the paper's ancestral sampler, continuous cosine log-SNR"),
     "ddim": SamplerInfo(_continuous(lambda: _ddim_step), 20, "deterministic DDIM"),
-    "dpmpp": SamplerInfo(_continuous(_dpmpp_stepper), 20, "DPM-Solver++(2M)"),
+    "dpmpp": SamplerInfo(_continuous(_dpmpp_stepper), 20, "DPM-Solver++(2M), good at 10-20 steps"),
 }
 
 
@@ -224,10 +247,11 @@ def sample(
     dtype: torch.dtype = torch.float32,
     callback: Callback | None = None,
 ) -> torch.Tensor:
-    """Draw one sample x0 [shape] (network range) with the named sampler.
+    """Draw x0 [shape] (network range) with the named sampler in `steps` denoiser calls.
 
-    `generator` may be a list with one generator per batch row: each row then gets the noise it would get alone,
-    so batching songs together does not change their audio.
+    `dtype` is the denoiser's input dtype. `generator` may be a list with one generator per batch row: each
+    row then gets the noise it would get alone, so batching songs together does not change their audio.
+    `callback(done, steps)` runs after every step.
     """
     try:
         info = SAMPLERS[name]

@@ -1,16 +1,21 @@
-"""MT3-style event tokens of a song, cut into 5.12 s windows, as the reference `MidiProcessor` makes them.
+"""MT3-style event tokens of a song, one list per 5.12 s window, exactly as diffusers' `MidiProcessor` makes them.
 
-Vocabulary (ids before the +3 offset of the special tokens PAD=0, EOS=1, UNK=2):
+Vocabulary (event ids; the model sees them plus NUM_SPECIAL_TOKENS = 3, after PAD=0, EOS=1, UNK=2):
 
-    shift     0..1000   time since the window start, in 10 ms steps (run-length, absolute)
-    pitch  1001..1128   MIDI pitch of a pitched note
-    velocity 1129..1130 0 = note off, 1 = note on
-    tie       1131      ends the tie section (notes still sounding at the window start)
-    program 1132..1259  Slakh class program of the following pitched notes
-    drum   1260..1387   drum note (pitch on channel 10)
+    shift       0..1000   time since the window start, in 10 ms steps
+    pitch    1001..1128   MIDI pitch of a pitched note
+    velocity 1129..1130   0 = note off, 1 = note on (one velocity bin)
+    tie         1131      ends the tie section
+    program  1132..1259   Slakh class program of the pitched notes that follow
+    drum     1260..1387   drum note (pitch of a drum instrument)
 
-A window is: tie section (`program, pitch` per sounding note, then `tie`), then its events with shifts, trailing
-shifts dropped, repeated program/velocity tokens dropped, +3, EOS.
+Events: each pitched note gives `program, velocity 1, pitch` at its start and `program, velocity 0, pitch` at its
+end; a drum note gives `velocity 1, drum` at its start only. Times are rounded to 10 ms steps.
+
+A window covers 256 frames (512 steps) and is: the tie section (`program, pitch` for every note sounding at the
+window start, by program then pitch, then `tie`), then the window's events, each step change preceded by the
+shift from the window start (several shift tokens if over 1000 steps). A program or velocity token equal to the
+previous one of its kind in the window is dropped; trailing shifts are dropped; then +3 and EOS.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from midisynth.constants import (
     STEPS_PER_SECOND,
     WINDOW_FRAMES,
 )
-from midisynth.midi import Song
+from midisynth.midi import Note, Song
 
 MAX_SHIFT = MAX_SHIFT_SECONDS * STEPS_PER_SECOND  # 1000 steps
 SHIFT_OFFSET = 0
@@ -43,128 +48,108 @@ DRUM_OFFSET = PROGRAM_OFFSET + 128  # 1260
 NUM_EVENT_IDS = DRUM_OFFSET + 128  # 1388
 VOCAB_SIZE = NUM_EVENT_IDS + NUM_SPECIAL_TOKENS  # 1391
 
+WINDOW_STEPS = WINDOW_FRAMES * STEPS_PER_SECOND // FRAME_RATE  # 512 shift steps per window
+
 # The 34 Slakh instrument classes, each named by its first General MIDI program.
 SLAKH_PROGRAMS = (0, 4, 8, 16, 24, 26, 29, 32, 33, 40, 41, 42, 43, 46, 47, 48, 50, 52, 55, 56, 57, 58, 60, 61, 64,
                   66, 67, 68, 69, 70, 71, 73, 80, 88)
+_SLAKH_OF_PROGRAM = tuple(max(p for p in SLAKH_PROGRAMS if p <= program) for program in range(128))
 
 
 def slakh_program(program: int) -> int:
-    """The largest Slakh class program not above `program`."""
-    return max(p for p in SLAKH_PROGRAMS if p <= program)
+    """The largest Slakh class program not above the General MIDI `program` (0-127)."""
+    return _SLAKH_OF_PROGRAM[program]
 
 
-def _frame_times(duration: float) -> np.ndarray:
-    """Times (s) of the reference's audio frames: a zero signal of int(duration * 16000) samples, padded by 1-320."""
-    samples = int(duration * SAMPLE_RATE)
-    frames = (samples + HOP_LENGTH - samples % HOP_LENGTH) // HOP_LENGTH
-    return np.arange(frames) / FRAME_RATE
+def num_frames(duration: float) -> int:
+    """Frames (50/s) the reference indexes events to: those of int(duration * 16000) samples padded by 1..320."""
+    return int(duration * SAMPLE_RATE) // HOP_LENGTH + 1
 
 
 def num_windows(duration: float) -> int:
-    """Windows the tokenizer makes for a song of `duration` seconds."""
-    return math.ceil(len(_frame_times(duration)) / WINDOW_FRAMES)
+    """Windows `tokenize` makes for a song of `duration` seconds."""
+    return math.ceil(num_frames(duration) / WINDOW_FRAMES)
 
 
-def _note_events(song: Song) -> tuple[list[float], list[tuple[int, int, int, bool]]]:
-    """(time s, (pitch, velocity bin, Slakh program, is_drum)): offsets of pitched notes first, then all onsets."""
-    notes = sorted(song.notes, key=lambda n: (n.is_drum, slakh_program(n.program) if not n.is_drum else n.program,
+def _event_ids(note: Note, onset: bool) -> tuple[int, ...]:
+    velocity = VELOCITY_OFFSET + (1 if onset and note.velocity > 0 else 0)
+    if note.is_drum:
+        return velocity, DRUM_OFFSET + note.pitch
+    return PROGRAM_OFFSET + slakh_program(note.program), velocity, PITCH_OFFSET + note.pitch
+
+
+def _timed_events(song: Song) -> tuple[list[int], list[tuple[int, ...]]]:
+    """(step, event ids) of every event in the reference's order: by time, ties broken by the order of the list
+    built from notes sorted by (is_drum, program, pitch): all offsets of pitched notes, then all onsets."""
+    notes = sorted(song.notes, key=lambda n: (n.is_drum, n.program if n.is_drum else slakh_program(n.program),
                                               n.pitch))
-    times = [n.end for n in notes if not n.is_drum] + [n.start for n in notes]
-    values = [(n.pitch, 0, slakh_program(n.program), False) for n in notes if not n.is_drum]
-    values += [(n.pitch, 1 if n.velocity > 0 else 0, n.program if n.is_drum else slakh_program(n.program), n.is_drum)
-               for n in notes]
-    return times, values
+    pitched = [n for n in notes if not n.is_drum]
+    times = np.array([n.end for n in pitched] + [n.start for n in notes], dtype=np.float64)
+    ids = [_event_ids(n, onset=False) for n in pitched] + [_event_ids(n, onset=True) for n in notes]
+    order = np.argsort(times, kind="stable")
+    steps = np.rint(times[order] * STEPS_PER_SECOND).astype(np.int64)  # half to even, as Python's round()
+    return steps.tolist(), [ids[i] for i in order]
 
 
-def _event_ids(pitch: int, velocity: int, program: int, is_drum: bool) -> list[int]:
-    if is_drum:
-        return [VELOCITY_OFFSET + velocity, DRUM_OFFSET + pitch]
-    return [PROGRAM_OFFSET + program, VELOCITY_OFFSET + velocity, PITCH_OFFSET + pitch]
-
-
-def _tie_section(active: dict[tuple[int, int], int]) -> list[int]:
+def _tie_section(sounding: dict[tuple[int, int], bool]) -> list[int]:
+    """`program, pitch` of each sounding (program, pitch), by program then pitch, then `tie`."""
     ids = []
-    for pitch, program in sorted(active, key=lambda key: (key[1], key[0])):
-        if active[(pitch, program)]:
-            ids += [PROGRAM_OFFSET + program, PITCH_OFFSET + pitch]
+    for program, pitch in sorted(key for key, on in sounding.items() if on):
+        ids += [program, pitch]
     return ids + [TIE_ID]
 
 
-def _run_length(ids: list[int]) -> list[int]:
-    """Absolute shifts since the window start before each event; drop repeated program/velocity and trailing shifts."""
+def _shifts(steps: int) -> list[int]:
+    """Shift tokens for `steps` since the window start, at most MAX_SHIFT each."""
+    return [SHIFT_OFFSET + min(MAX_SHIFT, steps - done) for done in range(0, steps, MAX_SHIFT)]
+
+
+def _window(ties: list[int], events: list[tuple[int, tuple[int, ...]]], start: int) -> list[int]:
+    """One window's ids (with the +3 offset and EOS) from its tie section and its (step, event ids)."""
     out: list[int] = []
-    pending = False
-    total_steps = 0
-    last_velocity = last_program = None
-    for token in ids:
-        if token <= MAX_SHIFT:  # a one-step shift
-            total_steps += 1
-            pending = True
-            continue
-        if VELOCITY_OFFSET <= token < TIE_ID:
-            if token == last_velocity:
-                continue
-            last_velocity = token
-        elif PROGRAM_OFFSET <= token < DRUM_OFFSET:
-            if token == last_program:
-                continue
-            last_program = token
-        if pending:
-            remaining = total_steps
-            while remaining > 0:
-                step = min(MAX_SHIFT, remaining)
-                out.append(SHIFT_OFFSET + step)
-                remaining -= step
-            pending = False
-        out.append(token)
-    return out
+    velocity = program = None
+    written_step = start  # step of the latest token written: later steps need a shift first
+    for step, ids in [(start, ties), *events]:
+        for token in ids:
+            if VELOCITY_OFFSET <= token < TIE_ID:
+                if token == velocity:
+                    continue
+                velocity = token
+            elif PROGRAM_OFFSET <= token < DRUM_OFFSET:
+                if token == program:
+                    continue
+                program = token
+            if step > written_step:
+                out += _shifts(step - start)
+                written_step = step
+            out.append(token)
+    return [token + NUM_SPECIAL_TOKENS for token in out] + [EOS_ID]
 
 
 def tokenize(song: Song) -> list[list[int]]:
-    """Token ids per 5.12 s window (with the +3 special-token offset, ending with EOS, without padding)."""
-    frame_times = _frame_times(song.duration)
-    times, values = _note_events(song)
-    order = np.argsort(np.asarray(times, dtype=np.float64), kind="stable")
-    events: list[int] = []  # one-step shifts (id 1) and event ids
-    frame_starts: list[int] = []  # index into `events` where each frame's events start
-    frame_states: list[int] = []  # per frame: how many notes events came before its tie-section snapshot
-    snapshots: dict[int, list[int]] = {}  # events processed -> tie section just before the next one
-    active: dict[tuple[int, int], int] = {}  # (pitch, program) -> velocity bin of its latest event
-    step = processed = current_start = state_index = 0
+    """Token ids per 5.12 s window (with the +3 special-token offset, ending with EOS, without padding).
 
-    def shift() -> None:
-        nonlocal step
-        events.append(SHIFT_OFFSET + 1)
-        step += 1
-        while len(frame_starts) < len(frame_times) and frame_times[len(frame_starts)] < step / STEPS_PER_SECOND:
-            frame_starts.append(current_start)
-            frame_states.append(state_index)
-
-    for i in order:
-        event_step = round(times[i] * STEPS_PER_SECOND)
-        while event_step > step:
-            shift()
-            current_start, state_index = len(events), processed
-        if processed == state_index and processed not in snapshots:
-            snapshots[processed] = _tie_section(active)
-        pitch, velocity, program, is_drum = values[i]
-        if not is_drum:
-            active[(pitch, program)] = velocity
-        events.extend(_event_ids(pitch, velocity, program, is_drum))
-        processed += 1
-    # Shifts to the last frame; as in the reference, the tie-section index is not advanced here.
-    while step / STEPS_PER_SECOND <= frame_times[-1]:
-        shift()
-        current_start = len(events)
-
-    windows = []
-    for first in range(0, len(frame_times), WINDOW_FRAMES):
-        last = min(first + WINDOW_FRAMES, len(frame_times))
-        end = frame_starts[last] if last < len(frame_times) else len(events)
-        ties = snapshots.get(frame_states[first]) or _tie_section(active)
-        ids = _run_length(ties + events[frame_starts[first] : end])
-        windows.append([token + NUM_SPECIAL_TOKENS for token in ids] + [EOS_ID])
-    return windows
+    Windows follow the song length (`num_windows`); events after the last frame (possible when sustain shortens
+    the length, see `apply_sustain`) go to the last window. As in the reference, the tie section of a window
+    starting after the last event's step shows the notes sounding just *before* that step. A song without notes
+    gives `[tie, EOS]` per window (the reference raises an IndexError there).
+    """
+    steps, events = _timed_events(song)
+    windows = num_windows(song.duration)
+    last_step = steps[-1] if steps else 0
+    # The tie section of window w shows the notes sounding after all events before step min(w * 512, last_step).
+    tie_steps = [min(w * WINDOW_STEPS, last_step) for w in range(windows)]
+    ties: list[list[int]] = []
+    sounding: dict[tuple[int, int], bool] = {}  # (program id, pitch id) -> latest event was an onset
+    per_window: list[list[tuple[int, tuple[int, ...]]]] = [[] for _ in range(windows)]
+    for step, ids in zip(steps, events, strict=True):
+        while len(ties) < windows and tie_steps[len(ties)] <= step:
+            ties.append(_tie_section(sounding))
+        if len(ids) == 3:  # a pitched note's event
+            sounding[(ids[0], ids[2])] = ids[1] > VELOCITY_OFFSET
+        per_window[min(step // WINDOW_STEPS, windows - 1)].append((step, ids))
+    ties += [_tie_section(sounding)] * (windows - len(ties))  # only for a song without events
+    return [_window(ties[w], per_window[w], w * WINDOW_STEPS) for w in range(windows)]
 
 
 def fit_window(window: list[int], length: int = MAX_INPUT_TOKENS) -> list[int]:

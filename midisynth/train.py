@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +23,7 @@ from midisynth.checkpoints import load_model_file, save_model
 from midisynth.config import Config
 from midisynth.data.store import WindowDataset, collate_windows
 from midisynth.networks import SpectrogramDiffusion
+from midisynth.output import atomic_path, save_text_atomic
 from midisynth.samplers import q_sample
 
 
@@ -122,11 +122,10 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "history": json.dumps(self.history),
         }
-        tmp = self.checkpoint_path.with_suffix(".pt.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.checkpoint_path)
+        with atomic_path(self.checkpoint_path) as tmp:
+            torch.save(state, tmp)
         save_model(self.ema, self.run_dir / "model.safetensors", {"step": str(self.step)})
-        (self.run_dir / "history.json").write_text(json.dumps(self.history, indent=1))
+        save_text_atomic(self.run_dir / "history.json", json.dumps(self.history, indent=1))
 
     # -- loop ------------------------------------------------------------------------------------------------------
     def _lr(self) -> float:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from torch.utils.data import DataLoader
 from midisynth.audio import log_mel
 from midisynth.data.store import AudioSegmentDataset
 from midisynth.metrics import mr_stft_distance
+from midisynth.output import atomic_path
 from midisynth.vocoders import VOCOS_FORMAT_TAG
 from midisynth.vocos import Vocos, VocosConfig
 
@@ -49,9 +49,8 @@ def save_vocoder(model: Vocos, path: Path, metadata: dict[str, str] | None = Non
     meta = {"format": VOCOS_FORMAT_TAG, "config": json.dumps(model.cfg.to_dict()), **(metadata or {})}
     dtype = torch.float16 if half else torch.float32
     state = {k: v.detach().to(dtype).contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
 
 
 class VocoderTrainer:
@@ -84,8 +83,8 @@ class VocoderTrainer:
     def save(self) -> None:
         state = {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "step": self.step, "history": json.dumps(self.history)}
-        torch.save(state, self.run_dir / "vocoder_last.tmp")
-        os.replace(self.run_dir / "vocoder_last.tmp", self.run_dir / "vocoder_last.pt")
+        with atomic_path(self.run_dir / "vocoder_last.pt") as tmp:
+            torch.save(state, tmp)
         save_vocoder(self.ema, self.run_dir / "vocoder.safetensors", {"step": str(self.step)})
 
     def train(self, max_minutes: float | None = None, on_step: Callable[[int, float], None] | None = None) -> None:

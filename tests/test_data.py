@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import random
 import shutil
 
@@ -11,9 +13,9 @@ import pytest
 import torch
 
 from midisynth.audio import log_mel
-from midisynth.constants import WINDOW_FRAMES, WINDOW_SAMPLES
+from midisynth.constants import EOS_ID, SAMPLE_RATE, WINDOW_FRAMES, WINDOW_SAMPLES, WINDOW_SECONDS
 from midisynth.data.fluidsynth import DEFAULT_SOUNDFONT
-from midisynth.data.sources import generated_pieces, note_survey, random_program
+from midisynth.data.sources import generated_pieces, note_survey, random_program, truncate
 from midisynth.data.store import WindowDataset, collate_windows, load_records, split_of
 from midisynth.tokens import SLAKH_PROGRAMS, slakh_program
 
@@ -28,13 +30,22 @@ def _signature(pm: pretty_midi.PrettyMIDI):
 
 
 def test_generated_pieces_are_deterministic_and_varied():
-    first = [(name, _signature(pm)) for _, (name, pm) in zip(range(12), generated_pieces(seed=3), strict=False)]
-    again = [(name, _signature(pm)) for _, (name, pm) in zip(range(12), generated_pieces(seed=3), strict=False)]
+    first = [(name, _signature(pm)) for name, pm in itertools.islice(generated_pieces(seed=3), 12)]
+    again = [(name, _signature(pm)) for name, pm in itertools.islice(generated_pieces(seed=3), 12)]
     assert first == again
-    pieces = [pm for _, (_, pm) in zip(range(40), generated_pieces(seed=3), strict=False)]
+    assert first != [(name, _signature(pm)) for name, pm in itertools.islice(generated_pieces(seed=4), 12)]
+    pieces = [pm for _, pm in itertools.islice(generated_pieces(seed=3), 40)]
     assert any(i.is_drum for pm in pieces for i in pm.instruments)
     programs = {slakh_program(i.program) for pm in pieces for i in pm.instruments if not i.is_drum}
     assert len(programs) >= 15
+
+
+def test_generated_ensembles_play_two_to_four_instruments_at_once():
+    ensembles = [pm for name, pm in itertools.islice(generated_pieces(seed=0), 40) if name.startswith("gen-")]
+    counts = {len(pm.instruments) for pm in ensembles}
+    assert counts <= {2, 3, 4} and len(counts) >= 2
+    for pm in ensembles:
+        assert all(inst.notes and inst.notes[0].start < 5.0 for inst in pm.instruments)  # all play from the start
 
 
 def test_random_program_covers_every_slakh_class():
@@ -47,52 +58,118 @@ def test_note_survey_has_notes():
     assert len(pm.instruments) == 1 and len(pm.instruments[0].notes) >= 4
 
 
-def test_split_is_fixed_and_about_five_percent():
-    ids = [f"piece-{k}" for k in range(4000)]
-    held = [i for i in ids if split_of(i) == "heldout"]
-    assert 0.03 < len(held) / len(ids) < 0.07
-    assert held == [i for i in ids if split_of(i) == "heldout"]
+def test_truncate_keeps_the_first_seconds():
+    pm = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(program=0)
+    inst.notes = [pretty_midi.Note(90, 60, 0.0, 1.0), pretty_midi.Note(90, 62, 1.5, 4.0), pretty_midi.Note(90, 64, 3.0, 5)]
+    pm.instruments.append(inst)
+    truncate(pm, 2.0)
+    assert [(n.pitch, n.start, n.end) for n in inst.notes] == [(60, 0.0, 1.0), (62, 1.5, 2.0)]
+
+
+def test_music21_pieces_are_deterministic_reassigned_and_short():
+    pytest.importorskip("music21", reason="music21 supplies the corpus of real music")
+    from midisynth.data.sources import music21_pieces
+
+    first = [(name, _signature(pm)) for name, pm in itertools.islice(music21_pieces(seed=0, max_seconds=20.0), 2)]
+    again = [(name, _signature(pm)) for name, pm in itertools.islice(music21_pieces(seed=0, max_seconds=20.0), 2)]
+    assert first == again and len(first) == 2
+    for name, signature in first:
+        assert name.startswith("m21-")
+        assert all(start < 20.0 for _, _, notes in signature for _, start, _ in notes)
+    # music21 writes every part as piano (program 0); re-assignment spreads them over the GM families.
+    assert {program for _, signature in first for program, is_drum, _ in signature if not is_drum} != {0}
 
 
 @needs_fluidsynth
-def test_build_store_resume_and_windows(tmp_path):
+def test_render_is_aligned_with_midi_time_zero(tmp_path):
+    from midisynth.data.fluidsynth import render_midi
+
+    pm = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(program=0)
+    inst.notes = [pretty_midi.Note(100, 60, 0.0, 0.3), pretty_midi.Note(100, 60, 1.0, 1.3)]
+    pm.instruments.append(inst)
+    pm.write(str(tmp_path / "two.mid"))
+    audio = render_midi(tmp_path / "two.mid", DEFAULT_SOUNDFONT)
+    assert audio.dtype == np.float32 and audio.ndim == 1
+    loud = np.flatnonzero(np.abs(audio) > 1e-2)
+    second = loud[loud > SAMPLE_RATE // 2][0]
+    assert 0 <= loud[0] < 320, "the note at 0 s must sound within the first frame"
+    assert SAMPLE_RATE <= second < SAMPLE_RATE + 320, "the note at 1.0 s must sound from sample ~16000"
+    assert np.abs(audio[int(0.7 * SAMPLE_RATE) : SAMPLE_RATE]).max() < 1e-2  # released before the second note
+    assert audio.shape[0] > int(1.5 * SAMPLE_RATE)  # the release tail after the last note-off is rendered
+
+
+@needs_fluidsynth
+def test_build_store_resume_split_and_windows(tmp_path):
     from midisynth.data.build import build_dataset
 
     midi_dir = tmp_path / "midi"
     midi_dir.mkdir()
+    held = next(k for k in itertools.count(2) if split_of(f"user-p{k}") == "heldout")
     rng = random.Random(2)
-    for k in range(3):
-        note_survey(rng, seconds=6.0 + 2 * k).write(str(midi_dir / f"p{k}.mid"))
+    for k, seconds in zip((0, 1, held), (6.0, 8.0, 3.0), strict=True):
+        note_survey(rng, seconds).write(str(midi_dir / f"p{k}.mid"))
     root = tmp_path / "ds"
-    kwargs = dict(midi_dirs=[midi_dir], hours=1.0, progress=False, generated=False)
-    manifest = build_dataset(root, **kwargs)
+    options = dict(midi_dirs=[midi_dir], progress=False, generated=False)
+
+    # A budget of a few seconds stops after the first piece; a larger one resumes without re-rendering it.
+    manifest = build_dataset(root, hours=1e-3, **options)
+    assert [p["piece_id"] for p in manifest["pieces"]] == ["user-p0"]
+    first = {p: p.stat().st_mtime_ns for p in (root / "pieces").iterdir()}
+    manifest = build_dataset(root, hours=1.0, **options)
+    assert {p: p.stat().st_mtime_ns for p in (root / "pieces").iterdir() if p in first} == first
     records = load_records(root)
-    assert len(records) == 3
-    assert manifest["splits"]["train"]["pieces"] + manifest["splits"]["heldout"]["pieces"] == len(records)
+    assert [r.piece_id for r in records] == ["user-p0", "user-p1", f"user-p{held}"]
+    assert manifest["pieces"] == [dataclasses.asdict(r) for r in records]
+    stamps = {p: p.stat().st_mtime_ns for p in (root / "pieces").iterdir()}
+    build_dataset(root, hours=1.0, **options)
+    assert {p: p.stat().st_mtime_ns for p in (root / "pieces").iterdir()} == stamps
+
+    # Held-out split: fixed by piece id, disjoint from training, its MIDI copied for evaluation.
+    train, heldout = load_records(root, "train"), load_records(root, "heldout")
+    assert [r.piece_id for r in heldout] == [f"user-p{held}"] and len(train) == 2
+    assert manifest["splits"]["heldout"] == {"pieces": 1, "windows": heldout[0].windows,
+                                             "hours": round(heldout[0].seconds / 3600, 3)}
+    assert [p.name for p in (root / "heldout_midi").iterdir()] == [f"user-p{held}.mid"]
+
     for record in records:
-        audio = np.load(record.path(root, "audio")).astype(np.float32)
-        features = np.load(record.path(root, "features"))
+        audio = np.load(record.path(root, "audio"), mmap_mode="r").astype(np.float32)
+        features = np.load(record.path(root, "features"), mmap_mode="r")
+        tokens = np.load(record.path(root, "tokens"), mmap_mode="r")
+        assert (record.windows - 1) * WINDOW_SECONDS <= record.seconds < record.windows * WINDOW_SECONDS
         assert audio.shape == (record.windows * WINDOW_SAMPLES,)
-        assert np.abs(audio).max() > 1e-3, "rendered audio is silent"
+        assert np.abs(audio).max() > 1e-2, "rendered audio is silent"
         assert features.shape == (record.windows * WINDOW_FRAMES, 128) and features.dtype == np.float16
         expected = log_mel(torch.from_numpy(audio)).numpy()
         error = np.abs(features.astype(np.float32) - expected)  # float16 storage of both arrays
         assert error.mean() < 0.01 and np.quantile(error, 0.99) < 0.05
-        assert len(record.token_offsets) == record.windows + 1
-    # Resume: a second run with the same budget renders nothing new.
-    stamps = {p: p.stat().st_mtime_ns for p in (root / "pieces").iterdir()}
-    build_dataset(root, **kwargs)
-    assert {p: p.stat().st_mtime_ns for p in (root / "pieces").iterdir()} == stamps
+        assert len(record.token_offsets) == record.windows + 1 and record.token_offsets[-1] == tokens.shape[0]
+        assert all(tokens[end - 1] == EOS_ID for end in record.token_offsets[1:])
 
     dataset = WindowDataset(root, split="train")
-    record = dataset.records[0]
-    features = np.load(record.path(root, "features")).astype(np.float32)
-    item0, item1 = dataset[0], dataset[1]
-    assert not bool(item0["context_mask"]) and bool(item1["context_mask"])
-    assert torch.equal(item0["context"], torch.zeros(WINDOW_FRAMES, 128))
-    assert torch.equal(item1["context"], item0["targets"])  # context of window 1 is window 0
-    assert np.array_equal(item1["targets"].numpy(), features[WINDOW_FRAMES : 2 * WINDOW_FRAMES])
-    assert item0["tokens"][-1] == 1
-    batch = collate_windows([item0, item1])
-    assert batch["tokens"].shape == (2, max(len(item0["tokens"]), len(item1["tokens"])))
-    assert batch["targets"].shape == (2, WINDOW_FRAMES, 128)
+    assert {r.piece_id for r in dataset.records} == {"user-p0", "user-p1"}
+    assert len(dataset) == sum(r.windows for r in train)
+    for i, (record, window) in enumerate(dataset.index):
+        item = dataset[i]
+        assert item["targets"].shape == item["context"].shape == (WINDOW_FRAMES, 128)
+        lo, hi = record.token_offsets[window], record.token_offsets[window + 1]
+        assert item["tokens"].tolist() == np.load(record.path(root, "tokens"))[lo:hi].tolist()
+        if window == 0:
+            assert not item["context_mask"] and not item["context"].any()
+        else:
+            assert item["context_mask"] and torch.equal(item["context"], dataset[i - 1]["targets"])
+    with pytest.warns(UserWarning, match="keeping the first 4"):
+        short = WindowDataset(root, split="train", max_tokens=4)[0]["tokens"]
+    assert len(short) == 4 and short[-1] == EOS_ID
+    assert len(WindowDataset(root, split="heldout")) == heldout[0].windows
+
+    items = [dataset[0], dataset[1]]
+    batch = collate_windows(items)
+    longest = max(len(item["tokens"]) for item in items)
+    assert batch["tokens"].shape == (2, longest) and batch["tokens"].dtype == torch.long
+    for row, item in enumerate(items):
+        n = len(item["tokens"])
+        assert torch.equal(batch["tokens"][row, :n], item["tokens"]) and not batch["tokens"][row, n:].any()
+    assert batch["targets"].shape == batch["context"].shape == (2, WINDOW_FRAMES, 128)
+    assert batch["context_mask"].tolist() == [items[0]["context_mask"].item(), items[1]["context_mask"].item()]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +76,39 @@ def _sources(
     return interleave(*streams)
 
 
+def _plan(
+    root: Path, sources: Iterator[tuple[str, pretty_midi.PrettyMIDI]], done: set[str], seconds: float, budget: float
+) -> Iterator[PreparedPiece]:
+    """New pieces in source order while the stored plus planned song seconds stay below `budget`."""
+    for piece_id, pm in sources:
+        if seconds >= budget:
+            return
+        if piece_id in done:
+            continue
+        piece = prepare_piece(root, piece_id, pm)
+        if piece is not None:
+            seconds += piece.record.seconds
+            yield piece
+
+
+def _render_all(
+    root: Path, pieces: Iterator[PreparedPiece], soundfont: Path, jobs: int, on_done: Callable[[PieceRecord], None]
+) -> None:
+    """Finish pieces on `jobs` threads, preparing the next ones meanwhile; pending work is dropped on error."""
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        pending: deque[Future] = deque()
+        try:
+            for piece in pieces:
+                pending.append(pool.submit(finish_piece, root, piece, soundfont))
+                while len(pending) >= jobs:
+                    on_done(pending.popleft().result())
+            while pending:
+                on_done(pending.popleft().result())
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 def build_dataset(
     out_dir: str | Path,
     soundfont: str | Path = DEFAULT_SOUNDFONT,
@@ -90,42 +123,23 @@ def build_dataset(
 
     Sources, interleaved: the `midi_dirs` folders, then (with `generated`) music21's corpus and generated pieces.
     The last piece may overshoot `hours` by its own length. `jobs` FluidSynth renders run at once. An interrupted
-    build loses only the pieces in progress; run it again to continue.
+    build loses only the pieces in progress (the manifest is still written); run it again to continue.
     """
     root = Path(out_dir)
     soundfont = Path(soundfont)
     check_soundfont(soundfont)
     for sub in ("pieces", "midi", "heldout_midi"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    done = {r.piece_id for r in load_records(root)}
-    stored = sum(r.seconds for r in load_records(root))
+    records = load_records(root)
+    done = {r.piece_id for r in records}
+    stored = sum(r.seconds for r in records)
     budget = hours * 3600.0
-    planned = stored
     bar = tqdm(total=round(budget), initial=round(min(stored, budget)), unit="s", desc="dataset", disable=not progress)
-
-    def collect(future: Future) -> None:
-        bar.update(min(round(future.result().seconds), bar.total - bar.n))
-
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        pending: deque[Future] = deque()
-        try:
-            for piece_id, pm in _sources([Path(d) for d in midi_dirs or []], seed, done, generated):
-                if planned >= budget:
-                    break
-                if piece_id in done:
-                    continue
-                piece = prepare_piece(root, piece_id, pm)
-                if piece is None:
-                    continue
-                done.add(piece_id)
-                planned += piece.record.seconds
-                pending.append(pool.submit(finish_piece, root, piece, soundfont))
-                while len(pending) >= jobs:
-                    collect(pending.popleft())
-            while pending:
-                collect(pending.popleft())
-        finally:
-            for future in pending:
-                future.cancel()
-            bar.close()
-    return write_manifest(root)
+    sources = _sources([Path(d) for d in midi_dirs or []], seed, done, generated)
+    try:
+        _render_all(root, _plan(root, sources, done, stored, budget), soundfont, jobs,
+                    lambda record: bar.update(min(round(record.seconds), bar.total - bar.n)))
+    finally:
+        bar.close()
+        manifest = write_manifest(root)
+    return manifest

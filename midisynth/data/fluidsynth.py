@@ -22,17 +22,26 @@ def fluidsynth_binary() -> str:
     return path
 
 
+def check_soundfont(soundfont: Path) -> None:
+    """Raise FileNotFoundError unless `soundfont` is a file."""
+    if not Path(soundfont).is_file():
+        raise FileNotFoundError(f"{soundfont}: no such SoundFont (Debian: apt-get install fluid-soundfont-gm)")
+
+
 def render_midi(midi_path: Path, soundfont: Path, timeout_s: float = 600.0) -> np.ndarray:
     """Render a MIDI file at FluidSynth's default settings, 16 kHz; returns mono float32 audio [samples].
 
-    Audio starts at MIDI time zero; FluidSynth stops when the MIDI file ends.
+    Sample 0 is MIDI time zero (a note-on at t seconds sounds from about sample 16000 t, after the instrument's
+    attack); FluidSynth keeps rendering a few seconds past the last note-off, so release tails are included.
     """
-    if not Path(soundfont).is_file():
-        raise FileNotFoundError(f"{soundfont}: no such SoundFont (Debian: apt-get install fluid-soundfont-gm)")
+    check_soundfont(soundfont)
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "render.wav"
         cmd = [fluidsynth_binary(), "-ni", "-F", str(wav), "-r", str(SAMPLE_RATE), str(soundfont), str(midi_path)]
-        result = subprocess.run(cmd, capture_output=True, timeout=timeout_s)
+        try:
+            result = subprocess.run(cmd, capture_output=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"fluidsynth took more than {timeout_s:g} s on {midi_path}") from None
         if result.returncode != 0 or not wav.exists():
             raise RuntimeError(f"fluidsynth failed on {midi_path}: {result.stderr.decode(errors='replace')[-500:]}")
         audio, rate = sf.read(wav, dtype="float32", always_2d=True)

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from midisynth.constants import HOP_LENGTH, N_MELS, WINDOW_FRAMES
+from midisynth.constants import HOP_LENGTH, MAX_INPUT_TOKENS, N_MELS, WINDOW_FRAMES
 from midisynth.output import write_atomic
+from midisynth.tokens import fit_window
 
 HELDOUT_EVERY = 20  # one piece in 20 (by hash of its id) is held out
 
@@ -75,12 +76,13 @@ def write_manifest(root: Path) -> dict:
 class WindowDataset(Dataset):
     """Training examples, one per (piece, window): the window's tokens, its features, and the previous window's.
 
-    Items: tokens int64 [n], targets float32 [256, 128] log-mel, context float32 [256, 128] (zeros for a piece's
-    first window), context_mask bool [] (False for the first window).
+    Items: tokens int64 [n <= max_tokens] ending with EOS, targets float32 [256, 128] log-mel, context float32
+    [256, 128] (zeros for a piece's first window), context_mask bool [] (False for the first window).
     """
 
-    def __init__(self, root: str | Path, split: str = "train"):
+    def __init__(self, root: str | Path, split: str = "train", max_tokens: int = MAX_INPUT_TOKENS):
         self.root = Path(root)
+        self.max_tokens = max_tokens
         self.records = load_records(self.root, split)
         if not self.records:
             raise FileNotFoundError(f"{self.root}: no '{split}' pieces (build it with `midisynth dataset`)")
@@ -107,8 +109,9 @@ class WindowDataset(Dataset):
         else:
             context = np.zeros((WINDOW_FRAMES, N_MELS), np.float32)
         lo, hi = record.token_offsets[window], record.token_offsets[window + 1]
+        window_tokens = fit_window(np.asarray(tokens[lo:hi], dtype=np.int64).tolist(), self.max_tokens)
         return {
-            "tokens": torch.from_numpy(np.asarray(tokens[lo:hi], dtype=np.int64)),
+            "tokens": torch.tensor(window_tokens, dtype=torch.long),
             "targets": torch.from_numpy(target),
             "context": torch.from_numpy(context),
             "context_mask": torch.tensor(window > 0),
