@@ -53,14 +53,15 @@ class Device(StrEnum):
 
 
 ModelOption = Annotated[str | None, typer.Option(
-    help="Model: midisynth .safetensors file or diffusers checkpoint dir [default: the bundled model].",
+    help="Model: midisynth .safetensors file or diffusers checkpoint dir.",
+    show_default="the bundled model",
     envvar="MIDISYNTH_MODEL")]
 DeviceOption = Annotated[Device, typer.Option(help="Where to run the networks.", envvar="MIDISYNTH_DEVICE")]
 SamplerOption = Annotated[str, typer.Option(help="ddpm (diffusers), paper, ddim or dpmpp.")]
-StepsOption = Annotated[int | None, typer.Option(min=1, help="Denoising steps per window [default: the sampler's].")]
+StepsOption = Annotated[int | None, typer.Option(min=1, help="Denoising steps per window.", show_default="the sampler's")]
 GuidanceOption = Annotated[float, typer.Option(min=1.0, help="Classifier-free guidance weight; 1 disables it.")]
 SeedOption = Annotated[int, typer.Option(help="Random seed (same seed, model and device: same audio).")]
-VocoderOption = Annotated[str | None, typer.Option(help="griffin-lim, or PATH.onnx [default: the model's].")]
+VocoderOption = Annotated[str | None, typer.Option(help="griffin-lim, PATH.onnx or PATH.safetensors (neural vocoder).", show_default="the model's, else griffin-lim")]
 PrecisionOption = Annotated[str, typer.Option(help="Network arithmetic: fp32, bf16 or fp16.")]
 
 
@@ -229,7 +230,7 @@ def dataset(
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Option(help="TOML config with [model] and [train].")] = Path("configs/default.toml"),
+    config: Annotated[Path, typer.Option(help="TOML config with \\[model] and \\[train] tables.")] = Path("configs/default.toml"),
     data: Annotated[Path, typer.Option(help="Data set directory from `midisynth dataset`.")] = Path("data/fluidr3"),
     out: Annotated[Path, typer.Option(help="Run directory (checkpoints; re-running resumes).")] = Path("runs/default"),
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",

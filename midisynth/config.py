@@ -18,6 +18,9 @@ def _from_dict(cls, values: dict[str, Any], label: str):
     return cls(**values)
 
 
+PREDICTIONS = ("epsilon", "v")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Sizes of the three Spectrogram Diffusion networks.
@@ -38,10 +41,15 @@ class ModelConfig:
     num_decoder_layers: int = 12
     dropout_rate: float = 0.1
     max_decoder_noise_time: float = 2000.0
+    prediction: str = "epsilon"  # what the decoder predicts: "epsilon" (the paper, official weights) or "v"
 
     def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"model config: prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "prediction":
+                continue
             if not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"model config: {f.name} must be a non-negative number, got {value!r}")
         if self.vocab_size < 1391:
@@ -59,7 +67,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training recipe (paper §4: ε-prediction, L1 loss, conditioning dropout for guidance)."""
+    """Training recipe (paper §4: L1 loss, conditioning dropout for guidance; the target follows the model's
+    `prediction`: ε as in the paper, or v)."""
 
     batch_size: int = 8
     learning_rate: float = 1e-3  # peak, after warm-up

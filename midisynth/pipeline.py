@@ -117,7 +117,12 @@ class Synthesizer:
 
     # -- spectrogram ------------------------------------------------------------------------------------------------
     def _denoiser(self, cache, guidance: float) -> samplers.Denoiser:
-        decoder = self.model.decoder
+        """ε(x, t) for the samplers: the decoder's output (converted from v for v-models), guided if asked."""
+        if self.model.cfg.prediction == "v":
+            def decoder(x, t, cache):
+                return samplers.eps_from_v(x, self.model.decoder(x, t, cache).float(), t)
+        else:
+            decoder = self.model.decoder
         if guidance == 1.0:
             return lambda x, t: decoder(x, t, cache)
 

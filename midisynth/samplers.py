@@ -75,6 +75,18 @@ def q_sample(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tens
     return _per_row(alpha, x0) * x0 + _per_row(sigma, x0) * eps
 
 
+def v_target(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """v = alpha_t eps - sigma_t x0 (Salimans & Ho 2022) for per-row times t [batch]."""
+    alpha, sigma = alpha_sigma(logsnr_schedule(t.float()))
+    return _per_row(alpha, x0) * eps - _per_row(sigma, x0) * x0
+
+
+def eps_from_v(z: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """ε = sigma_t z + alpha_t v: turns a v-predicting decoder into the ε-denoiser the samplers expect."""
+    alpha, sigma = alpha_sigma(logsnr_schedule(t.float()))
+    return _per_row(sigma, z) * z + _per_row(alpha, z) * v
+
+
 def _x0_from_eps(z: torch.Tensor, eps: torch.Tensor, logsnr: torch.Tensor) -> torch.Tensor:
     alpha, sigma = alpha_sigma(logsnr)
     return (z - sigma * eps) / alpha

@@ -1,4 +1,4 @@
-"""Training loop for Spectrogram Diffusion (paper §4): ε-prediction, L1 loss, conditioning dropout.
+"""Training loop for Spectrogram Diffusion (paper §4): ε- or v-prediction, L1 loss, conditioning dropout.
 
 Resumable: `RUN_DIR/last.pt` holds model, EMA, optimiser, step and RNG states (loaded with weights_only=True);
 `RUN_DIR/model.safetensors` holds the EMA weights in midisynth's format, the artefact to ship. A run stops
@@ -24,7 +24,7 @@ from midisynth.config import Config
 from midisynth.data.store import WindowDataset, collate_windows
 from midisynth.networks import SpectrogramDiffusion
 from midisynth.output import atomic_path, save_text_atomic
-from midisynth.samplers import q_sample
+from midisynth.samplers import q_sample, v_target
 
 
 def _batches(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
@@ -62,7 +62,8 @@ def diffusion_loss(
         z_t[order], t[order], batch["tokens"][order], to_network_range(batch["context"])[order],
         batch["context_mask"][order], num_conditioned=num_conditioned,
     )
-    error = pred.float() - eps[order]
+    target = v_target(x0, eps, t) if model.cfg.prediction == "v" else eps
+    error = pred.float() - target[order]
     return error.abs().mean() if loss_type == "l1" else error.pow(2).mean()
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from midisynth.samplers import SAMPLERS, alpha_sigma, logsnr_schedule, q_sample, sample
+from midisynth.samplers import SAMPLERS, alpha_sigma, eps_from_v, logsnr_schedule, q_sample, sample, v_target
 
 SHAPE = (2, 8, 4)  # [batch, frames, bins], small stand-in for [batch, 256, 128]
 
@@ -85,6 +85,18 @@ def test_logsnr_schedule_endpoints_and_scales():
     t = torch.tensor([0.0, 0.5])
     expected = [0.5 / math.sqrt(1 + math.exp(-v)) - 2.0 / math.sqrt(1 + math.exp(v)) for v in (20.0, 0.0)]
     assert q_sample(x0, eps, t)[:, 0].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_v_parameterisation_round_trips():
+    """v = alpha eps - sigma x0 and eps = sigma z + alpha v, per row; at t = 1 v is -x0 (up to 5e-5)."""
+    gen = torch.Generator().manual_seed(0)
+    x0, eps = torch.rand((3, 4, 5), generator=gen) * 2 - 1, torch.randn((3, 4, 5), generator=gen)
+    t = torch.tensor([0.05, 0.5, 1.0])
+    v = v_target(x0, eps, t)
+    assert torch.allclose(eps_from_v(q_sample(x0, eps, t), v, t), eps, atol=1e-5)
+    assert torch.allclose(v[2], -x0[2], atol=1e-4)
+    alpha, sigma = alpha_sigma(logsnr_schedule(torch.tensor(0.5)))
+    assert torch.allclose(v[1], alpha * eps[1] - sigma * x0[1])
 
 
 def paper_reference(eps_fn, z: np.ndarray, noises: list[np.ndarray], steps: int) -> np.ndarray:

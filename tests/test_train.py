@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from midisynth.audio import to_network_range
 from midisynth.checkpoints import load_model_file
 from midisynth.config import Config, load_config
 from midisynth.constants import WINDOW_FRAMES, WINDOW_SAMPLES
 from midisynth.data.store import PieceRecord, save_piece, split_of
+from midisynth.samplers import q_sample, v_target
 from midisynth.train import Trainer, diffusion_loss
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +57,26 @@ def test_loss_is_finite_and_conditioning_dropout_orders_rows(tmp_path, tiny_conf
     dropped = diffusion_loss(trainer.model, batch, torch.Generator().manual_seed(0), cond_dropout=1.0, loss_type="l1")
     assert torch.isfinite(full) and torch.isfinite(dropped)
     assert full.item() != dropped.item()  # the unconditional branch really skips the encodings
+
+
+def test_v_models_regress_v(tmp_path, tiny_config):
+    """With prediction = "v" the loss compares the decoder's output with alpha eps - sigma x0, not eps."""
+    _fake_dataset(tmp_path / "ds")
+    cfg = Config(replace(tiny_config.model, prediction="v", dropout_rate=0.0), tiny_config.train)
+    trainer = Trainer(cfg, tmp_path / "ds", tmp_path / "run")
+    model, batch = trainer.model, next(iter(trainer.loader))
+    loss = diffusion_loss(model, batch, torch.Generator().manual_seed(3), cond_dropout=0.0, loss_type="l1")
+    gen = torch.Generator().manual_seed(3)  # replay the draws: keep-mask, times, noise
+    size = batch["targets"].shape[0]
+    torch.rand(size, generator=gen)
+    t = torch.rand(size, generator=gen)
+    eps = torch.randn(batch["targets"].shape, generator=gen)
+    x0 = to_network_range(batch["targets"])
+    with torch.no_grad():
+        pred = model(q_sample(x0, eps, t), t, batch["tokens"], to_network_range(batch["context"]),
+                     batch["context_mask"], num_conditioned=size)
+    assert loss.item() == pytest.approx((pred - v_target(x0, eps, t)).abs().mean().item(), rel=1e-5)
+    assert loss.item() != pytest.approx((pred - eps).abs().mean().item(), rel=1e-3)
 
 
 def test_train_checkpoint_resume_and_export(tmp_path, tiny_config):
