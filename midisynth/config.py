@@ -19,6 +19,7 @@ def _from_dict(cls, values: dict[str, Any], label: str):
 
 
 PREDICTIONS = ("epsilon", "v")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class TrainConfig:
     learning_rate: float = 1e-3  # peak, after warm-up
     warmup_steps: int = 500
     max_steps: int = 20_000
+    lr_schedule: str = "constant"  # "constant" after warm-up, or "cosine": down to min_lr_ratio × peak at max_steps
+    min_lr_ratio: float = 0.1
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.999
@@ -86,6 +89,10 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"train config: lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

@@ -130,8 +130,13 @@ class Trainer:
 
     # -- loop ------------------------------------------------------------------------------------------------------
     def _lr(self) -> float:
+        """Learning rate of the coming step: linear warm-up, then constant or cosine decay to `min_lr_ratio`."""
         warm = min(1.0, (self.step + 1) / max(1, self.tc.warmup_steps))
-        return self.tc.learning_rate * warm
+        if self.tc.lr_schedule == "constant":
+            return self.tc.learning_rate * warm
+        progress = min(1.0, self.step / max(1, self.tc.max_steps))
+        floor = self.tc.min_lr_ratio
+        return self.tc.learning_rate * warm * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     def _autocast(self):
         enabled = self.tc.precision == "bf16"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -102,3 +103,23 @@ def test_train_checkpoint_resume_and_export(tmp_path, tiny_config):
         assert torch.equal(tensor, resumed.model.state_dict()[name])
     resumed.train()
     assert resumed.step == tiny_config.train.max_steps + 2
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_floor(tmp_path, tiny_config):
+    _fake_dataset(tmp_path / "ds")
+    train_cfg = replace(tiny_config.train, learning_rate=1e-3, warmup_steps=10, max_steps=110,
+                        lr_schedule="cosine", min_lr_ratio=0.1)
+    trainer = Trainer(Config(tiny_config.model, train_cfg), tmp_path / "ds", tmp_path / "run")
+    rates = {}
+    for step in (0, 9, 55, 110):
+        trainer.step = step
+        rates[step] = trainer._lr()
+    assert rates[0] == pytest.approx(1e-4)  # warm-up: (step + 1) / warmup_steps of the peak
+    assert rates[9] == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 9 / 110))))
+    assert rates[55] == pytest.approx(1e-3 * 0.55)  # half-way: midway between peak and floor
+    assert rates[110] == pytest.approx(1e-4)  # the floor
+
+
+def test_unknown_lr_schedule_is_refused(tiny_config):
+    with pytest.raises(ValueError, match="lr_schedule must be one of"):
+        replace(tiny_config.train, lr_schedule="linear")
