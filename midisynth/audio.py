@@ -45,7 +45,10 @@ from midisynth.constants import (
 
 MEL_CLIP = (1e-5, 1e8)  # mel magnitude range before the log
 NUM_BINS = FFT_SIZE // 2 + 1  # 513 STFT bins, 0 Hz to 8000 Hz in steps of 15.625 Hz
-OLA_FLOOR = 1e-3  # smallest squared-window sum `istft` divides by (reached in the first 37 samples only)
+# Smallest squared-window sum `istft` divides by, reached in the first 122 samples (7.6 ms) only, where the analysis
+# window is below 0.32: those samples barely shape frame 0, so Griffin-Lim leaves them unconstrained and a smaller
+# floor (1e-3) let them spike to 6x the signal's peak at the start of a song; 0.1 costs nothing in re-analysis L1.
+OLA_FLOOR = 0.1
 
 
 def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
@@ -108,8 +111,8 @@ def istft(spectrum: torch.Tensor) -> torch.Tensor:
     """Least-squares inverse of `stft`: complex [..., frames, 513] -> audio [..., frames * 320].
 
     Each frame's inverse FFT is cut to the 640 windowed samples, weighted by the window again, overlap-added
-    and divided by the sum of squared windows (floored at OLA_FLOOR, which only the first 37 samples reach,
-    where the analysis window itself is nearly zero). For a spectrum that `stft` produced, this returns the
+    and divided by the sum of squared windows (floored at OLA_FLOOR, which only the first 122 samples reach,
+    where the analysis window is below 0.32 and the first samples come back attenuated, not amplified). For a spectrum that `stft` produced, this returns the
     signal.
     """
     frames = spectrum.shape[-2]

@@ -89,3 +89,8 @@ def plan_jobs(inputs: list[str], output: str | None, extension: str = ".wav") ->
         dupes = sorted({t for t in targets if targets.count(t) > 1})
         raise UsageError(f"several inputs would write the same output: {', '.join(dupes[:3])}")
     return jobs
+
+
+def unfinished(jobs: list[Job]) -> list[Job]:
+    """The jobs whose output file does not exist yet (standard output always counts): what --skip-existing keeps."""
+    return [j for j in jobs if j.target == STDIO or not Path(j.target).exists()]

@@ -26,11 +26,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from midisynth.config import ModelConfig
+from midisynth.constants import DIFFUSERS_MODULES
 from midisynth.networks import SpectrogramDiffusion
 from midisynth.output import atomic_path
 
 FORMAT_TAG = "midisynth.spectrogram-diffusion/1"
-DIFFUSERS_MODULES = ("notes_encoder", "continuous_encoder", "decoder")
 _OUR_PREFIX = {"notes_encoder": "notes_encoder.", "continuous_encoder": "context_encoder.", "decoder": "decoder."}
 
 # (midisynth name pattern, diffusers name) per module, applied to names with the module prefix removed.

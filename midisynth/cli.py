@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from midisynth.constants import DEFAULT_GUIDANCE, DEFAULT_PRECISION, DEFAULT_SAMPLER
+from midisynth.hub import OFFICIAL_MODEL
 
 app = typer.Typer(
     name="midisynth",
@@ -53,7 +54,7 @@ class Device(StrEnum):
 
 
 ModelOption = Annotated[str | None, typer.Option(
-    help="Model: midisynth .safetensors file or diffusers checkpoint dir.",
+    help="Model: midisynth .safetensors file, diffusers checkpoint dir, or cached hub id (owner/name[@revision]).",
     show_default="the bundled model",
     envvar="MIDISYNTH_MODEL")]
 DeviceOption = Annotated[Device, typer.Option(help="Where to run the networks.", envvar="MIDISYNTH_DEVICE")]
@@ -80,14 +81,16 @@ def _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, precisi
 
 
 DEFAULT_MAX_DURATION = 4 * 3600.0  # seconds; longer songs are refused unless --max-duration lifts the limit
+DEFAULT_MAX_EVENTS = 1_000_000  # MIDI events (about 0.4 GB to parse); more are refused unless --max-events lifts it
 
 
-def _read_song(source: str, max_duration: float = 0.0, start: float = 0.0, end: float | None = None):
-    """Read a MIDI file or stdin ('-'), cut to [start, end] seconds when asked; refuse songs longer than
-    `max_duration` seconds (0: no limit)."""
+def _read_song(source: str, max_duration: float = 0.0, start: float = 0.0, end: float | None = None,
+               max_events: int = 0):
+    """Read a MIDI file or stdin ('-'), cut to [start, end] seconds when asked; refuse files of more than
+    `max_events` events before parsing them and songs longer than `max_duration` seconds (0: no limit)."""
     from midisynth.midi import MidiError, read_midi
 
-    song = read_midi(sys.stdin.buffer.read() if source == "-" else source)
+    song = read_midi(sys.stdin.buffer.read() if source == "-" else source, max_events=max_events)
     if start or end is not None:
         try:
             song = song.excerpt(start, end)
@@ -99,7 +102,55 @@ def _read_song(source: str, max_duration: float = 0.0, start: float = 0.0, end: 
     return song
 
 
-@app.command()
+class AudioContainer(StrEnum):
+    wav = "wav"
+    flac = "flac"
+    ogg = "ogg"
+
+
+class BitDepth(StrEnum):
+    pcm16 = "16"
+    pcm24 = "24"
+    float32 = "32f"
+
+
+RENDER_EXAMPLES = """Examples:
+
+midisynth render song.mid -o song.wav
+
+midisynth render midi_dir/ -o flac_dir/ --format flac --bit-depth 24
+
+midisynth render song.mid -o song.wav -r 44100 --loudness -14
+
+midisynth render song.mid -o song.wav --stems --plot song.png
+
+cat song.mid | midisynth render - -o - | sox -t wav - song.mp3
+
+Environment: MIDISYNTH_MODEL and MIDISYNTH_DEVICE set the defaults of --model and --device."""
+
+
+def _check_output_options(jobs, container: str | None, bit_depth: str | None, loudness: float | None, stems: bool,
+                          plot: str | None) -> dict[str, Path]:
+    """Refuse output options that cannot work, before anything renders; returns each target's plot path."""
+    from midisynth.batch import STDIO, UsageError
+    from midisynth.extras import import_extra
+    from midisynth.output import audio_format
+
+    for target in {job.target for job in jobs}:
+        audio_format(target, container, bit_depth)
+    if stems and any(job.target == STDIO for job in jobs):
+        raise UsageError("--stems writes files beside the mix: give -o FILE or a directory, not '-'")
+    if loudness is not None:
+        import_extra("pyloudnorm", "loudness", "--loudness")
+    if plot is None:
+        return {}
+    import_extra("matplotlib", "plot", "--plot")
+    from midisynth.plot import plot_paths
+
+    return plot_paths(jobs, plot)
+
+
+@app.command(epilog=RENDER_EXAMPLES)
 def render(
     inputs: Annotated[list[str], typer.Argument(help="MIDI files, directories (recursive), or '-' for stdin.")],
     output: Annotated[str | None, typer.Option("-o", "--output", help="Output file, directory, or '-' (WAV on stdout).")] = None,
@@ -117,20 +168,31 @@ def render(
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Songs generated together (faster batches, same audio).")] = 1,
     max_duration: Annotated[float, typer.Option(min=0.0, help="Refuse songs longer than this many seconds (0: no limit).")] = DEFAULT_MAX_DURATION,
+    max_events: Annotated[int, typer.Option(min=0, help="Refuse MIDI files of more events than this, before parsing (0: no limit).")] = DEFAULT_MAX_EVENTS,
     shard_spec: Annotated[str | None, typer.Option("--shard", help="Render only shard I of N (e.g. 3/8) for job arrays.")] = None,
     sample_rate: Annotated[int, typer.Option("--sample-rate", "-r", min=8000, max=192000, help="Output rate in Hz (soxr resampling from 16 kHz).")] = 16000,
     start: Annotated[float, typer.Option(min=0.0, help="Render from this time (seconds).")] = 0.0,
     end: Annotated[float | None, typer.Option(min=0.0, help="Render up to this time (seconds).")] = None,
+    output_format: Annotated[AudioContainer | None, typer.Option("--format", help="Audio format.", show_default="the output's extension; wav for directories")] = None,
+    bit_depth: Annotated[BitDepth | None, typer.Option(help="Sample format: WAV 16, 24 or 32f (float); FLAC 16 or 24; OGG none (Vorbis).", show_default="16")] = None,
+    loudness: Annotated[float | None, typer.Option(min=-70.0, max=0.0, metavar="LUFS", help="Normalise to this integrated loudness, e.g. -14 (two passes; gain stops at a -1 dBFS peak).")] = None,
+    stems: Annotated[bool, typer.Option("--stems", help="Also write one file per instrument beside the mix: NAME.stem-000-acoustic_grand_piano.wav, NAME.stem-drums.wav.")] = False,
+    plot: Annotated[str | None, typer.Option(metavar="PNG", help="Save a picture of the spectrogram over instrument lanes (a directory for several inputs).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
-    """Render MIDI to audio (WAV, FLAC or OGG by extension)."""
+    """Render MIDI to audio: WAV, FLAC or OGG (by extension or --format), optionally loudness-normalised, with
+    per-instrument stems and a spectrogram plot."""
     from midisynth.batch import STDIO, UsageError, parse_shard, plan_jobs, shard
+    from midisynth.output import EXTENSIONS, OutputError
 
+    container = output_format.value.upper() if output_format else None
+    depth = bit_depth.value if bit_depth else None
     try:
-        jobs = plan_jobs(inputs, output)
+        jobs = plan_jobs(inputs, output, extension=EXTENSIONS[container] if container else ".wav")
         if shard_spec is not None:
             jobs = shard(jobs, *parse_shard(shard_spec))
-    except UsageError as err:
+        plots = _check_output_options(jobs, container, depth, loudness, stems, plot)
+    except (UsageError, OutputError, ImportError) as err:
         _err(str(err))
         raise typer.Exit(EXIT_USAGE) from None
     if overwrite and skip_existing:
@@ -146,15 +208,18 @@ def render(
                 _err("nothing to do: every output exists (--skip-existing)")
             return
 
-    from midisynth.render_jobs import RenderFailure, run_jobs
+    from midisynth.render_jobs import OutputSettings, RenderFailure, run_jobs
 
     synth = _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, precision, allow_pickle)
     show_progress = not quiet
+    settings = OutputSettings(sample_rate=sample_rate, container=container, bit_depth=depth,
+                              loudness_lufs=loudness, stems=stems, overwrite=overwrite)
     try:
-        failures: list[RenderFailure] = run_jobs(synth, jobs, overwrite=overwrite, mel_out=mel_out,
-                                                 read_song=functools.partial(_read_song, max_duration=max_duration, start=start, end=end),
+        failures: list[RenderFailure] = run_jobs(synth, jobs, settings=settings, mel_out=mel_out, plots=plots,
+                                                 read_song=functools.partial(_read_song, max_duration=max_duration, start=start, end=end,
+                                                                             max_events=max_events),
                                                  progress=show_progress, batch_size=batch_size,
-                                                 sample_rate=sample_rate)
+                                                 notify=None if quiet else _err)
     except KeyboardInterrupt:
         _err("interrupted; no partial output was left behind")
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -261,7 +326,7 @@ def train(
 
 @app.command()
 def convert(
-    source: Annotated[Path, typer.Argument(help="A diffusers-layout checkpoint directory (or a midisynth file).")],
+    source: Annotated[str, typer.Argument(help="A diffusers-layout checkpoint directory, a cached hub id (owner/name[@revision]), or a midisynth file.")],
     output: Annotated[Path, typer.Argument(help="The midisynth .safetensors file to write.")],
     half: Annotated[bool, typer.Option("--half/--full", help="Store weights as float16 (half the size).")] = False,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")] = False,
@@ -269,30 +334,65 @@ def convert(
     """Convert a checkpoint to midisynth's single-file format; prints its sha256."""
     import torch
 
-    from midisynth.checkpoints import CheckpointError, load_checkpoint, save_model
+    from midisynth.checkpoints import CheckpointError, save_model
+    from midisynth.hub import HubError
+    from midisynth.models import resolve_model
 
     try:
-        checkpoint = load_checkpoint(source, allow_pickle=allow_pickle)
-    except CheckpointError as err:
+        checkpoint = resolve_model(source, allow_pickle=allow_pickle)
+    except (CheckpointError, HubError, ImportError) as err:
         _err(str(err))
         raise typer.Exit(EXIT_FAILED) from None
-    digest = save_model(checkpoint.model, output, {"converted_from": source.name},
+    origin = checkpoint.metadata.get("hub_id") or Path(source).name  # hub id@commit, else the file's name
+    digest = save_model(checkpoint.model, output, {"converted_from": origin},
                         dtype=torch.float16 if half else torch.float32)
     typer.echo(f"{digest}  {output}")
 
 
 @app.command()
+def download(
+    model: Annotated[str, typer.Argument(help="Hub id: owner/name, optionally @revision.")] = OFFICIAL_MODEL,
+    revision: Annotated[str | None, typer.Option(help="Branch, tag or commit (the same as ID@REVISION).")] = None,
+) -> None:
+    """Fetch a checkpoint from the Hugging Face hub into its cache (only the files midisynth reads); prints where."""
+    from dataclasses import replace
+
+    from midisynth import hub
+
+    hub_id = hub.parse_hub_id(model)
+    if hub_id is None or revision and hub_id.revision not in (None, revision):
+        _err(f"{model}: expected a hub id owner/name[@revision] (and no second, different --revision)")
+        raise typer.Exit(EXIT_USAGE)
+    try:
+        snapshot = hub.download(replace(hub_id, revision=revision or hub_id.revision))
+    except (hub.HubError, ImportError) as err:
+        _err(str(err))
+        raise typer.Exit(EXIT_FAILED) from None
+    typer.echo(str(snapshot))
+
+
+@app.command()
 def models() -> None:
-    """List the bundled default model and its vocoder."""
+    """List the bundled default model and its vocoder, and the checkpoints in the Hugging Face cache."""
+    from midisynth.hub import cache_dir, cached_models
     from midisynth.models import BUNDLED_DIR, bundled_manifest
 
     manifest = bundled_manifest()
     if manifest is None:
         typer.echo("no bundled default model installed")
-        return
-    for role, entry in manifest.items():
+    for role, entry in (manifest or {}).items():
         details = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("file", "sha256"))
         typer.echo(f"{role}: {BUNDLED_DIR / entry['file']}  sha256={entry['sha256'][:16]}…  {details}")
+    try:
+        cached = cached_models()
+    except ImportError as err:
+        typer.echo(f"hub checkpoints not listed: {err}")
+        return
+    if not cached:
+        typer.echo(f"no Spectrogram Diffusion checkpoints in the Hugging Face cache ({cache_dir()})")
+    for found in cached:
+        name = f"{found.repo_id}@{found.refs[0] if found.refs else found.commit}"
+        typer.echo(f"hub: {name}  commit={found.commit[:12]}  {found.size_bytes / 1e6:,.1f} MB  {found.path}")
 
 
 @app.command("eval")

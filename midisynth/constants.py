@@ -28,6 +28,9 @@ MAX_SHIFT_SECONDS = 10
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 NUM_SPECIAL_TOKENS = 3
 
+# Sub-folders of a diffusers-layout checkpoint that hold network weights (config.json + diffusion_pytorch_model.*).
+DIFFUSERS_MODULES = ("notes_encoder", "continuous_encoder", "decoder")
+
 # Rendering defaults (chosen by the held-out evaluation in the README), shared by the library and the CLI.
 DEFAULT_SAMPLER = "dpmpp"
 DEFAULT_GUIDANCE = 5.0  # classifier-free guidance weight (the paper's); 1 disables guidance

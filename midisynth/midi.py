@@ -23,6 +23,9 @@ from dataclasses import dataclass, field, replace
 import pretty_midi
 
 SUSTAIN_CONTROL = 64  # MIDI CC number of the sustain pedal; values >= 64 mean "down"
+_END_OF_TRACK = b"\x00\xff\x2f\x00"  # delta time 0, meta event End of Track
+# Parser exceptions whose own text says little, and what they mean in a MIDI file.
+_PARSER_ERRORS = {EOFError: "data ends inside a message", IndexError: "an event is shorter than its type requires"}
 
 # Kinds of sustain-pass events, in the order note_seq processes events at the same time.
 _PEDAL_DOWN, _PEDAL_UP, _NOTE_ON, _NOTE_OFF = range(4)
@@ -71,17 +74,23 @@ class Song:
         return dict(Counter(n.instrument_name for n in self.notes).most_common())
 
 
-def _check_chunks(data: bytes) -> None:
-    """Raise MidiError naming the first structural defect of a Standard MIDI File (header, track chunks)."""
+def _track_spans(data: bytes) -> list[tuple[int, int]]:
+    """(start, end) byte offsets of each track's events; raises MidiError naming the first structural defect of
+    the header or the track chunks."""
     if data[:4] != b"MThd":
         raise MidiError("not a MIDI file (bad header)")
     if len(data) < 14:
         raise MidiError("truncated header")
-    header_length, _format, tracks = struct.unpack(">IHH", data[4:12])
+    header_length, _format, tracks, division = struct.unpack(">IHHH", data[4:14])
     if header_length < 6:
         raise MidiError(f"bad header length ({header_length} bytes, at least 6 expected)")
     if tracks == 0:
         raise MidiError("no tracks")
+    if division & 0x8000:
+        raise MidiError("SMPTE time division (frames per second) is not supported, only ticks per beat")
+    if division == 0:
+        raise MidiError("bad header (0 ticks per beat)")
+    spans = []
     offset = 8 + header_length
     for track in range(1, tracks + 1):
         if offset + 8 > len(data):
@@ -92,7 +101,52 @@ def _check_chunks(data: bytes) -> None:
         if offset + 8 + length > len(data):
             raise MidiError(f"truncated track ({track} of {tracks}: {length} bytes declared, "
                             f"{len(data) - offset - 8} present)")
+        spans.append((offset + 8, offset + 8 + length))
         offset += 8 + length
+    return spans
+
+
+def _varlen(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """(value, position after it) of the variable-length quantity at `pos`."""
+    value = 0
+    while pos < end:
+        value = (value << 7) | (data[pos] & 0x7F)
+        pos += 1
+        if not data[pos - 1] & 0x80:
+            break
+    return value, pos
+
+
+def _count_events(data: bytes, spans: Sequence[tuple[int, int]], stop_after: int) -> int:
+    """Events (channel, meta and sysex messages) in the tracks, counted without building any of them; counting
+    stops once past `stop_after`. A malformed track is counted approximately (the parser reports it later)."""
+    count = 0
+    for start, end in spans:
+        pos, status = start, 0
+        while pos < end and count <= stop_after:
+            pos = _varlen(data, pos, end)[1]  # delta time
+            if pos >= end:
+                break
+            kind = data[pos]
+            if kind in (0xFF, 0xF0, 0xF7):  # meta (type byte, then length) or sysex (length): skip the payload
+                length, pos = _varlen(data, pos + (2 if kind == 0xFF else 1), end)
+                pos += length
+            else:  # channel message, with running status when the status byte is left out
+                if kind & 0x80:
+                    status, pos = kind, pos + 1
+                pos += 1 if 0xC0 <= status < 0xE0 else 2  # program change and channel pressure: 1 data byte
+            count += 1
+    return count
+
+
+def _repair_empty_tracks(data: bytes, spans: Sequence[tuple[int, int]]) -> bytes:
+    """The file with an End of Track event in every track of 0 bytes (pretty_midi fails on event-less tracks)."""
+    parts, done = [], 0
+    for start, end in spans:
+        if start == end:
+            parts += [data[done : start - 4], struct.pack(">I", len(_END_OF_TRACK)), _END_OF_TRACK]
+            done = start
+    return b"".join([*parts, data[done:]]) if parts else data
 
 
 def _read_bytes(source: str | os.PathLike | bytes) -> bytes:
@@ -114,14 +168,20 @@ def _read_bytes(source: str | os.PathLike | bytes) -> bytes:
     return data
 
 
-def _parse(data: bytes) -> pretty_midi.PrettyMIDI:
-    _check_chunks(data)
+def _parse(data: bytes, max_events: int = 0) -> pretty_midi.PrettyMIDI:
+    spans = _track_spans(data)
+    # Every event takes at least 2 bytes, so only files over 2 bytes per allowed event need counting.
+    if (max_events and sum(end - start for start, end in spans) > 2 * max_events
+            and _count_events(data, spans, max_events) > max_events):
+        raise MidiError(f"over {max_events:,} MIDI events, the limit (raise it with --max-events N, or 0 for no limit)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return pretty_midi.PrettyMIDI(io.BytesIO(data))
+            return pretty_midi.PrettyMIDI(io.BytesIO(_repair_empty_tracks(data, spans)))
+    except ZeroDivisionError:  # ticks per beat are checked above: a tempo event of 0 µs per beat
+        raise MidiError("malformed MIDI (a tempo of 0 microseconds per beat)") from None
     except Exception as err:  # mido and pretty_midi raise many exception types for malformed files
-        reason = "data ends inside a message" if isinstance(err, EOFError) else str(err) or type(err).__name__
+        reason = _PARSER_ERRORS.get(type(err)) or str(err) or type(err).__name__
         raise MidiError(f"malformed MIDI ({reason})") from None
 
 
@@ -180,9 +240,13 @@ def apply_sustain(notes: Sequence[Note], instruments: Sequence[int],
     return Song(notes=kept, duration=duration)
 
 
-def read_midi(source: str | os.PathLike | bytes) -> Song:
-    """Read a MIDI file (path, or its raw bytes) into a `Song`; raises `MidiError` for anything unreadable."""
-    pm = _parse(_read_bytes(source))
+def read_midi(source: str | os.PathLike | bytes, max_events: int = 0) -> Song:
+    """Read a MIDI file (path, or its raw bytes) into a `Song`; raises `MidiError` for anything unreadable.
+
+    `max_events` > 0 refuses files with more events than that before parsing them (parsing takes about 0.4 kB of
+    memory per event).
+    """
+    pm = _parse(_read_bytes(source), max_events)
     notes: list[Note] = []
     instruments: list[int] = []
     pedal: list[tuple[float, int, bool]] = []

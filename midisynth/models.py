@@ -1,4 +1,5 @@
-"""Finding a model: the bundled default, a midisynth `.safetensors` file, or a diffusers-layout directory."""
+"""Finding a model: the bundled default, a midisynth `.safetensors` file, a diffusers-layout directory, or a hub id
+(`owner/name[@revision]`, resolved in the Hugging Face cache; see `midisynth.hub`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from pathlib import Path
 
 from midisynth.checkpoints import Checkpoint, CheckpointError, file_sha256, load_checkpoint, load_model_file
+from midisynth.hub import OFFICIAL_MODEL, cached_snapshot, parse_hub_id
 
 BUNDLED_DIR = Path(__file__).parent / "assets" / "default"
 MANIFEST = BUNDLED_DIR / "manifest.json"
@@ -23,17 +25,25 @@ def bundled_manifest() -> dict | None:
 
 
 def resolve_model(model: str | Path | None = None, allow_pickle: bool = False) -> Checkpoint:
-    """Load the named model; None means the bundled default, verified against its manifest hashes."""
+    """Load the named model: a path when it exists, else a hub id from the Hugging Face cache (never downloads;
+    raises `hub.HubError`, or ImportError without huggingface_hub); None means the bundled default, verified against
+    its manifest hashes."""
     if model is not None:
         path = Path(model).expanduser()
-        if not path.exists():
-            raise CheckpointError(f"{path}: no such model file or directory")
-        return load_checkpoint(path, allow_pickle=allow_pickle)
+        if path.exists():
+            return load_checkpoint(path, allow_pickle=allow_pickle)
+        hub_id = parse_hub_id(str(model))
+        if hub_id is None:
+            raise CheckpointError(f"{path}: no such model file or directory (nor a hub id like {OFFICIAL_MODEL})")
+        snapshot = cached_snapshot(hub_id)
+        checkpoint = load_checkpoint(snapshot, allow_pickle=allow_pickle)
+        checkpoint.metadata["hub_id"] = f"{hub_id.repo_id}@{snapshot.name}"  # the commit actually loaded
+        return checkpoint
     manifest = bundled_manifest()
     if manifest is None:
         raise NoDefaultModel(
             "no default model is installed yet: pass --model PATH (a midisynth .safetensors file or a "
-            "diffusers-layout checkpoint directory such as google/music-spectrogram-diffusion)"
+            f"diffusers-layout checkpoint directory) or a hub id such as {OFFICIAL_MODEL} (`midisynth download`)"
         )
     entry = manifest["model"]
     checkpoint = load_model_file(BUNDLED_DIR / entry["file"], expected_sha256=entry["sha256"])

@@ -9,6 +9,7 @@ The library entry point is `Synthesizer`:
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -36,6 +37,9 @@ from midisynth.networks import SpectrogramDiffusion
 from midisynth.tokens import fit_window, pad_tokens, tokenize
 from midisynth.vocoders import Vocoder, load_vocoder
 
+log = logging.getLogger(__name__)  # without logging configured, warnings print as bare lines on stderr
+
+FALLBACK_VOCODER = "griffin-lim"  # used when a model ships no vocoder, or its vocoder cannot run here
 RELEASE_TAIL_SECONDS = 1.0  # audio kept after the last note end, for the release of the final notes
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -106,14 +110,15 @@ class Synthesizer:
         options: RenderOptions | None = None,
         allow_pickle: bool = False,
     ) -> Synthesizer:
-        """Load a model (None: the bundled default; a directory: diffusers layout; a file: midisynth format).
+        """Load a model (None: the bundled default; a directory: diffusers layout; a file: midisynth format; a hub
+        id `owner/name[@revision]`: the Hugging Face cache).
 
-        The vocoder defaults to the one shipped with the model, else Griffin-Lim.
+        The vocoder defaults to the one shipped with the model (see `checkpoint_vocoder`), else Griffin-Lim.
         """
         dev = pick_device(device)
         checkpoint: Checkpoint = resolve_model(model, allow_pickle=allow_pickle)
-        spec = vocoder or (str(checkpoint.vocoder_path) if checkpoint.vocoder_path else "griffin-lim")
-        return cls(checkpoint.model, load_vocoder(spec, dev), dev, options)
+        chosen = load_vocoder(vocoder, dev) if vocoder else checkpoint_vocoder(checkpoint, dev)
+        return cls(checkpoint.model, chosen, dev, options)
 
     # -- spectrogram ------------------------------------------------------------------------------------------------
     def _denoiser(self, cache, guidance: float) -> samplers.Denoiser:
@@ -236,6 +241,19 @@ class Synthesizer:
 
     def with_options(self, **changes) -> Synthesizer:
         return Synthesizer(self.model, self.vocoder, self.device, replace(self.options, **changes))
+
+
+def checkpoint_vocoder(checkpoint: Checkpoint, device: torch.device) -> Vocoder:
+    """The vocoder shipped with a checkpoint (the bundled one, or the official `melgan/model.onnx`), else
+    Griffin-Lim. An ONNX vocoder without onnxruntime installed falls back to Griffin-Lim with a one-line notice."""
+    if checkpoint.vocoder_path is None:
+        return load_vocoder(FALLBACK_VOCODER, device)
+    try:
+        return load_vocoder(str(checkpoint.vocoder_path), device)
+    except ImportError as err:
+        log.warning("midisynth: note: %s/%s not used (%s); vocoding with %s", checkpoint.vocoder_path.parent.name,
+                    checkpoint.vocoder_path.name, err, FALLBACK_VOCODER)
+        return load_vocoder(FALLBACK_VOCODER, device)
 
 
 def _trimmed(source: Iterable[np.ndarray], keep: int,

@@ -1,19 +1,32 @@
-"""Rendering a list of jobs with one progress display; a failed file is recorded and the batch goes on."""
+"""Rendering a list of jobs with one progress display; a failed file is recorded and the batch goes on.
+
+A job writes its mix and, when asked, one stem per instrument (each rendered from that instrument's notes alone),
+the spectrogram (.npy) and a plot (.png). With a loudness target every audio output takes two passes: it is
+rendered to a temporary 32-bit float file beside its target while the mix is measured, then copied into place
+with the mix's gain (so stems keep their level relative to the mix) through a peak limiter (see midisynth.loudness).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from contextlib import nullcontext
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from midisynth.batch import STDIO, Job
 from midisynth.constants import SAMPLE_RATE
+from midisynth.loudness import LoudnessMeter, Normalization, limited_blocks, normalization
 from midisynth.midi import MidiError, Song
 from midisynth.output import (
     OutputError,
+    audio_format,
+    check_writable,
+    make_output_directory,
     resample_stream,
     resampled_length,
     save_npy_atomic,
@@ -21,12 +34,113 @@ from midisynth.output import (
     write_wav_stream,
 )
 from midisynth.pipeline import Synthesizer
+from midisynth.stems import instruments, stem_path, stem_song
 
 
 @dataclass(frozen=True)
 class RenderFailure:
     name: str
     message: str
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """How every job's audio is written."""
+
+    sample_rate: int = SAMPLE_RATE  # Hz (soxr resampling from the model's 16 kHz)
+    container: str | None = None  # WAV, FLAC or OGG; None: each target's extension
+    bit_depth: str | None = None  # 16, 24 or 32f; None: 16 (Vorbis for OGG)
+    loudness_lufs: float | None = None  # integrated loudness to normalise to; None: as rendered
+    stems: bool = False  # also one file per instrument beside the mix
+    overwrite: bool = False
+
+
+class JobOutputs:
+    """Everything one job writes. `parts` lists (notes, target) of the mix and then its stems; call `write` for
+    each part's audio, then `finish`. Used as a context manager, so temporary files go however the job ends."""
+
+    def __init__(self, job: Job, song: Song, settings: OutputSettings, mel_out: Path | None = None,
+                 plot: Path | None = None):
+        self.song, self.settings, self.mel_out, self.plot = song, settings, mel_out, plot
+        self.parts: list[tuple[Song, str]] = [(song, job.target)]
+        if settings.stems:
+            self.parts += [(stem_song(song, inst), str(stem_path(job.target, inst))) for inst in instruments(song)]
+        self._encodings = [audio_format(target, settings.container, settings.bit_depth) for _, target in self.parts]
+        for _, target in self.parts:  # fail before rendering rather than after
+            if target != STDIO:
+                check_writable(Path(target), settings.overwrite)
+        self._unscaled: dict[int, tuple[Path, int]] = {}  # part -> (temporary float file, samples), for loudness
+        self._mix_meter: LoudnessMeter | None = None  # the mix's loudness, measured in the first pass
+        self._cleanup = ExitStack()
+
+    def __enter__(self) -> JobOutputs:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._cleanup.close()
+
+    @property
+    def wants_mel(self) -> bool:
+        """Whether `finish` needs the mix's spectrogram."""
+        return self.mel_out is not None or self.plot is not None
+
+    def write(self, part: int, chunks: Iterable[np.ndarray], num_samples: int) -> None:
+        """Write a part's audio: 16 kHz chunks, `num_samples` samples in all (at 16 kHz)."""
+        rate = self.settings.sample_rate
+        chunks, num_samples = resample_stream(chunks, rate), resampled_length(num_samples, rate)
+        if self.settings.loudness_lufs is None:
+            self._write_final(part, chunks, num_samples)
+            return
+        if part == 0:
+            self._mix_meter = LoudnessMeter(rate)
+            chunks = self._mix_meter.metered(chunks)
+        target = self.parts[part][1]
+        unscaled = self._temporary_file(target)
+        try:
+            with sf.SoundFile(unscaled, "w", rate, 1, format="RF64", subtype="FLOAT") as f:  # RF64: over 4 GB
+                for chunk in chunks:
+                    f.write(chunk)
+        except (OSError, sf.SoundFileRuntimeError) as err:
+            raise OutputError(f"{target}: writing the unscaled audio for --loudness failed ({err})") from None
+        self._unscaled[part] = (unscaled, num_samples)
+
+    def finish(self, mel_parts: list[np.ndarray]) -> Normalization | None:
+        """Second loudness pass (if any), then the spectrogram and plot from the mix's `mel_parts` [frames, 128]."""
+        result = None
+        if self.settings.loudness_lufs is not None:
+            result = normalization(self._unscaled[0][0], self._mix_meter.integrated_lufs(), self.settings.loudness_lufs)
+            for part, (unscaled, num_samples) in sorted(self._unscaled.items()):
+                self._write_final(part, limited_blocks(unscaled, result.gain), num_samples)
+        if self.wants_mel:
+            features = np.concatenate(mel_parts).astype(np.float32)
+            if self.mel_out is not None:
+                save_npy_atomic(self.mel_out, features)
+            if self.plot is not None:
+                from midisynth.plot import save_plot
+
+                save_plot(self.plot, features, self.song)
+        return result
+
+    def _write_final(self, part: int, chunks: Iterable[np.ndarray], num_samples: int) -> None:
+        target, encoding, rate = self.parts[part][1], self._encodings[part], self.settings.sample_rate
+        if target == STDIO:
+            write_wav_stream(chunks, num_samples, sample_rate=rate, subtype=encoding.subtype)
+            return
+        make_output_directory(Path(target).parent, target)
+        write_audio_file(Path(target), chunks, overwrite=self.settings.overwrite, sample_rate=rate, encoding=encoding)
+
+    def _temporary_file(self, target: str) -> Path:
+        """An empty file beside `target` (the system's temporary folder for stdout), deleted on exit."""
+        directory = None if target == STDIO else Path(target).parent
+        if directory is not None:
+            make_output_directory(directory, target)
+        try:
+            fd, name = tempfile.mkstemp(dir=directory, prefix=".midisynth-", suffix=".unscaled.wav")
+        except OSError as err:
+            raise OutputError(f"{target}: cannot create a temporary file ({err.strerror or err})") from None
+        os.close(fd)
+        self._cleanup.callback(Path(name).unlink, missing_ok=True)
+        return Path(name)
 
 
 def _progress():
@@ -39,76 +153,88 @@ def _progress():
     )
 
 
-def _write(job: Job, chunks: Iterable[np.ndarray], num_samples: int, overwrite: bool, rate: int) -> None:
-    """Write 16 kHz chunks to the job's target (file or stdout), resampled to `rate` Hz."""
-    chunks = resample_stream(chunks, rate)
-    if job.target == STDIO:
-        write_wav_stream(chunks, resampled_length(num_samples, rate), sample_rate=rate)
-    else:
-        target = Path(job.target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        write_audio_file(target, chunks, overwrite=overwrite, sample_rate=rate)
-
-
-def render_job(
-    synth: Synthesizer,
-    job: Job,
-    song: Song,
-    overwrite: bool,
-    mel_out: Path | None,
-    on_window: Callable[[int, int], None] | None,
-    rate: int = SAMPLE_RATE,
-) -> None:
-    """Render one song to its target (file or stdout), streaming window by window."""
+def render_job(synth: Synthesizer, outputs: JobOutputs,
+               on_window: Callable[[int, int], None] | None) -> Normalization | None:
+    """Render a job's parts one after another, each streamed window by window; progress counts all parts."""
     mel_parts: list[np.ndarray] = []
-    sink = mel_parts.append if mel_out is not None else None
-    _write(job, synth.stream(song, on_window=on_window, mel_sink=sink), synth.num_samples(song), overwrite, rate)
-    if mel_out is not None:
-        save_npy_atomic(mel_out, np.concatenate(mel_parts).astype(np.float32))
+    count = len(outputs.parts)
+    for part, (notes, _) in enumerate(outputs.parts):
+        def progress(done: int, total: int, part=part) -> None:
+            if on_window is not None:
+                on_window(part * total + done, count * total)
+
+        sink = mel_parts.append if part == 0 and outputs.wants_mel else None
+        outputs.write(part, synth.stream(notes, on_window=progress, mel_sink=sink), synth.num_samples(notes))
+    return outputs.finish(mel_parts)
+
+
+def _report(job: Job, result: Normalization | None, notify: Callable[[str], None] | None) -> None:
+    if result is not None and result.warning and notify is not None:
+        notify(f"{job.name}: {result.warning}")
 
 
 def _batched(
     synth: Synthesizer,
     jobs: list[Job],
-    overwrite: bool,
     read_song: Callable[[str], Song],
+    settings: OutputSettings,
+    plots: Mapping[str, Path],
     failures: list[RenderFailure],
+    notify: Callable[[str], None] | None,
     on_window: Callable[[int, int], None],
     on_file: Callable[[], None],
-    rate: int,
 ) -> None:
-    """Render jobs as one batch of songs (windows of different songs share network calls)."""
-    loaded: list[tuple[Job, Song]] = []
-    for job in jobs:
-        try:
-            loaded.append((job, read_song(job.source)))
-        except MidiError as err:
-            failures.append(RenderFailure(job.name, str(err)))
-            on_file()
-    for index, features in synth.spectrogram_songs([song for _, song in loaded], on_window=on_window):
-        job, song = loaded[index]
-        try:
-            _write(job, synth.vocoder.stream(features), synth.num_samples(song), overwrite, rate)
-        except OutputError as err:
-            failures.append(RenderFailure(job.name, str(err)))
-        on_file()
+    """Render jobs as one batch of songs (windows of different songs, stems included, share network calls)."""
+    with ExitStack() as stack:
+        opened: list[tuple[Job, JobOutputs]] = []
+        for job in jobs:
+            try:
+                outputs = JobOutputs(job, read_song(job.source), settings, plot=plots.get(job.target))
+                opened.append((job, stack.enter_context(outputs)))
+            except (MidiError, OutputError) as err:
+                failures.append(RenderFailure(job.name, str(err)))
+                on_file()
+        flat = [(k, part) for k, (_, outputs) in enumerate(opened) for part in range(len(outputs.parts))]
+        songs = [opened[k][1].parts[part][0] for k, part in flat]
+        remaining = [len(outputs.parts) for _, outputs in opened]  # parts still to write; 0 once failed or done
+        mix_mels: dict[int, list[np.ndarray]] = {}
+        for position, features in synth.spectrogram_songs(songs, on_window=on_window):
+            k, part = flat[position]
+            job, outputs = opened[k]
+            if remaining[k] == 0:
+                continue
+            try:
+                outputs.write(part, synth.vocoder.stream(features), synth.num_samples(songs[position]))
+                if part == 0 and outputs.wants_mel:
+                    mix_mels[k] = features
+                remaining[k] -= 1
+                if remaining[k] == 0:
+                    _report(job, outputs.finish(mix_mels.pop(k, [])), notify)
+                    on_file()
+            except OutputError as err:
+                failures.append(RenderFailure(job.name, str(err)))
+                remaining[k] = 0
+                on_file()
 
 
 def run_jobs(
     synth: Synthesizer,
     jobs: list[Job],
-    overwrite: bool,
-    mel_out: Path | None,
     read_song: Callable[[str], Song],
-    progress: bool,
+    settings: OutputSettings | None = None,
+    mel_out: Path | None = None,
+    plots: Mapping[str, Path] | None = None,
+    progress: bool = True,
     batch_size: int = 1,
-    sample_rate: int = SAMPLE_RATE,
+    notify: Callable[[str], None] | None = None,
 ) -> list[RenderFailure]:
     """Render every job; returns the failures (bad MIDI, unwritable output), each with a one-line reason.
 
-    With `batch_size` > 1, that many songs are generated together (faster per song; audio is written when each
-    song's spectrogram is complete rather than window by window).
+    `plots` maps a job's target to its plot's path; `notify` receives warnings that are not failures (a loudness
+    target missed to avoid clipping). With `batch_size` > 1, that many songs are generated together (faster per
+    song; audio is written when each song's spectrogram is complete rather than window by window).
     """
+    settings, plots = settings or OutputSettings(), plots or {}
     failures: list[RenderFailure] = []
     with _progress() if progress else nullcontext() as bar:
         files_task = bar.add_task("files", total=len(jobs)) if bar and len(jobs) > 1 else None
@@ -116,10 +242,9 @@ def run_jobs(
             windows_task = bar.add_task("windows", total=None) if bar else None
             for first in range(0, len(jobs), batch_size):
                 _batched(
-                    synth, jobs[first : first + batch_size], overwrite, read_song, failures,
+                    synth, jobs[first : first + batch_size], read_song, settings, plots, failures, notify,
                     on_window=lambda done, total: bar and bar.update(windows_task, completed=done, total=total),
                     on_file=lambda: bar and bar.update(files_task, advance=1),
-                    rate=sample_rate,
                 )
             return failures
         for job in jobs:
@@ -130,7 +255,9 @@ def run_jobs(
                     bar.update(task, completed=done, total=total)
 
             try:
-                render_job(synth, job, read_song(job.source), overwrite, mel_out, on_window, sample_rate)
+                song = read_song(job.source)
+                with JobOutputs(job, song, settings, mel_out, plots.get(job.target)) as outputs:
+                    _report(job, render_job(synth, outputs, on_window), notify)
             except (MidiError, OutputError) as err:
                 failures.append(RenderFailure(job.name, str(err)))
             except OSError as err:

@@ -163,3 +163,75 @@ def test_missing_module_and_inconsistent_config(tmp_path, reference):
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="modules disagree on d_model"):
         load_diffusers(broken)
+
+
+class _TouchOnLoad:
+    """A pickle payload: unpickling it creates `path` (as a hostile checkpoint could run any code)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return Path.touch, (self.path,)
+
+
+def test_pickle_code_never_runs_even_with_allow_pickle(tmp_path, reference):
+    import shutil
+
+    root, _ = reference
+    hostile = tmp_path / "hostile"
+    shutil.copytree(root, hostile)
+    (hostile / "decoder" / "diffusion_pytorch_model.safetensors").unlink()
+    weights = hostile / "decoder" / "diffusion_pytorch_model.bin"
+    marker = tmp_path / "code-ran"
+    torch.save({"spec_out.weight": _TouchOnLoad(marker)}, weights)
+    with pytest.raises(CheckpointError, match="--allow-pickle"):
+        load_diffusers(hostile)
+    with pytest.raises(CheckpointError, match="unreadable weights"):
+        load_diffusers(hostile, allow_pickle=True)
+    assert not marker.exists()
+    torch.load(weights, weights_only=False)  # the payload is live: a plain unpickling runs it
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"vocab_size": 10}, "vocab_size must be at least 1391"),
+    ({"d_model": -32}, "d_model must be a non-negative number"),
+    ({"prediction": "x0"}, "prediction must be one of"),
+    ({"colour": "blue"}, r"unknown keys \['colour'\]"),
+])
+def test_invalid_config_in_a_model_file(tmp_path, tiny_cfg, change, message):
+    from safetensors import safe_open
+
+    path = tmp_path / "m.safetensors"
+    save_model(SpectrogramDiffusion(tiny_cfg), path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    meta["model_config"] = json.dumps({**tiny_cfg.to_dict(), **change})
+    save_file(load_file(str(path)), str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match=f"invalid model config in metadata .*{message}"):
+        load_checkpoint(path)
+
+
+def test_corrupted_bundled_model_is_refused_before_rendering(tmp_path, tiny_cfg, short_midi, monkeypatch):
+    from midisynth import models
+    from tests.test_cli import FAST, run
+
+    bundled = tmp_path / "bundled"
+    digest = save_model(SpectrogramDiffusion(tiny_cfg), bundled / "model.safetensors")
+    (bundled / "manifest.json").write_text(json.dumps({"model": {"file": "model.safetensors", "sha256": digest}}))
+    monkeypatch.setattr(models, "BUNDLED_DIR", bundled)
+    monkeypatch.setattr(models, "MANIFEST", bundled / "manifest.json")
+    monkeypatch.delenv("MIDISYNTH_MODEL", raising=False)
+    out = tmp_path / "song.wav"
+    assert run("render", str(short_midi), "-o", str(out), *FAST).exit_code == 0
+    out.unlink()
+    data = bytearray((bundled / "model.safetensors").read_bytes())
+    data[-10] ^= 0x01  # one bit of one weight
+    (bundled / "model.safetensors").write_bytes(bytes(data))
+    result = run("render", str(short_midi), "-o", str(out), *FAST)
+    assert result.exit_code == 2
+    assert "model.safetensors: sha256 mismatch (file corrupted or replaced)" in result.output
+    assert not out.exists()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import random
+import subprocess
+import sys
 from dataclasses import FrozenInstanceError
 from pathlib import Path
 
@@ -16,9 +18,9 @@ from hypothesis import strategies as st
 from midisynth.constants import EOS_ID
 from midisynth.midi import MidiError, Note, Song, apply_sustain, read_midi
 from midisynth.tokens import tokenize
+from tests.malformed import C4_ONE_BEAT, END_OF_TRACK, REFUSED, RENDERS, VALID, meta, mutations, smf
 
 DATA = Path(__file__).parent / "data"
-VALID = sorted((DATA / "midi").glob("*.mid"))
 HEADER = b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0"  # format 1, one track, 480 ticks per beat
 
 
@@ -108,6 +110,10 @@ def test_drums_are_named_and_notes_are_immutable():
     (HEADER + b"MTrk\x00\x00\x01\x00\x00\x90\x3c", r"truncated track \(1 of 1: 256 bytes declared, 3 present\)"),
     (HEADER + b"MTrk\x00\x00\x00\x03\x00\x90\x3c", r"malformed MIDI \(data ends inside a message\)"),
     (HEADER + b"MTrk\x00\x00\x00\x02\x00\x3c", r"malformed MIDI \(running status"),
+    (REFUSED["smpte_timing"], r"SMPTE time division \(frames per second\) is not supported"),
+    (REFUSED["zero_ticks_per_beat"], r"bad header \(0 ticks per beat\)"),
+    (REFUSED["zero_tempo"], r"malformed MIDI \(a tempo of 0 microseconds per beat\)"),
+    (smf(meta(0x51, b"") + END_OF_TRACK), r"malformed MIDI \(an event is shorter than its type requires\)"),
 ])
 def test_bad_bytes_give_midi_error(data, message):
     with pytest.raises(MidiError, match=message):
@@ -142,17 +148,46 @@ def test_truncations_and_mutations_of_valid_files():
         for cut in sorted({1, 4, 13, 14, 22, len(data) // 2, len(data) - 1}):
             with pytest.raises(MidiError):  # every cut loses part of the header or of a track
                 read_midi(data[:cut])
-        for _ in range(20):
-            mutated = bytearray(data)
-            for _ in range(rng.randint(1, 8)):
-                mutated[rng.randrange(len(mutated))] = rng.randrange(256)
-            _read_or_midi_error(bytes(mutated))
+        for mutated in mutations(data, rng, 20):
+            _read_or_midi_error(mutated)
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_after_a_header(tail):
     _read_or_midi_error(b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x00\x60" + tail)
+
+
+def test_empty_tracks_are_read():
+    """A track chunk of 0 bytes (no End of Track event) is tolerated, as in other readers."""
+    song = read_midi(RENDERS["empty_tracks"])
+    assert [(n.start, n.end, n.pitch) for n in song.notes] == [(0.0, 0.5, 60)]
+    assert read_midi(smf(b"", C4_ONE_BEAT + END_OF_TRACK, b"")).notes == song.notes
+
+
+@pytest.mark.parametrize("path", VALID, ids=[p.stem for p in VALID])
+def test_event_limit_counts_events_exactly(path):
+    events = sum(len(track) for track in mido.MidiFile(path).tracks)
+    read_midi(path, max_events=events)
+    with pytest.raises(MidiError, match=f"over {events - 1:,} MIDI events, the limit .*--max-events"):
+        read_midi(path, max_events=events - 1)
+
+
+def test_fuzz_target_runs_briefly(tmp_path):
+    """tests/fuzz_midi.py under libFuzzer for 10 000 inputs, from the fixtures and the hand-made edge cases."""
+    pytest.importorskip("atheris", reason="coverage-guided fuzzing needs atheris (the test extra)")
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    for name, data in {**RENDERS, **REFUSED}.items():
+        (seeds / name).write_bytes(data)
+    (tmp_path / "corpus").mkdir()
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "fuzz_midi.py"), str(tmp_path / "corpus"), str(seeds),
+         str(DATA / "midi"), "-runs=10000", "-max_total_time=20", "-seed=1", f"-artifact_prefix={tmp_path}/"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "Done" in result.stderr and "runs in" in result.stderr
 
 
 def test_excerpt_cuts_and_retimes():
