@@ -166,17 +166,18 @@ def _default_file_mode() -> int:
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds, delete it otherwise.
 
-    The temporary file is created (empty) with the permissions a plain open() would give, so the finished file
-    is readable like any other output rather than private to its owner.
+    The finished file gets the permissions a plain open() would give, so it is readable like any other output
+    rather than private to its owner (mkstemp's 0600), even when the writer replaced the temporary file with its
+    own (safetensors' save_file does, with 0600).
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".part")
     tmp = Path(tmp_name)
     try:
-        os.fchmod(fd, _default_file_mode())
         os.close(fd)
         yield tmp
+        os.chmod(tmp, _default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -10,8 +10,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from midisynth.checkpoints import save_model
+from midisynth.config import load_config
 from midisynth.constants import SAMPLE_RATE
+from midisynth.networks import SpectrogramDiffusion
 from midisynth.output import OutputError, save_text_atomic, write_audio_file, write_wav_stream
+from tests.conftest import ROOT
 
 
 def _chunks(num_chunks: int, size: int = 1600):
@@ -24,9 +28,10 @@ def test_finished_file_has_umask_permissions(tmp_path):
     try:
         write_audio_file(tmp_path / "a.wav", _chunks(2))
         save_text_atomic(tmp_path / "a.json", "{}")
+        save_model(SpectrogramDiffusion(load_config(ROOT / "configs" / "tiny.toml").model), tmp_path / "m.safetensors")
     finally:
         os.umask(old)
-    for name in ("a.wav", "a.json"):
+    for name in ("a.wav", "a.json", "m.safetensors"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
 
 
