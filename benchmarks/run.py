@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from midisynth.output import save_text_atomic
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -105,9 +107,12 @@ def write_long_midi(path: Path, minutes: float) -> Path:
 
 def bench_peak_rss(model: str | None, tmp: Path) -> dict:
     """Peak resident memory (MiB) of a whole `midisynth render` process for a 1- and a 10-minute song."""
-    script = ("import resource, sys; from midisynth.cli import app\n"
+    # VmHWM is the high-water mark of the process's own memory map, which starts afresh at exec; ru_maxrss would
+    # carry over the forking parent's size (this benchmark process holds the base-size models by then).
+    script = ("import re, sys; from midisynth.cli import app\n"
               "try:\n    app(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+              "status = open('/proc/self/status').read()\n"
+              "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1)) / 1024)")
     results = {}
     for minutes in (1, 10):
         midi = write_long_midi(tmp / f"song_{minutes}min.mid", minutes)
@@ -142,6 +147,34 @@ def bench_default_model(seconds: float = 30.0) -> dict | None:
     windows = len(tokenize(song))
     return {"audio_s": samples / 16_000, "render_s": total, "real_time_factor": samples / 16_000 / total,
             "seconds_per_window": total / windows, "time_to_first_audio_s": first, "options": str(synth.options)}
+
+
+def bench_batch_throughput(device: str, num_songs: int = 4, seconds: float = 15.0) -> dict | None:
+    """Windows per second of the bundled model at default settings for `num_songs` songs generated one at a time
+    vs together (`--batch-size`), spectrograms only (the vocoder's cost is the same either way)."""
+    from midisynth.midi import read_midi
+    from midisynth.models import bundled_manifest
+    from midisynth.pipeline import Synthesizer
+    from midisynth.tokens import tokenize
+
+    if bundled_manifest() is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        songs = [read_midi(write_long_midi(Path(tmp) / f"song{i}.mid", seconds / 60)) for i in range(num_songs)]
+    windows = sum(len(tokenize(song)) for song in songs)
+    synth = Synthesizer.from_pretrained(device=device)
+
+    def one_at_a_time() -> None:
+        for song in songs:
+            list(synth.spectrogram_songs([song]))
+
+    def together() -> None:
+        list(synth.spectrogram_songs(songs))
+
+    alone_s = median_seconds(one_at_a_time, repeats=2)
+    batched_s = median_seconds(together, repeats=2)
+    return {"device": device, "songs": num_songs, "windows": windows, "batch_1_windows_per_s": windows / alone_s,
+            f"batch_{num_songs}_windows_per_s": windows / batched_s, "speedup": alone_s / batched_s}
 
 
 def bench_help(repeats: int = 5) -> float:
@@ -182,6 +215,8 @@ def main() -> None:
                       "diffusers_s_per_window": ref100, "midisynth_s_per_window": ours, "speedup": ref100 / ours})
     report["per_window"] = table
     report["default_model"] = bench_default_model()
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    report["batch_throughput"] = [row for row in map(bench_batch_throughput, devices) if row is not None]
     from midisynth.models import bundled_manifest
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -195,7 +230,7 @@ def main() -> None:
             save_model(SpectrogramDiffusion(load_config(ROOT / "configs" / "tiny.toml").model), tiny)
         report["peak_rss"] = bench_peak_rss(tiny, Path(tmp))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2))
+    save_text_atomic(args.out, json.dumps(report, indent=2))
     print(f"midisynth --help: {report['help_s']:.3f} s")
     print(f"{'setting':<90} {'diffusers s':>12} {'midisynth s':>12} {'speedup':>8}")
     for row in table:
@@ -205,6 +240,8 @@ def main() -> None:
         d = report["default_model"]
         print(f"default model: {d['real_time_factor']:.1f}x real time, {d['seconds_per_window']:.2f} s/window, "
               f"first audio after {d['time_to_first_audio_s']:.2f} s")
+    for row in report["batch_throughput"]:
+        print(f"batch of {row['songs']} songs on {row['device']}: {row['speedup']:.2f}x the windows/s of one at a time")
     rss = report["peak_rss"]
     print(f"peak RSS: 1 min {rss['1min']['peak_rss_mib']:.0f} MiB, 10 min {rss['10min']['peak_rss_mib']:.0f} MiB "
           f"(ratio {rss['ratio_10_to_1']:.2f})")

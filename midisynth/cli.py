@@ -59,7 +59,7 @@ ModelOption = Annotated[str | None, typer.Option(
     envvar="MIDISYNTH_MODEL")]
 DeviceOption = Annotated[Device, typer.Option(help="Where to run the networks.", envvar="MIDISYNTH_DEVICE")]
 SamplerOption = Annotated[str, typer.Option(help="ddpm (diffusers), paper, ddim or dpmpp.")]
-StepsOption = Annotated[int | None, typer.Option(min=1, help="Denoising steps per window.", show_default="the sampler's")]
+StepsOption = Annotated[int | None, typer.Option(min=1, help="Denoising steps per window.", show_default="4 for ddim, else the sampler's")]
 GuidanceOption = Annotated[float, typer.Option(min=1.0, help="Classifier-free guidance weight; 1 disables it.")]
 SeedOption = Annotated[int, typer.Option(help="Random seed (same seed, model and device: same audio).")]
 VocoderOption = Annotated[str | None, typer.Option(help="griffin-lim, PATH.onnx or PATH.safetensors (neural vocoder).", show_default="the model's, else griffin-lim")]

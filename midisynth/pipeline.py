@@ -25,6 +25,7 @@ from midisynth.constants import (
     DEFAULT_GUIDANCE,
     DEFAULT_PRECISION,
     DEFAULT_SAMPLER,
+    DEFAULT_STEPS,
     FRAME_RATE,
     HOP_LENGTH,
     MIN_LOG_MEL,
@@ -46,7 +47,8 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """How each window is sampled. `steps=None` takes the sampler's recommended count."""
+    """How each window is sampled. `steps=None` takes DEFAULT_STEPS for the default sampler, else the sampler's
+    recommended count."""
 
     sampler: str = DEFAULT_SAMPLER
     steps: int | None = None
@@ -66,7 +68,9 @@ class RenderOptions:
 
     @property
     def num_steps(self) -> int:
-        return self.steps if self.steps is not None else samplers.SAMPLERS[self.sampler].default_steps
+        if self.steps is not None:
+            return self.steps
+        return DEFAULT_STEPS if self.sampler == DEFAULT_SAMPLER else samplers.SAMPLERS[self.sampler].default_steps
 
 
 def pick_device(device: str = "auto") -> torch.device:

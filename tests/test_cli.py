@@ -16,7 +16,7 @@ from midisynth.batch import UsageError, plan_jobs
 from midisynth.cli import app
 from midisynth.constants import HOP_LENGTH, SAMPLE_RATE
 
-FAST = ["--sampler", "ddim", "--steps", "2", "--guidance", "1", "-q"]
+FAST = ["--sampler", "ddim", "--steps", "2", "--guidance", "1", "--precision", "fp32", "-q"]
 
 
 def run(*args: str, input: bytes | None = None):

@@ -28,7 +28,7 @@ from midisynth.stems import instruments, stem_path
 
 pyloudnorm = pytest.importorskip("pyloudnorm")
 
-FAST = ["--sampler", "ddim", "--steps", "2", "--guidance", "1", "-q"]
+FAST = ["--sampler", "ddim", "--steps", "2", "--guidance", "1", "--precision", "fp32", "-q"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 QUANTUM = {"PCM_16": 2**-15, "PCM_24": 2**-23, "FLOAT": 0.0}  # one step of each sample format (full scale 1.0)
 

@@ -30,7 +30,7 @@ from tests.reference import save_reference_checkpoint
 
 REPO = hub.OFFICIAL_MODEL
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-FAST = ["--sampler", "ddim", "--steps", "2", "--guidance", "1", "-q"]
+FAST = ["--sampler", "ddim", "--steps", "2", "--guidance", "1", "--precision", "fp32", "-q"]
 
 
 def run(*args: str):
