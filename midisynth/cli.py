@@ -182,7 +182,7 @@ def render(
 ) -> None:
     """Render MIDI to audio: WAV, FLAC or OGG (by extension or --format), optionally loudness-normalised, with
     per-instrument stems and a spectrogram plot."""
-    from midisynth.batch import STDIO, UsageError, parse_shard, plan_jobs, shard
+    from midisynth.batch import UsageError, parse_shard, plan_jobs, shard, unfinished
     from midisynth.output import EXTENSIONS, OutputError
 
     container = output_format.value.upper() if output_format else None
@@ -202,7 +202,7 @@ def render(
         _err("--mel-out takes exactly one input")
         raise typer.Exit(EXIT_USAGE)
     if skip_existing:
-        jobs = [j for j in jobs if j.target == STDIO or not Path(j.target).exists()]
+        jobs = unfinished(jobs)
         if not jobs:
             if not quiet:
                 _err("nothing to do: every output exists (--skip-existing)")

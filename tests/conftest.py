@@ -13,6 +13,8 @@ from midisynth.config import load_config
 from midisynth.networks import SpectrogramDiffusion
 
 ROOT = Path(__file__).resolve().parent.parent
+# CLI options for quick renders with the tiny test models (fp32: outputs compared across processes and batches).
+FAST = ["--sampler", "ddim", "--steps", "2", "--guidance", "1", "--precision", "fp32", "-q"]
 
 
 def write_midi(path: Path, notes: list[tuple[int, float, float, int]], program: int = 0, is_drum: bool = False) -> Path:

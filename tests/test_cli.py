@@ -15,8 +15,7 @@ from typer.testing import CliRunner
 from midisynth.batch import UsageError, plan_jobs
 from midisynth.cli import app
 from midisynth.constants import HOP_LENGTH, SAMPLE_RATE
-
-FAST = ["--sampler", "ddim", "--steps", "2", "--guidance", "1", "--precision", "fp32", "-q"]
+from tests.conftest import FAST
 
 
 def run(*args: str, input: bytes | None = None):

@@ -25,10 +25,10 @@ from midisynth.output import OutputError, wav_header
 from midisynth.plot import AXIS_INCHES, DPI, LANE_INCHES, SPECTROGRAM_INCHES, WIDTH_INCHES
 from midisynth.render_jobs import JobOutputs, OutputSettings
 from midisynth.stems import instruments, stem_path
+from tests.conftest import FAST
 
 pyloudnorm = pytest.importorskip("pyloudnorm")
 
-FAST = ["--sampler", "ddim", "--steps", "2", "--guidance", "1", "--precision", "fp32", "-q"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 QUANTUM = {"PCM_16": 2**-15, "PCM_24": 2**-23, "FLOAT": 0.0}  # one step of each sample format (full scale 1.0)
 

@@ -24,13 +24,12 @@ from midisynth.constants import HOP_LENGTH
 from midisynth.models import resolve_model
 from midisynth.pipeline import Synthesizer
 from midisynth.vocoders import GriffinLim, OnnxVocoder
-from tests.conftest import ROOT
+from tests.conftest import FAST, ROOT
 from tests.onnx_models import NEEDS_ONNXRUNTIME, ToyMelGan, export_onnx
 from tests.reference import save_reference_checkpoint
 
 REPO = hub.OFFICIAL_MODEL
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
-FAST = ["--sampler", "ddim", "--steps", "2", "--guidance", "1", "--precision", "fp32", "-q"]
 
 
 def run(*args: str):
