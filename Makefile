@@ -32,7 +32,12 @@ lint: $(VENV)/.test-installed
 bench: $(VENV)/.test-installed
 	$(BIN)/python -m benchmarks.run --out benchmarks/results.json
 
-data: install
+$(VENV)/.data-installed: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[data]'
+	touch $@
+
+# music21's corpus is part of the training and held-out material: without it the data set (and its split) differ.
+data: $(VENV)/.data-installed
 	$(BIN)/midisynth dataset $(DATA) --hours $(HOURS)
 
 train: install

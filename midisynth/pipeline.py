@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
+from copy import deepcopy as copy_module
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -104,6 +105,7 @@ class Synthesizer:
         self.model = model.to(self.device).eval()
         self.vocoder = vocoder
         self.options = options or RenderOptions()
+        self._networks: dict[str, SpectrogramDiffusion] = {"fp32": self.model}  # by precision, made on first use
 
     @classmethod
     def from_pretrained(
@@ -125,13 +127,23 @@ class Synthesizer:
         return cls(checkpoint.model, chosen, dev, options)
 
     # -- spectrogram ------------------------------------------------------------------------------------------------
-    def _denoiser(self, cache, guidance: float) -> samplers.Denoiser:
+    def _network(self, precision: str) -> SpectrogramDiffusion:
+        """The model with its Linear weights stored in `precision`'s dtype (copied once, on first use).
+
+        Under autocast every Linear casts its fp32 weight on every call (in inference mode autocast keeps no cast
+        cache): 43 % of a base-size bf16 denoising step on this CPU. Casting once gives the same numbers.
+        """
+        if precision not in self._networks:
+            self._networks[precision] = linear_weights_as(self.model, PRECISIONS[precision])
+        return self._networks[precision]
+
+    def _denoiser(self, network: SpectrogramDiffusion, cache, guidance: float) -> samplers.Denoiser:
         """ε(x, t) for the samplers: the decoder's output (converted from v for v-models), guided if asked."""
-        if self.model.cfg.prediction == "v":
+        if network.cfg.prediction == "v":
             def decoder(x, t, cache):
-                return samplers.eps_from_v(x, self.model.decoder(x, t, cache).float(), t)
+                return samplers.eps_from_v(x, network.decoder(x, t, cache).float(), t)
         else:
-            decoder = self.model.decoder
+            decoder = network.decoder
         if guidance == 1.0:
             return lambda x, t: decoder(x, t, cache)
 
@@ -156,6 +168,7 @@ class Synthesizer:
         float rounding.
         """
         opts = options or self.options
+        network = self._network(opts.precision)
         generators = [torch.Generator().manual_seed(opts.seed) for _ in songs]
         context = torch.zeros(len(songs), WINDOW_FRAMES, N_MELS, device=self.device)  # network range
         half = PRECISIONS[opts.precision]
@@ -167,8 +180,8 @@ class Synthesizer:
             rows = torch.tensor(active, device=self.device)
             has_context = torch.full((len(active),), index > 0, device=self.device)
             with torch.autocast(self.device.type, dtype=half, enabled=half is not None):
-                cache = self.model.encode(tokens, context[rows], has_context)
-                denoise = self._denoiser(cache, opts.guidance)
+                cache = network.encode(tokens, context[rows], has_context)
+                denoise = self._denoiser(network, cache, opts.guidance)
                 x = samplers.sample(opts.sampler, lambda z, t, d=denoise: d(z, t).float(),
                                     (len(active), WINDOW_FRAMES, N_MELS), opts.num_steps,
                                     [generators[i] for i in active], self.device)
@@ -244,7 +257,9 @@ class Synthesizer:
         return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
     def with_options(self, **changes) -> Synthesizer:
-        return Synthesizer(self.model, self.vocoder, self.device, replace(self.options, **changes))
+        synth = Synthesizer(self.model, self.vocoder, self.device, replace(self.options, **changes))
+        synth._networks = self._networks  # share the low-precision copies
+        return synth
 
 
 def checkpoint_vocoder(checkpoint: Checkpoint, device: torch.device) -> Vocoder:
@@ -258,6 +273,16 @@ def checkpoint_vocoder(checkpoint: Checkpoint, device: torch.device) -> Vocoder:
         log.warning("midisynth: note: %s/%s not used (%s); vocoding with %s", checkpoint.vocoder_path.parent.name,
                     checkpoint.vocoder_path.name, err, FALLBACK_VOCODER)
         return load_vocoder(FALLBACK_VOCODER, device)
+
+
+def linear_weights_as(model: SpectrogramDiffusion, dtype: torch.dtype) -> SpectrogramDiffusion:
+    """A copy of `model` whose nn.Linear weights are `dtype` (what autocast would cast them to); the rest (norms,
+    embeddings, tables) stays float32."""
+    cast = copy_module(model).requires_grad_(False)
+    for module in cast.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.to(dtype)
+    return cast
 
 
 def _trimmed(source: Iterable[np.ndarray], keep: int,

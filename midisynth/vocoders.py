@@ -21,7 +21,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from midisynth.audio import NUM_BINS, istft, mel_matrix, stft
+from midisynth.audio import NUM_BINS, istft, mel_matrix, reproject
 from midisynth.constants import HOP_LENGTH, N_MELS
 
 CONTEXT_FRAMES = 32  # frames vocoded on each side of a streamed block (0.64 s)
@@ -149,8 +149,8 @@ class GriffinLim(BlockStreaming):
         spectrum = settle(magnitude * phase)
         previous = None
         for _ in range(self.iterations):
-            rebuilt = stft(istft(spectrum))  # nearest consistent spectrum
-            target = rebuilt if previous is None else rebuilt + self.momentum * (rebuilt - previous)
+            rebuilt = reproject(spectrum)  # nearest consistent spectrum
+            target = rebuilt if previous is None else torch.lerp(previous, rebuilt, 1.0 + self.momentum)
             previous = rebuilt
             spectrum = settle(magnitude * torch.sgn(target))
         return spectrum

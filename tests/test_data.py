@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import random
 import shutil
+import sys
 
 import numpy as np
 import pretty_midi
@@ -79,6 +80,14 @@ def test_music21_pieces_are_deterministic_reassigned_and_short():
         assert all(start < 20.0 for _, _, notes in signature for _, start, _ in notes)
     # music21 writes every part as piano (program 0); re-assignment spreads them over the GM families.
     assert {program for _, signature in first for program, is_drum, _ in signature if not is_drum} != {0}
+
+
+def test_music21_missing_is_said_not_silently_skipped(monkeypatch):
+    from midisynth.data.sources import music21_pieces
+
+    monkeypatch.setitem(sys.modules, "music21", None)  # `from music21 import corpus` now raises ImportError
+    with pytest.warns(UserWarning, match=r"music21 is not installed.*midisynth\[data\]"):
+        assert list(music21_pieces(seed=0)) == []
 
 
 @needs_fluidsynth

@@ -114,6 +114,30 @@ def test_bf16_stays_close_to_fp32(synth):
     assert diff.mean() < 0.03 and np.quantile(diff, 0.99) < 0.2
 
 
+def test_bf16_weight_copy_equals_autocast_and_leaves_the_model_fp32(synth):
+    """Rendering in bf16 uses a copy whose Linear weights are cast once; it must give exactly what autocast gives
+    when it casts the fp32 weights itself, on the encoders and on the decoder."""
+    from midisynth.pipeline import linear_weights_as
+
+    model = synth.model
+    cast = linear_weights_as(model, torch.bfloat16)
+    assert cast.decoder.blocks[0].ff.wi_0.weight.dtype == torch.bfloat16
+    assert cast.decoder.final_norm.weight.dtype == torch.float32  # norms and tables stay fp32
+    assert model.decoder.blocks[0].ff.wi_0.weight.dtype == torch.float32  # the original is untouched
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(3, 1391, (2, 50), generator=g)
+    context = torch.rand(2, WINDOW_FRAMES, 128, generator=g) * 2 - 1
+    x = torch.randn(2, WINDOW_FRAMES, 128, generator=g)
+    t = torch.tensor([0.3, 0.8])
+    has_context = torch.tensor([True, False])
+    outputs = []
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for net in (model, cast):
+            cache = net.encode(tokens, context, has_context)
+            outputs.append(net.decoder(x, t, cache).float())
+    torch.testing.assert_close(outputs[0], outputs[1], atol=0, rtol=0)
+
+
 def test_batched_songs_match_individual_renders(synth, short_midi, two_window_midi):
     """Songs generated together get the noise they would get alone: same spectrograms up to float rounding.
 

@@ -172,6 +172,8 @@ def music21_pieces(
     try:
         from music21 import corpus
     except ImportError:
+        warnings.warn("music21 is not installed, so its corpus is left out of the data set and the held-out split "
+                      "differs; install it with: pip install 'midisynth[data]'", stacklevel=2)
         return
     paths = sorted(p for p in corpus.getPaths() if p.suffix in (".mxl", ".xml", ".musicxml", ".krn"))
     random.Random(seed).shuffle(paths)
