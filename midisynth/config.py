@@ -81,6 +81,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     cond_dropout: float = 0.1  # probability of dropping all conditioning (classifier-free guidance)
+    self_context: float = 0.0  # probability of conditioning on the model's own render of the previous window
     loss: str = "l1"  # "l1" (paper) or "l2"
     precision: str = "bf16"  # "bf16" (autocast) or "fp32"
     checkpoint_every: int = 200  # steps
@@ -93,6 +94,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"train config: lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        if not 0.0 <= self.self_context <= 1.0:
+            raise ValueError(f"train config: self_context must be in [0, 1], got {self.self_context}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

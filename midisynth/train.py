@@ -25,6 +25,7 @@ from midisynth.data.store import WindowDataset, collate_windows
 from midisynth.networks import SpectrogramDiffusion
 from midisynth.output import atomic_path, save_text_atomic
 from midisynth.samplers import q_sample, v_target
+from midisynth.self_context import generate_contexts, mix_contexts
 
 
 def _batches(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
@@ -85,7 +86,10 @@ class Trainer:
         )
         self.step = 0
         self.generator = torch.Generator().manual_seed(self.tc.seed)
-        train_set = WindowDataset(data_dir, split="train")
+        contexts = run_dir / "self_context" if self.tc.self_context > 0 else None
+        train_set = WindowDataset(data_dir, split="train", self_context_dir=contexts)
+        if contexts is not None:  # rendered by the initial model; kept in the run, so a resumed run reuses them
+            generate_contexts(self.ema, data_dir, train_set.records, contexts)
         self.heldout = WindowDataset(data_dir, split="heldout")
         loader_gen = torch.Generator().manual_seed(self.tc.seed + 1)
         self.loader = DataLoader(
@@ -173,6 +177,9 @@ class Trainer:
                 if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
                     break
                 batch = _move(next(batches), self.device)
+                if "model_context" in batch:
+                    batch["context"] = mix_contexts(batch["context"], batch.pop("model_context"),
+                                                    self.tc.self_context, self.generator)
                 for group in self.optimizer.param_groups:
                     group["lr"] = self._lr()
                 with self._autocast():

@@ -123,3 +123,83 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor(tmp_path, tiny_config
 def test_unknown_lr_schedule_is_refused(tiny_config):
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         replace(tiny_config.train, lr_schedule="linear")
+
+
+def test_self_context_is_the_models_free_running_render(tmp_path, tiny_config):
+    """Stored contexts equal what rendering the piece gives (same windows, sampler, seed), piece by piece."""
+    from midisynth.data.store import load_records
+    from midisynth.pipeline import RenderOptions, Synthesizer
+    from midisynth.self_context import generate_contexts, piece_windows
+    from midisynth.vocoders import load_vocoder
+
+    _fake_dataset(tmp_path / "ds", pieces=3)
+    torch.manual_seed(0)
+    from midisynth.networks import SpectrogramDiffusion
+    model = SpectrogramDiffusion(replace(tiny_config.model, dropout_rate=0.0)).train()
+    records = load_records(tmp_path / "ds", "train")
+    fp32 = RenderOptions(precision="fp32")  # bf16 rounding would differ between batch shapes
+    generate_contexts(model, tmp_path / "ds", records, tmp_path / "ctx", fp32, progress=False)
+    assert model.training  # left as it was
+    synth = Synthesizer(model, load_vocoder("griffin-lim"), options=fp32)
+    for record in records:
+        stored = np.load(tmp_path / "ctx" / f"{record.piece_id}.npy")
+        assert stored.shape == (record.windows * WINDOW_FRAMES, 128) and stored.dtype == np.float16
+        tokens = np.load(record.path(tmp_path / "ds", "tokens"))
+        rendered = np.concatenate(list(synth.spectrogram_windows(piece_windows(record, tokens))))
+        difference = np.abs(stored.astype(np.float32) - rendered)  # float16 storage; batch-shape rounding
+        assert difference.mean() < 3e-3 and difference.max() < 0.05  # float16: 0.006 step near -11.5
+    first = tmp_path / "ctx" / f"{records[0].piece_id}.npy"
+    first.write_bytes(b"kept")  # a resumed generation skips pieces that are done
+    generate_contexts(model, tmp_path / "ds", records, tmp_path / "ctx", fp32, progress=False)
+    assert first.read_bytes() == b"kept"
+
+
+def test_dataset_serves_the_render_of_the_previous_window_as_model_context(tmp_path):
+    from midisynth.data.store import WindowDataset, load_records
+
+    _fake_dataset(tmp_path / "ds", pieces=2)
+    (tmp_path / "ctx").mkdir()
+    for record in load_records(tmp_path / "ds", "train"):
+        render = np.arange(record.windows * WINDOW_FRAMES * 128, dtype=np.float32).reshape(-1, 128) % 1000
+        np.save(tmp_path / "ctx" / f"{record.piece_id}.npy", render.astype(np.float16))
+    data = WindowDataset(tmp_path / "ds", "train", self_context_dir=tmp_path / "ctx")
+    first, second = data[0], data[1]  # windows 0 and 1 of the first piece
+    assert torch.equal(first["model_context"], torch.zeros(WINDOW_FRAMES, 128))
+    expected = torch.arange(WINDOW_FRAMES * 128, dtype=torch.float32).reshape(-1, 128) % 1000
+    assert torch.equal(second["model_context"], expected)
+    assert not torch.equal(second["model_context"], second["context"])  # the reference's window stays there too
+    assert "model_context" not in WindowDataset(tmp_path / "ds", "train")[1]
+
+
+def test_mix_contexts_picks_whole_rows_with_the_given_probability():
+    from midisynth.self_context import mix_contexts
+
+    reference, generated = torch.zeros(400, 3, 2), torch.ones(400, 3, 2)
+    assert torch.equal(mix_contexts(reference, generated, 0.0, torch.Generator().manual_seed(0)), reference)
+    assert torch.equal(mix_contexts(reference, generated, 1.0, torch.Generator().manual_seed(0)), generated)
+    mixed = mix_contexts(reference, generated, 0.5, torch.Generator().manual_seed(0))
+    per_row = mixed.mean((1, 2))
+    assert set(per_row.tolist()) == {0.0, 1.0}  # a row is one or the other, never blended
+    assert 150 < int(per_row.sum()) < 250
+
+
+def test_training_with_self_context_generates_contexts_once_and_resumes(tmp_path, tiny_config):
+    _fake_dataset(tmp_path / "ds", pieces=3)
+    cfg = Config(tiny_config.model, replace(tiny_config.train, self_context=0.5))
+    run = tmp_path / "run"
+    trainer = Trainer(cfg, tmp_path / "ds", run)
+    contexts = sorted((run / "self_context").glob("*.npy"))
+    assert len(contexts) == 3
+    trainer.train()
+    assert trainer.step == cfg.train.max_steps
+    stamps = [p.stat().st_mtime_ns for p in contexts]
+    longer = Config(cfg.model, replace(cfg.train, max_steps=cfg.train.max_steps + 1))
+    resumed = Trainer(longer, tmp_path / "ds", run)
+    assert [p.stat().st_mtime_ns for p in contexts] == stamps  # not rendered again
+    resumed.train()
+    assert resumed.step == cfg.train.max_steps + 1
+
+
+def test_self_context_probability_must_be_a_probability(tiny_config):
+    with pytest.raises(ValueError, match="self_context must be in"):
+        replace(tiny_config.train, self_context=1.5)

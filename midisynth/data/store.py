@@ -54,6 +54,11 @@ def save_piece(root: Path, record: PieceRecord, features: np.ndarray, audio: np.
     write_atomic(json_path, lambda f: f.write(json.dumps(asdict(record)).encode()))
 
 
+def self_context_path(folder: Path, piece_id: str) -> Path:
+    """Where `midisynth.self_context` stores a piece's free-running render."""
+    return Path(folder) / f"{piece_id}.npy"
+
+
 def load_records(root: Path, split: str | None = None) -> list[PieceRecord]:
     """Complete pieces of a data set, sorted by id, optionally of one split."""
     records = [PieceRecord(**json.loads(p.read_text())) for p in sorted((Path(root) / "pieces").glob("*.json"))]
@@ -77,12 +82,16 @@ class WindowDataset(Dataset):
     """Training examples, one per (piece, window): the window's tokens, its features, and the previous window's.
 
     Items: tokens int64 [n <= max_tokens] ending with EOS, targets float32 [256, 128] log-mel, context float32
-    [256, 128] (zeros for a piece's first window), context_mask bool [] (False for the first window).
+    [256, 128] (zeros for a piece's first window), context_mask bool [] (False for the first window). With
+    `self_context_dir` (see `midisynth.self_context`), also model_context float32 [256, 128]: the model's own
+    render of the previous window (zeros for the first window).
     """
 
-    def __init__(self, root: str | Path, split: str = "train", max_tokens: int = MAX_INPUT_TOKENS):
+    def __init__(self, root: str | Path, split: str = "train", max_tokens: int = MAX_INPUT_TOKENS,
+                 self_context_dir: Path | None = None):
         self.root = Path(root)
         self.max_tokens = max_tokens
+        self.self_context_dir = None if self_context_dir is None else Path(self_context_dir)
         self.records = load_records(self.root, split)
         if not self.records:
             raise FileNotFoundError(f"{self.root}: no '{split}' pieces (build it with `midisynth dataset`)")
@@ -110,12 +119,25 @@ class WindowDataset(Dataset):
             context = np.zeros((WINDOW_FRAMES, N_MELS), np.float32)
         lo, hi = record.token_offsets[window], record.token_offsets[window + 1]
         window_tokens = fit_window(np.asarray(tokens[lo:hi], dtype=np.int64).tolist(), self.max_tokens)
-        return {
+        item = {
             "tokens": torch.tensor(window_tokens, dtype=torch.long),
             "targets": torch.from_numpy(target),
             "context": torch.from_numpy(context),
             "context_mask": torch.tensor(window > 0),
         }
+        if self.self_context_dir is not None:
+            item["model_context"] = torch.from_numpy(self._model_context(record, window))
+        return item
+
+    def _model_context(self, record: PieceRecord, window: int) -> np.ndarray:
+        """The model's render of the window before `window` [256, 128] (zeros for the first window)."""
+        if window == 0:
+            return np.zeros((WINDOW_FRAMES, N_MELS), np.float32)
+        key = (record.piece_id, "self_context")
+        if key not in self._arrays:
+            self._arrays[key] = np.load(self_context_path(self.self_context_dir, record.piece_id), mmap_mode="r")
+        start = window * WINDOW_FRAMES
+        return np.asarray(self._arrays[key][start - WINDOW_FRAMES : start], dtype=np.float32)
 
 
 def collate_windows(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -124,12 +146,8 @@ def collate_windows(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
     tokens = torch.zeros(len(items), length, dtype=torch.long)
     for row, item in enumerate(items):
         tokens[row, : item["tokens"].shape[0]] = item["tokens"]
-    return {
-        "tokens": tokens,
-        "targets": torch.stack([item["targets"] for item in items]),
-        "context": torch.stack([item["context"] for item in items]),
-        "context_mask": torch.stack([item["context_mask"] for item in items]),
-    }
+    stacked = {key: torch.stack([item[key] for item in items]) for key in items[0] if key != "tokens"}
+    return {"tokens": tokens, **stacked}
 
 
 class AudioSegmentDataset(WindowDataset):
