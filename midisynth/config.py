@@ -82,6 +82,9 @@ class TrainConfig:
     ema_decay: float = 0.999
     cond_dropout: float = 0.1  # probability of dropping all conditioning (classifier-free guidance)
     self_context: float = 0.0  # probability of conditioning on the model's own render of the previous window
+    # Sampling weight of a training window by its piece's source (the id's prefix: "m21", "gen", "survey", "user");
+    # sources not named weigh 1. Empty: every window equally often (shuffled epochs).
+    source_weights: dict[str, float] = field(default_factory=dict)
     loss: str = "l1"  # "l1" (paper) or "l2"
     precision: str = "bf16"  # "bf16" (autocast) or "fp32"
     checkpoint_every: int = 200  # steps
@@ -94,6 +97,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"train config: lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+        bad_weights = {k: v for k, v in self.source_weights.items() if not isinstance(v, int | float) or v < 0}
+        if bad_weights:
+            raise ValueError(f"train config: source_weights must be non-negative numbers, got {bad_weights}")
         if not 0.0 <= self.self_context <= 1.0:
             raise ValueError(f"train config: self_context must be in [0, 1], got {self.self_context}")
 

@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from midisynth.audio import to_network_range
 from midisynth.checkpoints import load_model_file, save_model
 from midisynth.config import Config
-from midisynth.data.store import WindowDataset, collate_windows
+from midisynth.data.store import WindowDataset, collate_windows, piece_source
 from midisynth.networks import SpectrogramDiffusion
 from midisynth.output import atomic_path, save_text_atomic
 from midisynth.samplers import q_sample, v_target
@@ -92,9 +92,13 @@ class Trainer:
             generate_contexts(self.ema, data_dir, train_set.records, contexts)
         self.heldout = WindowDataset(data_dir, split="heldout")
         loader_gen = torch.Generator().manual_seed(self.tc.seed + 1)
+        sampler = None
+        if self.tc.source_weights:
+            weights = [self.tc.source_weights.get(piece_source(record.piece_id), 1.0) for record, _ in train_set.index]
+            sampler = WeightedRandomSampler(weights, len(train_set), replacement=True, generator=loader_gen)
         self.loader = DataLoader(
-            train_set, batch_size=self.tc.batch_size, shuffle=True, drop_last=True, collate_fn=collate_windows,
-            num_workers=self.tc.num_workers, generator=loader_gen,
+            train_set, batch_size=self.tc.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
+            collate_fn=collate_windows, num_workers=self.tc.num_workers, generator=loader_gen,
         )
         self.history: list[dict[str, float]] = []
         self._stop = False

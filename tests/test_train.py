@@ -22,14 +22,14 @@ from midisynth.train import Trainer, diffusion_loss
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _fake_dataset(root: Path, pieces: int = 6) -> None:
-    """Pieces with random features and tokens in the store layout (no renderer needed)."""
-    (root / "pieces").mkdir(parents=True)
+def _fake_dataset(root: Path, pieces: int = 6, source: str = "fake") -> None:
+    """Pieces with random features and tokens in the store layout (no renderer needed), ids `source-k`."""
+    (root / "pieces").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     made = {"train": 0, "heldout": 0}
     k = 0
     while made["train"] < pieces or made["heldout"] < 1:
-        piece_id = f"fake-{k}"
+        piece_id = f"{source}-{k}"
         k += 1
         split = split_of(piece_id)
         if made[split] >= (pieces if split == "train" else 1):
@@ -203,3 +203,22 @@ def test_training_with_self_context_generates_contexts_once_and_resumes(tmp_path
 def test_self_context_probability_must_be_a_probability(tiny_config):
     with pytest.raises(ValueError, match="self_context must be in"):
         replace(tiny_config.train, self_context=1.5)
+
+
+def test_source_weights_set_how_often_each_source_is_drawn(tmp_path, tiny_config):
+    _fake_dataset(tmp_path / "ds", pieces=3, source="often")
+    _fake_dataset(tmp_path / "ds", pieces=3, source="never")
+    _fake_dataset(tmp_path / "ds", pieces=3, source="plain")
+    weights = {"often": 3.0, "never": 0.0}  # "plain" is not named: weight 1
+    trainer = Trainer(Config(tiny_config.model, replace(tiny_config.train, source_weights=weights)),
+                      tmp_path / "ds", tmp_path / "run")
+    index = trainer.loader.dataset.index
+    drawn = [index[i][0].piece_id.split("-")[0] for _ in range(50) for i in trainer.loader.sampler]
+    assert "never" not in drawn
+    assert 2.4 < drawn.count("often") / drawn.count("plain") < 3.6
+    assert len(drawn) == 50 * len(index)  # an epoch is still one draw per window
+
+
+def test_source_weights_must_not_be_negative(tiny_config):
+    with pytest.raises(ValueError, match="source_weights must be non-negative"):
+        replace(tiny_config.train, source_weights={"gen": -1.0})

@@ -54,6 +54,11 @@ def save_piece(root: Path, record: PieceRecord, features: np.ndarray, audio: np.
     write_atomic(json_path, lambda f: f.write(json.dumps(asdict(record)).encode()))
 
 
+def piece_source(piece_id: str) -> str:
+    """The source a piece came from: its id's prefix ("m21", "gen", "survey" or "user")."""
+    return piece_id.split("-", 1)[0]
+
+
 def self_context_path(folder: Path, piece_id: str) -> Path:
     """Where `midisynth.self_context` stores a piece's free-running render."""
     return Path(folder) / f"{piece_id}.npy"
