@@ -13,6 +13,7 @@ import math
 import signal
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -91,6 +92,7 @@ class Trainer:
         if contexts is not None:  # rendered by the initial model; kept in the run, so a resumed run reuses them
             generate_contexts(self.ema, data_dir, train_set.records, contexts)
         self.heldout = WindowDataset(data_dir, split="heldout")
+        self._collate = partial(collate_windows, max_tokens=config.model.max_tokens)
         loader_gen = torch.Generator().manual_seed(self.tc.seed + 1)
         sampler = None
         if self.tc.source_weights:
@@ -98,7 +100,7 @@ class Trainer:
             sampler = WeightedRandomSampler(weights, len(train_set), replacement=True, generator=loader_gen)
         self.loader = DataLoader(
             train_set, batch_size=self.tc.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
-            collate_fn=collate_windows, num_workers=self.tc.num_workers, generator=loader_gen,
+            collate_fn=self._collate, num_workers=self.tc.num_workers, generator=loader_gen,
         )
         self.history: list[dict[str, float]] = []
         self._stop = False
@@ -154,7 +156,7 @@ class Trainer:
     def heldout_loss(self) -> float:
         """Mean loss of the EMA model on fixed held-out batches with fixed noise (comparable across evaluations)."""
         gen = torch.Generator().manual_seed(1234)
-        loader = DataLoader(self.heldout, batch_size=self.tc.batch_size, shuffle=False, collate_fn=collate_windows)
+        loader = DataLoader(self.heldout, batch_size=self.tc.batch_size, shuffle=False, collate_fn=self._collate)
         losses = []
         for i, batch in enumerate(loader):
             if i >= self.tc.eval_batches:

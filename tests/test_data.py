@@ -17,7 +17,7 @@ from midisynth.audio import log_mel
 from midisynth.constants import EOS_ID, SAMPLE_RATE, WINDOW_FRAMES, WINDOW_SAMPLES, WINDOW_SECONDS
 from midisynth.data.fluidsynth import DEFAULT_SOUNDFONT
 from midisynth.data.sources import generated_pieces, note_survey, random_program, truncate
-from midisynth.data.store import WindowDataset, collate_windows, load_records, split_of
+from midisynth.data.store import TOKEN_BUCKET, WindowDataset, collate_windows, load_records, split_of
 from midisynth.tokens import SLAKH_PROGRAMS, slakh_program
 
 needs_fluidsynth = pytest.mark.skipif(
@@ -176,7 +176,9 @@ def test_build_store_resume_split_and_windows(tmp_path):
     items = [dataset[0], dataset[1]]
     batch = collate_windows(items)
     longest = max(len(item["tokens"]) for item in items)
-    assert batch["tokens"].shape == (2, longest) and batch["tokens"].dtype == torch.long
+    bucket = -(-longest // TOKEN_BUCKET) * TOKEN_BUCKET  # rounded up to the bucket
+    assert batch["tokens"].shape == (2, bucket) and batch["tokens"].dtype == torch.long
+    assert collate_windows(items, max_tokens=longest)["tokens"].shape == (2, longest)  # never past the model's
     for row, item in enumerate(items):
         n = len(item["tokens"])
         assert torch.equal(batch["tokens"][row, :n], item["tokens"]) and not batch["tokens"][row, n:].any()
