@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from midisynth.tokens import Codec
+
 
 def _from_dict(cls, values: dict[str, Any], label: str):
     """Build a config dataclass, rejecting unknown keys by name."""
@@ -43,6 +45,7 @@ class ModelConfig:
     dropout_rate: float = 0.1
     max_decoder_noise_time: float = 2000.0
     prediction: str = "epsilon"  # what the decoder predicts: "epsilon" (the paper, official weights) or "v"
+    velocity_bins: int = 1  # velocity bins of the token codec (1: the paper's, velocity-blind; see midisynth.tokens)
 
     def __post_init__(self) -> None:
         if self.prediction not in PREDICTIONS:
@@ -53,8 +56,13 @@ class ModelConfig:
                 continue
             if not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"model config: {f.name} must be a non-negative number, got {value!r}")
-        if self.vocab_size < 1391:
-            raise ValueError(f"model config: vocab_size must be at least 1391 (the event vocabulary), got {self.vocab_size}")
+        try:
+            used = Codec(self.velocity_bins).vocab_size
+        except ValueError as err:
+            raise ValueError(f"model config: {err}") from None
+        if self.vocab_size < used:
+            raise ValueError(f"model config: vocab_size must be at least {used} (the event vocabulary), "
+                             f"got {self.vocab_size}")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f"model config: dropout_rate must be in [0, 1), got {self.dropout_rate}")
 

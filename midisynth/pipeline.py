@@ -212,7 +212,7 @@ class Synthesizer:
         mel_sink: Callable[[np.ndarray], None] | None = None,
     ) -> Iterator[np.ndarray]:
         """Audio chunks (float32, 16 kHz) of a song, one window at a time; total = `num_samples(song)`."""
-        windows = tokenize(song)
+        windows = self.tokenize(song)
         source = (
             self.spectrogram_windows(windows, options, on_window) if song.notes
             else _silent_windows(len(windows), on_window)
@@ -227,7 +227,7 @@ class Synthesizer:
     ) -> Iterator[tuple[int, list[np.ndarray]]]:
         """Several songs generated as one batch; yields (song index, trimmed features [frames, 128] parts) as each
         song completes. Songs without notes come first (silence, no model run)."""
-        tokenized = [tokenize(song) for song in songs]
+        tokenized = [self.tokenize(song) for song in songs]
         keeps = [song_frames(song, len(w)) for song, w in zip(songs, tokenized, strict=True)]
         for i, song in enumerate(songs):
             if not song.notes:
@@ -246,9 +246,13 @@ class Synthesizer:
                 if kept[song] >= keeps[song] or len(parts[song]) == len(tokenized[song]):
                     yield song, parts.pop(song)
 
+    def tokenize(self, song: Song) -> list[list[int]]:
+        """The song's token windows in the model's codec (see `midisynth.tokens`)."""
+        return tokenize(song, self.model.cfg.velocity_bins)
+
     def num_samples(self, song: Song) -> int:
         """Length in samples of `stream(song)`'s output."""
-        return song_frames(song, len(tokenize(song))) * HOP_LENGTH
+        return song_frames(song, len(self.tokenize(song))) * HOP_LENGTH
 
     def render(self, midi: str | Path | bytes | Song, options: RenderOptions | None = None) -> np.ndarray:
         """Render a whole song to float32 audio [samples] at 16 kHz (in memory; use `stream` for long songs)."""

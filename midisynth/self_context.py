@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from midisynth.data.store import PieceRecord, self_context_path
+from midisynth.data.store import WindowDataset, self_context_path
 from midisynth.networks import SpectrogramDiffusion
 from midisynth.output import write_atomic
 from midisynth.pipeline import RenderOptions, Synthesizer
@@ -27,26 +27,20 @@ from midisynth.vocoders import load_vocoder
 SONGS_PER_BATCH = 16  # pieces generated together (their k-th windows form one batch)
 
 
-def piece_windows(record: PieceRecord, tokens: np.ndarray) -> list[list[int]]:
-    """A stored piece's token windows, as `tokenize` gave them when the data set was built."""
-    offsets = record.token_offsets
-    return [tokens[offsets[w] : offsets[w + 1]].astype(np.int64).tolist() for w in range(record.windows)]
-
-
 def generate_contexts(
     model: SpectrogramDiffusion,
-    data_root: Path,
-    records: list[PieceRecord],
+    data: WindowDataset,
     folder: Path,
     options: RenderOptions | None = None,
     progress: bool = True,
 ) -> None:
-    """Render every piece without a stored context file, free-running, and store its features [windows * 256, 128].
+    """Render every piece of `data` without a stored context file, free-running (in the data set's codec, which must
+    be the model's), and store its features [windows * 256, 128].
 
     Resumable: pieces already in `folder` are skipped. The model is used in eval mode and left as it was.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    todo = [r for r in records if not self_context_path(folder, r.piece_id).exists()]
+    todo = [r for r in data.records if not self_context_path(folder, r.piece_id).exists()]
     if not todo:
         return
     was_training = model.training
@@ -56,7 +50,7 @@ def generate_contexts(
     try:
         for start in range(0, len(todo), SONGS_PER_BATCH):
             group = todo[start : start + SONGS_PER_BATCH]
-            songs = [piece_windows(r, np.load(r.path(data_root, "tokens"))) for r in group]
+            songs = [[data.window_tokens(r, w) for w in range(r.windows)] for r in group]
             parts: list[list[np.ndarray]] = [[] for _ in group]
             for step in synth.spectrogram_batch(songs):
                 for row, features in step:

@@ -27,6 +27,9 @@ from midisynth.networks import SpectrogramDiffusion
 from midisynth.output import atomic_path, save_text_atomic
 from midisynth.samplers import q_sample, v_target
 from midisynth.self_context import generate_contexts, mix_contexts
+from midisynth.tokens import Codec
+
+TOKEN_EMBEDDING = "notes_encoder.token_embedding.weight"  # [vocab_size, d_model]
 
 
 def _batches(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
@@ -69,6 +72,18 @@ def diffusion_loss(
     return error.abs().mean() if loss_type == "l1" else error.pow(2).mean()
 
 
+def initial_weights(source: SpectrogramDiffusion, velocity_bins: int) -> dict[str, torch.Tensor]:
+    """`source`'s weights for a model whose codec has `velocity_bins`: token embedding rows move to the ids with the
+    same meaning (a one-bin model's "note on" row becomes every velocity bin's, so training starts from its
+    behaviour and learns the bins apart)."""
+    state = source.state_dict()
+    old, new = Codec(source.cfg.velocity_bins), Codec(velocity_bins)
+    if old != new:
+        table = state[TOKEN_EMBEDDING]
+        state[TOKEN_EMBEDDING] = torch.cat([table[new.ids_from(old)], table[new.vocab_size :]])
+    return state
+
+
 class Trainer:
     def __init__(self, config: Config, data_dir: Path, run_dir: Path, device: str = "cpu",
                  init_from: Path | None = None):
@@ -80,7 +95,7 @@ class Trainer:
         torch.manual_seed(self.tc.seed)
         self.model = SpectrogramDiffusion(config.model).to(self.device)
         if init_from is not None:
-            self.model.load_state_dict(load_model_file(init_from).model.state_dict())
+            self.model.load_state_dict(initial_weights(load_model_file(init_from).model, config.model.velocity_bins))
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=self.tc.learning_rate, betas=(0.9, 0.99), weight_decay=self.tc.weight_decay
@@ -88,10 +103,11 @@ class Trainer:
         self.step = 0
         self.generator = torch.Generator().manual_seed(self.tc.seed)
         contexts = run_dir / "self_context" if self.tc.self_context > 0 else None
-        train_set = WindowDataset(data_dir, split="train", self_context_dir=contexts)
+        bins = config.model.velocity_bins
+        train_set = WindowDataset(data_dir, split="train", self_context_dir=contexts, velocity_bins=bins)
         if contexts is not None:  # rendered by the initial model; kept in the run, so a resumed run reuses them
-            generate_contexts(self.ema, data_dir, train_set.records, contexts)
-        self.heldout = WindowDataset(data_dir, split="heldout")
+            generate_contexts(self.ema, train_set, contexts)
+        self.heldout = WindowDataset(data_dir, split="heldout", velocity_bins=bins)
         self._collate = partial(collate_windows, max_tokens=config.model.max_tokens)
         loader_gen = torch.Generator().manual_seed(self.tc.seed + 1)
         sampler = None

@@ -18,7 +18,8 @@ from midisynth.constants import EOS_ID, SAMPLE_RATE, WINDOW_FRAMES, WINDOW_SAMPL
 from midisynth.data.fluidsynth import DEFAULT_SOUNDFONT
 from midisynth.data.sources import generated_pieces, note_survey, random_program, truncate
 from midisynth.data.store import TOKEN_BUCKET, WindowDataset, collate_windows, load_records, split_of
-from midisynth.tokens import SLAKH_PROGRAMS, slakh_program
+from midisynth.midi import read_midi
+from midisynth.tokens import SLAKH_PROGRAMS, slakh_program, tokenize
 
 needs_fluidsynth = pytest.mark.skipif(
     shutil.which("fluidsynth") is None or not DEFAULT_SOUNDFONT.exists(),
@@ -184,3 +185,11 @@ def test_build_store_resume_split_and_windows(tmp_path):
         assert torch.equal(batch["tokens"][row, :n], item["tokens"]) and not batch["tokens"][row, n:].any()
     assert batch["targets"].shape == batch["context"].shape == (2, WINDOW_FRAMES, 128)
     assert batch["context_mask"].tolist() == [items[0]["context_mask"].item(), items[1]["context_mask"].item()]
+
+    # A model with velocity bins trains on its own codec's tokens, made again from each piece's stored MIDI.
+    velocity = WindowDataset(root, split="train", velocity_bins=32)
+    for i, (record, window) in enumerate(velocity.index):
+        expected = tokenize(read_midi(root / "midi" / f"{record.piece_id}.mid"), 32)[window]
+        assert velocity[i]["tokens"].tolist() == expected
+        assert velocity.window_tokens(record, window) == expected
+        assert expected != dataset[i]["tokens"].tolist()  # the survey's velocities differ from note to note

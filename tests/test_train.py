@@ -127,30 +127,32 @@ def test_unknown_lr_schedule_is_refused(tiny_config):
 
 def test_self_context_is_the_models_free_running_render(tmp_path, tiny_config):
     """Stored contexts equal what rendering the piece gives (same windows, sampler, seed), piece by piece."""
-    from midisynth.data.store import load_records
+    from midisynth.data.store import WindowDataset
     from midisynth.pipeline import RenderOptions, Synthesizer
-    from midisynth.self_context import generate_contexts, piece_windows
+    from midisynth.self_context import generate_contexts
     from midisynth.vocoders import load_vocoder
 
     _fake_dataset(tmp_path / "ds", pieces=3)
     torch.manual_seed(0)
     from midisynth.networks import SpectrogramDiffusion
     model = SpectrogramDiffusion(replace(tiny_config.model, dropout_rate=0.0)).train()
-    records = load_records(tmp_path / "ds", "train")
+    data = WindowDataset(tmp_path / "ds", "train")
+    records = data.records
     fp32 = RenderOptions(precision="fp32")  # bf16 rounding would differ between batch shapes
-    generate_contexts(model, tmp_path / "ds", records, tmp_path / "ctx", fp32, progress=False)
+    generate_contexts(model, data, tmp_path / "ctx", fp32, progress=False)
     assert model.training  # left as it was
     synth = Synthesizer(model, load_vocoder("griffin-lim"), options=fp32)
     for record in records:
         stored = np.load(tmp_path / "ctx" / f"{record.piece_id}.npy")
         assert stored.shape == (record.windows * WINDOW_FRAMES, 128) and stored.dtype == np.float16
         tokens = np.load(record.path(tmp_path / "ds", "tokens"))
-        rendered = np.concatenate(list(synth.spectrogram_windows(piece_windows(record, tokens))))
+        windows = [tokens[a:b].tolist() for a, b in zip(record.token_offsets, record.token_offsets[1:], strict=False)]
+        rendered = np.concatenate(list(synth.spectrogram_windows(windows)))
         difference = np.abs(stored.astype(np.float32) - rendered)  # float16 storage; batch-shape rounding
         assert difference.mean() < 3e-3 and difference.max() < 0.05  # float16: 0.006 step near -11.5
     first = tmp_path / "ctx" / f"{records[0].piece_id}.npy"
     first.write_bytes(b"kept")  # a resumed generation skips pieces that are done
-    generate_contexts(model, tmp_path / "ds", records, tmp_path / "ctx", fp32, progress=False)
+    generate_contexts(model, data, tmp_path / "ctx", fp32, progress=False)
     assert first.read_bytes() == b"kept"
 
 
@@ -222,3 +224,33 @@ def test_source_weights_set_how_often_each_source_is_drawn(tmp_path, tiny_config
 def test_source_weights_must_not_be_negative(tiny_config):
     with pytest.raises(ValueError, match="source_weights must be non-negative"):
         replace(tiny_config.train, source_weights={"gen": -1.0})
+
+
+def test_initial_weights_carry_a_one_bin_model_over_to_velocity_bins(tiny_config, two_window_midi):
+    """Every velocity bin starts as the one-bin model's "note on": the new model encodes a song exactly as the old
+    one encoded its one-bin tokens."""
+    from midisynth.midi import read_midi
+    from midisynth.networks import SpectrogramDiffusion
+    from midisynth.tokens import pad_tokens, tokenize
+    from midisynth.train import TOKEN_EMBEDDING, initial_weights
+
+    torch.manual_seed(0)
+    one_bin = SpectrogramDiffusion(replace(tiny_config.model, dropout_rate=0.0)).eval()
+    widened = SpectrogramDiffusion(replace(one_bin.cfg, velocity_bins=32)).eval()
+    widened.load_state_dict(initial_weights(one_bin, 32))
+    old_rows, new_rows = one_bin.state_dict()[TOKEN_EMBEDDING], widened.state_dict()[TOKEN_EMBEDDING]
+    assert torch.equal(new_rows[3 + 1129], old_rows[3 + 1129])  # note off
+    assert torch.equal(new_rows[3 + 1130 : 3 + 1162], old_rows[3 + 1130].expand(32, -1))  # bins 1..32: note on
+    assert torch.equal(new_rows[3 + 1162], old_rows[3 + 1131])  # tie
+    assert torch.equal(new_rows[1421], old_rows[1390])  # drum 127, the last id
+    assert torch.equal(new_rows[1422:], old_rows[1422:])  # spare rows stay where they are
+    assert torch.equal(initial_weights(one_bin, 1)[TOKEN_EMBEDDING], old_rows)  # same codec: unchanged
+
+    song = read_midi(two_window_midi)  # both notes at velocity 100: bin 26 of 32
+    old_tokens, new_tokens = tokenize(song), tokenize(song, 32)
+    assert [len(w) for w in old_tokens] == [len(w) for w in new_tokens] and old_tokens != new_tokens
+    width = max(map(len, old_tokens))
+    with torch.no_grad():
+        old, _ = one_bin.notes_encoder(torch.from_numpy(pad_tokens(old_tokens, width)))
+        new, _ = widened.notes_encoder(torch.from_numpy(pad_tokens(new_tokens, width)))
+    assert torch.equal(old, new)

@@ -23,8 +23,9 @@ import torch
 from torch.utils.data import Dataset
 
 from midisynth.constants import HOP_LENGTH, MAX_INPUT_TOKENS, N_MELS, WINDOW_FRAMES
+from midisynth.midi import read_midi
 from midisynth.output import write_atomic
-from midisynth.tokens import fit_window
+from midisynth.tokens import fit_window, tokenize
 
 HELDOUT_EVERY = 20  # one piece in 20 (by hash of its id) is held out
 # Batches pad tokens to a multiple of this. A new token length per batch made CPU training slow down (1.0 -> 1.6
@@ -96,7 +97,7 @@ class WindowDataset(Dataset):
     """
 
     def __init__(self, root: str | Path, split: str = "train", max_tokens: int = MAX_INPUT_TOKENS,
-                 self_context_dir: Path | None = None):
+                 self_context_dir: Path | None = None, velocity_bins: int = 1):
         self.root = Path(root)
         self.max_tokens = max_tokens
         self.self_context_dir = None if self_context_dir is None else Path(self_context_dir)
@@ -105,6 +106,22 @@ class WindowDataset(Dataset):
             raise FileNotFoundError(f"{self.root}: no '{split}' pieces (build it with `midisynth dataset`)")
         self.index = [(r, w) for r in self.records for w in range(r.windows)]
         self._arrays: dict[tuple[str, str], np.ndarray] = {}
+        # The stored tokens are the one-bin codec's; another codec's are made again from the stored MIDI.
+        self._windows = {r.piece_id: self._retokenize(r, velocity_bins) for r in self.records} if velocity_bins != 1 \
+            else None
+
+    def _retokenize(self, record: PieceRecord, velocity_bins: int) -> list[list[int]]:
+        windows = tokenize(read_midi(self.root / "midi" / f"{record.piece_id}.mid"), velocity_bins)
+        if len(windows) != record.windows:
+            raise ValueError(f"{record.piece_id}: its MIDI gives {len(windows)} windows, the store has {record.windows}")
+        return windows
+
+    def window_tokens(self, record: PieceRecord, window: int) -> list[int]:
+        """A window's tokens in the data set's codec, as `tokenize` makes them (not cut to max_tokens)."""
+        if self._windows is not None:
+            return self._windows[record.piece_id][window]
+        lo, hi = record.token_offsets[window], record.token_offsets[window + 1]
+        return np.asarray(self._array(record, "tokens")[lo:hi], dtype=np.int64).tolist()
 
     def __len__(self) -> int:
         return len(self.index)
@@ -118,15 +135,13 @@ class WindowDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         record, window = self.index[i]
         features = self._array(record, "features")
-        tokens = self._array(record, "tokens")
         start = window * WINDOW_FRAMES
         target = np.asarray(features[start : start + WINDOW_FRAMES], dtype=np.float32)
         if window > 0:
             context = np.asarray(features[start - WINDOW_FRAMES : start], dtype=np.float32)
         else:
             context = np.zeros((WINDOW_FRAMES, N_MELS), np.float32)
-        lo, hi = record.token_offsets[window], record.token_offsets[window + 1]
-        window_tokens = fit_window(np.asarray(tokens[lo:hi], dtype=np.int64).tolist(), self.max_tokens)
+        window_tokens = fit_window(self.window_tokens(record, window), self.max_tokens)
         item = {
             "tokens": torch.tensor(window_tokens, dtype=torch.long),
             "targets": torch.from_numpy(target),
