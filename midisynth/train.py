@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import signal
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -27,6 +26,7 @@ from midisynth.networks import SpectrogramDiffusion
 from midisynth.output import atomic_path, save_text_atomic
 from midisynth.samplers import q_sample, v_target
 from midisynth.self_context import generate_contexts, mix_contexts
+from midisynth.stopping import StopSignals
 from midisynth.tokens import Codec
 
 TOKEN_EMBEDDING = "notes_encoder.token_embedding.weight"  # [vocab_size, d_model]
@@ -119,7 +119,6 @@ class Trainer:
             collate_fn=self._collate, num_workers=self.tc.num_workers, generator=loader_gen,
         )
         self.history: list[dict[str, float]] = []
-        self._stop = False
         self._resume()
 
     # -- checkpointing -------------------------------------------------------------------------------------------
@@ -186,44 +185,44 @@ class Trainer:
         for ema_p, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
             ema_p.lerp_(p.detach(), 1 - decay)
 
-    def _handle_signal(self, signum, frame) -> None:
-        self._stop = True
-
     def train(self, max_minutes: float | None = None, on_step: Callable[[int, float], None] | None = None) -> None:
-        old_handlers = {s: signal.signal(s, self._handle_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         start = time.monotonic()
         batches = _batches(self.loader)
         self.model.train()
-        try:
-            while self.step < self.tc.max_steps and not self._stop:
-                if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
-                    break
-                batch = _move(next(batches), self.device)
-                if "model_context" in batch:
-                    batch["context"] = mix_contexts(batch["context"], batch.pop("model_context"),
-                                                    self.tc.self_context, self.generator)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = self._lr()
-                with self._autocast():
-                    loss = diffusion_loss(self.model, batch, self.generator, self.tc.cond_dropout, self.tc.loss)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
-                if not math.isfinite(float(grad_norm)):
-                    raise FloatingPointError(f"non-finite gradient norm at step {self.step}")
-                self.optimizer.step()
-                self._ema_update()
-                self.step += 1
-                record = {"step": self.step, "loss": float(loss.detach()), "time": time.time()}
-                if self.step % self.tc.eval_every == 0:
-                    record["heldout_loss"] = self.heldout_loss()
-                if self.step % self.tc.log_every == 0 or "heldout_loss" in record:
-                    self.history.append(record)
-                if on_step is not None:
-                    on_step(self.step, record["loss"])
-                if self.step % self.tc.checkpoint_every == 0:
-                    self.save()
-        finally:
-            self.save()
-            for s, handler in old_handlers.items():
-                signal.signal(s, handler)
+        with StopSignals() as stop:
+            try:
+                self._steps(batches, start, max_minutes, stop, on_step)
+            finally:
+                self.save()
+
+    def _steps(self, batches, start: float, max_minutes: float | None, stop: StopSignals,
+               on_step: Callable[[int, float], None] | None) -> None:
+        while self.step < self.tc.max_steps and not stop.requested:
+            if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
+                break
+            batch = _move(next(batches), self.device)
+            if "model_context" in batch:
+                batch["context"] = mix_contexts(batch["context"], batch.pop("model_context"),
+                                                self.tc.self_context, self.generator)
+            for group in self.optimizer.param_groups:
+                group["lr"] = self._lr()
+            with self._autocast():
+                loss = diffusion_loss(self.model, batch, self.generator, self.tc.cond_dropout, self.tc.loss)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
+            if not math.isfinite(float(grad_norm)):
+                raise FloatingPointError(f"non-finite gradient norm at step {self.step}")
+            self.optimizer.step()
+            self._ema_update()
+            self.step += 1
+            record = {"step": self.step, "loss": float(loss.detach()), "time": time.time()}
+            if self.step % self.tc.eval_every == 0:
+                record["heldout_loss"] = self.heldout_loss()
+            if self.step % self.tc.log_every == 0 or "heldout_loss" in record:
+                self.history.append(record)
+            if on_step is not None:
+                on_step(self.step, record["loss"])
+            if self.step % self.tc.checkpoint_every == 0:
+                self.save()
+

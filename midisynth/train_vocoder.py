@@ -22,6 +22,7 @@ from midisynth.audio import log_mel
 from midisynth.data.store import AudioSegmentDataset
 from midisynth.metrics import mr_stft_distance
 from midisynth.output import atomic_path
+from midisynth.stopping import StopSignals
 from midisynth.vocoders import VOCOS_FORMAT_TAG
 from midisynth.vocos import Vocos, VocosConfig
 
@@ -90,26 +91,31 @@ class VocoderTrainer:
     def train(self, max_minutes: float | None = None, on_step: Callable[[int, float], None] | None = None) -> None:
         start = time.monotonic()
         self.model.train()
-        try:
-            while self.step < self.tc.max_steps:
-                for batch in self.loader:
-                    if self.step >= self.tc.max_steps or (
-                            max_minutes is not None and time.monotonic() - start > 60 * max_minutes):
-                        return
-                    batch = {k: v.to(self.device) for k, v in batch.items()}
-                    loss = vocoder_loss(self.model, batch, self.tc.mel_weight)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-                    self.optimizer.step()
-                    decay = min(self.tc.ema_decay, (1 + self.step) / (10 + self.step))
-                    for ema_p, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
-                        ema_p.lerp_(p.detach(), 1 - decay)
-                    self.step += 1
-                    self.history.append({"step": self.step, "loss": float(loss.detach())})
-                    if on_step is not None:
-                        on_step(self.step, float(loss.detach()))
-                    if self.step % self.tc.checkpoint_every == 0:
-                        self.save()
-        finally:
-            self.save()
+        with StopSignals() as stop:
+            try:
+                self._steps(start, max_minutes, stop, on_step)
+            finally:
+                self.save()
+
+    def _steps(self, start: float, max_minutes: float | None, stop: StopSignals,
+               on_step: Callable[[int, float], None] | None) -> None:
+        while self.step < self.tc.max_steps:
+            for batch in self.loader:
+                if self.step >= self.tc.max_steps or stop.requested or (
+                        max_minutes is not None and time.monotonic() - start > 60 * max_minutes):
+                    return
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                loss = vocoder_loss(self.model, batch, self.tc.mel_weight)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                self.optimizer.step()
+                decay = min(self.tc.ema_decay, (1 + self.step) / (10 + self.step))
+                for ema_p, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+                    ema_p.lerp_(p.detach(), 1 - decay)
+                self.step += 1
+                self.history.append({"step": self.step, "loss": float(loss.detach())})
+                if on_step is not None:
+                    on_step(self.step, float(loss.detach()))
+                if self.step % self.tc.checkpoint_every == 0:
+                    self.save()

@@ -254,3 +254,56 @@ def test_initial_weights_carry_a_one_bin_model_over_to_velocity_bins(tiny_config
         old, _ = one_bin.notes_encoder(torch.from_numpy(pad_tokens(old_tokens, width)))
         new, _ = widened.notes_encoder(torch.from_numpy(pad_tokens(new_tokens, width)))
     assert torch.equal(old, new)
+
+
+def test_stop_signals_set_a_flag_and_restore_the_handlers():
+    import os
+    import signal
+
+    from midisynth.stopping import StopSignals
+
+    before = signal.getsignal(signal.SIGTERM)
+    with StopSignals() as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def _terminate_at(step: int):
+    import os
+    import signal
+
+    def on_step(done: int, loss: float) -> None:
+        if done == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+    return on_step
+
+
+def test_sigterm_stops_training_after_the_step_with_a_checkpoint(tmp_path, tiny_config):
+    _fake_dataset(tmp_path / "ds")
+    trainer = Trainer(tiny_config, tmp_path / "ds", tmp_path / "run")
+    trainer.train(on_step=_terminate_at(1))
+    assert trainer.step == 1 < tiny_config.train.max_steps
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 1
+
+
+def test_vocoder_training_stops_on_sigterm_checkpoints_and_resumes(tmp_path):
+    from midisynth.train_vocoder import VocoderTrainConfig, VocoderTrainer
+    from midisynth.vocoders import load_vocoder
+    from midisynth.vocos import VocosConfig
+
+    _fake_dataset(tmp_path / "ds", pieces=2)
+    config = VocoderTrainConfig(batch_size=2, segment_frames=16, max_steps=3, checkpoint_every=100)
+    tiny = VocosConfig(dim=16, intermediate_dim=32, num_layers=1)
+    trainer = VocoderTrainer(tmp_path / "ds", tmp_path / "run", config, tiny)
+    trainer.train(on_step=_terminate_at(2))
+    assert trainer.step == 2
+    resumed = VocoderTrainer(tmp_path / "ds", tmp_path / "run", config, tiny)
+    assert resumed.step == 2 and [h["step"] for h in resumed.history] == [1, 2]
+    for name, tensor in trainer.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name])
+    resumed.train()
+    assert resumed.step == 3
+    vocoder = load_vocoder(str(tmp_path / "run" / "vocoder.safetensors"))
+    assert vocoder(np.full((20, 128), -5.0, np.float32)).shape == (20 * 320,)
