@@ -21,15 +21,17 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from midisynth.audio import to_network_range
 from midisynth.checkpoints import load_model_file, save_model
 from midisynth.config import Config
+from midisynth.constants import NUM_SPECIAL_TOKENS
 from midisynth.data.store import WindowDataset, collate_windows, piece_source
 from midisynth.networks import SpectrogramDiffusion
 from midisynth.output import atomic_path, save_text_atomic
 from midisynth.samplers import q_sample, v_target
 from midisynth.self_context import generate_contexts, mix_contexts
 from midisynth.stopping import StopSignals
-from midisynth.tokens import Codec
+from midisynth.tokens import VELOCITY_OFFSET, Codec
 
 TOKEN_EMBEDDING = "notes_encoder.token_embedding.weight"  # [vocab_size, d_model]
+VELOCITY_SPREAD = 0.4  # the loudest and softest bins start this fraction of the note-on row's norm from it
 
 
 def _batches(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
@@ -74,13 +76,25 @@ def diffusion_loss(
 
 def initial_weights(source: SpectrogramDiffusion, velocity_bins: int) -> dict[str, torch.Tensor]:
     """`source`'s weights for a model whose codec has `velocity_bins`: token embedding rows move to the ids with the
-    same meaning (a one-bin model's "note on" row becomes every velocity bin's, so training starts from its
-    behaviour and learns the bins apart)."""
+    same meaning. Coming from one bin, bin b of the new codec starts as the old "note on" row plus a ramp along one
+    fixed random direction, from -VELOCITY_SPREAD to +VELOCITY_SPREAD times the row's norm (mean: the old row).
+
+    Without the ramp, every bin starting as the same row, training did not tell them apart: after 1 900 steps the
+    bins' rows differed by 0.04-0.19 on a norm of 15.8, and renders at velocities 20 to 127 were identical.
+    """
     state = source.state_dict()
     old, new = Codec(source.cfg.velocity_bins), Codec(velocity_bins)
-    if old != new:
-        table = state[TOKEN_EMBEDDING]
-        state[TOKEN_EMBEDDING] = torch.cat([table[new.ids_from(old)], table[new.vocab_size :]])
+    if old == new:
+        return state
+    table = state[TOKEN_EMBEDDING]
+    rows = table[new.ids_from(old)].clone()  # [new vocab, d_model]
+    if old.velocity_bins == 1:
+        on = NUM_SPECIAL_TOKENS + VELOCITY_OFFSET + 1  # model id of bin 1
+        ramp = torch.linspace(-1.0, 1.0, velocity_bins, dtype=rows.dtype)[:, None]  # [bins, 1]
+        direction = torch.randn(rows.shape[1], generator=torch.Generator().manual_seed(0), dtype=rows.dtype)
+        direction *= VELOCITY_SPREAD * rows[on].norm() / direction.norm()
+        rows[on : on + velocity_bins] += ramp * direction
+    state[TOKEN_EMBEDDING] = torch.cat([rows, table[new.vocab_size :]])
     return state
 
 
