@@ -76,13 +76,26 @@ def num_frames(num_samples: int) -> int:
     return math.ceil(num_samples / HOP_LENGTH)
 
 
-@functools.cache
+def _tensor_cache(maxsize: int | None = None):
+    """`functools.lru_cache` for functions that build constant tensors, building them outside inference mode: a
+    tensor first made during a render (`torch.inference_mode`) could not take part in training's autograd later."""
+    def decorate(build):
+        @functools.lru_cache(maxsize=maxsize)
+        @functools.wraps(build)
+        def cached(*args):
+            with torch.inference_mode(False):
+                return build(*args)
+        return cached
+    return decorate
+
+
+@_tensor_cache()
 def _window(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Periodic Hann window [640]: 0.5 - 0.5 cos(2 pi n / 640), as tf.signal.hann_window."""
     return torch.hann_window(WIN_LENGTH, periodic=True, dtype=dtype, device=device)
 
 
-@functools.cache
+@_tensor_cache()
 def mel_matrix(device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """`mel_filterbank()` as a tensor [513, 128] on `device`."""
     return torch.from_numpy(mel_filterbank()).to(device=device, dtype=dtype)
@@ -143,7 +156,7 @@ def reproject(spectrum: torch.Tensor) -> torch.Tensor:
     return torch.fft.rfft(framed, n=FFT_SIZE)
 
 
-@functools.lru_cache(maxsize=8)
+@_tensor_cache(maxsize=8)
 def _inverse_block_norm(frames: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """1 / `_squared_window_sum` over the signal's frames * 320 samples, as blocks [frames, 320]."""
     return (1.0 / _squared_window_sum(frames, device, dtype)[: frames * HOP_LENGTH]).view(frames, HOP_LENGTH)
@@ -155,7 +168,7 @@ def _overlap_add(columns: torch.Tensor) -> torch.Tensor:
     return F.fold(columns, output_size=(1, length), kernel_size=(1, WIN_LENGTH), stride=(1, HOP_LENGTH))
 
 
-@functools.lru_cache(maxsize=8)
+@_tensor_cache(maxsize=8)
 def _squared_window_sum(frames: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Overlap-added squared windows [(frames - 1) * 320 + 640], floored at OLA_FLOOR."""
     squared = (_window(device, dtype) ** 2)[None, :, None].expand(1, WIN_LENGTH, frames)

@@ -187,3 +187,18 @@ def test_metrics():
     assert float(mr_stft_distance(noise, tone)) > 1.0 and log_mel_l1(noise, tone) > 1.0
     scaled = scale_to_rms(noise, tone)
     assert np.isclose(np.sqrt(np.mean(scaled**2)), np.sqrt(np.mean(tone**2)), rtol=1e-4)
+
+
+def test_feature_constants_made_during_a_render_still_serve_training():
+    """The cached window and mel matrix are built outside inference mode, so training can use them after a render."""
+    from midisynth import audio
+
+    for cached in (audio._window, audio.mel_matrix, audio._inverse_block_norm, audio._squared_window_sum):
+        cached.cache_clear()
+    signal = torch.randn(3200)
+    with torch.inference_mode():
+        rendered = audio.log_mel(signal)
+    trained = signal.clone().requires_grad_()
+    features = audio.log_mel(trained)
+    features.sum().backward()
+    assert torch.equal(features.detach(), rendered) and trained.grad is not None and trained.grad.abs().sum() > 0
