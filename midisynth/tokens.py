@@ -48,11 +48,6 @@ MAX_SHIFT = MAX_SHIFT_SECONDS * STEPS_PER_SECOND  # 1000 steps
 SHIFT_OFFSET = 0
 PITCH_OFFSET = SHIFT_OFFSET + MAX_SHIFT + 1  # 1001
 VELOCITY_OFFSET = PITCH_OFFSET + 128  # 1129
-TIE_ID = VELOCITY_OFFSET + 2  # 1131
-PROGRAM_OFFSET = TIE_ID + 1  # 1132
-DRUM_OFFSET = PROGRAM_OFFSET + 128  # 1260
-NUM_EVENT_IDS = DRUM_OFFSET + 128  # 1388
-VOCAB_SIZE = NUM_EVENT_IDS + NUM_SPECIAL_TOKENS  # 1391
 
 WINDOW_STEPS = WINDOW_FRAMES * STEPS_PER_SECOND // FRAME_RATE  # 512 shift steps per window
 MAX_VELOCITY = 127
@@ -60,7 +55,7 @@ MAX_VELOCITY = 127
 
 @dataclass(frozen=True)
 class Codec:
-    """Event-id layout for `velocity_bins` velocity bins (the module constants above are `Codec(1)`'s)."""
+    """Event-id layout for `velocity_bins` velocity bins (the module constants below are `Codec(1)`'s)."""
 
     velocity_bins: int = 1
 
@@ -103,6 +98,13 @@ class Codec:
             else:  # tie, programs, drums keep their order after the velocity range
                 rows.append(event - self.tie_id + other.tie_id + NUM_SPECIAL_TOKENS)
         return rows
+
+
+_ONE_BIN = Codec()  # the paper's and the official checkpoint's layout
+TIE_ID = _ONE_BIN.tie_id  # 1131
+PROGRAM_OFFSET = _ONE_BIN.program_offset  # 1132
+DRUM_OFFSET = _ONE_BIN.drum_offset  # 1260
+VOCAB_SIZE = _ONE_BIN.vocab_size  # 1391
 
 # The 34 Slakh instrument classes, each named by its first General MIDI program.
 SLAKH_PROGRAMS = (0, 4, 8, 16, 24, 26, 29, 32, 33, 40, 41, 42, 43, 46, 47, 48, 50, 52, 55, 56, 57, 58, 60, 61, 64,
