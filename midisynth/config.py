@@ -46,6 +46,8 @@ class ModelConfig:
     max_decoder_noise_time: float = 2000.0
     prediction: str = "epsilon"  # what the decoder predicts: "epsilon" (the paper, official weights) or "v"
     velocity_bins: int = 1  # velocity bins of the token codec (1: the paper's, velocity-blind; see midisynth.tokens)
+    dynamics_bins: int = 0  # velocity bins of the decoder's per-frame note dynamics (0: none, the paper's; see
+    #                         midisynth.dynamics)
 
     def __post_init__(self) -> None:
         if self.prediction not in PREDICTIONS:

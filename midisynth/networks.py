@@ -203,6 +203,7 @@ class CrossAttentionCache:
 
     keys_values: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: k, v [cond_batch, heads, keys, d_kv]
     bias: torch.Tensor  # [cond_batch, 1, 1, keys]
+    frame_inputs: torch.Tensor | None = None  # [cond_batch, 256, d_model] added to the decoder's inputs (dynamics)
 
     @property
     def batch_size(self) -> int:
@@ -251,6 +252,10 @@ class FilmDecoder(nn.Module):
             nn.Linear(d, 4 * d, bias=False), nn.SiLU(), nn.Linear(4 * d, 4 * d, bias=False), nn.SiLU()
         )
         self.input_proj = nn.Linear(cfg.input_dims, d, bias=False)
+        self.dynamics_proj = None
+        if cfg.dynamics_bins:  # starts at zero: a model fine-tuned to use dynamics starts as the one it came from
+            self.dynamics_proj = nn.Linear(cfg.dynamics_bins, d, bias=False)
+            nn.init.zeros_(self.dynamics_proj.weight)
         self.register_buffer("position_table", sinusoid_table(cfg.targets_length, d))
         self.dropout_in = nn.Dropout(cfg.dropout_rate)
         self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.num_decoder_layers))
@@ -258,11 +263,20 @@ class FilmDecoder(nn.Module):
         self.dropout_out = nn.Dropout(cfg.dropout_rate)
         self.output_proj = nn.Linear(d, cfg.input_dims, bias=False)
 
-    def cross_attention_cache(self, encoded: torch.Tensor, mask: torch.Tensor) -> CrossAttentionCache:
-        """encoded [batch, keys, d_model] (both encodings concatenated), mask [batch, keys] bool."""
+    def cross_attention_cache(
+        self,
+        encoded: torch.Tensor,  # [batch, keys, d_model] both encodings concatenated
+        mask: torch.Tensor,  # [batch, keys] bool
+        dynamics: torch.Tensor | None = None,  # [batch, 256, dynamics_bins] (midisynth.dynamics), iff the model has bins
+    ) -> CrossAttentionCache:
+        if self.dynamics_proj is None and dynamics is not None:
+            raise ValueError("this model takes no note dynamics (dynamics_bins = 0)")
+        if self.dynamics_proj is not None and dynamics is None:
+            raise ValueError(f"this model needs note dynamics ({self.cfg.dynamics_bins} bins, midisynth.dynamics)")
         return CrossAttentionCache(
             keys_values=[block.cross_attn.keys_values(encoded) for block in self.blocks],
             bias=attention_bias(mask, encoded.dtype),
+            frame_inputs=None if dynamics is None else self.dynamics_proj(dynamics.to(encoded.dtype)),
         )
 
     def forward(
@@ -274,7 +288,11 @@ class FilmDecoder(nn.Module):
         emb = timestep_embedding(noise_time * self.cfg.max_decoder_noise_time, self.cfg.d_model,
                                  self.cfg.max_decoder_noise_time)
         cond = self.time_mlp(emb.to(x.dtype))[:, None, :]  # [batch, 1, 4 * d_model]
-        y = self.dropout_in(self.input_proj(x) + self.position_table[: x.shape[1]])
+        y = self.input_proj(x) + self.position_table[: x.shape[1]]
+        if cache is not None and cache.frame_inputs is not None:  # conditioned rows only, like cross-attention
+            n = cache.batch_size
+            y = torch.cat([y[:n] + cache.frame_inputs, y[n:]]) if n < y.shape[0] else y + cache.frame_inputs
+        y = self.dropout_in(y)
         for i, block in enumerate(self.blocks):
             kv = cache.keys_values[i] if cache is not None else None
             y = block(y, cond, kv, cache.bias if cache is not None else None)
@@ -296,12 +314,13 @@ class SpectrogramDiffusion(nn.Module):
         tokens: torch.Tensor,  # [batch, tokens] int, PAD = 0 (may be trimmed to the longest real window)
         context: torch.Tensor,  # [batch, 256, 128] previous window, network range
         context_mask: torch.Tensor,  # [batch] bool: False for a song's first window (no context)
+        dynamics: torch.Tensor | None = None,  # [batch, 256, dynamics_bins]; required by models with dynamics_bins
     ) -> CrossAttentionCache:
         notes, notes_mask = self.notes_encoder(tokens)
         frames_mask = context_mask[:, None].expand(-1, context.shape[1])  # [batch, 256]
         ctx = self.context_encoder(context, frames_mask)
         encoded = torch.cat([notes, ctx], dim=1)  # [batch, tokens + 256, d_model]
-        return self.decoder.cross_attention_cache(encoded, torch.cat([notes_mask, frames_mask], dim=1))
+        return self.decoder.cross_attention_cache(encoded, torch.cat([notes_mask, frames_mask], dim=1), dynamics)
 
     def forward(
         self,
@@ -311,10 +330,12 @@ class SpectrogramDiffusion(nn.Module):
         context: torch.Tensor,
         context_mask: torch.Tensor,
         num_conditioned: int | None = None,
+        dynamics: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Training forward: ε prediction [batch, 256, 128]; rows from `num_conditioned` on are unconditional."""
         n = x.shape[0] if num_conditioned is None else num_conditioned
-        cache = self.encode(tokens[:n], context[:n], context_mask[:n]) if n > 0 else None
+        dyn = None if dynamics is None else dynamics[:n]
+        cache = self.encode(tokens[:n], context[:n], context_mask[:n], dyn) if n > 0 else None
         return self.decoder(x, noise_time, cache)
 
     def num_parameters(self) -> int:

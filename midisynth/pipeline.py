@@ -33,10 +33,11 @@ from midisynth.constants import (
     N_MELS,
     WINDOW_FRAMES,
 )
+from midisynth.dynamics import note_dynamics
 from midisynth.midi import Song, read_midi
 from midisynth.models import resolve_model
 from midisynth.networks import SpectrogramDiffusion
-from midisynth.tokens import fit_window, pad_tokens, tokenize
+from midisynth.tokens import fit_window, num_windows, pad_tokens, tokenize
 from midisynth.vocoders import Vocoder, load_vocoder
 
 log = logging.getLogger(__name__)  # without logging configured, warnings print as bare lines on stderr
@@ -160,12 +161,14 @@ class Synthesizer:
         songs: list[list[list[int]]],
         options: RenderOptions | None = None,
         on_window: Callable[[int, int], None] | None = None,
+        dynamics: list[np.ndarray] | None = None,
     ) -> Iterator[list[tuple[int, np.ndarray]]]:
         """Generate several songs' windows together: window k of every song that has one, in one batch.
 
-        Yields, for each window index, (song index, log-mel features [256, 128]) per song. Each song draws its
-        noise from its own generator seeded with `options.seed`, so batching does not change its result beyond
-        float rounding.
+        `songs` holds each song's token windows; `dynamics` each song's note dynamics [windows, 256, bins], needed
+        by models with `dynamics_bins` (see `dynamics`). Yields, for each window index, (song index, log-mel
+        features [256, 128]) per song. Each song draws its noise from its own generator seeded with
+        `options.seed`, so batching does not change its result beyond float rounding.
         """
         opts = options or self.options
         network = self._network(opts.precision)
@@ -179,8 +182,10 @@ class Synthesizer:
             tokens = torch.from_numpy(pad_tokens(windows, length=max(map(len, windows)))).to(self.device)
             rows = torch.tensor(active, device=self.device)
             has_context = torch.full((len(active),), index > 0, device=self.device)
+            frame_dynamics = None if dynamics is None else \
+                torch.from_numpy(np.stack([dynamics[i][index] for i in active])).to(self.device)  # [active, 256, bins]
             with torch.autocast(self.device.type, dtype=half, enabled=half is not None):
-                cache = network.encode(tokens, context[rows], has_context)
+                cache = network.encode(tokens, context[rows], has_context, frame_dynamics)
                 denoise = self._denoiser(network, cache, opts.guidance)
                 x = samplers.sample(opts.sampler, lambda z, t, d=denoise: d(z, t).float(),
                                     (len(active), WINDOW_FRAMES, N_MELS), opts.num_steps,
@@ -198,9 +203,12 @@ class Synthesizer:
         windows: list[list[int]],
         options: RenderOptions | None = None,
         on_window: Callable[[int, int], None] | None = None,
+        dynamics: np.ndarray | None = None,
     ) -> Iterator[np.ndarray]:
-        """Generate one song's windows [256, 128] in order, each conditioned on the previous one."""
-        for ((_, features),) in self.spectrogram_batch([windows], options, on_window):
+        """Generate one song's windows [256, 128] in order, each conditioned on the previous one (and on the song's
+        note dynamics [windows, 256, bins] for a model with `dynamics_bins`)."""
+        songs_dynamics = None if dynamics is None else [dynamics]
+        for ((_, features),) in self.spectrogram_batch([windows], options, on_window, songs_dynamics):
             yield features
 
     # -- audio -------------------------------------------------------------------------------------------------------
@@ -214,7 +222,7 @@ class Synthesizer:
         """Audio chunks (float32, 16 kHz) of a song, one window at a time; total = `num_samples(song)`."""
         windows = self.tokenize(song)
         source = (
-            self.spectrogram_windows(windows, options, on_window) if song.notes
+            self.spectrogram_windows(windows, options, on_window, self.dynamics(song)) if song.notes
             else _silent_windows(len(windows), on_window)
         )
         yield from self.vocoder.stream(_trimmed(source, song_frames(song, len(windows)), mel_sink))
@@ -235,7 +243,8 @@ class Synthesizer:
         playing = [i for i, song in enumerate(songs) if song.notes]
         parts: dict[int, list[np.ndarray]] = {i: [] for i in playing}
         kept = dict.fromkeys(playing, 0)
-        for step in self.spectrogram_batch([tokenized[i] for i in playing], options, on_window):
+        dynamics = [self.dynamics(songs[i]) for i in playing] if self.model.cfg.dynamics_bins else None
+        for step in self.spectrogram_batch([tokenized[i] for i in playing], options, on_window, dynamics):
             for row, features in step:
                 song = playing[row]
                 if song not in parts:  # already complete (trimmed before its last window)
@@ -249,6 +258,11 @@ class Synthesizer:
     def tokenize(self, song: Song) -> list[list[int]]:
         """The song's token windows in the model's codec (see `midisynth.tokens`)."""
         return tokenize(song, self.model.cfg.velocity_bins)
+
+    def dynamics(self, song: Song) -> np.ndarray | None:
+        """The song's note dynamics [windows, 256, bins] for a model with `dynamics_bins`, else None."""
+        bins = self.model.cfg.dynamics_bins
+        return note_dynamics(song, num_windows(song.duration), bins) if bins else None
 
     def num_samples(self, song: Song) -> int:
         """Length in samples of `stream(song)`'s output."""

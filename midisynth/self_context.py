@@ -51,8 +51,10 @@ def generate_contexts(
         for start in range(0, len(todo), SONGS_PER_BATCH):
             group = todo[start : start + SONGS_PER_BATCH]
             songs = [[data.window_tokens(r, w) for w in range(r.windows)] for r in group]
+            dynamics = [np.stack([data.window_dynamics(r, w) for w in range(r.windows)]) for r in group] \
+                if data.dynamics_bins else None
             parts: list[list[np.ndarray]] = [[] for _ in group]
-            for step in synth.spectrogram_batch(songs):
+            for step in synth.spectrogram_batch(songs, dynamics=dynamics):
                 for row, features in step:
                     parts[row].append(features.astype(np.float16))
                 bar.update(len(step))

@@ -52,7 +52,8 @@ def diffusion_loss(
 ) -> torch.Tensor:
     """One training objective evaluation on a batch of windows.
 
-    batch: tokens [B, L] int, targets [B, 256, 128] log-mel, context [B, 256, 128] log-mel, context_mask [B] bool.
+    batch: tokens [B, L] int, targets [B, 256, 128] log-mel, context [B, 256, 128] log-mel, context_mask [B] bool,
+    and for a model with dynamics_bins, dynamics [B, 256, bins].
     Rows whose conditioning is dropped are moved to the end of the batch, where the decoder skips cross-attention
     (the same unconditional branch the guided samplers use).
     """
@@ -65,24 +66,28 @@ def diffusion_loss(
     t = torch.rand(batch_size, generator=generator).to(device)
     eps = torch.randn(x0.shape, generator=generator).to(device)
     z_t = q_sample(x0, eps, t)
+    dynamics = batch["dynamics"][order] if "dynamics" in batch else None
     pred = model(
         z_t[order], t[order], batch["tokens"][order], to_network_range(batch["context"])[order],
-        batch["context_mask"][order], num_conditioned=num_conditioned,
+        batch["context_mask"][order], num_conditioned=num_conditioned, dynamics=dynamics,
     )
     target = v_target(x0, eps, t) if model.cfg.prediction == "v" else eps
     error = pred.float() - target[order]
     return error.abs().mean() if loss_type == "l1" else error.pow(2).mean()
 
 
-def initial_weights(source: SpectrogramDiffusion, velocity_bins: int) -> dict[str, torch.Tensor]:
-    """`source`'s weights for a model whose codec has `velocity_bins`: token embedding rows move to the ids with the
-    same meaning. Coming from one bin, bin b of the new codec starts as the old "note on" row plus a ramp along one
+def initial_weights(source: SpectrogramDiffusion, target: SpectrogramDiffusion) -> dict[str, torch.Tensor]:
+    """`source`'s weights for `target`'s configuration. Modules that only `target` has (the decoder's dynamics
+    projection) keep `target`'s initial values, zeros, so that its output starts as `source`'s.
+
+    Token embedding rows move to the ids with the same meaning in `target`'s codec. Coming from one bin, bin b of the new codec starts as the old "note on" row plus a ramp along one
     fixed random direction, from -VELOCITY_SPREAD to +VELOCITY_SPREAD times the row's norm (mean: the old row).
 
     Without the ramp, every bin starting as the same row, training did not tell them apart: after 1 900 steps the
     bins' rows differed by 0.04-0.19 on a norm of 15.8, and renders at velocities 20 to 127 were identical.
     """
-    state = source.state_dict()
+    state = {**target.state_dict(), **source.state_dict()}
+    velocity_bins = target.cfg.velocity_bins
     old, new = Codec(source.cfg.velocity_bins), Codec(velocity_bins)
     if old == new:
         return state
@@ -109,7 +114,7 @@ class Trainer:
         torch.manual_seed(self.tc.seed)
         self.model = SpectrogramDiffusion(config.model).to(self.device)
         if init_from is not None:
-            self.model.load_state_dict(initial_weights(load_model_file(init_from).model, config.model.velocity_bins))
+            self.model.load_state_dict(initial_weights(load_model_file(init_from).model, self.model))
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=self.tc.learning_rate, betas=(0.9, 0.99), weight_decay=self.tc.weight_decay
@@ -117,11 +122,11 @@ class Trainer:
         self.step = 0
         self.generator = torch.Generator().manual_seed(self.tc.seed)
         contexts = run_dir / "self_context" if self.tc.self_context > 0 else None
-        bins = config.model.velocity_bins
-        train_set = WindowDataset(data_dir, split="train", self_context_dir=contexts, velocity_bins=bins)
+        codec = {"velocity_bins": config.model.velocity_bins, "dynamics_bins": config.model.dynamics_bins}
+        train_set = WindowDataset(data_dir, split="train", self_context_dir=contexts, **codec)
         if contexts is not None:  # rendered by the initial model; kept in the run, so a resumed run reuses them
             generate_contexts(self.ema, train_set, contexts)
-        self.heldout = WindowDataset(data_dir, split="heldout", velocity_bins=bins)
+        self.heldout = WindowDataset(data_dir, split="heldout", **codec)
         self._collate = partial(collate_windows, max_tokens=config.model.max_tokens)
         loader_gen = torch.Generator().manual_seed(self.tc.seed + 1)
         sampler = None

@@ -234,7 +234,7 @@ def test_initial_weights_carry_a_one_bin_model_over_to_velocity_bins(tiny_config
     torch.manual_seed(0)
     one_bin = SpectrogramDiffusion(replace(tiny_config.model, dropout_rate=0.0)).eval()
     widened = SpectrogramDiffusion(replace(one_bin.cfg, velocity_bins=32)).eval()
-    widened.load_state_dict(initial_weights(one_bin, 32))
+    widened.load_state_dict(initial_weights(one_bin, widened))
     old_rows, new_rows = one_bin.state_dict()[TOKEN_EMBEDDING], widened.state_dict()[TOKEN_EMBEDDING]
     assert torch.equal(new_rows[: 3 + 1130], old_rows[: 3 + 1130])  # specials, shifts, pitches, note off
     assert torch.equal(new_rows[3 + 1162 : 1422], old_rows[3 + 1131 : 1391])  # tie, programs, drums: moved up 31
@@ -244,7 +244,7 @@ def test_initial_weights_carry_a_one_bin_model_over_to_velocity_bins(tiny_config
     steps = bins.diff(dim=0)  # equal steps along one direction: a ramp
     torch.testing.assert_close(steps, steps[:1].expand_as(steps), atol=1e-5, rtol=0)
     assert (bins[-1] - bins[0]).norm().item() == pytest.approx(2 * VELOCITY_SPREAD * on.norm().item(), rel=1e-5)
-    assert torch.equal(initial_weights(one_bin, 1)[TOKEN_EMBEDDING], old_rows)  # same codec: unchanged
+    assert torch.equal(initial_weights(one_bin, one_bin)[TOKEN_EMBEDDING], old_rows)  # same codec: unchanged
 
 
 def test_stop_signals_set_a_flag_and_restore_the_handlers():

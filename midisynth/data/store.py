@@ -23,7 +23,8 @@ import torch
 from torch.utils.data import Dataset
 
 from midisynth.constants import HOP_LENGTH, MAX_INPUT_TOKENS, N_MELS, WINDOW_FRAMES
-from midisynth.midi import read_midi
+from midisynth.dynamics import note_dynamics
+from midisynth.midi import Song, read_midi
 from midisynth.output import write_atomic
 from midisynth.tokens import fit_window, tokenize
 
@@ -93,14 +94,17 @@ class WindowDataset(Dataset):
     Items: tokens int64 [n <= max_tokens] ending with EOS, targets float32 [256, 128] log-mel, context float32
     [256, 128] (zeros for a piece's first window), context_mask bool [] (False for the first window). With
     `self_context_dir` (see `midisynth.self_context`), also model_context float32 [256, 128]: the model's own
-    render of the previous window (zeros for the first window).
+    render of the previous window (zeros for the first window). With `dynamics_bins`, also dynamics float32
+    [256, dynamics_bins]: the window's note dynamics (see `midisynth.dynamics`), from the stored MIDI.
     """
 
     def __init__(self, root: str | Path, split: str = "train", max_tokens: int = MAX_INPUT_TOKENS,
-                 self_context_dir: Path | None = None, velocity_bins: int = 1):
+                 self_context_dir: Path | None = None, velocity_bins: int = 1, dynamics_bins: int = 0):
         self.root = Path(root)
         self.max_tokens = max_tokens
         self.self_context_dir = None if self_context_dir is None else Path(self_context_dir)
+        self.dynamics_bins = dynamics_bins
+        self._dynamics: dict[str, np.ndarray] = {}  # piece id -> [windows, 256, dynamics_bins], made on first use
         self.records = load_records(self.root, split)
         if not self.records:
             raise FileNotFoundError(f"{self.root}: no '{split}' pieces (build it with `midisynth dataset`)")
@@ -110,8 +114,11 @@ class WindowDataset(Dataset):
         self._windows = {r.piece_id: self._retokenize(r, velocity_bins) for r in self.records} if velocity_bins != 1 \
             else None
 
+    def _song(self, record: PieceRecord) -> Song:
+        return read_midi(self.root / "midi" / f"{record.piece_id}.mid")
+
     def _retokenize(self, record: PieceRecord, velocity_bins: int) -> list[list[int]]:
-        windows = tokenize(read_midi(self.root / "midi" / f"{record.piece_id}.mid"), velocity_bins)
+        windows = tokenize(self._song(record), velocity_bins)
         if len(windows) != record.windows:
             raise ValueError(f"{record.piece_id}: its MIDI gives {len(windows)} windows, the store has {record.windows}")
         return windows
@@ -122,6 +129,12 @@ class WindowDataset(Dataset):
             return self._windows[record.piece_id][window]
         lo, hi = record.token_offsets[window], record.token_offsets[window + 1]
         return np.asarray(self._array(record, "tokens")[lo:hi], dtype=np.int64).tolist()
+
+    def window_dynamics(self, record: PieceRecord, window: int) -> np.ndarray:
+        """A window's note dynamics [256, dynamics_bins] (see `midisynth.dynamics`)."""
+        if record.piece_id not in self._dynamics:
+            self._dynamics[record.piece_id] = note_dynamics(self._song(record), record.windows, self.dynamics_bins)
+        return self._dynamics[record.piece_id][window]
 
     def __len__(self) -> int:
         return len(self.index)
@@ -150,6 +163,8 @@ class WindowDataset(Dataset):
         }
         if self.self_context_dir is not None:
             item["model_context"] = torch.from_numpy(self._model_context(record, window))
+        if self.dynamics_bins:
+            item["dynamics"] = torch.from_numpy(self.window_dynamics(record, window))
         return item
 
     def _model_context(self, record: PieceRecord, window: int) -> np.ndarray:

@@ -1,0 +1,154 @@
+"""Note dynamics: the per-frame velocity cue, the decoder input it feeds, and its path through data, training and
+rendering."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from midisynth.checkpoints import load_model_file, save_model
+from midisynth.config import load_config
+from midisynth.constants import WINDOW_FRAMES
+from midisynth.dynamics import note_dynamics, velocity_bin
+from midisynth.midi import Note, Song, read_midi
+from midisynth.networks import SpectrogramDiffusion
+from midisynth.pipeline import RenderOptions, Synthesizer
+from midisynth.tokens import tokenize
+from midisynth.vocoders import load_vocoder
+from tests.conftest import ROOT, write_midi
+
+
+def _note(start: float, end: float, velocity: int, pitch: int = 60, is_drum: bool = False) -> Note:
+    return Note(start=start, end=end, pitch=pitch, velocity=velocity, program=0, is_drum=is_drum)
+
+
+def _model(bins: int, seed: int = 0) -> SpectrogramDiffusion:
+    torch.manual_seed(seed)
+    cfg = replace(load_config(ROOT / "configs" / "tiny.toml").model, dropout_rate=0.0, dynamics_bins=bins)
+    return SpectrogramDiffusion(cfg).eval()
+
+
+def test_velocity_bins_are_equal_width_over_1_to_127():
+    assert [velocity_bin(v, 4) for v in (1, 32, 33, 64, 65, 96, 97, 127)] == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert velocity_bin(0, 4) == 0 and velocity_bin(200, 4) == 3  # out-of-range velocities are clamped
+    assert [velocity_bin(v, 1) for v in (1, 64, 127)] == [0, 0, 0]
+
+
+def test_note_dynamics_are_the_velocity_mix_of_the_sounding_notes():
+    """Frame f (f / 50 s) counts notes with start <= f / 50 < end; the drum hit lasts at least 0.25 s."""
+    song = Song(notes=[_note(0.0, 0.1, 20), _note(0.04, 0.1, 120, pitch=64), _note(5.2, 5.3, 127),
+                       _note(0.5, 0.5, 70, pitch=38, is_drum=True)], duration=6.0)
+    dynamics = note_dynamics(song, windows=2, bins=4)
+    assert dynamics.shape == (2, WINDOW_FRAMES, 4) and dynamics.dtype == np.float32
+    frames = dynamics.reshape(-1, 4)
+    np.testing.assert_array_equal(frames[0:2], [[1, 0, 0, 0]] * 2)  # 0.00-0.02 s: velocity 20 alone
+    np.testing.assert_array_equal(frames[2:5], [[0.5, 0, 0, 0.5]] * 3)  # both notes until 0.1 s
+    np.testing.assert_array_equal(frames[5:25], np.zeros((20, 4)))  # silence
+    np.testing.assert_array_equal(frames[25:38], [[0, 0, 1, 0]] * 13)  # the drum, 0.5 s to 0.75 s
+    assert not frames[38:260].any()
+    np.testing.assert_array_equal(frames[260:265], [[0, 0, 0, 1]] * 5)  # in the second window, 5.2 s to 5.3 s
+    assert not frames[265:].any()
+
+
+def test_note_dynamics_clip_notes_past_the_last_window():
+    song = Song(notes=[_note(4.0, 9.0, 64)], duration=5.0)
+    dynamics = note_dynamics(song, windows=1, bins=2)
+    assert dynamics[0, 200:].tolist() == [[1.0, 0.0]] * 56 and not dynamics[0, :200].any()
+
+
+def test_the_dynamics_projection_starts_at_zero_and_conditioned_rows_only_see_it():
+    model = _model(bins=4)
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(3, 1391, (2, 40), generator=g)
+    context = torch.zeros(2, WINDOW_FRAMES, 128)
+    has_context = torch.tensor([False, False])
+    x = torch.randn(3, WINDOW_FRAMES, 128, generator=g)  # rows 0-1 conditioned, row 2 unconditional
+    t = torch.tensor([0.2, 0.5, 0.9])
+    soft = torch.zeros(2, WINDOW_FRAMES, 4)
+    soft[..., 0] = 1
+    loud = torch.zeros(2, WINDOW_FRAMES, 4)
+    loud[..., 3] = 1
+    with torch.no_grad():
+        assert torch.equal(model.decoder(x, t, model.encode(tokens, context, has_context, soft)),
+                           model.decoder(x, t, model.encode(tokens, context, has_context, loud)))  # zero at start
+        model.decoder.dynamics_proj.weight.normal_()
+        a = model.decoder(x, t, model.encode(tokens, context, has_context, soft))
+        b = model.decoder(x, t, model.encode(tokens, context, has_context, loud))
+    assert not torch.allclose(a[:2], b[:2])
+    assert torch.equal(a[2], b[2])  # the unconditional branch gets no dynamics, like no encodings
+    with pytest.raises(ValueError, match="needs note dynamics"):
+        model.encode(tokens, context, has_context)
+    with pytest.raises(ValueError, match="takes no note dynamics"):
+        _model(bins=0).encode(tokens, context, has_context, soft)
+
+
+def test_a_dynamics_model_from_plain_weights_renders_what_they_render(short_midi):
+    """`initial_weights` keeps the zero projection, so fine-tuning starts from the source model's output."""
+    from midisynth.train import initial_weights
+
+    plain = _model(bins=0)
+    widened = _model(bins=8, seed=1)
+    widened.load_state_dict(initial_weights(plain, widened))
+    assert not widened.decoder.dynamics_proj.weight.any()
+    song = read_midi(short_midi)
+    vocoder = load_vocoder("griffin-lim", torch.device("cpu"))
+    options = RenderOptions(sampler="ddim", steps=2, guidance=2.0, precision="fp32")
+    ours, theirs = (np.concatenate(next(iter(Synthesizer(m, vocoder, "cpu", options).spectrogram_songs([song])))[1])
+                    for m in (widened, plain))
+    np.testing.assert_array_equal(ours, theirs)
+
+
+def test_renders_follow_the_dynamics_and_batches_match_single_songs(tmp_path):
+    """With a non-zero projection a soft and a loud copy of the same notes render differently, alone or batched
+    (each song with its own dynamics); the dynamics survive a save and load."""
+    model = _model(bins=4)
+    with torch.no_grad():
+        model.decoder.dynamics_proj.weight.normal_()
+    save_model(model, tmp_path / "m.safetensors")
+    loaded = load_model_file(tmp_path / "m.safetensors").model
+    assert loaded.cfg.dynamics_bins == 4
+    assert torch.equal(loaded.decoder.dynamics_proj.weight, model.decoder.dynamics_proj.weight)
+    synth = Synthesizer(loaded, load_vocoder("griffin-lim", torch.device("cpu")), "cpu",
+                        RenderOptions(sampler="ddim", steps=2, guidance=1.0, precision="fp32"))
+    notes = [(60, 0.0, 1.0), (64, 0.5, 6.0)]
+    soft = read_midi(write_midi(tmp_path / "soft.mid", [(p, s, e, 20) for p, s, e in notes]))
+    loud = read_midi(write_midi(tmp_path / "loud.mid", [(p, s, e, 120) for p, s, e in notes]))
+    assert tokenize(soft) == tokenize(loud)  # the one-bin tokens cannot tell them apart
+    assert synth.dynamics(soft)[0, 0].tolist() == [1, 0, 0, 0] and synth.dynamics(loud)[0, 0].tolist() == [0, 0, 0, 1]
+    alone = [np.concatenate(list(synth.spectrogram_windows(tokenize(s), dynamics=synth.dynamics(s))))
+             for s in (soft, loud)]
+    assert np.abs(alone[0] - alone[1]).mean() > 0.01
+    together = dict(synth.spectrogram_songs([soft, loud]))
+    for i, expected in enumerate(alone):
+        diff = np.abs(np.concatenate(together[i]) - expected[: sum(p.shape[0] for p in together[i])])
+        assert (diff > 1e-3).mean() < 1e-3 and diff.max() < 0.5  # float rounding only (see test_pipeline)
+    assert synth.render(loud).shape == synth.render(soft).shape
+
+
+def test_training_feeds_the_stored_midis_dynamics(tmp_path):
+    """The data set serves each window's dynamics from its MIDI, and a dynamics model trains and resumes on it."""
+    from midisynth.data.store import WindowDataset, load_records
+    from midisynth.train import Trainer
+    from tests.test_train import _fake_dataset
+
+    data = tmp_path / "ds"
+    _fake_dataset(data)
+    (data / "midi").mkdir()
+    for k, record in enumerate(load_records(data, "train") + load_records(data, "heldout")):
+        write_midi(data / "midi" / f"{record.piece_id}.mid", [(60, 0.5, 3.0, 10 + 15 * k), (67, 2.0, 8.5, 120)])
+    dataset = WindowDataset(data, "train", dynamics_bins=4)
+    record, window = dataset.index[0]
+    song = read_midi(data / "midi" / f"{record.piece_id}.mid")
+    np.testing.assert_array_equal(dataset[0]["dynamics"].numpy(), note_dynamics(song, record.windows, 4)[window])
+    assert "dynamics" not in WindowDataset(data, "train")[0]
+
+    config = load_config(ROOT / "configs" / "tiny.toml")
+    config = replace(config, model=replace(config.model, dynamics_bins=4),
+                     train=replace(config.train, max_steps=2, checkpoint_every=1, eval_every=2, eval_batches=1))
+    trainer = Trainer(config, data, tmp_path / "run")
+    trainer.train()
+    assert trainer.model.decoder.dynamics_proj.weight.abs().sum() > 0  # it learns from zero
+    assert load_model_file(tmp_path / "run" / "model.safetensors").model.cfg.dynamics_bins == 4
