@@ -92,9 +92,13 @@ class TrainConfig:
     ema_decay: float = 0.999
     cond_dropout: float = 0.1  # probability of dropping all conditioning (classifier-free guidance)
     self_context: float = 0.0  # probability of conditioning on the model's own render of the previous window
+    context_level_jitter: float = 0.0  # std (log units) of a random gain on each context (self_context.jitter_context_level)
     # Sampling weight of a training window by its piece's source (the id's prefix: "m21", "gen", "survey", "user");
     # sources not named weigh 1. Empty: every window equally often (shuffled epochs).
     source_weights: dict[str, float] = field(default_factory=dict)
+    # Learning-rate multiplier of the decoder's dynamics projection (models with dynamics_bins). It starts at zero
+    # and must grow to the size of the decoder's other inputs (norm ~11) while the rest of the model only fine-tunes.
+    dynamics_lr_scale: float = 1.0
     loss: str = "l1"  # "l1" (paper) or "l2"
     precision: str = "bf16"  # "bf16" (autocast) or "fp32"
     checkpoint_every: int = 200  # steps
@@ -110,6 +114,10 @@ class TrainConfig:
         bad_weights = {k: v for k, v in self.source_weights.items() if not isinstance(v, int | float) or v < 0}
         if bad_weights:
             raise ValueError(f"train config: source_weights must be non-negative numbers, got {bad_weights}")
+        if not self.context_level_jitter >= 0:
+            raise ValueError(f"train config: context_level_jitter must be >= 0, got {self.context_level_jitter}")
+        if not self.dynamics_lr_scale > 0:
+            raise ValueError(f"train config: dynamics_lr_scale must be positive, got {self.dynamics_lr_scale}")
         if not 0.0 <= self.self_context <= 1.0:
             raise ValueError(f"train config: self_context must be in [0, 1], got {self.self_context}")
 

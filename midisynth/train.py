@@ -26,7 +26,7 @@ from midisynth.data.store import WindowDataset, collate_windows, piece_source
 from midisynth.networks import SpectrogramDiffusion
 from midisynth.output import atomic_path, save_text_atomic
 from midisynth.samplers import q_sample, v_target
-from midisynth.self_context import generate_contexts, mix_contexts
+from midisynth.self_context import generate_contexts, jitter_context_level, mix_contexts
 from midisynth.stopping import StopSignals
 from midisynth.tokens import VELOCITY_OFFSET, Codec
 
@@ -116,8 +116,13 @@ class Trainer:
         if init_from is not None:
             self.model.load_state_dict(initial_weights(load_model_file(init_from).model, self.model))
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        dynamics = self.model.decoder.dynamics_proj
+        new = [] if dynamics is None else list(dynamics.parameters())
+        groups = [{"params": [p for p in self.model.parameters() if all(p is not q for q in new)], "lr_scale": 1.0}]
+        if new:
+            groups.append({"params": new, "lr_scale": self.tc.dynamics_lr_scale})
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=self.tc.learning_rate, betas=(0.9, 0.99), weight_decay=self.tc.weight_decay
+            groups, lr=self.tc.learning_rate, betas=(0.9, 0.99), weight_decay=self.tc.weight_decay
         )
         self.step = 0
         self.generator = torch.Generator().manual_seed(self.tc.seed)
@@ -223,8 +228,10 @@ class Trainer:
             if "model_context" in batch:
                 batch["context"] = mix_contexts(batch["context"], batch.pop("model_context"),
                                                 self.tc.self_context, self.generator)
+            if self.tc.context_level_jitter > 0:
+                batch["context"] = jitter_context_level(batch["context"], self.tc.context_level_jitter, self.generator)
             for group in self.optimizer.param_groups:
-                group["lr"] = self._lr()
+                group["lr"] = self._lr() * group["lr_scale"]
             with self._autocast():
                 loss = diffusion_loss(self.model, batch, self.generator, self.tc.cond_dropout, self.tc.loss)
             self.optimizer.zero_grad(set_to_none=True)

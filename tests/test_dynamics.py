@@ -147,8 +147,21 @@ def test_training_feeds_the_stored_midis_dynamics(tmp_path):
 
     config = load_config(ROOT / "configs" / "tiny.toml")
     config = replace(config, model=replace(config.model, dynamics_bins=4),
-                     train=replace(config.train, max_steps=2, checkpoint_every=1, eval_every=2, eval_batches=1))
+                     train=replace(config.train, max_steps=2, checkpoint_every=1, eval_every=2, eval_batches=1,
+                                   dynamics_lr_scale=10.0))
     trainer = Trainer(config, data, tmp_path / "run")
     trainer.train()
     assert trainer.model.decoder.dynamics_proj.weight.abs().sum() > 0  # it learns from zero
+    rest, dynamics = trainer.optimizer.param_groups  # the projection learns at dynamics_lr_scale x the rate
+    assert dynamics["params"] == [trainer.model.decoder.dynamics_proj.weight]
+    assert len(rest["params"]) == len(list(trainer.model.parameters())) - 1
+    assert dynamics["lr"] == pytest.approx(10 * rest["lr"]) and rest["lr"] > 0
     assert load_model_file(tmp_path / "run" / "model.safetensors").model.cfg.dynamics_bins == 4
+
+
+def test_dynamics_settings_are_validated():
+    config = load_config(ROOT / "configs" / "tiny.toml")
+    with pytest.raises(ValueError, match="dynamics_lr_scale must be positive"):
+        replace(config.train, dynamics_lr_scale=0.0)
+    with pytest.raises(ValueError, match="dynamics_bins must be a non-negative number"):
+        replace(config.model, dynamics_bins=-1)

@@ -185,6 +185,41 @@ def test_mix_contexts_picks_whole_rows_with_the_given_probability():
     assert 150 < int(per_row.sum()) < 250
 
 
+def test_context_level_jitter_shifts_each_row_by_one_gain_and_keeps_silence():
+    from midisynth.constants import MAX_LOG_MEL, MIN_LOG_MEL
+    from midisynth.self_context import jitter_context_level
+
+    context = torch.full((500, 4, 3), -3.0)
+    context[:, 0] = MIN_LOG_MEL  # a silent frame
+    context[:, 1, 0] = 3.5  # near the top of the feature range
+    jittered = jitter_context_level(context, 1.5, torch.Generator().manual_seed(0))
+    assert torch.equal(jittered[:, 0], context[:, 0])  # silence stays silence
+    gains = jittered[:, 2:] - context[:, 2:]  # [500, 2, 3]
+    assert torch.allclose(gains, gains[:, :1, :1].expand_as(gains))  # one gain per row
+    assert gains[:, 0, 0].std().item() == pytest.approx(1.5, rel=0.1) and abs(gains.mean().item()) < 0.2
+    assert jittered[:, 1, 0].max().item() == MAX_LOG_MEL and jittered.min().item() >= MIN_LOG_MEL  # clipped
+    assert torch.equal(jitter_context_level(context, 0.0, torch.Generator()), context)
+
+
+def test_training_jitters_every_batchs_context_when_asked(tmp_path, tiny_config, monkeypatch):
+    import midisynth.train
+
+    seen = []
+    def spy(context, std, generator):
+        seen.append((context.shape, std))
+        return context
+    monkeypatch.setattr(midisynth.train, "jitter_context_level", spy)
+    _fake_dataset(tmp_path / "ds", pieces=3)
+    cfg = Config(tiny_config.model, replace(tiny_config.train, context_level_jitter=1.0, max_steps=2))
+    Trainer(cfg, tmp_path / "ds", tmp_path / "run").train()
+    assert seen == [((tiny_config.train.batch_size, WINDOW_FRAMES, 128), 1.0)] * 2
+    Trainer(replace(cfg, train=replace(cfg.train, context_level_jitter=0.0, max_steps=3)), tmp_path / "ds",
+            tmp_path / "run").train()
+    assert len(seen) == 2  # off: never called
+    with pytest.raises(ValueError, match="context_level_jitter must be >= 0"):
+        replace(tiny_config.train, context_level_jitter=-1.0)
+
+
 def test_training_with_self_context_generates_contexts_once_and_resumes(tmp_path, tiny_config):
     _fake_dataset(tmp_path / "ds", pieces=3)
     cfg = Config(tiny_config.model, replace(tiny_config.train, self_context=0.5))
