@@ -48,16 +48,20 @@ class ModelConfig:
     velocity_bins: int = 1  # velocity bins of the token codec (1: the paper's, velocity-blind; see midisynth.tokens)
     dynamics_bins: int = 0  # velocity bins of the decoder's per-frame note dynamics (0: none, the paper's; see
     #                         midisynth.dynamics)
+    velocity_gain: bool = False  # velocity as a level: the model renders velocity-normalised spectrograms, and the
+    #                              notes' gain (midisynth.dynamics.velocity_gain) is added to each window
 
     def __post_init__(self) -> None:
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"model config: prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name == "prediction":
+            if f.name in ("prediction", "velocity_gain"):
                 continue
             if not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"model config: {f.name} must be a non-negative number, got {value!r}")
+        if not isinstance(self.velocity_gain, bool):
+            raise ValueError(f"model config: velocity_gain must be true or false, got {self.velocity_gain!r}")
         try:
             used = Codec(self.velocity_bins).vocab_size
         except ValueError as err:
@@ -67,6 +71,11 @@ class ModelConfig:
                              f"got {self.vocab_size}")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f"model config: dropout_rate must be in [0, 1), got {self.dropout_rate}")
+
+    @property
+    def hears_velocity(self) -> bool:
+        """Whether the model takes note dynamics besides the tokens (see midisynth.dynamics)."""
+        return bool(self.dynamics_bins or self.velocity_gain)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,23 +1,31 @@
-"""Note dynamics: per frame, how loudly the sounding notes were played; the decoder's loudness cue.
+"""Note dynamics: per frame, how loudly the sounding notes were played.
 
 The paper's codec has one velocity bin, so its tokens cannot tell a note played at velocity 20 from one at 127, while
 a SoundFont synthesizer renders them far apart (FluidR3's trombone at pitch 70: peak frame log-mel energy -0.77 at
-velocity 20, 2.99 at 127). Models with `ModelConfig.dynamics_bins` > 0 also see, for every frame, the distribution of
-the sounding notes' velocities over that many equal-width bins of 1..127; the FiLM decoder adds a learned projection
-of it to its frame inputs (`networks.FilmDecoder`). The tokens stay the paper's.
+velocity 20, 2.99 at 127). The tokens stay the paper's; a model can hear velocity in two ways:
+
+- `ModelConfig.velocity_gain`: velocity as a level, the way SoundFont synthesizers apply it. The model learns and
+  renders velocity-normalised spectrograms (`velocity_gain` removed from the training targets and contexts) and the
+  gain is added back to each window it renders.
+- `ModelConfig.dynamics_bins` > 0: a learned cue. The FiLM decoder adds a projection of `note_dynamics`, the
+  distribution of the sounding notes' velocities over that many equal-width bins of 1..127, to its frame inputs.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
+import torch
 
-from midisynth.constants import FRAME_RATE, WINDOW_FRAMES
+from midisynth.config import ModelConfig
+from midisynth.constants import FRAME_RATE, MAX_LOG_MEL, MIN_LOG_MEL, WINDOW_FRAMES
 from midisynth.midi import Song
 from midisynth.tokens import MAX_VELOCITY
 
 DRUM_SECONDS = 0.25  # a drum hit counts as sounding at least this long (its MIDI note-off often comes at once)
+REFERENCE_VELOCITY = 90  # gain 0: the velocity of 73 % of the notes of the training data's music21 scores
 
 
 def velocity_bin(velocity: int, bins: int) -> int:
@@ -40,3 +48,44 @@ def note_dynamics(song: Song, windows: int, bins: int) -> np.ndarray:
     counts = np.cumsum(changes[:frames], axis=0)  # [frames, bins] notes sounding, by velocity bin
     fractions = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     return fractions.reshape(windows, WINDOW_FRAMES, bins).astype(np.float32)
+
+
+def velocity_gain(song: Song, windows: int) -> np.ndarray:
+    """[windows, 256] float32, log units: per frame, ln of the mean (velocity / 90)^2 of the notes sounding then.
+
+    That is the level SoundFont synthesizers give a note by its velocity: the SF2 default velocity-to-attenuation
+    curve makes amplitude proportional to velocity^2. FluidR3's trombone at pitch 70 is 3.83 log units softer at
+    velocity 20 than at 127; 2 ln(20 / 127) = -3.70. Frames where nothing sounds keep the last value (a release
+    tail keeps its notes' level); frames before the first note get 0.
+    """
+    mix = note_dynamics(song, windows, MAX_VELOCITY).reshape(-1, MAX_VELOCITY)  # [frames, 127]: velocities 1..127
+    power = mix.astype(np.float64) @ (np.arange(1, MAX_VELOCITY + 1) / REFERENCE_VELOCITY) ** 2  # [frames]; 0: silent
+    frames = np.arange(power.shape[0])
+    last_sounding = np.maximum.accumulate(np.where(power > 0, frames, -1))  # [frames]; -1 before the first note
+    gain = np.where(last_sounding >= 0, np.log(np.maximum(power[last_sounding], 1e-12)), 0.0)
+    return gain.reshape(windows, WINDOW_FRAMES).astype(np.float32)
+
+
+def apply_gain(features: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+    """Log-mel features [..., frames, 128] made louder by `gain` [..., frames] log units (softer where negative),
+    clipped to the feature range; bins at the floor (silence) stay there."""
+    shifted = (features + gain[..., None]).clamp(MIN_LOG_MEL, MAX_LOG_MEL)
+    return torch.where(features > MIN_LOG_MEL + 1e-3, shifted, features)
+
+
+@dataclass(frozen=True)
+class SongDynamics:
+    """A song's velocity inputs for a model, per window (each None unless the model's config asks for it)."""
+
+    cue: np.ndarray | None  # [windows, 256, dynamics_bins] `note_dynamics`
+    gain: np.ndarray | None  # [windows, 256] `velocity_gain`, log units
+
+
+def song_dynamics(song: Song, windows: int, cfg: ModelConfig) -> SongDynamics | None:
+    """What a model with `cfg` needs of a song's velocities (None for the paper's models, which need nothing)."""
+    if not cfg.hears_velocity:
+        return None
+    return SongDynamics(
+        cue=note_dynamics(song, windows, cfg.dynamics_bins) if cfg.dynamics_bins else None,
+        gain=velocity_gain(song, windows) if cfg.velocity_gain else None,
+    )

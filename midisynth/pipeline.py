@@ -33,7 +33,7 @@ from midisynth.constants import (
     N_MELS,
     WINDOW_FRAMES,
 )
-from midisynth.dynamics import note_dynamics
+from midisynth.dynamics import SongDynamics, apply_gain, song_dynamics
 from midisynth.midi import Song, read_midi
 from midisynth.models import resolve_model
 from midisynth.networks import SpectrogramDiffusion
@@ -161,12 +161,12 @@ class Synthesizer:
         songs: list[list[list[int]]],
         options: RenderOptions | None = None,
         on_window: Callable[[int, int], None] | None = None,
-        dynamics: list[np.ndarray] | None = None,
+        dynamics: list[SongDynamics | None] | None = None,
     ) -> Iterator[list[tuple[int, np.ndarray]]]:
         """Generate several songs' windows together: window k of every song that has one, in one batch.
 
-        `songs` holds each song's token windows; `dynamics` each song's note dynamics [windows, 256, bins], needed
-        by models with `dynamics_bins` (see `dynamics`). Yields, for each window index, (song index, log-mel
+        `songs` holds each song's token windows; `dynamics` each song's velocity inputs, needed by models that hear
+        velocity (see `dynamics`). Yields, for each window index, (song index, log-mel
         features [256, 128]) per song. Each song draws its noise from its own generator seeded with
         `options.seed`, so batching does not change its result beyond float rounding.
         """
@@ -182,33 +182,43 @@ class Synthesizer:
             tokens = torch.from_numpy(pad_tokens(windows, length=max(map(len, windows)))).to(self.device)
             rows = torch.tensor(active, device=self.device)
             has_context = torch.full((len(active),), index > 0, device=self.device)
-            frame_dynamics = None if dynamics is None else \
-                torch.from_numpy(np.stack([dynamics[i][index] for i in active])).to(self.device)  # [active, 256, bins]
+            cue = self._window_inputs(dynamics, active, index, "cue")  # [active, 256, bins] or None
+            gain = self._window_inputs(dynamics, active, index, "gain")  # [active, 256] or None
             with torch.autocast(self.device.type, dtype=half, enabled=half is not None):
-                cache = network.encode(tokens, context[rows], has_context, frame_dynamics)
+                cache = network.encode(tokens, context[rows], has_context, cue)
                 denoise = self._denoiser(network, cache, opts.guidance)
                 x = samplers.sample(opts.sampler, lambda z, t, d=denoise: d(z, t).float(),
                                     (len(active), WINDOW_FRAMES, N_MELS), opts.num_steps,
                                     [generators[i] for i in active], self.device)
-            features = from_network_range(x)  # [active, 256, 128] log-mel
+            features = from_network_range(x)  # [active, 256, 128] log-mel (velocity-normalised for gain models)
             context[rows] = to_network_range(features)
+            if gain is not None:
+                features = apply_gain(features, gain)
             done += len(active)
             if on_window is not None:
                 on_window(done, total)
             out = features.float().cpu().numpy()
             yield [(song, out[row]) for row, song in enumerate(active)]
 
+    def _window_inputs(self, dynamics: list[SongDynamics | None] | None, active: list[int], index: int,
+                       kind: str) -> torch.Tensor | None:
+        """Window `index`'s `kind` ("cue" or "gain") of the active songs, stacked, or None if the model takes none."""
+        if not (self.model.cfg.dynamics_bins if kind == "cue" else self.model.cfg.velocity_gain):
+            return None
+        if dynamics is None or any(dynamics[i] is None for i in active):
+            raise ValueError("this model hears velocity: pass each song's dynamics (Synthesizer.dynamics)")
+        return torch.from_numpy(np.stack([getattr(dynamics[i], kind)[index] for i in active])).to(self.device)
+
     def spectrogram_windows(
         self,
         windows: list[list[int]],
         options: RenderOptions | None = None,
         on_window: Callable[[int, int], None] | None = None,
-        dynamics: np.ndarray | None = None,
+        dynamics: SongDynamics | None = None,
     ) -> Iterator[np.ndarray]:
         """Generate one song's windows [256, 128] in order, each conditioned on the previous one (and on the song's
-        note dynamics [windows, 256, bins] for a model with `dynamics_bins`)."""
-        songs_dynamics = None if dynamics is None else [dynamics]
-        for ((_, features),) in self.spectrogram_batch([windows], options, on_window, songs_dynamics):
+        velocities for a model that hears them, see `dynamics`)."""
+        for ((_, features),) in self.spectrogram_batch([windows], options, on_window, [dynamics]):
             yield features
 
     # -- audio -------------------------------------------------------------------------------------------------------
@@ -243,7 +253,7 @@ class Synthesizer:
         playing = [i for i, song in enumerate(songs) if song.notes]
         parts: dict[int, list[np.ndarray]] = {i: [] for i in playing}
         kept = dict.fromkeys(playing, 0)
-        dynamics = [self.dynamics(songs[i]) for i in playing] if self.model.cfg.dynamics_bins else None
+        dynamics = [self.dynamics(songs[i]) for i in playing]
         for step in self.spectrogram_batch([tokenized[i] for i in playing], options, on_window, dynamics):
             for row, features in step:
                 song = playing[row]
@@ -259,10 +269,9 @@ class Synthesizer:
         """The song's token windows in the model's codec (see `midisynth.tokens`)."""
         return tokenize(song, self.model.cfg.velocity_bins)
 
-    def dynamics(self, song: Song) -> np.ndarray | None:
-        """The song's note dynamics [windows, 256, bins] for a model with `dynamics_bins`, else None."""
-        bins = self.model.cfg.dynamics_bins
-        return note_dynamics(song, num_windows(song.duration), bins) if bins else None
+    def dynamics(self, song: Song) -> SongDynamics | None:
+        """The song's velocity inputs for this model (see `midisynth.dynamics`); None for one that hears none."""
+        return song_dynamics(song, num_windows(song.duration), self.model.cfg)
 
     def num_samples(self, song: Song) -> int:
         """Length in samples of `stream(song)`'s output."""

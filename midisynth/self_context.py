@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from midisynth.constants import MAX_LOG_MEL, MIN_LOG_MEL
 from midisynth.data.store import WindowDataset, self_context_path
+from midisynth.dynamics import apply_gain
 from midisynth.networks import SpectrogramDiffusion
 from midisynth.output import write_atomic
 from midisynth.pipeline import RenderOptions, Synthesizer
@@ -52,8 +52,7 @@ def generate_contexts(
         for start in range(0, len(todo), SONGS_PER_BATCH):
             group = todo[start : start + SONGS_PER_BATCH]
             songs = [[data.window_tokens(r, w) for w in range(r.windows)] for r in group]
-            dynamics = [np.stack([data.window_dynamics(r, w) for w in range(r.windows)]) for r in group] \
-                if data.dynamics_bins else None
+            dynamics = [data.song_dynamics(r) for r in group]
             parts: list[list[np.ndarray]] = [[] for _ in group]
             for step in synth.spectrogram_batch(songs, dynamics=dynamics):
                 for row, features in step:
@@ -85,5 +84,4 @@ def jitter_context_level(context: torch.Tensor, std: float, generator: torch.Gen
     off, a model must take the level from the notes (and their dynamics) instead.
     """
     gain = torch.randn(context.shape[0], generator=generator).to(context.device) * std  # [B]
-    shifted = (context + gain[:, None, None]).clamp(MIN_LOG_MEL, MAX_LOG_MEL)
-    return torch.where(context > MIN_LOG_MEL + 1e-3, shifted, context)
+    return apply_gain(context, gain[:, None].expand(context.shape[:2]))

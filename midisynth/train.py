@@ -127,7 +127,8 @@ class Trainer:
         self.step = 0
         self.generator = torch.Generator().manual_seed(self.tc.seed)
         contexts = run_dir / "self_context" if self.tc.self_context > 0 else None
-        codec = {"velocity_bins": config.model.velocity_bins, "dynamics_bins": config.model.dynamics_bins}
+        codec = {"velocity_bins": config.model.velocity_bins, "dynamics_bins": config.model.dynamics_bins,
+                 "velocity_gain": config.model.velocity_gain}
         train_set = WindowDataset(data_dir, split="train", self_context_dir=contexts, **codec)
         if contexts is not None:  # rendered by the initial model; kept in the run, so a resumed run reuses them
             generate_contexts(self.ema, train_set, contexts)

@@ -12,7 +12,7 @@ import torch
 from midisynth.checkpoints import load_model_file, save_model
 from midisynth.config import load_config
 from midisynth.constants import WINDOW_FRAMES
-from midisynth.dynamics import note_dynamics, velocity_bin
+from midisynth.dynamics import apply_gain, note_dynamics, velocity_bin, velocity_gain
 from midisynth.midi import Note, Song, read_midi
 from midisynth.networks import SpectrogramDiffusion
 from midisynth.pipeline import RenderOptions, Synthesizer
@@ -117,7 +117,8 @@ def test_renders_follow_the_dynamics_and_batches_match_single_songs(tmp_path):
     soft = read_midi(write_midi(tmp_path / "soft.mid", [(p, s, e, 20) for p, s, e in notes]))
     loud = read_midi(write_midi(tmp_path / "loud.mid", [(p, s, e, 120) for p, s, e in notes]))
     assert tokenize(soft) == tokenize(loud)  # the one-bin tokens cannot tell them apart
-    assert synth.dynamics(soft)[0, 0].tolist() == [1, 0, 0, 0] and synth.dynamics(loud)[0, 0].tolist() == [0, 0, 0, 1]
+    assert synth.dynamics(soft).cue[0, 0].tolist() == [1, 0, 0, 0] and synth.dynamics(loud).cue[0, 0].tolist() == [0, 0, 0, 1]
+    assert synth.dynamics(soft).gain is None  # this model does not take velocity as a level
     alone = [np.concatenate(list(synth.spectrogram_windows(tokenize(s), dynamics=synth.dynamics(s))))
              for s in (soft, loud)]
     assert np.abs(alone[0] - alone[1]).mean() > 0.01
@@ -165,3 +166,68 @@ def test_dynamics_settings_are_validated():
         replace(config.train, dynamics_lr_scale=0.0)
     with pytest.raises(ValueError, match="dynamics_bins must be a non-negative number"):
         replace(config.model, dynamics_bins=-1)
+
+
+def test_velocity_gain_is_the_sf2_level_of_the_sounding_notes_held_through_gaps():
+    """ln(mean (v / 90)^2) over the notes sounding; silence keeps the last value; 0 before the first note."""
+    song = Song(notes=[_note(0.125, 0.375, 90), _note(0.1875, 0.375, 45, pitch=64), _note(0.5, 0.625, 127)],
+                duration=5.3)
+    gain = velocity_gain(song, windows=2)
+    assert gain.shape == (2, WINDOW_FRAMES) and gain.dtype == np.float32
+    frames = gain.reshape(-1)
+    np.testing.assert_array_equal(frames[:7], 0.0)  # before the first note (frame 7 is the first at >= 0.125 s)
+    np.testing.assert_allclose(frames[7:10], 0.0, atol=1e-7)  # velocity 90 alone: the reference level
+    np.testing.assert_allclose(frames[10:25], np.log((1 + 0.25) / 2), rtol=1e-6)  # with velocity 45, then held
+    np.testing.assert_allclose(frames[25:], 2 * np.log(127 / 90), rtol=1e-6)  # velocity 127, held to the end
+
+
+def test_apply_gain_shifts_sound_clips_and_leaves_silence():
+    from midisynth.constants import MAX_LOG_MEL, MIN_LOG_MEL
+
+    features = torch.tensor([[[MIN_LOG_MEL, -3.0, 3.5]], [[MIN_LOG_MEL, -3.0, -11.0]]])  # [2, 1 frame, 3 bins]
+    shifted = apply_gain(features, torch.tensor([[1.0], [-2.0]]))
+    torch.testing.assert_close(shifted, torch.tensor([[[MIN_LOG_MEL, -2.0, MAX_LOG_MEL]],
+                                                      [[MIN_LOG_MEL, -5.0, MIN_LOG_MEL]]]))
+
+
+def test_a_velocity_gain_model_renders_its_normalised_output_plus_the_gain(tmp_path):
+    """The same weights with and without `velocity_gain`: the gain model's windows are the plain model's with each
+    frame's gain added (its contexts are its own normalised output, so the networks see the same inputs)."""
+    plain = _model(bins=0)
+    gained = SpectrogramDiffusion(replace(plain.cfg, velocity_gain=True)).eval()
+    gained.load_state_dict(plain.state_dict())
+    vocoder = load_vocoder("griffin-lim", torch.device("cpu"))
+    options = RenderOptions(sampler="ddim", steps=2, guidance=1.0, precision="fp32")
+    song = read_midi(write_midi(tmp_path / "soft.mid", [(60, 0.0, 1.0, 30), (64, 0.5, 6.0, 120)]))
+    synth = Synthesizer(gained, vocoder, "cpu", options)
+    gain = synth.dynamics(song).gain  # [2, 256]
+    assert synth.dynamics(song).cue is None and gain.min() < -2 and gain.max() > 0.5
+    expected = [apply_gain(torch.from_numpy(w), torch.from_numpy(g)).numpy() for w, g in
+                zip(Synthesizer(plain, vocoder, "cpu", options).spectrogram_windows(tokenize(song)), gain, strict=True)]
+    got = list(synth.spectrogram_windows(tokenize(song), dynamics=synth.dynamics(song)))
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    with pytest.raises(ValueError, match="hears velocity"):
+        list(synth.spectrogram_windows(tokenize(song)))
+    with pytest.raises(ValueError, match="velocity_gain must be true or false"):
+        replace(plain.cfg, velocity_gain=1)
+
+
+def test_the_data_set_normalises_targets_and_contexts_by_the_velocity_gain(tmp_path):
+    from midisynth.data.store import WindowDataset, load_records
+    from tests.test_train import _fake_dataset
+
+    data = tmp_path / "ds"
+    _fake_dataset(data, pieces=2)
+    (data / "midi").mkdir()
+    for record in load_records(data):
+        write_midi(data / "midi" / f"{record.piece_id}.mid", [(60, 0.5, 3.0, 20), (67, 2.0, 8.5, 127)])
+    raw, normalised = WindowDataset(data, "train"), WindowDataset(data, "train", velocity_gain=True)
+    for i, (record, window) in enumerate(raw.index):
+        gain = torch.from_numpy(velocity_gain(read_midi(data / "midi" / f"{record.piece_id}.mid"), record.windows))
+        torch.testing.assert_close(normalised[i]["targets"], apply_gain(raw[i]["targets"], -gain[window]))
+        if window > 0:
+            torch.testing.assert_close(normalised[i]["context"], apply_gain(raw[i]["context"], -gain[window - 1]))
+        else:
+            assert not normalised[i]["context"].any()
+        assert not torch.equal(normalised[i]["targets"], raw[i]["targets"])

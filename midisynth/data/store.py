@@ -22,8 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from midisynth.config import ModelConfig
 from midisynth.constants import HOP_LENGTH, MAX_INPUT_TOKENS, N_MELS, WINDOW_FRAMES
-from midisynth.dynamics import note_dynamics
+from midisynth.dynamics import SongDynamics, apply_gain, song_dynamics
 from midisynth.midi import Song, read_midi
 from midisynth.output import write_atomic
 from midisynth.tokens import fit_window, tokenize
@@ -95,16 +96,20 @@ class WindowDataset(Dataset):
     [256, 128] (zeros for a piece's first window), context_mask bool [] (False for the first window). With
     `self_context_dir` (see `midisynth.self_context`), also model_context float32 [256, 128]: the model's own
     render of the previous window (zeros for the first window). With `dynamics_bins`, also dynamics float32
-    [256, dynamics_bins]: the window's note dynamics (see `midisynth.dynamics`), from the stored MIDI.
+    [256, dynamics_bins]: the window's note dynamics. With `velocity_gain`, targets and contexts are
+    velocity-normalised: each window's `velocity_gain` is taken off it. Both come from the stored MIDI (see
+    `midisynth.dynamics`).
     """
 
     def __init__(self, root: str | Path, split: str = "train", max_tokens: int = MAX_INPUT_TOKENS,
-                 self_context_dir: Path | None = None, velocity_bins: int = 1, dynamics_bins: int = 0):
+                 self_context_dir: Path | None = None, velocity_bins: int = 1, dynamics_bins: int = 0,
+                 velocity_gain: bool = False):
         self.root = Path(root)
         self.max_tokens = max_tokens
         self.self_context_dir = None if self_context_dir is None else Path(self_context_dir)
-        self.dynamics_bins = dynamics_bins
-        self._dynamics: dict[str, np.ndarray] = {}  # piece id -> [windows, 256, dynamics_bins], made on first use
+        self.dynamics_config = ModelConfig(velocity_bins=velocity_bins, dynamics_bins=dynamics_bins,
+                                           velocity_gain=velocity_gain)
+        self._dynamics: dict[str, SongDynamics | None] = {}  # piece id -> its dynamics, made on first use
         self.records = load_records(self.root, split)
         if not self.records:
             raise FileNotFoundError(f"{self.root}: no '{split}' pieces (build it with `midisynth dataset`)")
@@ -130,11 +135,13 @@ class WindowDataset(Dataset):
         lo, hi = record.token_offsets[window], record.token_offsets[window + 1]
         return np.asarray(self._array(record, "tokens")[lo:hi], dtype=np.int64).tolist()
 
-    def window_dynamics(self, record: PieceRecord, window: int) -> np.ndarray:
-        """A window's note dynamics [256, dynamics_bins] (see `midisynth.dynamics`)."""
+    def song_dynamics(self, record: PieceRecord) -> SongDynamics | None:
+        """The piece's velocity inputs for the data set's model config (see `midisynth.dynamics`)."""
+        if not self.dynamics_config.hears_velocity:
+            return None
         if record.piece_id not in self._dynamics:
-            self._dynamics[record.piece_id] = note_dynamics(self._song(record), record.windows, self.dynamics_bins)
-        return self._dynamics[record.piece_id][window]
+            self._dynamics[record.piece_id] = song_dynamics(self._song(record), record.windows, self.dynamics_config)
+        return self._dynamics[record.piece_id]
 
     def __len__(self) -> int:
         return len(self.index)
@@ -149,22 +156,30 @@ class WindowDataset(Dataset):
         record, window = self.index[i]
         features = self._array(record, "features")
         start = window * WINDOW_FRAMES
-        target = np.asarray(features[start : start + WINDOW_FRAMES], dtype=np.float32)
+        target = torch.from_numpy(np.asarray(features[start : start + WINDOW_FRAMES], dtype=np.float32))
         if window > 0:
-            context = np.asarray(features[start - WINDOW_FRAMES : start], dtype=np.float32)
+            context = torch.from_numpy(np.asarray(features[start - WINDOW_FRAMES : start], dtype=np.float32))
         else:
-            context = np.zeros((WINDOW_FRAMES, N_MELS), np.float32)
+            context = torch.zeros(WINDOW_FRAMES, N_MELS)
         window_tokens = fit_window(self.window_tokens(record, window), self.max_tokens)
         item = {
             "tokens": torch.tensor(window_tokens, dtype=torch.long),
-            "targets": torch.from_numpy(target),
-            "context": torch.from_numpy(context),
+            "targets": target,
+            "context": context,
             "context_mask": torch.tensor(window > 0),
         }
         if self.self_context_dir is not None:
             item["model_context"] = torch.from_numpy(self._model_context(record, window))
-        if self.dynamics_bins:
-            item["dynamics"] = torch.from_numpy(self.window_dynamics(record, window))
+        dynamics = self.song_dynamics(record)
+        if dynamics is not None and dynamics.cue is not None:
+            item["dynamics"] = torch.from_numpy(dynamics.cue[window])
+        if dynamics is not None and dynamics.gain is not None:  # velocity-normalised
+            gain = torch.from_numpy(dynamics.gain)  # [windows, 256]
+            item["targets"] = apply_gain(target, -gain[window])
+            if window > 0:  # the first window's context is empty
+                for key in ("context", "model_context"):
+                    if key in item:
+                        item[key] = apply_gain(item[key], -gain[window - 1])
         return item
 
     def _model_context(self, record: PieceRecord, window: int) -> np.ndarray:
