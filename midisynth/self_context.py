@@ -35,8 +35,8 @@ def generate_contexts(
     options: RenderOptions | None = None,
     progress: bool = True,
 ) -> None:
-    """Render every piece of `data` without a stored context file, free-running (in the data set's codec, which must
-    be the model's), and store its features [windows * 256, 128].
+    """Render every piece of `data` without a stored context file, free-running (`data` must be for this model's
+    config: its tokens and velocity inputs), and store its features [windows * 256, 128].
 
     Resumable: pieces already in `folder` are skipped. The model is used in eval mode and left as it was.
     """

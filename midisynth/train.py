@@ -80,8 +80,9 @@ def initial_weights(source: SpectrogramDiffusion, target: SpectrogramDiffusion) 
     """`source`'s weights for `target`'s configuration. Modules that only `target` has (the decoder's dynamics
     projection) keep `target`'s initial values, zeros, so that its output starts as `source`'s.
 
-    Token embedding rows move to the ids with the same meaning in `target`'s codec. Coming from one bin, bin b of the new codec starts as the old "note on" row plus a ramp along one
-    fixed random direction, from -VELOCITY_SPREAD to +VELOCITY_SPREAD times the row's norm (mean: the old row).
+    Token embedding rows move to the ids with the same meaning in `target`'s codec. Coming from one bin, bin b of the
+    new codec starts as the old "note on" row plus a ramp along one fixed random direction, from -VELOCITY_SPREAD to
+    +VELOCITY_SPREAD times the row's norm (mean: the old row).
 
     Without the ramp, every bin starting as the same row, training did not tell them apart: after 1 900 steps the
     bins' rows differed by 0.04-0.19 on a norm of 15.8, and renders at velocities 20 to 127 were identical.
@@ -127,12 +128,10 @@ class Trainer:
         self.step = 0
         self.generator = torch.Generator().manual_seed(self.tc.seed)
         contexts = run_dir / "self_context" if self.tc.self_context > 0 else None
-        codec = {"velocity_bins": config.model.velocity_bins, "dynamics_bins": config.model.dynamics_bins,
-                 "velocity_gain": config.model.velocity_gain}
-        train_set = WindowDataset(data_dir, split="train", self_context_dir=contexts, **codec)
+        train_set = WindowDataset(data_dir, split="train", self_context_dir=contexts, model=config.model)
         if contexts is not None:  # rendered by the initial model; kept in the run, so a resumed run reuses them
             generate_contexts(self.ema, train_set, contexts)
-        self.heldout = WindowDataset(data_dir, split="heldout", **codec)
+        self.heldout = WindowDataset(data_dir, split="heldout", model=config.model)
         self._collate = partial(collate_windows, max_tokens=config.model.max_tokens)
         loader_gen = torch.Generator().manual_seed(self.tc.seed + 1)
         sampler = None

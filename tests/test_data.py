@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from midisynth.audio import log_mel
+from midisynth.config import ModelConfig
 from midisynth.constants import EOS_ID, SAMPLE_RATE, WINDOW_FRAMES, WINDOW_SAMPLES, WINDOW_SECONDS
 from midisynth.data.fluidsynth import DEFAULT_SOUNDFONT
 from midisynth.data.sources import generated_pieces, note_survey, random_program, truncate
@@ -187,7 +188,7 @@ def test_build_store_resume_split_and_windows(tmp_path):
     assert batch["context_mask"].tolist() == [items[0]["context_mask"].item(), items[1]["context_mask"].item()]
 
     # A model with velocity bins trains on its own codec's tokens, made again from each piece's stored MIDI.
-    velocity = WindowDataset(root, split="train", velocity_bins=32)
+    velocity = WindowDataset(root, split="train", model=ModelConfig(velocity_bins=32))
     for i, (record, window) in enumerate(velocity.index):
         expected = tokenize(read_midi(root / "midi" / f"{record.piece_id}.mid"), 32)[window]
         assert velocity[i]["tokens"].tolist() == expected

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from midisynth.checkpoints import load_model_file, save_model
-from midisynth.config import load_config
+from midisynth.config import ModelConfig, load_config
 from midisynth.constants import WINDOW_FRAMES
 from midisynth.dynamics import apply_gain, note_dynamics, velocity_bin, velocity_gain
 from midisynth.midi import Note, Song, read_midi
@@ -140,7 +140,7 @@ def test_training_feeds_the_stored_midis_dynamics(tmp_path):
     (data / "midi").mkdir()
     for k, record in enumerate(load_records(data, "train") + load_records(data, "heldout")):
         write_midi(data / "midi" / f"{record.piece_id}.mid", [(60, 0.5, 3.0, 10 + 15 * k), (67, 2.0, 8.5, 120)])
-    dataset = WindowDataset(data, "train", dynamics_bins=4)
+    dataset = WindowDataset(data, "train", model=ModelConfig(dynamics_bins=4))
     record, window = dataset.index[0]
     song = read_midi(data / "midi" / f"{record.piece_id}.mid")
     np.testing.assert_array_equal(dataset[0]["dynamics"].numpy(), note_dynamics(song, record.windows, 4)[window])
@@ -222,7 +222,8 @@ def test_the_data_set_normalises_targets_and_contexts_by_the_velocity_gain(tmp_p
     (data / "midi").mkdir()
     for record in load_records(data):
         write_midi(data / "midi" / f"{record.piece_id}.mid", [(60, 0.5, 3.0, 20), (67, 2.0, 8.5, 127)])
-    raw, normalised = WindowDataset(data, "train"), WindowDataset(data, "train", velocity_gain=True)
+    raw = WindowDataset(data, "train")
+    normalised = WindowDataset(data, "train", model=ModelConfig(velocity_gain=True))
     for i, (record, window) in enumerate(raw.index):
         gain = torch.from_numpy(velocity_gain(read_midi(data / "midi" / f"{record.piece_id}.mid"), record.windows))
         torch.testing.assert_close(normalised[i]["targets"], apply_gain(raw[i]["targets"], -gain[window]))

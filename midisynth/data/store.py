@@ -95,29 +95,29 @@ class WindowDataset(Dataset):
     Items: tokens int64 [n <= max_tokens] ending with EOS, targets float32 [256, 128] log-mel, context float32
     [256, 128] (zeros for a piece's first window), context_mask bool [] (False for the first window). With
     `self_context_dir` (see `midisynth.self_context`), also model_context float32 [256, 128]: the model's own
-    render of the previous window (zeros for the first window). With `dynamics_bins`, also dynamics float32
-    [256, dynamics_bins]: the window's note dynamics. With `velocity_gain`, targets and contexts are
-    velocity-normalised: each window's `velocity_gain` is taken off it. Both come from the stored MIDI (see
-    `midisynth.dynamics`).
+    render of the previous window (zeros for the first window).
+
+    `model` is the config of the model the windows are for (default: the paper's): tokens are in its codec (the
+    stored tokens are the one-bin codec's; others are made again from the stored MIDI). With `dynamics_bins`, items
+    also have dynamics float32 [256, dynamics_bins], the window's note dynamics; with `velocity_gain`, targets and
+    contexts are velocity-normalised, each window's `velocity_gain` taken off it. Both come from the stored MIDI
+    (see `midisynth.dynamics`).
     """
 
     def __init__(self, root: str | Path, split: str = "train", max_tokens: int = MAX_INPUT_TOKENS,
-                 self_context_dir: Path | None = None, velocity_bins: int = 1, dynamics_bins: int = 0,
-                 velocity_gain: bool = False):
+                 self_context_dir: Path | None = None, model: ModelConfig | None = None):
         self.root = Path(root)
         self.max_tokens = max_tokens
         self.self_context_dir = None if self_context_dir is None else Path(self_context_dir)
-        self.dynamics_config = ModelConfig(velocity_bins=velocity_bins, dynamics_bins=dynamics_bins,
-                                           velocity_gain=velocity_gain)
+        self.model = model or ModelConfig()
         self._dynamics: dict[str, SongDynamics | None] = {}  # piece id -> its dynamics, made on first use
         self.records = load_records(self.root, split)
         if not self.records:
             raise FileNotFoundError(f"{self.root}: no '{split}' pieces (build it with `midisynth dataset`)")
         self.index = [(r, w) for r in self.records for w in range(r.windows)]
         self._arrays: dict[tuple[str, str], np.ndarray] = {}
-        # The stored tokens are the one-bin codec's; another codec's are made again from the stored MIDI.
-        self._windows = {r.piece_id: self._retokenize(r, velocity_bins) for r in self.records} if velocity_bins != 1 \
-            else None
+        bins = self.model.velocity_bins
+        self._windows = {r.piece_id: self._retokenize(r, bins) for r in self.records} if bins != 1 else None
 
     def _song(self, record: PieceRecord) -> Song:
         return read_midi(self.root / "midi" / f"{record.piece_id}.mid")
@@ -136,11 +136,11 @@ class WindowDataset(Dataset):
         return np.asarray(self._array(record, "tokens")[lo:hi], dtype=np.int64).tolist()
 
     def song_dynamics(self, record: PieceRecord) -> SongDynamics | None:
-        """The piece's velocity inputs for the data set's model config (see `midisynth.dynamics`)."""
-        if not self.dynamics_config.hears_velocity:
+        """The piece's velocity inputs for `model` (see `midisynth.dynamics`)."""
+        if not self.model.hears_velocity:
             return None
         if record.piece_id not in self._dynamics:
-            self._dynamics[record.piece_id] = song_dynamics(self._song(record), record.windows, self.dynamics_config)
+            self._dynamics[record.piece_id] = song_dynamics(self._song(record), record.windows, self.model)
         return self._dynamics[record.piece_id]
 
     def __len__(self) -> int:
