@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from midisynth.constants import ROLL_DIMS
 from midisynth.tokens import Codec
 
 
@@ -50,18 +51,20 @@ class ModelConfig:
     #                         midisynth.dynamics)
     velocity_gain: bool = False  # velocity as a level: the model renders velocity-normalised spectrograms, and the
     #                              notes' gain (midisynth.dynamics.velocity_gain) is added to each window
+    note_roll: bool = False  # the decoder also sees the notes frame by frame (midisynth.dynamics.note_roll)
 
     def __post_init__(self) -> None:
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"model config: prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("prediction", "velocity_gain"):
+            if f.name in ("prediction", "velocity_gain", "note_roll"):
                 continue
             if not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"model config: {f.name} must be a non-negative number, got {value!r}")
-        if not isinstance(self.velocity_gain, bool):
-            raise ValueError(f"model config: velocity_gain must be true or false, got {self.velocity_gain!r}")
+        for name in ("velocity_gain", "note_roll"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"model config: {name} must be true or false, got {getattr(self, name)!r}")
         try:
             used = Codec(self.velocity_bins).vocab_size
         except ValueError as err:
@@ -73,9 +76,14 @@ class ModelConfig:
             raise ValueError(f"model config: dropout_rate must be in [0, 1), got {self.dropout_rate}")
 
     @property
-    def hears_velocity(self) -> bool:
-        """Whether the model takes note dynamics besides the tokens (see midisynth.dynamics)."""
-        return bool(self.dynamics_bins or self.velocity_gain)
+    def takes_note_inputs(self) -> bool:
+        """Whether the model takes per-frame note inputs besides the tokens (see midisynth.dynamics)."""
+        return bool(self.dynamics_bins or self.velocity_gain or self.note_roll)
+
+    @property
+    def cue_dims(self) -> int:
+        """Width of the decoder's per-frame note cue: dynamics bins, then the note roll (0: none, the paper's)."""
+        return self.dynamics_bins + (ROLL_DIMS if self.note_roll else 0)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -105,9 +113,9 @@ class TrainConfig:
     # Sampling weight of a training window by its piece's source (the id's prefix: "m21", "gen", "survey", "user");
     # sources not named weigh 1. Empty: every window equally often (shuffled epochs).
     source_weights: dict[str, float] = field(default_factory=dict)
-    # Learning-rate multiplier of the decoder's dynamics projection (models with dynamics_bins). It starts at zero
-    # and must grow to the size of the decoder's other inputs (norm ~11) while the rest of the model only fine-tunes.
-    dynamics_lr_scale: float = 1.0
+    # Learning-rate multiplier of the decoder's cue projection (models with dynamics_bins or note_roll). It starts at
+    # zero and must grow to the size of the decoder's other inputs (norm ~11) while the rest of the model fine-tunes.
+    cue_lr_scale: float = 1.0
     loss: str = "l1"  # "l1" (paper) or "l2"
     precision: str = "bf16"  # "bf16" (autocast) or "fp32"
     checkpoint_every: int = 200  # steps
@@ -125,8 +133,8 @@ class TrainConfig:
             raise ValueError(f"train config: source_weights must be non-negative numbers, got {bad_weights}")
         if not self.context_level_jitter >= 0:
             raise ValueError(f"train config: context_level_jitter must be >= 0, got {self.context_level_jitter}")
-        if not self.dynamics_lr_scale > 0:
-            raise ValueError(f"train config: dynamics_lr_scale must be positive, got {self.dynamics_lr_scale}")
+        if not self.cue_lr_scale > 0:
+            raise ValueError(f"train config: cue_lr_scale must be positive, got {self.cue_lr_scale}")
         if not 0.0 <= self.self_context <= 1.0:
             raise ValueError(f"train config: self_context must be in [0, 1], got {self.self_context}")
 

@@ -1,4 +1,5 @@
-"""Note dynamics: per frame, how loudly the sounding notes were played.
+"""Per-frame note inputs of the decoder besides the tokens: note dynamics (how loudly the sounding notes were played)
+and the note roll (which notes sound).
 
 The paper's codec has one velocity bin, so its tokens cannot tell a note played at velocity 20 from one at 127, while
 a SoundFont synthesizer renders them far apart (FluidR3's trombone at pitch 70: peak frame log-mel energy -0.77 at
@@ -9,6 +10,11 @@ velocity 20, 2.99 at 127). The tokens stay the paper's; a model can hear velocit
   gain is added back to each window it renders.
 - `ModelConfig.dynamics_bins` > 0: a learned cue. The FiLM decoder adds a projection of `note_dynamics`, the
   distribution of the sounding notes' velocities over that many equal-width bins of 1..127, to its frame inputs.
+
+`ModelConfig.note_roll` adds `note_roll` to that cue: per frame, the sounding notes by instrument group and pitch, and
+their onsets. The tokens say the same in time-shift events that cross-attention must decode into frames; a model
+fine-tuned from the paper's recipe for 10 000 CPU steps had not learned to (its renders do not follow the notes), and
+a frame-aligned roll gives the decoder the notes where it needs them.
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ import numpy as np
 import torch
 
 from midisynth.config import ModelConfig
-from midisynth.constants import FRAME_RATE, MAX_LOG_MEL, MIN_LOG_MEL, WINDOW_FRAMES
-from midisynth.midi import Song
+from midisynth.constants import FRAME_RATE, MAX_LOG_MEL, MIN_LOG_MEL, ROLL_GROUPS, ROLL_PITCHES, WINDOW_FRAMES
+from midisynth.midi import Note, Song
 from midisynth.tokens import MAX_VELOCITY
 
 DRUM_SECONDS = 0.25  # a drum hit counts as sounding at least this long (its MIDI note-off often comes at once)
 REFERENCE_VELOCITY = 90  # gain 0: the velocity of 73 % of the notes of the training data's music21 scores
+ONSET_SECONDS = 0.1  # time constant of a note's onset column in the note roll
 
 
 def velocity_bin(velocity: int, bins: int) -> int:
@@ -48,6 +55,36 @@ def note_dynamics(song: Song, windows: int, bins: int) -> np.ndarray:
     counts = np.cumsum(changes[:frames], axis=0)  # [frames, bins] notes sounding, by velocity bin
     fractions = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     return fractions.reshape(windows, WINDOW_FRAMES, bins).astype(np.float32)
+
+
+def roll_group(note: Note) -> int:
+    """A note's instrument group in the note roll: its GM family (program // 8, 0..15), or 16 for drums."""
+    return ROLL_GROUPS - 1 if note.is_drum else note.program // 8
+
+
+def note_roll(song: Song, window: int) -> np.ndarray:
+    """[256, ROLL_DIMS] float32, window `window` of the song (frame f at (window * 256 + f) / 50 s):
+
+    - column group * 128 + pitch (`roll_group`): 1 while a note of that group and pitch sounds (start <= time < end;
+      a drum hit sounds at least DRUM_SECONDS);
+    - column ROLL_GROUPS * 128 + pitch: the onsets of that pitch, any group: velocity / 127 at a note's first frame,
+      decaying as exp(-age / ONSET_SECONDS) (the largest where notes overlap), 0 before the note.
+    """
+    first_frame = window * WINDOW_FRAMES
+    roll = np.zeros((WINDOW_FRAMES, ROLL_GROUPS * ROLL_PITCHES + ROLL_PITCHES), np.float32)
+    ages = np.arange(WINDOW_FRAMES, dtype=np.float32)
+    for note in song.notes:
+        end = max(note.end, note.start + DRUM_SECONDS) if note.is_drum else note.end
+        onset = math.ceil(note.start * FRAME_RATE) - first_frame  # frame of the first sounding frame, this window's
+        stop = min(WINDOW_FRAMES, math.ceil(end * FRAME_RATE) - first_frame)
+        lo = max(onset, 0)
+        if stop <= lo:
+            continue
+        roll[lo:stop, roll_group(note) * ROLL_PITCHES + note.pitch] = 1.0
+        decay = note.velocity / MAX_VELOCITY * np.exp(-(ages[lo:] - onset) / (ONSET_SECONDS * FRAME_RATE))
+        column = roll[lo:, ROLL_GROUPS * ROLL_PITCHES + note.pitch]
+        np.maximum(column, decay, out=column)
+    return roll
 
 
 def velocity_gain(song: Song, windows: int) -> np.ndarray:
@@ -75,17 +112,27 @@ def apply_gain(features: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class SongDynamics:
-    """A song's velocity inputs for a model, per window (each None unless the model's config asks for it)."""
+    """A song's per-frame note inputs for a model (each part None unless the model's config asks for it)."""
 
-    cue: np.ndarray | None  # [windows, 256, dynamics_bins] `note_dynamics`
+    bins: np.ndarray | None  # [windows, 256, dynamics_bins] `note_dynamics`
     gain: np.ndarray | None  # [windows, 256] `velocity_gain`, log units
+    song: Song | None = None  # the song, for its `note_roll` (made window by window)
+
+    def cue(self, window: int) -> np.ndarray | None:
+        """[256, cue_dims] float32, the decoder's frame cue for a window: the note dynamics, then the note roll;
+        None for a model that takes neither."""
+        parts = [] if self.bins is None else [self.bins[window]]
+        if self.song is not None:
+            parts.append(note_roll(self.song, window))
+        return np.concatenate(parts, axis=1) if parts else None
 
 
 def song_dynamics(song: Song, windows: int, cfg: ModelConfig) -> SongDynamics | None:
-    """What a model with `cfg` needs of a song's velocities (None for the paper's models, which need nothing)."""
-    if not cfg.hears_velocity:
+    """What a model with `cfg` needs of a song's notes besides its tokens (None for the paper's models)."""
+    if not cfg.takes_note_inputs:
         return None
     return SongDynamics(
-        cue=note_dynamics(song, windows, cfg.dynamics_bins) if cfg.dynamics_bins else None,
+        bins=note_dynamics(song, windows, cfg.dynamics_bins) if cfg.dynamics_bins else None,
         gain=velocity_gain(song, windows) if cfg.velocity_gain else None,
+        song=song if cfg.note_roll else None,
     )

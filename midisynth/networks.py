@@ -203,7 +203,7 @@ class CrossAttentionCache:
 
     keys_values: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: k, v [cond_batch, heads, keys, d_kv]
     bias: torch.Tensor  # [cond_batch, 1, 1, keys]
-    frame_inputs: torch.Tensor | None = None  # [cond_batch, 256, d_model] added to the decoder's inputs (dynamics)
+    frame_inputs: torch.Tensor | None = None  # [cond_batch, 256, d_model] added to the decoder's inputs (note cue)
 
     @property
     def batch_size(self) -> int:
@@ -252,10 +252,10 @@ class FilmDecoder(nn.Module):
             nn.Linear(d, 4 * d, bias=False), nn.SiLU(), nn.Linear(4 * d, 4 * d, bias=False), nn.SiLU()
         )
         self.input_proj = nn.Linear(cfg.input_dims, d, bias=False)
-        self.dynamics_proj = None
-        if cfg.dynamics_bins:  # starts at zero: a model fine-tuned to use dynamics starts as the one it came from
-            self.dynamics_proj = nn.Linear(cfg.dynamics_bins, d, bias=False)
-            nn.init.zeros_(self.dynamics_proj.weight)
+        self.cue_proj = None
+        if cfg.cue_dims:  # starts at zero: a model fine-tuned to use the cue starts as the one it came from
+            self.cue_proj = nn.Linear(cfg.cue_dims, d, bias=False)
+            nn.init.zeros_(self.cue_proj.weight)
         self.register_buffer("position_table", sinusoid_table(cfg.targets_length, d))
         self.dropout_in = nn.Dropout(cfg.dropout_rate)
         self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.num_decoder_layers))
@@ -267,16 +267,16 @@ class FilmDecoder(nn.Module):
         self,
         encoded: torch.Tensor,  # [batch, keys, d_model] both encodings concatenated
         mask: torch.Tensor,  # [batch, keys] bool
-        dynamics: torch.Tensor | None = None,  # [batch, 256, dynamics_bins] (midisynth.dynamics), iff the model has bins
+        dynamics: torch.Tensor | None = None,  # [batch, 256, cue_dims] frame cue (midisynth.dynamics), iff cue_dims
     ) -> CrossAttentionCache:
-        if self.dynamics_proj is None and dynamics is not None:
-            raise ValueError("this model takes no note dynamics (dynamics_bins = 0)")
-        if self.dynamics_proj is not None and dynamics is None:
-            raise ValueError(f"this model needs note dynamics ({self.cfg.dynamics_bins} bins, midisynth.dynamics)")
+        if self.cue_proj is None and dynamics is not None:
+            raise ValueError("this model takes no per-frame note cue (cue_dims = 0)")
+        if self.cue_proj is not None and dynamics is None:
+            raise ValueError(f"this model needs a per-frame note cue ({self.cfg.cue_dims} wide, midisynth.dynamics)")
         return CrossAttentionCache(
             keys_values=[block.cross_attn.keys_values(encoded) for block in self.blocks],
             bias=attention_bias(mask, encoded.dtype),
-            frame_inputs=None if dynamics is None else self.dynamics_proj(dynamics.to(encoded.dtype)),
+            frame_inputs=None if dynamics is None else self.cue_proj(dynamics.to(encoded.dtype)),
         )
 
     def forward(
@@ -314,7 +314,7 @@ class SpectrogramDiffusion(nn.Module):
         tokens: torch.Tensor,  # [batch, tokens] int, PAD = 0 (may be trimmed to the longest real window)
         context: torch.Tensor,  # [batch, 256, 128] previous window, network range
         context_mask: torch.Tensor,  # [batch] bool: False for a song's first window (no context)
-        dynamics: torch.Tensor | None = None,  # [batch, 256, dynamics_bins]; required by models with dynamics_bins
+        dynamics: torch.Tensor | None = None,  # [batch, 256, cue_dims]; required by models with a cue
     ) -> CrossAttentionCache:
         notes, notes_mask = self.notes_encoder(tokens)
         frames_mask = context_mask[:, None].expand(-1, context.shape[1])  # [batch, 256]

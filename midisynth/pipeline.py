@@ -165,8 +165,8 @@ class Synthesizer:
     ) -> Iterator[list[tuple[int, np.ndarray]]]:
         """Generate several songs' windows together: window k of every song that has one, in one batch.
 
-        `songs` holds each song's token windows; `dynamics` each song's velocity inputs, needed by models that hear
-        velocity (see `dynamics`). Yields, for each window index, (song index, log-mel
+        `songs` holds each song's token windows; `dynamics` each song's per-frame note inputs, needed by models that
+        take them (see `dynamics`). Yields, for each window index, (song index, log-mel
         features [256, 128]) per song. Each song draws its noise from its own generator seeded with
         `options.seed`, so batching does not change its result beyond float rounding.
         """
@@ -182,7 +182,7 @@ class Synthesizer:
             tokens = torch.from_numpy(pad_tokens(windows, length=max(map(len, windows)))).to(self.device)
             rows = torch.tensor(active, device=self.device)
             has_context = torch.full((len(active),), index > 0, device=self.device)
-            cue = self._window_inputs(dynamics, active, index, "cue")  # [active, 256, bins] or None
+            cue = self._window_inputs(dynamics, active, index, "cue")  # [active, 256, cue_dims] or None
             gain = self._window_inputs(dynamics, active, index, "gain")  # [active, 256] or None
             with torch.autocast(self.device.type, dtype=half, enabled=half is not None):
                 cache = network.encode(tokens, context[rows], has_context, cue)
@@ -203,11 +203,12 @@ class Synthesizer:
     def _window_inputs(self, dynamics: list[SongDynamics | None] | None, active: list[int], index: int,
                        kind: str) -> torch.Tensor | None:
         """Window `index`'s `kind` ("cue" or "gain") of the active songs, stacked, or None if the model takes none."""
-        if not (self.model.cfg.dynamics_bins if kind == "cue" else self.model.cfg.velocity_gain):
+        if not (self.model.cfg.cue_dims if kind == "cue" else self.model.cfg.velocity_gain):
             return None
         if dynamics is None or any(dynamics[i] is None for i in active):
-            raise ValueError("this model hears velocity: pass each song's dynamics (Synthesizer.dynamics)")
-        return torch.from_numpy(np.stack([getattr(dynamics[i], kind)[index] for i in active])).to(self.device)
+            raise ValueError("this model takes per-frame note inputs: pass each song's dynamics (Synthesizer.dynamics)")
+        rows = [dynamics[i].cue(index) if kind == "cue" else dynamics[i].gain[index] for i in active]
+        return torch.from_numpy(np.stack(rows)).to(self.device)
 
     def spectrogram_windows(
         self,
@@ -270,7 +271,7 @@ class Synthesizer:
         return tokenize(song, self.model.cfg.velocity_bins)
 
     def dynamics(self, song: Song) -> SongDynamics | None:
-        """The song's velocity inputs for this model (see `midisynth.dynamics`); None for one that hears none."""
+        """The song's per-frame note inputs for this model (see `midisynth.dynamics`); None for one that takes none."""
         return song_dynamics(song, num_windows(song.duration), self.model.cfg)
 
     def num_samples(self, song: Song) -> int:

@@ -53,7 +53,7 @@ def diffusion_loss(
     """One training objective evaluation on a batch of windows.
 
     batch: tokens [B, L] int, targets [B, 256, 128] log-mel, context [B, 256, 128] log-mel, context_mask [B] bool,
-    and for a model with dynamics_bins, dynamics [B, 256, bins].
+    and for a model with a frame cue (cue_dims), dynamics [B, 256, cue_dims].
     Rows whose conditioning is dropped are moved to the end of the batch, where the decoder skips cross-attention
     (the same unconditional branch the guided samplers use).
     """
@@ -77,7 +77,7 @@ def diffusion_loss(
 
 
 def initial_weights(source: SpectrogramDiffusion, target: SpectrogramDiffusion) -> dict[str, torch.Tensor]:
-    """`source`'s weights for `target`'s configuration. Modules that only `target` has (the decoder's dynamics
+    """`source`'s weights for `target`'s configuration. Modules that only `target` has (the decoder's cue
     projection) keep `target`'s initial values, zeros, so that its output starts as `source`'s.
 
     Token embedding rows move to the ids with the same meaning in `target`'s codec. Coming from one bin, bin b of the
@@ -117,11 +117,11 @@ class Trainer:
         if init_from is not None:
             self.model.load_state_dict(initial_weights(load_model_file(init_from).model, self.model))
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
-        dynamics = self.model.decoder.dynamics_proj
+        dynamics = self.model.decoder.cue_proj
         new = [] if dynamics is None else list(dynamics.parameters())
         groups = [{"params": [p for p in self.model.parameters() if all(p is not q for q in new)], "lr_scale": 1.0}]
         if new:
-            groups.append({"params": new, "lr_scale": self.tc.dynamics_lr_scale})
+            groups.append({"params": new, "lr_scale": self.tc.cue_lr_scale})
         self.optimizer = torch.optim.AdamW(
             groups, lr=self.tc.learning_rate, betas=(0.9, 0.99), weight_decay=self.tc.weight_decay
         )

@@ -1,5 +1,5 @@
-"""Note dynamics: the per-frame velocity cue, the decoder input it feeds, and its path through data, training and
-rendering."""
+"""Per-frame note inputs (velocity cue, velocity gain, note roll): the decoder input they feed, and their path through
+data, training and rendering."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 
 from midisynth.checkpoints import load_model_file, save_model
 from midisynth.config import ModelConfig, load_config
-from midisynth.constants import WINDOW_FRAMES
-from midisynth.dynamics import apply_gain, note_dynamics, velocity_bin, velocity_gain
+from midisynth.constants import ROLL_DIMS, ROLL_PITCHES, WINDOW_FRAMES
+from midisynth.dynamics import apply_gain, note_dynamics, note_roll, velocity_bin, velocity_gain
 from midisynth.midi import Note, Song, read_midi
 from midisynth.networks import SpectrogramDiffusion
 from midisynth.pipeline import RenderOptions, Synthesizer
@@ -21,8 +21,8 @@ from midisynth.vocoders import load_vocoder
 from tests.conftest import ROOT, write_midi
 
 
-def _note(start: float, end: float, velocity: int, pitch: int = 60, is_drum: bool = False) -> Note:
-    return Note(start=start, end=end, pitch=pitch, velocity=velocity, program=0, is_drum=is_drum)
+def _note(start: float, end: float, velocity: int, pitch: int = 60, is_drum: bool = False, program: int = 0) -> Note:
+    return Note(start=start, end=end, pitch=pitch, velocity=velocity, program=program, is_drum=is_drum)
 
 
 def _model(bins: int, seed: int = 0) -> SpectrogramDiffusion:
@@ -59,7 +59,7 @@ def test_note_dynamics_clip_notes_past_the_last_window():
     assert dynamics[0, 200:].tolist() == [[1.0, 0.0]] * 56 and not dynamics[0, :200].any()
 
 
-def test_the_dynamics_projection_starts_at_zero_and_conditioned_rows_only_see_it():
+def test_the_cue_projection_starts_at_zero_and_conditioned_rows_only_see_it():
     model = _model(bins=4)
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(3, 1391, (2, 40), generator=g)
@@ -74,14 +74,14 @@ def test_the_dynamics_projection_starts_at_zero_and_conditioned_rows_only_see_it
     with torch.no_grad():
         assert torch.equal(model.decoder(x, t, model.encode(tokens, context, has_context, soft)),
                            model.decoder(x, t, model.encode(tokens, context, has_context, loud)))  # zero at start
-        model.decoder.dynamics_proj.weight.normal_()
+        model.decoder.cue_proj.weight.normal_()
         a = model.decoder(x, t, model.encode(tokens, context, has_context, soft))
         b = model.decoder(x, t, model.encode(tokens, context, has_context, loud))
     assert not torch.allclose(a[:2], b[:2])
     assert torch.equal(a[2], b[2])  # the unconditional branch gets no dynamics, like no encodings
-    with pytest.raises(ValueError, match="needs note dynamics"):
+    with pytest.raises(ValueError, match="needs a per-frame note cue"):
         model.encode(tokens, context, has_context)
-    with pytest.raises(ValueError, match="takes no note dynamics"):
+    with pytest.raises(ValueError, match="takes no per-frame note cue"):
         _model(bins=0).encode(tokens, context, has_context, soft)
 
 
@@ -92,7 +92,7 @@ def test_a_dynamics_model_from_plain_weights_renders_what_they_render(short_midi
     plain = _model(bins=0)
     widened = _model(bins=8, seed=1)
     widened.load_state_dict(initial_weights(plain, widened))
-    assert not widened.decoder.dynamics_proj.weight.any()
+    assert not widened.decoder.cue_proj.weight.any()
     song = read_midi(short_midi)
     vocoder = load_vocoder("griffin-lim", torch.device("cpu"))
     options = RenderOptions(sampler="ddim", steps=2, guidance=2.0, precision="fp32")
@@ -106,18 +106,18 @@ def test_renders_follow_the_dynamics_and_batches_match_single_songs(tmp_path):
     (each song with its own dynamics); the dynamics survive a save and load."""
     model = _model(bins=4)
     with torch.no_grad():
-        model.decoder.dynamics_proj.weight.normal_()
+        model.decoder.cue_proj.weight.normal_()
     save_model(model, tmp_path / "m.safetensors")
     loaded = load_model_file(tmp_path / "m.safetensors").model
     assert loaded.cfg.dynamics_bins == 4
-    assert torch.equal(loaded.decoder.dynamics_proj.weight, model.decoder.dynamics_proj.weight)
+    assert torch.equal(loaded.decoder.cue_proj.weight, model.decoder.cue_proj.weight)
     synth = Synthesizer(loaded, load_vocoder("griffin-lim", torch.device("cpu")), "cpu",
                         RenderOptions(sampler="ddim", steps=2, guidance=1.0, precision="fp32"))
     notes = [(60, 0.0, 1.0), (64, 0.5, 6.0)]
     soft = read_midi(write_midi(tmp_path / "soft.mid", [(p, s, e, 20) for p, s, e in notes]))
     loud = read_midi(write_midi(tmp_path / "loud.mid", [(p, s, e, 120) for p, s, e in notes]))
     assert tokenize(soft) == tokenize(loud)  # the one-bin tokens cannot tell them apart
-    assert synth.dynamics(soft).cue[0, 0].tolist() == [1, 0, 0, 0] and synth.dynamics(loud).cue[0, 0].tolist() == [0, 0, 0, 1]
+    assert synth.dynamics(soft).cue(0)[0].tolist() == [1, 0, 0, 0] and synth.dynamics(loud).cue(0)[0].tolist() == [0, 0, 0, 1]
     assert synth.dynamics(soft).gain is None  # this model does not take velocity as a level
     alone = [np.concatenate(list(synth.spectrogram_windows(tokenize(s), dynamics=synth.dynamics(s))))
              for s in (soft, loud)]
@@ -149,12 +149,12 @@ def test_training_feeds_the_stored_midis_dynamics(tmp_path):
     config = load_config(ROOT / "configs" / "tiny.toml")
     config = replace(config, model=replace(config.model, dynamics_bins=4),
                      train=replace(config.train, max_steps=2, checkpoint_every=1, eval_every=2, eval_batches=1,
-                                   dynamics_lr_scale=10.0))
+                                   cue_lr_scale=10.0))
     trainer = Trainer(config, data, tmp_path / "run")
     trainer.train()
-    assert trainer.model.decoder.dynamics_proj.weight.abs().sum() > 0  # it learns from zero
-    rest, dynamics = trainer.optimizer.param_groups  # the projection learns at dynamics_lr_scale x the rate
-    assert dynamics["params"] == [trainer.model.decoder.dynamics_proj.weight]
+    assert trainer.model.decoder.cue_proj.weight.abs().sum() > 0  # it learns from zero
+    rest, dynamics = trainer.optimizer.param_groups  # the projection learns at cue_lr_scale x the rate
+    assert dynamics["params"] == [trainer.model.decoder.cue_proj.weight]
     assert len(rest["params"]) == len(list(trainer.model.parameters())) - 1
     assert dynamics["lr"] == pytest.approx(10 * rest["lr"]) and rest["lr"] > 0
     assert load_model_file(tmp_path / "run" / "model.safetensors").model.cfg.dynamics_bins == 4
@@ -162,8 +162,8 @@ def test_training_feeds_the_stored_midis_dynamics(tmp_path):
 
 def test_dynamics_settings_are_validated():
     config = load_config(ROOT / "configs" / "tiny.toml")
-    with pytest.raises(ValueError, match="dynamics_lr_scale must be positive"):
-        replace(config.train, dynamics_lr_scale=0.0)
+    with pytest.raises(ValueError, match="cue_lr_scale must be positive"):
+        replace(config.train, cue_lr_scale=0.0)
     with pytest.raises(ValueError, match="dynamics_bins must be a non-negative number"):
         replace(config.model, dynamics_bins=-1)
 
@@ -201,13 +201,13 @@ def test_a_velocity_gain_model_renders_its_normalised_output_plus_the_gain(tmp_p
     song = read_midi(write_midi(tmp_path / "soft.mid", [(60, 0.0, 1.0, 30), (64, 0.5, 6.0, 120)]))
     synth = Synthesizer(gained, vocoder, "cpu", options)
     gain = synth.dynamics(song).gain  # [2, 256]
-    assert synth.dynamics(song).cue is None and gain.min() < -2 and gain.max() > 0.5
+    assert synth.dynamics(song).cue(0) is None and gain.min() < -2 and gain.max() > 0.5
     expected = [apply_gain(torch.from_numpy(w), torch.from_numpy(g)).numpy() for w, g in
                 zip(Synthesizer(plain, vocoder, "cpu", options).spectrogram_windows(tokenize(song)), gain, strict=True)]
     got = list(synth.spectrogram_windows(tokenize(song), dynamics=synth.dynamics(song)))
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
-    with pytest.raises(ValueError, match="hears velocity"):
+    with pytest.raises(ValueError, match="takes per-frame note inputs"):
         list(synth.spectrogram_windows(tokenize(song)))
     with pytest.raises(ValueError, match="velocity_gain must be true or false"):
         replace(plain.cfg, velocity_gain=1)
@@ -232,3 +232,65 @@ def test_the_data_set_normalises_targets_and_contexts_by_the_velocity_gain(tmp_p
         else:
             assert not normalised[i]["context"].any()
         assert not torch.equal(normalised[i]["targets"], raw[i]["targets"])
+
+
+def test_note_roll_has_the_sounding_notes_by_group_and_pitch_and_their_onsets():
+    """Column group * 128 + pitch: 1 while sounding (start <= f / 50 < end); last 128 columns: velocity / 127 at the
+    onset frame, decaying with a 0.1 s (5-frame) time constant, and the larger where onsets of one pitch overlap."""
+    trumpet, drum = 56, 16  # GM family 7 (brass) has programs 56-63; drums are group 16
+    song = Song(notes=[_note(0.1, 0.2, 127, pitch=60, program=trumpet), _note(0.125, 0.5, 64, pitch=60),
+                       _note(5.0, 5.3, 100, pitch=72, program=trumpet), _note(1.0, 1.0, 90, pitch=38, is_drum=True)],
+                duration=5.3)
+    roll = note_roll(song, 0)
+    assert roll.shape == (WINDOW_FRAMES, ROLL_DIMS) and roll.dtype == np.float32
+    sounding = roll[:, : -ROLL_PITCHES].reshape(WINDOW_FRAMES, -1, ROLL_PITCHES)  # [frames, groups, pitches]
+    onsets = roll[:, -ROLL_PITCHES:]  # [frames, pitches]
+    np.testing.assert_array_equal(np.nonzero(sounding[:, 7, 60])[0], np.arange(5, 10))  # trumpet, 0.1-0.2 s
+    np.testing.assert_array_equal(np.nonzero(sounding[:, 0, 60])[0], np.arange(7, 25))  # piano, 0.125-0.5 s
+    np.testing.assert_array_equal(np.nonzero(sounding[:, drum, 38])[0], np.arange(50, 63))  # a 0.25 s drum hit
+    np.testing.assert_array_equal(np.nonzero(sounding[:, 7, 72])[0], np.arange(250, 256))  # 5.0 s on, cut
+    assert sounding.sum() == 5 + 18 + 13 + 6
+    assert not onsets[:5, 60].any() and onsets[5, 60] == 1.0
+    np.testing.assert_allclose(onsets[6, 60], np.exp(-1 / 5), rtol=1e-6)
+    np.testing.assert_allclose(onsets[7:10, 60], np.maximum(np.exp(-np.arange(2, 5) / 5), 64 / 127 * np.exp(
+        -np.arange(3) / 5)), rtol=1e-6)  # the piano's onset at frame 7 is softer than the trumpet's decay
+    assert onsets[50, 38] == pytest.approx(90 / 127) and onsets[250, 72] == pytest.approx(100 / 127)
+    later = note_roll(song, 1)  # 5.12 s on: the trumpet's last 0.18 s, onset 6 frames ago
+    np.testing.assert_array_equal(np.nonzero(later[:, 7 * ROLL_PITCHES + 72])[0], np.arange(0, 9))
+    np.testing.assert_allclose(later[0, -ROLL_PITCHES + 72], 100 / 127 * np.exp(-6 / 5), rtol=1e-6)
+    assert later[:, : -ROLL_PITCHES].sum() == 9
+
+
+def test_a_note_roll_model_takes_the_roll_in_rendering_and_training(tmp_path):
+    """The roll reaches the decoder through the same zero-initialised projection as the velocity cue (after the
+    cue's bins), in the pipeline and in the data set."""
+    from midisynth.data.store import WindowDataset, load_records
+    from tests.test_train import _fake_dataset
+
+    cfg = replace(load_config(ROOT / "configs" / "tiny.toml").model, dropout_rate=0.0, dynamics_bins=2,
+                  note_roll=True)
+    assert cfg.cue_dims == 2 + ROLL_DIMS
+    model = SpectrogramDiffusion(cfg).eval()
+    with torch.no_grad():
+        model.decoder.cue_proj.weight.normal_()
+    song = read_midi(write_midi(tmp_path / "a.mid", [(60, 0.0, 1.0, 30), (64, 0.5, 6.0, 120)]))
+    synth = Synthesizer(model, load_vocoder("griffin-lim", torch.device("cpu")), "cpu",
+                        RenderOptions(sampler="ddim", steps=2, guidance=1.0, precision="fp32"))
+    cue = synth.dynamics(song).cue(1)
+    np.testing.assert_array_equal(cue, np.concatenate([note_dynamics(song, 2, 2)[1], note_roll(song, 1)], axis=1))
+    moved = read_midi(write_midi(tmp_path / "b.mid", [(60, 0.0, 1.0, 30), (65, 0.5, 6.0, 120)]))
+    a, b = (np.concatenate(list(synth.spectrogram_windows(tokenize(s), dynamics=synth.dynamics(s))))
+            for s in (song, moved))
+    assert a.shape == b.shape == (2 * WINDOW_FRAMES, 128) and np.abs(a - b).mean() > 1e-3
+
+    data = tmp_path / "ds"
+    _fake_dataset(data)
+    (data / "midi").mkdir()
+    for record in load_records(data, "train") + load_records(data, "heldout"):
+        write_midi(data / "midi" / f"{record.piece_id}.mid", [(60, 0.5, 3.0, 100), (67, 2.0, 8.5, 120)])
+    dataset = WindowDataset(data, "train", model=replace(cfg, dynamics_bins=0))
+    record, window = dataset.index[-1]
+    song = read_midi(data / "midi" / f"{record.piece_id}.mid")
+    np.testing.assert_array_equal(dataset[len(dataset) - 1]["dynamics"].numpy(), note_roll(song, window))
+    with pytest.raises(ValueError, match="note_roll must be true or false"):
+        replace(cfg, note_roll="yes")

@@ -98,8 +98,8 @@ class WindowDataset(Dataset):
     render of the previous window (zeros for the first window).
 
     `model` is the config of the model the windows are for (default: the paper's): tokens are in its codec (the
-    stored tokens are the one-bin codec's; others are made again from the stored MIDI). With `dynamics_bins`, items
-    also have dynamics float32 [256, dynamics_bins], the window's note dynamics; with `velocity_gain`, targets and
+    stored tokens are the one-bin codec's; others are made again from the stored MIDI). With `dynamics_bins` or
+    `note_roll`, items also have dynamics float32 [256, cue_dims], the window's per-frame note cue; with `velocity_gain`, targets and
     contexts are velocity-normalised, each window's `velocity_gain` taken off it. Both come from the stored MIDI
     (see `midisynth.dynamics`).
     """
@@ -136,8 +136,8 @@ class WindowDataset(Dataset):
         return np.asarray(self._array(record, "tokens")[lo:hi], dtype=np.int64).tolist()
 
     def song_dynamics(self, record: PieceRecord) -> SongDynamics | None:
-        """The piece's velocity inputs for `model` (see `midisynth.dynamics`)."""
-        if not self.model.hears_velocity:
+        """The piece's per-frame note inputs for `model` (see `midisynth.dynamics`)."""
+        if not self.model.takes_note_inputs:
             return None
         if record.piece_id not in self._dynamics:
             self._dynamics[record.piece_id] = song_dynamics(self._song(record), record.windows, self.model)
@@ -171,8 +171,9 @@ class WindowDataset(Dataset):
         if self.self_context_dir is not None:
             item["model_context"] = torch.from_numpy(self._model_context(record, window))
         dynamics = self.song_dynamics(record)
-        if dynamics is not None and dynamics.cue is not None:
-            item["dynamics"] = torch.from_numpy(dynamics.cue[window])
+        cue = None if dynamics is None else dynamics.cue(window)
+        if cue is not None:
+            item["dynamics"] = torch.from_numpy(cue)
         if dynamics is not None and dynamics.gain is not None:  # velocity-normalised
             gain = torch.from_numpy(dynamics.gain)  # [windows, 256]
             item["targets"] = apply_gain(target, -gain[window])
