@@ -40,8 +40,14 @@ $(VENV)/.data-installed: $(VENV)/.installed
 data: $(VENV)/.data-installed
 	$(BIN)/midisynth dataset $(DATA) --hours $(HOURS)
 
+# The bundled model's stages after the first (README: training record): the v-prediction recipe, velocity as a
+# level, then the note roll, each starting from the one before. Each is resumable; a finished one is skipped.
 train: install
-	$(BIN)/midisynth train --config configs/default.toml --data $(DATA) --out $(RUN) --device $(DEVICE)
+	$(BIN)/midisynth train --config configs/default.toml --data $(DATA) --out $(RUN)/base --device $(DEVICE)
+	$(BIN)/midisynth train --config configs/velocity_gain.toml --data $(DATA) --out $(RUN)/velocity_gain \
+		--init-from $(RUN)/base/model.safetensors --device $(DEVICE)
+	$(BIN)/midisynth train --config configs/note_roll.toml --data $(DATA) --out $(RUN)/note_roll \
+		--init-from $(RUN)/velocity_gain/model.safetensors --device $(DEVICE)
 
 eval: install
 	$(BIN)/midisynth eval $(DATA)/heldout_midi --json docs/eval.json
