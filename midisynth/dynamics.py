@@ -26,11 +26,19 @@ import numpy as np
 import torch
 
 from midisynth.config import ModelConfig
-from midisynth.constants import FRAME_RATE, MAX_LOG_MEL, MIN_LOG_MEL, ROLL_GROUPS, ROLL_PITCHES, WINDOW_FRAMES
+from midisynth.constants import (
+    FRAME_RATE,
+    MAX_LOG_MEL,
+    MIN_LOG_MEL,
+    ROLL_DIMS,
+    ROLL_GROUPS,
+    ROLL_PITCHES,
+    WINDOW_FRAMES,
+)
 from midisynth.midi import Note, Song
 from midisynth.tokens import MAX_VELOCITY
 
-DRUM_SECONDS = 0.25  # a drum hit counts as sounding at least this long (its MIDI note-off often comes at once)
+DRUM_SECONDS = 0.25  # a drum hit counts as sounding at least this long
 REFERENCE_VELOCITY = 90  # gain 0: the velocity of 73 % of the notes of the training data's music21 scores
 ONSET_SECONDS = 0.1  # time constant of a note's onset column in the note roll
 
@@ -40,15 +48,22 @@ def velocity_bin(velocity: int, bins: int) -> int:
     return min(bins - 1, (min(max(velocity, 1), MAX_VELOCITY) - 1) * bins // MAX_VELOCITY)
 
 
+def sounding_frames(note: Note) -> tuple[int, int]:
+    """The frames [first, stop) in which a note sounds, from the song start: those at times start <= f / 50 s < end,
+    a drum hit lasting at least DRUM_SECONDS (its MIDI note-off often comes at once)."""
+    end = max(note.end, note.start + DRUM_SECONDS) if note.is_drum else note.end
+    return math.ceil(note.start * FRAME_RATE), math.ceil(end * FRAME_RATE)
+
+
 def note_dynamics(song: Song, windows: int, bins: int) -> np.ndarray:
     """[windows, 256, bins] float32: for frame f (time f / 50 s from the song start), the fraction of the notes
     sounding then (start <= time < end) whose velocity falls in each bin; all zeros where no note sounds."""
     frames = windows * WINDOW_FRAMES
     changes = np.zeros((frames + 1, bins), dtype=np.int64)  # +1 where a note starts sounding, -1 where it stops
     for note in song.notes:
-        end = max(note.end, note.start + DRUM_SECONDS) if note.is_drum else note.end
-        first = min(frames, max(0, math.ceil(note.start * FRAME_RATE)))
-        stop = min(frames, max(first, math.ceil(end * FRAME_RATE)))
+        onset, end = sounding_frames(note)
+        first = min(frames, max(0, onset))
+        stop = min(frames, max(first, end))
         column = velocity_bin(note.velocity, bins)
         changes[first, column] += 1
         changes[stop, column] -= 1
@@ -71,12 +86,11 @@ def note_roll(song: Song, window: int) -> np.ndarray:
       decaying as exp(-age / ONSET_SECONDS) (the largest where notes overlap), 0 before the note.
     """
     first_frame = window * WINDOW_FRAMES
-    roll = np.zeros((WINDOW_FRAMES, ROLL_GROUPS * ROLL_PITCHES + ROLL_PITCHES), np.float32)
+    roll = np.zeros((WINDOW_FRAMES, ROLL_DIMS), np.float32)
     ages = np.arange(WINDOW_FRAMES, dtype=np.float32)
     for note in song.notes:
-        end = max(note.end, note.start + DRUM_SECONDS) if note.is_drum else note.end
-        onset = math.ceil(note.start * FRAME_RATE) - first_frame  # frame of the first sounding frame, this window's
-        stop = min(WINDOW_FRAMES, math.ceil(end * FRAME_RATE) - first_frame)
+        onset, end = (frame - first_frame for frame in sounding_frames(note))  # in this window's frames
+        stop = min(WINDOW_FRAMES, end)
         lo = max(onset, 0)
         if stop <= lo:
             continue

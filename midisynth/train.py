@@ -117,8 +117,8 @@ class Trainer:
         if init_from is not None:
             self.model.load_state_dict(initial_weights(load_model_file(init_from).model, self.model))
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
-        dynamics = self.model.decoder.cue_proj
-        new = [] if dynamics is None else list(dynamics.parameters())
+        cue_proj = self.model.decoder.cue_proj
+        new = [] if cue_proj is None else list(cue_proj.parameters())
         groups = [{"params": [p for p in self.model.parameters() if all(p is not q for q in new)], "lr_scale": 1.0}]
         if new:
             groups.append({"params": new, "lr_scale": self.tc.cue_lr_scale})

@@ -99,9 +99,9 @@ class WindowDataset(Dataset):
 
     `model` is the config of the model the windows are for (default: the paper's): tokens are in its codec (the
     stored tokens are the one-bin codec's; others are made again from the stored MIDI). With `dynamics_bins` or
-    `note_roll`, items also have dynamics float32 [256, cue_dims], the window's per-frame note cue; with `velocity_gain`, targets and
-    contexts are velocity-normalised, each window's `velocity_gain` taken off it. Both come from the stored MIDI
-    (see `midisynth.dynamics`).
+    `note_roll`, items also have dynamics float32 [256, cue_dims], the window's per-frame note cue; with
+    `velocity_gain`, targets and contexts are velocity-normalised, each window's `velocity_gain` taken off it. Both
+    come from the stored MIDI (see `midisynth.dynamics`).
     """
 
     def __init__(self, root: str | Path, split: str = "train", max_tokens: int = MAX_INPUT_TOKENS,
