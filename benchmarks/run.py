@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from midisynth.output import save_text_atomic
+from midisynth.files import save_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -48,9 +48,9 @@ def window_inputs(num_tokens: int, seed: int = 0):
 
 def bench_base_vs_diffusers(num_tokens: int, repeats: int) -> dict:
     """Official base size with random weights: one window's encode and one denoising step, both implementations."""
-    from midisynth.config import load_config
-    from midisynth.networks import SpectrogramDiffusion
-    from midisynth.pipeline import linear_weights_as
+    from midisynth.model.config import load_config
+    from midisynth.model.networks import SpectrogramDiffusion
+    from midisynth.render.pipeline import linear_weights_as
     from tests.reference import build_reference_modules
 
     cfg = load_config(ROOT / "configs" / "base.toml").model
@@ -131,10 +131,10 @@ def bench_peak_rss(model: str | None, tmp: Path) -> dict:
 def bench_default_model(seconds: float = 30.0, repeats: int = 3) -> dict | None:
     """The bundled model at default settings, model loaded: real-time factor, seconds per window and time to first
     audio (medians of `repeats` renders after a warm-up render, whose time is reported as cold_render_s)."""
-    from midisynth.midi import read_midi
-    from midisynth.models import bundled_manifest
-    from midisynth.pipeline import Synthesizer
-    from midisynth.tokens import tokenize
+    from midisynth.model.resolve import bundled_manifest
+    from midisynth.render.pipeline import Synthesizer
+    from midisynth.score.midi import read_midi
+    from midisynth.score.tokens import tokenize
 
     if bundled_manifest() is None:
         return None
@@ -161,10 +161,10 @@ def bench_default_model(seconds: float = 30.0, repeats: int = 3) -> dict | None:
 def bench_batch_throughput(device: str, num_songs: int = 4, seconds: float = 15.0) -> dict | None:
     """Windows per second of the bundled model at default settings for `num_songs` songs generated one at a time
     vs together (`--batch-size`), spectrograms only (the vocoder's cost is the same either way)."""
-    from midisynth.midi import read_midi
-    from midisynth.models import bundled_manifest
-    from midisynth.pipeline import Synthesizer
-    from midisynth.tokens import tokenize
+    from midisynth.model.resolve import bundled_manifest
+    from midisynth.render.pipeline import Synthesizer
+    from midisynth.score.midi import read_midi
+    from midisynth.score.tokens import tokenize
 
     if bundled_manifest() is None:
         return None
@@ -199,7 +199,7 @@ def main() -> None:
     parser.add_argument("--default-steps", type=int, default=20)
     args = parser.parse_args()
 
-    from midisynth.pipeline import RenderOptions
+    from midisynth.render.pipeline import RenderOptions
 
     defaults = RenderOptions()
     default_steps = defaults.num_steps
@@ -226,14 +226,14 @@ def main() -> None:
     report["default_model"] = bench_default_model(repeats=args.repeats)
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     report["batch_throughput"] = [row for row in map(bench_batch_throughput, devices) if row is not None]
-    from midisynth.models import bundled_manifest
+    from midisynth.model.resolve import bundled_manifest
 
     with tempfile.TemporaryDirectory() as tmp:
         tiny = None
         if bundled_manifest() is None:  # no bundled model yet: measure streaming with a tiny random one
-            from midisynth.checkpoints import save_model
-            from midisynth.config import load_config
-            from midisynth.networks import SpectrogramDiffusion
+            from midisynth.model.checkpoints import save_model
+            from midisynth.model.config import load_config
+            from midisynth.model.networks import SpectrogramDiffusion
 
             tiny = str(Path(tmp) / "tiny.safetensors")
             save_model(SpectrogramDiffusion(load_config(ROOT / "configs" / "tiny.toml").model), tiny)

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from midisynth.constants import DEFAULT_GUIDANCE, DEFAULT_PRECISION, DEFAULT_SAMPLER
-from midisynth.hub import OFFICIAL_MODEL
+from midisynth.model.hub import OFFICIAL_MODEL
 
 app = typer.Typer(
     name="midisynth",
@@ -68,8 +68,8 @@ PrecisionOption = Annotated[str, typer.Option(help="Network arithmetic: fp32, bf
 
 def _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, precision, allow_pickle=False):
     """Build the Synthesizer, or exit with status 2 and one line for a bad model, option or device."""
-    from midisynth.checkpoints import CheckpointError
-    from midisynth.pipeline import RenderOptions, Synthesizer
+    from midisynth.model.checkpoints import CheckpointError
+    from midisynth.render.pipeline import RenderOptions, Synthesizer
 
     try:
         options = RenderOptions(sampler=sampler, steps=steps, guidance=guidance, seed=seed, precision=precision)
@@ -88,7 +88,7 @@ def _read_song(source: str, max_duration: float = 0.0, start: float = 0.0, end: 
                max_events: int = 0):
     """Read a MIDI file or stdin ('-'), cut to [start, end] seconds when asked; refuse files of more than
     `max_events` events before parsing them and songs longer than `max_duration` seconds (0: no limit)."""
-    from midisynth.midi import MidiError, read_midi
+    from midisynth.score.midi import MidiError, read_midi
 
     song = read_midi(sys.stdin.buffer.read() if source == "-" else source, max_events=max_events)
     if start or end is not None:
@@ -132,9 +132,9 @@ Environment: MIDISYNTH_MODEL and MIDISYNTH_DEVICE set the defaults of --model an
 def _check_output_options(jobs, container: str | None, bit_depth: str | None, loudness: float | None, stems: bool,
                           plot: str | None) -> dict[str, Path]:
     """Refuse output options that cannot work, before anything renders; returns each target's plot path."""
-    from midisynth.batch import STDIO, UsageError
     from midisynth.extras import import_extra
-    from midisynth.output import audio_format
+    from midisynth.jobs.output import audio_format
+    from midisynth.jobs.plan import STDIO, UsageError
 
     for target in {job.target for job in jobs}:
         audio_format(target, container, bit_depth)
@@ -145,7 +145,7 @@ def _check_output_options(jobs, container: str | None, bit_depth: str | None, lo
     if plot is None:
         return {}
     import_extra("matplotlib", "plot", "--plot")
-    from midisynth.plot import plot_paths
+    from midisynth.jobs.plot import plot_paths
 
     return plot_paths(jobs, plot)
 
@@ -182,8 +182,8 @@ def render(
 ) -> None:
     """Render MIDI to audio: WAV, FLAC or OGG (by extension or --format), optionally loudness-normalised, with
     per-instrument stems and a spectrogram plot."""
-    from midisynth.batch import UsageError, parse_shard, plan_jobs, shard, unfinished
-    from midisynth.output import EXTENSIONS, OutputError
+    from midisynth.jobs.output import EXTENSIONS, OutputError
+    from midisynth.jobs.plan import UsageError, parse_shard, plan_jobs, shard, unfinished
 
     container = output_format.value.upper() if output_format else None
     depth = bit_depth.value if bit_depth else None
@@ -208,7 +208,7 @@ def render(
                 _err("nothing to do: every output exists (--skip-existing)")
             return
 
-    from midisynth.render_jobs import OutputSettings, RenderFailure, run_jobs
+    from midisynth.jobs.run import OutputSettings, RenderFailure, run_jobs
 
     synth = _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, precision, allow_pickle)
     show_progress = not quiet
@@ -238,8 +238,8 @@ def tokens(
     velocity_bins: Annotated[int, typer.Option(min=1, max=127, help="Velocity bins of the codec: 1 is the paper's (official checkpoints); the bundled model's config says its own.")] = 1,
 ) -> None:
     """Print the event tokens of each 5.12 s window (padding removed; each ends with EOS = 1)."""
-    from midisynth.midi import MidiError
-    from midisynth.tokens import tokenize
+    from midisynth.score.midi import MidiError
+    from midisynth.score.tokens import tokenize
 
     try:
         windows = tokenize(_read_song(midi), velocity_bins)
@@ -257,14 +257,14 @@ def tokens(
 def info(midi: Annotated[str, typer.Argument(help="A MIDI file, or '-' for stdin.")]) -> None:
     """Describe a MIDI file: duration, windows, instruments and note counts."""
     from midisynth.constants import WINDOW_SECONDS
-    from midisynth.midi import MidiError
+    from midisynth.score.midi import MidiError
 
     try:
         song = _read_song(midi)
     except (MidiError, OSError) as err:
         _err(f"{midi}: {err}")
         raise typer.Exit(EXIT_FAILED) from None
-    from midisynth.tokens import tokenize
+    from midisynth.score.tokens import tokenize
 
     windows = len(tokenize(song))
     typer.echo(f"file: {midi}")
@@ -308,8 +308,8 @@ def train(
     import torch
     from tqdm import tqdm
 
-    from midisynth.config import load_config
-    from midisynth.train import Trainer
+    from midisynth.model.config import load_config
+    from midisynth.training.diffusion import Trainer
 
     if threads:
         torch.set_num_threads(threads)
@@ -335,9 +335,9 @@ def convert(
     """Convert a checkpoint to midisynth's single-file format; prints its sha256."""
     import torch
 
-    from midisynth.checkpoints import CheckpointError, save_model
-    from midisynth.hub import HubError
-    from midisynth.models import resolve_model
+    from midisynth.model.checkpoints import CheckpointError, save_model
+    from midisynth.model.hub import HubError
+    from midisynth.model.resolve import resolve_model
 
     try:
         checkpoint = resolve_model(source, allow_pickle=allow_pickle)
@@ -358,7 +358,7 @@ def download(
     """Fetch a checkpoint from the Hugging Face hub into its cache (only the files midisynth reads); prints where."""
     from dataclasses import replace
 
-    from midisynth import hub
+    from midisynth.model import hub
 
     hub_id = hub.parse_hub_id(model)
     if hub_id is None or revision and hub_id.revision not in (None, revision):
@@ -375,8 +375,8 @@ def download(
 @app.command()
 def models() -> None:
     """List the bundled default model and its vocoder, and the checkpoints in the Hugging Face cache."""
-    from midisynth.hub import cache_dir, cached_models
-    from midisynth.models import BUNDLED_DIR, bundled_manifest
+    from midisynth.model.hub import cache_dir, cached_models
+    from midisynth.model.resolve import BUNDLED_DIR, bundled_manifest
 
     manifest = bundled_manifest()
     if manifest is None:
@@ -413,10 +413,10 @@ def evaluate(
     precision: PrecisionOption = DEFAULT_PRECISION,
 ) -> None:
     """Score renders against the SoundFont reference (log-mel L1, MR-STFT) beside sine, noise and low-pass baselines."""
-    from midisynth.batch import MIDI_SUFFIXES
-    from midisynth.evaluate import CANDIDATES
-    from midisynth.evaluate import evaluate as run_eval
-    from midisynth.output import save_text_atomic
+    from midisynth.evaluation.evaluate import CANDIDATES
+    from midisynth.evaluation.evaluate import evaluate as run_eval
+    from midisynth.files import save_text_atomic
+    from midisynth.jobs.plan import MIDI_SUFFIXES
 
     files = sorted(p for p in midi_dir.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES)[:limit]
     if not files:
@@ -445,7 +445,7 @@ def train_vocoder(
     """Train the bundled Vocos-style vocoder on the data set's reference audio."""
     from tqdm import tqdm
 
-    from midisynth.train_vocoder import VocoderTrainConfig, VocoderTrainer
+    from midisynth.training.vocoder import VocoderTrainConfig, VocoderTrainer
 
     trainer = VocoderTrainer(data, out, VocoderTrainConfig(max_steps=max_steps), device=device)
     bar = tqdm(total=max_steps, initial=trainer.step, desc="vocoder", unit="step", dynamic_ncols=True)

@@ -18,8 +18,8 @@ import torch  # noqa: E402
 from midisynth.audio import log_mel  # noqa: E402
 from midisynth.constants import FRAME_RATE, SAMPLE_RATE  # noqa: E402
 from midisynth.data.fluidsynth import DEFAULT_SOUNDFONT, render_midi  # noqa: E402
-from midisynth.midi import read_midi  # noqa: E402
-from midisynth.pipeline import Synthesizer  # noqa: E402
+from midisynth.render.pipeline import Synthesizer  # noqa: E402
+from midisynth.score.midi import read_midi  # noqa: E402
 
 
 def main() -> None:

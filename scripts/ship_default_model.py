@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from midisynth.checkpoints import file_sha256, load_model_file, save_model
-from midisynth.models import BUNDLED_DIR, MANIFEST
+from midisynth.model.checkpoints import file_sha256, load_model_file, save_model
+from midisynth.model.resolve import BUNDLED_DIR, MANIFEST
 
 
 def main() -> None:

@@ -15,9 +15,9 @@ import json
 from pathlib import Path
 
 from midisynth.data.fluidsynth import DEFAULT_SOUNDFONT
-from midisynth.evaluate import evaluate
-from midisynth.output import save_text_atomic
-from midisynth.pipeline import RenderOptions, Synthesizer
+from midisynth.evaluation.evaluate import evaluate
+from midisynth.files import save_text_atomic
+from midisynth.render.pipeline import RenderOptions, Synthesizer
 
 
 def main() -> None:

@@ -8,9 +8,9 @@ import pretty_midi
 import pytest
 import torch
 
-from midisynth.checkpoints import save_model
-from midisynth.config import load_config
-from midisynth.networks import SpectrogramDiffusion
+from midisynth.model.checkpoints import save_model
+from midisynth.model.config import load_config
+from midisynth.model.networks import SpectrogramDiffusion
 
 ROOT = Path(__file__).resolve().parent.parent
 # CLI options for quick renders with the tiny test models (fp32: outputs compared across processes and batches).

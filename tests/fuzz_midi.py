@@ -13,8 +13,8 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["midisynth", "mido", "pretty_midi"]):
-    from midisynth.midi import MidiError, read_midi
-    from midisynth.tokens import VOCAB_SIZE, num_windows, tokenize
+    from midisynth.score.midi import MidiError, read_midi
+    from midisynth.score.tokens import VOCAB_SIZE, num_windows, tokenize
 
 from midisynth.constants import EOS_ID
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from midisynth.config import ModelConfig
+from midisynth.model.config import ModelConfig
 
 
 def import_diffusers():

@@ -17,7 +17,7 @@ from midisynth.audio import (
     to_network_range,
 )
 from midisynth.constants import MAX_LOG_MEL, MIN_LOG_MEL, SAMPLE_RATE
-from midisynth.metrics import log_mel_l1, mr_stft_distance, scale_to_rms
+from midisynth.evaluation.metrics import log_mel_l1, mr_stft_distance, scale_to_rms
 
 # --- TensorFlow's formulas transcribed to numpy (tensorflow/python/ops/signal/{mel,window,shape}_ops.py) ---
 

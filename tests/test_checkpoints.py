@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from midisynth.checkpoints import CheckpointError, load_checkpoint, load_diffusers, load_model_file, save_model
-from midisynth.config import ModelConfig, load_config
-from midisynth.networks import SpectrogramDiffusion
+from midisynth.model.checkpoints import CheckpointError, load_checkpoint, load_diffusers, load_model_file, save_model
+from midisynth.model.config import ModelConfig, load_config
+from midisynth.model.networks import SpectrogramDiffusion
 from tests.reference import save_reference_checkpoint
 
 TOL = 1e-4
@@ -216,7 +216,7 @@ def test_invalid_config_in_a_model_file(tmp_path, tiny_cfg, change, message):
 
 
 def test_corrupted_bundled_model_is_refused_before_rendering(tmp_path, tiny_cfg, short_midi, monkeypatch):
-    from midisynth import models
+    from midisynth.model import resolve as models
     from tests.test_cli import FAST, run
 
     bundled = tmp_path / "bundled"

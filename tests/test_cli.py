@@ -12,9 +12,9 @@ import numpy as np
 import soundfile as sf
 from typer.testing import CliRunner
 
-from midisynth.batch import UsageError, plan_jobs
 from midisynth.cli import app
 from midisynth.constants import HOP_LENGTH, SAMPLE_RATE
+from midisynth.jobs.plan import UsageError, plan_jobs
 from tests.conftest import FAST
 
 
@@ -173,7 +173,7 @@ def test_ctrl_c_leaves_no_partial_file(tiny_model_path, tmp_path):
 
 
 def test_shard_splits_jobs_exactly(tmp_path):
-    from midisynth.batch import parse_shard, shard
+    from midisynth.jobs.plan import parse_shard, shard
 
     (tmp_path / "d").mkdir()
     for k in range(7):
@@ -194,8 +194,8 @@ def test_convert_diffusers_checkpoint(tmp_path):
     import pytest
 
     pytest.importorskip("diffusers", reason="needs diffusers==0.35.2 to write the source checkpoint")
-    from midisynth.checkpoints import file_sha256, load_model_file
-    from midisynth.config import load_config
+    from midisynth.model.checkpoints import file_sha256, load_model_file
+    from midisynth.model.config import load_config
     from tests.conftest import ROOT
     from tests.reference import save_reference_checkpoint
 

@@ -14,13 +14,13 @@ import pytest
 import torch
 
 from midisynth.audio import log_mel
-from midisynth.config import ModelConfig
 from midisynth.constants import EOS_ID, SAMPLE_RATE, WINDOW_FRAMES, WINDOW_SAMPLES, WINDOW_SECONDS
 from midisynth.data.fluidsynth import DEFAULT_SOUNDFONT
 from midisynth.data.sources import generated_pieces, note_survey, random_program, truncate
 from midisynth.data.store import TOKEN_BUCKET, WindowDataset, collate_windows, load_records, split_of
-from midisynth.midi import read_midi
-from midisynth.tokens import SLAKH_PROGRAMS, slakh_program, tokenize
+from midisynth.model.config import ModelConfig
+from midisynth.score.midi import read_midi
+from midisynth.score.tokens import SLAKH_PROGRAMS, slakh_program, tokenize
 
 needs_fluidsynth = pytest.mark.skipif(
     shutil.which("fluidsynth") is None or not DEFAULT_SOUNDFONT.exists(),

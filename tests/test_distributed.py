@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from midisynth.cli import app
 from midisynth.constants import HOP_LENGTH
-from midisynth.pipeline import RenderOptions
+from midisynth.render.pipeline import RenderOptions
 from tests.conftest import write_midi
 
 ray = pytest.importorskip("ray", reason="scale-out needs Ray (pip install 'midisynth[ray]')")
@@ -26,7 +26,7 @@ def local_ray():
 
 @pytest.mark.slow
 def test_render_on_ray_matches_the_cli(local_ray, tiny_model_path, tmp_path):
-    from midisynth.distributed import render_on_ray
+    from midisynth.jobs.distributed import render_on_ray
 
     src = tmp_path / "in"
     (src / "sub").mkdir(parents=True)

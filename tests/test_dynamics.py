@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from midisynth.checkpoints import load_model_file, save_model
-from midisynth.config import ModelConfig, load_config
 from midisynth.constants import ROLL_DIMS, ROLL_PITCHES, WINDOW_FRAMES
-from midisynth.dynamics import apply_gain, note_dynamics, note_roll, velocity_bin, velocity_gain
-from midisynth.midi import Note, Song, read_midi
-from midisynth.networks import SpectrogramDiffusion
-from midisynth.pipeline import RenderOptions, Synthesizer
-from midisynth.tokens import tokenize
-from midisynth.vocoders import load_vocoder
+from midisynth.model.checkpoints import load_model_file, save_model
+from midisynth.model.config import ModelConfig, load_config
+from midisynth.model.dynamics import apply_gain, note_dynamics, note_roll, velocity_bin, velocity_gain
+from midisynth.model.networks import SpectrogramDiffusion
+from midisynth.render.pipeline import RenderOptions, Synthesizer
+from midisynth.score.midi import Note, Song, read_midi
+from midisynth.score.tokens import tokenize
+from midisynth.vocoders.vocoder import load_vocoder
 from tests.conftest import ROOT, write_midi
 
 
@@ -87,7 +87,7 @@ def test_the_cue_projection_starts_at_zero_and_conditioned_rows_only_see_it():
 
 def test_a_dynamics_model_from_plain_weights_renders_what_they_render(short_midi):
     """`initial_weights` keeps the zero projection, so fine-tuning starts from the source model's output."""
-    from midisynth.train import initial_weights
+    from midisynth.training.diffusion import initial_weights
 
     plain = _model(bins=0)
     widened = _model(bins=8, seed=1)
@@ -132,7 +132,7 @@ def test_renders_follow_the_dynamics_and_batches_match_single_songs(tmp_path):
 def test_training_feeds_the_stored_midis_dynamics(tmp_path):
     """The data set serves each window's dynamics from its MIDI, and a dynamics model trains and resumes on it."""
     from midisynth.data.store import WindowDataset, load_records
-    from midisynth.train import Trainer
+    from midisynth.training.diffusion import Trainer
     from tests.test_train import _fake_dataset
 
     data = tmp_path / "ds"

@@ -16,15 +16,15 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
-from midisynth.batch import Job
 from midisynth.cli import app
 from midisynth.constants import SAMPLE_RATE
-from midisynth.loudness import PEAK_CEILING_DBFS, LoudnessMeter, limited_blocks
-from midisynth.midi import Song, read_midi
-from midisynth.output import OutputError, wav_header
-from midisynth.plot import AXIS_INCHES, DPI, LANE_INCHES, SPECTROGRAM_INCHES, WIDTH_INCHES
-from midisynth.render_jobs import JobOutputs, OutputSettings
-from midisynth.stems import instruments, stem_path
+from midisynth.jobs.loudness import PEAK_CEILING_DBFS, LoudnessMeter, limited_blocks
+from midisynth.jobs.output import OutputError, wav_header
+from midisynth.jobs.plan import Job
+from midisynth.jobs.plot import AXIS_INCHES, DPI, LANE_INCHES, SPECTROGRAM_INCHES, WIDTH_INCHES
+from midisynth.jobs.run import JobOutputs, OutputSettings
+from midisynth.score.midi import Song, read_midi
+from midisynth.score.stems import instruments, stem_path
 from tests.conftest import FAST
 
 pyloudnorm = pytest.importorskip("pyloudnorm")

@@ -16,14 +16,14 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
-from midisynth import hub
-from midisynth.checkpoints import file_sha256, load_diffusers, load_model_file
 from midisynth.cli import app
-from midisynth.config import load_config
 from midisynth.constants import HOP_LENGTH
-from midisynth.models import resolve_model
-from midisynth.pipeline import Synthesizer
-from midisynth.vocoders import GriffinLim, OnnxVocoder
+from midisynth.model import hub
+from midisynth.model.checkpoints import file_sha256, load_diffusers, load_model_file
+from midisynth.model.config import load_config
+from midisynth.model.resolve import resolve_model
+from midisynth.render.pipeline import Synthesizer
+from midisynth.vocoders.vocoder import GriffinLim, OnnxVocoder
 from tests.conftest import FAST, ROOT
 from tests.onnx_models import NEEDS_ONNXRUNTIME, ToyMelGan, export_onnx
 from tests.reference import save_reference_checkpoint
@@ -210,7 +210,7 @@ def test_convert_a_cached_hub_id(official_layout, hub_cache, tmp_path):
 
 def test_melgan_without_onnxruntime_falls_back_to_griffin_lim(official_layout, monkeypatch, caplog):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
-    with caplog.at_level(logging.WARNING, logger="midisynth.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="midisynth.render.pipeline"):
         synth = Synthesizer.from_pretrained(official_layout, device="cpu")
     assert isinstance(synth.vocoder, GriffinLim)
     (record,) = caplog.records

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from midisynth.constants import EOS_ID
-from midisynth.midi import MidiError, Note, Song, apply_sustain, read_midi
-from midisynth.tokens import tokenize
+from midisynth.score.midi import MidiError, Note, Song, apply_sustain, read_midi
+from midisynth.score.tokens import tokenize
 from tests.malformed import C4_ONE_BEAT, END_OF_TRACK, REFUSED, RENDERS, VALID, meta, mutations, smf
 
 DATA = Path(__file__).parent / "data"

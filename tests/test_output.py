@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from midisynth.checkpoints import save_model
-from midisynth.config import load_config
 from midisynth.constants import SAMPLE_RATE
-from midisynth.networks import SpectrogramDiffusion
-from midisynth.output import OutputError, save_text_atomic, write_audio_file, write_wav_stream
+from midisynth.files import save_text_atomic
+from midisynth.jobs.output import OutputError, write_audio_file, write_wav_stream
+from midisynth.model.checkpoints import save_model
+from midisynth.model.config import load_config
+from midisynth.model.networks import SpectrogramDiffusion
 from tests.conftest import ROOT
 
 

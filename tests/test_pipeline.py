@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from midisynth.checkpoints import load_checkpoint
-from midisynth.config import load_config
 from midisynth.constants import FRAME_RATE, HOP_LENGTH, WINDOW_FRAMES
-from midisynth.midi import read_midi
-from midisynth.pipeline import RELEASE_TAIL_SECONDS, RenderOptions, Synthesizer, song_frames
-from midisynth.tokens import tokenize
-from midisynth.vocoders import load_vocoder
+from midisynth.model.checkpoints import load_checkpoint
+from midisynth.model.config import load_config
+from midisynth.render.pipeline import RELEASE_TAIL_SECONDS, RenderOptions, Synthesizer, song_frames
+from midisynth.score.midi import read_midi
+from midisynth.score.tokens import tokenize
+from midisynth.vocoders.vocoder import load_vocoder
 from tests.reference import save_reference_checkpoint
 
 
@@ -21,7 +21,7 @@ def synth(tmp_path_factory):
     from tests.conftest import ROOT
 
     torch.manual_seed(0)
-    from midisynth.networks import SpectrogramDiffusion
+    from midisynth.model.networks import SpectrogramDiffusion
 
     model = SpectrogramDiffusion(load_config(ROOT / "configs" / "tiny.toml").model)
     return Synthesizer(model, load_vocoder("griffin-lim", torch.device("cpu")), "cpu",
@@ -117,7 +117,7 @@ def test_bf16_stays_close_to_fp32(synth):
 def test_bf16_weight_copy_equals_autocast_and_leaves_the_model_fp32(synth):
     """Rendering in bf16 uses a copy whose Linear weights are cast once; it must give exactly what autocast gives
     when it casts the fp32 weights itself, on the encoders and on the decoder."""
-    from midisynth.pipeline import linear_weights_as
+    from midisynth.render.pipeline import linear_weights_as
 
     model = synth.model
     cast = linear_weights_as(model, torch.bfloat16)

@@ -14,9 +14,9 @@ import pytest
 import soundfile as sf
 
 from midisynth.constants import HOP_LENGTH, SAMPLE_RATE
-from midisynth.midi import read_midi
-from midisynth.pipeline import song_frames
-from midisynth.tokens import num_windows
+from midisynth.render.pipeline import song_frames
+from midisynth.score.midi import read_midi
+from midisynth.score.tokens import num_windows
 from tests.malformed import many_notes, smf, write_corpus
 from tests.test_cli import FAST, run
 

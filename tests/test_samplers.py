@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from midisynth.samplers import SAMPLERS, alpha_sigma, eps_from_v, logsnr_schedule, q_sample, sample, v_target
+from midisynth.render.samplers import SAMPLERS, alpha_sigma, eps_from_v, logsnr_schedule, q_sample, sample, v_target
 
 SHAPE = (2, 8, 4)  # [batch, frames, bins], small stand-in for [batch, 256, 128]
 

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from midisynth.constants import EOS_ID, MAX_INPUT_TOKENS
-from midisynth.midi import Note, Song, read_midi
-from midisynth.tokens import (
+from midisynth.score.midi import Note, Song, read_midi
+from midisynth.score.tokens import (
     DRUM_OFFSET,
     PITCH_OFFSET,
     PROGRAM_OFFSET,
@@ -191,8 +191,8 @@ def test_random_songs_match_reference_live():
 def test_velocity_bins_follow_mt3s_codec_option(two_window_midi):
     """The spec's worked example with 32 velocity bins: velocity 100 is bin ceil(32 * 100 / 127) = 26, and tie,
     program and drum ids move up by 31."""
-    from midisynth.midi import read_midi
-    from midisynth.tokens import Codec
+    from midisynth.score.midi import read_midi
+    from midisynth.score.tokens import Codec
 
     song = read_midi(two_window_midi)
     assert tokenize(song, 32) == [

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from midisynth.audio import to_network_range
-from midisynth.checkpoints import load_model_file
-from midisynth.config import Config, load_config
 from midisynth.constants import WINDOW_FRAMES, WINDOW_SAMPLES
 from midisynth.data.store import PieceRecord, save_piece, split_of
-from midisynth.samplers import q_sample, v_target
-from midisynth.train import Trainer, diffusion_loss
+from midisynth.model.checkpoints import load_model_file
+from midisynth.model.config import Config, load_config
+from midisynth.render.samplers import q_sample, v_target
+from midisynth.training.diffusion import Trainer, diffusion_loss
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,13 +128,13 @@ def test_unknown_lr_schedule_is_refused(tiny_config):
 def test_self_context_is_the_models_free_running_render(tmp_path, tiny_config):
     """Stored contexts equal what rendering the piece gives (same windows, sampler, seed), piece by piece."""
     from midisynth.data.store import WindowDataset
-    from midisynth.pipeline import RenderOptions, Synthesizer
-    from midisynth.self_context import generate_contexts
-    from midisynth.vocoders import load_vocoder
+    from midisynth.render.pipeline import RenderOptions, Synthesizer
+    from midisynth.training.self_context import generate_contexts
+    from midisynth.vocoders.vocoder import load_vocoder
 
     _fake_dataset(tmp_path / "ds", pieces=3)
     torch.manual_seed(0)
-    from midisynth.networks import SpectrogramDiffusion
+    from midisynth.model.networks import SpectrogramDiffusion
     model = SpectrogramDiffusion(replace(tiny_config.model, dropout_rate=0.0)).train()
     data = WindowDataset(tmp_path / "ds", "train")
     records = data.records
@@ -174,7 +174,7 @@ def test_dataset_serves_the_render_of_the_previous_window_as_model_context(tmp_p
 
 
 def test_mix_contexts_picks_whole_rows_with_the_given_probability():
-    from midisynth.self_context import mix_contexts
+    from midisynth.training.self_context import mix_contexts
 
     reference, generated = torch.zeros(400, 3, 2), torch.ones(400, 3, 2)
     assert torch.equal(mix_contexts(reference, generated, 0.0, torch.Generator().manual_seed(0)), reference)
@@ -187,7 +187,7 @@ def test_mix_contexts_picks_whole_rows_with_the_given_probability():
 
 def test_context_level_jitter_shifts_each_row_by_one_gain_and_keeps_silence():
     from midisynth.constants import MAX_LOG_MEL, MIN_LOG_MEL
-    from midisynth.self_context import jitter_context_level
+    from midisynth.training.self_context import jitter_context_level
 
     context = torch.full((500, 4, 3), -3.0)
     context[:, 0] = MIN_LOG_MEL  # a silent frame
@@ -202,13 +202,13 @@ def test_context_level_jitter_shifts_each_row_by_one_gain_and_keeps_silence():
 
 
 def test_training_jitters_every_batchs_context_when_asked(tmp_path, tiny_config, monkeypatch):
-    import midisynth.train
+    import midisynth.training.diffusion
 
     seen = []
     def spy(context, std, generator):
         seen.append((context.shape, std))
         return context
-    monkeypatch.setattr(midisynth.train, "jitter_context_level", spy)
+    monkeypatch.setattr(midisynth.training.diffusion, "jitter_context_level", spy)
     _fake_dataset(tmp_path / "ds", pieces=3)
     cfg = Config(tiny_config.model, replace(tiny_config.train, context_level_jitter=1.0, max_steps=2))
     Trainer(cfg, tmp_path / "ds", tmp_path / "run").train()
@@ -263,8 +263,8 @@ def test_source_weights_must_not_be_negative(tiny_config):
 
 def test_initial_weights_carry_a_one_bin_model_over_to_velocity_bins(tiny_config):
     """Rows keep their meaning; the velocity bins start as a ramp around the one-bin model's "note on" row."""
-    from midisynth.networks import SpectrogramDiffusion
-    from midisynth.train import TOKEN_EMBEDDING, VELOCITY_SPREAD, initial_weights
+    from midisynth.model.networks import SpectrogramDiffusion
+    from midisynth.training.diffusion import TOKEN_EMBEDDING, VELOCITY_SPREAD, initial_weights
 
     torch.manual_seed(0)
     one_bin = SpectrogramDiffusion(replace(tiny_config.model, dropout_rate=0.0)).eval()
@@ -286,7 +286,7 @@ def test_stop_signals_set_a_flag_and_restore_the_handlers():
     import os
     import signal
 
-    from midisynth.stopping import StopSignals
+    from midisynth.training.stopping import StopSignals
 
     before = signal.getsignal(signal.SIGTERM)
     with StopSignals() as stop:
@@ -315,9 +315,9 @@ def test_sigterm_stops_training_after_the_step_with_a_checkpoint(tmp_path, tiny_
 
 
 def test_vocoder_training_stops_on_sigterm_checkpoints_and_resumes(tmp_path):
-    from midisynth.train_vocoder import VocoderTrainConfig, VocoderTrainer
-    from midisynth.vocoders import load_vocoder
-    from midisynth.vocos import VocosConfig
+    from midisynth.training.vocoder import VocoderTrainConfig, VocoderTrainer
+    from midisynth.vocoders.vocoder import load_vocoder
+    from midisynth.vocoders.vocos import VocosConfig
 
     _fake_dataset(tmp_path / "ds", pieces=2)
     config = VocoderTrainConfig(batch_size=2, segment_frames=16, max_steps=3, checkpoint_every=100)

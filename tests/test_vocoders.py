@@ -10,8 +10,8 @@ import torch
 
 from midisynth.audio import log_mel, mel_matrix
 from midisynth.constants import HOP_LENGTH, MIN_LOG_MEL, N_MELS, SAMPLE_RATE
-from midisynth.train_vocoder import save_vocoder
-from midisynth.vocoders import (
+from midisynth.training.vocoder import save_vocoder
+from midisynth.vocoders.vocoder import (
     BLOCK_FRAMES,
     CONTEXT_FRAMES,
     BlockStreaming,
@@ -20,7 +20,7 @@ from midisynth.vocoders import (
     OnnxVocoder,
     load_vocoder,
 )
-from midisynth.vocos import Vocos, VocosConfig
+from midisynth.vocoders.vocos import Vocos, VocosConfig
 from tests.onnx_models import NEEDS_ONNXRUNTIME, ToyMelGan, export_onnx
 
 

@@ -24,9 +24,9 @@ from midisynth.constants import WINDOW_SAMPLES
 from midisynth.data.fluidsynth import DEFAULT_SOUNDFONT, check_soundfont, render_midi
 from midisynth.data.sources import folder_pieces, generated_pieces, interleave, music21_pieces
 from midisynth.data.store import PieceRecord, load_records, save_piece, split_of, write_manifest
-from midisynth.midi import MidiError, read_midi
-from midisynth.output import write_atomic
-from midisynth.tokens import tokenize
+from midisynth.files import write_atomic
+from midisynth.score.midi import MidiError, read_midi
+from midisynth.score.tokens import tokenize
 
 
 @dataclass

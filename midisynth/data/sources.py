@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pretty_midi
 
-from midisynth.tokens import SLAKH_PROGRAMS
+from midisynth.score.tokens import SLAKH_PROGRAMS
 
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
 MINOR = (0, 2, 3, 5, 7, 8, 10)

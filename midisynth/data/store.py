@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from midisynth.config import ModelConfig
 from midisynth.constants import HOP_LENGTH, MAX_INPUT_TOKENS, N_MELS, WINDOW_FRAMES
-from midisynth.dynamics import SongDynamics, apply_gain, song_dynamics
-from midisynth.midi import Song, read_midi
-from midisynth.output import write_atomic
-from midisynth.tokens import fit_window, tokenize
+from midisynth.files import write_atomic
+from midisynth.model.config import ModelConfig
+from midisynth.model.dynamics import SongDynamics, apply_gain, song_dynamics
+from midisynth.score.midi import Song, read_midi
+from midisynth.score.tokens import fit_window, tokenize
 
 HELDOUT_EVERY = 20  # one piece in 20 (by hash of its id) is held out
 # Batches pad tokens to a multiple of this. A new token length per batch made CPU training slow down (1.0 -> 1.6
@@ -66,7 +66,7 @@ def piece_source(piece_id: str) -> str:
 
 
 def self_context_path(folder: Path, piece_id: str) -> Path:
-    """Where `midisynth.self_context` stores a piece's free-running render."""
+    """Where `midisynth.training.self_context` stores a piece's free-running render."""
     return Path(folder) / f"{piece_id}.npy"
 
 
@@ -94,14 +94,14 @@ class WindowDataset(Dataset):
 
     Items: tokens int64 [n <= max_tokens] ending with EOS, targets float32 [256, 128] log-mel, context float32
     [256, 128] (zeros for a piece's first window), context_mask bool [] (False for the first window). With
-    `self_context_dir` (see `midisynth.self_context`), also model_context float32 [256, 128]: the model's own
+    `self_context_dir` (see `midisynth.training.self_context`), also model_context float32 [256, 128]: the model's own
     render of the previous window (zeros for the first window).
 
     `model` is the config of the model the windows are for (default: the paper's): tokens are in its codec (the
     stored tokens are the one-bin codec's; others are made again from the stored MIDI). With `dynamics_bins` or
     `note_roll`, items also have dynamics float32 [256, cue_dims], the window's per-frame note cue; with
     `velocity_gain`, targets and contexts are velocity-normalised, each window's `velocity_gain` taken off it. Both
-    come from the stored MIDI (see `midisynth.dynamics`).
+    come from the stored MIDI (see `midisynth.model.dynamics`).
     """
 
     def __init__(self, root: str | Path, split: str = "train", max_tokens: int = MAX_INPUT_TOKENS,
@@ -136,7 +136,7 @@ class WindowDataset(Dataset):
         return np.asarray(self._array(record, "tokens")[lo:hi], dtype=np.int64).tolist()
 
     def song_dynamics(self, record: PieceRecord) -> SongDynamics | None:
-        """The piece's per-frame note inputs for `model` (see `midisynth.dynamics`)."""
+        """The piece's per-frame note inputs for `model` (see `midisynth.model.dynamics`)."""
         if not self.model.takes_note_inputs:
             return None
         if record.piece_id not in self._dynamics:

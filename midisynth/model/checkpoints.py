@@ -25,10 +25,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from midisynth.config import ModelConfig
 from midisynth.constants import DIFFUSERS_MODULES
-from midisynth.networks import SpectrogramDiffusion
-from midisynth.output import atomic_path
+from midisynth.files import atomic_path
+from midisynth.model.config import ModelConfig
+from midisynth.model.networks import SpectrogramDiffusion
 
 FORMAT_TAG = "midisynth.spectrogram-diffusion/1"
 _OUR_PREFIX = {"notes_encoder": "notes_encoder.", "continuous_encoder": "context_encoder.", "decoder": "decoder."}

@@ -1,15 +1,15 @@
 """Finding a model: the bundled default, a midisynth `.safetensors` file, a diffusers-layout directory, or a hub id
-(`owner/name[@revision]`, resolved in the Hugging Face cache; see `midisynth.hub`)."""
+(`owner/name[@revision]`, resolved in the Hugging Face cache; see `midisynth.model.hub`)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from midisynth.checkpoints import Checkpoint, CheckpointError, file_sha256, load_checkpoint, load_model_file
-from midisynth.hub import OFFICIAL_MODEL, cached_snapshot, parse_hub_id
+from midisynth.model.checkpoints import Checkpoint, CheckpointError, file_sha256, load_checkpoint, load_model_file
+from midisynth.model.hub import OFFICIAL_MODEL, cached_snapshot, parse_hub_id
 
-BUNDLED_DIR = Path(__file__).parent / "assets" / "default"
+BUNDLED_DIR = Path(__file__).parents[1] / "assets" / "default"
 MANIFEST = BUNDLED_DIR / "manifest.json"
 
 

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from midisynth.midi import Note, Song
+from midisynth.score.midi import Note, Song
 
 
 @dataclass(frozen=True)

@@ -19,16 +19,16 @@ import torch
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from midisynth.audio import to_network_range
-from midisynth.checkpoints import load_model_file, save_model
-from midisynth.config import Config
 from midisynth.constants import NUM_SPECIAL_TOKENS
 from midisynth.data.store import WindowDataset, collate_windows, piece_source
-from midisynth.networks import SpectrogramDiffusion
-from midisynth.output import atomic_path, save_text_atomic
-from midisynth.samplers import q_sample, v_target
-from midisynth.self_context import generate_contexts, jitter_context_level, mix_contexts
-from midisynth.stopping import StopSignals
-from midisynth.tokens import VELOCITY_OFFSET, Codec
+from midisynth.files import atomic_path, save_text_atomic
+from midisynth.model.checkpoints import load_model_file, save_model
+from midisynth.model.config import Config
+from midisynth.model.networks import SpectrogramDiffusion
+from midisynth.render.samplers import q_sample, v_target
+from midisynth.score.tokens import VELOCITY_OFFSET, Codec
+from midisynth.training.self_context import generate_contexts, jitter_context_level, mix_contexts
+from midisynth.training.stopping import StopSignals
 
 TOKEN_EMBEDDING = "notes_encoder.token_embedding.weight"  # [vocab_size, d_model]
 VELOCITY_SPREAD = 0.4  # the loudest and softest bins start this fraction of the note-on row's norm from it

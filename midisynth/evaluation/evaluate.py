@@ -23,9 +23,9 @@ import torch
 from midisynth.audio import log_mel
 from midisynth.constants import HOP_LENGTH, SAMPLE_RATE
 from midisynth.data.fluidsynth import render_midi
-from midisynth.metrics import log_mel_l1, mr_stft_distance, scale_to_rms
-from midisynth.midi import read_midi
-from midisynth.pipeline import Synthesizer
+from midisynth.evaluation.metrics import log_mel_l1, mr_stft_distance, scale_to_rms
+from midisynth.render.pipeline import Synthesizer
+from midisynth.score.midi import read_midi
 
 LOWPASS_HZ = 1500.0
 LOWPASS_ORDER = 4

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from midisynth.constants import ROLL_DIMS
-from midisynth.tokens import Codec
+from midisynth.score.tokens import Codec
 
 
 def _from_dict(cls, values: dict[str, Any], label: str):
@@ -46,12 +46,12 @@ class ModelConfig:
     dropout_rate: float = 0.1
     max_decoder_noise_time: float = 2000.0
     prediction: str = "epsilon"  # what the decoder predicts: "epsilon" (the paper, official weights) or "v"
-    velocity_bins: int = 1  # velocity bins of the token codec (1: the paper's, velocity-blind; see midisynth.tokens)
+    velocity_bins: int = 1  # velocity bins of the token codec (1: the paper's, velocity-blind; see midisynth.score.tokens)
     dynamics_bins: int = 0  # velocity bins of the decoder's per-frame note dynamics (0: none, the paper's; see
-    #                         midisynth.dynamics)
+    #                         midisynth.model.dynamics)
     velocity_gain: bool = False  # velocity as a level: the model renders velocity-normalised spectrograms, and the
-    #                              notes' gain (midisynth.dynamics.velocity_gain) is added to each window
-    note_roll: bool = False  # the decoder also sees the notes frame by frame (midisynth.dynamics.note_roll)
+    #                              notes' gain (midisynth.model.dynamics.velocity_gain) is added to each window
+    note_roll: bool = False  # the decoder also sees the notes frame by frame (midisynth.model.dynamics.note_roll)
 
     def __post_init__(self) -> None:
         if self.prediction not in PREDICTIONS:
@@ -77,7 +77,7 @@ class ModelConfig:
 
     @property
     def takes_note_inputs(self) -> bool:
-        """Whether the model takes per-frame note inputs besides the tokens (see midisynth.dynamics)."""
+        """Whether the model takes per-frame note inputs besides the tokens (see midisynth.model.dynamics)."""
         return bool(self.dynamics_bins or self.velocity_gain or self.note_roll)
 
     @property

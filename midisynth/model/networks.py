@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from midisynth.config import ModelConfig
+from midisynth.model.config import ModelConfig
 
 
 def sinusoid_table(positions: int, dim: int, max_scale: float = 10_000.0) -> torch.Tensor:
@@ -267,12 +267,12 @@ class FilmDecoder(nn.Module):
         self,
         encoded: torch.Tensor,  # [batch, keys, d_model] both encodings concatenated
         mask: torch.Tensor,  # [batch, keys] bool
-        dynamics: torch.Tensor | None = None,  # [batch, 256, cue_dims] frame cue (midisynth.dynamics), iff cue_dims
+        dynamics: torch.Tensor | None = None,  # [batch, 256, cue_dims] frame cue (midisynth.model.dynamics), iff cue_dims
     ) -> CrossAttentionCache:
         if self.cue_proj is None and dynamics is not None:
             raise ValueError("this model takes no per-frame note cue (cue_dims = 0)")
         if self.cue_proj is not None and dynamics is None:
-            raise ValueError(f"this model needs a per-frame note cue ({self.cfg.cue_dims} wide, midisynth.dynamics)")
+            raise ValueError(f"this model needs a per-frame note cue ({self.cfg.cue_dims} wide, midisynth.model.dynamics)")
         return CrossAttentionCache(
             keys_values=[block.cross_attn.keys_values(encoded) for block in self.blocks],
             bias=attention_bias(mask, encoded.dtype),

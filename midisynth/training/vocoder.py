@@ -20,11 +20,11 @@ from torch.utils.data import DataLoader
 
 from midisynth.audio import log_mel
 from midisynth.data.store import AudioSegmentDataset
-from midisynth.metrics import mr_stft_distance
-from midisynth.output import atomic_path
-from midisynth.stopping import StopSignals
-from midisynth.vocoders import VOCOS_FORMAT_TAG
-from midisynth.vocos import Vocos, VocosConfig
+from midisynth.evaluation.metrics import mr_stft_distance
+from midisynth.files import atomic_path
+from midisynth.training.stopping import StopSignals
+from midisynth.vocoders.vocoder import VOCOS_FORMAT_TAG
+from midisynth.vocoders.vocos import Vocos, VocosConfig
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from midisynth import samplers
 from midisynth.audio import from_network_range, to_network_range
-from midisynth.checkpoints import Checkpoint
 from midisynth.constants import (
     DEFAULT_GUIDANCE,
     DEFAULT_PRECISION,
@@ -33,12 +31,14 @@ from midisynth.constants import (
     N_MELS,
     WINDOW_FRAMES,
 )
-from midisynth.dynamics import SongDynamics, apply_gain, song_dynamics
-from midisynth.midi import Song, read_midi
-from midisynth.models import resolve_model
-from midisynth.networks import SpectrogramDiffusion
-from midisynth.tokens import fit_window, num_windows, pad_tokens, tokenize
-from midisynth.vocoders import Vocoder, load_vocoder
+from midisynth.model.checkpoints import Checkpoint
+from midisynth.model.dynamics import SongDynamics, apply_gain, song_dynamics
+from midisynth.model.networks import SpectrogramDiffusion
+from midisynth.model.resolve import resolve_model
+from midisynth.render import samplers
+from midisynth.score.midi import Song, read_midi
+from midisynth.score.tokens import fit_window, num_windows, pad_tokens, tokenize
+from midisynth.vocoders.vocoder import Vocoder, load_vocoder
 
 log = logging.getLogger(__name__)  # without logging configured, warnings print as bare lines on stderr
 
@@ -267,11 +267,11 @@ class Synthesizer:
                     yield song, parts.pop(song)
 
     def tokenize(self, song: Song) -> list[list[int]]:
-        """The song's token windows in the model's codec (see `midisynth.tokens`)."""
+        """The song's token windows in the model's codec (see `midisynth.score.tokens`)."""
         return tokenize(song, self.model.cfg.velocity_bins)
 
     def dynamics(self, song: Song) -> SongDynamics | None:
-        """The song's per-frame note inputs for this model (see `midisynth.dynamics`); None for one that takes none."""
+        """The song's per-frame note inputs for this model (see `midisynth.model.dynamics`); None for one that takes none."""
         return song_dynamics(song, num_windows(song.duration), self.model.cfg)
 
     def num_samples(self, song: Song) -> int:

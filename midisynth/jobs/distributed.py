@@ -1,7 +1,7 @@
 """Scale-out: rendering a batch of MIDI files on a Ray cluster, one model per worker.
 
-    from midisynth.distributed import render_on_ray
-    from midisynth.pipeline import RenderOptions
+    from midisynth.jobs.distributed import render_on_ray
+    from midisynth.render.pipeline import RenderOptions
 
     summary = render_on_ray(["midi_dir/"], "wav_dir/", model="google/music-spectrogram-diffusion",
                             options=RenderOptions(sampler="dpmpp", steps=20, seed=0))
@@ -20,11 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from midisynth.batch import Job, plan_jobs, unfinished
 from midisynth.extras import import_extra
-from midisynth.midi import read_midi
-from midisynth.pipeline import RenderOptions, Synthesizer
-from midisynth.render_jobs import OutputSettings, RenderFailure, run_jobs
+from midisynth.jobs.plan import Job, plan_jobs, unfinished
+from midisynth.jobs.run import OutputSettings, RenderFailure, run_jobs
+from midisynth.render.pipeline import RenderOptions, Synthesizer
+from midisynth.score.midi import read_midi
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,7 @@ import io
 import os
 import struct
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -22,6 +20,7 @@ import numpy as np
 import soundfile as sf
 
 from midisynth.constants import SAMPLE_RATE
+from midisynth.files import atomic_path
 
 FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}  # extension -> soundfile container
 EXTENSIONS = {container: extension for extension, container in FORMATS.items()}
@@ -155,35 +154,6 @@ def write_wav_stream(chunks: Iterable[np.ndarray], num_samples: int, stream: Bin
     return num_samples
 
 
-def _default_file_mode() -> int:
-    """The permissions open() would give a new file under the current umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds, delete it otherwise.
-
-    The finished file gets the permissions a plain open() would give, so it is readable like any other output
-    rather than private to its owner (mkstemp's 0600), even when the writer replaced the temporary file with its
-    own (safetensors' save_file does, with 0600).
-    """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        os.close(fd)
-        yield tmp
-        os.chmod(tmp, _default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 class _ErrorKeepingFile:
     """A file for soundfile's virtual I/O that keeps the first write error (disk full, file too large) and reports
     the write as failed: an exception cannot cross libsndfile's C callbacks, and libsndfile would only say
@@ -259,18 +229,3 @@ def write_audio_file(path: Path, chunks: Iterable[np.ndarray], overwrite: bool =
     except (OSError, sf.SoundFileRuntimeError) as err:
         raise OutputError(f"{path}: write failed ({getattr(err, 'strerror', None) or err})") from None
     return written
-
-
-def write_atomic(path: Path, write) -> None:
-    """Call write(binary file) on a temporary file beside `path`, then rename it into place."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        write(f)
-
-
-def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """np.save through a temporary file and a rename."""
-    write_atomic(path, lambda f: np.save(f, array))
-
-
-def save_text_atomic(path: Path, text: str) -> None:
-    write_atomic(path, lambda f: f.write(text.encode()))

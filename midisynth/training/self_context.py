@@ -19,11 +19,11 @@ import torch
 from tqdm import tqdm
 
 from midisynth.data.store import WindowDataset, self_context_path
-from midisynth.dynamics import apply_gain
-from midisynth.networks import SpectrogramDiffusion
-from midisynth.output import write_atomic
-from midisynth.pipeline import RenderOptions, Synthesizer
-from midisynth.vocoders import load_vocoder
+from midisynth.files import write_atomic
+from midisynth.model.dynamics import apply_gain
+from midisynth.model.networks import SpectrogramDiffusion
+from midisynth.render.pipeline import RenderOptions, Synthesizer
+from midisynth.vocoders.vocoder import load_vocoder
 
 SONGS_PER_BATCH = 16  # pieces generated together (their k-th windows form one batch)
 

@@ -245,7 +245,7 @@ class NeuralVocoder(BlockStreaming):
         from safetensors import safe_open
         from safetensors.torch import load_file
 
-        from midisynth.vocos import Vocos, VocosConfig
+        from midisynth.vocoders.vocos import Vocos, VocosConfig
 
         path = Path(path)
         if not path.is_file():

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from midisynth.batch import STDIO, Job, UsageError
 from midisynth.constants import FRAME_RATE, MAX_LOG_MEL, MIN_LOG_MEL, N_MELS
 from midisynth.extras import import_extra
-from midisynth.midi import Song
-from midisynth.output import atomic_path
-from midisynth.stems import instruments
+from midisynth.files import atomic_path
+from midisynth.jobs.plan import STDIO, Job, UsageError
+from midisynth.score.midi import Song
+from midisynth.score.stems import instruments
 
 WIDTH_INCHES = 12.0
 SPECTROGRAM_INCHES = 3.5

@@ -42,7 +42,7 @@ from midisynth.constants import (
     STEPS_PER_SECOND,
     WINDOW_FRAMES,
 )
-from midisynth.midi import Note, Song
+from midisynth.score.midi import Note, Song
 
 MAX_SHIFT = MAX_SHIFT_SECONDS * STEPS_PER_SECOND  # 1000 steps
 SHIFT_OFFSET = 0

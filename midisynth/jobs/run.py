@@ -3,7 +3,7 @@
 A job writes its mix and, when asked, one stem per instrument (each rendered from that instrument's notes alone),
 the spectrogram (.npy) and a plot (.png). With a loudness target every audio output takes two passes: it is
 rendered to a temporary 32-bit float file beside its target while the mix is measured, then copied into place
-with the mix's gain (so stems keep their level relative to the mix) through a peak limiter (see midisynth.loudness).
+with the mix's gain (so stems keep their level relative to the mix) through a peak limiter (see midisynth.jobs.loudness).
 """
 
 from __future__ import annotations
@@ -18,23 +18,23 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from midisynth.batch import STDIO, Job
 from midisynth.constants import SAMPLE_RATE
-from midisynth.loudness import LoudnessMeter, Normalization, limited_blocks, normalization
-from midisynth.midi import MidiError, Song
-from midisynth.output import (
+from midisynth.files import save_npy_atomic
+from midisynth.jobs.loudness import LoudnessMeter, Normalization, limited_blocks, normalization
+from midisynth.jobs.output import (
     OutputError,
     audio_format,
     check_writable,
     make_output_directory,
     resample_stream,
     resampled_length,
-    save_npy_atomic,
     write_audio_file,
     write_wav_stream,
 )
-from midisynth.pipeline import Synthesizer
-from midisynth.stems import instruments, stem_path, stem_song
+from midisynth.jobs.plan import STDIO, Job
+from midisynth.render.pipeline import Synthesizer
+from midisynth.score.midi import MidiError, Song
+from midisynth.score.stems import instruments, stem_path, stem_song
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class JobOutputs:
             if self.mel_out is not None:
                 save_npy_atomic(self.mel_out, features)
             if self.plot is not None:
-                from midisynth.plot import save_plot
+                from midisynth.jobs.plot import save_plot
 
                 save_plot(self.plot, features, self.song)
         return result

@@ -1,0 +1,1 @@
+"""Evaluation: distances between renders and reference audio on held-out songs."""

@@ -1,0 +1,1 @@
+"""Jobs and outputs: planning a batch of renders, running it, and writing audio, stems, plots and loudness."""

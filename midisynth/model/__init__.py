@@ -1,0 +1,2 @@
+"""The model: its configuration, the encoder-decoder network, its per-frame note inputs, and its checkpoints
+(files, the bundled model, the Hugging Face Hub)."""

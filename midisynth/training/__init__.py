@@ -1,0 +1,1 @@
+"""Training: the spectrogram model's trainer and the vocoder's."""
