@@ -22,6 +22,7 @@ def _from_dict(cls, values: dict[str, Any], label: str):
 
 
 PREDICTIONS = ("epsilon", "v")
+BOOLEAN_OPTIONS = ("velocity_gain", "note_roll", "harmonic_sketch")
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -52,17 +53,19 @@ class ModelConfig:
     velocity_gain: bool = False  # velocity as a level: the model renders velocity-normalised spectrograms, and the
     #                              notes' gain (midisynth.model.dynamics.velocity_gain) is added to each window
     note_roll: bool = False  # the decoder also sees the notes frame by frame (midisynth.model.dynamics.note_roll)
+    harmonic_sketch: bool = False  # the decoder sees, and adds to its data estimate, the notes' partials placed in
+    #                                the mel bins (midisynth.model.sketch); v-prediction only
 
     def __post_init__(self) -> None:
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"model config: prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if f.name in ("prediction", "velocity_gain", "note_roll"):
+            if f.name in ("prediction",) + BOOLEAN_OPTIONS:
                 continue
             if not isinstance(value, int | float) or value < 0:
                 raise ValueError(f"model config: {f.name} must be a non-negative number, got {value!r}")
-        for name in ("velocity_gain", "note_roll"):
+        for name in BOOLEAN_OPTIONS:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"model config: {name} must be true or false, got {getattr(self, name)!r}")
         try:
@@ -72,18 +75,22 @@ class ModelConfig:
         if self.vocab_size < used:
             raise ValueError(f"model config: vocab_size must be at least {used} (the event vocabulary), "
                              f"got {self.vocab_size}")
+        if self.harmonic_sketch and self.prediction != "v":
+            raise ValueError("model config: harmonic_sketch needs prediction = \"v\" (the sketch is added to the data "
+                             "estimate, which an epsilon model's output gives only through 1 / sigma)")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f"model config: dropout_rate must be in [0, 1), got {self.dropout_rate}")
 
     @property
     def takes_note_inputs(self) -> bool:
         """Whether the model takes per-frame note inputs besides the tokens (see midisynth.model.dynamics)."""
-        return bool(self.dynamics_bins or self.velocity_gain or self.note_roll)
+        return bool(self.dynamics_bins or self.velocity_gain or self.note_roll or self.harmonic_sketch)
 
     @property
     def cue_dims(self) -> int:
-        """Width of the decoder's per-frame note cue: dynamics bins, then the note roll (0: none, the paper's)."""
-        return self.dynamics_bins + (ROLL_DIMS if self.note_roll else 0)
+        """Width of the decoder's per-frame note cue: dynamics bins, the note roll, then the harmonic sketch (0: none,
+        the paper's)."""
+        return self.dynamics_bins + (ROLL_DIMS if self.note_roll else 0) + (self.input_dims if self.harmonic_sketch else 0)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from midisynth.model.config import ModelConfig
 from midisynth.constants import (
     FRAME_RATE,
     MAX_LOG_MEL,
@@ -34,8 +35,8 @@ from midisynth.constants import (
     ROLL_PITCHES,
     WINDOW_FRAMES,
 )
-from midisynth.model.config import ModelConfig
 from midisynth.score.midi import Note, Song
+from midisynth.model.sketch import harmonic_sketch
 from midisynth.score.tokens import MAX_VELOCITY
 
 DRUM_SECONDS = 0.25  # a drum hit counts as sounding at least this long
@@ -131,13 +132,16 @@ class SongDynamics:
     bins: np.ndarray | None  # [windows, 256, dynamics_bins] `note_dynamics`
     gain: np.ndarray | None  # [windows, 256] `velocity_gain`, log units
     song: Song | None = None  # the song, for its `note_roll` (made window by window)
+    sketch_song: Song | None = None  # the song, for its `harmonic_sketch` (made window by window)
 
     def cue(self, window: int) -> np.ndarray | None:
-        """[256, cue_dims] float32, the decoder's frame cue for a window: the note dynamics, then the note roll;
-        None for a model that takes neither."""
+        """[256, cue_dims] float32, the decoder's frame cue for a window: the note dynamics, the note roll, then the
+        harmonic sketch (velocity-normalised where the model is); None for a model that takes none of them."""
         parts = [] if self.bins is None else [self.bins[window]]
         if self.song is not None:
             parts.append(note_roll(self.song, window))
+        if self.sketch_song is not None:
+            parts.append(harmonic_sketch(self.sketch_song, window, None if self.gain is None else self.gain[window]))
         return np.concatenate(parts, axis=1) if parts else None
 
 
@@ -149,4 +153,5 @@ def song_dynamics(song: Song, windows: int, cfg: ModelConfig) -> SongDynamics | 
         bins=note_dynamics(song, windows, cfg.dynamics_bins) if cfg.dynamics_bins else None,
         gain=velocity_gain(song, windows) if cfg.velocity_gain else None,
         song=song if cfg.note_roll else None,
+        sketch_song=song if cfg.harmonic_sketch else None,
     )

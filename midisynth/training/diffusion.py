@@ -31,6 +31,7 @@ from midisynth.training.self_context import generate_contexts, jitter_context_le
 from midisynth.training.stopping import StopSignals
 
 TOKEN_EMBEDDING = "notes_encoder.token_embedding.weight"  # [vocab_size, d_model]
+CUE_WEIGHT = "decoder.cue_proj.weight"  # [d_model, cue_dims]
 VELOCITY_SPREAD = 0.4  # the loudest and softest bins start this fraction of the note-on row's norm from it
 
 
@@ -88,6 +89,13 @@ def initial_weights(source: SpectrogramDiffusion, target: SpectrogramDiffusion) 
     bins' rows differed by 0.04-0.19 on a norm of 15.8, and renders at velocities 20 to 127 were identical.
     """
     state = {**target.state_dict(), **source.state_dict()}
+    own_cue, their_cue = target.state_dict().get(CUE_WEIGHT), source.state_dict().get(CUE_WEIGHT)
+    if own_cue is not None and their_cue is not None and own_cue.shape != their_cue.shape:
+        # the cue grew by columns appended at its end (the harmonic sketch after the note roll): the old columns carry
+        # over, the new ones start at zero
+        if own_cue.shape[0] != their_cue.shape[0] or own_cue.shape[1] < their_cue.shape[1]:
+            raise ValueError(f"cannot start a {tuple(own_cue.shape)} cue projection from a {tuple(their_cue.shape)} one")
+        state[CUE_WEIGHT] = torch.cat([their_cue, own_cue[:, their_cue.shape[1] :]], dim=1)
     velocity_bins = target.cfg.velocity_bins
     old, new = Codec(source.cfg.velocity_bins), Codec(velocity_bins)
     if old == new:
@@ -117,8 +125,10 @@ class Trainer:
         if init_from is not None:
             self.model.load_state_dict(initial_weights(load_model_file(init_from).model, self.model))
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
-        cue_proj = self.model.decoder.cue_proj
-        new = [] if cue_proj is None else list(cue_proj.parameters())
+        decoder = self.model.decoder
+        new = [] if decoder.cue_proj is None else list(decoder.cue_proj.parameters())
+        if decoder.sketch_gain is not None:
+            new.append(decoder.sketch_gain)
         groups = [{"params": [p for p in self.model.parameters() if all(p is not q for q in new)], "lr_scale": 1.0}]
         if new:
             groups.append({"params": new, "lr_scale": self.tc.cue_lr_scale})
