@@ -25,7 +25,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from midisynth.model.config import ModelConfig
 from midisynth.constants import (
     FRAME_RATE,
     MAX_LOG_MEL,
@@ -35,8 +34,9 @@ from midisynth.constants import (
     ROLL_PITCHES,
     WINDOW_FRAMES,
 )
-from midisynth.score.midi import Note, Song
+from midisynth.model.config import ModelConfig
 from midisynth.model.sketch import harmonic_sketch
+from midisynth.score.midi import Note, Song
 from midisynth.score.tokens import MAX_VELOCITY
 
 DRUM_SECONDS = 0.25  # a drum hit counts as sounding at least this long

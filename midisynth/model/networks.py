@@ -308,8 +308,9 @@ class FilmDecoder(nn.Module):
         return out
 
     def _add_sketch(self, v: torch.Tensor, noise_time: torch.Tensor, cache: CrossAttentionCache) -> torch.Tensor:
-        """Add `sketch_gain` * sketch to the data estimate of the conditioned rows: with x0 = alpha x_t - sigma v
-        (v-prediction), that is v - sigma * sketch_gain * sketch. [batch, 256, 128] in, same out."""
+        """The conditioned rows' v [batch, 256, 128] minus sigma * sketch_gain * sketch: with x0 = alpha x_t - sigma v,
+        their data estimate gains sigma² * sketch_gain * sketch. The sketch weighs most at high noise, where the
+        estimate comes from the conditioning, and fades as x_t itself comes to show the partials."""
         n = cache.batch_size
         _, sigma = alpha_sigma(logsnr_schedule(noise_time[:n].float()))  # [n]
         shift = sigma[:, None, None] * self.sketch_gain * cache.sketch  # [n, 256, 128]

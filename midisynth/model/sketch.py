@@ -8,9 +8,9 @@ velocity², see `midisynth.model.dynamics.velocity_gain`) and, for struck and pl
 the onset. Drums are left out: they have no pitch to place.
 
 The sketch knows nothing of timbre beyond the 1 / k roll-off; the model refines it. A model with
-`ModelConfig.harmonic_sketch` gets it twice: as columns of its frame cue, and added to the denoiser's data estimate
-(`midisynth.model.networks.FilmDecoder`), so a model's renders carry the notes' partials at their exact mel positions from
-the first training step on.
+`ModelConfig.harmonic_sketch` gets it twice: as columns of its frame cue, and added, through a learned per-bin gain, to
+the denoiser's data estimate (`midisynth.model.networks.FilmDecoder`), weighted by the noise level, so that the partials of
+a render's first, noisiest steps sit at their exact mel positions.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def _partial_magnitude(hz: np.ndarray, amplitude: np.ndarray) -> np.ndarray:
     magnitudes added (partials far enough apart not to interfere)."""
     spectrum = np.zeros(FFT_SIZE // 2 + 1)
     kernel = _window_kernel()
-    for centre, a in zip(hz * FFT_SIZE / SAMPLE_RATE, amplitude):
+    for centre, a in zip(hz * FFT_SIZE / SAMPLE_RATE, amplitude, strict=True):
         bins = np.arange(max(0, math.ceil(centre - KERNEL_BINS)), min(FFT_SIZE // 2, math.floor(centre + KERNEL_BINS)) + 1)
         spectrum[bins] += a * np.interp(bins - centre, np.linspace(-KERNEL_BINS, KERNEL_BINS, kernel.size), kernel)
     return spectrum
