@@ -6,6 +6,9 @@ DATA ?= data/fluidr3
 RUN ?= runs/default
 DEVICE ?= cpu
 HOURS ?= 3
+# The torch this project is tested with, installed before midisynth so that pip keeps it for `torch>=2.4` (a torch
+# that pip picks itself is a multi-GB CUDA build). Set TORCH to your own build's requirement, e.g. for CUDA.
+TORCH ?= torch==2.13.0
 
 .PHONY: install test test-fast lint bench data train ship eval clean
 
@@ -14,6 +17,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q '$(TORCH)'
 	$(BIN)/pip install -q -e .
 	touch $@
 
@@ -27,7 +31,7 @@ test: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q
 
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check midisynth tests benchmarks
+	$(BIN)/ruff check midisynth tests benchmarks scripts
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python -m benchmarks.run --out benchmarks/results.json
