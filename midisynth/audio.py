@@ -142,7 +142,7 @@ def reproject(spectrum: torch.Tensor) -> torch.Tensor:
 
     The window spans two hops, so signal block k (samples [320 k, 320 k + 320)) is the overlap of frame k's first
     half and frame k - 1's second half, and frame k re-analyses blocks k and k + 1. Working on blocks avoids the
-    fold / pad / unfold copies: 1.45x faster per Griffin-Lim iteration on this CPU; equal to 2e-7.
+    fold / pad / unfold copies (faster per Griffin-Lim iteration); equal to 2e-7.
     """
     frames = spectrum.shape[-2]
     real = spectrum.real.dtype

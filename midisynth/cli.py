@@ -235,14 +235,13 @@ def render(
 def tokens(
     midi: Annotated[str, typer.Argument(help="A MIDI file, or '-' for stdin.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list of token lists (one per 5.12 s window).")] = False,
-    velocity_bins: Annotated[int, typer.Option(min=1, max=127, help="Velocity bins of the codec: 1 is the paper's (official checkpoints); the bundled model's config says its own.")] = 1,
 ) -> None:
     """Print the event tokens of each 5.12 s window (padding removed; each ends with EOS = 1)."""
     from midisynth.score.midi import MidiError
     from midisynth.score.tokens import tokenize
 
     try:
-        windows = tokenize(_read_song(midi), velocity_bins)
+        windows = tokenize(_read_song(midi))
     except (MidiError, OSError) as err:
         _err(f"{midi}: {err}")
         raise typer.Exit(EXIT_FAILED) from None

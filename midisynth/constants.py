@@ -36,15 +36,10 @@ NUM_SPECIAL_TOKENS = 3
 # Sub-folders of a diffusers-layout checkpoint that hold network weights (config.json + diffusion_pytorch_model.*).
 DIFFUSERS_MODULES = ("notes_encoder", "continuous_encoder", "decoder")
 
-# Rendering defaults (chosen by the held-out evaluation in the README), shared by the library and the CLI.
-# Measured with the stage-2 model (docs/steps_curve.json; log-mel L1 / MR-STFT to the FluidSynth reference). On the
-# first 6 held-out songs: DDIM 3 steps 1.443 / 2.562, DDIM 5 1.436 / 2.599, DPM-Solver++ 5 1.446 / 2.641, 10
-# 1.544 / 2.816, 20 1.693 / 3.012 (more steps sharpen details the reference does not have). On all 13: DDIM 4
-# 1.720 / 2.863, 8 1.698 / 2.895, 12 1.719 / 2.950, so 4 steps, the fastest. Guidance 3 (DPM-Solver++ 10, step
-# 2000) scored 3.74 against 1.33 without, so it is off by default (the paper's 5 suits its large model; diffusers'
-# pipeline has none). bf16 autocast scored as fp32 (1.4461 vs 1.4455) at 1.2x the speed; use --precision fp32 on
-# CPUs without native bf16. The bundled stage-8 model (README: the note roll), all 13 songs: DDIM 3 1.183 / 2.285,
-# 4 1.197 / 2.309, 8 1.232 / 2.359; guidance 1.5 at 4 steps 1.483 / 2.544.
+# Rendering defaults, shared by the library and the CLI, chosen by the held-out evaluation (docs/experiments.md:
+# sampler, steps and guidance): for the bundled model more DDIM steps do not score better (they sharpen details the
+# reference does not have), so 4, nearly the fastest; guidance makes it worse, so it is off (the paper's 5 suits its
+# large model). bf16 autocast scores as fp32; use --precision fp32 on CPUs that have no native bf16.
 DEFAULT_SAMPLER = "ddim"
 DEFAULT_STEPS = 4  # the default sampler's step count
 DEFAULT_GUIDANCE = 1.0  # classifier-free guidance weight; 1 disables guidance

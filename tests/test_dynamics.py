@@ -1,5 +1,5 @@
-"""Per-frame note inputs (velocity cue, velocity gain, note roll): the decoder input they feed, and their path through
-data, training and rendering."""
+"""Per-frame note inputs (velocity gain, note roll): the decoder input they feed, and their path through data,
+training and rendering."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from midisynth.constants import ROLL_DIMS, ROLL_PITCHES, WINDOW_FRAMES
+from midisynth.constants import ROLL_DIMS, ROLL_GROUPS, ROLL_PITCHES, WINDOW_FRAMES
 from midisynth.model.checkpoints import load_model_file, save_model
 from midisynth.model.config import ModelConfig, load_config
-from midisynth.model.dynamics import apply_gain, note_dynamics, note_roll, velocity_bin, velocity_gain
+from midisynth.model.dynamics import apply_gain, note_roll, velocity_gain, velocity_mix
 from midisynth.model.networks import SpectrogramDiffusion
 from midisynth.render.pipeline import RenderOptions, Synthesizer
 from midisynth.score.midi import Note, Song, read_midi
@@ -25,51 +25,52 @@ def _note(start: float, end: float, velocity: int, pitch: int = 60, is_drum: boo
     return Note(start=start, end=end, pitch=pitch, velocity=velocity, program=program, is_drum=is_drum)
 
 
-def _model(bins: int, seed: int = 0) -> SpectrogramDiffusion:
+def _model(roll: bool, seed: int = 0) -> SpectrogramDiffusion:
     torch.manual_seed(seed)
-    cfg = replace(load_config(ROOT / "configs" / "tiny.toml").model, dropout_rate=0.0, dynamics_bins=bins)
+    cfg = replace(load_config(ROOT / "configs" / "tiny.toml").model, dropout_rate=0.0, note_roll=roll)
     return SpectrogramDiffusion(cfg).eval()
 
 
-def test_velocity_bins_are_equal_width_over_1_to_127():
-    assert [velocity_bin(v, 4) for v in (1, 32, 33, 64, 65, 96, 97, 127)] == [0, 0, 1, 1, 2, 2, 3, 3]
-    assert velocity_bin(0, 4) == 0 and velocity_bin(200, 4) == 3  # out-of-range velocities are clamped
-    assert [velocity_bin(v, 1) for v in (1, 64, 127)] == [0, 0, 0]
+def _velocities(*pairs: tuple[int, float]) -> list[float]:
+    """A row of `velocity_mix`: the fraction of the sounding notes at each velocity 1..127."""
+    row = [0.0] * 127
+    for velocity, fraction in pairs:
+        row[velocity - 1] = fraction
+    return row
 
 
-def test_note_dynamics_are_the_velocity_mix_of_the_sounding_notes():
+def test_velocity_mix_is_the_velocities_of_the_sounding_notes():
     """Frame f (f / 50 s) counts notes with start <= f / 50 < end; the drum hit lasts at least 0.25 s."""
     song = Song(notes=[_note(0.0, 0.1, 20), _note(0.04, 0.1, 120, pitch=64), _note(5.2, 5.3, 127),
                        _note(0.5, 0.5, 70, pitch=38, is_drum=True)], duration=6.0)
-    dynamics = note_dynamics(song, windows=2, bins=4)
-    assert dynamics.shape == (2, WINDOW_FRAMES, 4) and dynamics.dtype == np.float32
-    frames = dynamics.reshape(-1, 4)
-    np.testing.assert_array_equal(frames[0:2], [[1, 0, 0, 0]] * 2)  # 0.00-0.02 s: velocity 20 alone
-    np.testing.assert_array_equal(frames[2:5], [[0.5, 0, 0, 0.5]] * 3)  # both notes until 0.1 s
-    np.testing.assert_array_equal(frames[5:25], np.zeros((20, 4)))  # silence
-    np.testing.assert_array_equal(frames[25:38], [[0, 0, 1, 0]] * 13)  # the drum, 0.5 s to 0.75 s
+    frames = velocity_mix(song, windows=2)
+    assert frames.shape == (2 * WINDOW_FRAMES, 127) and frames.dtype == np.float32
+    np.testing.assert_array_equal(frames[0:2], [_velocities((20, 1.0))] * 2)  # 0.00-0.02 s: velocity 20 alone
+    np.testing.assert_array_equal(frames[2:5], [_velocities((20, 0.5), (120, 0.5))] * 3)  # both notes until 0.1 s
+    np.testing.assert_array_equal(frames[5:25], np.zeros((20, 127)))  # silence
+    np.testing.assert_array_equal(frames[25:38], [_velocities((70, 1.0))] * 13)  # the drum, 0.5 s to 0.75 s
     assert not frames[38:260].any()
-    np.testing.assert_array_equal(frames[260:265], [[0, 0, 0, 1]] * 5)  # in the second window, 5.2 s to 5.3 s
+    np.testing.assert_array_equal(frames[260:265], [_velocities((127, 1.0))] * 5)  # second window, 5.2 s to 5.3 s
     assert not frames[265:].any()
 
 
-def test_note_dynamics_clip_notes_past_the_last_window():
+def test_velocity_mix_clips_notes_past_the_last_window():
     song = Song(notes=[_note(4.0, 9.0, 64)], duration=5.0)
-    dynamics = note_dynamics(song, windows=1, bins=2)
-    assert dynamics[0, 200:].tolist() == [[1.0, 0.0]] * 56 and not dynamics[0, :200].any()
+    frames = velocity_mix(song, windows=1)
+    assert frames[200:].tolist() == [_velocities((64, 1.0))] * 56 and not frames[:200].any()
 
 
 def test_the_cue_projection_starts_at_zero_and_conditioned_rows_only_see_it():
-    model = _model(bins=4)
+    model = _model(roll=True)
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(3, 1391, (2, 40), generator=g)
     context = torch.zeros(2, WINDOW_FRAMES, 128)
     has_context = torch.tensor([False, False])
     x = torch.randn(3, WINDOW_FRAMES, 128, generator=g)  # rows 0-1 conditioned, row 2 unconditional
     t = torch.tensor([0.2, 0.5, 0.9])
-    soft = torch.zeros(2, WINDOW_FRAMES, 4)
+    soft = torch.zeros(2, WINDOW_FRAMES, ROLL_DIMS)
     soft[..., 0] = 1
-    loud = torch.zeros(2, WINDOW_FRAMES, 4)
+    loud = torch.zeros(2, WINDOW_FRAMES, ROLL_DIMS)
     loud[..., 3] = 1
     with torch.no_grad():
         assert torch.equal(model.decoder(x, t, model.encode(tokens, context, has_context, soft)),
@@ -78,19 +79,19 @@ def test_the_cue_projection_starts_at_zero_and_conditioned_rows_only_see_it():
         a = model.decoder(x, t, model.encode(tokens, context, has_context, soft))
         b = model.decoder(x, t, model.encode(tokens, context, has_context, loud))
     assert not torch.allclose(a[:2], b[:2])
-    assert torch.equal(a[2], b[2])  # the unconditional branch gets no dynamics, like no encodings
+    assert torch.equal(a[2], b[2])  # the unconditional branch gets no note cue, like no encodings
     with pytest.raises(ValueError, match="needs a per-frame note cue"):
         model.encode(tokens, context, has_context)
     with pytest.raises(ValueError, match="takes no per-frame note cue"):
-        _model(bins=0).encode(tokens, context, has_context, soft)
+        _model(roll=False).encode(tokens, context, has_context, soft)
 
 
-def test_a_dynamics_model_from_plain_weights_renders_what_they_render(short_midi):
+def test_a_note_roll_model_from_plain_weights_renders_what_they_render(short_midi):
     """`initial_weights` keeps the zero projection, so fine-tuning starts from the source model's output."""
     from midisynth.training.diffusion import initial_weights
 
-    plain = _model(bins=0)
-    widened = _model(bins=8, seed=1)
+    plain = _model(roll=False)
+    widened = _model(roll=True, seed=1)
     widened.load_state_dict(initial_weights(plain, widened))
     assert not widened.decoder.cue_proj.weight.any()
     song = read_midi(short_midi)
@@ -101,15 +102,16 @@ def test_a_dynamics_model_from_plain_weights_renders_what_they_render(short_midi
     np.testing.assert_array_equal(ours, theirs)
 
 
-def test_renders_follow_the_dynamics_and_batches_match_single_songs(tmp_path):
-    """With a non-zero projection a soft and a loud copy of the same notes render differently, alone or batched
-    (each song with its own dynamics); the dynamics survive a save and load."""
-    model = _model(bins=4)
+def test_renders_follow_the_note_roll_and_batches_match_single_songs(tmp_path):
+    """With a non-zero projection a soft and a loud copy of the same notes (same tokens, onsets of other heights in
+    the roll) render differently, alone or batched (each song with its own roll); the projection survives a save and
+    load."""
+    model = _model(roll=True)
     with torch.no_grad():
         model.decoder.cue_proj.weight.normal_()
     save_model(model, tmp_path / "m.safetensors")
     loaded = load_model_file(tmp_path / "m.safetensors").model
-    assert loaded.cfg.dynamics_bins == 4
+    assert loaded.cfg.note_roll
     assert torch.equal(loaded.decoder.cue_proj.weight, model.decoder.cue_proj.weight)
     synth = Synthesizer(loaded, load_vocoder("griffin-lim", torch.device("cpu")), "cpu",
                         RenderOptions(sampler="ddim", steps=2, guidance=1.0, precision="fp32"))
@@ -117,7 +119,9 @@ def test_renders_follow_the_dynamics_and_batches_match_single_songs(tmp_path):
     soft = read_midi(write_midi(tmp_path / "soft.mid", [(p, s, e, 20) for p, s, e in notes]))
     loud = read_midi(write_midi(tmp_path / "loud.mid", [(p, s, e, 120) for p, s, e in notes]))
     assert tokenize(soft) == tokenize(loud)  # the one-bin tokens cannot tell them apart
-    assert synth.dynamics(soft).cue(0)[0].tolist() == [1, 0, 0, 0] and synth.dynamics(loud).cue(0)[0].tolist() == [0, 0, 0, 1]
+    onset = ROLL_GROUPS * ROLL_PITCHES + 60  # the onset column of the first note's pitch
+    assert synth.dynamics(soft).cue(0)[0, onset] == pytest.approx(20 / 127)
+    assert synth.dynamics(loud).cue(0)[0, onset] == pytest.approx(120 / 127)
     assert synth.dynamics(soft).gain is None  # this model does not take velocity as a level
     alone = [np.concatenate(list(synth.spectrogram_windows(tokenize(s), dynamics=synth.dynamics(s))))
              for s in (soft, loud)]
@@ -129,8 +133,8 @@ def test_renders_follow_the_dynamics_and_batches_match_single_songs(tmp_path):
     assert synth.render(loud).shape == synth.render(soft).shape
 
 
-def test_training_feeds_the_stored_midis_dynamics(tmp_path):
-    """The data set serves each window's dynamics from its MIDI, and a dynamics model trains and resumes on it."""
+def test_training_feeds_the_stored_midis_note_roll(tmp_path):
+    """The data set serves each window's note roll from its MIDI, and a note-roll model trains on it."""
     from midisynth.data.store import WindowDataset, load_records
     from midisynth.training.diffusion import Trainer
     from tests.test_train import _fake_dataset
@@ -140,14 +144,14 @@ def test_training_feeds_the_stored_midis_dynamics(tmp_path):
     (data / "midi").mkdir()
     for k, record in enumerate(load_records(data, "train") + load_records(data, "heldout")):
         write_midi(data / "midi" / f"{record.piece_id}.mid", [(60, 0.5, 3.0, 10 + 15 * k), (67, 2.0, 8.5, 120)])
-    dataset = WindowDataset(data, "train", model=ModelConfig(dynamics_bins=4))
+    dataset = WindowDataset(data, "train", model=ModelConfig(note_roll=True))
     record, window = dataset.index[0]
     song = read_midi(data / "midi" / f"{record.piece_id}.mid")
-    np.testing.assert_array_equal(dataset[0]["dynamics"].numpy(), note_dynamics(song, record.windows, 4)[window])
+    np.testing.assert_array_equal(dataset[0]["dynamics"].numpy(), note_roll(song, window))
     assert "dynamics" not in WindowDataset(data, "train")[0]
 
     config = load_config(ROOT / "configs" / "tiny.toml")
-    config = replace(config, model=replace(config.model, dynamics_bins=4),
+    config = replace(config, model=replace(config.model, note_roll=True),
                      train=replace(config.train, max_steps=2, checkpoint_every=1, eval_every=2, eval_batches=1,
                                    cue_lr_scale=10.0))
     trainer = Trainer(config, data, tmp_path / "run")
@@ -157,15 +161,23 @@ def test_training_feeds_the_stored_midis_dynamics(tmp_path):
     assert dynamics["params"] == [trainer.model.decoder.cue_proj.weight]
     assert len(rest["params"]) == len(list(trainer.model.parameters())) - 1
     assert dynamics["lr"] == pytest.approx(10 * rest["lr"]) and rest["lr"] > 0
-    assert load_model_file(tmp_path / "run" / "model.safetensors").model.cfg.dynamics_bins == 4
+    assert load_model_file(tmp_path / "run" / "model.safetensors").model.cfg.note_roll
 
 
-def test_dynamics_settings_are_validated():
+def test_note_input_settings_are_validated():
     config = load_config(ROOT / "configs" / "tiny.toml")
     with pytest.raises(ValueError, match="cue_lr_scale must be positive"):
         replace(config.train, cue_lr_scale=0.0)
-    with pytest.raises(ValueError, match="dynamics_bins must be a non-negative number"):
-        replace(config.model, dynamics_bins=-1)
+
+
+def test_model_files_from_before_the_retired_options_still_load():
+    """Files written while the velocity-bin and velocity-cue options existed carry them at their neutral values
+    (the bundled model does); a file that used them is refused by name."""
+    assert ModelConfig.from_dict({"velocity_bins": 1, "dynamics_bins": 0, "note_roll": True}) == ModelConfig(
+        note_roll=True)
+    for key, value in (("velocity_bins", 32), ("dynamics_bins", 8)):
+        with pytest.raises(ValueError, match=f"{key} is no longer supported"):
+            ModelConfig.from_dict({key: value})
 
 
 def test_velocity_gain_is_the_sf2_level_of_the_sounding_notes_held_through_gaps():
@@ -193,7 +205,7 @@ def test_apply_gain_shifts_sound_clips_and_leaves_silence():
 def test_a_velocity_gain_model_renders_its_normalised_output_plus_the_gain(tmp_path):
     """The same weights with and without `velocity_gain`: the gain model's windows are the plain model's with each
     frame's gain added (its contexts are its own normalised output, so the networks see the same inputs)."""
-    plain = _model(bins=0)
+    plain = _model(roll=False)
     gained = SpectrogramDiffusion(replace(plain.cfg, velocity_gain=True)).eval()
     gained.load_state_dict(plain.state_dict())
     vocoder = load_vocoder("griffin-lim", torch.device("cpu"))
@@ -262,14 +274,13 @@ def test_note_roll_has_the_sounding_notes_by_group_and_pitch_and_their_onsets():
 
 
 def test_a_note_roll_model_takes_the_roll_in_rendering_and_training(tmp_path):
-    """The roll reaches the decoder through the same zero-initialised projection as the velocity cue (after the
-    cue's bins), in the pipeline and in the data set."""
+    """The roll reaches the decoder through the zero-initialised cue projection, in the pipeline and in the data
+    set."""
     from midisynth.data.store import WindowDataset, load_records
     from tests.test_train import _fake_dataset
 
-    cfg = replace(load_config(ROOT / "configs" / "tiny.toml").model, dropout_rate=0.0, dynamics_bins=2,
-                  note_roll=True)
-    assert cfg.cue_dims == 2 + ROLL_DIMS
+    cfg = replace(load_config(ROOT / "configs" / "tiny.toml").model, dropout_rate=0.0, note_roll=True)
+    assert cfg.cue_dims == ROLL_DIMS
     model = SpectrogramDiffusion(cfg).eval()
     with torch.no_grad():
         model.decoder.cue_proj.weight.normal_()
@@ -277,7 +288,7 @@ def test_a_note_roll_model_takes_the_roll_in_rendering_and_training(tmp_path):
     synth = Synthesizer(model, load_vocoder("griffin-lim", torch.device("cpu")), "cpu",
                         RenderOptions(sampler="ddim", steps=2, guidance=1.0, precision="fp32"))
     cue = synth.dynamics(song).cue(1)
-    np.testing.assert_array_equal(cue, np.concatenate([note_dynamics(song, 2, 2)[1], note_roll(song, 1)], axis=1))
+    np.testing.assert_array_equal(cue, note_roll(song, 1))
     moved = read_midi(write_midi(tmp_path / "b.mid", [(60, 0.0, 1.0, 30), (65, 0.5, 6.0, 120)]))
     a, b = (np.concatenate(list(synth.spectrogram_windows(tokenize(s), dynamics=synth.dynamics(s))))
             for s in (song, moved))
@@ -288,7 +299,7 @@ def test_a_note_roll_model_takes_the_roll_in_rendering_and_training(tmp_path):
     (data / "midi").mkdir()
     for record in load_records(data, "train") + load_records(data, "heldout"):
         write_midi(data / "midi" / f"{record.piece_id}.mid", [(60, 0.5, 3.0, 100), (67, 2.0, 8.5, 120)])
-    dataset = WindowDataset(data, "train", model=replace(cfg, dynamics_bins=0))
+    dataset = WindowDataset(data, "train", model=cfg)
     record, window = dataset.index[-1]
     song = read_midi(data / "midi" / f"{record.piece_id}.mid")
     np.testing.assert_array_equal(dataset[len(dataset) - 1]["dynamics"].numpy(), note_roll(song, window))

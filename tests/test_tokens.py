@@ -186,35 +186,3 @@ def test_random_songs_match_reference_live():
             continue
         reference = [[int(t) for t in w if t] for w in processor(data)]
         assert tokenize(song) == reference, f"song {k}"
-
-
-def test_velocity_bins_follow_mt3s_codec_option(two_window_midi):
-    """The spec's worked example with 32 velocity bins: velocity 100 is bin ceil(32 * 100 / 127) = 26, and tie,
-    program and drum ids move up by 31."""
-    from midisynth.score.midi import read_midi
-    from midisynth.score.tokens import Codec
-
-    song = read_midi(two_window_midi)
-    assert tokenize(song, 32) == [
-        [1165, 1166, 1158, 1064, 53, 1068, 103, 1132, 1064, 1],
-        [1166, 1068, 1165, 91, 1132, 1068, 1],
-    ]
-    codec = Codec(32)
-    assert [codec.velocity_bin(v) for v in (0, 1, 3, 4, 100, 127)] == [0, 1, 1, 2, 26, 32]
-    assert (codec.tie_id, codec.program_offset, codec.drum_offset, codec.vocab_size) == (1162, 1163, 1291, 1422)
-    one = Codec(1)
-    assert (one.tie_id, one.program_offset, one.drum_offset, one.vocab_size) == (1131, 1132, 1260, 1391)
-    assert [one.velocity_bin(v) for v in (0, 1, 127)] == [0, 1, 1]
-    assert tokenize(song, 1) == tokenize(song)
-    with pytest.raises(ValueError, match="velocity_bins must be in 1..127"):
-        Codec(0)
-
-
-def test_velocities_tell_notes_apart_only_with_bins(tmp_path):
-    from tests.conftest import write_midi
-
-    soft, loud = (read_midi(write_midi(tmp_path / f"{v}.mid", [(60, 0.0, 1.0, v)])) for v in (20, 120))
-    assert tokenize(soft) == tokenize(loud)
-    assert tokenize(soft, 16) != tokenize(loud, 16)
-    drum = read_midi(write_midi(tmp_path / "drum.mid", [(36, 0.0, 0.1, 127)], is_drum=True))
-    assert tokenize(drum, 16)[0][:3] == [1131 + 3 + 15, 1129 + 3 + 16, 1260 + 3 + 15 + 36]  # tie, bin 16, drum 36

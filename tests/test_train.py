@@ -124,70 +124,9 @@ def test_unknown_lr_schedule_is_refused(tiny_config):
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         replace(tiny_config.train, lr_schedule="linear")
 
-
-def test_self_context_is_the_models_free_running_render(tmp_path, tiny_config):
-    """Stored contexts equal what rendering the piece gives (same windows, sampler, seed), piece by piece."""
-    from midisynth.data.store import WindowDataset
-    from midisynth.render.pipeline import RenderOptions, Synthesizer
-    from midisynth.training.self_context import generate_contexts
-    from midisynth.vocoders.vocoder import load_vocoder
-
-    _fake_dataset(tmp_path / "ds", pieces=3)
-    torch.manual_seed(0)
-    from midisynth.model.networks import SpectrogramDiffusion
-    model = SpectrogramDiffusion(replace(tiny_config.model, dropout_rate=0.0)).train()
-    data = WindowDataset(tmp_path / "ds", "train")
-    records = data.records
-    fp32 = RenderOptions(precision="fp32")  # bf16 rounding would differ between batch shapes
-    generate_contexts(model, data, tmp_path / "ctx", fp32, progress=False)
-    assert model.training  # left as it was
-    synth = Synthesizer(model, load_vocoder("griffin-lim"), options=fp32)
-    for record in records:
-        stored = np.load(tmp_path / "ctx" / f"{record.piece_id}.npy")
-        assert stored.shape == (record.windows * WINDOW_FRAMES, 128) and stored.dtype == np.float16
-        tokens = np.load(record.path(tmp_path / "ds", "tokens"))
-        windows = [tokens[a:b].tolist() for a, b in zip(record.token_offsets, record.token_offsets[1:], strict=False)]
-        rendered = np.concatenate(list(synth.spectrogram_windows(windows)))
-        difference = np.abs(stored.astype(np.float32) - rendered)  # float16 storage; batch-shape rounding
-        assert difference.mean() < 3e-3 and difference.max() < 0.05  # float16: 0.006 step near -11.5
-    first = tmp_path / "ctx" / f"{records[0].piece_id}.npy"
-    first.write_bytes(b"kept")  # a resumed generation skips pieces that are done
-    generate_contexts(model, data, tmp_path / "ctx", fp32, progress=False)
-    assert first.read_bytes() == b"kept"
-
-
-def test_dataset_serves_the_render_of_the_previous_window_as_model_context(tmp_path):
-    from midisynth.data.store import WindowDataset, load_records
-
-    _fake_dataset(tmp_path / "ds", pieces=2)
-    (tmp_path / "ctx").mkdir()
-    for record in load_records(tmp_path / "ds", "train"):
-        render = np.arange(record.windows * WINDOW_FRAMES * 128, dtype=np.float32).reshape(-1, 128) % 1000
-        np.save(tmp_path / "ctx" / f"{record.piece_id}.npy", render.astype(np.float16))
-    data = WindowDataset(tmp_path / "ds", "train", self_context_dir=tmp_path / "ctx")
-    first, second = data[0], data[1]  # windows 0 and 1 of the first piece
-    assert torch.equal(first["model_context"], torch.zeros(WINDOW_FRAMES, 128))
-    expected = torch.arange(WINDOW_FRAMES * 128, dtype=torch.float32).reshape(-1, 128) % 1000
-    assert torch.equal(second["model_context"], expected)
-    assert not torch.equal(second["model_context"], second["context"])  # the reference's window stays there too
-    assert "model_context" not in WindowDataset(tmp_path / "ds", "train")[1]
-
-
-def test_mix_contexts_picks_whole_rows_with_the_given_probability():
-    from midisynth.training.self_context import mix_contexts
-
-    reference, generated = torch.zeros(400, 3, 2), torch.ones(400, 3, 2)
-    assert torch.equal(mix_contexts(reference, generated, 0.0, torch.Generator().manual_seed(0)), reference)
-    assert torch.equal(mix_contexts(reference, generated, 1.0, torch.Generator().manual_seed(0)), generated)
-    mixed = mix_contexts(reference, generated, 0.5, torch.Generator().manual_seed(0))
-    per_row = mixed.mean((1, 2))
-    assert set(per_row.tolist()) == {0.0, 1.0}  # a row is one or the other, never blended
-    assert 150 < int(per_row.sum()) < 250
-
-
 def test_context_level_jitter_shifts_each_row_by_one_gain_and_keeps_silence():
     from midisynth.constants import MAX_LOG_MEL, MIN_LOG_MEL
-    from midisynth.training.self_context import jitter_context_level
+    from midisynth.training.diffusion import jitter_context_level
 
     context = torch.full((500, 4, 3), -3.0)
     context[:, 0] = MIN_LOG_MEL  # a silent frame
@@ -219,29 +158,6 @@ def test_training_jitters_every_batchs_context_when_asked(tmp_path, tiny_config,
     with pytest.raises(ValueError, match="context_level_jitter must be >= 0"):
         replace(tiny_config.train, context_level_jitter=-1.0)
 
-
-def test_training_with_self_context_generates_contexts_once_and_resumes(tmp_path, tiny_config):
-    _fake_dataset(tmp_path / "ds", pieces=3)
-    cfg = Config(tiny_config.model, replace(tiny_config.train, self_context=0.5))
-    run = tmp_path / "run"
-    trainer = Trainer(cfg, tmp_path / "ds", run)
-    contexts = sorted((run / "self_context").glob("*.npy"))
-    assert len(contexts) == 3
-    trainer.train()
-    assert trainer.step == cfg.train.max_steps
-    stamps = [p.stat().st_mtime_ns for p in contexts]
-    longer = Config(cfg.model, replace(cfg.train, max_steps=cfg.train.max_steps + 1))
-    resumed = Trainer(longer, tmp_path / "ds", run)
-    assert [p.stat().st_mtime_ns for p in contexts] == stamps  # not rendered again
-    resumed.train()
-    assert resumed.step == cfg.train.max_steps + 1
-
-
-def test_self_context_probability_must_be_a_probability(tiny_config):
-    with pytest.raises(ValueError, match="self_context must be in"):
-        replace(tiny_config.train, self_context=1.5)
-
-
 def test_source_weights_set_how_often_each_source_is_drawn(tmp_path, tiny_config):
     _fake_dataset(tmp_path / "ds", pieces=3, source="often")
     _fake_dataset(tmp_path / "ds", pieces=3, source="never")
@@ -259,28 +175,6 @@ def test_source_weights_set_how_often_each_source_is_drawn(tmp_path, tiny_config
 def test_source_weights_must_not_be_negative(tiny_config):
     with pytest.raises(ValueError, match="source_weights must be non-negative"):
         replace(tiny_config.train, source_weights={"gen": -1.0})
-
-
-def test_initial_weights_carry_a_one_bin_model_over_to_velocity_bins(tiny_config):
-    """Rows keep their meaning; the velocity bins start as a ramp around the one-bin model's "note on" row."""
-    from midisynth.model.networks import SpectrogramDiffusion
-    from midisynth.training.diffusion import TOKEN_EMBEDDING, VELOCITY_SPREAD, initial_weights
-
-    torch.manual_seed(0)
-    one_bin = SpectrogramDiffusion(replace(tiny_config.model, dropout_rate=0.0)).eval()
-    widened = SpectrogramDiffusion(replace(one_bin.cfg, velocity_bins=32)).eval()
-    widened.load_state_dict(initial_weights(one_bin, widened))
-    old_rows, new_rows = one_bin.state_dict()[TOKEN_EMBEDDING], widened.state_dict()[TOKEN_EMBEDDING]
-    assert torch.equal(new_rows[: 3 + 1130], old_rows[: 3 + 1130])  # specials, shifts, pitches, note off
-    assert torch.equal(new_rows[3 + 1162 : 1422], old_rows[3 + 1131 : 1391])  # tie, programs, drums: moved up 31
-    assert torch.equal(new_rows[1422:], old_rows[1422:])  # spare rows stay where they are
-    bins, on = new_rows[3 + 1130 : 3 + 1162], old_rows[3 + 1130]  # [32, d_model]
-    torch.testing.assert_close(bins.mean(0), on, atol=1e-5, rtol=0)
-    steps = bins.diff(dim=0)  # equal steps along one direction: a ramp
-    torch.testing.assert_close(steps, steps[:1].expand_as(steps), atol=1e-5, rtol=0)
-    assert (bins[-1] - bins[0]).norm().item() == pytest.approx(2 * VELOCITY_SPREAD * on.norm().item(), rel=1e-5)
-    assert torch.equal(initial_weights(one_bin, one_bin)[TOKEN_EMBEDDING], old_rows)  # same codec: unchanged
-
 
 def test_stop_signals_set_a_flag_and_restore_the_handlers():
     import os

@@ -27,7 +27,7 @@ from midisynth.files import write_atomic
 from midisynth.model.config import ModelConfig
 from midisynth.model.dynamics import SongDynamics, apply_gain, song_dynamics
 from midisynth.score.midi import Song, read_midi
-from midisynth.score.tokens import fit_window, tokenize
+from midisynth.score.tokens import fit_window
 
 HELDOUT_EVERY = 20  # one piece in 20 (by hash of its id) is held out
 # Batches pad tokens to a multiple of this. A new token length per batch made CPU training slow down (1.0 -> 1.6
@@ -65,11 +65,6 @@ def piece_source(piece_id: str) -> str:
     return piece_id.split("-", 1)[0]
 
 
-def self_context_path(folder: Path, piece_id: str) -> Path:
-    """Where `midisynth.training.self_context` stores a piece's free-running render."""
-    return Path(folder) / f"{piece_id}.npy"
-
-
 def load_records(root: Path, split: str | None = None) -> list[PieceRecord]:
     """Complete pieces of a data set, sorted by id, optionally of one split."""
     records = [PieceRecord(**json.loads(p.read_text())) for p in sorted((Path(root) / "pieces").glob("*.json"))]
@@ -93,22 +88,18 @@ class WindowDataset(Dataset):
     """Training examples, one per (piece, window): the window's tokens, its features, and the previous window's.
 
     Items: tokens int64 [n <= max_tokens] ending with EOS, targets float32 [256, 128] log-mel, context float32
-    [256, 128] (zeros for a piece's first window), context_mask bool [] (False for the first window). With
-    `self_context_dir` (see `midisynth.training.self_context`), also model_context float32 [256, 128]: the model's own
-    render of the previous window (zeros for the first window).
+    [256, 128] (zeros for a piece's first window), context_mask bool [] (False for the first window).
 
-    `model` is the config of the model the windows are for (default: the paper's): tokens are in its codec (the
-    stored tokens are the one-bin codec's; others are made again from the stored MIDI). With `dynamics_bins` or
-    `note_roll`, items also have dynamics float32 [256, cue_dims], the window's per-frame note cue; with
-    `velocity_gain`, targets and contexts are velocity-normalised, each window's `velocity_gain` taken off it. Both
-    come from the stored MIDI (see `midisynth.model.dynamics`).
+    `model` is the config of the model the windows are for (default: the paper's). With `note_roll`, items also have
+    dynamics float32 [256, cue_dims], the window's per-frame note cue; with `velocity_gain`, targets and contexts are
+    velocity-normalised, each window's `velocity_gain` taken off it. Both come from the stored MIDI (see
+    `midisynth.model.dynamics`).
     """
 
     def __init__(self, root: str | Path, split: str = "train", max_tokens: int = MAX_INPUT_TOKENS,
-                 self_context_dir: Path | None = None, model: ModelConfig | None = None):
+                 model: ModelConfig | None = None):
         self.root = Path(root)
         self.max_tokens = max_tokens
-        self.self_context_dir = None if self_context_dir is None else Path(self_context_dir)
         self.model = model or ModelConfig()
         self._dynamics: dict[str, SongDynamics | None] = {}  # piece id -> its dynamics, made on first use
         self.records = load_records(self.root, split)
@@ -116,22 +107,12 @@ class WindowDataset(Dataset):
             raise FileNotFoundError(f"{self.root}: no '{split}' pieces (build it with `midisynth dataset`)")
         self.index = [(r, w) for r in self.records for w in range(r.windows)]
         self._arrays: dict[tuple[str, str], np.ndarray] = {}
-        bins = self.model.velocity_bins
-        self._windows = {r.piece_id: self._retokenize(r, bins) for r in self.records} if bins != 1 else None
 
     def _song(self, record: PieceRecord) -> Song:
         return read_midi(self.root / "midi" / f"{record.piece_id}.mid")
 
-    def _retokenize(self, record: PieceRecord, velocity_bins: int) -> list[list[int]]:
-        windows = tokenize(self._song(record), velocity_bins)
-        if len(windows) != record.windows:
-            raise ValueError(f"{record.piece_id}: its MIDI gives {len(windows)} windows, the store has {record.windows}")
-        return windows
-
     def window_tokens(self, record: PieceRecord, window: int) -> list[int]:
-        """A window's tokens in the data set's codec, as `tokenize` makes them (not cut to max_tokens)."""
-        if self._windows is not None:
-            return self._windows[record.piece_id][window]
+        """A window's tokens as `tokenize` makes them (not cut to max_tokens)."""
         lo, hi = record.token_offsets[window], record.token_offsets[window + 1]
         return np.asarray(self._array(record, "tokens")[lo:hi], dtype=np.int64).tolist()
 
@@ -168,8 +149,6 @@ class WindowDataset(Dataset):
             "context": context,
             "context_mask": torch.tensor(window > 0),
         }
-        if self.self_context_dir is not None:
-            item["model_context"] = torch.from_numpy(self._model_context(record, window))
         dynamics = self.song_dynamics(record)
         cue = None if dynamics is None else dynamics.cue(window)
         if cue is not None:
@@ -178,20 +157,8 @@ class WindowDataset(Dataset):
             gain = torch.from_numpy(dynamics.gain)  # [windows, 256]
             item["targets"] = apply_gain(target, -gain[window])
             if window > 0:  # the first window's context is empty
-                for key in ("context", "model_context"):
-                    if key in item:
-                        item[key] = apply_gain(item[key], -gain[window - 1])
+                item["context"] = apply_gain(context, -gain[window - 1])
         return item
-
-    def _model_context(self, record: PieceRecord, window: int) -> np.ndarray:
-        """The model's render of the window before `window` [256, 128] (zeros for the first window)."""
-        if window == 0:
-            return np.zeros((WINDOW_FRAMES, N_MELS), np.float32)
-        key = (record.piece_id, "self_context")
-        if key not in self._arrays:
-            self._arrays[key] = np.load(self_context_path(self.self_context_dir, record.piece_id), mmap_mode="r")
-        start = window * WINDOW_FRAMES
-        return np.asarray(self._arrays[key][start - WINDOW_FRAMES : start], dtype=np.float32)
 
 
 def collate_windows(items: list[dict[str, torch.Tensor]], max_tokens: int = MAX_INPUT_TOKENS) -> dict[str, torch.Tensor]:

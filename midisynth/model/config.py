@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from midisynth.constants import ROLL_DIMS
-from midisynth.score.tokens import Codec
+from midisynth.score.tokens import VOCAB_SIZE
 
 
 def _from_dict(cls, values: dict[str, Any], label: str):
@@ -23,6 +23,8 @@ def _from_dict(cls, values: dict[str, Any], label: str):
 
 PREDICTIONS = ("epsilon", "v")
 BOOLEAN_OPTIONS = ("velocity_gain", "note_roll", "harmonic_sketch")
+# Model options of unshipped experiments, removed (docs/experiments.md), with the value that meant "off".
+RETIRED_MODEL_KEYS = {"velocity_bins": 1, "dynamics_bins": 0}
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -47,9 +49,6 @@ class ModelConfig:
     dropout_rate: float = 0.1
     max_decoder_noise_time: float = 2000.0
     prediction: str = "epsilon"  # what the decoder predicts: "epsilon" (the paper, official weights) or "v"
-    velocity_bins: int = 1  # velocity bins of the token codec (1: the paper's, velocity-blind; see midisynth.score.tokens)
-    dynamics_bins: int = 0  # velocity bins of the decoder's per-frame note dynamics (0: none, the paper's; see
-    #                         midisynth.model.dynamics)
     velocity_gain: bool = False  # velocity as a level: the model renders velocity-normalised spectrograms, and the
     #                              notes' gain (midisynth.model.dynamics.velocity_gain) is added to each window
     note_roll: bool = False  # the decoder also sees the notes frame by frame (midisynth.model.dynamics.note_roll)
@@ -68,12 +67,8 @@ class ModelConfig:
         for name in BOOLEAN_OPTIONS:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"model config: {name} must be true or false, got {getattr(self, name)!r}")
-        try:
-            used = Codec(self.velocity_bins).vocab_size
-        except ValueError as err:
-            raise ValueError(f"model config: {err}") from None
-        if self.vocab_size < used:
-            raise ValueError(f"model config: vocab_size must be at least {used} (the event vocabulary), "
+        if self.vocab_size < VOCAB_SIZE:
+            raise ValueError(f"model config: vocab_size must be at least {VOCAB_SIZE} (the event vocabulary), "
                              f"got {self.vocab_size}")
         if self.harmonic_sketch and self.prediction != "v":
             raise ValueError("model config: harmonic_sketch needs prediction = \"v\" (the sketch is added to the data "
@@ -84,19 +79,25 @@ class ModelConfig:
     @property
     def takes_note_inputs(self) -> bool:
         """Whether the model takes per-frame note inputs besides the tokens (see midisynth.model.dynamics)."""
-        return bool(self.dynamics_bins or self.velocity_gain or self.note_roll or self.harmonic_sketch)
+        return bool(self.velocity_gain or self.note_roll or self.harmonic_sketch)
 
     @property
     def cue_dims(self) -> int:
-        """Width of the decoder's per-frame note cue: dynamics bins, the note roll, then the harmonic sketch (0: none,
-        the paper's)."""
-        return self.dynamics_bins + (ROLL_DIMS if self.note_roll else 0) + (self.input_dims if self.harmonic_sketch else 0)
+        """Width of the decoder's per-frame note cue: the note roll, then the harmonic sketch (0: none, the
+        paper's)."""
+        return (ROLL_DIMS if self.note_roll else 0) + (self.input_dims if self.harmonic_sketch else 0)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ModelConfig:
+        """The config from a dict; also reads files written while the options in RETIRED_MODEL_KEYS existed, as long
+        as they hold those options' neutral values."""
+        values = dict(values)
+        for key, neutral in RETIRED_MODEL_KEYS.items():
+            if key in values and values.pop(key) != neutral:
+                raise ValueError(f"model config: {key} is no longer supported (an experiment, see docs/experiments.md)")
         return _from_dict(cls, values, "model")
 
 
@@ -115,12 +116,11 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     cond_dropout: float = 0.1  # probability of dropping all conditioning (classifier-free guidance)
-    self_context: float = 0.0  # probability of conditioning on the model's own render of the previous window
-    context_level_jitter: float = 0.0  # std (log units) of a random gain on each context (self_context.jitter_context_level)
+    context_level_jitter: float = 0.0  # std (log units) of a random gain on each context (jitter_context_level)
     # Sampling weight of a training window by its piece's source (the id's prefix: "m21", "gen", "survey", "user");
     # sources not named weigh 1. Empty: every window equally often (shuffled epochs).
     source_weights: dict[str, float] = field(default_factory=dict)
-    # Learning-rate multiplier of the decoder's cue projection (models with dynamics_bins or note_roll). It starts at
+    # Learning-rate multiplier of the decoder's cue projection (models with a note roll). It starts at
     # zero and must grow to the size of the decoder's other inputs (norm ~11) while the rest of the model fine-tunes.
     cue_lr_scale: float = 1.0
     loss: str = "l1"  # "l1" (paper) or "l2"
@@ -142,8 +142,6 @@ class TrainConfig:
             raise ValueError(f"train config: context_level_jitter must be >= 0, got {self.context_level_jitter}")
         if not self.cue_lr_scale > 0:
             raise ValueError(f"train config: cue_lr_scale must be positive, got {self.cue_lr_scale}")
-        if not 0.0 <= self.self_context <= 1.0:
-            raise ValueError(f"train config: self_context must be in [0, 1], got {self.self_context}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:

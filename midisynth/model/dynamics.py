@@ -1,20 +1,14 @@
-"""Per-frame note inputs of the decoder besides the tokens: note dynamics (how loudly the sounding notes were played)
-and the note roll (which notes sound).
+"""Per-frame note inputs of the decoder besides the tokens: how loudly the sounding notes were played (the velocity
+gain) and which notes sound (the note roll).
 
 The paper's codec has one velocity bin, so its tokens cannot tell a note played at velocity 20 from one at 127, while
-a SoundFont synthesizer renders them far apart (FluidR3's trombone at pitch 70: peak frame log-mel energy -0.77 at
-velocity 20, 2.99 at 127). The tokens stay the paper's; a model can hear velocity in two ways:
+a SoundFont synthesizer renders them far apart. With `ModelConfig.velocity_gain` a model hears velocity as a level,
+the way SoundFont synthesizers apply it: it learns and renders velocity-normalised spectrograms (`velocity_gain`
+removed from the training targets and contexts), and the gain is added back to each window it renders.
 
-- `ModelConfig.velocity_gain`: velocity as a level, the way SoundFont synthesizers apply it. The model learns and
-  renders velocity-normalised spectrograms (`velocity_gain` removed from the training targets and contexts) and the
-  gain is added back to each window it renders.
-- `ModelConfig.dynamics_bins` > 0: a learned cue. The FiLM decoder adds a projection of `note_dynamics`, the
-  distribution of the sounding notes' velocities over that many equal-width bins of 1..127, to its frame inputs.
-
-`ModelConfig.note_roll` adds `note_roll` to that cue: per frame, the sounding notes by instrument group and pitch, and
-their onsets. The tokens say the same in time-shift events that cross-attention must decode into frames; a model
-fine-tuned from the paper's recipe for 10 000 CPU steps had not learned to (its renders do not follow the notes), and
-a frame-aligned roll gives the decoder the notes where it needs them.
+With `ModelConfig.note_roll` the FiLM decoder adds a projection of `note_roll` to its frame inputs: per frame, the
+sounding notes by instrument group and pitch, and their onsets. The tokens say the same in time-shift events that
+cross-attention must decode into frames; a frame-aligned roll gives the decoder the notes where it needs them.
 """
 
 from __future__ import annotations
@@ -44,11 +38,6 @@ REFERENCE_VELOCITY = 90  # gain 0: the velocity of 73 % of the notes of the trai
 ONSET_SECONDS = 0.1  # time constant of a note's onset column in the note roll
 
 
-def velocity_bin(velocity: int, bins: int) -> int:
-    """The bin (0..bins-1) of a velocity 1..127, bins of equal width."""
-    return min(bins - 1, (min(max(velocity, 1), MAX_VELOCITY) - 1) * bins // MAX_VELOCITY)
-
-
 def sounding_frames(note: Note) -> tuple[int, int]:
     """The frames [first, stop) in which a note sounds, from the song start: those at times start <= f / 50 s < end,
     a drum hit lasting at least DRUM_SECONDS (its MIDI note-off often comes at once)."""
@@ -56,21 +45,20 @@ def sounding_frames(note: Note) -> tuple[int, int]:
     return math.ceil(note.start * FRAME_RATE), math.ceil(end * FRAME_RATE)
 
 
-def note_dynamics(song: Song, windows: int, bins: int) -> np.ndarray:
-    """[windows, 256, bins] float32: for frame f (time f / 50 s from the song start), the fraction of the notes
-    sounding then (start <= time < end) whose velocity falls in each bin; all zeros where no note sounds."""
+def velocity_mix(song: Song, windows: int) -> np.ndarray:
+    """[windows * 256, 127] float32: for frame f (time f / 50 s from the song start), the fraction of the notes
+    sounding then (start <= time < end) played at each velocity 1..127; all zeros where no note sounds."""
     frames = windows * WINDOW_FRAMES
-    changes = np.zeros((frames + 1, bins), dtype=np.int64)  # +1 where a note starts sounding, -1 where it stops
+    changes = np.zeros((frames + 1, MAX_VELOCITY), dtype=np.int64)  # +1 where a note starts sounding, -1 where it stops
     for note in song.notes:
         onset, end = sounding_frames(note)
         first = min(frames, max(0, onset))
         stop = min(frames, max(first, end))
-        column = velocity_bin(note.velocity, bins)
+        column = min(max(note.velocity, 1), MAX_VELOCITY) - 1
         changes[first, column] += 1
         changes[stop, column] -= 1
-    counts = np.cumsum(changes[:frames], axis=0)  # [frames, bins] notes sounding, by velocity bin
-    fractions = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    return fractions.reshape(windows, WINDOW_FRAMES, bins).astype(np.float32)
+    counts = np.cumsum(changes[:frames], axis=0)  # [frames, 127] notes sounding, by velocity
+    return (counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)).astype(np.float32)
 
 
 def roll_group(note: Note) -> int:
@@ -110,7 +98,7 @@ def velocity_gain(song: Song, windows: int) -> np.ndarray:
     velocity 20 than at 127; 2 ln(20 / 127) = -3.70. Frames where nothing sounds keep the last value (a release
     tail keeps its notes' level); frames before the first note get 0.
     """
-    mix = note_dynamics(song, windows, MAX_VELOCITY).reshape(-1, MAX_VELOCITY)  # [frames, 127]: velocities 1..127
+    mix = velocity_mix(song, windows)  # [frames, 127]: velocities 1..127
     power = mix.astype(np.float64) @ (np.arange(1, MAX_VELOCITY + 1) / REFERENCE_VELOCITY) ** 2  # [frames]; 0: silent
     frames = np.arange(power.shape[0])
     last_sounding = np.maximum.accumulate(np.where(power > 0, frames, -1))  # [frames]; -1 before the first note
@@ -129,17 +117,14 @@ def apply_gain(features: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
 class SongDynamics:
     """A song's per-frame note inputs for a model (each part None unless the model's config asks for it)."""
 
-    bins: np.ndarray | None  # [windows, 256, dynamics_bins] `note_dynamics`
     gain: np.ndarray | None  # [windows, 256] `velocity_gain`, log units
     song: Song | None = None  # the song, for its `note_roll` (made window by window)
     sketch_song: Song | None = None  # the song, for its `harmonic_sketch` (made window by window)
 
     def cue(self, window: int) -> np.ndarray | None:
-        """[256, cue_dims] float32, the decoder's frame cue for a window: the note dynamics, the note roll, then the
-        harmonic sketch (velocity-normalised where the model is); None for a model that takes none of them."""
-        parts = [] if self.bins is None else [self.bins[window]]
-        if self.song is not None:
-            parts.append(note_roll(self.song, window))
+        """[256, cue_dims] float32, the decoder's frame cue for a window: the note roll, then the harmonic sketch
+        (velocity-normalised where the model is); None for a model that takes neither."""
+        parts = [] if self.song is None else [note_roll(self.song, window)]
         if self.sketch_song is not None:
             parts.append(harmonic_sketch(self.sketch_song, window, None if self.gain is None else self.gain[window]))
         return np.concatenate(parts, axis=1) if parts else None
@@ -150,7 +135,6 @@ def song_dynamics(song: Song, windows: int, cfg: ModelConfig) -> SongDynamics | 
     if not cfg.takes_note_inputs:
         return None
     return SongDynamics(
-        bins=note_dynamics(song, windows, cfg.dynamics_bins) if cfg.dynamics_bins else None,
         gain=velocity_gain(song, windows) if cfg.velocity_gain else None,
         song=song if cfg.note_roll else None,
         sketch_song=song if cfg.harmonic_sketch else None,

@@ -132,7 +132,7 @@ class Synthesizer:
         """The model with its Linear weights stored in `precision`'s dtype (copied once, on first use).
 
         Under autocast every Linear casts its fp32 weight on every call (in inference mode autocast keeps no cast
-        cache): 43 % of a base-size bf16 denoising step on this CPU. Casting once gives the same numbers.
+        cache), a large share of a low-precision denoising step. Casting once gives the same numbers.
         """
         if precision not in self._networks:
             self._networks[precision] = linear_weights_as(self.model, PRECISIONS[precision])
@@ -267,8 +267,8 @@ class Synthesizer:
                     yield song, parts.pop(song)
 
     def tokenize(self, song: Song) -> list[list[int]]:
-        """The song's token windows in the model's codec (see `midisynth.score.tokens`)."""
-        return tokenize(song, self.model.cfg.velocity_bins)
+        """The song's token windows (see `midisynth.score.tokens`)."""
+        return tokenize(song)
 
     def dynamics(self, song: Song) -> SongDynamics | None:
         """The song's per-frame note inputs for this model (see `midisynth.model.dynamics`); None for one that takes none."""

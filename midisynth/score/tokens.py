@@ -16,18 +16,12 @@ A window covers 256 frames (512 steps) and is: the tie section (`program, pitch`
 window start, by program then pitch, then `tie`), then the window's events, each step change preceded by the
 shift from the window start (several shift tokens if over 1000 steps). A program or velocity token equal to the
 previous one of its kind in the window is dropped; trailing shifts are dropped; then +3 and EOS.
-
-`velocity_bins` (MT3's codec option; 1 above, as in the paper and the official checkpoint) widens the velocity
-range to 0..velocity_bins: an onset's velocity token is bin ceil(bins * velocity / 127), and the ids after it (tie,
-program, drum) move up by velocity_bins - 1. midisynth's own models may use more bins (`ModelConfig.velocity_bins`),
-so that they can hear dynamics: with one bin a note at velocity 20 and one at 127 have the same tokens.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,63 +42,14 @@ MAX_SHIFT = MAX_SHIFT_SECONDS * STEPS_PER_SECOND  # 1000 steps
 SHIFT_OFFSET = 0
 PITCH_OFFSET = SHIFT_OFFSET + MAX_SHIFT + 1  # 1001
 VELOCITY_OFFSET = PITCH_OFFSET + 128  # 1129
+TIE_ID = VELOCITY_OFFSET + 2  # 1131
+PROGRAM_OFFSET = TIE_ID + 1  # 1132
+DRUM_OFFSET = PROGRAM_OFFSET + 128  # 1260
+NUM_EVENT_IDS = DRUM_OFFSET + 128  # 1388
+VOCAB_SIZE = NUM_EVENT_IDS + NUM_SPECIAL_TOKENS  # 1391
+MAX_VELOCITY = 127  # MIDI velocities are 1..127 (0: note off)
 
 WINDOW_STEPS = WINDOW_FRAMES * STEPS_PER_SECOND // FRAME_RATE  # 512 shift steps per window
-MAX_VELOCITY = 127
-
-
-@dataclass(frozen=True)
-class Codec:
-    """Event-id layout for `velocity_bins` velocity bins (the module constants below are `Codec(1)`'s)."""
-
-    velocity_bins: int = 1
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.velocity_bins <= MAX_VELOCITY:
-            raise ValueError(f"velocity_bins must be in 1..{MAX_VELOCITY}, got {self.velocity_bins}")
-
-    @property
-    def tie_id(self) -> int:
-        return VELOCITY_OFFSET + self.velocity_bins + 1
-
-    @property
-    def program_offset(self) -> int:
-        return self.tie_id + 1
-
-    @property
-    def drum_offset(self) -> int:
-        return self.program_offset + 128
-
-    @property
-    def vocab_size(self) -> int:
-        """Ids in use, the special tokens included (1391 for one bin)."""
-        return self.drum_offset + 128 + NUM_SPECIAL_TOKENS
-
-    def velocity_bin(self, velocity: int) -> int:
-        """0 for a note-off (velocity 0), else ceil(bins * velocity / 127) (MT3's quantisation)."""
-        return 0 if velocity <= 0 else math.ceil(self.velocity_bins * min(velocity, MAX_VELOCITY) / MAX_VELOCITY)
-
-    def ids_from(self, other: Codec) -> list[int]:
-        """For each model id of this codec (specials included), the id of `other` with the same meaning; a velocity
-        bin maps to `other`'s bin of its top velocity. Used to carry an embedding table over to this codec."""
-        rows = []
-        for model_id in range(self.vocab_size):
-            event = model_id - NUM_SPECIAL_TOKENS
-            if event < VELOCITY_OFFSET:  # specials, shifts, pitches
-                rows.append(model_id)
-            elif event < self.tie_id:
-                top = math.floor((event - VELOCITY_OFFSET) * MAX_VELOCITY / self.velocity_bins)
-                rows.append(VELOCITY_OFFSET + other.velocity_bin(top) + NUM_SPECIAL_TOKENS)
-            else:  # tie, programs, drums keep their order after the velocity range
-                rows.append(event - self.tie_id + other.tie_id + NUM_SPECIAL_TOKENS)
-        return rows
-
-
-_ONE_BIN = Codec()  # the paper's and the official checkpoint's layout
-TIE_ID = _ONE_BIN.tie_id  # 1131
-PROGRAM_OFFSET = _ONE_BIN.program_offset  # 1132
-DRUM_OFFSET = _ONE_BIN.drum_offset  # 1260
-VOCAB_SIZE = _ONE_BIN.vocab_size  # 1391
 
 # The 34 Slakh instrument classes, each named by its first General MIDI program.
 SLAKH_PROGRAMS = (0, 4, 8, 16, 24, 26, 29, 32, 33, 40, 41, 42, 43, 46, 47, 48, 50, 52, 55, 56, 57, 58, 60, 61, 64,
@@ -127,32 +72,32 @@ def num_windows(duration: float) -> int:
     return math.ceil(num_frames(duration) / WINDOW_FRAMES)
 
 
-def _event_ids(note: Note, onset: bool, codec: Codec) -> tuple[int, ...]:
-    velocity = VELOCITY_OFFSET + (codec.velocity_bin(note.velocity) if onset else 0)
+def _event_ids(note: Note, onset: bool) -> tuple[int, ...]:
+    velocity = VELOCITY_OFFSET + (1 if onset and note.velocity > 0 else 0)
     if note.is_drum:
-        return velocity, codec.drum_offset + note.pitch
-    return codec.program_offset + slakh_program(note.program), velocity, PITCH_OFFSET + note.pitch
+        return velocity, DRUM_OFFSET + note.pitch
+    return PROGRAM_OFFSET + slakh_program(note.program), velocity, PITCH_OFFSET + note.pitch
 
 
-def _timed_events(song: Song, codec: Codec) -> tuple[list[int], list[tuple[int, ...]]]:
+def _timed_events(song: Song) -> tuple[list[int], list[tuple[int, ...]]]:
     """(step, event ids) of every event in the reference's order: by time, ties broken by the order of the list
     built from notes sorted by (is_drum, program, pitch): all offsets of pitched notes, then all onsets."""
     notes = sorted(song.notes, key=lambda n: (n.is_drum, n.program if n.is_drum else slakh_program(n.program),
                                               n.pitch))
     pitched = [n for n in notes if not n.is_drum]
     times = np.array([n.end for n in pitched] + [n.start for n in notes], dtype=np.float64)
-    ids = [_event_ids(n, False, codec) for n in pitched] + [_event_ids(n, True, codec) for n in notes]
+    ids = [_event_ids(n, onset=False) for n in pitched] + [_event_ids(n, onset=True) for n in notes]
     order = np.argsort(times, kind="stable")
     steps = np.rint(times[order] * STEPS_PER_SECOND).astype(np.int64)  # half to even, as Python's round()
     return steps.tolist(), [ids[i] for i in order]
 
 
-def _tie_section(sounding: dict[tuple[int, int], bool], codec: Codec) -> list[int]:
+def _tie_section(sounding: dict[tuple[int, int], bool]) -> list[int]:
     """`program, pitch` of each sounding (program, pitch), by program then pitch, then `tie`."""
     ids = []
     for program, pitch in sorted(key for key, on in sounding.items() if on):
         ids += [program, pitch]
-    return ids + [codec.tie_id]
+    return ids + [TIE_ID]
 
 
 def _shifts(steps: int) -> list[int]:
@@ -160,18 +105,18 @@ def _shifts(steps: int) -> list[int]:
     return [SHIFT_OFFSET + min(MAX_SHIFT, steps - done) for done in range(0, steps, MAX_SHIFT)]
 
 
-def _window(ties: list[int], events: list[tuple[int, tuple[int, ...]]], start: int, codec: Codec) -> list[int]:
+def _window(ties: list[int], events: list[tuple[int, tuple[int, ...]]], start: int) -> list[int]:
     """One window's ids (with the +3 offset and EOS) from its tie section and its (step, event ids)."""
     out: list[int] = []
     velocity = program = None
     written_step = start  # step of the latest token written: later steps need a shift first
     for step, ids in [(start, ties), *events]:
         for token in ids:
-            if VELOCITY_OFFSET <= token < codec.tie_id:
+            if VELOCITY_OFFSET <= token < TIE_ID:
                 if token == velocity:
                     continue
                 velocity = token
-            elif codec.program_offset <= token < codec.drum_offset:
+            elif PROGRAM_OFFSET <= token < DRUM_OFFSET:
                 if token == program:
                     continue
                 program = token
@@ -182,7 +127,7 @@ def _window(ties: list[int], events: list[tuple[int, tuple[int, ...]]], start: i
     return [token + NUM_SPECIAL_TOKENS for token in out] + [EOS_ID]
 
 
-def tokenize(song: Song, velocity_bins: int = 1) -> list[list[int]]:
+def tokenize(song: Song) -> list[list[int]]:
     """Token ids per 5.12 s window (with the +3 special-token offset, ending with EOS, without padding).
 
     Windows follow the song length (`num_windows`); events after the last frame (possible when sustain shortens
@@ -190,8 +135,7 @@ def tokenize(song: Song, velocity_bins: int = 1) -> list[list[int]]:
     starting after the last event's step shows the notes sounding just *before* that step. A song without notes
     gives `[tie, EOS]` per window (the reference raises an IndexError there).
     """
-    codec = Codec(velocity_bins)
-    steps, events = _timed_events(song, codec)
+    steps, events = _timed_events(song)
     windows = num_windows(song.duration)
     last_step = steps[-1] if steps else 0
     # The tie section of window w shows the notes sounding after all events before step min(w * 512, last_step).
@@ -201,12 +145,12 @@ def tokenize(song: Song, velocity_bins: int = 1) -> list[list[int]]:
     per_window: list[list[tuple[int, tuple[int, ...]]]] = [[] for _ in range(windows)]
     for step, ids in zip(steps, events, strict=True):
         while len(ties) < windows and tie_steps[len(ties)] <= step:
-            ties.append(_tie_section(sounding, codec))
+            ties.append(_tie_section(sounding))
         if len(ids) == 3:  # a pitched note's event
             sounding[(ids[0], ids[2])] = ids[1] > VELOCITY_OFFSET
         per_window[min(step // WINDOW_STEPS, windows - 1)].append((step, ids))
-    ties += [_tie_section(sounding, codec)] * (windows - len(ties))  # only for a song without events
-    return [_window(ties[w], per_window[w], w * WINDOW_STEPS, codec) for w in range(windows)]
+    ties += [_tie_section(sounding)] * (windows - len(ties))  # only for a song without events
+    return [_window(ties[w], per_window[w], w * WINDOW_STEPS) for w in range(windows)]
 
 
 def fit_window(window: list[int], length: int = MAX_INPUT_TOKENS) -> list[int]:

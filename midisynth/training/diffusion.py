@@ -19,20 +19,16 @@ import torch
 from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from midisynth.audio import to_network_range
-from midisynth.constants import NUM_SPECIAL_TOKENS
 from midisynth.data.store import WindowDataset, collate_windows, piece_source
 from midisynth.files import atomic_path, save_text_atomic
 from midisynth.model.checkpoints import load_model_file, save_model
 from midisynth.model.config import Config
+from midisynth.model.dynamics import apply_gain
 from midisynth.model.networks import SpectrogramDiffusion
 from midisynth.render.samplers import q_sample, v_target
-from midisynth.score.tokens import VELOCITY_OFFSET, Codec
-from midisynth.training.self_context import generate_contexts, jitter_context_level, mix_contexts
 from midisynth.training.stopping import StopSignals
 
-TOKEN_EMBEDDING = "notes_encoder.token_embedding.weight"  # [vocab_size, d_model]
 CUE_WEIGHT = "decoder.cue_proj.weight"  # [d_model, cue_dims]
-VELOCITY_SPREAD = 0.4  # the loudest and softest bins start this fraction of the note-on row's norm from it
 
 
 def _batches(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
@@ -77,38 +73,29 @@ def diffusion_loss(
     return error.abs().mean() if loss_type == "l1" else error.pow(2).mean()
 
 
+def jitter_context_level(context: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
+    """Each row's context [B, 256, 128] log-mel made louder or softer by one random gain, N(0, std) log units; bins
+    at the floor (silence) stay there.
+
+    A model trained on true contexts learns to copy their level, so at inference a window rendered slightly too soft
+    makes the next one softer, and the level drifts from window to window. Trained on contexts whose level is off,
+    a model must take the level from the notes instead.
+    """
+    gain = torch.randn(context.shape[0], generator=generator).to(context.device) * std  # [B]
+    return apply_gain(context, gain[:, None].expand(context.shape[:2]))
+
+
 def initial_weights(source: SpectrogramDiffusion, target: SpectrogramDiffusion) -> dict[str, torch.Tensor]:
     """`source`'s weights for `target`'s configuration. Modules that only `target` has (the decoder's cue
-    projection) keep `target`'s initial values, zeros, so that its output starts as `source`'s.
-
-    Token embedding rows move to the ids with the same meaning in `target`'s codec. Coming from one bin, bin b of the
-    new codec starts as the old "note on" row plus a ramp along one fixed random direction, from -VELOCITY_SPREAD to
-    +VELOCITY_SPREAD times the row's norm (mean: the old row).
-
-    Without the ramp, every bin starting as the same row, training did not tell them apart: after 1 900 steps the
-    bins' rows differed by 0.04-0.19 on a norm of 15.8, and renders at velocities 20 to 127 were identical.
-    """
+    projection, the harmonic sketch's gain) keep `target`'s initial values, zeros, so that its output starts as
+    `source`'s. A cue projection that grew by columns appended at its end (the harmonic sketch after the note roll)
+    keeps the old columns, and the new ones start at zero."""
     state = {**target.state_dict(), **source.state_dict()}
     own_cue, their_cue = target.state_dict().get(CUE_WEIGHT), source.state_dict().get(CUE_WEIGHT)
     if own_cue is not None and their_cue is not None and own_cue.shape != their_cue.shape:
-        # the cue grew by columns appended at its end (the harmonic sketch after the note roll): the old columns carry
-        # over, the new ones start at zero
         if own_cue.shape[0] != their_cue.shape[0] or own_cue.shape[1] < their_cue.shape[1]:
             raise ValueError(f"cannot start a {tuple(own_cue.shape)} cue projection from a {tuple(their_cue.shape)} one")
         state[CUE_WEIGHT] = torch.cat([their_cue, own_cue[:, their_cue.shape[1] :]], dim=1)
-    velocity_bins = target.cfg.velocity_bins
-    old, new = Codec(source.cfg.velocity_bins), Codec(velocity_bins)
-    if old == new:
-        return state
-    table = state[TOKEN_EMBEDDING]
-    rows = table[new.ids_from(old)].clone()  # [new vocab, d_model]
-    if old.velocity_bins == 1:
-        on = NUM_SPECIAL_TOKENS + VELOCITY_OFFSET + 1  # model id of bin 1
-        ramp = torch.linspace(-1.0, 1.0, velocity_bins, dtype=rows.dtype)[:, None]  # [bins, 1]
-        direction = torch.randn(rows.shape[1], generator=torch.Generator().manual_seed(0), dtype=rows.dtype)
-        direction *= VELOCITY_SPREAD * rows[on].norm() / direction.norm()
-        rows[on : on + velocity_bins] += ramp * direction
-    state[TOKEN_EMBEDDING] = torch.cat([rows, table[new.vocab_size :]])
     return state
 
 
@@ -137,10 +124,7 @@ class Trainer:
         )
         self.step = 0
         self.generator = torch.Generator().manual_seed(self.tc.seed)
-        contexts = run_dir / "self_context" if self.tc.self_context > 0 else None
-        train_set = WindowDataset(data_dir, split="train", self_context_dir=contexts, model=config.model)
-        if contexts is not None:  # rendered by the initial model; kept in the run, so a resumed run reuses them
-            generate_contexts(self.ema, train_set, contexts)
+        train_set = WindowDataset(data_dir, split="train", model=config.model)
         self.heldout = WindowDataset(data_dir, split="heldout", model=config.model)
         self._collate = partial(collate_windows, max_tokens=config.model.max_tokens)
         loader_gen = torch.Generator().manual_seed(self.tc.seed + 1)
@@ -235,9 +219,6 @@ class Trainer:
             if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
                 break
             batch = _move(next(batches), self.device)
-            if "model_context" in batch:
-                batch["context"] = mix_contexts(batch["context"], batch.pop("model_context"),
-                                                self.tc.self_context, self.generator)
             if self.tc.context_level_jitter > 0:
                 batch["context"] = jitter_context_level(batch["context"], self.tc.context_level_jitter, self.generator)
             for group in self.optimizer.param_groups:

@@ -28,7 +28,7 @@ CONTEXT_FRAMES = 32  # frames vocoded on each side of a streamed block (0.64 s)
 CROSSFADE_FRAMES = 4  # frames over which consecutive streamed blocks are blended (80 ms)
 BLOCK_FRAMES = 256  # most frames a streamed block emits
 
-GRIFFIN_LIM_ITERATIONS = 64  # 0.19 s per streamed block (5.12 s + 2 x 0.64 s context), one Zen 4 thread; see GriffinLim
+GRIFFIN_LIM_ITERATIONS = 64  # the knee of quality against time; see GriffinLim
 MEL_INVERSION_ITERATIONS = 25  # multiplicative updates of the mel -> linear magnitude fit
 VOCOS_FORMAT_TAG = "midisynth.vocos/1"
 
@@ -107,12 +107,9 @@ class GriffinLim(BlockStreaming):
     2013: alternate projections on the magnitude and on consistent STFTs, extrapolated with `momentum`) with
     `audio.stft` / `audio.istft`, i.e. exactly the front end's framing, from seeded random phases.
 
-    Iterations vs log-mel L1 of the re-analysed audio (FluidSynth render of the bundled example, first window)
-    and seconds per 5.12 s window on one thread of the development machine's Xeon: 0 (random phase): 0.645,
-    0.04 s; 16: 0.078, 0.09 s; 32: 0.059, 0.12 s; 64: 0.046, 0.19 s; 128: 0.038, 0.41 s; 256: 0.034, 0.73 s.
-    The default 64 is the knee. Each iteration's projection is `audio.reproject` (block-wise, 1.45x faster than
-    `stft(istft(.))`); on one thread of the 2-core Zen 4 CI machine a streamed block of 320 frames takes 0.19 s
-    (0.15 s of iterations, 0.04 s of mel inversion), more than the bundled diffusion model's 0.10 s per window.
+    Log-mel L1 of the re-analysed audio falls quickly up to about 64 iterations and slowly after that, while the
+    time grows linearly, so 64 is the default (measurements: docs/performance.md). Each iteration's projection is
+    `audio.reproject` (block-wise, without building the signal).
     """
 
     def __init__(self, iterations: int = GRIFFIN_LIM_ITERATIONS, momentum: float = 0.99,
