@@ -295,7 +295,7 @@ def dataset(
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Option(help="TOML config with \\[model] and \\[train] tables.")] = Path("configs/default.toml"),
+    config: Annotated[list[Path] | None, typer.Option(help="TOML config with \\[model] and \\[train] tables (default: configs/default.toml). Given several times, a recipe: each config trains in OUT/<its name>, from the weights of the one before; a finished stage is skipped.")] = None,
     data: Annotated[Path, typer.Option(help="Data set directory from `midisynth dataset`.")] = Path("data/fluidr3"),
     out: Annotated[Path, typer.Option(help="Run directory (checkpoints; re-running resumes).")] = Path("runs/default"),
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
@@ -303,22 +303,43 @@ def train(
     init_from: Annotated[Path | None, typer.Option(help="Start from these weights (midisynth .safetensors).")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
 ) -> None:
-    """Train a Spectrogram Diffusion model (resumable; Ctrl-C stops with a checkpoint)."""
+    """Train a Spectrogram Diffusion model, or a recipe of several stages (resumable; Ctrl-C stops with a
+    checkpoint)."""
     import torch
     from tqdm import tqdm
 
-    from midisynth.model.config import load_config
-    from midisynth.training.diffusion import Trainer
-
     if threads:
         torch.set_num_threads(threads)
-    trainer = Trainer(load_config(config), data, out, device=device, init_from=init_from)
-    bar = tqdm(total=trainer.tc.max_steps, initial=trainer.step, desc="train", unit="step", dynamic_ncols=True)
+    configs = config or [Path("configs/default.toml")]
+    bar = None
 
     def on_step(step: int, loss: float) -> None:
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
 
+    if len(configs) > 1:
+        from midisynth.training.recipe import train_recipe
+
+        def on_stage(stage, done: int, total: int) -> None:
+            nonlocal bar
+            if bar is not None:
+                bar.close()
+            if done >= total:
+                typer.echo(f"{stage.run_dir.name}: finished ({done} steps), skipped", err=True)
+            bar = tqdm(total=total, initial=done, desc=stage.run_dir.name, unit="step", dynamic_ncols=True,
+                       disable=done >= total)
+
+        weights = train_recipe(configs, data, out, device=device, init_from=init_from, max_minutes=max_minutes,
+                               on_stage=on_stage, on_step=on_step)
+        bar.close()
+        typer.echo(f"recipe done; weights: {weights}" if weights else "stopped (re-run to continue)", err=True)
+        return
+
+    from midisynth.model.config import load_config
+    from midisynth.training.diffusion import Trainer
+
+    trainer = Trainer(load_config(configs[0]), data, out, device=device, init_from=init_from)
+    bar = tqdm(total=trainer.tc.max_steps, initial=trainer.step, desc="train", unit="step", dynamic_ncols=True)
     trainer.train(max_minutes=max_minutes, on_step=on_step)
     bar.close()
     typer.echo(f"stopped at step {trainer.step}; weights: {out / 'model.safetensors'}", err=True)
@@ -415,9 +436,9 @@ def evaluate(
     from midisynth.evaluation.evaluate import CANDIDATES
     from midisynth.evaluation.evaluate import evaluate as run_eval
     from midisynth.files import save_text_atomic
-    from midisynth.jobs.plan import MIDI_SUFFIXES
+    from midisynth.score.midi_files import find_midi_files
 
-    files = sorted(p for p in midi_dir.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES)[:limit]
+    files = find_midi_files(midi_dir)[:limit]
     if not files:
         _err(f"{midi_dir}: no MIDI files")
         raise typer.Exit(EXIT_USAGE)

@@ -1,6 +1,6 @@
 """Install trained weights as the bundled default model: fp16 copy + manifest with sha256 hashes.
 
-    python scripts/ship_default_model.py runs/default/model.safetensors [--vocoder runs/vocoder/vocoder.safetensors]
+    python scripts/ship_default_model.py runs/default/note_roll/model.safetensors [--vocoder runs/vocoder/vocoder.safetensors]
 """
 
 from __future__ import annotations

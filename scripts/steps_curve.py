@@ -1,4 +1,4 @@
-"""Quality and speed of the bundled (or given) model against sampler, step count and guidance: the README's curve.
+"""Quality and speed of a model against sampler, step count and guidance (docs/experiments.md has its curve).
 
 Runs the `midisynth eval` scoring (log-mel L1 and MR-STFT to the FluidSynth reference, each render scaled to the
 reference's RMS) for every combination asked for and writes one JSON row per combination.
@@ -18,6 +18,7 @@ from midisynth.data.fluidsynth import DEFAULT_SOUNDFONT
 from midisynth.evaluation.evaluate import evaluate
 from midisynth.files import save_text_atomic
 from midisynth.render.pipeline import RenderOptions, Synthesizer
+from midisynth.score.midi_files import find_midi_files
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, required=True)
     args = parser.parse_args()
 
-    files = sorted(args.midi_dir.glob("*.mid"))[: args.limit]
+    files = find_midi_files(args.midi_dir)[: args.limit]
     synth = Synthesizer.from_pretrained(args.model, device="cpu")
     rows = []
     for sampler, steps, guidance in itertools.product(args.samplers, args.steps, args.guidance):

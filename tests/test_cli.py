@@ -122,6 +122,23 @@ def test_plan_jobs(tmp_path):
         raise AssertionError(f"no UsageError for {bad}")
 
 
+def test_one_function_finds_midi_files_for_render_eval_and_datasets(tmp_path):
+    """Batches, `midisynth eval` and user data sets all take a directory's MIDI files from `find_midi_files`:
+    the four suffixes in any case, at any depth, files only, sorted."""
+    from midisynth.data.sources import folder_pieces
+    from midisynth.score.midi_files import find_midi_files
+    from tests.conftest import write_midi
+
+    (tmp_path / "d" / "e").mkdir(parents=True)
+    (tmp_path / "d" / "folder.mid").mkdir()  # a directory with a MIDI suffix is not a file
+    for name in ("d/a.mid", "d/e/b.MIDI", "d/c.smf", "d/e/d.KAR", "d/notes.txt", "d/x.midi.bak"):
+        write_midi(tmp_path / name, [(60, 0.0, 0.5, 90)])
+    found = [p.relative_to(tmp_path / "d").as_posix() for p in find_midi_files(tmp_path / "d")]
+    assert found == ["a.mid", "c.smf", "e/b.MIDI", "e/d.KAR"]
+    assert [Path(j.source).relative_to(tmp_path / "d").as_posix() for j in plan_jobs([str(tmp_path / "d")], "o")] == found
+    assert [name for name, _ in folder_pieces(tmp_path / "d")] == ["user-a", "user-c", "user-e-b", "user-e-d"]
+
+
 def test_batch_size_renders_every_file(tiny_model_path, short_midi, two_window_midi, tmp_path):
     src = tmp_path / "in"
     src.mkdir()

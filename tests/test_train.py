@@ -227,3 +227,113 @@ def test_vocoder_training_stops_on_sigterm_checkpoints_and_resumes(tmp_path):
     assert resumed.step == 3
     vocoder = load_vocoder(str(tmp_path / "run" / "vocoder.safetensors"))
     assert vocoder(np.full((20, 128), -5.0, np.float32)).shape == (20 * 320,)
+
+
+def test_a_config_states_what_differs_from_its_base(tmp_path):
+    """`base` names the config a file builds on (relative to the file, chained); the file's keys replace the base's
+    key by key, tables included (a `source_weights` table is a value, replaced whole)."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.toml").write_text('[model]\nd_model = 32\nnum_heads = 2\n[train]\nmax_steps = 7\nseed = 3\n'
+                                     'source_weights = { gen = 2.0, survey = 3.0 }\n')
+    (tmp_path / "sub" / "b.toml").write_text('base = "../a.toml"\n[model]\nnum_heads = 4\n[train]\nseed = 5\n')
+    (tmp_path / "sub" / "c.toml").write_text('base = "b.toml"\n[train]\nsource_weights = { gen = 1.5 }\n')
+    c = load_config(tmp_path / "sub" / "c.toml")
+    assert (c.model.d_model, c.model.num_heads, c.train.max_steps, c.train.seed) == (32, 4, 7, 5)
+    assert c.train.source_weights == {"gen": 1.5}
+    assert load_config(tmp_path / "sub" / "b.toml").train.source_weights == {"gen": 2.0, "survey": 3.0}
+    (tmp_path / "loop.toml").write_text('base = "loop.toml"\n')
+    with pytest.raises(ValueError, match="a cycle"):
+        load_config(tmp_path / "loop.toml")
+    (tmp_path / "lost.toml").write_text('base = "nowhere.toml"\n')
+    with pytest.raises(FileNotFoundError, match="nowhere.toml"):
+        load_config(tmp_path / "lost.toml")
+
+
+def test_the_bundled_models_recipe_configs_resolve_to_what_trained_it():
+    """The recipe's configs, each stating only what differs from its base, give the stages' full settings."""
+    eps, v, gain, roll = (load_config(ROOT / "configs" / f"{name}.toml")
+                          for name in ("epsilon", "default", "velocity_gain", "note_roll"))
+    size = dict(d_model=256, num_heads=4, d_kv=64, d_ff=1024, num_notes_layers=4, num_context_layers=4,
+                num_decoder_layers=4)
+    assert eps.model == replace(v.model, prediction="epsilon", dropout_rate=0.1)
+    assert v.model == replace(type(v.model)(), **size, prediction="v", dropout_rate=0.0)
+    assert gain.model == replace(v.model, velocity_gain=True) and roll.model == replace(gain.model, note_roll=True)
+    assert (eps.train.max_steps, v.train.max_steps, gain.train.max_steps, roll.train.max_steps) == (4800, 5000, 3000, 5000)
+    assert (eps.train.lr_schedule, eps.train.learning_rate, eps.train.warmup_steps) == ("constant", 5e-4, 300)
+    assert (v.train.lr_schedule, v.train.min_lr_ratio, v.train.learning_rate) == ("cosine", 0.05, 5e-4)
+    assert (roll.train.learning_rate, roll.train.cue_lr_scale, roll.train.context_level_jitter) == (4e-4, 20.0, 1.0)
+    assert roll.train.source_weights == gain.train.source_weights == {"survey": 3.0, "gen": 2.0}
+
+
+def _recipe(tmp_path: Path) -> list[Path]:
+    """A two-stage tiny recipe: the paper's ε objective, then v-prediction with a note roll from its weights."""
+    (tmp_path / "first.toml").write_text(f'base = "{ROOT / "configs" / "tiny.toml"}"\n[train]\nmax_steps = 2\n')
+    (tmp_path / "second.toml").write_text('base = "first.toml"\n[model]\nprediction = "v"\nnote_roll = true\n'
+                                          '[train]\nmax_steps = 3\nseed = 1\n')
+    return [tmp_path / "first.toml", tmp_path / "second.toml"]
+
+
+def test_a_recipe_chains_its_stages_and_skips_finished_ones(tmp_path, monkeypatch):
+    from midisynth.training import recipe
+    from midisynth.training.recipe import train_recipe, trained_steps
+
+    _fake_dataset(tmp_path / "ds")
+    configs = _recipe(tmp_path)
+    starts = []  # (run directory, init_from) of each Trainer the recipe builds
+    real_trainer = Trainer
+
+    def recording_trainer(config, data_dir, run_dir, device="cpu", init_from=None):
+        starts.append((run_dir.name, init_from))
+        return real_trainer(config, data_dir, run_dir, device=device, init_from=init_from)
+
+    monkeypatch.setattr("midisynth.training.diffusion.Trainer", recording_trainer)
+    seen = []
+    final = train_recipe(configs, tmp_path / "ds", tmp_path / "run",
+                         on_stage=lambda stage, done, total: seen.append((stage.run_dir.name, done, total)))
+    assert final == tmp_path / "run" / "second" / recipe.WEIGHTS
+    assert starts == [("first", None), ("second", tmp_path / "run" / "first" / recipe.WEIGHTS)]
+    assert seen == [("first", 0, 2), ("second", 0, 3)]
+    assert trained_steps(tmp_path / "run" / "first") == 2 and trained_steps(tmp_path / "run" / "second") == 3
+    first, second = (load_model_file(tmp_path / "run" / name / recipe.WEIGHTS).model for name in ("first", "second"))
+    assert first.cfg.prediction == "epsilon" and second.cfg.prediction == "v" and second.cfg.note_roll
+    # The second stage started from the first's weights (its own step 0 EMA would be its random init otherwise):
+    # the notes encoder's embedding moved little from the first stage's, far less than from a fresh init.
+    name = "notes_encoder.token_embedding.weight"
+    moved = (second.state_dict()[name] - first.state_dict()[name]).abs().mean()
+    assert moved < 0.1 * first.state_dict()[name].abs().mean()
+
+    # Re-running skips both finished stages; a longer second stage resumes from its checkpoint.
+    starts.clear()
+    assert train_recipe(configs, tmp_path / "ds", tmp_path / "run") == final and starts == []
+    configs[1].write_text(configs[1].read_text().replace("max_steps = 3", "max_steps = 4"))
+    train_recipe(configs, tmp_path / "ds", tmp_path / "run")
+    assert [name for name, _ in starts] == ["second"] and trained_steps(tmp_path / "run" / "second") == 4
+
+
+def test_a_stage_that_stops_early_ends_the_recipe(tmp_path):
+    from midisynth.training.recipe import recipe_stages, train_recipe, trained_steps
+
+    _fake_dataset(tmp_path / "ds")
+    configs = _recipe(tmp_path)
+    assert train_recipe(configs, tmp_path / "ds", tmp_path / "run", max_minutes=0.0) is None
+    assert trained_steps(tmp_path / "run" / "first") == 0 and not (tmp_path / "run" / "second").exists()
+    with pytest.raises(ValueError, match="appear twice"):
+        recipe_stages([configs[0], configs[0]], tmp_path / "run")
+
+
+def test_make_train_runs_the_recipe_through_the_cli(tmp_path):
+    """`midisynth train --config A --config B` (what `make train` runs) trains the recipe into OUT/<name>."""
+    from typer.testing import CliRunner
+
+    from midisynth.cli import app
+    from midisynth.training.recipe import trained_steps
+
+    _fake_dataset(tmp_path / "ds")
+    first, second = _recipe(tmp_path)
+    args = ["train", "--config", str(first), "--config", str(second), "--data", str(tmp_path / "ds"),
+            "--out", str(tmp_path / "run")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert trained_steps(tmp_path / "run" / "first") == 2 and trained_steps(tmp_path / "run" / "second") == 3
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "first: finished (2 steps), skipped" in again.output

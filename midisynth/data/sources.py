@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pretty_midi
 
+from midisynth.score.midi_files import find_midi_files
 from midisynth.score.tokens import SLAKH_PROGRAMS
 
 MAJOR = (0, 2, 4, 5, 7, 9, 11)
@@ -199,7 +200,7 @@ def music21_pieces(
 
 def folder_pieces(folder: Path) -> Iterator[tuple[str, pretty_midi.PrettyMIDI]]:
     """User MIDI files, as they are."""
-    for path in sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".mid", ".midi")):
+    for path in find_midi_files(folder):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-MIDI_SUFFIXES = (".mid", ".midi", ".smf", ".kar")
+from midisynth.score.midi_files import MIDI_SUFFIXES, find_midi_files
+
 STDIO = "-"
 
 
@@ -21,10 +22,6 @@ class Job:
     @property
     def name(self) -> str:
         return "<stdin>" if self.source == STDIO else self.source
-
-
-def _midi_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.rglob("*") if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES)
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -61,7 +58,7 @@ def plan_jobs(inputs: list[str], output: str | None, extension: str = ".wav") ->
             continue
         path = Path(item)
         if path.is_dir():
-            files = _midi_files(path)
+            files = find_midi_files(path)
             if not files:
                 raise UsageError(f"{path}: directory holds no MIDI files ({', '.join(MIDI_SUFFIXES)})")
             expanded.extend((str(f), f.relative_to(path).with_suffix(extension)) for f in files)

@@ -50,8 +50,8 @@ class ModelConfig:
     max_decoder_noise_time: float = 2000.0
     prediction: str = "epsilon"  # what the decoder predicts: "epsilon" (the paper, official weights) or "v"
     velocity_gain: bool = False  # velocity as a level: the model renders velocity-normalised spectrograms, and the
-    #                              notes' gain (midisynth.model.dynamics.velocity_gain) is added to each window
-    note_roll: bool = False  # the decoder also sees the notes frame by frame (midisynth.model.dynamics.note_roll)
+    #                              notes' gain (midisynth.model.note_inputs.velocity_gain) is added to each window
+    note_roll: bool = False  # the decoder also sees the notes frame by frame (midisynth.model.note_inputs.note_roll)
     harmonic_sketch: bool = False  # the decoder sees, and adds to its data estimate, the notes' partials placed in
     #                                the mel bins (midisynth.model.sketch); v-prediction only
 
@@ -78,7 +78,7 @@ class ModelConfig:
 
     @property
     def takes_note_inputs(self) -> bool:
-        """Whether the model takes per-frame note inputs besides the tokens (see midisynth.model.dynamics)."""
+        """Whether the model takes per-frame note inputs besides the tokens (see midisynth.model.note_inputs)."""
         return bool(self.velocity_gain or self.note_roll or self.harmonic_sketch)
 
     @property
@@ -154,19 +154,32 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def load_config(path: str | Path) -> Config:
-    """Read a TOML file with optional `[model]` and `[train]` tables."""
-    path = Path(path)
+def _read_tables(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, dict[str, Any]]:
+    """The `[model]` and `[train]` tables of a config file, over those of the file its `base` key names (a path
+    relative to the file): each key the file sets replaces the base's."""
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path}: not valid TOML: {err}") from None
-    unknown = sorted(set(data) - {"model", "train"})
+    unknown = sorted(set(data) - {"base", "model", "train"})
     if unknown:
-        raise ValueError(f"{path}: unknown tables {unknown}; expected [model] and [train]")
-    return Config(
-        model=ModelConfig.from_dict(data.get("model", {})),
-        train=TrainConfig.from_dict(data.get("train", {})),
-    )
+        raise ValueError(f"{path}: unknown tables {unknown}; expected base, [model] and [train]")
+    tables: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
+    if "base" in data:
+        base = (path.parent / data["base"]).resolve()
+        if base in seen:
+            raise ValueError(f"{path}: base {data['base']!r} builds on this file again (a cycle)")
+        tables = _read_tables(base, (*seen, base))
+    for table in ("model", "train"):
+        tables[table] = {**tables[table], **data.get(table, {})}
+    return tables
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a TOML file with optional `[model]` and `[train]` tables and an optional `base = "FILE.toml"`: the config
+    it builds on, whose values the file's own replace key by key (so a file states only what differs)."""
+    path = Path(path)
+    tables = _read_tables(path, (path.resolve(),))
+    return Config(model=ModelConfig.from_dict(tables["model"]), train=TrainConfig.from_dict(tables["train"]))
