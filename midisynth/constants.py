@@ -21,7 +21,7 @@ WINDOW_SECONDS = WINDOW_FRAMES / FRAME_RATE  # 5.12 s
 MIN_LOG_MEL = math.log(1e-5)  # natural-log floor of mel magnitude (≈ -11.513)
 MAX_LOG_MEL = 4.0  # largest feature value the networks represent
 
-# The note roll (midisynth.model.dynamics.note_roll): sounding notes by instrument group and pitch, then onsets by pitch.
+# The note roll (midisynth.model.note_inputs.note_roll): sounding notes by instrument group and pitch, then onsets by pitch.
 ROLL_GROUPS = 17  # the 16 General MIDI program families, then drums
 ROLL_PITCHES = 128  # MIDI pitches
 ROLL_DIMS = ROLL_GROUPS * ROLL_PITCHES + ROLL_PITCHES

@@ -12,7 +12,7 @@ import torch
 from midisynth.audio import hz_to_mel
 from midisynth.constants import MAX_LOG_MEL, MEL_FMAX, MIN_LOG_MEL, N_MELS, ROLL_DIMS, WINDOW_FRAMES
 from midisynth.model.config import load_config
-from midisynth.model.dynamics import note_roll, song_dynamics, velocity_gain
+from midisynth.model.note_inputs import note_roll, song_note_inputs, velocity_gain
 from midisynth.model.networks import SpectrogramDiffusion
 from midisynth.model.sketch import NOTE_LEVEL, _window_kernel, harmonic_sketch, note_levels, pitch_hz, pitch_templates
 from midisynth.render.samplers import alpha_sigma, logsnr_schedule
@@ -101,8 +101,8 @@ def test_a_sketch_model_takes_the_sketch_after_the_roll_in_its_cue():
     assert cfg.cue_dims == ROLL_DIMS + N_MELS
     song = Song(notes=[_note(0.0, 3.0, velocity=60), _note(4.0, 7.0, pitch=72, velocity=110, program=40)],
                 duration=8.0)
-    dynamics = song_dynamics(song, 2, cfg)
-    cue = dynamics.cue(1)
+    inputs = song_note_inputs(song, 2, cfg)
+    cue = inputs.cue(1)
     np.testing.assert_array_equal(cue[:, :ROLL_DIMS], note_roll(song, 1))
     np.testing.assert_array_equal(cue[:, ROLL_DIMS:], harmonic_sketch(song, 1, velocity_gain(song, 2)[1]))
     with pytest.raises(ValueError, match="harmonic_sketch needs prediction"):
@@ -146,8 +146,8 @@ def test_a_sketch_model_starts_from_a_roll_models_weights_as_that_model():
     roll, sketch = torch.rand(1, WINDOW_FRAMES, ROLL_DIMS), torch.rand(1, WINDOW_FRAMES, N_MELS)
     x, t, mask = torch.randn(1, WINDOW_FRAMES, N_MELS), torch.tensor([0.6]), torch.tensor([True])
     with torch.no_grad():
-        theirs = source(x, t, tokens, context, mask, dynamics=roll)
-        ours = target(x, t, tokens, context, mask, dynamics=torch.cat([roll, sketch], dim=-1))
+        theirs = source(x, t, tokens, context, mask, note_cue=roll)
+        ours = target(x, t, tokens, context, mask, note_cue=torch.cat([roll, sketch], dim=-1))
     torch.testing.assert_close(ours, theirs)
     with pytest.raises(ValueError, match="cannot start"):
         initial_weights(target, source)

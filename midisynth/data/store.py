@@ -25,7 +25,7 @@ from torch.utils.data import Dataset
 from midisynth.constants import HOP_LENGTH, MAX_INPUT_TOKENS, N_MELS, WINDOW_FRAMES
 from midisynth.files import write_atomic
 from midisynth.model.config import ModelConfig
-from midisynth.model.dynamics import SongDynamics, apply_gain, song_dynamics
+from midisynth.model.note_inputs import NoteInputs, apply_gain, song_note_inputs
 from midisynth.score.midi import Song, read_midi
 from midisynth.score.tokens import fit_window
 
@@ -91,9 +91,9 @@ class WindowDataset(Dataset):
     [256, 128] (zeros for a piece's first window), context_mask bool [] (False for the first window).
 
     `model` is the config of the model the windows are for (default: the paper's). With `note_roll`, items also have
-    dynamics float32 [256, cue_dims], the window's per-frame note cue; with `velocity_gain`, targets and contexts are
+    note_cue float32 [256, cue_dims], the window's per-frame note cue; with `velocity_gain`, targets and contexts are
     velocity-normalised, each window's `velocity_gain` taken off it. Both come from the stored MIDI (see
-    `midisynth.model.dynamics`).
+    `midisynth.model.note_inputs`).
     """
 
     def __init__(self, root: str | Path, split: str = "train", max_tokens: int = MAX_INPUT_TOKENS,
@@ -101,7 +101,7 @@ class WindowDataset(Dataset):
         self.root = Path(root)
         self.max_tokens = max_tokens
         self.model = model or ModelConfig()
-        self._dynamics: dict[str, SongDynamics | None] = {}  # piece id -> its dynamics, made on first use
+        self._note_inputs: dict[str, NoteInputs | None] = {}  # piece id -> its inputs, made on first use
         self.records = load_records(self.root, split)
         if not self.records:
             raise FileNotFoundError(f"{self.root}: no '{split}' pieces (build it with `midisynth dataset`)")
@@ -116,13 +116,13 @@ class WindowDataset(Dataset):
         lo, hi = record.token_offsets[window], record.token_offsets[window + 1]
         return np.asarray(self._array(record, "tokens")[lo:hi], dtype=np.int64).tolist()
 
-    def song_dynamics(self, record: PieceRecord) -> SongDynamics | None:
-        """The piece's per-frame note inputs for `model` (see `midisynth.model.dynamics`)."""
+    def note_inputs(self, record: PieceRecord) -> NoteInputs | None:
+        """The piece's per-frame note inputs for `model` (see `midisynth.model.note_inputs`)."""
         if not self.model.takes_note_inputs:
             return None
-        if record.piece_id not in self._dynamics:
-            self._dynamics[record.piece_id] = song_dynamics(self._song(record), record.windows, self.model)
-        return self._dynamics[record.piece_id]
+        if record.piece_id not in self._note_inputs:
+            self._note_inputs[record.piece_id] = song_note_inputs(self._song(record), record.windows, self.model)
+        return self._note_inputs[record.piece_id]
 
     def __len__(self) -> int:
         return len(self.index)
@@ -149,12 +149,12 @@ class WindowDataset(Dataset):
             "context": context,
             "context_mask": torch.tensor(window > 0),
         }
-        dynamics = self.song_dynamics(record)
-        cue = None if dynamics is None else dynamics.cue(window)
+        inputs = self.note_inputs(record)
+        cue = None if inputs is None else inputs.cue(window)
         if cue is not None:
-            item["dynamics"] = torch.from_numpy(cue)
-        if dynamics is not None and dynamics.gain is not None:  # velocity-normalised
-            gain = torch.from_numpy(dynamics.gain)  # [windows, 256]
+            item["note_cue"] = torch.from_numpy(cue)
+        if inputs is not None and inputs.gain is not None:  # velocity-normalised
+            gain = torch.from_numpy(inputs.gain)  # [windows, 256]
             item["targets"] = apply_gain(target, -gain[window])
             if window > 0:  # the first window's context is empty
                 item["context"] = apply_gain(context, -gain[window - 1])

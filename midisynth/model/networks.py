@@ -194,8 +194,9 @@ class ContextEncoder(nn.Module):
 
 
 @dataclass
-class CrossAttentionCache:
-    """Per-layer keys and values of the concatenated encodings, computed once per window (not once per step).
+class WindowConditioning:
+    """What the decoder is conditioned on for one window, computed once per window (not once per step): per layer,
+    the cross-attention keys and values of the concatenated encodings, and the projected note cue.
 
     They serve the first `keys_values[i][0].shape[0]` rows of the decoder batch; rows past those (the
     unconditional half of a classifier-free-guidance batch) get no cross-attention, which equals attending to
@@ -204,7 +205,7 @@ class CrossAttentionCache:
 
     keys_values: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: k, v [cond_batch, heads, keys, d_kv]
     bias: torch.Tensor  # [cond_batch, 1, 1, keys]
-    frame_inputs: torch.Tensor | None = None  # [cond_batch, 256, d_model] added to the decoder's inputs (note cue)
+    note_cue: torch.Tensor | None = None  # [cond_batch, 256, d_model] added to the decoder's inputs (note cue)
     sketch: torch.Tensor | None = None  # [cond_batch, 256, 128] harmonic sketch (midisynth.model.sketch), iff the model's
 
     @property
@@ -244,7 +245,8 @@ class DecoderBlock(nn.Module):
 
 
 class FilmDecoder(nn.Module):
-    """Predicts the noise ε [batch, 256, 128] of a noisy window x_t given noise time t and the encodings."""
+    """Predicts, for a noisy window x_t [batch, 256, 128] at noise time t, what `ModelConfig.prediction` names: the
+    noise ε (the paper's objective) or v = α ε − σ x0 (the bundled model's), from the window's conditioning."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -268,36 +270,36 @@ class FilmDecoder(nn.Module):
         self.dropout_out = nn.Dropout(cfg.dropout_rate)
         self.output_proj = nn.Linear(d, cfg.input_dims, bias=False)
 
-    def cross_attention_cache(
+    def conditioning(
         self,
         encoded: torch.Tensor,  # [batch, keys, d_model] both encodings concatenated
         mask: torch.Tensor,  # [batch, keys] bool
-        dynamics: torch.Tensor | None = None,  # [batch, 256, cue_dims] frame cue (midisynth.model.dynamics), iff cue_dims
-    ) -> CrossAttentionCache:
-        if self.cue_proj is None and dynamics is not None:
+        note_cue: torch.Tensor | None = None,  # [batch, 256, cue_dims] frame cue (midisynth.model.note_inputs), iff cue_dims
+    ) -> WindowConditioning:
+        if self.cue_proj is None and note_cue is not None:
             raise ValueError("this model takes no per-frame note cue (cue_dims = 0)")
-        if self.cue_proj is not None and dynamics is None:
-            raise ValueError(f"this model needs a per-frame note cue ({self.cfg.cue_dims} wide, midisynth.model.dynamics)")
-        return CrossAttentionCache(
+        if self.cue_proj is not None and note_cue is None:
+            raise ValueError(f"this model needs a per-frame note cue ({self.cfg.cue_dims} wide, midisynth.model.note_inputs)")
+        return WindowConditioning(
             keys_values=[block.cross_attn.keys_values(encoded) for block in self.blocks],
             bias=attention_bias(mask, encoded.dtype),
-            frame_inputs=None if dynamics is None else self.cue_proj(dynamics.to(encoded.dtype)),
-            sketch=None if self.sketch_gain is None else dynamics[..., -self.cfg.input_dims :].float(),
+            note_cue=None if note_cue is None else self.cue_proj(note_cue.to(encoded.dtype)),
+            sketch=None if self.sketch_gain is None else note_cue[..., -self.cfg.input_dims :].float(),
         )
 
     def forward(
         self,
         x: torch.Tensor,  # [batch, frames, 128] noisy spectrogram, network range
         noise_time: torch.Tensor,  # [batch] in [0, 1]
-        cache: CrossAttentionCache | None,  # None: fully unconditional
+        cache: WindowConditioning | None,  # None: fully unconditional
     ) -> torch.Tensor:
         emb = timestep_embedding(noise_time * self.cfg.max_decoder_noise_time, self.cfg.d_model,
                                  self.cfg.max_decoder_noise_time)
         cond = self.time_mlp(emb.to(x.dtype))[:, None, :]  # [batch, 1, 4 * d_model]
         y = self.input_proj(x) + self.position_table[: x.shape[1]]
-        if cache is not None and cache.frame_inputs is not None:  # conditioned rows only, like cross-attention
+        if cache is not None and cache.note_cue is not None:  # conditioned rows only, like cross-attention
             n = cache.batch_size
-            y = torch.cat([y[:n] + cache.frame_inputs, y[n:]]) if n < y.shape[0] else y + cache.frame_inputs
+            y = torch.cat([y[:n] + cache.note_cue, y[n:]]) if n < y.shape[0] else y + cache.note_cue
         y = self.dropout_in(y)
         for i, block in enumerate(self.blocks):
             kv = cache.keys_values[i] if cache is not None else None
@@ -307,7 +309,7 @@ class FilmDecoder(nn.Module):
             out = self._add_sketch(out, noise_time, cache)
         return out
 
-    def _add_sketch(self, v: torch.Tensor, noise_time: torch.Tensor, cache: CrossAttentionCache) -> torch.Tensor:
+    def _add_sketch(self, v: torch.Tensor, noise_time: torch.Tensor, cache: WindowConditioning) -> torch.Tensor:
         """The conditioned rows' v [batch, 256, 128] minus sigma * sketch_gain * sketch: with x0 = alpha x_t - sigma v,
         their data estimate gains sigma² * sketch_gain * sketch. The sketch weighs most at high noise, where the
         estimate comes from the conditioning, and fades as x_t itself comes to show the partials."""
@@ -332,13 +334,13 @@ class SpectrogramDiffusion(nn.Module):
         tokens: torch.Tensor,  # [batch, tokens] int, PAD = 0 (may be trimmed to the longest real window)
         context: torch.Tensor,  # [batch, 256, 128] previous window, network range
         context_mask: torch.Tensor,  # [batch] bool: False for a song's first window (no context)
-        dynamics: torch.Tensor | None = None,  # [batch, 256, cue_dims]; required by models with a cue
-    ) -> CrossAttentionCache:
+        note_cue: torch.Tensor | None = None,  # [batch, 256, cue_dims]; required by models with a cue
+    ) -> WindowConditioning:
         notes, notes_mask = self.notes_encoder(tokens)
         frames_mask = context_mask[:, None].expand(-1, context.shape[1])  # [batch, 256]
         ctx = self.context_encoder(context, frames_mask)
         encoded = torch.cat([notes, ctx], dim=1)  # [batch, tokens + 256, d_model]
-        return self.decoder.cross_attention_cache(encoded, torch.cat([notes_mask, frames_mask], dim=1), dynamics)
+        return self.decoder.conditioning(encoded, torch.cat([notes_mask, frames_mask], dim=1), note_cue)
 
     def forward(
         self,
@@ -348,12 +350,13 @@ class SpectrogramDiffusion(nn.Module):
         context: torch.Tensor,
         context_mask: torch.Tensor,
         num_conditioned: int | None = None,
-        dynamics: torch.Tensor | None = None,
+        note_cue: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Training forward: ε prediction [batch, 256, 128]; rows from `num_conditioned` on are unconditional."""
+        """Training forward: the decoder's prediction (ε or v) [batch, 256, 128]; rows from `num_conditioned` on are
+        unconditional."""
         n = x.shape[0] if num_conditioned is None else num_conditioned
-        dyn = None if dynamics is None else dynamics[:n]
-        cache = self.encode(tokens[:n], context[:n], context_mask[:n], dyn) if n > 0 else None
+        cue = None if note_cue is None else note_cue[:n]
+        cache = self.encode(tokens[:n], context[:n], context_mask[:n], cue) if n > 0 else None
         return self.decoder(x, noise_time, cache)
 
     def num_parameters(self) -> int:

@@ -4,7 +4,7 @@ A pitched note of fundamental f0 puts partials at k * f0 (k = 1, 2, ... up to ME
 1 / k. Each partial is drawn as the magnitude response of the front end's STFT (periodic Hann, 640 samples, 1 024
 points) to a sinusoid at that frequency, so it lands in the mel bins, with the spread, that a real partial of that
 frequency would. The note's amplitude follows its velocity as SoundFont synthesizers apply it (proportional to
-velocity², see `midisynth.model.dynamics.velocity_gain`) and, for struck and plucked families, decays exponentially from
+velocity², see `midisynth.model.note_inputs.velocity_gain`) and, for struck and plucked families, decays exponentially from
 the onset. Drums are left out: they have no pitch to place.
 
 The sketch knows nothing of timbre beyond the 1 / k roll-off; the model refines it. A model with
@@ -117,7 +117,7 @@ def harmonic_sketch(song: Song, window: int, gain: np.ndarray | None = None) -> 
     at the floor, 2 at the top of the feature range (a log-mel value v maps to 2 (v - MIN) / (MAX - MIN), the
     network range shifted so that silence is 0).
 
-    `gain` [256] (log units, `midisynth.model.dynamics.velocity_gain`), if given, is taken off the sketch, as it is off a
+    `gain` [256] (log units, `midisynth.model.note_inputs.velocity_gain`), if given, is taken off the sketch, as it is off a
     velocity-normalised model's targets.
     """
     magnitude = NOTE_LEVEL * note_levels(song, window) @ pitch_templates()  # [256, 128] mel magnitude

@@ -32,8 +32,8 @@ from midisynth.constants import (
     WINDOW_FRAMES,
 )
 from midisynth.model.checkpoints import Checkpoint
-from midisynth.model.dynamics import SongDynamics, apply_gain, song_dynamics
 from midisynth.model.networks import SpectrogramDiffusion
+from midisynth.model.note_inputs import NoteInputs, apply_gain, song_note_inputs
 from midisynth.model.resolve import resolve_model
 from midisynth.render import samplers
 from midisynth.score.midi import Song, read_midi
@@ -161,12 +161,12 @@ class Synthesizer:
         songs: list[list[list[int]]],
         options: RenderOptions | None = None,
         on_window: Callable[[int, int], None] | None = None,
-        dynamics: list[SongDynamics | None] | None = None,
+        note_inputs: list[NoteInputs | None] | None = None,
     ) -> Iterator[list[tuple[int, np.ndarray]]]:
         """Generate several songs' windows together: window k of every song that has one, in one batch.
 
-        `songs` holds each song's token windows; `dynamics` each song's per-frame note inputs, needed by models that
-        take them (see `dynamics`). Yields, for each window index, (song index, log-mel
+        `songs` holds each song's token windows; `note_inputs` each song's per-frame note inputs, needed by models that
+        take them (see `note_inputs`). Yields, for each window index, (song index, log-mel
         features [256, 128]) per song. Each song draws its noise from its own generator seeded with
         `options.seed`, so batching does not change its result beyond float rounding.
         """
@@ -182,8 +182,8 @@ class Synthesizer:
             tokens = torch.from_numpy(pad_tokens(windows, length=max(map(len, windows)))).to(self.device)
             rows = torch.tensor(active, device=self.device)
             has_context = torch.full((len(active),), index > 0, device=self.device)
-            cue = self._window_inputs(dynamics, active, index, "cue")  # [active, 256, cue_dims] or None
-            gain = self._window_inputs(dynamics, active, index, "gain")  # [active, 256] or None
+            cue = self._window_inputs(note_inputs, active, index, "cue")  # [active, 256, cue_dims] or None
+            gain = self._window_inputs(note_inputs, active, index, "gain")  # [active, 256] or None
             with torch.autocast(self.device.type, dtype=half, enabled=half is not None):
                 cache = network.encode(tokens, context[rows], has_context, cue)
                 denoise = self._denoiser(network, cache, opts.guidance)
@@ -200,14 +200,14 @@ class Synthesizer:
             out = features.float().cpu().numpy()
             yield [(song, out[row]) for row, song in enumerate(active)]
 
-    def _window_inputs(self, dynamics: list[SongDynamics | None] | None, active: list[int], index: int,
+    def _window_inputs(self, note_inputs: list[NoteInputs | None] | None, active: list[int], index: int,
                        kind: str) -> torch.Tensor | None:
         """Window `index`'s `kind` ("cue" or "gain") of the active songs, stacked, or None if the model takes none."""
         if not (self.model.cfg.cue_dims if kind == "cue" else self.model.cfg.velocity_gain):
             return None
-        if dynamics is None or any(dynamics[i] is None for i in active):
-            raise ValueError("this model takes per-frame note inputs: pass each song's dynamics (Synthesizer.dynamics)")
-        rows = [dynamics[i].cue(index) if kind == "cue" else dynamics[i].gain[index] for i in active]
+        if note_inputs is None or any(note_inputs[i] is None for i in active):
+            raise ValueError("this model takes per-frame note inputs: pass each song's note_inputs (Synthesizer.note_inputs)")
+        rows = [note_inputs[i].cue(index) if kind == "cue" else note_inputs[i].gain[index] for i in active]
         return torch.from_numpy(np.stack(rows)).to(self.device)
 
     def spectrogram_windows(
@@ -215,11 +215,11 @@ class Synthesizer:
         windows: list[list[int]],
         options: RenderOptions | None = None,
         on_window: Callable[[int, int], None] | None = None,
-        dynamics: SongDynamics | None = None,
+        note_inputs: NoteInputs | None = None,
     ) -> Iterator[np.ndarray]:
         """Generate one song's windows [256, 128] in order, each conditioned on the previous one (and on the song's
-        velocities for a model that hears them, see `dynamics`)."""
-        for ((_, features),) in self.spectrogram_batch([windows], options, on_window, [dynamics]):
+        velocities for a model that hears them, see `note_inputs`)."""
+        for ((_, features),) in self.spectrogram_batch([windows], options, on_window, [note_inputs]):
             yield features
 
     # -- audio -------------------------------------------------------------------------------------------------------
@@ -233,7 +233,7 @@ class Synthesizer:
         """Audio chunks (float32, 16 kHz) of a song, one window at a time; total = `num_samples(song)`."""
         windows = self.tokenize(song)
         source = (
-            self.spectrogram_windows(windows, options, on_window, self.dynamics(song)) if song.notes
+            self.spectrogram_windows(windows, options, on_window, self.note_inputs(song)) if song.notes
             else _silent_windows(len(windows), on_window)
         )
         yield from self.vocoder.stream(_trimmed(source, song_frames(song, len(windows)), mel_sink))
@@ -254,8 +254,8 @@ class Synthesizer:
         playing = [i for i, song in enumerate(songs) if song.notes]
         parts: dict[int, list[np.ndarray]] = {i: [] for i in playing}
         kept = dict.fromkeys(playing, 0)
-        dynamics = [self.dynamics(songs[i]) for i in playing]
-        for step in self.spectrogram_batch([tokenized[i] for i in playing], options, on_window, dynamics):
+        note_inputs = [self.note_inputs(songs[i]) for i in playing]
+        for step in self.spectrogram_batch([tokenized[i] for i in playing], options, on_window, note_inputs):
             for row, features in step:
                 song = playing[row]
                 if song not in parts:  # already complete (trimmed before its last window)
@@ -270,9 +270,9 @@ class Synthesizer:
         """The song's token windows (see `midisynth.score.tokens`)."""
         return tokenize(song)
 
-    def dynamics(self, song: Song) -> SongDynamics | None:
-        """The song's per-frame note inputs for this model (see `midisynth.model.dynamics`); None for one that takes none."""
-        return song_dynamics(song, num_windows(song.duration), self.model.cfg)
+    def note_inputs(self, song: Song) -> NoteInputs | None:
+        """The song's per-frame note inputs for this model (see `midisynth.model.note_inputs`); None for one that takes none."""
+        return song_note_inputs(song, num_windows(song.duration), self.model.cfg)
 
     def num_samples(self, song: Song) -> int:
         """Length in samples of `stream(song)`'s output."""

@@ -1,17 +1,15 @@
-"""Training loop for Spectrogram Diffusion (paper §4): ε- or v-prediction, L1 loss, conditioning dropout.
+"""Training Spectrogram Diffusion (paper §4): ε- or v-prediction, L1 loss, conditioning dropout.
 
-Resumable: `RUN_DIR/last.pt` holds model, EMA, optimiser, step and RNG states (loaded with weights_only=True);
-`RUN_DIR/model.safetensors` holds the EMA weights in midisynth's format, the artefact to ship. A run stops
-cleanly (checkpoint written) on SIGINT/SIGTERM or when `max_minutes` is reached, and resumes where it stopped.
+Resumable like every trainer (`midisynth.training.loop`): `RUN_DIR/last.pt` holds model, EMA, optimiser, step and
+RNG states; `RUN_DIR/model.safetensors` holds the EMA weights in midisynth's format, the artefact to ship.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
@@ -20,20 +18,15 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from midisynth.audio import to_network_range
 from midisynth.data.store import WindowDataset, collate_windows, piece_source
-from midisynth.files import atomic_path, save_text_atomic
+from midisynth.files import save_text_atomic
 from midisynth.model.checkpoints import load_model_file, save_model
 from midisynth.model.config import Config
-from midisynth.model.dynamics import apply_gain
 from midisynth.model.networks import SpectrogramDiffusion
+from midisynth.model.note_inputs import apply_gain
 from midisynth.render.samplers import q_sample, v_target
-from midisynth.training.stopping import StopSignals
+from midisynth.training.loop import TrainingLoop, endless
 
 CUE_WEIGHT = "decoder.cue_proj.weight"  # [d_model, cue_dims]
-
-
-def _batches(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
-    while True:
-        yield from loader
 
 
 def _move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -50,7 +43,7 @@ def diffusion_loss(
     """One training objective evaluation on a batch of windows.
 
     batch: tokens [B, L] int, targets [B, 256, 128] log-mel, context [B, 256, 128] log-mel, context_mask [B] bool,
-    and for a model with a frame cue (cue_dims), dynamics [B, 256, cue_dims].
+    and for a model with a frame cue (cue_dims), note_cue [B, 256, cue_dims].
     Rows whose conditioning is dropped are moved to the end of the batch, where the decoder skips cross-attention
     (the same unconditional branch the guided samplers use).
     """
@@ -63,10 +56,10 @@ def diffusion_loss(
     t = torch.rand(batch_size, generator=generator).to(device)
     eps = torch.randn(x0.shape, generator=generator).to(device)
     z_t = q_sample(x0, eps, t)
-    dynamics = batch["dynamics"][order] if "dynamics" in batch else None
+    note_cue = batch["note_cue"][order] if "note_cue" in batch else None
     pred = model(
         z_t[order], t[order], batch["tokens"][order], to_network_range(batch["context"])[order],
-        batch["context_mask"][order], num_conditioned=num_conditioned, dynamics=dynamics,
+        batch["context_mask"][order], num_conditioned=num_conditioned, note_cue=note_cue,
     )
     target = v_target(x0, eps, t) if model.cfg.prediction == "v" else eps
     error = pred.float() - target[order]
@@ -99,30 +92,27 @@ def initial_weights(source: SpectrogramDiffusion, target: SpectrogramDiffusion) 
     return state
 
 
-class Trainer:
+class Trainer(TrainingLoop):
+    """Trains a SpectrogramDiffusion model on a data set's windows (resumable; see `TrainingLoop`)."""
+
     def __init__(self, config: Config, data_dir: Path, run_dir: Path, device: str = "cpu",
                  init_from: Path | None = None):
         self.cfg = config
         self.tc = config.train
-        self.run_dir = run_dir
-        self.device = torch.device(device)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        torch.manual_seed(self.tc.seed)
-        self.model = SpectrogramDiffusion(config.model).to(self.device)
+        super().__init__(run_dir, device, self.tc.seed, self.tc.max_steps, self.tc.checkpoint_every,
+                         self.tc.ema_decay)
+        model = SpectrogramDiffusion(config.model).to(self.device)
         if init_from is not None:
-            self.model.load_state_dict(initial_weights(load_model_file(init_from).model, self.model))
-        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
-        decoder = self.model.decoder
+            model.load_state_dict(initial_weights(load_model_file(init_from).model, model))
+        decoder = model.decoder
         new = [] if decoder.cue_proj is None else list(decoder.cue_proj.parameters())
         if decoder.sketch_gain is not None:
             new.append(decoder.sketch_gain)
-        groups = [{"params": [p for p in self.model.parameters() if all(p is not q for q in new)], "lr_scale": 1.0}]
+        groups = [{"params": [p for p in model.parameters() if all(p is not q for q in new)], "lr_scale": 1.0}]
         if new:
             groups.append({"params": new, "lr_scale": self.tc.cue_lr_scale})
-        self.optimizer = torch.optim.AdamW(
-            groups, lr=self.tc.learning_rate, betas=(0.9, 0.99), weight_decay=self.tc.weight_decay
-        )
-        self.step = 0
+        optimizer = torch.optim.AdamW(groups, lr=self.tc.learning_rate, betas=(0.9, 0.99),
+                                      weight_decay=self.tc.weight_decay)
         self.generator = torch.Generator().manual_seed(self.tc.seed)
         train_set = WindowDataset(data_dir, split="train", model=config.model)
         self.heldout = WindowDataset(data_dir, split="heldout", model=config.model)
@@ -136,42 +126,22 @@ class Trainer:
             train_set, batch_size=self.tc.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
             collate_fn=self._collate, num_workers=self.tc.num_workers, generator=loader_gen,
         )
-        self.history: list[dict[str, float]] = []
-        self._resume()
+        self._batches: Iterator[dict[str, torch.Tensor]] | None = None
+        self.start(model, optimizer)
 
-    # -- checkpointing -------------------------------------------------------------------------------------------
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.run_dir / "last.pt"
+    # -- checkpoints: the loop's, plus the noise generator and torch's RNG, and the EMA weights as the artefact ------
+    def extra_state(self) -> dict:
+        return {"generator": self.generator.get_state(), "torch_rng": torch.get_rng_state()}
 
-    def _resume(self) -> None:
-        if not self.checkpoint_path.exists():
-            return
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
-        self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step = int(state["step"])
+    def load_extra_state(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
-        self.history = json.loads(state["history"])
 
-    def save(self) -> None:
-        state = {
-            "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "generator": self.generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "history": json.dumps(self.history),
-        }
-        with atomic_path(self.checkpoint_path) as tmp:
-            torch.save(state, tmp)
+    def export(self) -> None:
         save_model(self.ema, self.run_dir / "model.safetensors", {"step": str(self.step)})
         save_text_atomic(self.run_dir / "history.json", json.dumps(self.history, indent=1))
 
-    # -- loop ------------------------------------------------------------------------------------------------------
+    # -- steps -------------------------------------------------------------------------------------------------------
     def _lr(self) -> float:
         """Learning rate of the coming step: linear warm-up, then constant or cosine decay to `min_lr_ratio`."""
         warm = min(1.0, (self.step + 1) / max(1, self.tc.warmup_steps))
@@ -198,48 +168,27 @@ class Trainer:
                 losses.append(float(diffusion_loss(self.ema, _move(batch, self.device), gen, 0.0, self.tc.loss)))
         return sum(losses) / max(1, len(losses))
 
-    def _ema_update(self) -> None:
-        decay = min(self.tc.ema_decay, (1 + self.step) / (10 + self.step))
-        for ema_p, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
-            ema_p.lerp_(p.detach(), 1 - decay)
+    def train_step(self) -> float:
+        if self._batches is None:
+            self._batches = endless(self.loader)
+        batch = _move(next(self._batches), self.device)
+        if self.tc.context_level_jitter > 0:
+            batch["context"] = jitter_context_level(batch["context"], self.tc.context_level_jitter, self.generator)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._lr() * group["lr_scale"]
+        with self._autocast():
+            loss = diffusion_loss(self.model, batch, self.generator, self.tc.cond_dropout, self.tc.loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
+        if not math.isfinite(float(grad_norm)):
+            raise FloatingPointError(f"non-finite gradient norm at step {self.step}")
+        self.optimizer.step()
+        return float(loss.detach())
 
-    def train(self, max_minutes: float | None = None, on_step: Callable[[int, float], None] | None = None) -> None:
-        start = time.monotonic()
-        batches = _batches(self.loader)
-        self.model.train()
-        with StopSignals() as stop:
-            try:
-                self._steps(batches, start, max_minutes, stop, on_step)
-            finally:
-                self.save()
-
-    def _steps(self, batches, start: float, max_minutes: float | None, stop: StopSignals,
-               on_step: Callable[[int, float], None] | None) -> None:
-        while self.step < self.tc.max_steps and not stop.requested:
-            if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
-                break
-            batch = _move(next(batches), self.device)
-            if self.tc.context_level_jitter > 0:
-                batch["context"] = jitter_context_level(batch["context"], self.tc.context_level_jitter, self.generator)
-            for group in self.optimizer.param_groups:
-                group["lr"] = self._lr() * group["lr_scale"]
-            with self._autocast():
-                loss = diffusion_loss(self.model, batch, self.generator, self.tc.cond_dropout, self.tc.loss)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
-            if not math.isfinite(float(grad_norm)):
-                raise FloatingPointError(f"non-finite gradient norm at step {self.step}")
-            self.optimizer.step()
-            self._ema_update()
-            self.step += 1
-            record = {"step": self.step, "loss": float(loss.detach()), "time": time.time()}
-            if self.step % self.tc.eval_every == 0:
-                record["heldout_loss"] = self.heldout_loss()
-            if self.step % self.tc.log_every == 0 or "heldout_loss" in record:
-                self.history.append(record)
-            if on_step is not None:
-                on_step(self.step, record["loss"])
-            if self.step % self.tc.checkpoint_every == 0:
-                self.save()
-
+    def after_step(self, loss: float) -> None:
+        record = {"step": self.step, "loss": loss, "time": time.time()}
+        if self.step % self.tc.eval_every == 0:
+            record["heldout_loss"] = self.heldout_loss()
+        if self.step % self.tc.log_every == 0 or "heldout_loss" in record:
+            self.history.append(record)

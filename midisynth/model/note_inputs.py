@@ -114,7 +114,7 @@ def apply_gain(features: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class SongDynamics:
+class NoteInputs:
     """A song's per-frame note inputs for a model (each part None unless the model's config asks for it)."""
 
     gain: np.ndarray | None  # [windows, 256] `velocity_gain`, log units
@@ -130,11 +130,11 @@ class SongDynamics:
         return np.concatenate(parts, axis=1) if parts else None
 
 
-def song_dynamics(song: Song, windows: int, cfg: ModelConfig) -> SongDynamics | None:
+def song_note_inputs(song: Song, windows: int, cfg: ModelConfig) -> NoteInputs | None:
     """What a model with `cfg` needs of a song's notes besides its tokens (None for the paper's models)."""
     if not cfg.takes_note_inputs:
         return None
-    return SongDynamics(
+    return NoteInputs(
         gain=velocity_gain(song, windows) if cfg.velocity_gain else None,
         song=song if cfg.note_roll else None,
         sketch_song=song if cfg.harmonic_sketch else None,

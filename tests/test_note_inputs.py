@@ -12,8 +12,8 @@ import torch
 from midisynth.constants import ROLL_DIMS, ROLL_GROUPS, ROLL_PITCHES, WINDOW_FRAMES
 from midisynth.model.checkpoints import load_model_file, save_model
 from midisynth.model.config import ModelConfig, load_config
-from midisynth.model.dynamics import apply_gain, note_roll, velocity_gain, velocity_mix
 from midisynth.model.networks import SpectrogramDiffusion
+from midisynth.model.note_inputs import apply_gain, note_roll, velocity_gain, velocity_mix
 from midisynth.render.pipeline import RenderOptions, Synthesizer
 from midisynth.score.midi import Note, Song, read_midi
 from midisynth.score.tokens import tokenize
@@ -120,10 +120,10 @@ def test_renders_follow_the_note_roll_and_batches_match_single_songs(tmp_path):
     loud = read_midi(write_midi(tmp_path / "loud.mid", [(p, s, e, 120) for p, s, e in notes]))
     assert tokenize(soft) == tokenize(loud)  # the one-bin tokens cannot tell them apart
     onset = ROLL_GROUPS * ROLL_PITCHES + 60  # the onset column of the first note's pitch
-    assert synth.dynamics(soft).cue(0)[0, onset] == pytest.approx(20 / 127)
-    assert synth.dynamics(loud).cue(0)[0, onset] == pytest.approx(120 / 127)
-    assert synth.dynamics(soft).gain is None  # this model does not take velocity as a level
-    alone = [np.concatenate(list(synth.spectrogram_windows(tokenize(s), dynamics=synth.dynamics(s))))
+    assert synth.note_inputs(soft).cue(0)[0, onset] == pytest.approx(20 / 127)
+    assert synth.note_inputs(loud).cue(0)[0, onset] == pytest.approx(120 / 127)
+    assert synth.note_inputs(soft).gain is None  # this model does not take velocity as a level
+    alone = [np.concatenate(list(synth.spectrogram_windows(tokenize(s), note_inputs=synth.note_inputs(s))))
              for s in (soft, loud)]
     assert np.abs(alone[0] - alone[1]).mean() > 0.01
     together = dict(synth.spectrogram_songs([soft, loud]))
@@ -147,8 +147,8 @@ def test_training_feeds_the_stored_midis_note_roll(tmp_path):
     dataset = WindowDataset(data, "train", model=ModelConfig(note_roll=True))
     record, window = dataset.index[0]
     song = read_midi(data / "midi" / f"{record.piece_id}.mid")
-    np.testing.assert_array_equal(dataset[0]["dynamics"].numpy(), note_roll(song, window))
-    assert "dynamics" not in WindowDataset(data, "train")[0]
+    np.testing.assert_array_equal(dataset[0]["note_cue"].numpy(), note_roll(song, window))
+    assert "note_cue" not in WindowDataset(data, "train")[0]
 
     config = load_config(ROOT / "configs" / "tiny.toml")
     config = replace(config, model=replace(config.model, note_roll=True),
@@ -157,10 +157,10 @@ def test_training_feeds_the_stored_midis_note_roll(tmp_path):
     trainer = Trainer(config, data, tmp_path / "run")
     trainer.train()
     assert trainer.model.decoder.cue_proj.weight.abs().sum() > 0  # it learns from zero
-    rest, dynamics = trainer.optimizer.param_groups  # the projection learns at cue_lr_scale x the rate
-    assert dynamics["params"] == [trainer.model.decoder.cue_proj.weight]
+    rest, cue = trainer.optimizer.param_groups  # the projection learns at cue_lr_scale x the rate
+    assert cue["params"] == [trainer.model.decoder.cue_proj.weight]
     assert len(rest["params"]) == len(list(trainer.model.parameters())) - 1
-    assert dynamics["lr"] == pytest.approx(10 * rest["lr"]) and rest["lr"] > 0
+    assert cue["lr"] == pytest.approx(10 * rest["lr"]) and rest["lr"] > 0
     assert load_model_file(tmp_path / "run" / "model.safetensors").model.cfg.note_roll
 
 
@@ -212,11 +212,11 @@ def test_a_velocity_gain_model_renders_its_normalised_output_plus_the_gain(tmp_p
     options = RenderOptions(sampler="ddim", steps=2, guidance=1.0, precision="fp32")
     song = read_midi(write_midi(tmp_path / "soft.mid", [(60, 0.0, 1.0, 30), (64, 0.5, 6.0, 120)]))
     synth = Synthesizer(gained, vocoder, "cpu", options)
-    gain = synth.dynamics(song).gain  # [2, 256]
-    assert synth.dynamics(song).cue(0) is None and gain.min() < -2 and gain.max() > 0.5
+    gain = synth.note_inputs(song).gain  # [2, 256]
+    assert synth.note_inputs(song).cue(0) is None and gain.min() < -2 and gain.max() > 0.5
     expected = [apply_gain(torch.from_numpy(w), torch.from_numpy(g)).numpy() for w, g in
                 zip(Synthesizer(plain, vocoder, "cpu", options).spectrogram_windows(tokenize(song)), gain, strict=True)]
-    got = list(synth.spectrogram_windows(tokenize(song), dynamics=synth.dynamics(song)))
+    got = list(synth.spectrogram_windows(tokenize(song), note_inputs=synth.note_inputs(song)))
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
     with pytest.raises(ValueError, match="takes per-frame note inputs"):
@@ -287,10 +287,10 @@ def test_a_note_roll_model_takes_the_roll_in_rendering_and_training(tmp_path):
     song = read_midi(write_midi(tmp_path / "a.mid", [(60, 0.0, 1.0, 30), (64, 0.5, 6.0, 120)]))
     synth = Synthesizer(model, load_vocoder("griffin-lim", torch.device("cpu")), "cpu",
                         RenderOptions(sampler="ddim", steps=2, guidance=1.0, precision="fp32"))
-    cue = synth.dynamics(song).cue(1)
+    cue = synth.note_inputs(song).cue(1)
     np.testing.assert_array_equal(cue, note_roll(song, 1))
     moved = read_midi(write_midi(tmp_path / "b.mid", [(60, 0.0, 1.0, 30), (65, 0.5, 6.0, 120)]))
-    a, b = (np.concatenate(list(synth.spectrogram_windows(tokenize(s), dynamics=synth.dynamics(s))))
+    a, b = (np.concatenate(list(synth.spectrogram_windows(tokenize(s), note_inputs=synth.note_inputs(s))))
             for s in (song, moved))
     assert a.shape == b.shape == (2 * WINDOW_FRAMES, 128) and np.abs(a - b).mean() > 1e-3
 
@@ -302,6 +302,6 @@ def test_a_note_roll_model_takes_the_roll_in_rendering_and_training(tmp_path):
     dataset = WindowDataset(data, "train", model=cfg)
     record, window = dataset.index[-1]
     song = read_midi(data / "midi" / f"{record.piece_id}.mid")
-    np.testing.assert_array_equal(dataset[len(dataset) - 1]["dynamics"].numpy(), note_roll(song, window))
+    np.testing.assert_array_equal(dataset[len(dataset) - 1]["note_cue"].numpy(), note_roll(song, window))
     with pytest.raises(ValueError, match="note_roll must be true or false"):
         replace(cfg, note_roll="yes")

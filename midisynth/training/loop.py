@@ -1,0 +1,127 @@
+"""The skeleton both trainers share: a model with an EMA copy, an optimiser and a step count; a checkpoint that
+resumes a run exactly where it stopped; and a loop that stops cleanly.
+
+A run stops with a checkpoint at `max_steps`, when `max_minutes` have passed, or on SIGINT / SIGTERM (after the
+current step). `RUN_DIR/<checkpoint_name>` holds model, EMA, optimiser, step, history and whatever the trainer adds
+(`extra_state`), loaded with weights_only=True; `export` writes the artefact to ship (the EMA weights).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from midisynth.files import atomic_path
+from midisynth.training.stopping import StopSignals
+
+
+def endless(loader: DataLoader) -> Iterator:
+    """The loader's batches, epoch after epoch."""
+    while True:
+        yield from loader
+
+
+class TrainingLoop:
+    """Subclasses call `start` once their model and optimiser exist, and implement `train_step` and `export`."""
+
+    checkpoint_name = "last.pt"
+
+    def __init__(self, run_dir: Path, device: str, seed: int, max_steps: int, checkpoint_every: int,
+                 ema_decay: float):
+        self.run_dir = Path(run_dir)
+        self.device = torch.device(device)
+        self.max_steps = max_steps
+        self.checkpoint_every = checkpoint_every
+        self.ema_decay = ema_decay
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(seed)
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+
+    def start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Take the model (its EMA copy starts equal to it) and optimiser, then resume from the checkpoint if any."""
+        self.model = model
+        self.ema = copy.deepcopy(model).eval().requires_grad_(False)
+        self.optimizer = optimizer
+        if self.checkpoint_path.exists():
+            self.load_state(torch.load(self.checkpoint_path, map_location=self.device, weights_only=True))
+
+    # -- to implement ------------------------------------------------------------------------------------------------
+    def train_step(self) -> float:
+        """One optimisation step of `self.model` (the EMA, the step count and checkpoints are the loop's); its loss."""
+        raise NotImplementedError
+
+    def after_step(self, loss: float) -> None:
+        """Bookkeeping once `self.step` has advanced (default: the loss into the history)."""
+        self.history.append({"step": self.step, "loss": loss})
+
+    def export(self) -> None:
+        """Write the weights to ship (called with every checkpoint)."""
+        raise NotImplementedError
+
+    def extra_state(self) -> dict:
+        """More checkpoint entries (tensors, numbers, strings) that resuming needs."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    # -- checkpoints -------------------------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / self.checkpoint_name
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.history = json.loads(state["history"])
+        self.load_extra_state(state)
+
+    def save(self) -> None:
+        state = {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "history": json.dumps(self.history),
+            **self.extra_state(),
+        }
+        with atomic_path(self.checkpoint_path) as tmp:
+            torch.save(state, tmp)
+        self.export()
+
+    # -- loop --------------------------------------------------------------------------------------------------------
+    def ema_update(self) -> None:
+        """Move the EMA weights towards the model's; the decay ramps up over the first steps, to `ema_decay`."""
+        decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))
+        for ema_p, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+            ema_p.lerp_(p.detach(), 1 - decay)
+
+    def train(self, max_minutes: float | None = None, on_step: Callable[[int, float], None] | None = None) -> None:
+        """Train until `max_steps`, `max_minutes` or a stop signal; always ends with a checkpoint."""
+        start = time.monotonic()
+        self.model.train()
+        with StopSignals() as stop:
+            try:
+                while self.step < self.max_steps and not stop.requested:
+                    if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
+                        break
+                    loss = self.train_step()
+                    self.ema_update()
+                    self.step += 1
+                    self.after_step(loss)
+                    if on_step is not None:
+                        on_step(self.step, loss)
+                    if self.step % self.checkpoint_every == 0:
+                        self.save()
+            finally:
+                self.save()
