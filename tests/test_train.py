@@ -265,6 +265,17 @@ def test_the_bundled_models_recipe_configs_resolve_to_what_trained_it():
     assert roll.train.source_weights == gain.train.source_weights == {"survey": 3.0, "gen": 2.0}
 
 
+def _recipe_data(root: Path) -> None:
+    """A fake data set whose pieces also have MIDI files (the note roll is made from them)."""
+    from midisynth.data.store import load_records
+    from tests.conftest import write_midi
+
+    _fake_dataset(root)
+    (root / "midi").mkdir()
+    for record in load_records(root):
+        write_midi(root / "midi" / f"{record.piece_id}.mid", [(60, 0.5, 3.0, 80), (67, 2.0, 8.5, 120)])
+
+
 def _recipe(tmp_path: Path) -> list[Path]:
     """A two-stage tiny recipe: the paper's ε objective, then v-prediction with a note roll from its weights."""
     (tmp_path / "first.toml").write_text(f'base = "{ROOT / "configs" / "tiny.toml"}"\n[train]\nmax_steps = 2\n')
@@ -277,7 +288,7 @@ def test_a_recipe_chains_its_stages_and_skips_finished_ones(tmp_path, monkeypatc
     from midisynth.training import recipe
     from midisynth.training.recipe import train_recipe, trained_steps
 
-    _fake_dataset(tmp_path / "ds")
+    _recipe_data(tmp_path / "ds")
     configs = _recipe(tmp_path)
     starts = []  # (run directory, init_from) of each Trainer the recipe builds
     real_trainer = Trainer
@@ -313,10 +324,12 @@ def test_a_recipe_chains_its_stages_and_skips_finished_ones(tmp_path, monkeypatc
 def test_a_stage_that_stops_early_ends_the_recipe(tmp_path):
     from midisynth.training.recipe import recipe_stages, train_recipe, trained_steps
 
-    _fake_dataset(tmp_path / "ds")
+    _recipe_data(tmp_path / "ds")
     configs = _recipe(tmp_path)
-    assert train_recipe(configs, tmp_path / "ds", tmp_path / "run", max_minutes=0.0) is None
-    assert trained_steps(tmp_path / "run" / "first") == 0 and not (tmp_path / "run" / "second").exists()
+    # SIGTERM during the first stage's first step: it stops there with a checkpoint, and the second never starts.
+    assert train_recipe(configs, tmp_path / "ds", tmp_path / "run", on_step=_terminate_at(1)) is None
+    assert trained_steps(tmp_path / "run" / "first") == 1 and not (tmp_path / "run" / "second").exists()
+    assert train_recipe(configs, tmp_path / "ds", tmp_path / "run", max_minutes=0.0) is None  # no time: no stage
     with pytest.raises(ValueError, match="appear twice"):
         recipe_stages([configs[0], configs[0]], tmp_path / "run")
 
@@ -328,7 +341,7 @@ def test_make_train_runs_the_recipe_through_the_cli(tmp_path):
     from midisynth.cli import app
     from midisynth.training.recipe import trained_steps
 
-    _fake_dataset(tmp_path / "ds")
+    _recipe_data(tmp_path / "ds")
     first, second = _recipe(tmp_path)
     args = ["train", "--config", str(first), "--config", str(second), "--data", str(tmp_path / "ds"),
             "--out", str(tmp_path / "run")]
