@@ -9,8 +9,11 @@ HOURS ?= 3
 # The torch this project is tested with, installed before midisynth so that pip keeps it for `torch>=2.4` (a torch
 # that pip picks itself is a multi-GB CUDA build). Set TORCH to your own build's requirement, e.g. for CUDA.
 TORCH ?= torch==2.13.0
+# basic-pitch (transcription F1 in `midisynth eval`) asks for TensorFlow, which its ONNX model does not need:
+# it is installed without its dependencies, after the eval extra has installed the ones it uses.
+BASIC_PITCH := basic-pitch==0.4.0
 
-.PHONY: install test lint bench data train eval clean
+.PHONY: install eval-install test lint bench data train eval clean
 
 install: $(VENV)/.installed
 
@@ -22,9 +25,17 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed
-	$(BIN)/pip install -q -e '.[test,dev,data]'
+	$(BIN)/pip install -q -e '.[test,dev,data,eval]'
 	# note-seq (reference tokenizer for the parity tests) pins old packages: install it without them.
 	$(BIN)/pip install -q --no-deps note-seq==0.0.5
+	$(BIN)/pip install -q --no-deps $(BASIC_PITCH)
+	touch $@
+
+eval-install: $(VENV)/.eval-installed
+
+$(VENV)/.eval-installed: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[eval]'
+	$(BIN)/pip install -q --no-deps $(BASIC_PITCH)
 	touch $@
 
 test: $(VENV)/.test-installed
@@ -51,7 +62,7 @@ RECIPE ?= configs/epsilon.toml configs/default.toml configs/velocity_gain.toml c
 train: install
 	$(BIN)/midisynth train $(addprefix --config ,$(RECIPE)) --data $(DATA) --out $(RUN) --device $(DEVICE)
 
-eval: install
+eval: $(VENV)/.eval-installed
 	$(BIN)/midisynth eval $(DATA)/heldout_midi --json docs/eval.json
 
 clean:

@@ -423,6 +423,9 @@ def evaluate(
         "/usr/share/sounds/sf2/FluidR3_GM.sf2"),
     json_out: Annotated[Path | None, typer.Option("--json", help="Write per-file and mean scores here.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N files.")] = None,
+    transcription: Annotated[bool, typer.Option(
+        help="Transcription F1 (basic-pitch; the eval extra, see README).")] = True,
+    visqol: Annotated[bool, typer.Option(help="ViSQOL MOS-LQO (visqol-python; the eval extra).")] = True,
     model: ModelOption = None,
     device: DeviceOption = Device.auto,
     sampler: SamplerOption = DEFAULT_SAMPLER,
@@ -432,26 +435,60 @@ def evaluate(
     vocoder: VocoderOption = None,
     precision: PrecisionOption = DEFAULT_PRECISION,
 ) -> None:
-    """Score renders against the SoundFont reference (log-mel L1, MR-STFT) beside sine, noise and low-pass baselines."""
-    from midisynth.evaluation.evaluate import CANDIDATES
+    """Score renders against the SoundFont reference (log-mel L1, MR-STFT, transcription F1, ViSQOL) beside the
+    vocoder's ceiling and sine, noise and low-pass baselines. Files that fail are listed; the rest are scored."""
+    from midisynth.data.fluidsynth import check_soundfont
+    from midisynth.evaluation.evaluate import CANDIDATES, REFERENCE, Scorers
     from midisynth.evaluation.evaluate import evaluate as run_eval
     from midisynth.files import save_text_atomic
+    from midisynth.jobs.output import OutputError, check_creatable
     from midisynth.score.midi_files import find_midi_files
 
+    if not midi_dir.is_dir():
+        _err(f"{midi_dir}: not a directory")
+        raise typer.Exit(EXIT_USAGE)
     files = find_midi_files(midi_dir)[:limit]
     if not files:
         _err(f"{midi_dir}: no MIDI files")
         raise typer.Exit(EXIT_USAGE)
+    try:
+        if json_out is not None:
+            check_creatable(json_out)
+        check_soundfont(soundfont)
+        scorers = Scorers.create(transcription, visqol)
+    except (OutputError, FileNotFoundError, ValueError, ImportError) as err:
+        _err(str(err))
+        raise typer.Exit(EXIT_USAGE) from None
     synth = _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, precision)
-    report = run_eval(synth, files, soundfont, on_file=lambda p: typer.echo(f"evaluated {p.name}", err=True))
-    summary = report["summary"]
-    typer.echo(f"{'candidate':<10} {'log-mel L1':>10} {'MR-STFT':>8}   ({summary['files']} files)")
-    for name in CANDIDATES:
-        scores = summary["mean"][name]
-        typer.echo(f"{name:<10} {scores['log_mel_l1']:>10.3f} {scores['mr_stft']:>8.3f}")
-    typer.echo(f"real-time factor of midisynth: {summary['real_time_factor']:.2f}x")
+
+    def on_file(path: Path, error: str | None) -> None:
+        if error:
+            _err(f"{path}: {error}")
+        else:
+            typer.echo(f"evaluated {path.name}", err=True)
+
+    report = run_eval(synth, files, soundfont, scorers, on_file=on_file)
     if json_out is not None:
-        save_text_atomic(json_out, json.dumps(report, indent=1))
+        try:
+            save_text_atomic(json_out, json.dumps(report, indent=1))
+        except OSError as err:
+            _err(f"{json_out}: cannot write ({err.strerror or err})")
+            raise typer.Exit(EXIT_FAILED) from None
+    summary = report["summary"]
+    typer.echo(f"{'candidate':<10} {'log-mel L1':>10} {'MR-STFT':>8} {'note F1':>8} {'F1/ref':>7} {'ViSQOL':>7}"
+               f"   ({summary['files']} files)")
+    for name in (REFERENCE, *CANDIDATES):
+        scores = summary["mean"].get(name, {})
+        ratio = 1.0 if name == REFERENCE and "note_f1" in scores else summary["f1_ratio"].get(name)
+        cells = [scores.get("log_mel_l1"), scores.get("mr_stft"), scores.get("note_f1"), ratio, scores.get("visqol")]
+        typer.echo(f"{name:<10}" + "".join(f" {'-' if v is None else f'{v:.3f}':>{w}}"
+                                           for v, w in zip(cells, (10, 8, 8, 7, 7), strict=True)))
+    if summary["real_time_factor"] is not None:
+        typer.echo(f"real-time factor of midisynth: {summary['real_time_factor']:.2f}x")
+    if report["failed"]:
+        _err(f"{len(report['failed'])} of {len(files)} files failed: "
+             + ", ".join(Path(f["file"]).name for f in report["failed"]))
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command("train-vocoder")

@@ -1,19 +1,27 @@
 """`midisynth eval`: how close renders are to the SoundFont reference, beside baselines that bracket the scale.
 
 For each MIDI file the reference is FluidSynth's render; each candidate is scaled to the reference's RMS and
-compared over the song's length (plus release tail) with log-mel L1 and multi-resolution STFT distance:
+compared over the song's length (plus release tail):
 
 - midisynth: the model at the given settings, with its vocoder;
+- vocoder: the reference's own features through the vocoder (the vocoder's ceiling);
 - sine: pretty_midi's sine synthesis of the same notes;
 - noise: white noise at the reference's level;
-- lowpass: the reference low-passed at 1.5 kHz, 4th-order Butterworth response (a dull but correct rendering);
-- vocoder: the reference's own features through the vocoder (the vocoder's ceiling).
+- lowpass: the reference low-passed at 1.5 kHz, 4th-order Butterworth response (a dull but correct rendering).
+
+Measures (docs: the measurement protocol): log-mel L1 and multi-resolution STFT distance; transcription F1
+(`midisynth.evaluation.transcription`: the notes basic-pitch finds in the audio against the MIDI's pitched notes), also of
+the reference render itself, which bounds what the transcriber can do; ViSQOL MOS-LQO (`midisynth.evaluation.visqol_score`).
+F1 is read beside the spectral distances, never alone: sine tones are easy to transcribe and sound nothing like
+the reference. A file that fails (unreadable MIDI, FluidSynth error) is listed with its reason; the rest are
+still scored.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +30,20 @@ import torch
 
 from midisynth.audio import log_mel
 from midisynth.constants import HOP_LENGTH, SAMPLE_RATE
-from midisynth.data.fluidsynth import render_midi
+from midisynth.data.fluidsynth import DEFAULT_SOUNDFONT, check_soundfont, render_midi
 from midisynth.evaluation.metrics import log_mel_l1, mr_stft_distance, scale_to_rms
-from midisynth.render.pipeline import Synthesizer
+from midisynth.evaluation.transcription import Transcriber, note_f1, pitched_notes
+from midisynth.evaluation.visqol_score import VisqolScorer
+from midisynth.render.pipeline import RenderOptions, Synthesizer
 from midisynth.score.midi import read_midi
+from midisynth.score.midi_files import find_midi_files
 
 LOWPASS_HZ = 1500.0
 LOWPASS_ORDER = 4
-CANDIDATES = ("midisynth", "sine", "noise", "lowpass", "vocoder")
+CANDIDATES = ("midisynth", "vocoder", "sine", "noise", "lowpass")
+REFERENCE = "reference"  # the reference render, scored by transcription F1 only
+METRICS = ("log_mel_l1", "mr_stft", "note_f1", "note_precision", "note_recall", "visqol")
+REFERENCE_TAIL_SECONDS = 10.0  # FluidSynth is stopped this long past the render's length (see `render_midi`)
 
 
 def _fit(audio: np.ndarray, samples: int) -> np.ndarray:
@@ -45,45 +59,111 @@ def lowpass(audio: np.ndarray, cutoff_hz: float = LOWPASS_HZ, order: int = LOWPA
     return np.fft.irfft(np.fft.rfft(audio) * response, n=audio.shape[0]).astype(np.float32)
 
 
-def evaluate_file(synth: Synthesizer, midi_path: Path, soundfont: Path, seed: int = 0) -> dict:
-    """Scores of every candidate for one MIDI file, plus midisynth's real-time factor."""
+@dataclass
+class Scorers:
+    """The optional measures' models, loaded once: basic-pitch for transcription F1, ViSQOL. None: not measured."""
+
+    transcriber: Transcriber | None = None
+    visqol: VisqolScorer | None = None
+
+    @classmethod
+    def create(cls, transcription: bool = True, visqol: bool = True) -> Scorers:
+        """Load the asked-for scorers; ImportError (naming what to install) if one is not installed."""
+        return cls(Transcriber() if transcription else None, VisqolScorer() if visqol else None)
+
+
+def evaluate_file(synth: Synthesizer, midi_path: Path, soundfont: Path, scorers: Scorers | None = None,
+                  seed: int = 0) -> dict:
+    """Scores of every candidate for one MIDI file, plus midisynth's real-time factor.
+
+    The reference render is bounded at the render's length plus REFERENCE_TAIL_SECONDS; `reference_cut` says
+    whether FluidSynth was stopped there (a song whose End of Track lies far past its last note).
+    """
+    scorers = scorers or Scorers()
     song = read_midi(midi_path)
     samples = synth.num_samples(song)
-    reference = _fit(render_midi(midi_path, soundfont), samples)
+    bound_seconds = samples / SAMPLE_RATE + REFERENCE_TAIL_SECONDS
+    rendered_reference = render_midi(midi_path, soundfont, max_seconds=bound_seconds)
+    reference = _fit(rendered_reference, samples)
     start = time.perf_counter()
     rendered = synth.render(song)
     render_seconds = time.perf_counter() - start
     candidates: dict[str, np.ndarray] = {
         "midisynth": rendered,
+        "vocoder": synth.vocoder(log_mel(torch.from_numpy(reference)).numpy()),
         "sine": pretty_midi.PrettyMIDI(str(midi_path)).synthesize(fs=SAMPLE_RATE).astype(np.float32),
         "noise": np.random.default_rng(seed).standard_normal(samples).astype(np.float32),
         "lowpass": lowpass(reference),
-        "vocoder": synth.vocoder(log_mel(torch.from_numpy(reference)).numpy()),
     }
-    scores = {}
+    notes = pitched_notes(song)
+    scored_notes = scorers.transcriber is not None and len(notes) > 0
+    scores: dict[str, dict[str, float]] = {}
+    if scored_notes:
+        scores[REFERENCE] = note_f1(notes, scorers.transcriber.transcribe(reference)).as_dict()
     for name, audio in candidates.items():
         audio = scale_to_rms(_fit(audio, samples), reference)
-        scores[name] = {"log_mel_l1": log_mel_l1(audio, reference),
-                        "mr_stft": float(mr_stft_distance(audio, reference))}
+        scores[name] = {"log_mel_l1": log_mel_l1(audio, reference), "mr_stft": float(mr_stft_distance(audio, reference))}
+        if scored_notes:
+            scores[name].update(note_f1(notes, scorers.transcriber.transcribe(audio)).as_dict())
+        if scorers.visqol is not None:
+            scores[name]["visqol"] = scorers.visqol.moslqo(audio, reference)
     audio_seconds = samples / SAMPLE_RATE
     return {"file": str(midi_path), "seconds": audio_seconds, "frames": samples // HOP_LENGTH,
+            "pitched_notes": len(notes), "reference_seconds": rendered_reference.shape[0] / SAMPLE_RATE,
+            "reference_cut": rendered_reference.shape[0] >= int(bound_seconds * SAMPLE_RATE),
             "render_seconds": render_seconds, "real_time_factor": audio_seconds / render_seconds, "scores": scores}
 
 
 def summarise(results: list[dict]) -> dict:
-    """Mean of each metric per candidate over files, and the overall real-time factor."""
-    summary = {name: {metric: float(np.mean([r["scores"][name][metric] for r in results]))
-                      for metric in ("log_mel_l1", "mr_stft")} for name in CANDIDATES}
+    """Per candidate, the mean of each metric over the files that have it; midisynth's overall real-time factor;
+    and `f1_ratio`: each candidate's mean note F1 over the reference render's, on the same files."""
+    summary: dict[str, dict[str, float]] = {}
+    for name in (REFERENCE, *CANDIDATES):
+        values = {metric: [r["scores"][name][metric] for r in results if metric in r["scores"].get(name, {})]
+                  for metric in METRICS}
+        if any(values.values()):
+            summary[name] = {metric: float(np.mean(v)) for metric, v in values.items() if v}
+    reference_f1 = summary.get(REFERENCE, {}).get("note_f1")
+    ratios = {name: summary[name]["note_f1"] / reference_f1 for name in CANDIDATES
+              if reference_f1 and "note_f1" in summary.get(name, {})}
     total_audio = sum(r["seconds"] for r in results)
     total_render = sum(r["render_seconds"] for r in results)
-    return {"files": len(results), "mean": summary, "real_time_factor": total_audio / total_render}
+    return {"files": len(results), "mean": summary, "f1_ratio": ratios,
+            "real_time_factor": total_audio / total_render if total_render else None}
 
 
-def evaluate(synth: Synthesizer, midi_files: list[Path], soundfont: Path,
-             on_file: Callable[[Path], None] | None = None) -> dict:
-    results = []
+def evaluate(synth: Synthesizer, midi_files: list[Path], soundfont: Path = DEFAULT_SOUNDFONT,
+             scorers: Scorers | None = None, on_file: Callable[[Path, str | None], None] | None = None) -> dict:
+    """Score every file; {"summary", "files": per-file results, "failed": [{"file", "error"}]}.
+
+    A file that cannot be scored (unreadable MIDI, FluidSynth failure or time-out, ...) is listed under "failed"
+    and the others are still scored. on_file(path, error or None) is called after each file. FileNotFoundError or
+    ValueError up front for a missing SoundFont or a file that is not one.
+    """
+    check_soundfont(soundfont)
+    results, failed = [], []
     for path in midi_files:
-        results.append(evaluate_file(synth, path, soundfont))
+        try:
+            results.append(evaluate_file(synth, path, soundfont, scorers))
+            error = None
+        except Exception as err:  # noqa: BLE001  one file's failure of any kind must not lose the other scores
+            error = str(err) or type(err).__name__
+            failed.append({"file": str(path), "error": error})
         if on_file is not None:
-            on_file(path)
-    return {"summary": summarise(results), "files": results}
+            on_file(path, error)
+    return {"summary": summarise(results), "files": results, "failed": failed}
+
+
+def evaluate_model(model: str | Path | None, midi_dir: Path, soundfont: Path = DEFAULT_SOUNDFONT,
+                   device: str = "auto", vocoder: str | None = None, options: RenderOptions | None = None,
+                   limit: int | None = None, transcription: bool = True, visqol: bool = True,
+                   on_file: Callable[[Path, str | None], None] | None = None) -> dict:
+    """Evaluate a model file (e.g. a training run's model.safetensors; None: the bundled model) on the MIDI files
+    under `midi_dir`, as `midisynth eval` does; returns `evaluate`'s report.
+
+    Example: `evaluate_model("runs/x/model.safetensors", "data/fluidr3/heldout_midi", visqol=False)["summary"]`.
+    """
+    check_soundfont(soundfont)
+    scorers = Scorers.create(transcription, visqol)
+    synth = Synthesizer.from_pretrained(model, device=device, vocoder=vocoder, options=options)
+    return evaluate(synth, find_midi_files(midi_dir)[:limit], soundfont, scorers, on_file)

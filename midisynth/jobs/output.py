@@ -11,6 +11,7 @@ import io
 import os
 import struct
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,6 +200,23 @@ def check_writable(path: Path, overwrite: bool) -> None:
     """Raise OutputError if `path` exists and may not be replaced."""
     if Path(path).exists() and not overwrite:
         raise OutputError(f"{path}: already exists (pass --overwrite to replace it, or --skip-existing)")
+
+
+def check_creatable(path: Path) -> None:
+    """Raise OutputError unless a file can be written at `path` (its directory exists and takes new files, and
+    `path` is not a directory): checked before long work whose result would otherwise be lost."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory")
+    if not directory.is_dir():
+        raise OutputError(f"{path}: {directory} {'is a file' if directory.exists() else 'does not exist'}")
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".midisynth-", suffix=".part")
+    except OSError as err:
+        raise OutputError(f"{path}: cannot write in {directory} ({err.strerror or err})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def write_audio_file(path: Path, chunks: Iterable[np.ndarray], overwrite: bool = False,
