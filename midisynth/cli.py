@@ -461,19 +461,20 @@ def evaluate(
         raise typer.Exit(EXIT_USAGE) from None
     synth = _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, precision)
 
-    def on_file(path: Path, error: str | None) -> None:
+    def on_file(path: Path, error: str | None, report_so_far: dict) -> None:
         if error:
             _err(f"{path}: {error}")
         else:
             typer.echo(f"evaluated {path.name}", err=True)
-
-    report = run_eval(synth, files, soundfont, scorers, on_file=on_file)
-    if json_out is not None:
-        try:
-            save_text_atomic(json_out, json.dumps(report, indent=1))
+        if json_out is None:
+            return
+        try:  # after every file: a long evaluation keeps what it has scored if it is stopped
+            save_text_atomic(json_out, json.dumps(report_so_far, indent=1))
         except OSError as err:
             _err(f"{json_out}: cannot write ({err.strerror or err})")
             raise typer.Exit(EXIT_FAILED) from None
+
+    report = run_eval(synth, files, soundfont, scorers, on_file=on_file)
     summary = report["summary"]
     typer.echo(f"{'candidate':<10} {'log-mel L1':>10} {'MR-STFT':>8} {'note F1':>8} {'F1/ref':>7} {'ViSQOL':>7}"
                f"   ({summary['files']} files)")

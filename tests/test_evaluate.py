@@ -150,7 +150,7 @@ def test_a_model_file_is_evaluated_on_a_folder_without_the_cli(tmp_path, tiny_mo
     options = RenderOptions(sampler="ddim", steps=1, guidance=1.0, precision="fp32")
     seen = []
     report = evaluate_model(tiny_model_path, folder, device="cpu", options=options, limit=1, transcription=False,
-                            visqol=False, on_file=lambda path, error: seen.append((path.name, error)))
+                            visqol=False, on_file=lambda path, error, so_far: seen.append((path.name, error)))
     assert seen == [("b.mid", None)] and report["failed"] == []
     assert set(report["summary"]["mean"]) == set(CANDIDATES)
     assert report["summary"]["mean"]["vocoder"]["log_mel_l1"] < report["summary"]["mean"]["noise"]["log_mel_l1"]

@@ -133,12 +133,13 @@ def summarise(results: list[dict]) -> dict:
 
 
 def evaluate(synth: Synthesizer, midi_files: list[Path], soundfont: Path = DEFAULT_SOUNDFONT,
-             scorers: Scorers | None = None, on_file: Callable[[Path, str | None], None] | None = None) -> dict:
+             scorers: Scorers | None = None, on_file: Callable[[Path, str | None, dict], None] | None = None) -> dict:
     """Score every file; {"summary", "files": per-file results, "failed": [{"file", "error"}]}.
 
     A file that cannot be scored (unreadable MIDI, FluidSynth failure or time-out, ...) is listed under "failed"
-    and the others are still scored. on_file(path, error or None) is called after each file. FileNotFoundError or
-    ValueError up front for a missing SoundFont or a file that is not one.
+    and the others are still scored. on_file(path, error or None, report so far) is called after each file (to
+    save partial results of a long evaluation). FileNotFoundError or ValueError up front for a missing SoundFont
+    or a file that is not one.
     """
     check_soundfont(soundfont)
     results, failed = [], []
@@ -150,14 +151,14 @@ def evaluate(synth: Synthesizer, midi_files: list[Path], soundfont: Path = DEFAU
             error = str(err) or type(err).__name__
             failed.append({"file": str(path), "error": error})
         if on_file is not None:
-            on_file(path, error)
+            on_file(path, error, {"summary": summarise(results), "files": results, "failed": failed})
     return {"summary": summarise(results), "files": results, "failed": failed}
 
 
 def evaluate_model(model: str | Path | None, midi_dir: Path, soundfont: Path = DEFAULT_SOUNDFONT,
                    device: str = "auto", vocoder: str | None = None, options: RenderOptions | None = None,
                    limit: int | None = None, transcription: bool = True, visqol: bool = True,
-                   on_file: Callable[[Path, str | None], None] | None = None) -> dict:
+                   on_file: Callable[[Path, str | None, dict], None] | None = None) -> dict:
     """Evaluate a model file (e.g. a training run's model.safetensors; None: the bundled model) on the MIDI files
     under `midi_dir`, as `midisynth eval` does; returns `evaluate`'s report.
 
