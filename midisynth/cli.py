@@ -274,23 +274,51 @@ def info(midi: Annotated[str, typer.Argument(help="A MIDI file, or '-' for stdin
         typer.echo(f"  {name}: {count} notes")
 
 
-@app.command()
+DATASET_EXAMPLES = """Examples:
+
+midisynth dataset data/fluidr3 --hours 3
+
+midisynth dataset data/mine --pairs recordings/ --slakh slakh2100/ --maestro maestro-v3.0.0/
+
+midisynth dataset data/mixed --pairs recordings/ --generated --hours 1"""
+
+
+@app.command(epilog=DATASET_EXAMPLES)
 def dataset(
     out_dir: Annotated[Path, typer.Argument(help="Data set directory (created; re-running resumes).")],
     soundfont: Annotated[Path, typer.Option(help="SoundFont (.sf2) of the reference synthesizer.")] = Path(
         "/usr/share/sounds/sf2/FluidR3_GM.sf2"),
-    midi: Annotated[list[Path] | None, typer.Option(help="Extra MIDI directories to include.")] = None,
-    hours: Annotated[float, typer.Option(min=0.01, help="Total audio to render, hours.")] = 3.0,
+    midi: Annotated[list[Path] | None, typer.Option(help="Extra MIDI directories to render.")] = None,
+    pairs: Annotated[list[Path] | None, typer.Option(help="Directory of recordings: each MIDI file (.mid, .midi) with an audio file of the same name beside it (.wav, .flac, .ogg).")] = None,
+    slakh: Annotated[list[Path] | None, typer.Option(help="Slakh2100 root (train/, validation/, test/ of TrackNNNNN/all_src.mid + mix.flac).")] = None,
+    maestro: Annotated[list[Path] | None, typer.Option(help="MAESTRO v3 root (maestro-v3.0.0.csv and its year folders).")] = None,
+    generated: Annotated[bool | None, typer.Option("--generated/--no-generated", help="Render music21's corpus and generated pieces.", show_default="only without recordings")] = None,
+    hours: Annotated[float, typer.Option(min=0.01, help="Rendered audio to store, hours (recordings are all taken).")] = 3.0,
     seed: Annotated[int, typer.Option(help="Seed of the generated material and instrument choices.")] = 0,
 ) -> None:
-    """Build a training data set: MIDI rendered with FluidSynth, tokens, log-mel features, manifest."""
-    from midisynth.data.build import build_dataset
+    """Build a training data set: recordings with their MIDI, and MIDI rendered with FluidSynth; tokens, log-mel
+    features, manifest. A recording that cannot be used is reported (one line) and left out."""
+    from tqdm import tqdm
 
+    from midisynth.data.build import build_dataset
+    from midisynth.data.pairs import paired_sources
+
+    recordings = [list(pairs or []), list(slakh or []), list(maestro or [])]
     try:
-        build_dataset(out_dir, soundfont=soundfont, midi_dirs=list(midi or []), hours=hours, seed=seed)
+        found = list(paired_sources(*recordings))
+        skipped: list[str] = []
+
+        def skip(line: str) -> None:
+            skipped.append(line)
+            tqdm.write(f"midisynth: {line} (skipped)", file=sys.stderr)  # above the progress bar
+
+        build_dataset(out_dir, soundfont=soundfont, midi_dirs=list(midi or []), hours=hours, seed=seed,
+                      generated=not any(recordings) if generated is None else generated, pairs=found, on_skip=skip)
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         _err(str(err))
         raise typer.Exit(EXIT_FAILED) from None
+    if skipped:
+        _err(f"{len(found) - len(skipped)} of {len(found)} recordings stored, {len(skipped)} skipped")
 
 
 @app.command()

@@ -1,15 +1,19 @@
-"""`midisynth dataset`: render MIDI with FluidSynth and store tokens, features and audio; re-running resumes.
+"""`midisynth dataset`: store tokens, features and audio of training pieces; re-running resumes.
 
-Pieces are chosen in source order on the calling thread (MIDI written, read back and tokenized, so the song's
-duration is known before rendering); rendering, features and storage run on at most `jobs` threads, each driving
-one FluidSynth process. Which pieces a build holds therefore depends only on the sources, the seed and `hours`.
+Two kinds of piece, which can be mixed in one data set:
+
+- aligned pairs (`midisynth.data.pairs`): MIDI with its recording, all of them, processed on at most `jobs` threads;
+- rendered pieces: MIDI rendered with FluidSynth until `hours` of them are stored. They are chosen in source order
+  on the calling thread (MIDI written, read back and tokenized, so the song's duration is known before rendering);
+  rendering, features and storage run on at most `jobs` threads, each driving one FluidSynth process. Which
+  pieces a build holds therefore depends only on the sources, the seed and `hours`.
 """
 
 from __future__ import annotations
 
 import shutil
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +26,19 @@ from tqdm import tqdm
 from midisynth.audio import log_mel
 from midisynth.constants import WINDOW_SAMPLES
 from midisynth.data.fluidsynth import DEFAULT_SOUNDFONT, check_soundfont, render_midi
+from midisynth.data.pairs import PAIRED_SOURCES, AlignedPair, PairError, check_alignment, read_recording
 from midisynth.data.sources import folder_pieces, generated_pieces, interleave, music21_pieces
-from midisynth.data.store import PieceRecord, load_records, save_piece, split_of, write_manifest
+from midisynth.data.store import (
+    MIDI_COPIES,
+    PieceRecord,
+    load_records,
+    piece_source,
+    save_piece,
+    split_of,
+    write_manifest,
+)
 from midisynth.files import write_atomic
-from midisynth.score.midi import MidiError, read_midi
+from midisynth.score.midi import MidiError, Song, read_midi
 from midisynth.score.tokens import tokenize
 
 
@@ -48,23 +61,47 @@ def prepare_piece(root: Path, piece_id: str, pm: pretty_midi.PrettyMIDI) -> Prep
         return None
     if not song.notes or song.duration <= 0:
         return None
+    return _tokenized(piece_id, split_of(piece_id), song, midi_path)
+
+
+def _tokenized(piece_id: str, split: str, song: Song, midi_path: Path) -> PreparedPiece:
     windows = tokenize(song)
     offsets = np.cumsum([0] + [len(w) for w in windows]).tolist()
-    record = PieceRecord(piece_id, split_of(piece_id), float(song.duration), len(windows), offsets)
+    record = PieceRecord(piece_id, split, float(song.duration), len(windows), offsets)
     return PreparedPiece(record, midi_path, np.concatenate(windows).astype(np.int16))
+
+
+def _store(root: Path, piece: PreparedPiece, audio: np.ndarray) -> PieceRecord:
+    """Cut or pad 16 kHz `audio` (MIDI time zero at sample 0) to the piece's windows, compute features, store."""
+    samples = piece.record.windows * WINDOW_SAMPLES
+    fitted = np.zeros(samples, np.float32)
+    fitted[: min(samples, audio.shape[0])] = audio[:samples]
+    features = log_mel(torch.from_numpy(fitted)).numpy()  # [windows * 256, 128]
+    save_piece(root, piece.record, features.astype(np.float16), fitted.astype(np.float16), piece.tokens)
+    if piece.record.split in MIDI_COPIES:
+        shutil.copyfile(piece.midi_path, root / MIDI_COPIES[piece.record.split] / piece.midi_path.name)
+    return piece.record
 
 
 def finish_piece(root: Path, piece: PreparedPiece, soundfont: Path) -> PieceRecord:
     """Render the piece, cut or pad the audio to its windows, compute features and store everything."""
-    samples = piece.record.windows * WINDOW_SAMPLES
-    rendered = render_midi(piece.midi_path, soundfont)  # [samples rendered], MIDI time zero at sample 0
-    audio = np.zeros(samples, np.float32)
-    audio[: min(samples, rendered.shape[0])] = rendered[:samples]
-    features = log_mel(torch.from_numpy(audio)).numpy()  # [windows * 256, 128]
-    save_piece(root, piece.record, features.astype(np.float16), audio.astype(np.float16), piece.tokens)
-    if piece.record.split == "heldout":
-        shutil.copyfile(piece.midi_path, root / "heldout_midi" / piece.midi_path.name)
-    return piece.record
+    return _store(root, piece, render_midi(piece.midi_path, soundfont))
+
+
+def store_pair(root: Path, pair: AlignedPair) -> PieceRecord:
+    """Read and check an aligned pair, then store it as a piece (its MIDI copied as it is); raises PairError."""
+    try:
+        song = read_midi(pair.midi_path)
+    except MidiError as err:
+        raise PairError(f"{pair.midi_path}: unreadable MIDI ({err})") from None
+    if not song.notes or song.duration <= 0:
+        raise PairError(f"{pair.midi_path}: no notes")
+    audio = read_recording(pair.audio_path)  # [samples] 16 kHz
+    check_alignment(pair.audio_path, audio, song.duration)
+    midi_path = root / "midi" / f"{pair.piece_id}.mid"
+    data = pair.midi_path.read_bytes()
+    write_atomic(midi_path, lambda f: f.write(data))
+    return _store(root, _tokenized(pair.piece_id, pair.split or split_of(pair.piece_id), song, midi_path), audio)
 
 
 def _sources(
@@ -91,15 +128,14 @@ def _plan(
             yield piece
 
 
-def _render_all(
-    root: Path, pieces: Iterator[PreparedPiece], soundfont: Path, jobs: int, on_done: Callable[[PieceRecord], None]
-) -> None:
-    """Finish pieces on `jobs` threads, preparing the next ones meanwhile; pending work is dropped on error."""
+def _run_all(items: Iterable, work: Callable, jobs: int, on_done: Callable) -> None:
+    """`on_done(work(item))` for each item in order, `work` running on `jobs` threads while the next items are
+    taken; pending work is dropped on error."""
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         pending: deque[Future] = deque()
         try:
-            for piece in pieces:
-                pending.append(pool.submit(finish_piece, root, piece, soundfont))
+            for item in items:
+                pending.append(pool.submit(work, item))
                 while len(pending) >= jobs:
                     on_done(pending.popleft().result())
             while pending:
@@ -107,6 +143,34 @@ def _render_all(
         finally:
             for future in pending:
                 future.cancel()
+
+
+def _store_pairs(root: Path, pairs: list[AlignedPair], done: set[str], jobs: int, progress: bool,
+                 on_skip: Callable[[str], None]) -> None:
+    """Store the pairs not yet stored; each refused pair is reported to `on_skip` (one line) and left out."""
+    ids = [pair.piece_id for pair in pairs]
+    repeated = {i for i in ids if ids.count(i) > 1}
+    for pair in pairs:
+        if pair.piece_id in repeated:
+            on_skip(f"{pair.midi_path}: another pair has the same piece id {pair.piece_id!r}")
+    todo = [pair for pair in pairs if pair.piece_id not in done and pair.piece_id not in repeated]
+    bar = tqdm(total=len(pairs), initial=len(pairs) - len(todo), unit="pair", desc="pairs", disable=not progress)
+
+    def attempt(pair: AlignedPair) -> PieceRecord | PairError:
+        try:
+            return store_pair(root, pair)
+        except PairError as err:
+            return err
+
+    def finished(outcome: PieceRecord | PairError) -> None:
+        if isinstance(outcome, PairError):
+            on_skip(str(outcome))
+        bar.update(1)
+
+    try:
+        _run_all(todo, attempt, jobs, finished)
+    finally:
+        bar.close()
 
 
 def build_dataset(
@@ -118,28 +182,47 @@ def build_dataset(
     progress: bool = True,
     generated: bool = True,
     jobs: int = 2,
+    pairs: list[AlignedPair] | None = None,
+    on_skip: Callable[[str], None] = lambda line: None,
 ) -> dict:
-    """Render pieces until `hours` of songs are stored; returns the manifest. Finished pieces are kept and skipped.
+    """Store every aligned pair, then render pieces until `hours` of rendered songs are stored; returns the
+    manifest. Finished pieces are kept and skipped.
 
-    Sources, interleaved: the `midi_dirs` folders, then (with `generated`) music21's corpus and generated pieces.
-    The last piece may overshoot `hours` by its own length. `jobs` FluidSynth renders run at once. An interrupted
-    build loses only the pieces in progress (the manifest is still written); run it again to continue.
+    `pairs` (see `midisynth.data.pairs`) are all taken; a refused one is reported to `on_skip` as one line and left
+    out. Rendered sources, interleaved: the `midi_dirs` folders, then (with `generated`) music21's corpus and
+    generated pieces; none means no rendering (and no SoundFont needed). The last rendered piece may overshoot
+    `hours` by its own length. `jobs` pairs or FluidSynth renders are processed at once. An interrupted build
+    loses only the pieces in progress (the manifest is still written); run it again to continue.
     """
     root = Path(out_dir)
     soundfont = Path(soundfont)
-    check_soundfont(soundfont)
-    for sub in ("pieces", "midi", "heldout_midi"):
+    rendering = bool(midi_dirs) or generated
+    if rendering:
+        check_soundfont(soundfont)
+    for sub in ("pieces", "midi", *MIDI_COPIES.values()):
         (root / sub).mkdir(parents=True, exist_ok=True)
     records = load_records(root)
     done = {r.piece_id for r in records}
-    stored = sum(r.seconds for r in records)
-    budget = hours * 3600.0
-    bar = tqdm(total=round(budget), initial=round(min(stored, budget)), unit="s", desc="dataset", disable=not progress)
-    sources = _sources([Path(d) for d in midi_dirs or []], seed, done, generated)
     try:
-        _render_all(root, _plan(root, sources, done, stored, budget), soundfont, jobs,
-                    lambda record: bar.update(min(round(record.seconds), bar.total - bar.n)))
+        if pairs:
+            _store_pairs(root, pairs, done, jobs, progress, on_skip)
+        if rendering:
+            _render(root, soundfont, [Path(d) for d in midi_dirs or []], hours, seed, progress, generated, jobs,
+                    records, done)
     finally:
-        bar.close()
         manifest = write_manifest(root)
     return manifest
+
+
+def _render(root: Path, soundfont: Path, midi_dirs: list[Path], hours: float, seed: int, progress: bool,
+            generated: bool, jobs: int, records: list[PieceRecord], done: set[str]) -> None:
+    """Render pieces until the stored rendered songs reach `hours`."""
+    stored = sum(r.seconds for r in records if piece_source(r.piece_id) not in PAIRED_SOURCES)
+    budget = hours * 3600.0
+    bar = tqdm(total=round(budget), initial=round(min(stored, budget)), unit="s", desc="dataset", disable=not progress)
+    sources = _sources(midi_dirs, seed, done, generated)
+    try:
+        _run_all(_plan(root, sources, done, stored, budget), lambda piece: finish_piece(root, piece, soundfont), jobs,
+                 lambda record: bar.update(min(round(record.seconds), bar.total - bar.n)))
+    finally:
+        bar.close()

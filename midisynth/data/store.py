@@ -4,8 +4,9 @@
     OUT/pieces/ID.features.npy  float16 [windows * 256, 128] log-mel
     OUT/pieces/ID.audio.npy     float16 [windows * 81920] 16 kHz reference audio (float: quiet renders keep detail)
     OUT/pieces/ID.tokens.npy    int16 flat tokens of all windows; the record holds the window offsets
-    OUT/midi/ID.mid             the MIDI that was rendered
+    OUT/midi/ID.mid             the piece's MIDI (rendered, or the MIDI of a recording)
     OUT/heldout_midi/ID.mid     copies of the held-out pieces' MIDI (for `midisynth eval`)
+    OUT/test_midi/ID.mid        copies of the test pieces' MIDI (collections with their own test split)
     OUT/manifest.json           summary of all complete pieces
 
 Arrays are opened with `np.load(mmap_mode="r")`, so sampling random windows reads only those windows.
@@ -30,6 +31,9 @@ from midisynth.score.midi import Song, read_midi
 from midisynth.score.tokens import fit_window
 
 HELDOUT_EVERY = 20  # one piece in 20 (by hash of its id) is held out
+# Splits: "train", "heldout" (held-out loss, evaluation) and, for collections that have one, "test" (never used
+# in training); the folder each non-training split's MIDI is copied to.
+MIDI_COPIES = {"heldout": "heldout_midi", "test": "test_midi"}
 # Batches pad tokens to a multiple of this. A new token length per batch made CPU training slow down (1.0 -> 1.6
 # s/step) while its memory grew by GBs over the first thousand steps, as kernels were made and cached per shape.
 TOKEN_BUCKET = 64
@@ -61,7 +65,8 @@ def save_piece(root: Path, record: PieceRecord, features: np.ndarray, audio: np.
 
 
 def piece_source(piece_id: str) -> str:
-    """The source a piece came from: its id's prefix ("m21", "gen", "survey" or "user")."""
+    """The source a piece came from: its id's prefix ("m21", "gen", "survey", "user"; recordings: "pair", "slakh",
+    "maestro")."""
     return piece_id.split("-", 1)[0]
 
 
@@ -77,7 +82,7 @@ def write_manifest(root: Path) -> dict:
         split: {"pieces": sum(r.split == split for r in records),
                 "windows": sum(r.windows for r in records if r.split == split),
                 "hours": round(sum(r.seconds for r in records if r.split == split) / 3600, 3)}
-        for split in ("train", "heldout")
+        for split in ("train", *MIDI_COPIES) if split != "test" or any(r.split == split for r in records)
     }
     manifest = {"format": "midisynth.dataset/1", "splits": summary, "pieces": [asdict(r) for r in records]}
     write_atomic(Path(root) / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))

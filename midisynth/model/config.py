@@ -117,7 +117,8 @@ class TrainConfig:
     ema_decay: float = 0.999
     cond_dropout: float = 0.1  # probability of dropping all conditioning (classifier-free guidance)
     context_level_jitter: float = 0.0  # std (log units) of a random gain on each context (jitter_context_level)
-    # Sampling weight of a training window by its piece's source (the id's prefix: "m21", "gen", "survey", "user");
+    # Sampling weight of a training window by its piece's source (the id's prefix: "m21", "gen", "survey", "user",
+    # and for recordings "pair", "slakh", "maestro");
     # sources not named weigh 1. Empty: every window equally often (shuffled epochs).
     source_weights: dict[str, float] = field(default_factory=dict)
     # Learning-rate multiplier of the decoder's cue projection (models with a note roll). It starts at
