@@ -199,10 +199,11 @@ def main() -> None:
     parser.add_argument("--default-steps", type=int, default=20)
     args = parser.parse_args()
 
+    from midisynth.model.resolve import bundled_manifest, bundled_sampling
     from midisynth.render.pipeline import RenderOptions
 
-    defaults = RenderOptions()
-    default_steps = defaults.num_steps
+    defaults = RenderOptions().resolved(bundled_sampling(bundled_manifest()))
+    default_steps = defaults.steps
     report: dict = {
         "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
         "help_s": bench_help(),

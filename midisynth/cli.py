@@ -5,13 +5,15 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from midisynth.constants import DEFAULT_GUIDANCE, DEFAULT_PRECISION, DEFAULT_SAMPLER
+from midisynth.constants import DEFAULT_PRECISION, MAX_SONG_EVENTS, MAX_SONG_SECONDS
 from midisynth.model.hub import OFFICIAL_MODEL
 
 app = typer.Typer(
@@ -25,11 +27,25 @@ app = typer.Typer(
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
 
 
 def _err(message: str) -> None:
     typer.echo(f"midisynth: {message}", err=True)
+
+
+@contextmanager
+def _stop_cleanly_on_signals() -> Iterator[None]:
+    """Ctrl-C, SIGTERM, SIGHUP and every other terminating signal unwind the block (temporary files are deleted),
+    then the command exits with 128 + the signal's number after one line."""
+    from midisynth.training.stopping import Terminated, exit_on_signals
+
+    try:
+        with exit_on_signals():
+            yield
+    except Terminated as stop:
+        _err(f"{'interrupted' if stop.signal_name == 'SIGINT' else 'stopped by ' + stop.signal_name}; "
+             "no partial output was left behind")
+        raise typer.Exit(stop.code) from None
 
 
 def _version(value: bool) -> None:
@@ -58,21 +74,28 @@ ModelOption = Annotated[str | None, typer.Option(
     show_default="the bundled model",
     envvar="MIDISYNTH_MODEL")]
 DeviceOption = Annotated[Device, typer.Option(help="Where to run the networks.", envvar="MIDISYNTH_DEVICE")]
-SamplerOption = Annotated[str, typer.Option(help="ddpm (diffusers), paper, ddim or dpmpp.")]
-StepsOption = Annotated[int | None, typer.Option(min=1, help="Denoising steps per window.", show_default="4 for ddim, else the sampler's")]
-GuidanceOption = Annotated[float, typer.Option(min=1.0, help="Classifier-free guidance weight; 1 disables it.")]
+SamplerOption = Annotated[str | None, typer.Option(help="ddpm (diffusers), paper, ddim or dpmpp.", show_default="the model's (midisynth models)")]
+StepsOption = Annotated[int | None, typer.Option(min=1, help="Denoising steps per window.", show_default="the model's for its sampler, else the sampler's usual")]
+GuidanceOption = Annotated[float | None, typer.Option(min=1.0, help="Classifier-free guidance weight; 1 disables it.", show_default="the model's")]
 SeedOption = Annotated[int, typer.Option(help="Random seed (same seed, model and device: same audio).")]
 VocoderOption = Annotated[str | None, typer.Option(help="griffin-lim, PATH.onnx or PATH.safetensors (neural vocoder).", show_default="the model's, else griffin-lim")]
 PrecisionOption = Annotated[str, typer.Option(help="Network arithmetic: fp32, bf16 or fp16.")]
 
 
+def _render_options(sampler, steps, guidance, seed, precision):
+    """The sampling options, checked (ValueError) before any model is loaded."""
+    from midisynth.render.pipeline import RenderOptions
+
+    return RenderOptions(sampler=sampler, steps=steps, guidance=guidance, seed=seed, precision=precision)
+
+
 def _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, precision, allow_pickle=False):
     """Build the Synthesizer, or exit with status 2 and one line for a bad model, option or device."""
     from midisynth.model.checkpoints import CheckpointError
-    from midisynth.render.pipeline import RenderOptions, Synthesizer
+    from midisynth.render.pipeline import Synthesizer
 
     try:
-        options = RenderOptions(sampler=sampler, steps=steps, guidance=guidance, seed=seed, precision=precision)
+        options = _render_options(sampler, steps, guidance, seed, precision)
         return Synthesizer.from_pretrained(model, device=device.value, vocoder=vocoder, options=options,
                                            allow_pickle=allow_pickle)
     except (CheckpointError, ValueError, FileNotFoundError, ImportError) as err:
@@ -80,26 +103,11 @@ def _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, precisi
         raise typer.Exit(EXIT_USAGE) from None
 
 
-DEFAULT_MAX_DURATION = 4 * 3600.0  # seconds; longer songs are refused unless --max-duration lifts the limit
-DEFAULT_MAX_EVENTS = 1_000_000  # MIDI events (about 0.4 GB to parse); more are refused unless --max-events lifts it
+def _read_song(source: str, limits=None, start: float = 0.0, end: float | None = None):
+    """Read a MIDI file or stdin ('-') within `limits` (None: none), cut to [start, end] seconds when asked."""
+    from midisynth.score.midi import NO_LIMITS, read_midi
 
-
-def _read_song(source: str, max_duration: float = 0.0, start: float = 0.0, end: float | None = None,
-               max_events: int = 0):
-    """Read a MIDI file or stdin ('-'), cut to [start, end] seconds when asked; refuse files of more than
-    `max_events` events before parsing them and songs longer than `max_duration` seconds (0: no limit)."""
-    from midisynth.score.midi import MidiError, read_midi
-
-    song = read_midi(sys.stdin.buffer.read() if source == "-" else source, max_events=max_events)
-    if start or end is not None:
-        try:
-            song = song.excerpt(start, end)
-        except ValueError as err:
-            raise MidiError(str(err)) from None
-    if max_duration and song.duration > max_duration:
-        raise MidiError(f"song is {song.duration / 3600:.2f} h long, over the {max_duration:g} s limit "
-                        "(raise it with --max-duration SECONDS, or 0 for no limit)")
-    return song
+    return read_midi(sys.stdin.buffer.read() if source == "-" else source, limits or NO_LIMITS, start, end)
 
 
 class AudioContainer(StrEnum):
@@ -130,24 +138,30 @@ Environment: MIDISYNTH_MODEL and MIDISYNTH_DEVICE set the defaults of --model an
 
 
 def _check_output_options(jobs, container: str | None, bit_depth: str | None, loudness: float | None, stems: bool,
-                          plot: str | None) -> dict[str, Path]:
+                          plot: str | None, mel_out: Path | None) -> dict[str, Path]:
     """Refuse output options that cannot work, before anything renders; returns each target's plot path."""
     from midisynth.extras import import_extra
     from midisynth.jobs.output import audio_format
-    from midisynth.jobs.plan import STDIO, UsageError
+    from midisynth.jobs.plan import STDIO, UsageError, check_name_lengths, check_not_inputs
 
     for target in {job.target for job in jobs}:
         audio_format(target, container, bit_depth)
     if stems and any(job.target == STDIO for job in jobs):
         raise UsageError("--stems writes files beside the mix: give -o FILE or a directory, not '-'")
+    if mel_out is not None and len(jobs) != 1:
+        raise UsageError("--mel-out takes exactly one input")
     if loudness is not None:
         import_extra("pyloudnorm", "loudness", "--loudness")
-    if plot is None:
-        return {}
-    import_extra("matplotlib", "plot", "--plot")
-    from midisynth.jobs.plot import plot_paths
+    plots = {}
+    if plot is not None:
+        import_extra("matplotlib", "plot", "--plot")
+        from midisynth.jobs.plot import plot_paths
 
-    return plot_paths(jobs, plot)
+        plots = plot_paths(jobs, plot)
+    extra_outputs = [*plots.values(), *([mel_out] if mel_out is not None else [])]
+    check_name_lengths(extra_outputs)
+    check_not_inputs(jobs, extra_outputs)
+    return plots
 
 
 @app.command(epilog=RENDER_EXAMPLES)
@@ -156,9 +170,9 @@ def render(
     output: Annotated[str | None, typer.Option("-o", "--output", help="Output file, directory, or '-' (WAV on stdout).")] = None,
     model: ModelOption = None,
     device: DeviceOption = Device.auto,
-    sampler: SamplerOption = DEFAULT_SAMPLER,
+    sampler: SamplerOption = None,
     steps: StepsOption = None,
-    guidance: GuidanceOption = DEFAULT_GUIDANCE,
+    guidance: GuidanceOption = None,
     seed: SeedOption = 0,
     vocoder: VocoderOption = None,
     precision: PrecisionOption = DEFAULT_PRECISION,
@@ -167,8 +181,8 @@ def render(
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave existing outputs alone (resume a batch).")] = False,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Songs generated together (faster batches, same audio).")] = 1,
-    max_duration: Annotated[float, typer.Option(min=0.0, help="Refuse songs longer than this many seconds (0: no limit).")] = DEFAULT_MAX_DURATION,
-    max_events: Annotated[int, typer.Option(min=0, help="Refuse MIDI files of more events than this, before parsing (0: no limit).")] = DEFAULT_MAX_EVENTS,
+    max_duration: Annotated[float, typer.Option(min=0.0, help="Refuse songs longer than this many seconds (0: no limit).")] = MAX_SONG_SECONDS,
+    max_events: Annotated[int, typer.Option(min=0, help="Refuse MIDI files of more events than this, before parsing (0: no limit).")] = MAX_SONG_EVENTS,
     shard_spec: Annotated[str | None, typer.Option("--shard", help="Render only shard I of N (e.g. 3/8) for job arrays.")] = None,
     sample_rate: Annotated[int, typer.Option("--sample-rate", "-r", min=8000, max=192000, help="Output rate in Hz (soxr resampling from 16 kHz).")] = 16000,
     start: Annotated[float, typer.Option(min=0.0, help="Render from this time (seconds).")] = 0.0,
@@ -183,46 +197,49 @@ def render(
     """Render MIDI to audio: WAV, FLAC or OGG (by extension or --format), optionally loudness-normalised, with
     per-instrument stems and a spectrogram plot."""
     from midisynth.jobs.output import EXTENSIONS, OutputError
-    from midisynth.jobs.plan import UsageError, parse_shard, plan_jobs, shard, unfinished
+    from midisynth.jobs.plan import UsageError, parse_shard, plan_jobs, shard
 
     container = output_format.value.upper() if output_format else None
     depth = bit_depth.value if bit_depth else None
     try:
+        if end is not None and end <= start:
+            raise UsageError(f"--end {end:g} must be after --start {start:g} (seconds)")
+        if overwrite and skip_existing:
+            raise UsageError("--overwrite and --skip-existing contradict each other")
+        _render_options(sampler, steps, guidance, seed, precision)  # refused before any model loads
         jobs = plan_jobs(inputs, output, extension=EXTENSIONS[container] if container else ".wav")
         if shard_spec is not None:
-            jobs = shard(jobs, *parse_shard(shard_spec))
-        plots = _check_output_options(jobs, container, depth, loudness, stems, plot)
-    except (UsageError, OutputError, ImportError) as err:
+            planned, jobs = len(jobs), shard(jobs, *parse_shard(shard_spec))
+            if not jobs:
+                if not quiet:
+                    _err(f"shard {shard_spec} has nothing to do ({planned} input file{'s' * (planned != 1)} "
+                         f"for {parse_shard(shard_spec)[1]} shards)")
+                return
+        plots = _check_output_options(jobs, container, depth, loudness, stems, plot, mel_out)
+    except (UsageError, OutputError, ImportError, ValueError) as err:
         _err(str(err))
         raise typer.Exit(EXIT_USAGE) from None
-    if overwrite and skip_existing:
-        _err("--overwrite and --skip-existing contradict each other")
-        raise typer.Exit(EXIT_USAGE)
-    if mel_out is not None and len(jobs) != 1:
-        _err("--mel-out takes exactly one input")
-        raise typer.Exit(EXIT_USAGE)
+
+    from midisynth.jobs.run import OutputSettings, RenderFailure, run_jobs, unfinished
+    from midisynth.score.midi import SongLimits
+
+    settings = OutputSettings(sample_rate=sample_rate, container=container, bit_depth=depth,
+                              loudness_lufs=loudness, stems=stems, overwrite=overwrite)
     if skip_existing:
-        jobs = unfinished(jobs)
+        jobs = unfinished(jobs, settings, notify=None if quiet else _err)
         if not jobs:
             if not quiet:
                 _err("nothing to do: every output exists (--skip-existing)")
             return
 
-    from midisynth.jobs.run import OutputSettings, RenderFailure, run_jobs
-
     synth = _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, precision, allow_pickle)
-    show_progress = not quiet
-    settings = OutputSettings(sample_rate=sample_rate, container=container, bit_depth=depth,
-                              loudness_lufs=loudness, stems=stems, overwrite=overwrite)
-    try:
+    limits = SongLimits(max_duration=max_duration, max_events=max_events)
+    with _stop_cleanly_on_signals():
         failures: list[RenderFailure] = run_jobs(synth, jobs, settings=settings, mel_out=mel_out, plots=plots,
-                                                 read_song=functools.partial(_read_song, max_duration=max_duration, start=start, end=end,
-                                                                             max_events=max_events),
-                                                 progress=show_progress, batch_size=batch_size,
+                                                 read_song=functools.partial(_read_song, limits=limits, start=start,
+                                                                             end=end),
+                                                 progress=not quiet, batch_size=batch_size,
                                                  notify=None if quiet else _err)
-    except KeyboardInterrupt:
-        _err("interrupted; no partial output was left behind")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
     for failure in failures:
         _err(f"{failure.name}: {failure.message}")
     if len(jobs) > 1 and not quiet:
@@ -379,8 +396,21 @@ def convert(
     output: Annotated[Path, typer.Argument(help="The midisynth .safetensors file to write.")],
     half: Annotated[bool, typer.Option("--half/--full", help="Store weights as float16 (half the size).")] = False,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace an existing output file.")] = False,
 ) -> None:
     """Convert a checkpoint to midisynth's single-file format; prints its sha256."""
+    from midisynth.jobs.output import OutputError, check_writable
+    from midisynth.jobs.plan import UsageError, check_name_lengths
+
+    try:
+        check_name_lengths([output])
+        check_writable(output, overwrite=True)  # no socket, a name the system can look up
+        if output.is_file() and not overwrite:
+            raise OutputError(f"{output}: already exists (pass --overwrite to replace it)")
+    except (UsageError, OutputError) as err:
+        _err(str(err))
+        raise typer.Exit(EXIT_FAILED) from None
+
     import torch
 
     from midisynth.model.checkpoints import CheckpointError, save_model
@@ -393,8 +423,14 @@ def convert(
         _err(str(err))
         raise typer.Exit(EXIT_FAILED) from None
     origin = checkpoint.metadata.get("hub_id") or Path(source).name  # hub id@commit, else the file's name
-    digest = save_model(checkpoint.model, output, {"converted_from": origin},
-                        dtype=torch.float16 if half else torch.float32)
+    try:
+        with _stop_cleanly_on_signals():
+            digest = save_model(checkpoint.model, output,
+                                {"converted_from": origin, "sampling": checkpoint.sampling.to_json()},
+                                dtype=torch.float16 if half else torch.float32, replace=overwrite)
+    except OutputError as err:
+        _err(str(err))
+        raise typer.Exit(EXIT_FAILED) from None
     typer.echo(f"{digest}  {output}")
 
 
@@ -422,16 +458,19 @@ def download(
 
 @app.command()
 def models() -> None:
-    """List the bundled default model and its vocoder, and the checkpoints in the Hugging Face cache."""
+    """List the bundled default model and its vocoder, and the checkpoints in the Hugging Face cache, each with
+    the sampling it is rendered with unless --sampler, --steps or --guidance say otherwise."""
     from midisynth.model.hub import cache_dir, cached_models
-    from midisynth.model.resolve import BUNDLED_DIR, bundled_manifest
+    from midisynth.model.resolve import BUNDLED_DIR, bundled_manifest, bundled_sampling, hub_sampling
 
     manifest = bundled_manifest()
     if manifest is None:
         typer.echo("no bundled default model installed")
     for role, entry in (manifest or {}).items():
-        details = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("file", "sha256"))
+        details = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("file", "sha256", "sampling"))
         typer.echo(f"{role}: {BUNDLED_DIR / entry['file']}  sha256={entry['sha256'][:16]}…  {details}")
+        if role == "model":
+            typer.echo(f"  sampling: {bundled_sampling(manifest) or 'by its prediction type'}")
     try:
         cached = cached_models()
     except ImportError as err:
@@ -442,6 +481,7 @@ def models() -> None:
     for found in cached:
         name = f"{found.repo_id}@{found.refs[0] if found.refs else found.commit}"
         typer.echo(f"hub: {name}  commit={found.commit[:12]}  {found.size_bytes / 1e6:,.1f} MB  {found.path}")
+        typer.echo(f"  sampling: {hub_sampling(found.repo_id)}")
 
 
 @app.command("eval")
@@ -456,9 +496,9 @@ def evaluate(
     visqol: Annotated[bool, typer.Option(help="ViSQOL MOS-LQO (visqol-python; the eval extra).")] = True,
     model: ModelOption = None,
     device: DeviceOption = Device.auto,
-    sampler: SamplerOption = DEFAULT_SAMPLER,
+    sampler: SamplerOption = None,
     steps: StepsOption = None,
-    guidance: GuidanceOption = DEFAULT_GUIDANCE,
+    guidance: GuidanceOption = None,
     seed: SeedOption = 0,
     vocoder: VocoderOption = None,
     precision: PrecisionOption = DEFAULT_PRECISION,

@@ -33,6 +33,10 @@ MAX_SHIFT_SECONDS = 10
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 NUM_SPECIAL_TOKENS = 3
 
+# Songs longer or files larger than this are refused (midisynth.score.midi.SongLimits) unless the caller lifts the limit.
+MAX_SONG_SECONDS = 4 * 3600.0
+MAX_SONG_EVENTS = 1_000_000  # MIDI events, counted before parsing (about 0.4 GB to parse)
+
 # Sub-folders of a diffusers-layout checkpoint that hold network weights (config.json + diffusion_pytorch_model.*).
 DIFFUSERS_MODULES = ("notes_encoder", "continuous_encoder", "decoder")
 
@@ -40,7 +44,6 @@ DIFFUSERS_MODULES = ("notes_encoder", "continuous_encoder", "decoder")
 # sampler, steps and guidance): for the bundled model more DDIM steps do not score better (they sharpen details the
 # reference does not have), so 4, nearly the fastest; guidance makes it worse, so it is off (the paper's 5 suits its
 # large model). bf16 autocast scores as fp32; use --precision fp32 on CPUs that have no native bf16.
-DEFAULT_SAMPLER = "ddim"
-DEFAULT_STEPS = 4  # the default sampler's step count
-DEFAULT_GUIDANCE = 1.0  # classifier-free guidance weight; 1 disables guidance
+# These sampling settings are the bundled model's (its manifest) and any v-prediction model's that states none
+# (midisynth.render.samplers.V_PREDICTION_SAMPLING); a model's own stored settings come first.
 DEFAULT_PRECISION = "bf16"

@@ -235,3 +235,44 @@ def test_corrupted_bundled_model_is_refused_before_rendering(tmp_path, tiny_cfg,
     assert result.exit_code == 2
     assert "model.safetensors: sha256 mismatch (file corrupted or replaced)" in result.output
     assert not out.exists()
+
+
+def test_sampling_defaults_are_stored_with_the_model(tmp_path, tiny_cfg, short_midi):
+    from midisynth.model.resolve import resolve_model
+    from midisynth.render.pipeline import RenderOptions, Synthesizer
+    from midisynth.render.samplers import DIFFUSERS_SAMPLING, V_PREDICTION_SAMPLING, SamplingDefaults
+
+    model = SpectrogramDiffusion(tiny_cfg)  # an epsilon model, like the official checkpoint
+    save_model(model, tmp_path / "eps.safetensors")
+    assert load_model_file(tmp_path / "eps.safetensors").sampling == DIFFUSERS_SAMPLING
+    chosen = SamplingDefaults("dpmpp", 12, 1.5)
+    save_model(model, tmp_path / "own.safetensors", {"sampling": chosen.to_json()})
+    synth = Synthesizer.from_pretrained(str(tmp_path / "own.safetensors"), device="cpu", vocoder="griffin-lim")
+    assert (synth.options.sampler, synth.options.steps, synth.options.guidance) == ("dpmpp", 12, 1.5)
+    overridden = Synthesizer.from_pretrained(str(tmp_path / "own.safetensors"), device="cpu", vocoder="griffin-lim",
+                                             options=RenderOptions(sampler="ddim", guidance=1.0))
+    assert (overridden.options.sampler, overridden.options.steps, overridden.options.guidance) == ("ddim", 20, 1.0)
+    assert overridden.with_options(steps=3).options.steps == 3
+
+    # a file written before sampling defaults were stored: loaded, with those of its prediction type
+    state = load_file(tmp_path / "own.safetensors")
+    with open(tmp_path / "own.safetensors", "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))["__metadata__"]
+    del header["sampling"]
+    save_file(state, tmp_path / "old.safetensors", metadata=header)
+    assert load_model_file(tmp_path / "old.safetensors").sampling == DIFFUSERS_SAMPLING
+    save_file(state, tmp_path / "bad.safetensors", metadata={**header, "sampling": '{"sampler": "magic"}'})
+    with pytest.raises(CheckpointError, match="bad.safetensors: invalid sampling defaults"):
+        load_model_file(tmp_path / "bad.safetensors")
+
+    bundled = resolve_model(None)  # its manifest states DDIM, 4 steps, no guidance; its hash still checks out
+    assert bundled.sampling == V_PREDICTION_SAMPLING == SamplingDefaults("ddim", 4, 1.0)
+
+
+def test_models_shows_the_bundled_sampling():
+    from tests.test_cli import run
+
+    result = run("models")
+    lines = result.stdout.splitlines()
+    assert result.exit_code == 0 and lines[0].startswith("model: ")
+    assert lines[1] == "  sampling: ddim, 4 steps, guidance 1"

@@ -23,6 +23,7 @@ from midisynth.model.checkpoints import file_sha256, load_diffusers, load_model_
 from midisynth.model.config import load_config
 from midisynth.model.resolve import resolve_model
 from midisynth.render.pipeline import Synthesizer
+from midisynth.render.samplers import DIFFUSERS_SAMPLING, SamplingDefaults
 from midisynth.vocoders.vocoder import GriffinLim, OnnxVocoder
 from tests.conftest import FAST, ROOT
 from tests.onnx_models import NEEDS_ONNXRUNTIME, ToyMelGan, export_onnx
@@ -137,7 +138,9 @@ def test_models_lists_cached_checkpoints(official_layout, hub_cache, tmp_path):
     megabytes = sum(f.stat().st_size for f in official_layout.rglob("*") if f.is_file()) / 1e6
     expected = f"hub: {REPO}@main  commit={COMMIT[:12]}  {megabytes:,.1f} MB  {snapshot}"
     result = run("models")
-    assert result.exit_code == 0 and expected in result.stdout.splitlines()
+    lines = result.stdout.splitlines()
+    assert result.exit_code == 0 and expected in lines
+    assert lines[lines.index(expected) + 1] == "  sampling: ddpm, 100 steps, guidance 1"  # diffusers' pipeline
     assert "someone/bert" not in result.stdout
     # a fresh process finds the cache through HF_HUB_CACHE alone
     fresh = subprocess.run([sys.executable, "-m", "midisynth.cli", "models"], capture_output=True, text=True,
@@ -201,6 +204,7 @@ def test_convert_a_cached_hub_id(official_layout, hub_cache, tmp_path):
     assert digest == file_sha256(out)
     converted = load_model_file(out, expected_sha256=digest)
     assert converted.metadata["converted_from"] == f"{REPO}@{COMMIT}"
+    assert converted.sampling == DIFFUSERS_SAMPLING == SamplingDefaults("ddpm", 100, 1.0)  # carried over
     expected = load_diffusers(official_layout).model.state_dict()
     for name, tensor in converted.model.state_dict().items():
         torch.testing.assert_close(tensor, expected[name])

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from midisynth.constants import EOS_ID
-from midisynth.score.midi import MidiError, Note, Song, apply_sustain, read_midi
+from midisynth.score.midi import NO_LIMITS, MidiError, Note, Song, SongLimits, apply_sustain, read_midi
 from midisynth.score.tokens import tokenize
 from tests.malformed import C4_ONE_BEAT, END_OF_TRACK, REFUSED, RENDERS, VALID, meta, mutations, smf
 
@@ -168,9 +168,9 @@ def test_empty_tracks_are_read():
 @pytest.mark.parametrize("path", VALID, ids=[p.stem for p in VALID])
 def test_event_limit_counts_events_exactly(path):
     events = sum(len(track) for track in mido.MidiFile(path).tracks)
-    read_midi(path, max_events=events)
+    read_midi(path, SongLimits(max_events=events))
     with pytest.raises(MidiError, match=f"over {events - 1:,} MIDI events, the limit .*--max-events"):
-        read_midi(path, max_events=events - 1)
+        read_midi(path, SongLimits(max_events=events - 1))
 
 
 def test_fuzz_target_runs_briefly(tmp_path):
@@ -198,3 +198,76 @@ def test_excerpt_cuts_and_retimes():
     assert song.excerpt(10.5).duration == 0.5
     with pytest.raises(ValueError, match="start < end"):
         song.excerpt(5.0, 4.0)
+    with pytest.raises(ValueError, match="the excerpt starts at 12 s, but the song ends at 11.00 s"):
+        song.excerpt(12.0, 20.0)
+
+
+def _high_resolution_song() -> bytes:
+    """10 080 ticks per beat (as music21 writes), tempo changes, and notes up to 10 minutes: 12.6 million ticks,
+    past pretty_midi's own 10^7 limit."""
+    beat = 10_080
+    mid = mido.MidiFile(ticks_per_beat=beat)
+    conductor = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500_000, time=0),
+                                mido.MetaMessage("set_tempo", tempo=437_500, time=7 * beat),
+                                mido.MetaMessage("set_tempo", tempo=600_001, time=13 * beat + 17)])
+    notes = mido.MidiTrack([mido.Message("program_change", program=40, time=0)])
+    for k in range(1, 9):  # the note-on of note k, then its note-off, further and further apart
+        notes += [mido.Message("note_on", note=60 + k, velocity=80, time=k * 997 * k),
+                  mido.Message("note_off", note=60 + k, time=beat // (k + 1))]
+    notes += [mido.Message("note_on", note=72, velocity=80, time=1_250 * beat - 50_000),
+              mido.Message("note_off", note=72, time=beat)]
+    mid.tracks += [conductor, notes]
+    out = io.BytesIO()
+    mid.save(file=out)
+    return out.getvalue()
+
+
+def test_high_resolution_files_read_as_the_reference_reads_them(monkeypatch):
+    import pretty_midi
+
+    note_seq = pytest.importorskip("note_seq", reason="parity needs note-seq 0.0.5 (installed by make test)")
+    midi_utils = pytest.importorskip(
+        "diffusers.pipelines.deprecated.spectrogram_diffusion.midi_utils", reason="needs diffusers==0.35.2")
+    data = _high_resolution_song()
+    ns = note_seq.apply_sustain_control_changes(note_seq.midi_to_note_sequence(data))
+    expected = sorted((n.start_time, n.end_time, n.pitch, n.velocity, n.program) for n in ns.notes)
+    reference_tokens = [[int(t) for t in w if t] for w in midi_utils.MidiProcessor()(data)]
+    monkeypatch.setattr(pretty_midi.pretty_midi, "MAX_TICK", 1e7)  # pretty_midi's own, without note_seq's import
+    song = read_midi(data)
+    assert song.duration > 600 and len(expected) == 9
+    assert sorted((n.start, n.end, n.pitch, n.velocity, n.program) for n in song.notes) == expected  # exact times
+    assert tokenize(song) == reference_tokens
+    assert pretty_midi.pretty_midi.MAX_TICK == 1e7  # left as it was
+
+
+def test_song_length_not_the_tick_count_protects_memory():
+    """A note at tick 9 * 10^9 (under note_seq's 10^10) would need a 72 GB tick table in pretty_midi: the file
+    is read at once and refused for its length; past 10^10 it is refused as the reference refuses it."""
+    wait = [mido.MetaMessage("text", text="", time=250_000_000) for _ in range(36)]  # 9 * 10^9 ticks
+    far = one_track(*wait, mido.Message("note_on", note=60, velocity=80), mido.Message("note_off", note=60, time=480))
+    with pytest.raises(MidiError, match=r"song is 2604.17 h long, over the 4.00 h limit \(raise it with --max-dur"):
+        read_midi(far)
+    (only,) = read_midi(far, NO_LIMITS).notes  # 960 ticks a second
+    assert (only.start, only.end, only.pitch) == (pytest.approx(9 * 10**9 / 960), pytest.approx((9 * 10**9 + 480) / 960), 60)
+    too_far = one_track(*wait, *wait[:4], mido.Message("note_on", note=60, velocity=80, time=1))
+    with pytest.raises(MidiError, match="largest tick of 10000000002, it is likely corrupt"):
+        read_midi(too_far, NO_LIMITS)
+
+
+def test_notes_never_released_are_counted():
+    on, off = (lambda pitch, time=0: mido.Message("note_on", note=pitch, velocity=80, time=time),
+               lambda pitch, time=0: mido.Message("note_off", note=pitch, time=time))
+    data = one_track(
+        on(60), on(60, 10), off(60, 10),  # one note-off closes both: nothing left open
+        on(62), off(62, 10), on(62),  # released, then a new one never released: 1
+        on(64, 10), off(64), on(64),  # empty (on and off at one tick, dropped as empty), then never released: 1
+        on(65, 10), on(65, 10), off(65),  # the off closes the earlier one; the one begun at its tick stays: 1
+        on(67), mido.Message("note_on", note=67, velocity=0, time=10),  # velocity 0 releases it
+        mido.Message("note_on", note=69, velocity=80, channel=1), off(69),  # another channel's off: 1
+    )
+    song = read_midi(data)
+    assert song.unreleased == 4
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
+    assert len(song.notes) == sum(len(inst.notes) for inst in pm.instruments) == 5

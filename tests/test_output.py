@@ -12,7 +12,13 @@ import soundfile as sf
 
 from midisynth.constants import SAMPLE_RATE
 from midisynth.files import save_text_atomic
-from midisynth.jobs.output import OutputError, write_audio_file, write_wav_stream
+from midisynth.jobs.output import (
+    OutputError,
+    audio_file_problem,
+    audio_format,
+    write_audio_file,
+    write_wav_stream,
+)
 from midisynth.model.checkpoints import save_model
 from midisynth.model.config import load_config
 from midisynth.model.networks import SpectrogramDiffusion
@@ -63,3 +69,50 @@ def test_wav_stream_header_matches_samples():
     audio, rate = sf.read(io.BytesIO(buffer.getvalue()), dtype="float32")
     assert written == 3 * 1600 and rate == SAMPLE_RATE and audio.shape == (3 * 1600,)
     np.testing.assert_allclose(audio[1600:1605], 0.02, atol=1 / 32768)
+
+
+def test_a_file_written_meanwhile_is_not_replaced(tmp_path):
+    """Another program (a second render of the same output) finishes first: this one fails, that file stays."""
+    out = tmp_path / "a.wav"
+
+    def chunks():
+        yield np.zeros(1600, np.float32)
+        out.write_bytes(b"the other render's")
+        yield np.zeros(1600, np.float32)
+
+    with pytest.raises(OutputError, match="already exists"):
+        write_audio_file(out, chunks())
+    assert out.read_bytes() == b"the other render's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]
+    write_audio_file(out, _chunks(1), overwrite=True)  # asked to replace: replaced
+    assert sf.info(out).frames == 1600
+
+
+def test_a_device_is_written_into_not_replaced(tmp_path):
+    device = tmp_path / "null"
+    try:
+        os.mknod(device, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers
+    except PermissionError:
+        pytest.skip("creating a device node needs CAP_MKNOD")
+    for extension, overwrite in (("WAV", False), ("FLAC", True)):
+        written = write_audio_file(device, _chunks(2), overwrite=overwrite, encoding=audio_format("x", extension))
+        assert written == 3200 and stat.S_ISCHR(device.stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]
+
+
+@pytest.mark.parametrize("container", ["WAV", "FLAC", "OGG"])
+def test_incomplete_audio_files_are_told_apart(tmp_path, container):
+    path = tmp_path / f"a.{container.lower()}"
+    encoding = audio_format(path)
+    write_audio_file(path, (np.sin(np.arange(n, n + 16000) / 9.0).astype(np.float32) * 0.3 for n in range(0, 96000, 16000)),
+                     encoding=encoding)
+    assert audio_file_problem(path, encoding, SAMPLE_RATE) is None
+    assert audio_file_problem(path, encoding, 44100) == "mono at 16000 Hz audio, not mono at 44100 Hz"
+    complete = path.read_bytes()
+    path.write_bytes(complete[: len(complete) * 2 // 3])
+    assert audio_file_problem(path, encoding, SAMPLE_RATE) == "truncated"
+    path.write_bytes(b"")
+    assert audio_file_problem(path, encoding, SAMPLE_RATE) == "empty (0 bytes)"
+    other = audio_format("x.wav", bit_depth="24") if container != "WAV" else audio_format("x.flac")
+    path.write_bytes(complete)
+    assert audio_file_problem(path, other, SAMPLE_RATE).startswith(f"a {container} file, not ")

@@ -1,12 +1,19 @@
-"""`midisynth render` under bad input and bad outputs: a malformed corpus in one batch, disk full, stdout closed
-early, unusable output directories, the event limit, and bit-identical output for the same seed."""
+"""`midisynth render` and `convert` under bad input, bad options and bad outputs: a malformed corpus in one batch,
+disk full, stdout closed early, unusable output directories, signals, pipes, outputs that are the input or that
+exist incomplete, over-long names, the song limits, and bit-identical output for the same seed."""
 
 from __future__ import annotations
 
+import io
+import os
 import re
 import resource
+import signal
+import stat
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +21,7 @@ import pytest
 import soundfile as sf
 
 from midisynth.constants import HOP_LENGTH, SAMPLE_RATE
+from midisynth.model.checkpoints import file_sha256
 from midisynth.render.pipeline import song_frames
 from midisynth.score.midi import read_midi
 from midisynth.score.tokens import num_windows
@@ -159,3 +167,252 @@ def test_unwritable_output_directory(tiny_model_path, short_midi):
     assert result.exit_code == 1
     assert result.output == f"midisynth: {short_midi}: /sys/song.wav: write failed (Permission denied)\n"
 
+
+
+# -- outputs that must not be lost ---------------------------------------------------------------------------------
+
+
+def _slow_render(midi_dir: Path, model: Path, out: Path) -> subprocess.Popen:
+    """A render that takes long enough to be signalled while it writes (a 2-minute song at 200 steps)."""
+    from tests.conftest import write_midi
+
+    song = write_midi(midi_dir / "song.mid", [(60 + k % 12, k * 0.5, k * 0.5 + 0.4, 90) for k in range(240)])
+    cmd = [sys.executable, "-m", "midisynth.cli", "render", str(song), "-o", str(out), "--model", str(model),
+           "--sampler", "ddim", "--steps", "200", "-q"]
+    return subprocess.Popen(cmd, stderr=subprocess.PIPE)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_termination_signals_leave_no_partial_file(tiny_model_path, tmp_path, signum):
+    out = tmp_path / "out.wav"
+    proc = _slow_render(tmp_path, tiny_model_path, out)
+    try:
+        deadline = time.monotonic() + 600  # a busy machine may take minutes to import torch
+        while not list(tmp_path.glob(".*.part")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)  # wait until the render is writing
+        assert list(tmp_path.glob(".*.part")), "the render never started writing"
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signum, stderr
+    what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+    assert stderr.decode() == f"midisynth: {what}; no partial output was left behind\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["song.mid"]
+
+
+def test_named_pipe_output_is_written_into_not_replaced(tiny_model_path, short_midi, tmp_path):
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()), daemon=True)
+    reader.start()
+    result = run("render", str(short_midi), "-o", str(pipe), "--format", "wav", "--overwrite",
+                 "--model", str(tiny_model_path), *FAST)
+    reader.join(timeout=60)
+    assert result.exit_code == 0, result.output
+    assert stat.S_ISFIFO(pipe.stat().st_mode)
+    audio, rate = sf.read(io.BytesIO(received[0]))
+    song = read_midi(short_midi)
+    assert rate == SAMPLE_RATE and audio.shape == (song_frames(song, 1) * HOP_LENGTH,) and np.abs(audio).max() > 0
+    flac = run("render", str(short_midi), "-o", str(pipe), "--format", "flac", "--model", str(tiny_model_path), *FAST)
+    assert flac.exit_code == 1 and stat.S_ISFIFO(pipe.stat().st_mode)
+    assert flac.output == (f"midisynth: {short_midi}: {pipe}: a named pipe takes a WAV stream only, not FLAC "
+                           "(use --format wav)\n")
+
+
+def test_skip_existing_renders_again_what_is_not_a_complete_output(tiny_model_path, short_midi, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for name in ("done", "empty", "cut", "text", "flac"):
+        (src / f"{name}.mid").write_bytes(short_midi.read_bytes())
+    args = ("render", str(src), "-o", str(out), "--model", str(tiny_model_path), *FAST)
+    assert run(*args).exit_code == 0
+    complete = (out / "done.wav").read_bytes()
+    (out / "empty.wav").write_bytes(b"")
+    (out / "cut.wav").write_bytes(complete[: len(complete) // 2])
+    (out / "text.wav").write_text("not audio")
+    sf.write(out / "flac.wav", np.zeros(1600), SAMPLE_RATE, format="FLAC")
+    result = run(*[arg for arg in args if arg != "-q"], "--skip-existing")
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.output.splitlines() if line.startswith("midisynth: ")] == [
+        f"midisynth: {out / 'cut.wav'}: exists but is truncated; rendering it again",
+        f"midisynth: {out / 'empty.wav'}: exists but is empty (0 bytes); rendering it again",
+        f"midisynth: {out / 'flac.wav'}: exists but is a FLAC file, not WAV; rendering it again",
+        f"midisynth: {out / 'text.wav'}: exists but is not an audio file; rendering it again",
+        "midisynth: 4 of 4 rendered",
+    ]
+    for name in ("done", "empty", "cut", "text", "flac"):
+        assert (out / f"{name}.wav").read_bytes() == complete, name  # same seed, same audio
+
+
+def test_output_that_is_the_input_is_refused(tiny_model_path, short_midi, tmp_path):
+    original = short_midi.read_bytes()
+    for extra in (["-o", str(short_midi), "--format", "wav", "--overwrite"],
+                  ["-o", str(tmp_path / "a.wav"), "--mel-out", str(short_midi)]):
+        result = run("render", str(short_midi), *extra, "--model", str(tiny_model_path), *FAST)
+        assert result.exit_code == 2, result.output
+        assert result.output == (f"midisynth: {short_midi}: this is the input file {short_midi}; write the output "
+                                 "elsewhere\n")
+    assert short_midi.read_bytes() == original
+
+
+def test_long_output_names(tiny_model_path, short_midi, tmp_path):
+    longest = tmp_path / ("n" * 251 + ".wav")  # 255 bytes, the usual limit: the temporary name must still fit
+    result = run("render", str(short_midi), "-o", str(longest), "--model", str(tiny_model_path), *FAST)
+    assert result.exit_code == 0, result.output
+    assert sf.info(longest).frames > 0
+    too_long = tmp_path / ("n" * 252 + ".wav")
+    result = run("render", str(short_midi), "-o", str(too_long), "--model", str(tiny_model_path), *FAST)
+    assert result.exit_code == 2
+    assert result.output == f"midisynth: {too_long}: file name too long (256 bytes; the file system takes at most 255)\n"
+    into_dir = run("render", str(short_midi), str(short_midi), "-o", str(too_long / "x"), *FAST)
+    assert into_dir.exit_code == 2 and into_dir.output.startswith(f"midisynth: {too_long / 'x'}")
+
+
+# -- one-line errors -----------------------------------------------------------------------------------------------
+
+
+def test_options_are_checked_before_any_model_loads(short_midi, tmp_path):
+    """A model that does not exist shows the options are refused first."""
+    missing_model = ("--model", str(tmp_path / "no-such-model.safetensors"))
+    cases = {
+        ("--seed", str(2**70)): f"midisynth: seed {2**70} does not fit in 64 bits; use 0 to {2**64 - 1}\n",
+        ("--start", "10", "--end", "5"): "midisynth: --end 5 must be after --start 10 (seconds)\n",
+    }
+    for options, message in cases.items():
+        result = run("render", str(short_midi), "-o", str(tmp_path / "o.wav"), *missing_model, *options)
+        assert (result.exit_code, result.output) == (2, message)
+
+
+def test_seed_range(tiny_model_path, short_midi, tmp_path):
+    for seed in (str(2**64 - 1), "-1"):
+        result = run("render", str(short_midi), "-o", str(tmp_path / f"{seed}.wav"), "--model", str(tiny_model_path),
+                     *FAST, "--seed", seed)
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "-1.wav").read_bytes() == (tmp_path / f"{2**64 - 1}.wav").read_bytes()  # torch wraps it
+
+
+@pytest.mark.parametrize("content", [b"", bytes(range(256)) * 40], ids=["empty", "random"])
+def test_unreadable_vocoder_file(tiny_model_path, short_midi, tmp_path, content):
+    vocoder = tmp_path / "garbage.safetensors"
+    vocoder.write_bytes(content)
+    result = run("render", str(short_midi), "-o", str(tmp_path / "o.wav"), "--model", str(tiny_model_path),
+                 "--vocoder", str(vocoder), *FAST)
+    assert result.exit_code == 2
+    assert re.fullmatch(rf"midisynth: {re.escape(str(vocoder))}: not a readable safetensors vocoder \(.+\)\n",
+                        result.output), result.output
+
+
+def test_excerpt_and_length_messages(tiny_model_path, short_midi, tmp_path):
+    from tests.conftest import write_midi
+
+    args = ("-o", str(tmp_path / "o.wav"), "--model", str(tiny_model_path), *FAST)
+    late = run("render", str(short_midi), *args, "--start", "10")
+    assert (late.exit_code, late.output) == (
+        1, f"midisynth: {short_midi}: the excerpt starts at 10 s, but the song ends at 1.50 s\n")
+    fifteen = write_midi(tmp_path / "fifteen.mid", [(60, 0.0, 15.0, 90)])
+    over = run("render", str(fifteen), *args, "--max-duration", "1")
+    assert (over.exit_code, over.output) == (
+        1, f"midisynth: {fifteen}: song is 15.0 s long, over the 1.0 s limit (raise it with --max-duration "
+           "SECONDS, or 0 for no limit)\n")
+
+
+def test_shard_with_nothing_to_do(short_midi, tmp_path):
+    result = run("render", str(short_midi), "-o", str(tmp_path / "o.wav"), "--shard", "2/4",
+                 "--model", str(tmp_path / "never-loaded"))
+    assert (result.exit_code, result.output) == (0, "midisynth: shard 2/4 has nothing to do (1 input file for 4 shards)\n")
+    assert run("render", str(short_midi), "-o", str(tmp_path / "o.wav"), "--shard", "2/4", "-q",
+               "--model", str(tmp_path / "never-loaded")).output == ""
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux's /sys, where nobody may create files")
+def test_unwritable_plot_or_spectrogram_path(tiny_model_path, short_midi, tmp_path):
+    for option, path in (("--mel-out", "/sys/mel.npy"), ("--plot", "/sys/plot.png")):
+        result = run("render", str(short_midi), "-o", str(tmp_path / "o.wav"), option, path,
+                     "--model", str(tiny_model_path), *FAST)
+        assert (result.exit_code, result.output) == (
+            1, f"midisynth: {short_midi}: {path}: cannot write in /sys (Permission denied)\n")
+        assert not (tmp_path / "o.wav").exists()  # refused before rendering
+
+
+def test_convert_output_errors(tiny_model_path, tmp_path):
+    (tmp_path / "file").write_bytes(b"")
+    existing = tmp_path / "existing.safetensors"
+    existing.write_bytes(b"keep")
+    cases = {
+        tmp_path / "file" / "m.safetensors": f"cannot create the output directory {tmp_path / 'file'} (a file has that name)",
+        existing: "already exists (pass --overwrite to replace it)",
+    }
+    if Path("/sys/kernel").is_dir():
+        cases[Path("/sys/m.safetensors")] = "cannot create a file in /sys (Permission denied)"
+    for output, message in cases.items():
+        result = run("convert", str(tiny_model_path), str(output))
+        assert (result.exit_code, result.output) == (1, f"midisynth: {output}: {message}\n")
+    assert existing.read_bytes() == b"keep"
+    replaced = run("convert", str(tiny_model_path), str(existing), "--overwrite")
+    assert replaced.exit_code == 0 and replaced.stdout.split()[0] == file_sha256(existing)
+
+
+def test_convert_onto_a_full_disk(tiny_model_path, tmp_path):
+    out = tmp_path / "m.safetensors"
+    proc = subprocess.run([sys.executable, "-m", "midisynth.cli", "convert", str(tiny_model_path), str(out)],
+                          capture_output=True, preexec_fn=_limit_file_size, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    assert re.fullmatch(rf"midisynth: {re.escape(str(out))}: write failed \(.*File too large.*\)\n",
+                        proc.stderr.decode()), proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- warnings ------------------------------------------------------------------------------------------------------
+
+
+def test_never_released_notes_are_reported_once(tiny_model_path, tmp_path):
+    import mido
+
+    midi = mido.MidiFile(ticks_per_beat=480)
+    track = mido.MidiTrack()
+    track += [mido.Message("note_on", note=60, velocity=90, time=0), mido.Message("note_off", note=60, time=480),
+              mido.Message("note_on", note=64, velocity=90, time=0), mido.Message("note_on", note=67, velocity=90),
+              mido.MetaMessage("end_of_track", time=960)]
+    midi.tracks.append(track)
+    song = tmp_path / "hanging.mid"
+    midi.save(song)
+    result = run("render", str(song), "-o", str(tmp_path / "o.wav"), "--stems", "--model", str(tiny_model_path),
+                 *[arg for arg in FAST if arg != "-q"])
+    assert result.exit_code == 0, result.output
+    assert [line for line in result.output.splitlines() if line.startswith("midisynth")] == [
+        f"midisynth: {song}: 2 notes never released (a note-on without a note-off) left out, as the reference "
+        "tokenizer leaves them out"]
+
+
+def test_window_truncation_is_one_line_naming_the_file_and_time(tiny_model_path, tmp_path):
+    from tests.conftest import write_midi
+
+    dense = write_midi(tmp_path / "dense.mid", [(36 + k % 60, 0.01 * k, 0.01 * k + 0.005, 90) for k in range(500)])
+    result = run("render", str(dense), "-o", str(tmp_path / "o.wav"), "--model", str(tiny_model_path),
+                 *[arg for arg in FAST if arg != "-q"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("midisynth")]
+    assert len(lines) == 1 and "Warning" not in result.output, result.output
+    # 2503 tokens, about 5 a note: token 2047 falls near the 410th note, at 4.09 s; the song ends at 5.00 s
+    assert lines == [f"midisynth: {dense}: notes from 4.09 s to 5.00 s left out: that 5.12 s window has 2503 tokens, "
+                     "over the model's 2048"]
+
+
+# -- the library's limits ------------------------------------------------------------------------------------------
+
+
+def test_song_limits_apply_to_library_renders(tiny_model_path, tmp_path):
+    from midisynth.render.pipeline import RenderOptions, Synthesizer
+    from midisynth.score.midi import MidiError, SongLimits
+    from tests.conftest import write_midi
+
+    long_song = write_midi(tmp_path / "long.mid", [(60, 0.0, 1.0, 90), (62, 5 * 3600.0, 5 * 3600.0 + 1, 90)])
+    synth = Synthesizer.from_pretrained(str(tiny_model_path), device="cpu", vocoder="griffin-lim",
+                                        options=RenderOptions(steps=1, precision="fp32"))
+    with pytest.raises(MidiError, match=r"song is 5\.00 h long, over the 4\.00 h limit"):
+        synth.render(long_song)
+    with pytest.raises(MidiError, match=r"over 3 MIDI events"):
+        read_midi(long_song, SongLimits(max_events=3))
+    assert read_midi(long_song, SongLimits(max_duration=0)).duration == pytest.approx(5 * 3600.0 + 1)

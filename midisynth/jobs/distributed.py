@@ -17,14 +17,15 @@ Needs Ray: `pip install 'midisynth[ray]'`.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 from midisynth.extras import import_extra
-from midisynth.jobs.plan import Job, plan_jobs, unfinished
-from midisynth.jobs.run import OutputSettings, RenderFailure, run_jobs
+from midisynth.jobs.plan import Job, plan_jobs
+from midisynth.jobs.run import OutputSettings, RenderFailure, run_jobs, unfinished
 from midisynth.render.pipeline import RenderOptions, Synthesizer
-from midisynth.score.midi import read_midi
+from midisynth.score.midi import DEFAULT_LIMITS, SongLimits, read_midi
 
 
 @dataclass(frozen=True)
@@ -68,12 +69,12 @@ class RenderWorker:
         """Why the model could not be loaded on this worker, or None."""
         return self.load_error
 
-    def render(self, jobs: list[Job], settings: OutputSettings,
-               batch_size: int) -> tuple[list[RenderFailure], list[str]]:
+    def render(self, jobs: list[Job], settings: OutputSettings, batch_size: int,
+               limits: SongLimits = DEFAULT_LIMITS) -> tuple[list[RenderFailure], list[str]]:
         """Render the jobs as `midisynth render` does; returns (failures, notices)."""
         notices: list[str] = []
-        failures = run_jobs(self.synth, jobs, read_song=read_midi, settings=settings, progress=False,
-                            batch_size=batch_size, notify=notices.append)
+        failures = run_jobs(self.synth, jobs, read_song=functools.partial(read_midi, limits=limits),
+                            settings=settings, progress=False, batch_size=batch_size, notify=notices.append)
         return failures, notices
 
 
@@ -91,6 +92,7 @@ def render_on_ray(
     extension: str = ".wav",
     skip_existing: bool = False,
     allow_pickle: bool = False,
+    limits: SongLimits = DEFAULT_LIMITS,
 ) -> RenderSummary:
     """Render MIDI files and directories into `output_dir` on the Ray cluster (joined, or started locally, by
     `ray.init()` when Ray is not initialised yet).
@@ -99,7 +101,9 @@ def render_on_ray(
     GPUs" (one GPU per worker); num_workers: None means one per GPU, or one per `cpus_per_worker` CPUs (each
     worker runs torch on that many threads), never more than there are chunks of `batch_size` songs;
     options: sampling (`RenderOptions`); settings: how audio is written (`OutputSettings`: sample rate, format,
-    loudness, stems, overwrite); extension: the outputs' suffix (.wav, .flac, .ogg). Bad MIDI files and
+    loudness, stems, overwrite); extension: the outputs' suffix (.wav, .flac, .ogg); limits: the songs refused
+    (`SongLimits`: longer than 4 h or of over a million events by default); skip_existing: leave complete outputs
+    alone (an empty, truncated or other-format file is rendered again). Bad MIDI files and
     unwritable outputs are listed in the summary and the rest renders; a model that fails to load raises ValueError.
     """
     ray = import_extra("ray", "ray", "render_on_ray")
@@ -108,9 +112,11 @@ def render_on_ray(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)  # an existing directory: every input's output goes below it
     jobs = plan_jobs([str(item) for item in inputs], str(output_dir), extension=extension)
-    todo = unfinished(jobs) if skip_existing else jobs
+    settings = settings or OutputSettings()
+    notices: list[str] = []
+    todo = unfinished(jobs, settings, notices.append) if skip_existing else jobs
     if not todo:
-        return RenderSummary(len(jobs), len(jobs), [], [])
+        return RenderSummary(len(jobs), len(jobs), [], notices)
     if not ray.is_initialized():
         ray.init()
     resources = ray.cluster_resources()
@@ -121,16 +127,14 @@ def render_on_ray(
     actor = ray.remote(RenderWorker).options(num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0)
     workers = [actor.remote(model, "cuda" if use_gpu else "cpu", vocoder, options, allow_pickle, cpus_per_worker)
                for _ in range(min(len(chunks), num_workers or max(1, fitting)))]
-    settings = settings or OutputSettings()
     failures: list[RenderFailure] = []
-    notices: list[str] = []
     try:
         for error in ray.get([worker.loading_error.remote() for worker in workers]):
             if error is not None:
                 raise ValueError(f"the render workers cannot load the model: {error}")
         pool = ActorPool(workers)
         for chunk_failures, chunk_notices in pool.map_unordered(
-            lambda worker, chunk: worker.render.remote(chunk, settings, batch_size), chunks
+            lambda worker, chunk: worker.render.remote(chunk, settings, batch_size, limits), chunks
         ):
             failures += chunk_failures
             notices += chunk_notices

@@ -1,14 +1,17 @@
 """Writing audio progressively and atomically.
 
 Files are written to a temporary file in the destination's directory and renamed into place only when complete,
-so an interrupted or failed render never leaves a partial file. Standard output gets a WAV stream whose header
-carries the exact length, known before the first sample is generated.
+so an interrupted or failed render never leaves a partial file; unless replacing is asked for, the rename never
+replaces a file that appeared meanwhile (another program writing the same output). Outputs that are not regular
+files (a device such as /dev/null, a named pipe) are never replaced: they are written into. Standard output and
+pipes get a WAV stream whose header carries the exact length, known before the first sample is generated.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
 import sys
 import tempfile
@@ -21,17 +24,17 @@ import numpy as np
 import soundfile as sf
 
 from midisynth.constants import SAMPLE_RATE
-from midisynth.files import atomic_path
+from midisynth.files import (
+    OutputError,
+    atomic_path,
+    is_special_file,
+)
 
 FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}  # extension -> soundfile container
 EXTENSIONS = {container: extension for extension, container in FORMATS.items()}
 BIT_DEPTHS = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}  # --bit-depth -> soundfile subtype
 CONTAINER_DEPTHS = {"WAV": ("16", "24", "32f"), "FLAC": ("16", "24"), "OGG": ()}  # OGG is always Vorbis
 DEFAULT_BIT_DEPTH = "16"
-
-
-class OutputError(OSError):
-    """An output that cannot be written; the message says which and why."""
 
 
 @dataclass(frozen=True)
@@ -127,11 +130,11 @@ def wav_header(num_samples: int, sample_rate: int = SAMPLE_RATE, subtype: str = 
 
 
 def write_wav_stream(chunks: Iterable[np.ndarray], num_samples: int, stream: BinaryIO | None = None,
-                     sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16") -> int:
+                     sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16", name: str = "standard output") -> int:
     """Write a WAV of exactly `num_samples` samples to a byte stream (default: stdout); returns samples written.
 
     Chunks beyond `num_samples` are cut and a short stream is padded with silence, so the header stays true.
-    `subtype` is PCM_16, PCM_24 or FLOAT (32-bit float).
+    `subtype` is PCM_16, PCM_24 or FLOAT (32-bit float); `name` is how errors call the stream.
     """
     out = stream if stream is not None else sys.stdout.buffer
     encoding = _WAV_ENCODINGS[subtype]
@@ -150,8 +153,8 @@ def write_wav_stream(chunks: Iterable[np.ndarray], num_samples: int, stream: Bin
         if stream is None:  # keep Python from failing again when it flushes stdout at exit
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         if isinstance(err, BrokenPipeError):
-            raise OutputError("standard output was closed before the audio was complete") from None
-        raise OutputError(f"standard output: write failed ({err.strerror or err})") from None
+            raise OutputError(f"{name} was closed before the audio was complete") from None
+        raise OutputError(f"{name}: write failed ({err.strerror or err})") from None
     return num_samples
 
 
@@ -187,18 +190,23 @@ class _ErrorKeepingFile:
         return self.raw.tell()
 
 
-def make_output_directory(directory: Path, target: str | Path) -> None:
-    """Create `directory` and its parents (a batch mirrors its input tree); OutputError naming `target` if not."""
+def check_writable(path: Path, overwrite: bool, encoding: AudioFormat | None = None) -> None:
+    """Raise OutputError if `path` exists and may not be replaced, or is something audio cannot be written into.
+
+    Devices and named pipes are written into (no --overwrite needed); a pipe takes only a WAV stream (`encoding`),
+    since FLAC and OGG headers are completed last."""
+    path = Path(path)
     try:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        reason = "a file has that name" if isinstance(err, FileExistsError) else err.strerror or err
-        raise OutputError(f"{target}: cannot create the output directory {directory} ({reason})") from None
-
-
-def check_writable(path: Path, overwrite: bool) -> None:
-    """Raise OutputError if `path` exists and may not be replaced."""
-    if Path(path).exists() and not overwrite:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as err:  # a name over the file system's limit, a loop of links
+        raise OutputError(f"{path}: {err.strerror or err}") from None
+    if stat.S_ISSOCK(mode):
+        raise OutputError(f"{path}: is a socket; outputs are files, devices or named pipes")
+    if stat.S_ISFIFO(mode) and encoding is not None and encoding.container != "WAV":
+        raise OutputError(f"{path}: a named pipe takes a WAV stream only, not {encoding.container} (use --format wav)")
+    if stat.S_ISREG(mode) and not overwrite:
         raise OutputError(f"{path}: already exists (pass --overwrite to replace it, or --skip-existing)")
 
 
@@ -219,31 +227,110 @@ def check_creatable(path: Path) -> None:
     os.unlink(probe)
 
 
+def _write_into(path: Path, chunks: Iterable[np.ndarray], num_samples: int | None, sample_rate: int,
+                encoding: AudioFormat) -> int:
+    """Write audio into an existing device or named pipe (never replacing it): seekable devices with libsndfile,
+    pipes as a WAV stream of `num_samples` samples."""
+    try:
+        with open(path, "wb", buffering=0) as raw:
+            if raw.seekable():
+                return _encode(raw, chunks, sample_rate, encoding)
+            if encoding.container != "WAV" or num_samples is None:
+                raise OutputError(f"{path}: a pipe takes a WAV stream only, not {encoding.container} "
+                                  "(use --format wav)")
+            return write_wav_stream(chunks, num_samples, raw, sample_rate, encoding.subtype, str(path))
+    except OutputError:
+        raise
+    except (OSError, sf.SoundFileRuntimeError) as err:
+        raise OutputError(f"{path}: write failed ({getattr(err, 'strerror', None) or err})") from None
+
+
+def _encode(raw: io.RawIOBase, chunks: Iterable[np.ndarray], sample_rate: int, encoding: AudioFormat) -> int:
+    """Encode audio chunks into a seekable binary file with libsndfile; returns the samples written."""
+    written = 0
+    sink = _ErrorKeepingFile(raw)
+    try:
+        with sf.SoundFile(sink, mode="w", samplerate=sample_rate, channels=1, format=encoding.container,
+                          subtype=encoding.subtype) as f:
+            for chunk in chunks:
+                f.write(np.clip(chunk, -1.0, 1.0))
+                written += chunk.shape[0]
+    finally:
+        if sink.error is not None:  # the operating system's reason rather than libsndfile's
+            raise sink.error
+    return written
+
+
 def write_audio_file(path: Path, chunks: Iterable[np.ndarray], overwrite: bool = False,
-                     sample_rate: int = SAMPLE_RATE, encoding: AudioFormat | None = None) -> int:
+                     sample_rate: int = SAMPLE_RATE, encoding: AudioFormat | None = None,
+                     num_samples: int | None = None) -> int:
     """Write audio chunks (float32, mono, `sample_rate` Hz) to `path` atomically; returns the samples written.
 
-    `encoding` defaults to the extension's container at 16 bits; samples are clipped to [-1, 1].
+    `encoding` defaults to the extension's container at 16 bits; samples are clipped to [-1, 1]. Without
+    `overwrite`, an existing file is kept (OutputError), also one that appears while the audio is written.
+    A device or named pipe at `path` is written into (a pipe gets a WAV stream of `num_samples` samples).
     """
     path = Path(path)
     encoding = encoding or audio_format(path)
-    check_writable(path, overwrite)
+    check_writable(path, overwrite, encoding)
+    if is_special_file(path):
+        return _write_into(path, chunks, num_samples, sample_rate, encoding)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise OutputError(f"{path}: output directory {directory} does not exist")
-    written = 0
     try:
-        with atomic_path(path) as tmp, open(tmp, "r+b", buffering=0) as raw:
-            sink = _ErrorKeepingFile(raw)
-            try:
-                with sf.SoundFile(sink, mode="w", samplerate=sample_rate, channels=1, format=encoding.container,
-                                  subtype=encoding.subtype) as f:
-                    for chunk in chunks:
-                        f.write(np.clip(chunk, -1.0, 1.0))
-                        written += chunk.shape[0]
-            finally:
-                if sink.error is not None:  # the operating system's reason rather than libsndfile's
-                    raise sink.error
+        with atomic_path(path, replace=overwrite) as tmp, open(tmp, "r+b", buffering=0) as raw:
+            return _encode(raw, chunks, sample_rate, encoding)
+    except OutputError:
+        raise
     except (OSError, sf.SoundFileRuntimeError) as err:
         raise OutputError(f"{path}: write failed ({getattr(err, 'strerror', None) or err})") from None
-    return written
+
+
+def _ends_complete(path: Path, container: str, frames: int) -> bool:
+    """Whether an audio file's end is where its header says: the RIFF size is all there (WAV), the last frame
+    decodes (FLAC), the last page ends the stream (OGG)."""
+    with open(path, "rb") as f:
+        if container == "WAV":
+            head = f.read(12)
+            riff_bytes = struct.unpack("<I", head[4:8])[0] if head[:4] == b"RIFF" else 0
+            return riff_bytes == 0xFFFF_FFFF or os.fstat(f.fileno()).st_size >= 8 + riff_bytes  # RF64: size elsewhere
+        if container == "OGG":
+            f.seek(max(0, os.fstat(f.fileno()).st_size - 65_307))  # the longest Ogg page
+            tail = f.read()
+            last_page = tail.rfind(b"OggS")
+            return last_page >= 0 and len(tail) > last_page + 5 and bool(tail[last_page + 5] & 0x04)  # end of stream
+    try:
+        with sf.SoundFile(path) as audio:
+            audio.seek(frames - 1)
+            return audio.read(1).shape[0] == 1
+    except (sf.LibsndfileError, RuntimeError):
+        return False
+
+
+def audio_file_problem(path: str | Path, encoding: AudioFormat, sample_rate: int) -> str | None:
+    """Why `path` is not a complete mono audio file of `encoding` at `sample_rate` Hz, or None when it is one
+    (what `render --skip-existing` counts as done)."""
+    path = Path(path)
+    try:
+        mode, size = os.stat(path).st_mode, os.stat(path).st_size
+    except OSError as err:
+        return err.strerror or str(err)
+    if not stat.S_ISREG(mode):
+        return "not a regular file"
+    if size == 0:
+        return "empty (0 bytes)"
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError):
+        return "not an audio file"
+    if info.format != encoding.container:
+        return f"a {info.format} file, not {encoding.container}"
+    if info.samplerate != sample_rate or info.channels != 1:
+        channels = "mono" if info.channels == 1 else f"{info.channels}-channel"
+        return f"{channels} at {info.samplerate} Hz audio, not mono at {sample_rate} Hz"
+    if encoding.container != "OGG" and info.subtype != encoding.subtype:
+        return f"audio of {info.subtype} samples, not {encoding.subtype}"
+    if info.frames <= 0 or not _ends_complete(path, info.format, info.frames):
+        return "truncated"
+    return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +20,50 @@ class UsageError(ValueError):
 class Job:
     source: str  # a path, or '-' for standard input
     target: str  # a path, or '-' for standard output
+    redo: bool = False  # the target exists but is not a complete output: the job replaces it
 
     @property
     def name(self) -> str:
         return "<stdin>" if self.source == STDIO else self.source
+
+
+def _kind(path: Path) -> str | None:
+    """'dir', 'file' (anything else that exists) or None; UsageError for a name the system cannot look up."""
+    try:
+        return "dir" if path.is_dir() else "file" if path.exists() else None
+    except OSError as err:  # a name over the file system's limit, a loop of links
+        raise UsageError(f"{path}: {err.strerror or err}") from None
+
+
+def _name_limit(path: Path) -> int:
+    """The longest file name (bytes) the file system of `path`'s nearest existing folder takes."""
+    folder = path.parent
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def check_name_lengths(paths: Iterable[str | Path]) -> None:
+    """UsageError naming the first path with a file or folder name longer than its file system takes."""
+    for path in map(Path, paths):
+        longest = max((len(os.fsencode(part)) for part in path.parts), default=0)
+        limit = _name_limit(path)
+        if longest > limit:
+            raise UsageError(f"{path}: file name too long ({longest} bytes; the file system takes at most {limit})")
+
+
+def check_not_inputs(jobs: list[Job], outputs: Iterable[str | Path] = ()) -> None:
+    """UsageError if an output (each job's target, and `outputs`) is one of the input files."""
+    sources = [Path(job.source) for job in jobs if job.source != STDIO]
+    for output in [job.target for job in jobs if job.target != STDIO] + [str(path) for path in outputs]:
+        if not os.path.exists(output):
+            continue
+        for source in sources:
+            if os.path.samefile(source, output):
+                raise UsageError(f"{output}: this is the input file {source}; write the output elsewhere")
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -57,16 +99,27 @@ def plan_jobs(inputs: list[str], output: str | None, extension: str = ".wav") ->
             expanded.append((STDIO, Path("stdin" + extension)))
             continue
         path = Path(item)
-        if path.is_dir():
+        kind = _kind(path)
+        if kind == "dir":
             files = find_midi_files(path)
             if not files:
                 raise UsageError(f"{path}: directory holds no MIDI files ({', '.join(MIDI_SUFFIXES)})")
             expanded.extend((str(f), f.relative_to(path).with_suffix(extension)) for f in files)
-        elif path.exists():
+        elif kind == "file":
             expanded.append((item, Path(path.name).with_suffix(extension)))
         else:
             raise UsageError(f"{path}: no such file or directory")
-    single = len(inputs) == 1 and not Path(inputs[0]).is_dir()
+    if output not in (None, STDIO):
+        check_name_lengths([output])
+    jobs = _map_outputs(inputs, expanded, output, extension)
+    check_name_lengths(job.target for job in jobs if job.target != STDIO)
+    check_not_inputs(jobs)
+    return jobs
+
+
+def _map_outputs(inputs: list[str], expanded: list[tuple[str, Path]], output: str | None,
+                 extension: str) -> list[Job]:
+    single = len(inputs) == 1 and _kind(Path(inputs[0])) != "dir"
     if output == STDIO:
         if not single:
             raise UsageError("'-o -' (standard output) takes exactly one input file")
@@ -76,9 +129,10 @@ def plan_jobs(inputs: list[str], output: str | None, extension: str = ".wav") ->
             raise UsageError("reading standard input needs -o (a file, or '-' for standard output)")
         return [Job(src, str(Path(src).with_suffix(extension))) for src, _ in expanded]
     out = Path(output)
-    if single and not out.is_dir() and not output.endswith(("/", "\\")):
+    out_kind = _kind(out)
+    if single and out_kind != "dir" and not output.endswith(("/", "\\")):
         return [Job(expanded[0][0], output)]
-    if out.exists() and not out.is_dir():
+    if out_kind == "file":
         raise UsageError(f"{out}: several inputs need an output directory, but this is a file")
     jobs = [Job(src, str(out / rel)) for src, rel in expanded]
     targets = [j.target for j in jobs]
@@ -86,8 +140,3 @@ def plan_jobs(inputs: list[str], output: str | None, extension: str = ".wav") ->
         dupes = sorted({t for t in targets if targets.count(t) > 1})
         raise UsageError(f"several inputs would write the same output: {', '.join(dupes[:3])}")
     return jobs
-
-
-def unfinished(jobs: list[Job]) -> list[Job]:
-    """The jobs whose output file does not exist yet (standard output always counts): what --skip-existing keeps."""
-    return [j for j in jobs if j.target == STDIO or not Path(j.target).exists()]

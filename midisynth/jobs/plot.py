@@ -9,7 +9,7 @@ import numpy as np
 
 from midisynth.constants import FRAME_RATE, MAX_LOG_MEL, MIN_LOG_MEL, N_MELS
 from midisynth.extras import import_extra
-from midisynth.files import atomic_path
+from midisynth.files import make_output_directory, write_atomic
 from midisynth.jobs.plan import STDIO, Job, UsageError
 from midisynth.score.midi import Song
 from midisynth.score.stems import instruments
@@ -65,6 +65,5 @@ def save_plot(path: Path, features: np.ndarray, song: Song) -> None:
     roll_axes.invert_yaxis()  # first instrument on top
     roll_axes.set_xlim(0.0, seconds)
     roll_axes.set_xlabel("time (s)")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
+    make_output_directory(Path(path).parent, path)
+    write_atomic(path, lambda f: figure.savefig(f, format="png"))

@@ -12,20 +12,21 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from midisynth.constants import SAMPLE_RATE
-from midisynth.files import save_npy_atomic
+from midisynth.files import is_special_file, make_output_directory, save_npy_atomic
 from midisynth.jobs.loudness import LoudnessMeter, Normalization, limited_blocks, normalization
 from midisynth.jobs.output import (
     OutputError,
+    audio_file_problem,
     audio_format,
+    check_creatable,
     check_writable,
-    make_output_directory,
     resample_stream,
     resampled_length,
     write_audio_file,
@@ -62,13 +63,17 @@ class JobOutputs:
     def __init__(self, job: Job, song: Song, settings: OutputSettings, mel_out: Path | None = None,
                  plot: Path | None = None):
         self.song, self.settings, self.mel_out, self.plot = song, settings, mel_out, plot
+        self.overwrite = settings.overwrite or job.redo
         self.parts: list[tuple[Song, str]] = [(song, job.target)]
         if settings.stems:
             self.parts += [(stem_song(song, inst), str(stem_path(job.target, inst))) for inst in instruments(song)]
         self._encodings = [audio_format(target, settings.container, settings.bit_depth) for _, target in self.parts]
-        for _, target in self.parts:  # fail before rendering rather than after
+        for (_, target), encoding in zip(self.parts, self._encodings, strict=True):  # fail before rendering
             if target != STDIO:
-                check_writable(Path(target), settings.overwrite)
+                check_writable(Path(target), self.overwrite, encoding)
+        for extra in (mel_out, plot):  # a plot's missing folders are made when it is saved
+            if extra is not None and not is_special_file(extra) and (extra == mel_out or Path(extra).parent.is_dir()):
+                check_creatable(Path(extra))
         self._unscaled: dict[int, tuple[Path, int]] = {}  # part -> (temporary float file, samples), for loudness
         self._mix_meter: LoudnessMeter | None = None  # the mix's loudness, measured in the first pass
         self._cleanup = ExitStack()
@@ -127,7 +132,8 @@ class JobOutputs:
             write_wav_stream(chunks, num_samples, sample_rate=rate, subtype=encoding.subtype)
             return
         make_output_directory(Path(target).parent, target)
-        write_audio_file(Path(target), chunks, overwrite=self.settings.overwrite, sample_rate=rate, encoding=encoding)
+        write_audio_file(Path(target), chunks, overwrite=self.overwrite, sample_rate=rate, encoding=encoding,
+                         num_samples=num_samples)
 
     def _temporary_file(self, target: str) -> Path:
         """An empty file beside `target` (the system's temporary folder for stdout), deleted on exit."""
@@ -141,6 +147,25 @@ class JobOutputs:
         os.close(fd)
         self._cleanup.callback(Path(name).unlink, missing_ok=True)
         return Path(name)
+
+
+def unfinished(jobs: list[Job], settings: OutputSettings,
+               notify: Callable[[str], None] | None = None) -> list[Job]:
+    """The jobs `--skip-existing` keeps: those writing to standard output or whose target is not yet a complete
+    audio file of the settings' format and rate. A target that exists but is not one (empty, truncated, another
+    format) is not work done: its job is kept to replace it, and `notify` hears why."""
+    kept = []
+    for job in jobs:
+        if job.target == STDIO or not os.path.lexists(job.target):
+            kept.append(job)
+            continue
+        encoding = audio_format(job.target, settings.container, settings.bit_depth)
+        problem = audio_file_problem(job.target, encoding, settings.sample_rate)
+        if problem is not None:
+            if notify is not None:
+                notify(f"{job.target}: exists but is {problem}; rendering it again")
+            kept.append(replace(job, redo=True))
+    return kept
 
 
 def _progress():
@@ -173,6 +198,16 @@ def _report(job: Job, result: Normalization | None, notify: Callable[[str], None
         notify(f"{job.name}: {result.warning}")
 
 
+def _read(synth: Synthesizer, job: Job, read_song: Callable[[str], Song],
+          notify: Callable[[str], None] | None) -> Song:
+    """The job's song; what its render will leave out goes to `notify`, once per file."""
+    song = read_song(job.source)
+    if notify is not None:
+        for notice in synth.notices(song):
+            notify(f"{job.name}: {notice}")
+    return song
+
+
 def _batched(
     synth: Synthesizer,
     jobs: list[Job],
@@ -189,7 +224,7 @@ def _batched(
         opened: list[tuple[Job, JobOutputs]] = []
         for job in jobs:
             try:
-                outputs = JobOutputs(job, read_song(job.source), settings, plot=plots.get(job.target))
+                outputs = JobOutputs(job, _read(synth, job, read_song, notify), settings, plot=plots.get(job.target))
                 opened.append((job, stack.enter_context(outputs)))
             except (MidiError, OutputError) as err:
                 failures.append(RenderFailure(job.name, str(err)))
@@ -255,13 +290,13 @@ def run_jobs(
                     bar.update(task, completed=done, total=total)
 
             try:
-                song = read_song(job.source)
+                song = _read(synth, job, read_song, notify)
                 with JobOutputs(job, song, settings, mel_out, plots.get(job.target)) as outputs:
                     _report(job, render_job(synth, outputs, on_window), notify)
             except (MidiError, OutputError) as err:
                 failures.append(RenderFailure(job.name, str(err)))
-            except OSError as err:
-                failures.append(RenderFailure(job.name, f"cannot read input ({err.strerror or err})"))
+            except OSError as err:  # reading standard input
+                failures.append(RenderFailure(job.name, f"{err.filename or 'input'}: {err.strerror or err}"))
             if bar is not None:
                 if files_task is not None:
                     bar.update(files_task, advance=1)

@@ -26,9 +26,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from midisynth.constants import DIFFUSERS_MODULES
-from midisynth.files import atomic_path
+from midisynth.files import OutputError, atomic_path, make_output_directory
 from midisynth.model.config import ModelConfig
 from midisynth.model.networks import SpectrogramDiffusion
+from midisynth.render.samplers import DIFFUSERS_SAMPLING, SamplingDefaults, default_sampling
 
 FORMAT_TAG = "midisynth.spectrogram-diffusion/1"
 _OUR_PREFIX = {"notes_encoder": "notes_encoder.", "continuous_encoder": "context_encoder.", "decoder": "decoder."}
@@ -76,6 +77,11 @@ class Checkpoint:
     source: Path
     vocoder_path: Path | None = None  # an ONNX or bundled vocoder found beside the weights
     metadata: dict[str, str] = field(default_factory=dict)
+    sampling: SamplingDefaults | None = None  # how the model is meant to be sampled; None: by its prediction type
+
+    def __post_init__(self) -> None:
+        if self.sampling is None:
+            self.sampling = default_sampling(self.model.cfg.prediction)
 
 
 def diffusers_name(module: str, name: str) -> str:
@@ -199,7 +205,8 @@ def load_diffusers(root: str | Path, allow_pickle: bool = False) -> Checkpoint:
                 state[ours] = theirs[their_name]
     _load_state(model, state, str(root))
     melgan = root / "melgan" / "model.onnx"
-    return Checkpoint(model=model.eval(), source=root, vocoder_path=melgan if melgan.exists() else None)
+    return Checkpoint(model=model.eval(), source=root, vocoder_path=melgan if melgan.exists() else None,
+                      sampling=DIFFUSERS_SAMPLING)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -215,14 +222,26 @@ def save_model(
     path: str | Path,
     metadata: dict[str, str] | None = None,
     dtype: torch.dtype = torch.float32,
+    replace: bool = True,
 ) -> str:
-    """Write midisynth's single-file format atomically (weights in `dtype`); returns the file's sha256."""
+    """Write midisynth's single-file format atomically (weights in `dtype`); returns the file's sha256.
+
+    The metadata holds the model config and its sampling defaults (`metadata["sampling"]`, a
+    `SamplingDefaults.to_json()`; when not given, those of the model's prediction type). Raises OutputError (one
+    line naming `path`) when it cannot be written, and without `replace` when a file is there by the time it is
+    complete."""
     path = Path(path)
-    meta = {"format": FORMAT_TAG, "model_config": json.dumps(model.cfg.to_dict()), **(metadata or {})}
+    meta = {"format": FORMAT_TAG, "model_config": json.dumps(model.cfg.to_dict()),
+            "sampling": default_sampling(model.cfg.prediction).to_json(), **(metadata or {})}
     state = {k: v.detach().to(dtype).contiguous().cpu() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+    make_output_directory(path.parent, path)
+    try:
+        with atomic_path(path, replace) as tmp:
+            save_file(state, str(tmp), metadata=meta)
+    except OutputError:
+        raise
+    except (OSError, SafetensorError) as err:
+        raise OutputError(f"{path}: write failed ({getattr(err, 'strerror', None) or err})") from None
     return file_sha256(path)
 
 
@@ -247,9 +266,13 @@ def load_model_file(path: str | Path, expected_sha256: str | None = None) -> Che
         cfg = ModelConfig.from_dict(json.loads(meta["model_config"]))
     except (KeyError, json.JSONDecodeError, ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: invalid model config in metadata ({err})") from None
+    try:
+        sampling = SamplingDefaults.from_json(meta["sampling"]) if "sampling" in meta else None  # older files: none
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     model = SpectrogramDiffusion(cfg)
     _load_state(model, state, str(path))
-    return Checkpoint(model=model.eval(), source=path, metadata=meta)
+    return Checkpoint(model=model.eval(), source=path, metadata=meta, sampling=sampling)
 
 
 def load_checkpoint(path: str | Path, allow_pickle: bool = False) -> Checkpoint:

@@ -8,6 +8,10 @@ from pathlib import Path
 
 from midisynth.model.checkpoints import Checkpoint, CheckpointError, file_sha256, load_checkpoint, load_model_file
 from midisynth.model.hub import OFFICIAL_MODEL, cached_snapshot, parse_hub_id
+from midisynth.render.samplers import DIFFUSERS_SAMPLING, SamplingDefaults
+
+# Sampling of known diffusers-layout checkpoints on the hub (others get diffusers' own, DIFFUSERS_SAMPLING).
+HUB_SAMPLING: dict[str, SamplingDefaults] = {OFFICIAL_MODEL: DIFFUSERS_SAMPLING}
 
 BUNDLED_DIR = Path(__file__).parents[1] / "assets" / "default"
 MANIFEST = BUNDLED_DIR / "manifest.json"
@@ -24,6 +28,17 @@ def bundled_manifest() -> dict | None:
     return json.loads(MANIFEST.read_text())
 
 
+def bundled_sampling(manifest: dict) -> SamplingDefaults | None:
+    """The bundled model's sampling defaults from its manifest (None when the manifest states none)."""
+    entry = manifest["model"].get("sampling")
+    return None if entry is None else SamplingDefaults.from_json(json.dumps(entry))
+
+
+def hub_sampling(repo_id: str) -> SamplingDefaults:
+    """The sampling defaults of a diffusers-layout checkpoint on the hub (`HUB_SAMPLING`, else diffusers')."""
+    return HUB_SAMPLING.get(repo_id, DIFFUSERS_SAMPLING)
+
+
 def resolve_model(model: str | Path | None = None, allow_pickle: bool = False) -> Checkpoint:
     """Load the named model: a path when it exists, else a hub id from the Hugging Face cache (never downloads;
     raises `hub.HubError`, or ImportError without huggingface_hub); None means the bundled default, verified against
@@ -38,6 +53,7 @@ def resolve_model(model: str | Path | None = None, allow_pickle: bool = False) -
         snapshot = cached_snapshot(hub_id)
         checkpoint = load_checkpoint(snapshot, allow_pickle=allow_pickle)
         checkpoint.metadata["hub_id"] = f"{hub_id.repo_id}@{snapshot.name}"  # the commit actually loaded
+        checkpoint.sampling = hub_sampling(hub_id.repo_id)
         return checkpoint
     manifest = bundled_manifest()
     if manifest is None:
@@ -47,6 +63,7 @@ def resolve_model(model: str | Path | None = None, allow_pickle: bool = False) -
         )
     entry = manifest["model"]
     checkpoint = load_model_file(BUNDLED_DIR / entry["file"], expected_sha256=entry["sha256"])
+    checkpoint.sampling = bundled_sampling(manifest) or checkpoint.sampling
     vocoder = manifest.get("vocoder")
     if vocoder is not None:
         path = BUNDLED_DIR / vocoder["file"]

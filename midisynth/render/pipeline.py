@@ -21,15 +21,13 @@ import torch
 
 from midisynth.audio import from_network_range, to_network_range
 from midisynth.constants import (
-    DEFAULT_GUIDANCE,
     DEFAULT_PRECISION,
-    DEFAULT_SAMPLER,
-    DEFAULT_STEPS,
     FRAME_RATE,
     HOP_LENGTH,
     MIN_LOG_MEL,
     N_MELS,
     WINDOW_FRAMES,
+    WINDOW_SECONDS,
 )
 from midisynth.model.checkpoints import Checkpoint
 from midisynth.model.networks import SpectrogramDiffusion
@@ -37,7 +35,7 @@ from midisynth.model.note_inputs import NoteInputs, apply_gain, song_note_inputs
 from midisynth.model.resolve import resolve_model
 from midisynth.render import samplers
 from midisynth.score.midi import Song, read_midi
-from midisynth.score.tokens import fit_window, num_windows, pad_tokens, tokenize
+from midisynth.score.tokens import cut_seconds, fit_window, num_windows, pad_tokens, tokenize
 from midisynth.vocoders.vocoder import Vocoder, load_vocoder
 
 log = logging.getLogger(__name__)  # without logging configured, warnings print as bare lines on stderr
@@ -49,30 +47,37 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass(frozen=True)
 class RenderOptions:
-    """How each window is sampled. `steps=None` takes DEFAULT_STEPS for the default sampler, else the sampler's
-    recommended count."""
+    """How each window is sampled. `sampler`, `steps` and `guidance` left as None take the model's own sampling
+    defaults (`SamplingDefaults`, stored with the model); a sampler other than the model's without `steps` takes
+    that sampler's usual step count."""
 
-    sampler: str = DEFAULT_SAMPLER
+    sampler: str | None = None
     steps: int | None = None
-    guidance: float = DEFAULT_GUIDANCE  # classifier-free guidance weight; 1 disables it
+    guidance: float | None = None  # classifier-free guidance weight; 1 disables it
     seed: int = 0
     precision: str = DEFAULT_PRECISION  # network arithmetic: fp32, bf16 or fp16 (autocast; sampler state fp32)
 
     def __post_init__(self) -> None:
-        if self.sampler not in samplers.SAMPLERS:
+        if self.sampler is not None and self.sampler not in samplers.SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose from {', '.join(samplers.SAMPLERS)}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.guidance < 1.0:
+        if self.guidance is not None and self.guidance < 1.0:
             raise ValueError(f"guidance must be >= 1 (1 disables it), got {self.guidance}")
+        if not -(2**63) <= self.seed < 2**64:  # what torch.Generator.manual_seed takes (negative ones wrap around)
+            raise ValueError(f"seed {self.seed} does not fit in 64 bits; use 0 to {2**64 - 1}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
 
-    @property
-    def num_steps(self) -> int:
+    def resolved(self, defaults: samplers.SamplingDefaults) -> RenderOptions:
+        """These options with what they leave unset taken from a model's sampling `defaults`."""
+        sampler = self.sampler or defaults.sampler
         if self.steps is not None:
-            return self.steps
-        return DEFAULT_STEPS if self.sampler == DEFAULT_SAMPLER else samplers.SAMPLERS[self.sampler].default_steps
+            steps = self.steps
+        else:
+            steps = defaults.steps if sampler == defaults.sampler else samplers.SAMPLERS[sampler].default_steps
+        guidance = defaults.guidance if self.guidance is None else self.guidance
+        return replace(self, sampler=sampler, steps=steps, guidance=guidance)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -101,11 +106,15 @@ class Synthesizer:
         vocoder: Vocoder,
         device: torch.device | str = "cpu",
         options: RenderOptions | None = None,
+        sampling: samplers.SamplingDefaults | None = None,
     ):
+        """`sampling`: the model's sampling defaults (None: those of its prediction type); `options` override them."""
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.vocoder = vocoder
-        self.options = options or RenderOptions()
+        self.sampling = sampling or samplers.default_sampling(model.cfg.prediction)
+        self.requested = options or RenderOptions()  # as given, unset fields included
+        self.options = self.requested.resolved(self.sampling)
         self._networks: dict[str, SpectrogramDiffusion] = {"fp32": self.model}  # by precision, made on first use
 
     @classmethod
@@ -120,12 +129,13 @@ class Synthesizer:
         """Load a model (None: the bundled default; a directory: diffusers layout; a file: midisynth format; a hub
         id `owner/name[@revision]`: the Hugging Face cache).
 
-        The vocoder defaults to the one shipped with the model (see `checkpoint_vocoder`), else Griffin-Lim.
+        The vocoder defaults to the one shipped with the model (see `checkpoint_vocoder`), else Griffin-Lim;
+        sampling options left unset in `options` take the model's stored defaults (`Checkpoint.sampling`).
         """
         dev = pick_device(device)
+        chosen = load_vocoder(vocoder, dev) if vocoder else None  # a bad vocoder is reported before a model loads
         checkpoint: Checkpoint = resolve_model(model, allow_pickle=allow_pickle)
-        chosen = load_vocoder(vocoder, dev) if vocoder else checkpoint_vocoder(checkpoint, dev)
-        return cls(checkpoint.model, chosen, dev, options)
+        return cls(checkpoint.model, chosen or checkpoint_vocoder(checkpoint, dev), dev, options, checkpoint.sampling)
 
     # -- spectrogram ------------------------------------------------------------------------------------------------
     def _network(self, precision: str) -> SpectrogramDiffusion:
@@ -170,7 +180,7 @@ class Synthesizer:
         features [256, 128]) per song. Each song draws its noise from its own generator seeded with
         `options.seed`, so batching does not change its result beyond float rounding.
         """
-        opts = options or self.options
+        opts = (options or self.options).resolved(self.sampling)
         network = self._network(opts.precision)
         generators = [torch.Generator().manual_seed(opts.seed) for _ in songs]
         context = torch.zeros(len(songs), WINDOW_FRAMES, N_MELS, device=self.device)  # network range
@@ -178,7 +188,7 @@ class Synthesizer:
         total, done = sum(len(w) for w in songs), 0
         for index in range(max((len(w) for w in songs), default=0)):
             active = [i for i, song_windows in enumerate(songs) if index < len(song_windows)]
-            windows = [fit_window(songs[i][index], self.model.cfg.max_tokens) for i in active]
+            windows = [fit_window(songs[i][index], self.model.cfg.max_tokens, warn=False) for i in active]
             tokens = torch.from_numpy(pad_tokens(windows, length=max(map(len, windows)))).to(self.device)
             rows = torch.tensor(active, device=self.device)
             has_context = torch.full((len(active),), index > 0, device=self.device)
@@ -188,7 +198,7 @@ class Synthesizer:
                 cache = network.encode(tokens, context[rows], has_context, cue)
                 denoise = self._denoiser(network, cache, opts.guidance)
                 x = samplers.sample(opts.sampler, lambda z, t, d=denoise: d(z, t).float(),
-                                    (len(active), WINDOW_FRAMES, N_MELS), opts.num_steps,
+                                    (len(active), WINDOW_FRAMES, N_MELS), opts.steps,
                                     [generators[i] for i in active], self.device)
             features = from_network_range(x)  # [active, 256, 128] log-mel (velocity-normalised for gain models)
             context[rows] = to_network_range(features)
@@ -274,6 +284,23 @@ class Synthesizer:
         """The song's per-frame note inputs for this model (see `midisynth.model.note_inputs`); None for one that takes none."""
         return song_note_inputs(song, num_windows(song.duration), self.model.cfg)
 
+    def notices(self, song: Song) -> list[str]:
+        """What a render of `song` leaves out, one line each: notes the file never released (the reference drops
+        them too), and events past the model's token limit in a crowded window (with the time range cut)."""
+        lines = []
+        if song.unreleased:
+            lines.append(f"{song.unreleased} note{'s' * (song.unreleased != 1)} never released (a note-on without "
+                         "a note-off) left out, as the reference tokenizer leaves them out")
+        limit = self.model.cfg.max_tokens
+        for index, window in enumerate(self.tokenize(song)):
+            cut = cut_seconds(window, limit)
+            if cut is not None:
+                start = index * WINDOW_SECONDS
+                end = min(start + WINDOW_SECONDS, song.duration)
+                lines.append(f"notes from {start + cut:.2f} s to {end:.2f} s left out: that {WINDOW_SECONDS} s window "
+                             f"has {len(window)} tokens, over the model's {limit}")
+        return lines
+
     def num_samples(self, song: Song) -> int:
         """Length in samples of `stream(song)`'s output."""
         return song_frames(song, len(self.tokenize(song))) * HOP_LENGTH
@@ -281,11 +308,13 @@ class Synthesizer:
     def render(self, midi: str | Path | bytes | Song, options: RenderOptions | None = None) -> np.ndarray:
         """Render a whole song to float32 audio [samples] at 16 kHz (in memory; use `stream` for long songs)."""
         song = midi if isinstance(midi, Song) else read_midi(midi)
+        for notice in self.notices(song):
+            log.warning("midisynth: %s: %s", "song" if isinstance(midi, Song | bytes) else midi, notice)
         chunks = list(self.stream(song, options))
         return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
     def with_options(self, **changes) -> Synthesizer:
-        synth = Synthesizer(self.model, self.vocoder, self.device, replace(self.options, **changes))
+        synth = Synthesizer(self.model, self.vocoder, self.device, replace(self.requested, **changes), self.sampling)
         synth._networks = self._networks  # share the low-precision copies
         return synth
 

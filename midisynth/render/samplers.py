@@ -39,6 +39,7 @@ Samplers
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -247,6 +248,46 @@ SAMPLERS: dict[str, SamplerInfo] = {
     "ddim": SamplerInfo(_continuous(lambda: _ddim_step), 20, "deterministic DDIM"),
     "dpmpp": SamplerInfo(_continuous(_dpmpp_stepper), 20, "DPM-Solver++(2M), good at 10-20 steps"),
 }
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """The sampling a model is meant to be rendered with (stored with it); render options left unset take these."""
+
+    sampler: str
+    steps: int
+    guidance: float = 1.0  # classifier-free guidance weight; 1 disables it
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS or self.steps < 1 or self.guidance < 1.0:
+            raise ValueError(f"invalid sampling defaults {self}: a known sampler, steps >= 1, guidance >= 1")
+
+    def __str__(self) -> str:
+        return f"{self.sampler}, {self.steps} steps, guidance {self.guidance:g}"
+
+    def to_json(self) -> str:
+        return json.dumps({"sampler": self.sampler, "steps": self.steps, "guidance": self.guidance})
+
+    @classmethod
+    def from_json(cls, text: str) -> SamplingDefaults:
+        """Parse `to_json`'s text; ValueError if it is not valid."""
+        try:
+            fields = json.loads(text)
+            return cls(str(fields["sampler"]), int(fields["steps"]), float(fields.get("guidance", 1.0)))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"invalid sampling defaults {text!r} ({err})") from None
+
+
+# diffusers' SpectrogramDiffusionPipeline: 100 DDPM steps, no guidance (what the official ε checkpoint is used with;
+# ε-models sampled in few steps are far worse, see the README's training recipe).
+DIFFUSERS_SAMPLING = SamplingDefaults("ddpm", 100, 1.0)
+# midisynth's v-prediction models: DDIM in 4 steps, no guidance (chosen by the held-out evaluation, README).
+V_PREDICTION_SAMPLING = SamplingDefaults("ddim", 4, 1.0)
+
+
+def default_sampling(prediction: str) -> SamplingDefaults:
+    """The sampling for a model that states none, by what its decoder predicts ("epsilon" or "v")."""
+    return V_PREDICTION_SAMPLING if prediction == "v" else DIFFUSERS_SAMPLING
 
 
 def sample(

@@ -7,20 +7,29 @@ What note_seq adds on top is reproduced here:
 
 - notes are listed instrument by instrument, in pretty_midi's order (this order breaks ties later on);
 - the song length is the latest note end, drums included;
-- `apply_sustain` follows `apply_sustain_control_changes` (see there), which may change that length.
+- `apply_sustain` follows `apply_sustain_control_changes` (see there), which may change that length;
+- note_seq raises pretty_midi's largest accepted tick from 10^7 to 10^10 (files with many ticks per beat), and
+  so does midisynth. pretty_midi would then hold a table of 8 bytes per tick (80 GB at 10^10); midisynth computes
+  each tick's time when asked instead, with the same arithmetic, so the times are the same. What protects
+  memory and time is `SongLimits`: events are counted before parsing, and the song's length is checked.
 """
 
 from __future__ import annotations
 
+import bisect
 import io
 import os
 import struct
+import threading
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+import mido
 import pretty_midi
+
+from midisynth.constants import MAX_SONG_EVENTS, MAX_SONG_SECONDS
 
 SUSTAIN_CONTROL = 64  # MIDI CC number of the sustain pedal; values >= 64 mean "down"
 _END_OF_TRACK = b"\x00\xff\x2f\x00"  # delta time 0, meta event End of Track
@@ -29,6 +38,29 @@ _PARSER_ERRORS = {EOFError: "data ends inside a message", IndexError: "an event 
 
 # Kinds of sustain-pass events, in the order note_seq processes events at the same time.
 _PEDAL_DOWN, _PEDAL_UP, _NOTE_ON, _NOTE_OFF = range(4)
+REFERENCE_MAX_TICK = 1e10  # the largest tick note_seq lets pretty_midi read (pretty_midi's own: 10^7)
+_MAX_TICK_LOCK = threading.Lock()  # pretty_midi reads its limit from a module global
+
+
+@dataclass(frozen=True)
+class SongLimits:
+    """What `read_midi` refuses, so that a hostile or broken file cannot exhaust memory or time; 0 disables one."""
+
+    max_duration: float = MAX_SONG_SECONDS  # seconds of song (after cutting an excerpt)
+    max_events: int = MAX_SONG_EVENTS  # MIDI events, counted before parsing (parsing takes about 0.4 kB an event)
+
+
+DEFAULT_LIMITS = SongLimits()
+NO_LIMITS = SongLimits(max_duration=0.0, max_events=0)
+
+
+def duration_text(seconds: float) -> str:
+    """A length in the unit that suits it: '15.0 s', '12.5 min', '2.00 h'."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
 
 
 class MidiError(ValueError):
@@ -54,20 +86,26 @@ class Note:
 
 @dataclass
 class Song:
-    """Notes of a MIDI file after the sustain pedal, and its length in seconds (as note_seq's `total_time`)."""
+    """Notes of a MIDI file after the sustain pedal, and its length in seconds (as note_seq's `total_time`).
+
+    `unreleased` counts the note-ons the file never released (no note-off of their channel and pitch followed in
+    their track): like the reference, the song leaves them out."""
 
     notes: list[Note] = field(default_factory=list)
     duration: float = 0.0
+    unreleased: int = 0
 
     def excerpt(self, start: float = 0.0, end: float | None = None) -> Song:
-        """The part from `start` to `end` seconds, re-timed to begin at 0; notes crossing the edges are cut."""
+        """The part from `start` to `end` seconds (None: the song's end), re-timed to begin at 0; notes crossing
+        the edges are cut."""
+        if start < 0 or end is not None and end <= start:
+            raise ValueError(f"an excerpt needs 0 <= start < end; got start {start:g} s, end {end:g} s")
+        if start >= self.duration:
+            raise ValueError(f"the excerpt starts at {start:g} s, but the song ends at {self.duration:.2f} s")
         end = self.duration if end is None else min(end, self.duration)
-        if start < 0 or end <= start:
-            raise ValueError(f"excerpt needs 0 <= start < end <= song length ({self.duration:.2f} s); "
-                             f"got start {start:g}, end {end:g}")
         notes = [replace(n, start=max(n.start, start) - start, end=min(n.end, end) - start)
                  for n in self.notes if n.end > start and n.start < end]
-        return Song(notes=notes, duration=end - start)
+        return Song(notes=notes, duration=end - start, unreleased=self.unreleased)
 
     def instrument_note_counts(self) -> dict[str, int]:
         """Note counts per instrument name (General MIDI, or "Drums"), most notes first."""
@@ -168,21 +206,74 @@ def _read_bytes(source: str | os.PathLike | bytes) -> bytes:
     return data
 
 
-def _parse(data: bytes, max_events: int = 0) -> pretty_midi.PrettyMIDI:
+class _TickTimes:
+    """pretty_midi's tick -> seconds table without storing it: each tick's time computed when looked up, with the
+    same float64 operations as pretty_midi's `_update_tick_to_time` (so exactly the same times)."""
+
+    def __init__(self, tick_scales: list[tuple[int, float]], max_tick: int):
+        self.length = max(max_tick, max(tick for tick, _ in tick_scales)) + 1
+        self.starts = [tick for tick, _ in tick_scales]
+        self.scales = [scale for _, scale in tick_scales]
+        self.bases = [0.0]  # time of each tempo segment's first tick
+        for (start, scale), (end, _) in zip(tick_scales[:-1], tick_scales[1:], strict=True):
+            self.bases.append(self.bases[-1] + scale * (end - start))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, tick: int) -> float:
+        segment = bisect.bisect_right(self.starts, tick) - 1  # the last segment starting at or before the tick
+        return self.bases[segment] + self.scales[segment] * (int(tick) - self.starts[segment])
+
+
+class _PrettyMIDI(pretty_midi.PrettyMIDI):
+    """pretty_midi's reader with `_TickTimes` in place of its table of 8 bytes per tick."""
+
+    def _update_tick_to_time(self, max_tick):
+        self._PrettyMIDI__tick_to_time = _TickTimes(self._tick_scales, int(max_tick))
+
+
+def _unreleased_notes(midi_file: mido.MidiFile) -> int:
+    """Note-ons that pretty_midi leaves out because nothing releases them: in each track (absolute ticks), a note-off
+    (or velocity-0 note-on) closes the open notes of its channel and pitch, except those begun at its own tick when
+    it also closes earlier ones; notes begun only at its tick are dropped as empty. What stays open is unreleased."""
+    count = 0
+    for track in midi_file.tracks:
+        open_ticks: dict[tuple[int, int], list[int]] = defaultdict(list)  # (channel, pitch) -> note-on ticks
+        for event in track:
+            if event.type == "note_on" and event.velocity > 0:
+                open_ticks[(event.channel, event.note)].append(event.time)
+            elif event.type in ("note_on", "note_off"):
+                ticks = open_ticks[(event.channel, event.note)]
+                same_tick = [tick for tick in ticks if tick == event.time]
+                open_ticks[(event.channel, event.note)] = same_tick if len(same_tick) < len(ticks) else []
+        count += sum(map(len, open_ticks.values()))
+    return count
+
+
+def _parse(data: bytes, max_events: int = 0) -> tuple[pretty_midi.PrettyMIDI, int]:
+    """The parsed file and its count of unreleased notes."""
     spans = _track_spans(data)
     # Every event takes at least 2 bytes, so only files over 2 bytes per allowed event need counting.
     if (max_events and sum(end - start for start, end in spans) > 2 * max_events
             and _count_events(data, spans, max_events) > max_events):
         raise MidiError(f"over {max_events:,} MIDI events, the limit (raise it with --max-events N, or 0 for no limit)")
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _MAX_TICK_LOCK:
             warnings.simplefilter("ignore")
-            return pretty_midi.PrettyMIDI(io.BytesIO(_repair_empty_tracks(data, spans)))
+            midi_file = mido.MidiFile(file=io.BytesIO(_repair_empty_tracks(data, spans)), charset="latin1")
+            library_max_tick = pretty_midi.pretty_midi.MAX_TICK
+            pretty_midi.pretty_midi.MAX_TICK = REFERENCE_MAX_TICK
+            try:
+                pm = _PrettyMIDI(mido_object=midi_file)
+            finally:
+                pretty_midi.pretty_midi.MAX_TICK = library_max_tick
     except ZeroDivisionError:  # ticks per beat are checked above: a tempo event of 0 µs per beat
         raise MidiError("malformed MIDI (a tempo of 0 microseconds per beat)") from None
     except Exception as err:  # mido and pretty_midi raise many exception types for malformed files
         reason = _PARSER_ERRORS.get(type(err)) or str(err) or type(err).__name__
         raise MidiError(f"malformed MIDI ({reason})") from None
+    return pm, _unreleased_notes(midi_file)
 
 
 def apply_sustain(notes: Sequence[Note], instruments: Sequence[int],
@@ -240,13 +331,13 @@ def apply_sustain(notes: Sequence[Note], instruments: Sequence[int],
     return Song(notes=kept, duration=duration)
 
 
-def read_midi(source: str | os.PathLike | bytes, max_events: int = 0) -> Song:
-    """Read a MIDI file (path, or its raw bytes) into a `Song`; raises `MidiError` for anything unreadable.
-
-    `max_events` > 0 refuses files with more events than that before parsing them (parsing takes about 0.4 kB of
-    memory per event).
+def read_midi(source: str | os.PathLike | bytes, limits: SongLimits = DEFAULT_LIMITS, start: float = 0.0,
+              end: float | None = None) -> Song:
+    """Read a MIDI file (path, or its raw bytes) into a `Song`, cut to [start, end] seconds when asked (end None:
+    the song's end); raises `MidiError` for anything unreadable or over `limits` (files of more events are refused
+    before parsing, songs longer than the limit after cutting; `NO_LIMITS` reads anything).
     """
-    pm = _parse(_read_bytes(source), max_events)
+    pm, unreleased = _parse(_read_bytes(source), limits.max_events)
     notes: list[Note] = []
     instruments: list[int] = []
     pedal: list[tuple[float, int, bool]] = []
@@ -257,4 +348,13 @@ def read_midi(source: str | os.PathLike | bytes, max_events: int = 0) -> Song:
             instruments.append(index)
         pedal += [(float(cc.time), index, cc.value >= 64) for cc in inst.control_changes
                   if cc.number == SUSTAIN_CONTROL]
-    return apply_sustain(notes, instruments, pedal)
+    song = replace(apply_sustain(notes, instruments, pedal), unreleased=unreleased)
+    if start or end is not None:
+        try:
+            song = song.excerpt(start, end)
+        except ValueError as err:
+            raise MidiError(str(err)) from None
+    if limits.max_duration and song.duration > limits.max_duration:
+        raise MidiError(f"song is {duration_text(song.duration)} long, over the {duration_text(limits.max_duration)} "
+                        "limit (raise it with --max-duration SECONDS, or 0 for no limit)")
+    return song

@@ -153,13 +153,30 @@ def tokenize(song: Song) -> list[list[int]]:
     return [_window(ties[w], per_window[w], w * WINDOW_STEPS) for w in range(windows)]
 
 
-def fit_window(window: list[int], length: int = MAX_INPUT_TOKENS) -> list[int]:
-    """A window cut to at most `length` tokens, still ending with EOS (the notes encoder takes `length`)."""
+def fit_window(window: list[int], length: int = MAX_INPUT_TOKENS, warn: bool = True) -> list[int]:
+    """A window cut to at most `length` tokens, still ending with EOS (the notes encoder takes `length`); a cut
+    raises a UserWarning unless `warn` is False (renders report it per song, see `cut_seconds`)."""
     if len(window) <= length:
         return window
-    warnings.warn(f"a 5.12 s window has {len(window)} tokens; keeping the first {length} (the model's limit)",
-                  stacklevel=2)
+    if warn:
+        warnings.warn(f"a 5.12 s window has {len(window)} tokens; keeping the first {length} (the model's limit)",
+                      stacklevel=2)
     return window[: length - 1] + [EOS_ID]
+
+
+def cut_seconds(window: list[int], length: int = MAX_INPUT_TOKENS) -> float | None:
+    """Where, in seconds from the window's start, `fit_window` cuts a window of over `length` tokens (the time of
+    the first event it leaves out, to 10 ms); None if it is not cut."""
+    if len(window) <= length:
+        return None
+    steps, in_shift = 0, False
+    for token in window[: length - 1]:
+        event = token - NUM_SPECIAL_TOKENS
+        is_shift = SHIFT_OFFSET <= event <= MAX_SHIFT
+        if is_shift:  # consecutive shifts add up to the time from the window start
+            steps = steps + event if in_shift else event
+        in_shift = is_shift
+    return steps / STEPS_PER_SECOND
 
 
 def pad_tokens(windows: list[list[int]], length: int = MAX_INPUT_TOKENS) -> np.ndarray:

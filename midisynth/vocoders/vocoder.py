@@ -239,7 +239,7 @@ class NeuralVocoder(BlockStreaming):
     """midisynth's Vocos-style vocoder from a safetensors file whose metadata holds its config."""
 
     def __init__(self, path: str | Path, device: torch.device | str = "cpu"):
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
         from midisynth.vocoders.vocos import Vocos, VocosConfig
@@ -247,13 +247,20 @@ class NeuralVocoder(BlockStreaming):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such vocoder file")
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{path}: not a readable safetensors vocoder ({err})") from None
         if meta.get("format") != VOCOS_FORMAT_TAG:
             raise ValueError(f"{path}: not a midisynth vocoder (format tag {meta.get('format')!r})")
         self.device = torch.device(device)
-        self.model = Vocos(VocosConfig(**json.loads(meta["config"]))).to(self.device).eval()
-        self.model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+        try:
+            self.model = Vocos(VocosConfig(**json.loads(meta["config"]))).to(self.device).eval()
+            self.model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+        except (SafetensorError, OSError, KeyError, TypeError, ValueError, RuntimeError) as err:
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"{path}: not a usable midisynth vocoder ({reason})") from None
         cfg = self.model.cfg
         self.context_frames = max(CONTEXT_FRAMES, cfg.receptive_field + cfg.fft_size // HOP_LENGTH)
 
