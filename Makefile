@@ -13,7 +13,7 @@ TORCH ?= torch==2.13.0
 # it is installed without its dependencies, after the eval extra has installed the ones it uses.
 BASIC_PITCH := basic-pitch==0.4.0
 
-.PHONY: install eval-install test lint bench data train eval clean
+.PHONY: install eval-install test test-slow lint bench data train eval clean
 
 install: $(VENV)/.installed
 
@@ -38,8 +38,13 @@ $(VENV)/.eval-installed: $(VENV)/.installed
 	$(BIN)/pip install -q --no-deps $(BASIC_PITCH)
 	touch $@
 
+# `make test` leaves out the tests marked slow (end-to-end runs in fresh processes, long reference parity, fuzzing);
+# `make test-slow` runs those, and CI runs both.
 test: $(VENV)/.test-installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: $(VENV)/.test-installed
+	$(BIN)/python -m pytest -q -m slow
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check midisynth tests benchmarks scripts

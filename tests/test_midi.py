@@ -173,6 +173,7 @@ def test_event_limit_counts_events_exactly(path):
         read_midi(path, SongLimits(max_events=events - 1))
 
 
+@pytest.mark.slow
 def test_fuzz_target_runs_briefly(tmp_path):
     """tests/fuzz_midi.py under libFuzzer for 10 000 inputs, from the fixtures and the hand-made edge cases."""
     pytest.importorskip("atheris", reason="coverage-guided fuzzing needs atheris (the test extra)")
@@ -222,6 +223,7 @@ def _high_resolution_song() -> bytes:
     return out.getvalue()
 
 
+@pytest.mark.slow
 def test_high_resolution_files_read_as_the_reference_reads_them(monkeypatch):
     import pretty_midi
 

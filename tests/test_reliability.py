@@ -118,6 +118,7 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))  # writes beyond 20 kB fail (EFBIG)
 
 
+@pytest.mark.slow  # a fresh process
 @pytest.mark.parametrize("extension", [".wav", ".flac"])
 def test_write_error_gives_one_line_and_no_file(tiny_model_path, two_window_midi, tmp_path, extension):
     """A file size limit makes the OS refuse writes mid-render, as a full disk does."""
@@ -129,6 +130,7 @@ def test_write_error_gives_one_line_and_no_file(tiny_model_path, two_window_midi
     assert sorted(p.name for p in tmp_path.iterdir()) == [two_window_midi.name]
 
 
+@pytest.mark.slow  # a fresh process
 def test_full_disk_behind_stdout(tiny_model_path, two_window_midi):
     with open("/dev/full", "wb") as full:
         proc = _render_process(two_window_midi, "-", tiny_model_path, stdout=full)
@@ -138,6 +140,7 @@ def test_full_disk_behind_stdout(tiny_model_path, two_window_midi):
                                "(No space left on device)\n")
 
 
+@pytest.mark.slow  # a fresh process
 def test_stdout_closed_early(tiny_model_path, two_window_midi):
     """As `midisynth render song.mid -o - | head -c 100`: 7 s of audio (224 kB) overflow the pipe's buffer."""
     proc = _render_process(two_window_midi, "-", tiny_model_path, stdout=subprocess.PIPE)
@@ -182,6 +185,7 @@ def _slow_render(midi_dir: Path, model: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, stderr=subprocess.PIPE)
 
 
+@pytest.mark.slow  # a fresh process
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_termination_signals_leave_no_partial_file(tiny_model_path, tmp_path, signum):
     out = tmp_path / "out.wav"
@@ -354,6 +358,7 @@ def test_convert_output_errors(tiny_model_path, tmp_path):
     assert replaced.exit_code == 0 and replaced.stdout.split()[0] == file_sha256(existing)
 
 
+@pytest.mark.slow  # a fresh process
 def test_convert_onto_a_full_disk(tiny_model_path, tmp_path):
     out = tmp_path / "m.safetensors"
     proc = subprocess.run([sys.executable, "-m", "midisynth.cli", "convert", str(tiny_model_path), str(out)],

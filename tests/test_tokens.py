@@ -172,6 +172,7 @@ def _random_song(rng: random.Random) -> bytes:
     return out.getvalue()
 
 
+@pytest.mark.slow
 def test_random_songs_match_reference_live():
     """Random multi-instrument songs with pedal, drums and odd lengths against diffusers itself."""
     pytest.importorskip("note_seq", reason="live tokenizer parity needs note-seq 0.0.5 (installed by make test)")
