@@ -37,7 +37,7 @@ def _err(message: str) -> None:
 def _stop_cleanly_on_signals() -> Iterator[None]:
     """Ctrl-C, SIGTERM, SIGHUP and every other terminating signal unwind the block (temporary files are deleted),
     then the command exits with 128 + the signal's number after one line."""
-    from midisynth.training.stopping import Terminated, exit_on_signals
+    from midisynth.signals import Terminated, exit_on_signals
 
     try:
         with exit_on_signals():
@@ -287,6 +287,8 @@ def info(midi: Annotated[str, typer.Argument(help="A MIDI file, or '-' for stdin
     typer.echo(f"duration: {song.duration:.2f} s")
     typer.echo(f"windows: {windows} x {WINDOW_SECONDS} s")
     typer.echo(f"notes: {len(song.notes)}")
+    if song.unreleased:
+        typer.echo(f"notes never released (left out): {song.unreleased}")
     for name, count in song.instrument_note_counts().items():
         typer.echo(f"  {name}: {count} notes")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import stat
 
 import numpy as np
@@ -22,6 +23,7 @@ from midisynth.jobs.output import (
 from midisynth.model.checkpoints import save_model
 from midisynth.model.config import load_config
 from midisynth.model.networks import SpectrogramDiffusion
+from midisynth.signals import Terminated, exit_on_signals
 from tests.conftest import ROOT
 
 
@@ -116,3 +118,19 @@ def test_incomplete_audio_files_are_told_apart(tmp_path, container):
     other = audio_format("x.wav", bit_depth="24") if container != "WAV" else audio_format("x.flac")
     path.write_bytes(complete)
     assert audio_file_problem(path, other, SAMPLE_RATE).startswith(f"a {container} file, not ")
+
+
+def test_a_terminating_signal_unwinds_the_write(tmp_path):
+    """Under exit_on_signals, SIGHUP mid-write raises Terminated (exit status 129): no file, no temporary file."""
+    previous = signal.getsignal(signal.SIGHUP)
+
+    def chunks():
+        yield np.zeros(1600, np.float32)
+        os.kill(os.getpid(), signal.SIGHUP)
+        yield np.zeros(1600, np.float32)
+
+    with pytest.raises(Terminated) as stop, exit_on_signals():
+        write_audio_file(tmp_path / "a.wav", chunks())
+    assert stop.value.code == 128 + signal.SIGHUP and stop.value.signal_name == "SIGHUP"
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGHUP) == previous

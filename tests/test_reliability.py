@@ -124,7 +124,7 @@ def test_write_error_gives_one_line_and_no_file(tiny_model_path, two_window_midi
     """A file size limit makes the OS refuse writes mid-render, as a full disk does."""
     out = tmp_path / f"out{extension}"
     proc = _render_process(two_window_midi, str(out), tiny_model_path, preexec_fn=_limit_file_size)
-    _, stderr = proc.communicate(timeout=120)
+    _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 1
     assert stderr.decode() == f"midisynth: {two_window_midi}: {out}: write failed (File too large)\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [two_window_midi.name]
@@ -134,7 +134,7 @@ def test_write_error_gives_one_line_and_no_file(tiny_model_path, two_window_midi
 def test_full_disk_behind_stdout(tiny_model_path, two_window_midi):
     with open("/dev/full", "wb") as full:
         proc = _render_process(two_window_midi, "-", tiny_model_path, stdout=full)
-        _, stderr = proc.communicate(timeout=120)
+        _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 1
     assert stderr.decode() == (f"midisynth: {two_window_midi}: standard output: write failed "
                                "(No space left on device)\n")
@@ -146,7 +146,7 @@ def test_stdout_closed_early(tiny_model_path, two_window_midi):
     proc = _render_process(two_window_midi, "-", tiny_model_path, stdout=subprocess.PIPE)
     assert proc.stdout.read(100)[:4] == b"RIFF"
     proc.stdout.close()
-    _, stderr = proc.communicate(timeout=120)
+    _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 1
     assert stderr.decode() == (f"midisynth: {two_window_midi}: standard output was closed before the audio was "
                                "complete\n")

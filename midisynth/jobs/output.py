@@ -29,6 +29,7 @@ from midisynth.files import (
     atomic_path,
     is_special_file,
 )
+from midisynth.signals import signals_deferred
 
 FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}  # extension -> soundfile container
 EXTENSIONS = {container: extension for extension, container in FORMATS.items()}
@@ -246,15 +247,23 @@ def _write_into(path: Path, chunks: Iterable[np.ndarray], num_samples: int | Non
 
 
 def _encode(raw: io.RawIOBase, chunks: Iterable[np.ndarray], sample_rate: int, encoding: AudioFormat) -> int:
-    """Encode audio chunks into a seekable binary file with libsndfile; returns the samples written."""
+    """Encode audio chunks into a seekable binary file with libsndfile; returns the samples written.
+
+    libsndfile writes through Python callbacks, so its calls run with signals deferred (see midisynth.signals)."""
     written = 0
     sink = _ErrorKeepingFile(raw)
     try:
-        with sf.SoundFile(sink, mode="w", samplerate=sample_rate, channels=1, format=encoding.container,
-                          subtype=encoding.subtype) as f:
+        with signals_deferred():
+            audio = sf.SoundFile(sink, mode="w", samplerate=sample_rate, channels=1, format=encoding.container,
+                                 subtype=encoding.subtype)
+        try:
             for chunk in chunks:
-                f.write(np.clip(chunk, -1.0, 1.0))
+                with signals_deferred():
+                    audio.write(np.clip(chunk, -1.0, 1.0))
                 written += chunk.shape[0]
+        finally:
+            with signals_deferred():
+                audio.close()
     finally:
         if sink.error is not None:  # the operating system's reason rather than libsndfile's
             raise sink.error
