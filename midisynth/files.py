@@ -92,7 +92,7 @@ def atomic_path(path: Path, replace: bool = True) -> Iterator[Path]:
     try:
         fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=TEMPORARY_PREFIX, suffix=TEMPORARY_SUFFIX)
     except OSError as err:
-        raise OutputError(f"{path}: cannot create a file in {directory} ({err.strerror or err})") from None
+        raise OutputError(f"{path}: cannot write in {directory} ({err.strerror or err})") from None
     tmp = Path(tmp_name)
     try:
         os.close(fd)

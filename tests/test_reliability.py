@@ -168,7 +168,7 @@ def test_unusable_output_directories(tiny_model_path, short_midi, tmp_path):
 def test_unwritable_output_directory(tiny_model_path, short_midi):
     result = run("render", str(short_midi), "-o", "/sys/song.wav", "--model", str(tiny_model_path), *FAST)
     assert result.exit_code == 1
-    assert result.output == f"midisynth: {short_midi}: /sys/song.wav: write failed (Permission denied)\n"
+    assert result.output == f"midisynth: {short_midi}: /sys/song.wav: cannot write in /sys (Permission denied)\n"
 
 
 
@@ -349,7 +349,7 @@ def test_convert_output_errors(tiny_model_path, tmp_path):
         existing: "already exists (pass --overwrite to replace it)",
     }
     if Path("/sys/kernel").is_dir():
-        cases[Path("/sys/m.safetensors")] = "cannot create a file in /sys (Permission denied)"
+        cases[Path("/sys/m.safetensors")] = "cannot write in /sys (Permission denied)"
     for output, message in cases.items():
         result = run("convert", str(tiny_model_path), str(output))
         assert (result.exit_code, result.output) == (1, f"midisynth: {output}: {message}\n")

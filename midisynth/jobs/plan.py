@@ -38,7 +38,7 @@ def _kind(path: Path) -> str | None:
 def _name_limit(path: Path) -> int:
     """The longest file name (bytes) the file system of `path`'s nearest existing folder takes."""
     folder = path.parent
-    while not folder.is_dir() and folder != folder.parent:
+    while not os.path.isdir(folder) and folder != folder.parent:  # isdir: False for a name too long to look up
         folder = folder.parent
     try:
         return os.pathconf(folder, "PC_NAME_MAX")
