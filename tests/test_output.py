@@ -122,7 +122,8 @@ def test_incomplete_audio_files_are_told_apart(tmp_path, container):
 
 def test_a_terminating_signal_unwinds_the_write(tmp_path):
     """Under exit_on_signals, SIGHUP mid-write raises Terminated (exit status 129): no file, no temporary file."""
-    previous = signal.getsignal(signal.SIGHUP)
+    inherited = signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as a terminal leaves it (under nohup it is ignored,
+    previous = signal.getsignal(signal.SIGHUP)                # and exit_on_signals rightly keeps it so)
 
     def chunks():
         yield np.zeros(1600, np.float32)
@@ -134,3 +135,4 @@ def test_a_terminating_signal_unwinds_the_write(tmp_path):
     assert stop.value.code == 128 + signal.SIGHUP and stop.value.signal_name == "SIGHUP"
     assert list(tmp_path.iterdir()) == []
     assert signal.getsignal(signal.SIGHUP) == previous
+    signal.signal(signal.SIGHUP, inherited)

@@ -182,7 +182,14 @@ def _slow_render(midi_dir: Path, model: Path, out: Path) -> subprocess.Popen:
     song = write_midi(midi_dir / "song.mid", [(60 + k % 12, k * 0.5, k * 0.5 + 0.4, 90) for k in range(240)])
     cmd = [sys.executable, "-m", "midisynth.cli", "render", str(song), "-o", str(out), "--model", str(model),
            "--sampler", "ddim", "--steps", "200", "-q"]
-    return subprocess.Popen(cmd, stderr=subprocess.PIPE)
+    return subprocess.Popen(cmd, stderr=subprocess.PIPE, preexec_fn=_default_signal_actions)
+
+
+def _default_signal_actions() -> None:
+    """In the child: the signals' default actions, as a terminal gives them (a test run under nohup, or started in
+    the background by a shell, would pass SIGHUP or SIGINT on as ignored, and midisynth keeps ignored signals so)."""
+    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 @pytest.mark.slow  # a fresh process
