@@ -90,7 +90,7 @@ def _tensor_cache(maxsize: int | None = None):
 
 
 @_tensor_cache()
-def _window(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def hann_window(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Periodic Hann window [640]: 0.5 - 0.5 cos(2 pi n / 640), as tf.signal.hann_window."""
     return torch.hann_window(WIN_LENGTH, periodic=True, dtype=dtype, device=device)
 
@@ -115,7 +115,7 @@ def stft(audio: torch.Tensor) -> torch.Tensor:
     samples = audio.shape[-1]
     frames = num_frames(samples)
     padded = F.pad(audio, (0, (frames - 1) * HOP_LENGTH + WIN_LENGTH - samples))
-    window = _window(audio.device, audio.dtype)
+    window = hann_window(audio.device, audio.dtype)
     framed = padded.unfold(-1, WIN_LENGTH, HOP_LENGTH) * window  # [..., frames, 640]
     return torch.fft.rfft(framed, n=FFT_SIZE)
 
@@ -129,7 +129,7 @@ def istft(spectrum: torch.Tensor) -> torch.Tensor:
     signal.
     """
     frames = spectrum.shape[-2]
-    window = _window(spectrum.device, spectrum.real.dtype)
+    window = hann_window(spectrum.device, spectrum.real.dtype)
     pieces = torch.fft.irfft(spectrum, n=FFT_SIZE)[..., :WIN_LENGTH] * window  # [..., frames, 640]
     columns = pieces.reshape(-1, frames, WIN_LENGTH).transpose(1, 2)  # [batch, 640, frames]
     audio = _overlap_add(columns).reshape(*pieces.shape[:-2], -1)  # [..., (frames + 1) * 320]
@@ -146,7 +146,7 @@ def reproject(spectrum: torch.Tensor) -> torch.Tensor:
     """
     frames = spectrum.shape[-2]
     real = spectrum.real.dtype
-    window = _window(spectrum.device, real)
+    window = hann_window(spectrum.device, real)
     pieces = torch.fft.irfft(spectrum, n=FFT_SIZE)[..., :WIN_LENGTH] * window  # [..., frames, 640]
     blocks = pieces[..., :HOP_LENGTH].clone()  # [..., frames, 320]
     blocks[..., 1:, :] += pieces[..., :-1, HOP_LENGTH:]
@@ -171,7 +171,7 @@ def _overlap_add(columns: torch.Tensor) -> torch.Tensor:
 @_tensor_cache(maxsize=8)
 def _squared_window_sum(frames: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Overlap-added squared windows [(frames - 1) * 320 + 640], floored at OLA_FLOOR."""
-    squared = (_window(device, dtype) ** 2)[None, :, None].expand(1, WIN_LENGTH, frames)
+    squared = (hann_window(device, dtype) ** 2)[None, :, None].expand(1, WIN_LENGTH, frames)
     return _overlap_add(squared).reshape(-1).clamp(min=OLA_FLOOR)
 
 

@@ -193,7 +193,7 @@ def test_feature_constants_made_during_a_render_still_serve_training():
     """The cached window and mel matrix are built outside inference mode, so training can use them after a render."""
     from midisynth import audio
 
-    for cached in (audio._window, audio.mel_matrix, audio._inverse_block_norm, audio._squared_window_sum):
+    for cached in (audio.hann_window, audio.mel_matrix, audio._inverse_block_norm, audio._squared_window_sum):
         cached.cache_clear()
     signal = torch.randn(3200)
     with torch.inference_mode():

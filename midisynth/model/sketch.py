@@ -19,8 +19,9 @@ import functools
 import math
 
 import numpy as np
+import torch
 
-from midisynth.audio import mel_filterbank
+from midisynth.audio import hann_window, mel_filterbank
 from midisynth.constants import (
     FFT_SIZE,
     FRAME_RATE,
@@ -56,24 +57,23 @@ KERNEL_STEPS = 64  # resolution of the kernel table, per FFT bin
 
 
 @functools.cache
-def _window_kernel() -> np.ndarray:
-    """[2 * KERNEL_BINS * KERNEL_STEPS + 1] |STFT| of a unit-amplitude sinusoid at bin offsets -KERNEL_BINS ..
-    +KERNEL_BINS from its frequency (in FFT bins), through the front end's periodic Hann window of 640 samples."""
+def _window_kernel() -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, magnitudes), each [2 * KERNEL_BINS * KERNEL_STEPS + 1]: |STFT| of a unit-amplitude sinusoid at bin
+    offsets -KERNEL_BINS .. +KERNEL_BINS from its frequency (in FFT bins), through the front end's window."""
     offsets = np.linspace(-KERNEL_BINS, KERNEL_BINS, 2 * KERNEL_BINS * KERNEL_STEPS + 1)
-    n = np.arange(WIN_LENGTH)
-    window = 0.5 - 0.5 * np.cos(2 * np.pi * n / WIN_LENGTH)  # [640]
-    response = np.exp(-2j * np.pi * np.outer(offsets / FFT_SIZE, n)) @ window
-    return np.abs(response) / 2  # a real sinusoid's energy splits between +f and -f
+    window = hann_window(torch.device("cpu"), torch.float64).numpy()  # [640]
+    response = np.exp(-2j * np.pi * np.outer(offsets / FFT_SIZE, np.arange(WIN_LENGTH))) @ window
+    return offsets, np.abs(response) / 2  # a real sinusoid's energy splits between +f and -f
 
 
 def _partial_magnitude(hz: np.ndarray, amplitude: np.ndarray) -> np.ndarray:
     """|STFT| [513] of a sum of sinusoids at frequencies `hz` [partials] with `amplitude` [partials], their
     magnitudes added (partials far enough apart not to interfere)."""
     spectrum = np.zeros(FFT_SIZE // 2 + 1)
-    kernel = _window_kernel()
+    offsets, kernel = _window_kernel()
     for centre, a in zip(hz * FFT_SIZE / SAMPLE_RATE, amplitude, strict=True):
         bins = np.arange(max(0, math.ceil(centre - KERNEL_BINS)), min(FFT_SIZE // 2, math.floor(centre + KERNEL_BINS)) + 1)
-        spectrum[bins] += a * np.interp(bins - centre, np.linspace(-KERNEL_BINS, KERNEL_BINS, kernel.size), kernel)
+        spectrum[bins] += a * np.interp(bins - centre, offsets, kernel)
     return spectrum
 
 
