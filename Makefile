@@ -49,8 +49,9 @@ test-slow: $(VENV)/.test-installed
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check midisynth tests benchmarks scripts
 
+# DEVICE=cuda writes benchmarks/results_cuda.json (the official size and batched windows/s on the GPU).
 bench: $(VENV)/.test-installed
-	$(BIN)/python -m benchmarks.run --out benchmarks/results.json
+	nice $(BIN)/python -m benchmarks.run --device $(DEVICE)
 
 $(VENV)/.data-installed: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[data]'

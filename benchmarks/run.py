@@ -1,14 +1,18 @@
 """`make bench`: speed and memory of midisynth, side by side with diffusers in the same run.
 
-Writes JSON (default benchmarks/results.json) and prints a short table. Timings are medians of repeated runs.
-Seconds per window are measured as encode time + steps x median step time, each measured directly (running 100
-full diffusers steps per window would take minutes per sample on 2 cores); the step counts are stated.
+Writes JSON (default benchmarks/results.json, benchmarks/results_cuda.json with --device cuda) and prints a short
+table. The machine is recorded (CPU model, its bf16/AMX flags, torch's CPU kernels, threads, torch version, GPU),
+and every speed is given for fp32 and bf16 side by side, since bf16 is fast only where the hardware has it. Timings
+are medians of repeated runs. Seconds per window are measured as encode time + steps x median step time, each
+measured directly (running 100 full diffusers steps per window would take minutes per sample on 2 cores); the step
+counts are stated.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -26,15 +30,44 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
+PRECISIONS = ("fp32", "bf16")  # measured side by side on every machine
+# Holds torch (ATen, oneDNN, MKL) to AVX2 kernels: a stand-in for a CPU without AVX-512 and native bf16 (AMD Zen 3).
+NO_BF16_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
 def median_seconds(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
-    for _ in range(warmup):
+    """Median wall seconds of `fn()` over `repeats` runs after `warmup` runs (CUDA work is waited for)."""
+    def run() -> None:
         fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        run()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
+        run()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def machine_info(device: str) -> dict:
+    """What the figures depend on: CPU model, its native bf16 / AMX flags, the vector kernels torch uses, threads,
+    torch version, the GPU, and what `--precision auto` picks on `device`."""
+    from midisynth.precision import CPU_BF16_FLAGS, explain, hardware
+
+    cpu = hardware("cpu")
+    info = {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(), "cpu_model": cpu.cpu_model,
+            "cpu_bf16_flags": sorted(cpu.cpu_flags & CPU_BF16_FLAGS),
+            "cpu_amx_flags": sorted(f for f in cpu.cpu_flags if f.startswith("amx")),
+            "cpu_avx512": "avx512f" in cpu.cpu_flags, "torch_cpu_kernels": cpu.cpu_capability}
+    if device == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(0)
+        info["gpu_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
+    info["auto_precision"] = explain(hardware(device, 0 if device == "cuda" else None))
+    return info
 
 
 def window_inputs(num_tokens: int, seed: int = 0):
@@ -46,19 +79,20 @@ def window_inputs(num_tokens: int, seed: int = 0):
     return tokens, context, x
 
 
-def bench_base_vs_diffusers(num_tokens: int, repeats: int) -> dict:
-    """Official base size with random weights: one window's encode and one denoising step, both implementations."""
+def bench_base_vs_diffusers(num_tokens: int, repeats: int, device: str = "cpu") -> dict:
+    """Official base size with random weights: one window's encode and one denoising step, both implementations,
+    on `device`."""
     from midisynth.model.config import load_config
     from midisynth.model.networks import SpectrogramDiffusion
     from midisynth.render.pipeline import linear_weights_as
     from tests.reference import build_reference_modules
 
     cfg = load_config(ROOT / "configs" / "base.toml").model
-    notes_ref, cont_ref, dec_ref = build_reference_modules(cfg)
-    ours = SpectrogramDiffusion(cfg).eval()
-    tokens, context, x = window_inputs(num_tokens)
-    mask = torch.ones(1, 256, dtype=torch.bool)
-    t = torch.tensor([0.5])
+    notes_ref, cont_ref, dec_ref = (module.to(device) for module in build_reference_modules(cfg))
+    ours = SpectrogramDiffusion(cfg).eval().to(device)
+    tokens, context, x = (tensor.to(device) for tensor in window_inputs(num_tokens))
+    mask = torch.ones(1, 256, dtype=torch.bool, device=device)
+    t = torch.tensor([0.5], device=device)
     results: dict[str, float] = {}
     with torch.inference_mode():
         def ref_encode():
@@ -70,11 +104,11 @@ def bench_base_vs_diffusers(num_tokens: int, repeats: int) -> dict:
         results["diffusers_step_s"] = median_seconds(
             lambda: dec_ref(encodings_and_masks=encodings, decoder_input_tokens=x, decoder_noise_time=t), repeats)
         trimmed = tokens[:, :num_tokens]
-        has_context = torch.tensor([True])
-        for precision in ("fp32", "bf16"):
+        has_context = torch.tensor([True], device=device)
+        for precision in PRECISIONS:
             # As `Synthesizer` runs it: bf16 Linear weights cast once, not by autocast on every call.
             net = ours if precision == "fp32" else linear_weights_as(ours, torch.bfloat16)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 cache = net.encode(trimmed, context, has_context)
                 results[f"midisynth_{precision}_encode_s"] = median_seconds(
                     lambda n=net: n.encode(trimmed, context, has_context), repeats)
@@ -128,11 +162,12 @@ def bench_peak_rss(model: str | None, tmp: Path) -> dict:
     return results
 
 
-def bench_default_model(seconds: float = 30.0, repeats: int = 3) -> dict | None:
-    """The bundled model at default settings, model loaded: real-time factor, seconds per window and time to first
-    audio (medians of `repeats` renders after a warm-up render, whose time is reported as cold_render_s)."""
+def bench_default_model(device: str = "cpu", seconds: float = 30.0, repeats: int = 3) -> dict | None:
+    """The bundled model at default settings, model loaded, in each precision: real-time factor, seconds per window
+    and time to first audio (medians of `repeats` renders after a warm-up render, whose time is reported as
+    cold_render_s). The precisions take turns, so a change in the machine's load hits them alike."""
     from midisynth.model.resolve import bundled_manifest
-    from midisynth.render.pipeline import Synthesizer
+    from midisynth.render.pipeline import RenderOptions, Synthesizer
     from midisynth.score.midi import read_midi
     from midisynth.score.tokens import tokenize
 
@@ -140,22 +175,53 @@ def bench_default_model(seconds: float = 30.0, repeats: int = 3) -> dict | None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
         song = read_midi(write_long_midi(Path(tmp) / "song.mid", seconds / 60))
-    synth = Synthesizer.from_pretrained(device="cpu")
-    runs = []  # (seconds to the first chunk, seconds in all, samples)
+    synth = Synthesizer.from_pretrained(device=device)
+    runs: dict[str, list[tuple[float, float, int]]] = {p: [] for p in PRECISIONS}  # (first chunk s, total s, samples)
     for _ in range(1 + repeats):  # the first run warms up (kernel selection, the bf16 weight copy) and is dropped
-        start = time.perf_counter()
-        first, samples = None, 0
-        for chunk in synth.stream(song):
-            first = first if first is not None else time.perf_counter() - start
-            samples += chunk.shape[0]
-        runs.append((first, time.perf_counter() - start, samples))
-    first = statistics.median(r[0] for r in runs[1:])
-    total = statistics.median(r[1] for r in runs[1:])
-    samples = runs[-1][2]
+        for precision in PRECISIONS:
+            options = RenderOptions(precision=precision)
+            start = time.perf_counter()
+            first, samples = None, 0
+            for chunk in synth.stream(song, options):
+                first = first if first is not None else time.perf_counter() - start
+                samples += chunk.shape[0]
+            runs[precision].append((first, time.perf_counter() - start, samples))
     windows = len(tokenize(song))
-    return {"audio_s": samples / 16_000, "render_s": total, "real_time_factor": samples / 16_000 / total,
-            "seconds_per_window": total / windows, "time_to_first_audio_s": first, "cold_render_s": runs[0][1],
-            "repeats": repeats, "options": str(synth.options)}
+    report: dict = {"options": str(synth.options), "auto_is": synth.precision(), "repeats": repeats}
+    for precision, times in runs.items():
+        total = statistics.median(r[1] for r in times[1:])
+        samples = times[-1][2]
+        report[precision] = {"audio_s": samples / 16_000, "render_s": total, "real_time_factor": samples / 16_000 / total,
+                             "seconds_per_window": total / windows,
+                             "time_to_first_audio_s": statistics.median(r[0] for r in times[1:]),
+                             "cold_render_s": times[0][1]}
+    return report
+
+
+def bench_whole_process(tmp: Path, minutes: float = 2.0, repeats: int = 2) -> dict | None:
+    """`midisynth render SONG -o OUT.wav` at default settings as a user runs it (start-up, model load, render, write),
+    for a `minutes`-long four-instrument song: on this machine as it is, and with torch held to its AVX2 kernels
+    (NO_BF16_ENV), a stand-in for a CPU without AVX-512 and native bf16, where `auto` computes in fp32.
+    Best of `repeats` wall times, the two settings taking turns."""
+    from midisynth.model.resolve import bundled_manifest
+
+    if bundled_manifest() is None:
+        return None
+    midi = write_long_midi(tmp / "whole.mid", minutes)
+    settings = {"native": {}, "avx2_kernels": NO_BF16_ENV}
+    walls: dict[str, list[float]] = {name: [] for name in settings}
+    for _ in range(repeats):
+        for name, env in settings.items():
+            cmd = [sys.executable, "-m", "midisynth.cli", "render", str(midi), "-o", str(tmp / "whole.wav"), "-q",
+                   "--overwrite"]
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, env={**os.environ, **env})
+            walls[name].append(time.perf_counter() - start)
+    report: dict = {"audio_s": minutes * 60, "env": {"avx2_kernels": NO_BF16_ENV}}
+    for name in settings:
+        best = min(walls[name])
+        report[name] = {"wall_s": best, "real_time_factor": minutes * 60 / best, "all_wall_s": walls[name]}
+    return report
 
 
 def bench_batch_throughput(device: str, num_songs: int = 4, seconds: float = 15.0) -> dict | None:
@@ -182,7 +248,8 @@ def bench_batch_throughput(device: str, num_songs: int = 4, seconds: float = 15.
 
     alone_s = median_seconds(one_at_a_time, repeats=2)
     batched_s = median_seconds(together, repeats=2)
-    return {"device": device, "songs": num_songs, "windows": windows, "batch_1_windows_per_s": windows / alone_s,
+    return {"device": device, "precision": synth.precision(), "songs": num_songs, "windows": windows,
+            "batch_1_windows_per_s": windows / alone_s,
             f"batch_{num_songs}_windows_per_s": windows / batched_s, "speedup": alone_s / batched_s}
 
 
@@ -193,69 +260,92 @@ def bench_help(repeats: int = 5) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results.json")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results.json (results_cuda.json on cuda)")
     parser.add_argument("--tokens", type=int, default=400, help="real tokens in the benchmark window")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--default-steps", type=int, default=20)
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available to torch")
+    out = args.out or ROOT / "benchmarks" / ("results_cuda.json" if args.device == "cuda" else "results.json")
 
     from midisynth.model.resolve import bundled_manifest, bundled_sampling
     from midisynth.render.pipeline import RenderOptions
 
     defaults = RenderOptions().resolved(bundled_sampling(bundled_manifest()))
     default_steps = defaults.steps
-    report: dict = {
-        "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
-        "help_s": bench_help(),
-    }
-    base = bench_base_vs_diffusers(args.tokens, args.repeats)
+    report: dict = {"machine": machine_info(args.device), "help_s": bench_help()}
+    base = bench_base_vs_diffusers(args.tokens, args.repeats, args.device)
     report["base_random_weights"] = base
     table = []
     for steps in (100, 10):
         ref = window_seconds(base, "diffusers", steps)
-        for precision in ("fp32", "bf16"):
+        for precision in PRECISIONS:
             ours = window_seconds(base, f"midisynth_{precision}", steps)
             table.append({"setting": f"{steps} steps, no guidance, {precision}", "diffusers_s_per_window": ref,
                           "midisynth_s_per_window": ours, "speedup": ref / ours})
     ref100 = window_seconds(base, "diffusers", 100)
-    for precision in ("fp32", "bf16"):
+    for precision in PRECISIONS:
         ours = window_seconds(base, f"midisynth_{precision}", default_steps, guided=defaults.guidance != 1.0)
         table.append({"setting": f"midisynth default ({defaults.sampler} {default_steps} steps, guidance "
                                  f"{defaults.guidance}, {precision}) vs diffusers default (100 steps)",
                       "diffusers_s_per_window": ref100, "midisynth_s_per_window": ours, "speedup": ref100 / ours})
     report["per_window"] = table
-    report["default_model"] = bench_default_model(repeats=args.repeats)
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    report["batch_throughput"] = [row for row in map(bench_batch_throughput, devices) if row is not None]
+    report["default_model"] = bench_default_model(args.device, repeats=args.repeats)
+    report["batch_throughput"] = bench_batch_throughput(args.device, num_songs=16 if args.device == "cuda" else 4)
+    if args.device == "cpu":  # whole-process figures: start-up, memory and the no-bf16 stand-in are CPU matters
+        with tempfile.TemporaryDirectory() as tmp:
+            report["whole_process"] = bench_whole_process(Path(tmp))
+            report["peak_rss"] = bench_peak_rss(_model_for_streaming(Path(tmp)), Path(tmp))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_text_atomic(out, json.dumps(report, indent=2))
+    print_summary(report)
+    print(f"wrote {out}")
+
+
+def _model_for_streaming(tmp: Path) -> str | None:
+    """None (the bundled model), or where none is bundled a tiny random model saved in `tmp`."""
     from midisynth.model.resolve import bundled_manifest
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tiny = None
-        if bundled_manifest() is None:  # no bundled model yet: measure streaming with a tiny random one
-            from midisynth.model.checkpoints import save_model
-            from midisynth.model.config import load_config
-            from midisynth.model.networks import SpectrogramDiffusion
+    if bundled_manifest() is not None:
+        return None
+    from midisynth.model.checkpoints import save_model
+    from midisynth.model.config import load_config
+    from midisynth.model.networks import SpectrogramDiffusion
 
-            tiny = str(Path(tmp) / "tiny.safetensors")
-            save_model(SpectrogramDiffusion(load_config(ROOT / "configs" / "tiny.toml").model), tiny)
-        report["peak_rss"] = bench_peak_rss(tiny, Path(tmp))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_text_atomic(args.out, json.dumps(report, indent=2))
+    tiny = str(tmp / "tiny.safetensors")
+    save_model(SpectrogramDiffusion(load_config(ROOT / "configs" / "tiny.toml").model), tiny)
+    return tiny
+
+
+def print_summary(report: dict) -> None:
+    machine = report["machine"]
+    print(f"{machine['cpu_model']} ({machine['threads']} threads, torch {machine['torch']}, "
+          f"{machine['torch_cpu_kernels']} kernels{', ' + machine['gpu'] if 'gpu' in machine else ''}); "
+          f"{machine['auto_precision']}")
     print(f"midisynth --help: {report['help_s']:.3f} s")
     print(f"{'setting':<90} {'diffusers s':>12} {'midisynth s':>12} {'speedup':>8}")
-    for row in table:
+    for row in report["per_window"]:
         print(f"{row['setting']:<90} {row['diffusers_s_per_window']:>12.2f} {row['midisynth_s_per_window']:>12.2f} "
               f"{row['speedup']:>7.1f}x")
     if report["default_model"]:
-        d = report["default_model"]
-        print(f"default model: {d['real_time_factor']:.1f}x real time, {d['seconds_per_window']:.2f} s/window, "
-              f"first audio after {d['time_to_first_audio_s']:.2f} s")
-    for row in report["batch_throughput"]:
-        print(f"batch of {row['songs']} songs on {row['device']}: {row['speedup']:.2f}x the windows/s of one at a time")
-    rss = report["peak_rss"]
-    print(f"peak RSS: 1 min {rss['1min']['peak_rss_mib']:.0f} MiB, 10 min {rss['10min']['peak_rss_mib']:.0f} MiB "
-          f"(ratio {rss['ratio_10_to_1']:.2f})")
-    print(f"wrote {args.out}")
+        for precision in PRECISIONS:
+            d = report["default_model"][precision]
+            print(f"default model, {precision}: {d['real_time_factor']:.1f}x real time, "
+                  f"{d['seconds_per_window']:.2f} s/window, first audio after {d['time_to_first_audio_s']:.2f} s")
+    batch = report["batch_throughput"]
+    if batch:
+        batched = batch[f"batch_{batch['songs']}_windows_per_s"]
+        print(f"batch of {batch['songs']} songs on {batch['device']}: {batched:.1f} windows/s, "
+              f"{batch['speedup']:.2f}x one at a time")
+    whole = report.get("whole_process")
+    if whole:
+        print(f"whole process, {whole['audio_s'] / 60:.0f}-min song: {whole['native']['real_time_factor']:.1f}x real "
+              f"time as is, {whole['avx2_kernels']['real_time_factor']:.1f}x on AVX2 kernels (no native bf16)")
+    rss = report.get("peak_rss")
+    if rss:
+        print(f"peak RSS: 1 min {rss['1min']['peak_rss_mib']:.0f} MiB, 10 min {rss['10min']['peak_rss_mib']:.0f} MiB "
+              f"(ratio {rss['ratio_10_to_1']:.2f})")
 
 
 if __name__ == "__main__":

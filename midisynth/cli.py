@@ -79,7 +79,10 @@ StepsOption = Annotated[int | None, typer.Option(min=1, help="Denoising steps pe
 GuidanceOption = Annotated[float | None, typer.Option(min=1.0, help="Classifier-free guidance weight; 1 disables it.", show_default="the model's")]
 SeedOption = Annotated[int, typer.Option(help="Random seed (same seed, model and device: same audio).")]
 VocoderOption = Annotated[str | None, typer.Option(help="griffin-lim, PATH.onnx or PATH.safetensors (neural vocoder).", show_default="the model's, else griffin-lim")]
-PrecisionOption = Annotated[str, typer.Option(help="Network arithmetic: fp32, bf16 or fp16.")]
+PrecisionOption = Annotated[str, typer.Option(
+    help="Network arithmetic: auto (bf16 where the hardware computes it natively: CUDA compute capability 8.0+, "
+    "CPUs with AVX-512 BF16 or AMX; else fp32), fp32, bf16 or fp16 (CUDA only). `midisynth models` shows what "
+    "auto picks on this machine.")]
 
 
 def _render_options(sampler, steps, guidance, seed, precision):
@@ -101,6 +104,13 @@ def _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, precisi
     except (CheckpointError, ValueError, FileNotFoundError, ImportError) as err:
         _err(str(err))
         raise typer.Exit(EXIT_USAGE) from None
+
+
+def _auto_precision_line(device) -> str:
+    """"precision auto = fp32 on cpu (why)": what `--precision auto` computes in on `device` (a torch.device)."""
+    from midisynth.precision import explain, hardware
+
+    return f"precision {explain(hardware(device.type, device.index))}"
 
 
 def _read_song(source: str, limits=None, start: float = 0.0, end: float | None = None):
@@ -233,6 +243,8 @@ def render(
             return
 
     synth = _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, precision, allow_pickle)
+    if not quiet and precision == "auto":
+        _err(_auto_precision_line(synth.device))
     limits = SongLimits(max_duration=max_duration, max_events=max_events)
     with _stop_cleanly_on_signals():
         failures: list[RenderFailure] = run_jobs(synth, jobs, settings=settings, mel_out=mel_out, plots=plots,
@@ -386,6 +398,8 @@ def train(
     from midisynth.training.diffusion import Trainer
 
     trainer = Trainer(load_config(configs[0]), data, out, device=device, init_from=init_from)
+    if trainer.tc.precision == "auto":
+        _err(_auto_precision_line(trainer.device))
     bar = tqdm(total=trainer.tc.max_steps, initial=trainer.step, desc="train", unit="step", dynamic_ncols=True)
     trainer.train(max_minutes=max_minutes, on_step=on_step)
     bar.close()
@@ -461,10 +475,15 @@ def download(
 @app.command()
 def models() -> None:
     """List the bundled default model and its vocoder, and the checkpoints in the Hugging Face cache, each with
-    the sampling it is rendered with unless --sampler, --steps or --guidance say otherwise."""
+    the sampling it is rendered with unless --sampler, --steps or --guidance say otherwise; say what
+    `--precision auto` computes in here."""
+    import torch
+
     from midisynth.model.hub import cache_dir, cached_models
     from midisynth.model.resolve import BUNDLED_DIR, bundled_manifest, bundled_sampling, hub_sampling
 
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        typer.echo(_auto_precision_line(torch.device(device)))
     manifest = bundled_manifest()
     if manifest is None:
         typer.echo("no bundled default model installed")

@@ -43,7 +43,8 @@ DIFFUSERS_MODULES = ("notes_encoder", "continuous_encoder", "decoder")
 # Rendering defaults, shared by the library and the CLI, chosen by the held-out evaluation (docs/experiments.md:
 # sampler, steps and guidance): for the bundled model more DDIM steps do not score better (they sharpen details the
 # reference does not have), so 4, nearly the fastest; guidance makes it worse, so it is off (the paper's 5 suits its
-# large model). bf16 autocast scores as fp32; use --precision fp32 on CPUs that have no native bf16.
+# large model). bf16 autocast scores as fp32, so `auto` (midisynth.precision) computes in bf16 wherever the hardware
+# has it natively and in fp32 elsewhere.
 # These sampling settings are the bundled model's (its manifest) and any v-prediction model's that states none
 # (midisynth.render.samplers.V_PREDICTION_SAMPLING); a model's own stored settings come first.
-DEFAULT_PRECISION = "bf16"
+DEFAULT_PRECISION = "auto"  # see midisynth.precision

@@ -33,6 +33,7 @@ from midisynth.model.checkpoints import Checkpoint
 from midisynth.model.networks import SpectrogramDiffusion
 from midisynth.model.note_inputs import NoteInputs, apply_gain, song_note_inputs
 from midisynth.model.resolve import resolve_model
+from midisynth.precision import check_precision, hardware, resolve_precision
 from midisynth.render import samplers
 from midisynth.score.midi import Song, read_midi
 from midisynth.score.tokens import cut_seconds, fit_window, num_windows, pad_tokens, tokenize
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)  # without logging configured, warnings print 
 
 FALLBACK_VOCODER = "griffin-lim"  # used when a model ships no vocoder, or its vocoder cannot run here
 RELEASE_TAIL_SECONDS = 1.0  # audio kept after the last note end, for the release of the final notes
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtype of each precision
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,9 @@ class RenderOptions:
     steps: int | None = None
     guidance: float | None = None  # classifier-free guidance weight; 1 disables it
     seed: int = 0
-    precision: str = DEFAULT_PRECISION  # network arithmetic: fp32, bf16 or fp16 (autocast; sampler state fp32)
+    # Network arithmetic: auto (bf16 where the hardware has it natively, else fp32; see midisynth.precision), fp32,
+    # bf16, or fp16 (CUDA only); low precisions run under autocast, the sampler state stays fp32.
+    precision: str = DEFAULT_PRECISION
 
     def __post_init__(self) -> None:
         if self.sampler is not None and self.sampler not in samplers.SAMPLERS:
@@ -66,8 +69,7 @@ class RenderOptions:
             raise ValueError(f"guidance must be >= 1 (1 disables it), got {self.guidance}")
         if not -(2**63) <= self.seed < 2**64:  # what torch.Generator.manual_seed takes (negative ones wrap around)
             raise ValueError(f"seed {self.seed} does not fit in 64 bits; use 0 to {2**64 - 1}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
+        check_precision(self.precision)
 
     def resolved(self, defaults: samplers.SamplingDefaults) -> RenderOptions:
         """These options with what they leave unset taken from a model's sampling `defaults`."""
@@ -115,6 +117,7 @@ class Synthesizer:
         self.sampling = sampling or samplers.default_sampling(model.cfg.prediction)
         self.requested = options or RenderOptions()  # as given, unset fields included
         self.options = self.requested.resolved(self.sampling)
+        check_precision(self.options.precision, self.device.type)
         self._networks: dict[str, SpectrogramDiffusion] = {"fp32": self.model}  # by precision, made on first use
 
     @classmethod
@@ -138,6 +141,12 @@ class Synthesizer:
         return cls(checkpoint.model, chosen or checkpoint_vocoder(checkpoint, dev), dev, options, checkpoint.sampling)
 
     # -- spectrogram ------------------------------------------------------------------------------------------------
+    def precision(self, options: RenderOptions | None = None) -> str:
+        """The precision the networks compute in for `options` (default: this synthesizer's): "auto" resolved for
+        this device (`midisynth.precision.resolve_precision`)."""
+        requested = (options or self.options).precision
+        return resolve_precision(requested, hardware(self.device.type, self.device.index))
+
     def _network(self, precision: str) -> SpectrogramDiffusion:
         """The model with its Linear weights stored in `precision`'s dtype (copied once, on first use).
 
@@ -145,7 +154,7 @@ class Synthesizer:
         cache), a large share of a low-precision denoising step. Casting once gives the same numbers.
         """
         if precision not in self._networks:
-            self._networks[precision] = linear_weights_as(self.model, PRECISIONS[precision])
+            self._networks[precision] = linear_weights_as(self.model, DTYPES[precision])
         return self._networks[precision]
 
     def _denoiser(self, network: SpectrogramDiffusion, cache, guidance: float) -> samplers.Denoiser:
@@ -181,10 +190,11 @@ class Synthesizer:
         `options.seed`, so batching does not change its result beyond float rounding.
         """
         opts = (options or self.options).resolved(self.sampling)
-        network = self._network(opts.precision)
+        precision = self.precision(opts)
+        network = self._network(precision)
         generators = [torch.Generator().manual_seed(opts.seed) for _ in songs]
         context = torch.zeros(len(songs), WINDOW_FRAMES, N_MELS, device=self.device)  # network range
-        half = PRECISIONS[opts.precision]
+        half = DTYPES[precision]
         total, done = sum(len(w) for w in songs), 0
         for index in range(max((len(w) for w in songs), default=0)):
             active = [i for i, song_windows in enumerate(songs) if index < len(song_windows)]

@@ -23,6 +23,7 @@ from midisynth.model.checkpoints import load_model_file, save_model
 from midisynth.model.config import Config
 from midisynth.model.networks import SpectrogramDiffusion
 from midisynth.model.note_inputs import apply_gain
+from midisynth.precision import hardware, resolve_precision
 from midisynth.render.samplers import q_sample, v_target
 from midisynth.training.loop import TrainingLoop, endless
 
@@ -101,6 +102,7 @@ class Trainer(TrainingLoop):
         self.tc = config.train
         super().__init__(run_dir, device, self.tc.seed, self.tc.max_steps, self.tc.checkpoint_every,
                          self.tc.ema_decay)
+        self.precision = resolve_precision(self.tc.precision, hardware(self.device.type, self.device.index))
         model = SpectrogramDiffusion(config.model).to(self.device)
         if init_from is not None:
             model.load_state_dict(initial_weights(load_model_file(init_from).model, model))
@@ -152,7 +154,7 @@ class Trainer(TrainingLoop):
         return self.tc.learning_rate * warm * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     def _autocast(self):
-        enabled = self.tc.precision == "bf16"
+        enabled = self.precision == "bf16"
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
     @torch.no_grad()

@@ -1,0 +1,111 @@
+"""Network arithmetic: the float formats the networks may compute in, and what `auto` picks on this hardware.
+
+bf16 halves the memory traffic of every matmul, but only pays where the hardware multiplies bf16 natively: CUDA GPUs
+of compute capability 8.0 or newer, and x86 CPUs with AVX-512 BF16 or AMX. Elsewhere (AVX2-only CPUs such as AMD Zen
+3, most laptops, ARM) torch emulates it, and bf16 renders about 3x and trains up to 20x slower than fp32. So `auto`
+picks bf16 only where it is native and fp32 everywhere else; fp16 is a CUDA format and is never picked by `auto`.
+
+The choice is a pure function of `Hardware` facts (`resolve_precision`), so it can be tested for any machine;
+`hardware(device)` reads the facts of this one. Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+AUTO = "auto"
+PRECISIONS = (AUTO, "fp32", "bf16", "fp16")  # what a user may ask for
+CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # /proc/cpuinfo flags of native bf16 arithmetic
+CUDA_BF16_CAPABILITY = (8, 0)  # Ampere: the first CUDA compute capability with bf16 tensor cores
+CPUINFO = Path("/proc/cpuinfo")
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What decides the precision on one device.
+
+    `cpu_flags`: the CPU's feature flags as /proc/cpuinfo names them. `cpu_capability`: the vector ISA torch's own
+    kernels dispatch to (`torch.backends.cpu.get_cpu_capability()`: "AVX512", "AVX2", "DEFAULT", ...; lowered by
+    ATEN_CPU_CAPABILITY). `cuda_capability`: the CUDA device's compute capability, None on CPU.
+    """
+
+    device_type: str  # "cpu" or "cuda"
+    cpu_flags: frozenset[str] = frozenset()
+    cpu_capability: str = "DEFAULT"
+    cuda_capability: tuple[int, int] | None = None
+    cpu_model: str = ""
+
+
+def native_bf16(hw: Hardware) -> bool:
+    """True where bf16 matmuls run in hardware: a CUDA device of capability >= 8.0, or a CPU with AVX-512 BF16 or
+    AMX whose AVX-512 kernels torch uses."""
+    if hw.device_type == "cuda":
+        return hw.cuda_capability is not None and hw.cuda_capability >= CUDA_BF16_CAPABILITY
+    return bool(hw.cpu_flags & CPU_BF16_FLAGS) and hw.cpu_capability.upper().startswith("AVX512")
+
+
+def check_precision(requested: str, device_type: str | None = None) -> None:
+    """Raise ValueError for a precision that does not exist, or fp16 off CUDA (CPUs have no fast fp16 matmul)."""
+    if requested not in PRECISIONS:
+        raise ValueError(f"unknown precision {requested!r}; choose from {', '.join(PRECISIONS)}")
+    if requested == "fp16" and device_type is not None and device_type != "cuda":
+        raise ValueError(f"precision fp16 runs on CUDA only; on {device_type} use auto, fp32 or bf16")
+
+
+def resolve_precision(requested: str, hw: Hardware) -> str:
+    """The precision to compute in: `requested`, or for "auto" bf16 where it is native (`native_bf16`), else fp32."""
+    check_precision(requested, hw.device_type)
+    if requested != AUTO:
+        return requested
+    return "bf16" if native_bf16(hw) else "fp32"
+
+
+def explain(hw: Hardware) -> str:
+    """One line: what `auto` resolves to on `hw`, and why."""
+    chosen = resolve_precision(AUTO, hw)
+    if hw.device_type == "cuda":
+        why = f"compute capability {'.'.join(map(str, hw.cuda_capability or ()))}"
+        return f"auto = {chosen} on cuda ({why}; bf16 needs {'.'.join(map(str, CUDA_BF16_CAPABILITY))} or newer)"
+    found = sorted(hw.cpu_flags & CPU_BF16_FLAGS)
+    if chosen == "bf16":
+        why = f"native bf16: {', '.join(found)}"
+    elif found:
+        why = f"{', '.join(found)} present, but torch uses its {hw.cpu_capability} kernels"
+    else:
+        why = "no native bf16 (AVX-512 BF16 or AMX)"
+    model = f"{hw.cpu_model}; " if hw.cpu_model else ""
+    return f"auto = {chosen} on cpu ({model}{why})"
+
+
+def read_cpuinfo(path: Path = CPUINFO) -> tuple[str, frozenset[str]]:
+    """(model name, feature flags) of the first processor in /proc/cpuinfo; ("", empty) where there is none."""
+    model, flags = "", frozenset()
+    try:
+        with path.open() as lines:
+            for line in lines:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and not model:
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = frozenset(value.split())
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    return model, flags
+
+
+@functools.cache
+def hardware(device_type: str = "cpu", device_index: int | None = None) -> Hardware:
+    """This machine's facts for `device_type` ("cpu" or "cuda"): /proc/cpuinfo, with torch's own CPU feature
+    queries added where it has them (so machines without /proc/cpuinfo are covered), and the CUDA capability."""
+    import torch
+
+    model, flags = read_cpuinfo()
+    queries = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported"}
+    flags |= {flag for flag, query in queries.items() if getattr(torch.cpu, query, lambda: False)()}
+    cuda = torch.cuda.get_device_capability(device_index) if device_type == "cuda" else None
+    return Hardware(device_type, frozenset(flags), torch.backends.cpu.get_cpu_capability(), cuda, model)

@@ -1,0 +1,184 @@
+"""`--precision auto`: bf16 only where the hardware computes it natively, fp32 elsewhere; decided from injected
+hardware facts, so these tests do not depend on the machine that runs them (CUDA tests run only where CUDA is)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from midisynth.model.config import TrainConfig, load_config
+from midisynth.precision import Hardware, explain, native_bf16, read_cpuinfo, resolve_precision
+from midisynth.render.pipeline import RenderOptions, Synthesizer
+from midisynth.score.midi import read_midi
+from midisynth.vocoders.vocoder import load_vocoder
+from tests.conftest import ROOT
+
+# Flag sets as /proc/cpuinfo prints them (abridged to the vector extensions).
+ZEN3_FLAGS = frozenset("sse4_2 avx avx2 fma f16c bmi2 sha_ni vaes vpclmulqdq".split())
+ZEN4_FLAGS = ZEN3_FLAGS | {"avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16"}
+SAPPHIRE_RAPIDS_FLAGS = ZEN3_FLAGS | {"avx512f", "avx512bw", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16"}
+SKYLAKE_SERVER_FLAGS = ZEN3_FLAGS | {"avx512f", "avx512bw", "avx512vl", "avx512dq"}  # AVX-512, but no bf16
+
+ZEN3 = Hardware("cpu", ZEN3_FLAGS, "AVX2", cpu_model="AMD Ryzen 9 5950X 16-Core Processor")
+ZEN4 = Hardware("cpu", ZEN4_FLAGS, "AVX512", cpu_model="AMD EPYC 9654 96-Core Processor")
+SAPPHIRE_RAPIDS = Hardware("cpu", SAPPHIRE_RAPIDS_FLAGS, "AVX512")
+SKYLAKE_SERVER = Hardware("cpu", SKYLAKE_SERVER_FLAGS, "AVX512")
+ARM = Hardware("cpu", frozenset("fp asimd sve bf16 i8mm".split()), "SVE256")
+
+
+@pytest.mark.parametrize(("hw", "expected"), [
+    (ZEN3, "fp32"), (SKYLAKE_SERVER, "fp32"), (ARM, "fp32"),
+    (ZEN4, "bf16"), (SAPPHIRE_RAPIDS, "bf16"),
+    (replace(ZEN4, cpu_capability="AVX2"), "fp32"),  # ATEN_CPU_CAPABILITY=avx2: torch's kernels would emulate bf16
+    (Hardware("cuda", ZEN3_FLAGS, "AVX2", (8, 0)), "bf16"),  # A100: bf16 on the GPU whatever the host CPU
+    (Hardware("cuda", ZEN3_FLAGS, "AVX2", (9, 0)), "bf16"),
+    (Hardware("cuda", ZEN4_FLAGS, "AVX512", (7, 5)), "fp32"),  # T4: no bf16 tensor cores, even on a bf16 host
+])
+def test_auto_picks_bf16_only_where_it_is_native(hw, expected):
+    assert native_bf16(hw) == (expected == "bf16")
+    assert resolve_precision("auto", hw) == expected
+
+
+@pytest.mark.parametrize("asked", ["fp32", "bf16"])
+def test_an_explicit_precision_is_kept(asked):
+    assert resolve_precision(asked, ZEN3) == asked
+    assert resolve_precision(asked, ZEN4) == asked
+
+
+def test_fp16_only_on_cuda_and_unknown_names_are_refused():
+    assert resolve_precision("fp16", Hardware("cuda", cuda_capability=(7, 5))) == "fp16"
+    with pytest.raises(ValueError, match="fp16 runs on CUDA only"):
+        resolve_precision("fp16", ZEN4)
+    with pytest.raises(ValueError, match="unknown precision 'int8'; choose from auto, fp32, bf16, fp16"):
+        resolve_precision("int8", ZEN4)
+    with pytest.raises(ValueError, match="unknown precision"):
+        RenderOptions(precision="half")
+
+
+def test_explain_says_what_auto_picks_and_why():
+    assert explain(ZEN3) == ("auto = fp32 on cpu (AMD Ryzen 9 5950X 16-Core Processor; no native bf16 "
+                             "(AVX-512 BF16 or AMX))")
+    assert explain(ZEN4) == "auto = bf16 on cpu (AMD EPYC 9654 96-Core Processor; native bf16: avx512_bf16)"
+    assert explain(replace(ZEN4, cpu_capability="AVX2")).endswith("avx512_bf16 present, but torch uses its AVX2 kernels)")
+    assert explain(Hardware("cuda", cuda_capability=(7, 5))) == (
+        "auto = fp32 on cuda (compute capability 7.5; bf16 needs 8.0 or newer)")
+
+
+def test_read_cpuinfo_takes_the_first_processor(tmp_path):
+    x86 = tmp_path / "cpuinfo"
+    x86.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD Ryzen 9 5950X\n"
+                   "flags\t\t: fpu avx avx2 fma\n\nprocessor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n")
+    assert read_cpuinfo(x86) == ("AMD Ryzen 9 5950X", frozenset({"fpu", "avx", "avx2", "fma"}))
+    arm = tmp_path / "cpuinfo-arm"
+    arm.write_text("processor\t: 0\nBogoMIPS\t: 243.75\nFeatures\t: fp asimd bf16\n")
+    assert read_cpuinfo(arm) == ("", frozenset({"fp", "asimd", "bf16"}))
+    assert read_cpuinfo(tmp_path / "missing") == ("", frozenset())
+
+
+@pytest.fixture
+def tiny_synth() -> Synthesizer:
+    from midisynth.model.networks import SpectrogramDiffusion
+
+    torch.manual_seed(0)
+    model = SpectrogramDiffusion(load_config(ROOT / "configs" / "tiny.toml").model)
+    return Synthesizer(model, load_vocoder("griffin-lim", "cpu"), "cpu", RenderOptions(steps=2))
+
+
+@pytest.mark.parametrize(("hw", "expected"), [(ZEN3, "fp32"), (ZEN4, "bf16")])
+def test_synthesizer_renders_in_what_auto_resolves_to(tiny_synth, short_midi, monkeypatch, hw, expected):
+    """The default options ask for auto; the render computes in the resolved precision: a bf16 render makes (and
+    keeps) the bf16 copy of the network and differs from the fp32 render only by rounding."""
+    monkeypatch.setattr("midisynth.render.pipeline.hardware", lambda device_type, index=None: hw)
+    assert tiny_synth.options.precision == "auto"
+    assert tiny_synth.precision() == expected
+    windows = tiny_synth.tokenize(read_midi(short_midi))
+    auto = np.concatenate(list(tiny_synth.spectrogram_windows(windows)))
+    assert sorted(tiny_synth._networks) == sorted({"fp32", expected})
+    fp32 = np.concatenate(list(tiny_synth.spectrogram_windows(windows, RenderOptions(steps=2, precision="fp32"))))
+    if expected == "fp32":
+        np.testing.assert_array_equal(auto, fp32)
+    else:
+        assert 0 < np.abs(auto - fp32).mean() < 0.05
+
+
+def test_a_cpu_synthesizer_refuses_fp16(tiny_synth):
+    with pytest.raises(ValueError, match="fp16 runs on CUDA only; on cpu"):
+        tiny_synth.with_options(precision="fp16")
+
+
+def test_shipped_train_configs_ask_for_auto():
+    """Every shipped config trains in fp32 on a CPU without native bf16 (emulated bf16 trained 24x slower) and in
+    bf16 where it is native; only the test config pins fp32."""
+    assert TrainConfig().precision == "auto"
+    for path in sorted((ROOT / "configs").glob("*.toml")):
+        precision = load_config(path).train.precision
+        if path.name == "tiny.toml":
+            assert precision == "fp32"
+            continue
+        assert precision == "auto", path.name
+        assert resolve_precision(precision, ZEN3) == "fp32"
+        assert resolve_precision(precision, ZEN4) == "bf16"
+
+
+def test_train_config_refuses_fp16():
+    with pytest.raises(ValueError, match=r"precision must be one of \('auto', 'fp32', 'bf16'\), got 'fp16'"):
+        TrainConfig(precision="fp16")
+
+
+@pytest.mark.parametrize(("hw", "dtype"), [(ZEN3, torch.float32), (ZEN4, torch.bfloat16)])
+def test_trainer_autocasts_to_what_auto_resolves_to(tmp_path, monkeypatch, hw, dtype):
+    from midisynth.training.diffusion import Trainer, diffusion_loss
+    from tests.test_train import _fake_dataset
+
+    monkeypatch.setattr("midisynth.training.diffusion.hardware", lambda device_type, index=None: hw)
+    cfg = load_config(ROOT / "configs" / "tiny.toml")
+    cfg = replace(cfg, train=replace(cfg.train, precision="auto"))
+    _fake_dataset(tmp_path / "ds")
+    trainer = Trainer(cfg, tmp_path / "ds", tmp_path / "run")
+    assert trainer.precision == {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
+    outputs = []
+    trainer.model.decoder.register_forward_hook(lambda module, args, out: outputs.append(out.dtype))
+    with trainer._autocast():
+        diffusion_loss(trainer.model, next(iter(trainer.loader)), torch.Generator().manual_seed(0), 0.0, "l1")
+    assert outputs == [dtype]
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+def test_cuda_auto_follows_the_device_capability():
+    from midisynth.precision import hardware
+
+    hw = hardware("cuda", 0)
+    assert hw.cuda_capability == torch.cuda.get_device_capability(0)
+    assert resolve_precision("auto", hw) == ("bf16" if hw.cuda_capability >= (8, 0) else "fp32")
+
+
+@needs_cuda
+@pytest.mark.parametrize("precision", ["auto", "fp32", "fp16"])
+def test_cuda_render_matches_cpu_fp32(tiny_synth, short_midi, precision):
+    """The CUDA path (device tensors, per-song CPU generators, autocast on cuda) renders what the CPU renders."""
+    windows = tiny_synth.tokenize(read_midi(short_midi))
+    options = RenderOptions(steps=2, precision="fp32")
+    cpu = np.concatenate(list(tiny_synth.spectrogram_windows(windows, options)))
+    gpu_synth = Synthesizer(tiny_synth.model, load_vocoder("griffin-lim", "cuda"), "cuda", options)
+    gpu = np.concatenate(list(gpu_synth.spectrogram_windows(windows, replace(options, precision=precision))))
+    tolerance = 1e-3 if gpu_synth.precision(replace(options, precision=precision)) == "fp32" else 0.05
+    assert np.abs(gpu - cpu).mean() < tolerance
+    audio = gpu_synth.render(read_midi(short_midi), replace(options, precision=precision))
+    assert audio.shape == (gpu_synth.num_samples(read_midi(short_midi)),) and np.abs(audio).max() > 1e-4
+
+
+def test_models_command_says_what_auto_picks(monkeypatch):
+    from typer.testing import CliRunner
+
+    from midisynth.cli import app
+
+    monkeypatch.setattr("midisynth.precision.hardware", lambda device_type, index=None: ZEN3)
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0
+    assert result.output.splitlines()[0] == f"precision {explain(ZEN3)}"
