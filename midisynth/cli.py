@@ -107,7 +107,7 @@ def _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, precisi
 
 
 def _auto_precision_line(device) -> str:
-    """"precision auto = fp32 on cpu (why)": what `--precision auto` computes in on `device` (a torch.device)."""
+    """What `--precision auto` computes in on `device` (a torch.device), and why: "precision auto = fp32 on cpu (...)"."""
     from midisynth.precision import explain, hardware
 
     return f"precision {explain(hardware(device.type, device.index))}"
