@@ -274,5 +274,5 @@ def test_models_shows_the_bundled_sampling():
 
     result = run("models")
     lines = result.stdout.splitlines()
-    assert result.exit_code == 0 and lines[0].startswith("model: ")
-    assert lines[1] == "  sampling: ddim, 4 steps, guidance 1"
+    model_line = next(i for i, line in enumerate(lines) if line.startswith("model: "))
+    assert result.exit_code == 0 and lines[model_line + 1] == "  sampling: ddim, 4 steps, guidance 1"
