@@ -352,58 +352,86 @@ def dataset(
         _err(f"{len(found) - len(skipped)} of {len(found)} recordings stored, {len(skipped)} skipped")
 
 
-@app.command()
+TRAIN_EXAMPLES = """Examples:
+
+midisynth train --config configs/default.toml --data data/mine --out runs/mine
+
+torchrun --standalone --nproc_per_node=4 -m midisynth train --config configs/default.toml --data data/mine --out runs/mine --device cuda
+
+Under torchrun the config's batch_size is the global batch: each of N processes trains on batch_size / N windows a step."""
+
+
+@app.command(epilog=TRAIN_EXAMPLES)
 def train(
     config: Annotated[list[Path] | None, typer.Option(help="TOML config with \\[model] and \\[train] tables (default: configs/default.toml). Given several times, a recipe: each config trains in OUT/<its name>, from the weights of the one before; a finished stage is skipped.")] = None,
     data: Annotated[Path, typer.Option(help="Data set directory from `midisynth dataset`.")] = Path("data/fluidr3"),
     out: Annotated[Path, typer.Option(help="Run directory (checkpoints; re-running resumes).")] = Path("runs/default"),
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu or cuda (under torchrun: each process its local rank's GPU).")] = "cpu",
     max_minutes: Annotated[float | None, typer.Option(help="Stop (with a checkpoint) after this many minutes.")] = None,
     init_from: Annotated[Path | None, typer.Option(help="Start from these weights (midisynth .safetensors).")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for torch.")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch (per process).")] = None,
 ) -> None:
     """Train a Spectrogram Diffusion model, or a recipe of several stages (resumable; Ctrl-C stops with a
-    checkpoint)."""
+    checkpoint). Started by torchrun, its processes train one model together (DistributedDataParallel)."""
     import torch
     from tqdm import tqdm
+
+    from midisynth.model.checkpoints import CheckpointError
+    from midisynth.model.config import load_config
+    from midisynth.training import ddp
 
     if threads:
         torch.set_num_threads(threads)
     configs = config or [Path("configs/default.toml")]
+    ranks = ddp.torchrun_ranks()
+    try:  # the same for every process: said once
+        for path in configs:
+            ranks.rows(load_config(path).train.batch_size)
+    except (FileNotFoundError, ValueError) as err:
+        if ranks.is_main:
+            _err(str(err))
+        raise typer.Exit(EXIT_USAGE) from None
     bar = None
 
     def on_step(step: int, loss: float) -> None:
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
 
-    if len(configs) > 1:
-        from midisynth.training.recipe import train_recipe
+    with ddp.process_group(ranks, device) as device:
+        if len(configs) > 1:
+            from midisynth.training.recipe import train_recipe
 
-        def on_stage(stage, done: int, total: int) -> None:
-            nonlocal bar
-            if bar is not None:
-                bar.close()
-            if done >= total:
-                typer.echo(f"{stage.run_dir.name}: finished ({done} steps), skipped", err=True)
-            bar = tqdm(total=total, initial=done, desc=stage.run_dir.name, unit="step", dynamic_ncols=True,
-                       disable=done >= total)
+            def on_stage(stage, done: int, total: int) -> None:
+                nonlocal bar
+                if bar is not None:
+                    bar.close()
+                if done >= total and ranks.is_main:
+                    typer.echo(f"{stage.run_dir.name}: finished ({done} steps), skipped", err=True)
+                bar = tqdm(total=total, initial=done, desc=stage.run_dir.name, unit="step", dynamic_ncols=True,
+                           disable=done >= total or not ranks.is_main)
 
-        weights = train_recipe(configs, data, out, device=device, init_from=init_from, max_minutes=max_minutes,
-                               on_stage=on_stage, on_step=on_step)
+            weights = train_recipe(configs, data, out, device=device, init_from=init_from, max_minutes=max_minutes,
+                                   on_stage=on_stage, on_step=on_step, ranks=ranks)
+            bar.close()
+            if ranks.is_main:
+                typer.echo(f"recipe done; weights: {weights}" if weights else "stopped (re-run to continue)", err=True)
+            return
+
+        from midisynth.training.diffusion import Trainer
+
+        try:
+            trainer = Trainer(load_config(configs[0]), data, out, device=device, init_from=init_from, ranks=ranks)
+        except (FileNotFoundError, ValueError, CheckpointError) as err:
+            _err(str(err))
+            raise typer.Exit(EXIT_USAGE) from None
+        if trainer.tc.precision == "auto" and ranks.is_main:
+            _err(_auto_precision_line(trainer.device))
+        bar = tqdm(total=trainer.tc.max_steps, initial=trainer.step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=not ranks.is_main)
+        trainer.train(max_minutes=max_minutes, on_step=on_step)
         bar.close()
-        typer.echo(f"recipe done; weights: {weights}" if weights else "stopped (re-run to continue)", err=True)
-        return
-
-    from midisynth.model.config import load_config
-    from midisynth.training.diffusion import Trainer
-
-    trainer = Trainer(load_config(configs[0]), data, out, device=device, init_from=init_from)
-    if trainer.tc.precision == "auto":
-        _err(_auto_precision_line(trainer.device))
-    bar = tqdm(total=trainer.tc.max_steps, initial=trainer.step, desc="train", unit="step", dynamic_ncols=True)
-    trainer.train(max_minutes=max_minutes, on_step=on_step)
-    bar.close()
-    typer.echo(f"stopped at step {trainer.step}; weights: {out / 'model.safetensors'}", err=True)
+    if ranks.is_main:
+        typer.echo(f"stopped at step {trainer.step}; weights: {out / 'model.safetensors'}", err=True)
 
 
 @app.command()

@@ -62,6 +62,18 @@ def resolve_precision(requested: str, hw: Hardware) -> str:
     return "bf16" if native_bf16(hw) else "fp32"
 
 
+def training_precision(requested: str, hw: Hardware) -> str:
+    """`resolve_precision` for training, which refuses bf16 on a GPU without bf16 arithmetic (ValueError): there
+    every step would be emulated, several times slower than fp32 (on a CPU, asking for bf16 is the user's call)."""
+    chosen = resolve_precision(requested, hw)
+    if chosen == "bf16" and hw.device_type == "cuda" and not native_bf16(hw):
+        capability = ".".join(map(str, hw.cuda_capability or ()))
+        raise ValueError(f"train config: precision bf16, but this GPU (compute capability {capability}) has no bf16 "
+                         f"arithmetic (it needs {'.'.join(map(str, CUDA_BF16_CAPABILITY))} or newer); use precision "
+                         "= \"auto\" or \"fp32\"")
+    return chosen
+
+
 def explain(hw: Hardware) -> str:
     """One line: what `auto` resolves to on `hw`, and why."""
     chosen = resolve_precision(AUTO, hw)

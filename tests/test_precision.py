@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from midisynth.model.config import TrainConfig, load_config
-from midisynth.precision import Hardware, explain, native_bf16, read_cpuinfo, resolve_precision
+from midisynth.precision import Hardware, explain, native_bf16, read_cpuinfo, resolve_precision, training_precision
 from midisynth.render.pipeline import RenderOptions, Synthesizer
 from midisynth.score.midi import read_midi
 from midisynth.vocoders.vocoder import load_vocoder
@@ -146,7 +146,34 @@ def test_trainer_autocasts_to_what_auto_resolves_to(tmp_path, monkeypatch, hw, d
     assert outputs == [dtype]
 
 
+def test_training_refuses_bf16_on_a_gpu_without_it():
+    """A T4 (compute capability 7.5) would emulate every bf16 step; auto trains it in fp32."""
+    t4 = Hardware("cuda", ZEN4_FLAGS, "AVX512", (7, 5))
+    with pytest.raises(ValueError, match=r"^train config: precision bf16, but this GPU \(compute capability 7\.5\) "
+                                         r"has no bf16 arithmetic \(it needs 8\.0 or newer\); use precision = "
+                                         r"\"auto\" or \"fp32\"$"):
+        training_precision("bf16", t4)
+    assert training_precision("auto", t4) == training_precision("fp32", t4) == "fp32"
+    assert training_precision("bf16", Hardware("cuda", ZEN3_FLAGS, "AVX2", (8, 0))) == "bf16"
+    assert training_precision("bf16", ZEN3) == "bf16"  # on a CPU, the user's call (emulated: slow, not wrong)
+
+
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+def test_cuda_training_refuses_bf16_where_the_gpu_lacks_it(tmp_path):
+    from midisynth.training.diffusion import Trainer
+    from tests.test_train import _fake_dataset
+
+    _fake_dataset(tmp_path / "ds", pieces=2)
+    cfg = load_config(ROOT / "configs" / "tiny.toml")
+    cfg = replace(cfg, train=replace(cfg.train, precision="bf16"))
+    if torch.cuda.get_device_capability(0) >= (8, 0):
+        assert Trainer(cfg, tmp_path / "ds", tmp_path / "run", device="cuda").precision == "bf16"
+    else:
+        with pytest.raises(ValueError, match="has no bf16 arithmetic"):
+            Trainer(cfg, tmp_path / "ds", tmp_path / "run", device="cuda")
 
 
 @needs_cuda

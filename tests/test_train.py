@@ -144,7 +144,7 @@ def test_training_jitters_every_batchs_context_when_asked(tmp_path, tiny_config,
     import midisynth.training.diffusion
 
     seen = []
-    def spy(context, std, generator):
+    def spy(context, std, generator, rows=None):
         seen.append((context.shape, std))
         return context
     monkeypatch.setattr(midisynth.training.diffusion, "jitter_context_level", spy)
@@ -166,7 +166,8 @@ def test_source_weights_set_how_often_each_source_is_drawn(tmp_path, tiny_config
     trainer = Trainer(Config(tiny_config.model, replace(tiny_config.train, source_weights=weights)),
                       tmp_path / "ds", tmp_path / "run")
     index = trainer.loader.dataset.index
-    drawn = [index[i][0].piece_id.split("-")[0] for _ in range(50) for i in trainer.loader.sampler]
+    drawn = [index[i][0].piece_id.split("-")[0] for _ in range(50) for batch in trainer.loader.batch_sampler
+             for i in batch]
     assert "never" not in drawn
     assert 2.4 < drawn.count("often") / drawn.count("plain") < 3.6
     assert len(drawn) == 50 * len(index)  # an epoch is still one draw per window
@@ -293,9 +294,9 @@ def test_a_recipe_chains_its_stages_and_skips_finished_ones(tmp_path, monkeypatc
     starts = []  # (run directory, init_from) of each Trainer the recipe builds
     real_trainer = Trainer
 
-    def recording_trainer(config, data_dir, run_dir, device="cpu", init_from=None):
+    def recording_trainer(config, data_dir, run_dir, device="cpu", init_from=None, ranks=None):
         starts.append((run_dir.name, init_from))
-        return real_trainer(config, data_dir, run_dir, device=device, init_from=init_from)
+        return real_trainer(config, data_dir, run_dir, device=device, init_from=init_from, ranks=ranks)
 
     monkeypatch.setattr("midisynth.training.diffusion.Trainer", recording_trainer)
     seen = []

@@ -134,7 +134,8 @@ class TrainConfig:
     eval_batches: int = 8
     log_every: int = 10
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int | None = None  # data loader processes per training process (default: 0 on CPU, 4 on CUDA)
+    compile: bool = False  # run the training steps through torch.compile (pays off in long runs on a GPU)
 
     def __post_init__(self) -> None:
         if self.lr_schedule not in LR_SCHEDULES:
@@ -146,6 +147,10 @@ class TrainConfig:
             raise ValueError(f"train config: context_level_jitter must be >= 0, got {self.context_level_jitter}")
         if not self.cue_lr_scale > 0:
             raise ValueError(f"train config: cue_lr_scale must be positive, got {self.cue_lr_scale}")
+        if self.num_workers is not None and not (type(self.num_workers) is int and self.num_workers >= 0):
+            raise ValueError(f"train config: num_workers must be a whole number >= 0, got {self.num_workers!r}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"train config: compile must be true or false, got {self.compile!r}")
         if self.precision not in TRAIN_PRECISIONS:
             raise ValueError(f"train config: precision must be one of {TRAIN_PRECISIONS}, got {self.precision!r}")
 

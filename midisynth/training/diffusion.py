@@ -1,7 +1,8 @@
 """Training Spectrogram Diffusion (paper §4): ε- or v-prediction, L1 loss, conditioning dropout.
 
 Resumable like every trainer (`midisynth.training.loop`): `RUN_DIR/last.pt` holds model, EMA, optimiser, step and
-RNG states; `RUN_DIR/model.safetensors` holds the EMA weights in midisynth's format, the artefact to ship.
+RNG states; `RUN_DIR/model.safetensors` holds the EMA weights in midisynth's format, the artefact to ship. Trains
+alone or as one of torchrun's processes (`midisynth.training.ddp`), each on its rows of the global batch.
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, WeightedRandomSampler
 
 from midisynth.audio import to_network_range
 from midisynth.data.store import WindowDataset, collate_windows, piece_source
@@ -23,11 +24,13 @@ from midisynth.model.checkpoints import load_model_file, save_model
 from midisynth.model.config import Config
 from midisynth.model.networks import SpectrogramDiffusion
 from midisynth.model.note_inputs import apply_gain
-from midisynth.precision import hardware, resolve_precision
+from midisynth.precision import hardware, training_precision
 from midisynth.render.samplers import q_sample, v_target
+from midisynth.training.ddp import RankBatches, Ranks, RowSlice, whole_batch
 from midisynth.training.loop import TrainingLoop, endless
 
 CUE_WEIGHT = "decoder.cue_proj.weight"  # [d_model, cue_dims]
+CUDA_LOADER_WORKERS = 4  # data loader processes per training process on CUDA, unless the config says
 
 
 def _move(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -40,25 +43,29 @@ def diffusion_loss(
     generator: torch.Generator,
     cond_dropout: float,
     loss_type: str,
+    rows: RowSlice | None = None,
+    network: Callable[..., torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One training objective evaluation on a batch of windows.
 
     batch: tokens [B, L] int, targets [B, 256, 128] log-mel, context [B, 256, 128] log-mel, context_mask [B] bool,
     and for a model with a frame cue (cue_dims), note_cue [B, 256, cue_dims].
     Rows whose conditioning is dropped are moved to the end of the batch, where the decoder skips cross-attention
-    (the same unconditional branch the guided samplers use).
+    (the same unconditional branch the guided samplers use). `rows`: which rows of the global batch these are
+    (default: all); the dropout mask, times and noise are drawn for the global batch and these rows taken.
+    `network`: what to call, `model` as DistributedDataParallel or compiled (default: `model`).
     """
     device = batch["targets"].device
     x0 = to_network_range(batch["targets"])
-    batch_size = x0.shape[0]
-    keep = torch.rand(batch_size, generator=generator) >= cond_dropout
+    rows = rows or whole_batch(x0.shape[0])
+    keep = rows.rand(generator) >= cond_dropout
     order = torch.argsort(~keep, stable=True).to(device)  # kept rows first
     num_conditioned = int(keep.sum())
-    t = torch.rand(batch_size, generator=generator).to(device)
-    eps = torch.randn(x0.shape, generator=generator).to(device)
+    t = rows.rand(generator).to(device)
+    eps = rows.randn(generator, *x0.shape[1:]).to(device)
     z_t = q_sample(x0, eps, t)
     note_cue = batch["note_cue"][order] if "note_cue" in batch else None
-    pred = model(
+    pred = (model if network is None else network)(
         z_t[order], t[order], batch["tokens"][order], to_network_range(batch["context"])[order],
         batch["context_mask"][order], num_conditioned=num_conditioned, note_cue=note_cue,
     )
@@ -67,15 +74,17 @@ def diffusion_loss(
     return error.abs().mean() if loss_type == "l1" else error.pow(2).mean()
 
 
-def jitter_context_level(context: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
+def jitter_context_level(context: torch.Tensor, std: float, generator: torch.Generator,
+                         rows: RowSlice | None = None) -> torch.Tensor:
     """Each row's context [B, 256, 128] log-mel made louder or softer by one random gain, N(0, std) log units; bins
-    at the floor (silence) stay there.
+    at the floor (silence) stay there. `rows`: which rows of the global batch these are (default: all); the gains
+    are drawn for the global batch.
 
     A model trained on true contexts learns to copy their level, so at inference a window rendered slightly too soft
     makes the next one softer, and the level drifts from window to window. Trained on contexts whose level is off,
     a model must take the level from the notes instead.
     """
-    gain = torch.randn(context.shape[0], generator=generator).to(context.device) * std  # [B]
+    gain = (rows or whole_batch(context.shape[0])).randn(generator).to(context.device) * std  # [B]
     return apply_gain(context, gain[:, None].expand(context.shape[:2]))
 
 
@@ -93,16 +102,26 @@ def initial_weights(source: SpectrogramDiffusion, target: SpectrogramDiffusion) 
     return state
 
 
+def loader_workers(num_workers: int | None, device: torch.device) -> int:
+    """Data loader processes per training process: the config's `num_workers`, by default 0 on CPU (workers would
+    take the threads that compute) and CUDA_LOADER_WORKERS on CUDA (they prepare batches while the GPU computes)."""
+    if num_workers is not None:
+        return num_workers
+    return CUDA_LOADER_WORKERS if device.type == "cuda" else 0
+
+
 class Trainer(TrainingLoop):
-    """Trains a SpectrogramDiffusion model on a data set's windows (resumable; see `TrainingLoop`)."""
+    """Trains a SpectrogramDiffusion model on a data set's windows (resumable; see `TrainingLoop`), alone or as one
+    of torchrun's processes (`ranks`), each on its rows of the global batch of `batch_size` windows."""
 
     def __init__(self, config: Config, data_dir: Path, run_dir: Path, device: str = "cpu",
-                 init_from: Path | None = None):
+                 init_from: Path | None = None, ranks: Ranks | None = None):
         self.cfg = config
         self.tc = config.train
         super().__init__(run_dir, device, self.tc.seed, self.tc.max_steps, self.tc.checkpoint_every,
-                         self.tc.ema_decay)
-        self.precision = resolve_precision(self.tc.precision, hardware(self.device.type, self.device.index))
+                         self.tc.ema_decay, ranks)
+        self.rows = self.ranks.rows(self.tc.batch_size)
+        self.precision = training_precision(self.tc.precision, hardware(self.device.type, self.device.index))
         model = SpectrogramDiffusion(config.model).to(self.device)
         if init_from is not None:
             model.load_state_dict(initial_weights(load_model_file(init_from).model, model))
@@ -119,17 +138,24 @@ class Trainer(TrainingLoop):
         train_set = WindowDataset(data_dir, split="train", model=config.model)
         self.heldout = WindowDataset(data_dir, split="heldout", model=config.model)
         self._collate = partial(collate_windows, max_tokens=config.model.max_tokens)
+        self.loader = self._loader(train_set)
+        self._batches: Iterator[dict[str, torch.Tensor]] | None = None
+        self.start(model, optimizer)
+        if self.tc.compile:
+            self.network = torch.compile(self.network)
+
+    def _loader(self, train_set: WindowDataset) -> DataLoader:
+        """This process's rows of the global batches: shuffled epochs, or with `source_weights` weighted draws."""
         loader_gen = torch.Generator().manual_seed(self.tc.seed + 1)
-        sampler = None
         if self.tc.source_weights:
             weights = [self.tc.source_weights.get(piece_source(record.piece_id), 1.0) for record, _ in train_set.index]
             sampler = WeightedRandomSampler(weights, len(train_set), replacement=True, generator=loader_gen)
-        self.loader = DataLoader(
-            train_set, batch_size=self.tc.batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
-            collate_fn=self._collate, num_workers=self.tc.num_workers, generator=loader_gen,
-        )
-        self._batches: Iterator[dict[str, torch.Tensor]] | None = None
-        self.start(model, optimizer)
+        else:
+            sampler = RandomSampler(train_set, generator=loader_gen)
+        batches = RankBatches(BatchSampler(sampler, self.tc.batch_size, drop_last=True), self.rows)
+        workers = loader_workers(self.tc.num_workers, self.device)
+        return DataLoader(train_set, batch_sampler=batches, collate_fn=self._collate, num_workers=workers,
+                          generator=loader_gen, pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
 
     # -- checkpoints: the loop's, plus the noise generator and torch's RNG, and the EMA weights as the artefact ------
     def extra_state(self) -> dict:
@@ -175,13 +201,15 @@ class Trainer(TrainingLoop):
             self._batches = endless(self.loader)
         batch = _move(next(self._batches), self.device)
         if self.tc.context_level_jitter > 0:
-            batch["context"] = jitter_context_level(batch["context"], self.tc.context_level_jitter, self.generator)
+            batch["context"] = jitter_context_level(batch["context"], self.tc.context_level_jitter, self.generator,
+                                                    self.rows)
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr() * group["lr_scale"]
         with self._autocast():
-            loss = diffusion_loss(self.model, batch, self.generator, self.tc.cond_dropout, self.tc.loss)
+            loss = diffusion_loss(self.model, batch, self.generator, self.tc.cond_dropout, self.tc.loss, self.rows,
+                                  self.network)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # several processes: DistributedDataParallel averages the gradients over them
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)
         if not math.isfinite(float(grad_norm)):
             raise FloatingPointError(f"non-finite gradient norm at step {self.step}")

@@ -4,6 +4,11 @@ resumes a run exactly where it stopped; and a loop that stops cleanly.
 A run stops with a checkpoint at `max_steps`, when `max_minutes` have passed, or on SIGINT / SIGTERM (after the
 current step). `RUN_DIR/<checkpoint_name>` holds model, EMA, optimiser, step, history and whatever the trainer adds
 (`extra_state`), loaded with weights_only=True; `export` writes the artefact to ship (the EMA weights).
+
+A run may be one of several processes (`ranks`, see `midisynth.training.ddp`): each steps the same model, through
+`self.network` (the model as DistributedDataParallel); the main process alone keeps the EMA weights, records the
+history and writes the checkpoints, and all processes stop after the same step. Nothing in a checkpoint depends on
+the number of processes, so a run resumes with any number.
 """
 
 from __future__ import annotations
@@ -19,7 +24,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from midisynth.files import atomic_path
+from midisynth.training.ddp import Ranks, wrap
 from midisynth.training.stopping import StopSignals
+
+# Seeds of torch's global generator (model dropout) in the processes after the main one, whose own generator is the
+# checkpointed one: seed + stride * (rank + world * step), a stream of its own for each process and resumption.
+PROCESS_SEED_STRIDE = 1_000_003
 
 
 def endless(loader: DataLoader) -> Iterator:
@@ -34,9 +44,11 @@ class TrainingLoop:
     checkpoint_name = "last.pt"
 
     def __init__(self, run_dir: Path, device: str, seed: int, max_steps: int, checkpoint_every: int,
-                 ema_decay: float):
+                 ema_decay: float, ranks: Ranks | None = None):
         self.run_dir = Path(run_dir)
         self.device = torch.device(device)
+        self.ranks = ranks or Ranks()
+        self.seed = seed
         self.max_steps = max_steps
         self.checkpoint_every = checkpoint_every
         self.ema_decay = ema_decay
@@ -46,20 +58,27 @@ class TrainingLoop:
         self.history: list[dict[str, float]] = []
 
     def start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        """Take the model (its EMA copy starts equal to it) and optimiser, then resume from the checkpoint if any."""
+        """Take the model (its EMA copy starts equal to it) and optimiser, then resume from the checkpoint if any;
+        ValueError if the processes resumed at different steps."""
         self.model = model
-        self.ema = copy.deepcopy(model).eval().requires_grad_(False)
+        self.ema = copy.deepcopy(model).eval().requires_grad_(False) if self.ranks.is_main else None
         self.optimizer = optimizer
         if self.checkpoint_path.exists():
             self.load_state(torch.load(self.checkpoint_path, map_location=self.device, weights_only=True))
+        self.ranks.check_same_step(self.step)
+        if not self.ranks.is_main:
+            torch.manual_seed(self.seed + PROCESS_SEED_STRIDE * (self.ranks.rank + self.ranks.world * self.step))
+        self.network = wrap(model, self.ranks, self.device)  # what the steps call
 
     # -- to implement ------------------------------------------------------------------------------------------------
     def train_step(self) -> float:
-        """One optimisation step of `self.model` (the EMA, the step count and checkpoints are the loop's); its loss."""
+        """One optimisation step of `self.model`, called through `self.network` (the EMA, the step count and
+        checkpoints are the loop's); this process's loss."""
         raise NotImplementedError
 
     def after_step(self, loss: float) -> None:
-        """Bookkeeping once `self.step` has advanced (default: the loss into the history)."""
+        """Bookkeeping once `self.step` has advanced, in the main process; `loss` is the mean over the processes
+        (default: the loss into the history)."""
         self.history.append({"step": self.step, "loss": loss})
 
     def export(self) -> None:
@@ -80,13 +99,17 @@ class TrainingLoop:
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        self.ema.load_state_dict(state["ema"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.history = json.loads(state["history"])
         self.load_extra_state(state)
 
     def save(self) -> None:
+        """Write the checkpoint and the exported weights, atomically (the main process; the others do nothing)."""
+        if not self.ranks.is_main:
+            return
         state = {
             "model": self.model.state_dict(),
             "ema": self.ema.state_dict(),
@@ -107,17 +130,24 @@ class TrainingLoop:
             ema_p.lerp_(p.detach(), 1 - decay)
 
     def train(self, max_minutes: float | None = None, on_step: Callable[[int, float], None] | None = None) -> None:
-        """Train until `max_steps`, `max_minutes` or a stop signal; always ends with a checkpoint."""
+        """Train until `max_steps`, `max_minutes` or a stop signal to any process; always ends with a checkpoint.
+        Every process stops after the same step, and returns once the checkpoint is written. `on_step(step,
+        mean loss)` is called in the main process."""
         start = time.monotonic()
         self.model.train()
         with StopSignals() as stop:
+
+            def should_stop() -> bool:
+                return stop.requested or (max_minutes is not None and time.monotonic() - start > 60 * max_minutes)
+
             try:
-                while self.step < self.max_steps and not stop.requested:
-                    if max_minutes is not None and time.monotonic() - start > 60 * max_minutes:
-                        break
-                    loss = self.train_step()
-                    self.ema_update()
+                while self.step < self.max_steps and not self.ranks.any(should_stop()):
+                    loss = self.ranks.mean(self.train_step())
+                    if self.ema is not None:
+                        self.ema_update()
                     self.step += 1
+                    if not self.ranks.is_main:
+                        continue
                     self.after_step(loss)
                     if on_step is not None:
                         on_step(self.step, loss)
@@ -125,3 +155,4 @@ class TrainingLoop:
                         self.save()
             finally:
                 self.save()
+        self.ranks.barrier()  # what comes next (a recipe's next stage) may read the checkpoint

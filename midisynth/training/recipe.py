@@ -12,8 +12,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from midisynth.model.config import load_config
+
+if TYPE_CHECKING:
+    from midisynth.training.ddp import Ranks
 
 WEIGHTS = "model.safetensors"  # a stage's EMA weights, what the next stage starts from
 
@@ -54,11 +58,13 @@ def train_recipe(
     max_minutes: float | None = None,
     on_stage: Callable[[Stage, int, int], None] | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    ranks: Ranks | None = None,
 ) -> Path | None:
     """Train the recipe's stages in order; returns the last stage's weights, or None if a stage stopped early.
 
     `on_stage(stage, done_steps, max_steps)` is called before each stage (also for one that is skipped);
-    `max_minutes` bounds the whole call.
+    `max_minutes` bounds the whole call. `ranks`: this process's place among torchrun's (`midisynth.training.ddp`);
+    every process runs the recipe, and each stage's weights are written before any process starts the next.
     """
     from midisynth.training.diffusion import Trainer
 
@@ -73,7 +79,7 @@ def train_recipe(
             left = None if max_minutes is None else max_minutes - (time.monotonic() - start) / 60
             if left is not None and left <= 0:
                 return None
-            trainer = Trainer(config, data_dir, stage.run_dir, device=device, init_from=previous)
+            trainer = Trainer(config, data_dir, stage.run_dir, device=device, init_from=previous, ranks=ranks)
             trainer.train(max_minutes=left, on_step=on_step)
             if trainer.step < config.train.max_steps:
                 return None
