@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_type_hints
 
 import typer
 
@@ -69,41 +71,63 @@ class Device(StrEnum):
     cuda = "cuda"
 
 
-ModelOption = Annotated[str | None, typer.Option(
-    help="Model: midisynth .safetensors file, diffusers checkpoint dir, or cached hub id (owner/name[@revision]).",
-    show_default="the bundled model",
-    envvar="MIDISYNTH_MODEL")]
-DeviceOption = Annotated[Device, typer.Option(help="Where to run the networks.", envvar="MIDISYNTH_DEVICE")]
-SamplerOption = Annotated[str | None, typer.Option(help="ddpm (diffusers), paper, ddim or dpmpp.", show_default="the model's (midisynth models)")]
-StepsOption = Annotated[int | None, typer.Option(min=1, help="Denoising steps per window.", show_default="the model's for its sampler, else the sampler's usual")]
-GuidanceOption = Annotated[float | None, typer.Option(min=1.0, help="Classifier-free guidance weight; 1 disables it.", show_default="the model's")]
-SeedOption = Annotated[int, typer.Option(help="Random seed (same seed, model and device: same audio).")]
-VocoderOption = Annotated[str | None, typer.Option(help="griffin-lim, PATH.onnx or PATH.safetensors (neural vocoder).", show_default="the model's, else griffin-lim")]
-PrecisionOption = Annotated[str, typer.Option(
-    help="Network arithmetic: auto (bf16 where the hardware computes it natively: CUDA compute capability 8.0+, "
-    "CPUs with AVX-512 BF16 or AMX; else fp32), fp32, bf16 or fp16 (CUDA only). `midisynth models` shows what "
-    "auto picks on this machine.")]
+@dataclass(frozen=True)
+class SynthesizerOptions:
+    """The options `render` and `eval` share: which model and vocoder run where, and how they sample. Each field's
+    annotation is its Typer option; `_takes_synthesizer_options` gives them to a command."""
+
+    model: Annotated[str | None, typer.Option(
+        help="Model: midisynth .safetensors file, diffusers checkpoint dir, or cached hub id (owner/name[@revision]).",
+        show_default="the bundled model",
+        envvar="MIDISYNTH_MODEL")] = None
+    device: Annotated[Device, typer.Option(help="Where to run the networks.", envvar="MIDISYNTH_DEVICE")] = Device.auto
+    sampler: Annotated[str | None, typer.Option(help="ddpm (diffusers), paper, ddim or dpmpp.", show_default="the model's (midisynth models)")] = None
+    steps: Annotated[int | None, typer.Option(min=1, help="Denoising steps per window.", show_default="the model's for its sampler, else the sampler's usual")] = None
+    guidance: Annotated[float | None, typer.Option(min=1.0, help="Classifier-free guidance weight; 1 disables it.", show_default="the model's")] = None
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, model and device: same audio).")] = 0
+    vocoder: Annotated[str | None, typer.Option(help="griffin-lim, PATH.onnx or PATH.safetensors (neural vocoder).", show_default="the model's, else griffin-lim")] = None
+    precision: Annotated[str, typer.Option(
+        help="Network arithmetic: auto (bf16 where the hardware computes it natively: CUDA compute capability 8.0+, "
+        "CPUs with AVX-512 BF16 or AMX; else fp32), fp32, bf16 or fp16 (CUDA only). `midisynth models` shows what "
+        "auto picks on this machine.")] = DEFAULT_PRECISION
+
+    def render_options(self):
+        """The sampling options, checked (ValueError) before any model is loaded."""
+        from midisynth.render.pipeline import RenderOptions
+
+        return RenderOptions(sampler=self.sampler, steps=self.steps, guidance=self.guidance, seed=self.seed,
+                             precision=self.precision)
+
+    def synthesizer(self, allow_pickle: bool = False):
+        """Build the Synthesizer, or exit with status 2 and one line for a bad model, option or device."""
+        from midisynth.model.checkpoints import CheckpointError
+        from midisynth.render.pipeline import Synthesizer
+
+        try:
+            return Synthesizer.from_pretrained(self.model, device=self.device.value, vocoder=self.vocoder,
+                                               options=self.render_options(), allow_pickle=allow_pickle)
+        except (CheckpointError, ValueError, FileNotFoundError, ImportError) as err:
+            _err(str(err))
+            raise typer.Exit(EXIT_USAGE) from None
 
 
-def _render_options(sampler, steps, guidance, seed, precision):
-    """The sampling options, checked (ValueError) before any model is loaded."""
-    from midisynth.render.pipeline import RenderOptions
+def _takes_synthesizer_options(command):
+    """Typer sees `command`'s parameter `synthesizer_options` as SynthesizerOptions' fields, one option each in its
+    place (so also in the help); the command receives them as one SynthesizerOptions."""
+    hints = get_type_hints(SynthesizerOptions, include_extras=True)
+    options = [inspect.Parameter(option.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option.default,
+                                 annotation=hints[option.name]) for option in fields(SynthesizerOptions)]
+    signature = inspect.signature(command, eval_str=True)
+    parameters = [shown for parameter in signature.parameters.values()
+                  for shown in (options if parameter.name == "synthesizer_options" else [parameter])]
 
-    return RenderOptions(sampler=sampler, steps=steps, guidance=guidance, seed=seed, precision=precision)
+    @functools.wraps(command)
+    def with_options(**values):
+        chosen = SynthesizerOptions(**{option.name: values.pop(option.name) for option in options})
+        return command(**values, synthesizer_options=chosen)
 
-
-def _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, precision, allow_pickle=False):
-    """Build the Synthesizer, or exit with status 2 and one line for a bad model, option or device."""
-    from midisynth.model.checkpoints import CheckpointError
-    from midisynth.render.pipeline import Synthesizer
-
-    try:
-        options = _render_options(sampler, steps, guidance, seed, precision)
-        return Synthesizer.from_pretrained(model, device=device.value, vocoder=vocoder, options=options,
-                                           allow_pickle=allow_pickle)
-    except (CheckpointError, ValueError, FileNotFoundError, ImportError) as err:
-        _err(str(err))
-        raise typer.Exit(EXIT_USAGE) from None
+    with_options.__signature__ = signature.replace(parameters=parameters)
+    return with_options
 
 
 def _auto_precision_line(device) -> str:
@@ -175,17 +199,11 @@ def _check_output_options(jobs, container: str | None, bit_depth: str | None, lo
 
 
 @app.command(epilog=RENDER_EXAMPLES)
+@_takes_synthesizer_options
 def render(
     inputs: Annotated[list[str], typer.Argument(help="MIDI files, directories (recursive), or '-' for stdin.")],
     output: Annotated[str | None, typer.Option("-o", "--output", help="Output file, directory, or '-' (WAV on stdout).")] = None,
-    model: ModelOption = None,
-    device: DeviceOption = Device.auto,
-    sampler: SamplerOption = None,
-    steps: StepsOption = None,
-    guidance: GuidanceOption = None,
-    seed: SeedOption = 0,
-    vocoder: VocoderOption = None,
-    precision: PrecisionOption = DEFAULT_PRECISION,
+    synthesizer_options: SynthesizerOptions = SynthesizerOptions(),
     mel_out: Annotated[Path | None, typer.Option("--mel-out", help="Also save the spectrogram [frames, 128] (.npy).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace existing outputs.")] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave existing outputs alone (resume a batch).")] = False,
@@ -216,7 +234,7 @@ def render(
             raise UsageError(f"--end {end:g} must be after --start {start:g} (seconds)")
         if overwrite and skip_existing:
             raise UsageError("--overwrite and --skip-existing contradict each other")
-        _render_options(sampler, steps, guidance, seed, precision)  # refused before any model loads
+        synthesizer_options.render_options()  # refused before any model loads
         jobs = plan_jobs(inputs, output, extension=EXTENSIONS[container] if container else ".wav")
         if shard_spec is not None:
             planned, jobs = len(jobs), shard(jobs, *parse_shard(shard_spec))
@@ -242,8 +260,8 @@ def render(
                 _err("nothing to do: every output exists (--skip-existing)")
             return
 
-    synth = _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, precision, allow_pickle)
-    if not quiet and precision == "auto":
+    synth = synthesizer_options.synthesizer(allow_pickle)
+    if not quiet and synthesizer_options.precision == "auto":
         _err(_auto_precision_line(synth.device))
     limits = SongLimits(max_duration=max_duration, max_events=max_events)
     with _stop_cleanly_on_signals():
@@ -534,6 +552,7 @@ def models() -> None:
 
 
 @app.command("eval")
+@_takes_synthesizer_options
 def evaluate(
     midi_dir: Annotated[Path, typer.Argument(help="Folder of MIDI files (e.g. a data set's heldout_midi/).")],
     soundfont: Annotated[Path, typer.Option(help="SoundFont of the reference renders.")] = Path(
@@ -543,14 +562,7 @@ def evaluate(
     transcription: Annotated[bool, typer.Option(
         help="Transcription F1 (basic-pitch; the eval extra, see README).")] = True,
     visqol: Annotated[bool, typer.Option(help="ViSQOL MOS-LQO (visqol-python; the eval extra).")] = True,
-    model: ModelOption = None,
-    device: DeviceOption = Device.auto,
-    sampler: SamplerOption = None,
-    steps: StepsOption = None,
-    guidance: GuidanceOption = None,
-    seed: SeedOption = 0,
-    vocoder: VocoderOption = None,
-    precision: PrecisionOption = DEFAULT_PRECISION,
+    synthesizer_options: SynthesizerOptions = SynthesizerOptions(),
 ) -> None:
     """Score renders against the SoundFont reference (log-mel L1, MR-STFT, transcription F1, ViSQOL) beside the
     vocoder's ceiling and sine, noise and low-pass baselines. Files that fail are listed; the rest are scored."""
@@ -576,7 +588,7 @@ def evaluate(
     except (OutputError, FileNotFoundError, ValueError, ImportError) as err:
         _err(str(err))
         raise typer.Exit(EXIT_USAGE) from None
-    synth = _synthesizer(model, device, sampler, steps, guidance, seed, vocoder, precision)
+    synth = synthesizer_options.synthesizer()
 
     def on_file(path: Path, error: str | None, report_so_far: dict) -> None:
         if error:

@@ -34,35 +34,34 @@ from midisynth.render.samplers import DIFFUSERS_SAMPLING, SamplingDefaults, defa
 FORMAT_TAG = "midisynth.spectrogram-diffusion/1"
 _OUR_PREFIX = {"notes_encoder": "notes_encoder.", "continuous_encoder": "context_encoder.", "decoder": "decoder."}
 
-# (midisynth name pattern, diffusers name) per module, applied to names with the module prefix removed.
-_ENCODER_RULES = [
-    (r"token_embedding\.weight", r"token_embedder.weight"),
-    (r"input_proj\.weight", r"input_proj.weight"),
-    (r"position_table", r"position_encoding.weight"),
-    (r"encoder\.blocks\.(\d+)\.attn_norm\.weight", r"encoders.\1.layer.0.layer_norm.weight"),
-    (r"encoder\.blocks\.(\d+)\.attn\.([qkvo])\.weight", r"encoders.\1.layer.0.SelfAttention.\2.weight"),
-    (r"encoder\.blocks\.(\d+)\.ff_norm\.weight", r"encoders.\1.layer.1.layer_norm.weight"),
-    (r"encoder\.blocks\.(\d+)\.ff\.(wi_0|wi_1|wo)\.weight", r"encoders.\1.layer.1.DenseReluDense.\2.weight"),
-    (r"encoder\.final_norm\.weight", r"layer_norm.weight"),
+_ENCODERS = ("notes_encoder", "continuous_encoder")  # the two encoders share one layout
+_DECODER = ("decoder",)
+# (modules, midisynth name pattern, diffusers name), applied to names with the module prefix removed.
+_NAME_RULES = [
+    (_ENCODERS, r"token_embedding\.weight", r"token_embedder.weight"),
+    (_ENCODERS, r"input_proj\.weight", r"input_proj.weight"),
+    (_ENCODERS, r"position_table", r"position_encoding.weight"),
+    (_ENCODERS, r"encoder\.blocks\.(\d+)\.attn_norm\.weight", r"encoders.\1.layer.0.layer_norm.weight"),
+    (_ENCODERS, r"encoder\.blocks\.(\d+)\.attn\.([qkvo])\.weight", r"encoders.\1.layer.0.SelfAttention.\2.weight"),
+    (_ENCODERS, r"encoder\.blocks\.(\d+)\.ff_norm\.weight", r"encoders.\1.layer.1.layer_norm.weight"),
+    (_ENCODERS, r"encoder\.blocks\.(\d+)\.ff\.(wi_0|wi_1|wo)\.weight", r"encoders.\1.layer.1.DenseReluDense.\2.weight"),
+    (_ENCODERS, r"encoder\.final_norm\.weight", r"layer_norm.weight"),
+    (_DECODER, r"time_mlp\.([02])\.weight", r"conditioning_emb.\1.weight"),
+    (_DECODER, r"input_proj\.weight", r"continuous_inputs_projection.weight"),
+    (_DECODER, r"position_table", r"position_encoding.weight"),
+    (_DECODER, r"blocks\.(\d+)\.self_norm\.weight", r"decoders.\1.layer.0.layer_norm.weight"),
+    (_DECODER, r"blocks\.(\d+)\.self_film\.scale_shift\.weight", r"decoders.\1.layer.0.FiLMLayer.scale_bias.weight"),
+    (_DECODER, r"blocks\.(\d+)\.self_attn\.([qkv])\.weight", r"decoders.\1.layer.0.attention.to_\2.weight"),
+    (_DECODER, r"blocks\.(\d+)\.self_attn\.o\.weight", r"decoders.\1.layer.0.attention.to_out.0.weight"),
+    (_DECODER, r"blocks\.(\d+)\.cross_norm\.weight", r"decoders.\1.layer.1.layer_norm.weight"),
+    (_DECODER, r"blocks\.(\d+)\.cross_attn\.([qkv])\.weight", r"decoders.\1.layer.1.attention.to_\2.weight"),
+    (_DECODER, r"blocks\.(\d+)\.cross_attn\.o\.weight", r"decoders.\1.layer.1.attention.to_out.0.weight"),
+    (_DECODER, r"blocks\.(\d+)\.ff_norm\.weight", r"decoders.\1.layer.2.layer_norm.weight"),
+    (_DECODER, r"blocks\.(\d+)\.ff_film\.scale_shift\.weight", r"decoders.\1.layer.2.film.scale_bias.weight"),
+    (_DECODER, r"blocks\.(\d+)\.ff\.(wi_0|wi_1|wo)\.weight", r"decoders.\1.layer.2.DenseReluDense.\2.weight"),
+    (_DECODER, r"final_norm\.weight", r"decoder_norm.weight"),
+    (_DECODER, r"output_proj\.weight", r"spec_out.weight"),
 ]
-_DECODER_RULES = [
-    (r"time_mlp\.([02])\.weight", r"conditioning_emb.\1.weight"),
-    (r"input_proj\.weight", r"continuous_inputs_projection.weight"),
-    (r"position_table", r"position_encoding.weight"),
-    (r"blocks\.(\d+)\.self_norm\.weight", r"decoders.\1.layer.0.layer_norm.weight"),
-    (r"blocks\.(\d+)\.self_film\.scale_shift\.weight", r"decoders.\1.layer.0.FiLMLayer.scale_bias.weight"),
-    (r"blocks\.(\d+)\.self_attn\.([qkv])\.weight", r"decoders.\1.layer.0.attention.to_\2.weight"),
-    (r"blocks\.(\d+)\.self_attn\.o\.weight", r"decoders.\1.layer.0.attention.to_out.0.weight"),
-    (r"blocks\.(\d+)\.cross_norm\.weight", r"decoders.\1.layer.1.layer_norm.weight"),
-    (r"blocks\.(\d+)\.cross_attn\.([qkv])\.weight", r"decoders.\1.layer.1.attention.to_\2.weight"),
-    (r"blocks\.(\d+)\.cross_attn\.o\.weight", r"decoders.\1.layer.1.attention.to_out.0.weight"),
-    (r"blocks\.(\d+)\.ff_norm\.weight", r"decoders.\1.layer.2.layer_norm.weight"),
-    (r"blocks\.(\d+)\.ff_film\.scale_shift\.weight", r"decoders.\1.layer.2.film.scale_bias.weight"),
-    (r"blocks\.(\d+)\.ff\.(wi_0|wi_1|wo)\.weight", r"decoders.\1.layer.2.DenseReluDense.\2.weight"),
-    (r"final_norm\.weight", r"decoder_norm.weight"),
-    (r"output_proj\.weight", r"spec_out.weight"),
-]
-_RULES = {"notes_encoder": _ENCODER_RULES, "continuous_encoder": _ENCODER_RULES, "decoder": _DECODER_RULES}
 
 
 class CheckpointError(ValueError):
@@ -86,8 +85,8 @@ class Checkpoint:
 
 def diffusers_name(module: str, name: str) -> str:
     """Translate a midisynth parameter name (without module prefix) to its diffusers name."""
-    for pattern, replacement in _RULES[module]:
-        if re.fullmatch(pattern, name):
+    for modules, pattern, replacement in _NAME_RULES:
+        if module in modules and re.fullmatch(pattern, name):
             return re.sub(pattern, replacement, name)
     raise KeyError(f"no diffusers name for {module}/{name}")
 
