@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from midisynth.render.samplers import SAMPLERS, alpha_sigma, eps_from_v, logsnr_schedule, q_sample, sample, v_target
+from midisynth.model.noise_schedule import alpha_sigma, eps_from_v, logsnr_schedule, q_sample, v_target
+from midisynth.render.samplers import SAMPLERS, sample
 
 SHAPE = (2, 8, 4)  # [batch, frames, bins], small stand-in for [batch, 256, 128]
 

@@ -13,9 +13,9 @@ from midisynth.audio import hz_to_mel
 from midisynth.constants import MAX_LOG_MEL, MEL_FMAX, MIN_LOG_MEL, N_MELS, ROLL_DIMS, WINDOW_FRAMES
 from midisynth.model.config import load_config
 from midisynth.model.networks import SpectrogramDiffusion
+from midisynth.model.noise_schedule import alpha_sigma, logsnr_schedule
 from midisynth.model.note_inputs import note_roll, song_note_inputs, velocity_gain
 from midisynth.model.sketch import NOTE_LEVEL, _window_kernel, harmonic_sketch, note_levels, pitch_hz, pitch_templates
-from midisynth.render.samplers import alpha_sigma, logsnr_schedule
 from midisynth.score.midi import Note, Song
 from midisynth.training.diffusion import initial_weights
 from tests.conftest import ROOT

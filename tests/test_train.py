@@ -16,7 +16,7 @@ from midisynth.constants import WINDOW_FRAMES, WINDOW_SAMPLES
 from midisynth.data.store import PieceRecord, save_piece, split_of
 from midisynth.model.checkpoints import load_model_file
 from midisynth.model.config import Config, load_config
-from midisynth.render.samplers import q_sample, v_target
+from midisynth.model.noise_schedule import q_sample, v_target
 from midisynth.training.diffusion import Trainer, diffusion_loss
 
 ROOT = Path(__file__).resolve().parent.parent

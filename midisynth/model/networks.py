@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from midisynth.model.config import ModelConfig
-from midisynth.render.samplers import alpha_sigma, logsnr_schedule
+from midisynth.model.noise_schedule import alpha_sigma, logsnr_schedule
 
 
 def sinusoid_table(positions: int, dim: int, max_scale: float = 10_000.0) -> torch.Tensor:

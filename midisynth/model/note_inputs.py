@@ -13,7 +13,6 @@ cross-attention must decode into frames; a frame-aligned roll gives the decoder 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +22,7 @@ from midisynth.constants import (
     FRAME_RATE,
     MAX_LOG_MEL,
     MIN_LOG_MEL,
+    REFERENCE_VELOCITY,
     ROLL_DIMS,
     ROLL_GROUPS,
     ROLL_PITCHES,
@@ -30,19 +30,11 @@ from midisynth.constants import (
 )
 from midisynth.model.config import ModelConfig
 from midisynth.model.sketch import harmonic_sketch
+from midisynth.score.frames import sounding_frames
 from midisynth.score.midi import Note, Song
 from midisynth.score.tokens import MAX_VELOCITY
 
-DRUM_SECONDS = 0.25  # a drum hit counts as sounding at least this long
-REFERENCE_VELOCITY = 90  # gain 0: the velocity of 73 % of the notes of the training data's music21 scores
 ONSET_SECONDS = 0.1  # time constant of a note's onset column in the note roll
-
-
-def sounding_frames(note: Note) -> tuple[int, int]:
-    """The frames [first, stop) in which a note sounds, from the song start: those at times start <= f / 50 s < end,
-    a drum hit lasting at least DRUM_SECONDS (its MIDI note-off often comes at once)."""
-    end = max(note.end, note.start + DRUM_SECONDS) if note.is_drum else note.end
-    return math.ceil(note.start * FRAME_RATE), math.ceil(end * FRAME_RATE)
 
 
 def velocity_mix(song: Song, windows: int) -> np.ndarray:
@@ -70,7 +62,7 @@ def note_roll(song: Song, window: int) -> np.ndarray:
     """[256, ROLL_DIMS] float32, window `window` of the song (frame f at (window * 256 + f) / 50 s):
 
     - column group * 128 + pitch (`roll_group`): 1 while a note of that group and pitch sounds (start <= time < end;
-      a drum hit sounds at least DRUM_SECONDS);
+      a drum hit sounds at least `midisynth.score.frames.DRUM_SECONDS`);
     - column ROLL_GROUPS * 128 + pitch: the onsets of that pitch, any group: velocity / 127 at a note's first frame,
       decaying as exp(-age / ONSET_SECONDS) (the largest where notes overlap), 0 before the note.
     """
@@ -115,18 +107,20 @@ def apply_gain(features: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class NoteInputs:
-    """A song's per-frame note inputs for a model (each part None unless the model's config asks for it)."""
+    """A song's per-frame note inputs for a model, each only where the model's config asks for it: the velocity gain,
+    made for the whole song, and the frame cue, made window by window from the song."""
 
+    song: Song
     gain: np.ndarray | None  # [windows, 256] `velocity_gain`, log units
-    song: Song | None = None  # the song, for its `note_roll` (made window by window)
-    sketch_song: Song | None = None  # the song, for its `harmonic_sketch` (made window by window)
+    note_roll: bool  # the cue has the song's `note_roll`
+    harmonic_sketch: bool  # the cue has the song's `harmonic_sketch`
 
     def cue(self, window: int) -> np.ndarray | None:
         """[256, cue_dims] float32, the decoder's frame cue for a window: the note roll, then the harmonic sketch
         (velocity-normalised where the model is); None for a model that takes neither."""
-        parts = [] if self.song is None else [note_roll(self.song, window)]
-        if self.sketch_song is not None:
-            parts.append(harmonic_sketch(self.sketch_song, window, None if self.gain is None else self.gain[window]))
+        parts = [note_roll(self.song, window)] if self.note_roll else []
+        if self.harmonic_sketch:
+            parts.append(harmonic_sketch(self.song, window, None if self.gain is None else self.gain[window]))
         return np.concatenate(parts, axis=1) if parts else None
 
 
@@ -134,8 +128,5 @@ def song_note_inputs(song: Song, windows: int, cfg: ModelConfig) -> NoteInputs |
     """What a model with `cfg` needs of a song's notes besides its tokens (None for the paper's models)."""
     if not cfg.takes_note_inputs:
         return None
-    return NoteInputs(
-        gain=velocity_gain(song, windows) if cfg.velocity_gain else None,
-        song=song if cfg.note_roll else None,
-        sketch_song=song if cfg.harmonic_sketch else None,
-    )
+    return NoteInputs(song=song, gain=velocity_gain(song, windows) if cfg.velocity_gain else None,
+                      note_roll=cfg.note_roll, harmonic_sketch=cfg.harmonic_sketch)

@@ -29,10 +29,12 @@ from midisynth.constants import (
     MEL_FMAX,
     MIN_LOG_MEL,
     N_MELS,
+    REFERENCE_VELOCITY,
     SAMPLE_RATE,
     WIN_LENGTH,
     WINDOW_FRAMES,
 )
+from midisynth.score.frames import sounding_frames
 from midisynth.score.midi import Song
 
 # Decay time constant (seconds) of a note's level after its onset, by General MIDI family (program // 8): piano,
@@ -43,7 +45,6 @@ FAMILY_DECAY_SECONDS = {0: 1.5, 1: 1.0, 3: 1.0, 4: 1.0, 13: 1.0, 14: 0.5}
 # of the reference log-mel minus the unit-level sketch, in the sketch's strongest bins (within 1 log unit of each
 # frame's peak).
 NOTE_LEVEL = math.exp(-4.9)
-REFERENCE_VELOCITY = 90
 
 
 def pitch_hz(pitch: int | np.ndarray) -> np.ndarray:
@@ -98,7 +99,7 @@ def note_levels(song: Song, window: int) -> np.ndarray:
     for note in song.notes:
         if note.is_drum:
             continue
-        onset, end = math.ceil(note.start * FRAME_RATE) - first, math.ceil(note.end * FRAME_RATE) - first
+        onset, end = (frame - first for frame in sounding_frames(note))  # in this window's frames
         lo, hi = max(onset, 0), min(end, WINDOW_FRAMES)
         if hi <= lo:
             continue

@@ -31,6 +31,7 @@ from midisynth.constants import (
 )
 from midisynth.model.checkpoints import Checkpoint
 from midisynth.model.networks import SpectrogramDiffusion
+from midisynth.model.noise_schedule import eps_from_v
 from midisynth.model.note_inputs import NoteInputs, apply_gain, song_note_inputs
 from midisynth.model.resolve import resolve_model
 from midisynth.precision import check_precision, hardware, resolve_precision
@@ -161,7 +162,7 @@ class Synthesizer:
         """ε(x, t) for the samplers: the decoder's output (converted from v for v-models), guided if asked."""
         if network.cfg.prediction == "v":
             def decoder(x, t, cache):
-                return samplers.eps_from_v(x, network.decoder(x, t, cache).float(), t)
+                return eps_from_v(x, network.decoder(x, t, cache).float(), t)
         else:
             decoder = network.decoder
         if guidance == 1.0:

@@ -23,9 +23,9 @@ from midisynth.files import save_text_atomic
 from midisynth.model.checkpoints import load_model_file, save_model
 from midisynth.model.config import Config
 from midisynth.model.networks import SpectrogramDiffusion
+from midisynth.model.noise_schedule import q_sample, v_target
 from midisynth.model.note_inputs import apply_gain
 from midisynth.precision import hardware, training_precision
-from midisynth.render.samplers import q_sample, v_target
 from midisynth.training.ddp import RankBatches, Ranks, RowSlice, whole_batch
 from midisynth.training.loop import TrainingLoop, endless
 
