@@ -71,6 +71,52 @@ def _widest_from_left(source: np.ndarray, level: np.ndarray) -> np.ndarray:
     return _clamp(np.full_like(lo, -1.0), lo, hi)
 
 
+def _starting_bins(loud: np.ndarray, level: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """[frames, bins] bool: in each run of loud bins of a frame with no source (no loud bin before it in time),
+    the loudest bin (the first, if several)."""
+    frames, bins = loud.shape
+    starts = (loud & ~np.pad(loud[:, :-1], ((0, 0), (1, 0)))).reshape(-1)
+    start = np.zeros(frames * bins, bool)
+    if starts.any():
+        run_of = np.cumsum(starts) - 1  # [frames * bins] the run each bin is in (or follows, if quiet)
+        run_starts = np.flatnonzero(starts)
+        run_max = np.maximum.reduceat(level.reshape(-1), run_starts)[run_of]
+        run_sourced = (np.maximum.reduceat(source.reshape(-1), run_starts) > 0)[run_of]
+        candidates = np.flatnonzero(loud.reshape(-1) & (level.reshape(-1) == run_max) & ~run_sourced)
+        _, first_of_run = np.unique(run_of[candidates], return_index=True)
+        start[candidates[first_of_run]] = True
+    return start.reshape(frames, bins)
+
+
+def _frequency_chains(source: np.ndarray, level: np.ndarray, loud: np.ndarray,
+                      frequency_step: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How each bin of each frame gets its phase: (by_time [frames, bins] bool: from the previous frame; anchor
+    [frames, bins]: the bin of the same frame whose phase it continues along frequency (itself if by time);
+    offset [frames, bins]: the phase added from the anchor to it, radians)."""
+    frames, bins = loud.shape
+
+    def arriving(source: np.ndarray, level: np.ndarray) -> np.ndarray:  # widest path level from lower bins
+        passed = np.minimum(_widest_from_left(source, level), level)
+        return np.pad(passed[:, :-1], ((0, 0), (1, 0)), constant_values=-1.0)
+
+    from_below = arriving(source, level)
+    from_above = arriving(source[:, ::-1], level[:, ::-1])[:, ::-1]
+    by_time = loud & (source >= from_below) & (source >= from_above)
+    by_below = loud & ~by_time & (from_below >= from_above)
+    by_above = loud & ~by_time & ~by_below
+    columns = np.broadcast_to(np.arange(bins), (frames, bins))
+    step = 0.5 * (frequency_step[:, 1:] + frequency_step[:, :-1])  # [frames, bins - 1] bin m -> m + 1
+    rising = np.cumsum(np.where(by_below, np.pad(step, ((0, 0), (1, 0))), 0.0), axis=1)
+    below_anchor = np.maximum.accumulate(np.where(by_below, 0, columns), axis=1)
+    falling = np.cumsum(np.where(by_above, np.pad(step, ((0, 0), (0, 1))), 0.0)[:, ::-1], axis=1)[:, ::-1]
+    above_anchor = np.minimum.accumulate(np.where(by_above, bins - 1, columns)[:, ::-1], axis=1)[:, ::-1]
+    rows = np.arange(frames)[:, None]
+    anchor = np.where(by_below, below_anchor, np.where(by_above, above_anchor, columns))
+    offset = np.where(by_below, rising - rising[rows, below_anchor],
+                      np.where(by_above, falling[rows, above_anchor] - falling, 0.0))
+    return by_time, anchor, offset
+
+
 def pghi_phase(magnitude: torch.Tensor, generator: torch.Generator, known: torch.Tensor | None = None) -> torch.Tensor:
     """Unit phasors [frames, 513] for the STFT magnitude [frames, 513] (phase measured as `audio.stft` does).
 
@@ -86,52 +132,23 @@ def pghi_phase(magnitude: torch.Tensor, generator: torch.Generator, known: torch
     mag = magnitude.double().cpu().numpy()
     time_step, frequency_step = _phase_steps(mag)
     loud = mag >= TOLERANCE * mag.max()
-    first = 0 if known is None else known.shape[0]  # frames whose phase is given
     level = np.where(loud, mag, -1.0)  # what a bin passes on along frequency; quiet bins pass nothing on
     # A loud bin may take its phase along time if the same bin of the previous frame is loud: at that level.
     previous_level = np.concatenate([np.full((1, bins), -1.0), level[:-1]])
     source = np.where(loud & (previous_level > 0), previous_level, -1.0)
-    # A run of loud bins without such a source starts from its loudest bin (the first, if several).
-    starts = (loud & ~np.pad(loud[:, :-1], ((0, 0), (1, 0)))).reshape(-1)
-    run_of = np.cumsum(starts) - 1  # [frames * bins] index of the run of loud bins each bin is in or after
-    root = np.zeros(frames * bins, bool)
-    if starts.any():
-        flat_starts = np.flatnonzero(starts)
-        run_max = np.maximum.reduceat(level.reshape(-1), flat_starts)[run_of]
-        run_sourced = (np.maximum.reduceat(source.reshape(-1), flat_starts) > 0)[run_of]
-        candidates = np.flatnonzero(loud.reshape(-1) & (level.reshape(-1) == run_max) & ~run_sourced)
-        _, first_of_run = np.unique(run_of[candidates], return_index=True)
-        root[candidates[first_of_run]] = True
-    root = root.reshape(frames, bins)
-    source = np.where(root, np.inf, source)
-    from_left = np.pad(np.minimum(_widest_from_left(source, level), level)[:, :-1], ((0, 0), (1, 0)),
-                       constant_values=-1.0)
-    from_right = np.pad(np.minimum(_widest_from_left(source[:, ::-1], level[:, ::-1]), level[:, ::-1])[:, :-1],
-                        ((0, 0), (1, 0)), constant_values=-1.0)[:, ::-1]
-    by_time = loud & (source >= from_left) & (source >= from_right)
-    by_left = loud & ~by_time & (from_left >= from_right)
-    by_right = loud & ~by_time & ~by_left
-    # Offsets along frequency from each bin's anchor (the bin its chain starts from), all frames at once.
-    columns = np.broadcast_to(np.arange(bins), (frames, bins))
-    step_up = np.pad(0.5 * (frequency_step[:, 1:] + frequency_step[:, :-1]), ((0, 0), (1, 0)))  # m-1 -> m
-    rising = np.cumsum(np.where(by_left, step_up, 0.0), axis=1)
-    left_anchor = np.maximum.accumulate(np.where(by_left, 0, columns), axis=1)
-    step_down = np.pad(0.5 * (frequency_step[:, 1:] + frequency_step[:, :-1]), ((0, 0), (0, 1)))  # m+1 -> m
-    falling = np.cumsum(np.where(by_right, step_down, 0.0)[:, ::-1], axis=1)[:, ::-1]
-    right_anchor = np.minimum.accumulate(np.where(by_right, bins - 1, columns)[:, ::-1], axis=1)[:, ::-1]
-    rows = np.arange(frames)[:, None]
-    anchor = np.where(by_left, left_anchor, np.where(by_right, right_anchor, columns))
-    offset = np.where(by_left, rising - rising[rows, left_anchor],
-                      np.where(by_right, -(falling - falling[rows, right_anchor]), 0.0))
+    start = _starting_bins(loud, level, source)
+    by_time, anchor, offset = _frequency_chains(np.where(start, np.inf, source), level, loud, frequency_step)
+    from_previous = by_time & ~start
     time_average = 0.5 * (time_step + np.concatenate([time_step[:1], time_step[:-1]]))  # frame n-1 -> n
-    phase = random_angle  # [frames, bins] centre-referenced, filled frame by frame
+    first = 0 if known is None else known.shape[0]  # frames whose phase is given
+    phase = random_angle.copy()  # [frames, bins] centre-referenced, filled frame by frame
     if first:
         phase[:first] = torch.angle(known).double().cpu().numpy() + shift
-    previous = phase[max(first - 1, 0)]
-    for n in range(first, frames):
-        base = np.where(by_time[n] & ~root[n], previous + time_average[n], random_angle[n])
+    else:  # frame 0 has no previous frame: each run of loud bins from its starting bin
+        phase[0] = np.where(loud[0], random_angle[0][anchor[0]] + offset[0], random_angle[0])
+    for n in range(max(first, 1), frames):
+        base = np.where(from_previous[n], phase[n - 1] + time_average[n], random_angle[n])
         phase[n] = np.where(loud[n], base[anchor[n]] + offset[n], random_angle[n])
-        previous = phase[n]
     angle = torch.from_numpy(phase - shift)
     phasors = torch.polar(torch.ones_like(angle), angle).to(device=device, dtype=torch.complex64)
     if first:
