@@ -30,7 +30,7 @@ CROSSFADE_FRAMES = 4  # frames over which consecutive streamed blocks are blende
 BLOCK_FRAMES = 256  # most frames a streamed block emits
 
 INITIAL_PHASES = ("pghi", "random")  # GriffinLim's starting phase: see GriffinLim
-GRIFFIN_LIM_ITERATIONS = 64  # the knee of quality against time; see GriffinLim
+GRIFFIN_LIM_ITERATIONS = 4  # from the PGHI start; see GriffinLim
 MEL_INVERSION_ITERATIONS = 25  # multiplicative updates of the mel -> linear magnitude fit
 VOCOS_FORMAT_TAG = "midisynth.vocos/1"
 
@@ -108,13 +108,14 @@ class GriffinLim(BlockStreaming):
     which weighs errors relatively, like the log features. Phases come from fast Griffin-Lim (Perraudin et al.
     2013: alternate projections on the magnitude and on consistent STFTs, extrapolated with `momentum`) with
     `audio.stft` / `audio.istft`, i.e. exactly the front end's framing. It starts from the phase that phase
-    gradient integration derives from the magnitude (`initial_phase="pghi"`, `midisynth.vocoders.pghi`), which
-    lines up the partials of an onset across frequency; random phases never fully recover that, and transcribed
-    notes and ViSQOL are higher from the PGHI start (docs/cpu_paths.md). `initial_phase="random"`: seeded random
-    phases instead. Quiet bins start from seeded random phases either way.
+    gradient heuristic integration derives from the magnitude (`initial_phase="pghi"`, `midisynth.vocoders.pghi`),
+    which lines up the partials of an onset across frequency; `initial_phase="random"`: seeded random phases (quiet
+    bins start from those either way).
 
-    Log-mel L1 of the re-analysed audio falls quickly up to about 64 iterations and slowly after that, while the
-    time grows linearly, so 64 is the default (measurements: docs/performance.md). Each iteration's projection is
+    From the PGHI start a few iterations make the spectrum consistent enough: more fit the log-mel magnitudes a
+    little better but wash out the onsets that the PGHI phase lines up, in the reference's features and more so in
+    a model's, whose partials and onsets are smeared (fewer transcribed notes, lower ViSQOL; measurements:
+    docs/cpu_paths.md), so the default is 4 iterations. Each iteration's projection is
     `audio.reproject` (block-wise, without building the signal).
     """
 
