@@ -3,7 +3,12 @@
 bf16 halves the memory traffic of every matmul, but only pays where the hardware multiplies bf16 natively: CUDA GPUs
 of compute capability 8.0 or newer, and x86 CPUs with AVX-512 BF16 or AMX. Elsewhere (AVX2-only CPUs such as AMD Zen
 3, most laptops, ARM) torch emulates it, and bf16 renders about 3x and trains up to 20x slower than fp32. So `auto`
-picks bf16 only where it is native and fp32 everywhere else; fp16 is a CUDA format and is never picked by `auto`.
+picks bf16 only where it is native; fp16 is a CUDA format and is never picked by `auto`.
+
+int8 (CPU only) is dynamic quantization of the Linear layers: weights stored as int8 per output channel, each
+layer's input quantized on the fly, products summed in int32 by fbgemm (x86, AVX2 or newer) or qnnpack (ARM). It
+roughly halves a rendering network's time on CPUs without native bf16, so `auto` picks it there when torch has a
+quantized engine, and fp32 where it has none. Training never computes in int8.
 
 The choice is a pure function of `Hardware` facts (`resolve_precision`), so it can be tested for any machine;
 `hardware(device)` reads the facts of this one. Importing this module does not import torch.
@@ -16,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 AUTO = "auto"
-PRECISIONS = (AUTO, "fp32", "bf16", "fp16")  # what a user may ask for
+PRECISIONS = (AUTO, "fp32", "bf16", "fp16", "int8")  # what a user may ask for
 CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # /proc/cpuinfo flags of native bf16 arithmetic
 CUDA_BF16_CAPABILITY = (8, 0)  # Ampere: the first CUDA compute capability with bf16 tensor cores
 CPUINFO = Path("/proc/cpuinfo")
@@ -36,6 +41,7 @@ class Hardware:
     cpu_capability: str = "DEFAULT"
     cuda_capability: tuple[int, int] | None = None
     cpu_model: str = ""
+    quantized_engine: str = ""  # torch.backends.quantized.engine, "" where there is none
 
 
 def native_bf16(hw: Hardware) -> bool:
@@ -47,25 +53,37 @@ def native_bf16(hw: Hardware) -> bool:
 
 
 def check_precision(requested: str, device_type: str | None = None) -> None:
-    """Raise ValueError for a precision that does not exist, or fp16 off CUDA (CPUs have no fast fp16 matmul)."""
+    """Raise ValueError for a precision that does not exist, fp16 off CUDA (CPUs have no fast fp16 matmul) or int8
+    off the CPU (dynamic quantization has CPU kernels only)."""
     if requested not in PRECISIONS:
         raise ValueError(f"unknown precision {requested!r}; choose from {', '.join(PRECISIONS)}")
     if requested == "fp16" and device_type is not None and device_type != "cuda":
-        raise ValueError(f"precision fp16 runs on CUDA only; on {device_type} use auto, fp32 or bf16")
+        raise ValueError(f"precision fp16 runs on CUDA only; on {device_type} use auto, fp32, bf16 or int8")
+    if requested == "int8" and device_type is not None and device_type != "cpu":
+        raise ValueError(f"precision int8 runs on CPU only; on {device_type} use auto, fp32, bf16 or fp16")
 
 
 def resolve_precision(requested: str, hw: Hardware) -> str:
-    """The precision to compute in: `requested`, or for "auto" bf16 where it is native (`native_bf16`), else fp32."""
+    """The precision to render in: `requested`, or for "auto" bf16 where it is native (`native_bf16`), else int8 on
+    a CPU that has a quantized engine, else fp32."""
     check_precision(requested, hw.device_type)
+    if requested == "int8" and not hw.quantized_engine:
+        raise ValueError("precision int8 needs a quantized engine (fbgemm, x86 or qnnpack), and this torch has none")
     if requested != AUTO:
         return requested
-    return "bf16" if native_bf16(hw) else "fp32"
+    if native_bf16(hw):
+        return "bf16"
+    return "int8" if hw.device_type == "cpu" and hw.quantized_engine else "fp32"
 
 
 def training_precision(requested: str, hw: Hardware) -> str:
-    """`resolve_precision` for training, which refuses bf16 on a GPU without bf16 arithmetic (ValueError): there
-    every step would be emulated, several times slower than fp32 (on a CPU, asking for bf16 is the user's call)."""
-    chosen = resolve_precision(requested, hw)
+    """The precision to train in: `requested`, or for "auto" bf16 where it is native, else fp32 (never int8: it has
+    no gradients). Refuses bf16 on a GPU without bf16 arithmetic (ValueError): there every step would be emulated,
+    several times slower than fp32 (on a CPU, asking for bf16 is the user's call)."""
+    check_precision(requested, hw.device_type)
+    if requested == "int8":
+        raise ValueError("train config: precision int8 is for rendering only; use \"auto\", \"fp32\" or \"bf16\"")
+    chosen = requested if requested != AUTO else "bf16" if native_bf16(hw) else "fp32"
     if chosen == "bf16" and hw.device_type == "cuda" and not native_bf16(hw):
         capability = ".".join(map(str, hw.cuda_capability or ()))
         raise ValueError(f"train config: precision bf16, but this GPU (compute capability {capability}) has no bf16 "
@@ -87,6 +105,10 @@ def explain(hw: Hardware) -> str:
         why = f"{', '.join(found)} present, but torch uses its {hw.cpu_capability} kernels"
     else:
         why = "no native bf16 (AVX-512 BF16 or AMX)"
+    if chosen == "int8":
+        why += f"; int8 Linear layers by {hw.quantized_engine}"
+    elif not native_bf16(hw):
+        why += "; no quantized engine for int8"
     model = f"{hw.cpu_model}; " if hw.cpu_model else ""
     return f"auto = {chosen} on cpu ({model}{why})"
 
@@ -120,4 +142,7 @@ def hardware(device_type: str = "cpu", device_index: int | None = None) -> Hardw
     queries = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported"}
     flags |= {flag for flag, query in queries.items() if getattr(torch.cpu, query, lambda: False)()}
     cuda = torch.cuda.get_device_capability(device_index) if device_type == "cuda" else None
-    return Hardware(device_type, frozenset(flags), torch.backends.cpu.get_cpu_capability(), cuda, model)
+    # torch.ao.quantization is announced to move to torchao: a torch without quantize_dynamic has no int8 path here
+    engine = torch.backends.quantized.engine if hasattr(getattr(torch.ao, "quantization", None), "quantize_dynamic") else ""
+    return Hardware(device_type, frozenset(flags), torch.backends.cpu.get_cpu_capability(), cuda, model,
+                    "" if engine == "none" else engine)

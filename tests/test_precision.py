@@ -1,4 +1,5 @@
-"""`--precision auto`: bf16 only where the hardware computes it natively, fp32 elsewhere; decided from injected
+"""`--precision auto`: bf16 only where the hardware computes it natively; elsewhere int8 Linear layers for rendering
+on a CPU with a quantized engine and fp32 for training (and where there is no engine); decided from injected
 hardware facts, so these tests do not depend on the machine that runs them (CUDA tests run only where CUDA is)."""
 
 from __future__ import annotations
@@ -22,27 +23,28 @@ ZEN4_FLAGS = ZEN3_FLAGS | {"avx512f", "avx512bw", "avx512vl", "avx512_vnni", "av
 SAPPHIRE_RAPIDS_FLAGS = ZEN3_FLAGS | {"avx512f", "avx512bw", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16"}
 SKYLAKE_SERVER_FLAGS = ZEN3_FLAGS | {"avx512f", "avx512bw", "avx512vl", "avx512dq"}  # AVX-512, but no bf16
 
-ZEN3 = Hardware("cpu", ZEN3_FLAGS, "AVX2", cpu_model="AMD Ryzen 9 5950X 16-Core Processor")
-ZEN4 = Hardware("cpu", ZEN4_FLAGS, "AVX512", cpu_model="AMD EPYC 9654 96-Core Processor")
-SAPPHIRE_RAPIDS = Hardware("cpu", SAPPHIRE_RAPIDS_FLAGS, "AVX512")
-SKYLAKE_SERVER = Hardware("cpu", SKYLAKE_SERVER_FLAGS, "AVX512")
-ARM = Hardware("cpu", frozenset("fp asimd sve bf16 i8mm".split()), "SVE256")
+ZEN3 = Hardware("cpu", ZEN3_FLAGS, "AVX2", cpu_model="AMD Ryzen 9 5950X 16-Core Processor", quantized_engine="x86")
+ZEN4 = Hardware("cpu", ZEN4_FLAGS, "AVX512", cpu_model="AMD EPYC 9654 96-Core Processor", quantized_engine="x86")
+SAPPHIRE_RAPIDS = Hardware("cpu", SAPPHIRE_RAPIDS_FLAGS, "AVX512", quantized_engine="x86")
+SKYLAKE_SERVER = Hardware("cpu", SKYLAKE_SERVER_FLAGS, "AVX512", quantized_engine="x86")
+ARM = Hardware("cpu", frozenset("fp asimd sve bf16 i8mm".split()), "SVE256", quantized_engine="qnnpack")
+NO_ENGINE = replace(ZEN3, quantized_engine="")  # a torch built without quantized kernels
 
 
 @pytest.mark.parametrize(("hw", "expected"), [
-    (ZEN3, "fp32"), (SKYLAKE_SERVER, "fp32"), (ARM, "fp32"),
+    (ZEN3, "int8"), (SKYLAKE_SERVER, "int8"), (ARM, "int8"), (NO_ENGINE, "fp32"),
     (ZEN4, "bf16"), (SAPPHIRE_RAPIDS, "bf16"),
-    (replace(ZEN4, cpu_capability="AVX2"), "fp32"),  # ATEN_CPU_CAPABILITY=avx2: torch's kernels would emulate bf16
-    (Hardware("cuda", ZEN3_FLAGS, "AVX2", (8, 0)), "bf16"),  # A100: bf16 on the GPU whatever the host CPU
+    (replace(ZEN4, cpu_capability="AVX2"), "int8"),  # ATEN_CPU_CAPABILITY=avx2: torch's kernels would emulate bf16
+    (Hardware("cuda", ZEN3_FLAGS, "AVX2", (8, 0), quantized_engine="x86"), "bf16"),  # A100, whatever the host CPU
     (Hardware("cuda", ZEN3_FLAGS, "AVX2", (9, 0)), "bf16"),
-    (Hardware("cuda", ZEN4_FLAGS, "AVX512", (7, 5)), "fp32"),  # T4: no bf16 tensor cores, even on a bf16 host
+    (Hardware("cuda", ZEN4_FLAGS, "AVX512", (7, 5), quantized_engine="x86"), "fp32"),  # T4: no bf16, never int8
 ])
-def test_auto_picks_bf16_only_where_it_is_native(hw, expected):
+def test_auto_picks_bf16_only_where_it_is_native_else_int8(hw, expected):
     assert native_bf16(hw) == (expected == "bf16")
     assert resolve_precision("auto", hw) == expected
 
 
-@pytest.mark.parametrize("asked", ["fp32", "bf16"])
+@pytest.mark.parametrize("asked", ["fp32", "bf16", "int8"])
 def test_an_explicit_precision_is_kept(asked):
     assert resolve_precision(asked, ZEN3) == asked
     assert resolve_precision(asked, ZEN4) == asked
@@ -52,17 +54,23 @@ def test_fp16_only_on_cuda_and_unknown_names_are_refused():
     assert resolve_precision("fp16", Hardware("cuda", cuda_capability=(7, 5))) == "fp16"
     with pytest.raises(ValueError, match="fp16 runs on CUDA only"):
         resolve_precision("fp16", ZEN4)
-    with pytest.raises(ValueError, match="unknown precision 'int8'; choose from auto, fp32, bf16, fp16"):
-        resolve_precision("int8", ZEN4)
+    with pytest.raises(ValueError, match="^precision int8 runs on CPU only; on cuda use auto, fp32, bf16 or fp16$"):
+        resolve_precision("int8", Hardware("cuda", cuda_capability=(9, 0), quantized_engine="x86"))
+    with pytest.raises(ValueError, match="^precision int8 needs a quantized engine"):
+        resolve_precision("int8", NO_ENGINE)
+    with pytest.raises(ValueError, match="unknown precision 'int4'; choose from auto, fp32, bf16, fp16, int8"):
+        resolve_precision("int4", ZEN4)
     with pytest.raises(ValueError, match="unknown precision"):
         RenderOptions(precision="half")
 
 
 def test_explain_says_what_auto_picks_and_why():
-    assert explain(ZEN3) == ("auto = fp32 on cpu (AMD Ryzen 9 5950X 16-Core Processor; no native bf16 "
-                             "(AVX-512 BF16 or AMX))")
+    assert explain(ZEN3) == ("auto = int8 on cpu (AMD Ryzen 9 5950X 16-Core Processor; no native bf16 "
+                             "(AVX-512 BF16 or AMX); int8 Linear layers by x86)")
+    assert explain(NO_ENGINE).endswith("no native bf16 (AVX-512 BF16 or AMX); no quantized engine for int8)")
     assert explain(ZEN4) == "auto = bf16 on cpu (AMD EPYC 9654 96-Core Processor; native bf16: avx512_bf16)"
-    assert explain(replace(ZEN4, cpu_capability="AVX2")).endswith("avx512_bf16 present, but torch uses its AVX2 kernels)")
+    assert explain(replace(ZEN4, cpu_capability="AVX2")).endswith(
+        "avx512_bf16 present, but torch uses its AVX2 kernels; int8 Linear layers by x86)")
     assert explain(Hardware("cuda", cuda_capability=(7, 5))) == (
         "auto = fp32 on cuda (compute capability 7.5; bf16 needs 8.0 or newer)")
 
@@ -87,10 +95,10 @@ def tiny_synth() -> Synthesizer:
     return Synthesizer(model, load_vocoder("griffin-lim", "cpu"), "cpu", RenderOptions(steps=2))
 
 
-@pytest.mark.parametrize(("hw", "expected"), [(ZEN3, "fp32"), (ZEN4, "bf16")])
+@pytest.mark.parametrize(("hw", "expected"), [(NO_ENGINE, "fp32"), (ZEN3, "int8"), (ZEN4, "bf16")])
 def test_synthesizer_renders_in_what_auto_resolves_to(tiny_synth, short_midi, monkeypatch, hw, expected):
-    """The default options ask for auto; the render computes in the resolved precision: a bf16 render makes (and
-    keeps) the bf16 copy of the network and differs from the fp32 render only by rounding."""
+    """The default options ask for auto; the render computes in the resolved precision: a bf16 or int8 render makes
+    (and keeps) its copy of the network and differs from the fp32 render only by rounding."""
     monkeypatch.setattr("midisynth.render.pipeline.hardware", lambda device_type, index=None: hw)
     assert tiny_synth.options.precision == "auto"
     assert tiny_synth.precision() == expected
@@ -119,8 +127,8 @@ def test_shipped_train_configs_ask_for_auto():
             assert precision == "fp32"
             continue
         assert precision == "auto", path.name
-        assert resolve_precision(precision, ZEN3) == "fp32"
-        assert resolve_precision(precision, ZEN4) == "bf16"
+        assert training_precision(precision, ZEN3) == "fp32"
+        assert training_precision(precision, ZEN4) == "bf16"
 
 
 def test_train_config_refuses_fp16():
@@ -156,6 +164,8 @@ def test_training_refuses_bf16_on_a_gpu_without_it():
     assert training_precision("auto", t4) == training_precision("fp32", t4) == "fp32"
     assert training_precision("bf16", Hardware("cuda", ZEN3_FLAGS, "AVX2", (8, 0))) == "bf16"
     assert training_precision("bf16", ZEN3) == "bf16"  # on a CPU, the user's call (emulated: slow, not wrong)
+    with pytest.raises(ValueError, match="precision int8 is for rendering only"):
+        training_precision("int8", ZEN3)
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -9,8 +9,10 @@ The library entry point is `Synthesizer`:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from copy import deepcopy as copy_module
 from dataclasses import dataclass, replace
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)  # without logging configured, warnings print 
 
 FALLBACK_VOCODER = "griffin-lim"  # used when a model ships no vocoder, or its vocoder cannot run here
 RELEASE_TAIL_SECONDS = 1.0  # audio kept after the last note end, for the release of the final notes
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # autocast dtype of each precision
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": None}  # autocast dtype of each precision
 
 
 @dataclass(frozen=True)
@@ -149,13 +151,15 @@ class Synthesizer:
         return resolve_precision(requested, hardware(self.device.type, self.device.index))
 
     def _network(self, precision: str) -> SpectrogramDiffusion:
-        """The model with its Linear weights stored in `precision`'s dtype (copied once, on first use).
+        """The model with its Linear weights stored in `precision`'s dtype, or quantized for int8 (copied once, on
+        first use).
 
         Under autocast every Linear casts its fp32 weight on every call (in inference mode autocast keeps no cast
         cache), a large share of a low-precision denoising step. Casting once gives the same numbers.
         """
         if precision not in self._networks:
-            self._networks[precision] = linear_weights_as(self.model, DTYPES[precision])
+            make = int8_linear if precision == "int8" else functools.partial(linear_weights_as, dtype=DTYPES[precision])
+            self._networks[precision] = make(self.model)
         return self._networks[precision]
 
     def _denoiser(self, network: SpectrogramDiffusion, cache, guidance: float) -> samplers.Denoiser:
@@ -351,6 +355,15 @@ def linear_weights_as(model: SpectrogramDiffusion, dtype: torch.dtype) -> Spectr
         if isinstance(module, torch.nn.Linear):
             module.to(dtype)
     return cast
+
+
+def int8_linear(model: SpectrogramDiffusion) -> SpectrogramDiffusion:
+    """A copy of `model` whose nn.Linear layers are dynamically quantized (CPU): int8 weights per output channel,
+    each input quantized per call, int32 accumulation; the rest stays float32 (midisynth.precision)."""
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao (see precision.hardware)
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(copy_module(model).requires_grad_(False), {torch.nn.Linear},
+                                                      dtype=torch.qint8)
 
 
 def _trimmed(source: Iterable[np.ndarray], keep: int,
