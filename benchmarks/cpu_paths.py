@@ -5,18 +5,16 @@
 
 The second line holds torch to its AVX2 kernels, a stand-in for a CPU without AVX-512 and native bf16 (bf16 is
 then left out: it would be emulated). Networks: fp32, bf16 (where native) and int8 dynamic quantization of the
-Linear layers (fbgemm), each with its mean distance to the fp32 output; then Griffin-Lim at several iteration counts
+Linear layers (fbgemm or qnnpack), each with its mean distance to the fp32 output; then Griffin-Lim at several iteration counts
 on the fp32 output. CPU seconds (process time) on one thread, so a busy machine changes them less than wall time.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,19 +44,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         song = read_midi(write_long_midi(Path(tmp) / "song.mid", 2.0))
     synth = Synthesizer.from_pretrained(device="cpu")
-    windows, dynamics = synth.tokenize(song)[: args.windows], synth.dynamics(song)
-    with warnings.catch_warnings():  # torch.ao.quantization warns that it is deprecated
-        warnings.simplefilter("ignore")
-        int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(synth.model), {torch.nn.Linear}, dtype=torch.qint8)
-    networks = {"fp32": (synth, "fp32"), "int8": (Synthesizer(int8, synth.vocoder, "cpu"), "fp32")}
-    if native_bf16(hardware("cpu")):
-        networks["bf16"] = (synth, "bf16")
+    windows, note_inputs = synth.tokenize(song)[: args.windows], synth.note_inputs(song)
+    networks = ["fp32", "int8"] + (["bf16"] if native_bf16(hardware("cpu")) else [])
     features, seconds = {}, {name: [] for name in networks}
-    for _ in range(1 + args.repeats):  # the networks take turns; the first round warms up
-        for name, (renderer, precision) in networks.items():
-            def render(r=renderer, p=precision, n=name):
-                features[n] = np.concatenate(list(r.spectrogram_windows(windows, RenderOptions(precision=p),
-                                                                        dynamics=dynamics)))
+    for _ in range(1 + args.repeats):  # the precisions take turns; the first round warms up
+        for name in networks:
+            def render(n=name):
+                features[n] = np.concatenate(list(synth.spectrogram_windows(
+                    windows, RenderOptions(precision=n), note_inputs=note_inputs)))
             seconds[name].append(cpu_seconds(render) / len(windows))
     report = {"torch_cpu_kernels": torch.backends.cpu.get_cpu_capability(), "windows": len(windows), "network": {}}
     for name in networks:

@@ -30,9 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-PRECISIONS = ("fp32", "bf16")  # measured side by side on every machine
+PRECISIONS = ("fp32", "bf16", "int8")  # measured side by side on every CPU (int8 is CPU-only: not on cuda)
 # Holds torch (ATen, oneDNN, MKL) to AVX2 kernels: a stand-in for a CPU without AVX-512 and native bf16 (AMD Zen 3).
 NO_BF16_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+
+
+def precisions_on(device: str) -> tuple[str, ...]:
+    return PRECISIONS if device == "cpu" else tuple(p for p in PRECISIONS if p != "int8")
 
 
 def median_seconds(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
@@ -84,7 +88,7 @@ def bench_base_vs_diffusers(num_tokens: int, repeats: int, device: str = "cpu") 
     on `device`."""
     from midisynth.model.config import load_config
     from midisynth.model.networks import SpectrogramDiffusion
-    from midisynth.render.pipeline import linear_weights_as
+    from midisynth.render.pipeline import DTYPES, network_in
     from tests.reference import build_reference_modules
 
     cfg = load_config(ROOT / "configs" / "base.toml").model
@@ -105,10 +109,10 @@ def bench_base_vs_diffusers(num_tokens: int, repeats: int, device: str = "cpu") 
             lambda: dec_ref(encodings_and_masks=encodings, decoder_input_tokens=x, decoder_noise_time=t), repeats)
         trimmed = tokens[:, :num_tokens]
         has_context = torch.tensor([True], device=device)
-        for precision in PRECISIONS:
-            # As `Synthesizer` runs it: bf16 Linear weights cast once, not by autocast on every call.
-            net = ours if precision == "fp32" else linear_weights_as(ours, torch.bfloat16)
-            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        for precision in precisions_on(device):
+            # As `Synthesizer` runs it: bf16 Linear weights cast once, not by autocast on every call; int8 quantized.
+            net, half = network_in(ours, precision), DTYPES[precision]
+            with torch.autocast(torch.device(device).type, dtype=half or torch.float32, enabled=half is not None):
                 cache = net.encode(trimmed, context, has_context)
                 results[f"midisynth_{precision}_encode_s"] = median_seconds(
                     lambda n=net: n.encode(trimmed, context, has_context), repeats)
@@ -176,9 +180,9 @@ def bench_default_model(device: str = "cpu", seconds: float = 30.0, repeats: int
     with tempfile.TemporaryDirectory() as tmp:
         song = read_midi(write_long_midi(Path(tmp) / "song.mid", seconds / 60))
     synth = Synthesizer.from_pretrained(device=device)
-    runs: dict[str, list[tuple[float, float, int]]] = {p: [] for p in PRECISIONS}  # (first chunk s, total s, samples)
+    runs: dict[str, list[tuple[float, float, int]]] = {p: [] for p in precisions_on(device)}  # (first chunk s, total s, samples)
     for _ in range(1 + repeats):  # the first run warms up (kernel selection, the bf16 weight copy) and is dropped
-        for precision in PRECISIONS:
+        for precision in runs:
             options = RenderOptions(precision=precision)
             start = time.perf_counter()
             first, samples = None, 0
@@ -274,18 +278,18 @@ def main() -> None:
 
     defaults = RenderOptions().resolved(bundled_sampling(bundled_manifest()))
     default_steps = defaults.steps
-    report: dict = {"machine": machine_info(args.device), "help_s": bench_help()}
+    report: dict = {"device": args.device, "machine": machine_info(args.device), "help_s": bench_help()}
     base = bench_base_vs_diffusers(args.tokens, args.repeats, args.device)
     report["base_random_weights"] = base
     table = []
     for steps in (100, 10):
         ref = window_seconds(base, "diffusers", steps)
-        for precision in PRECISIONS:
+        for precision in precisions_on(args.device):
             ours = window_seconds(base, f"midisynth_{precision}", steps)
             table.append({"setting": f"{steps} steps, no guidance, {precision}", "diffusers_s_per_window": ref,
                           "midisynth_s_per_window": ours, "speedup": ref / ours})
     ref100 = window_seconds(base, "diffusers", 100)
-    for precision in PRECISIONS:
+    for precision in precisions_on(args.device):
         ours = window_seconds(base, f"midisynth_{precision}", default_steps, guided=defaults.guidance != 1.0)
         table.append({"setting": f"midisynth default ({defaults.sampler} {default_steps} steps, guidance "
                                  f"{defaults.guidance}, {precision}) vs diffusers default (100 steps)",
@@ -329,7 +333,7 @@ def print_summary(report: dict) -> None:
         print(f"{row['setting']:<90} {row['diffusers_s_per_window']:>12.2f} {row['midisynth_s_per_window']:>12.2f} "
               f"{row['speedup']:>7.1f}x")
     if report["default_model"]:
-        for precision in PRECISIONS:
+        for precision in precisions_on(report["device"]):
             d = report["default_model"][precision]
             print(f"default model, {precision}: {d['real_time_factor']:.1f}x real time, "
                   f"{d['seconds_per_window']:.2f} s/window, first audio after {d['time_to_first_audio_s']:.2f} s")

@@ -9,7 +9,6 @@ The library entry point is `Synthesizer`:
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import warnings
@@ -158,8 +157,7 @@ class Synthesizer:
         cache), a large share of a low-precision denoising step. Casting once gives the same numbers.
         """
         if precision not in self._networks:
-            make = int8_linear if precision == "int8" else functools.partial(linear_weights_as, dtype=DTYPES[precision])
-            self._networks[precision] = make(self.model)
+            self._networks[precision] = network_in(self.model, precision)
         return self._networks[precision]
 
     def _denoiser(self, network: SpectrogramDiffusion, cache, guidance: float) -> samplers.Denoiser:
@@ -355,6 +353,13 @@ def linear_weights_as(model: SpectrogramDiffusion, dtype: torch.dtype) -> Spectr
         if isinstance(module, torch.nn.Linear):
             module.to(dtype)
     return cast
+
+
+def network_in(model: SpectrogramDiffusion, precision: str) -> SpectrogramDiffusion:
+    """`model` as it computes in a resolved `precision` (fp32, bf16, fp16 or int8): itself for fp32, else a copy."""
+    if precision == "fp32":
+        return model
+    return int8_linear(model) if precision == "int8" else linear_weights_as(model, DTYPES[precision])
 
 
 def int8_linear(model: SpectrogramDiffusion) -> SpectrogramDiffusion:
