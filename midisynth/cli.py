@@ -88,8 +88,8 @@ class SynthesizerOptions:
     vocoder: Annotated[str | None, typer.Option(help="griffin-lim, PATH.onnx or PATH.safetensors (neural vocoder).", show_default="the model's, else griffin-lim")] = None
     precision: Annotated[str, typer.Option(
         help="Network arithmetic: auto (bf16 where the hardware computes it natively: CUDA compute capability 8.0+, "
-        "CPUs with AVX-512 BF16 or AMX; else fp32), fp32, bf16 or fp16 (CUDA only). `midisynth models` shows what "
-        "auto picks on this machine.")] = DEFAULT_PRECISION
+        "CPUs with AVX-512 BF16 or AMX; other CPUs int8; else fp32), fp32, bf16, fp16 (CUDA only) or int8 (CPU "
+        "only: int8 Linear layers). `midisynth models` shows what auto picks on this machine.")] = DEFAULT_PRECISION
 
     def render_options(self):
         """The sampling options, checked (ValueError) before any model is loaded."""
