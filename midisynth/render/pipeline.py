@@ -368,7 +368,7 @@ def int8_linear(model: SpectrogramDiffusion) -> SpectrogramDiffusion:
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao (see precision.hardware)
         warnings.simplefilter("ignore")
         return torch.ao.quantization.quantize_dynamic(copy_module(model).requires_grad_(False), {torch.nn.Linear},
-                                                      dtype=torch.qint8)
+                                                      dtype=torch.qint8, inplace=True)
 
 
 def _trimmed(source: Iterable[np.ndarray], keep: int,
