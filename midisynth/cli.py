@@ -130,11 +130,12 @@ def _takes_synthesizer_options(command):
     return with_options
 
 
-def _auto_precision_line(device) -> str:
-    """What `--precision auto` computes in on `device` (a torch.device), and why: "precision auto = fp32 on cpu (...)"."""
+def _auto_precision_line(device, training: bool = False) -> str:
+    """What `--precision auto` (or a train config's "auto") computes in on `device` (a torch.device), and why:
+    "precision auto = fp32 on cpu (...)"."""
     from midisynth.precision import explain, hardware
 
-    return f"precision {explain(hardware(device.type, device.index))}"
+    return f"precision {explain(hardware(device.type, device.index), training)}"
 
 
 def _read_song(source: str, limits=None, start: float = 0.0, end: float | None = None):
@@ -443,7 +444,7 @@ def train(
             _err(str(err))
             raise typer.Exit(EXIT_USAGE) from None
         if trainer.tc.precision == "auto" and ranks.is_main:
-            _err(_auto_precision_line(trainer.device))
+            _err(_auto_precision_line(trainer.device, training=True))
         bar = tqdm(total=trainer.tc.max_steps, initial=trainer.step, desc="train", unit="step", dynamic_ncols=True,
                    disable=not ranks.is_main)
         trainer.train(max_minutes=max_minutes, on_step=on_step)

@@ -92,9 +92,9 @@ def training_precision(requested: str, hw: Hardware) -> str:
     return chosen
 
 
-def explain(hw: Hardware) -> str:
-    """One line: what `auto` resolves to on `hw`, and why."""
-    chosen = resolve_precision(AUTO, hw)
+def explain(hw: Hardware, training: bool = False) -> str:
+    """One line: what `auto` resolves to on `hw` for rendering (or for `training`), and why."""
+    chosen = training_precision(AUTO, hw) if training else resolve_precision(AUTO, hw)
     if hw.device_type == "cuda":
         why = f"compute capability {'.'.join(map(str, hw.cuda_capability or ()))}"
         return f"auto = {chosen} on cuda ({why}; bf16 needs {'.'.join(map(str, CUDA_BF16_CAPABILITY))} or newer)"
@@ -107,6 +107,8 @@ def explain(hw: Hardware) -> str:
         why = "no native bf16 (AVX-512 BF16 or AMX)"
     if chosen == "int8":
         why += f"; int8 Linear layers by {hw.quantized_engine}"
+    elif training and chosen == "fp32":
+        why += "; training never computes in int8"
     elif not native_bf16(hw):
         why += "; no quantized engine for int8"
     model = f"{hw.cpu_model}; " if hw.cpu_model else ""

@@ -68,6 +68,9 @@ def test_explain_says_what_auto_picks_and_why():
     assert explain(ZEN3) == ("auto = int8 on cpu (AMD Ryzen 9 5950X 16-Core Processor; no native bf16 "
                              "(AVX-512 BF16 or AMX); int8 Linear layers by x86)")
     assert explain(NO_ENGINE).endswith("no native bf16 (AVX-512 BF16 or AMX); no quantized engine for int8)")
+    assert explain(ZEN3, training=True) == ("auto = fp32 on cpu (AMD Ryzen 9 5950X 16-Core Processor; no native "
+                                            "bf16 (AVX-512 BF16 or AMX); training never computes in int8)")
+    assert explain(ZEN4, training=True) == explain(ZEN4)
     assert explain(ZEN4) == "auto = bf16 on cpu (AMD EPYC 9654 96-Core Processor; native bf16: avx512_bf16)"
     assert explain(replace(ZEN4, cpu_capability="AVX2")).endswith(
         "avx512_bf16 present, but torch uses its AVX2 kernels; int8 Linear layers by x86)")
