@@ -88,8 +88,8 @@ class SynthesizerOptions:
     vocoder: Annotated[str | None, typer.Option(help="griffin-lim, PATH.onnx or PATH.safetensors (neural vocoder).", show_default="the model's, else griffin-lim")] = None
     precision: Annotated[str, typer.Option(
         help="Network arithmetic: auto (bf16 where the hardware computes it natively: CUDA compute capability 8.0+, "
-        "CPUs with AVX-512 BF16 or AMX; other CPUs int8; else fp32), fp32, bf16, fp16 (CUDA only) or int8 (CPU "
-        "only: int8 Linear layers). `midisynth models` shows what auto picks on this machine.")] = DEFAULT_PRECISION
+        "CPUs with AVX-512 BF16 or AMX; else fp32), fp32, bf16, fp16 (CUDA only) or int8 (CPU only: int8 Linear "
+        "layers, faster, a little further from fp32). `midisynth models` shows what auto picks on this machine.")] = DEFAULT_PRECISION
 
     def render_options(self):
         """The sampling options, checked (ValueError) before any model is loaded."""
@@ -130,12 +130,11 @@ def _takes_synthesizer_options(command):
     return with_options
 
 
-def _auto_precision_line(device, training: bool = False) -> str:
-    """What `--precision auto` (or a train config's "auto") computes in on `device` (a torch.device), and why:
-    "precision auto = fp32 on cpu (...)"."""
+def _auto_precision_line(device) -> str:
+    """What `--precision auto` computes in on `device` (a torch.device), and why: "precision auto = fp32 on cpu (...)"."""
     from midisynth.precision import explain, hardware
 
-    return f"precision {explain(hardware(device.type, device.index), training)}"
+    return f"precision {explain(hardware(device.type, device.index))}"
 
 
 def _read_song(source: str, limits=None, start: float = 0.0, end: float | None = None):
@@ -444,7 +443,7 @@ def train(
             _err(str(err))
             raise typer.Exit(EXIT_USAGE) from None
         if trainer.tc.precision == "auto" and ranks.is_main:
-            _err(_auto_precision_line(trainer.device, training=True))
+            _err(_auto_precision_line(trainer.device))
         bar = tqdm(total=trainer.tc.max_steps, initial=trainer.step, desc="train", unit="step", dynamic_ncols=True,
                    disable=not ranks.is_main)
         trainer.train(max_minutes=max_minutes, on_step=on_step)

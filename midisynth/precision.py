@@ -5,10 +5,11 @@ of compute capability 8.0 or newer, and x86 CPUs with AVX-512 BF16 or AMX. Elsew
 3, most laptops, ARM) torch emulates it, and bf16 renders about 3x and trains up to 20x slower than fp32. So `auto`
 picks bf16 only where it is native; fp16 is a CUDA format and is never picked by `auto`.
 
-int8 (CPU only) is dynamic quantization of the Linear layers: weights stored as int8 per output channel, each
-layer's input quantized on the fly, products summed in int32 by fbgemm (x86, AVX2 or newer) or qnnpack (ARM). It
-roughly halves a rendering network's time on CPUs without native bf16, so `auto` picks it there when torch has a
-quantized engine, and fp32 where it has none. Training never computes in int8.
+int8 (CPU only, asked for by name) is dynamic quantization of the Linear layers: weights stored as int8 per output
+channel, each layer's input quantized on the fly, products summed in int32 by fbgemm (x86) or qnnpack (ARM). It
+takes about 40 % off a rendering network's time without native bf16, but it moves the spectrogram ten times as far
+from fp32 as bf16 does and transcribes a few per cent fewer notes (docs/cpu_paths.md), so `auto` never picks it.
+Training never computes in int8.
 
 The choice is a pure function of `Hardware` facts (`resolve_precision`), so it can be tested for any machine;
 `hardware(device)` reads the facts of this one. Importing this module does not import torch.
@@ -64,26 +65,22 @@ def check_precision(requested: str, device_type: str | None = None) -> None:
 
 
 def resolve_precision(requested: str, hw: Hardware) -> str:
-    """The precision to render in: `requested`, or for "auto" bf16 where it is native (`native_bf16`), else int8 on
-    a CPU that has a quantized engine, else fp32."""
+    """The precision to render in: `requested`, or for "auto" bf16 where it is native (`native_bf16`), else fp32."""
     check_precision(requested, hw.device_type)
     if requested == "int8" and not hw.quantized_engine:
         raise ValueError("precision int8 needs a quantized engine (fbgemm, x86 or qnnpack), and this torch has none")
     if requested != AUTO:
         return requested
-    if native_bf16(hw):
-        return "bf16"
-    return "int8" if hw.device_type == "cpu" and hw.quantized_engine else "fp32"
+    return "bf16" if native_bf16(hw) else "fp32"
 
 
 def training_precision(requested: str, hw: Hardware) -> str:
-    """The precision to train in: `requested`, or for "auto" bf16 where it is native, else fp32 (never int8: it has
-    no gradients). Refuses bf16 on a GPU without bf16 arithmetic (ValueError): there every step would be emulated,
+    """The precision to train in: `requested`, or for "auto" what rendering picks (never int8, which has no
+    gradients). Refuses bf16 on a GPU without bf16 arithmetic (ValueError): there every step would be emulated,
     several times slower than fp32 (on a CPU, asking for bf16 is the user's call)."""
-    check_precision(requested, hw.device_type)
     if requested == "int8":
         raise ValueError("train config: precision int8 is for rendering only; use \"auto\", \"fp32\" or \"bf16\"")
-    chosen = requested if requested != AUTO else "bf16" if native_bf16(hw) else "fp32"
+    chosen = resolve_precision(requested, hw)
     if chosen == "bf16" and hw.device_type == "cuda" and not native_bf16(hw):
         capability = ".".join(map(str, hw.cuda_capability or ()))
         raise ValueError(f"train config: precision bf16, but this GPU (compute capability {capability}) has no bf16 "
@@ -92,9 +89,9 @@ def training_precision(requested: str, hw: Hardware) -> str:
     return chosen
 
 
-def explain(hw: Hardware, training: bool = False) -> str:
-    """One line: what `auto` resolves to on `hw` for rendering (or for `training`), and why."""
-    chosen = training_precision(AUTO, hw) if training else resolve_precision(AUTO, hw)
+def explain(hw: Hardware) -> str:
+    """One line: what `auto` resolves to on `hw`, and why."""
+    chosen = resolve_precision(AUTO, hw)
     if hw.device_type == "cuda":
         why = f"compute capability {'.'.join(map(str, hw.cuda_capability or ()))}"
         return f"auto = {chosen} on cuda ({why}; bf16 needs {'.'.join(map(str, CUDA_BF16_CAPABILITY))} or newer)"
@@ -105,12 +102,6 @@ def explain(hw: Hardware, training: bool = False) -> str:
         why = f"{', '.join(found)} present, but torch uses its {hw.cpu_capability} kernels"
     else:
         why = "no native bf16 (AVX-512 BF16 or AMX)"
-    if chosen == "int8":
-        why += f"; int8 Linear layers by {hw.quantized_engine}"
-    elif training and chosen == "fp32":
-        why += "; training never computes in int8"
-    elif not native_bf16(hw):
-        why += "; no quantized engine for int8"
     model = f"{hw.cpu_model}; " if hw.cpu_model else ""
     return f"auto = {chosen} on cpu ({model}{why})"
 

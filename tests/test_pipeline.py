@@ -188,10 +188,9 @@ def test_batching_changes_only_float_rounding(two_window_midi, short_midi):
 
 
 def test_int8_quantizes_every_linear_layer_and_stays_close_to_fp32():
-    """int8 (the CPU render precision of `auto` without native bf16) on the bundled model, whose trained weights are
-    what quantization error depends on: every Linear layer of the copy is quantized, the model itself stays fp32,
-    and two windows differ from fp32 by mean |Δ| < 0.15 and 99th percentile < 0.5 log-mel units (measured 0.094
-    and 0.30; bf16: 0.011 and 0.039). On the held-out songs the scores are those of fp32 (docs/cpu_paths.md)."""
+    """`--precision int8` on the bundled model, whose trained weights are what quantization error depends on: every
+    Linear layer of the copy is quantized, the model itself stays fp32, and two windows differ from fp32 by mean
+    |Δ| < 0.15 and 99th percentile < 0.5 log-mel units (measured 0.094 and 0.30; bf16: 0.011 and 0.039)."""
     from midisynth.render.pipeline import Synthesizer
     from tests.conftest import ROOT
 

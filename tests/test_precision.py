@@ -1,6 +1,5 @@
-"""`--precision auto`: bf16 only where the hardware computes it natively; elsewhere int8 Linear layers for rendering
-on a CPU with a quantized engine and fp32 for training (and where there is no engine); decided from injected
-hardware facts, so these tests do not depend on the machine that runs them (CUDA tests run only where CUDA is)."""
+"""`--precision auto`: bf16 only where the hardware computes it natively, fp32 elsewhere; int8 only when asked for, on
+a CPU with a quantized engine; decided from injected hardware facts, so these tests do not depend on the machine that runs them (CUDA tests run only where CUDA is)."""
 
 from __future__ import annotations
 
@@ -32,14 +31,14 @@ NO_ENGINE = replace(ZEN3, quantized_engine="")  # a torch built without quantize
 
 
 @pytest.mark.parametrize(("hw", "expected"), [
-    (ZEN3, "int8"), (SKYLAKE_SERVER, "int8"), (ARM, "int8"), (NO_ENGINE, "fp32"),
+    (ZEN3, "fp32"), (SKYLAKE_SERVER, "fp32"), (ARM, "fp32"), (NO_ENGINE, "fp32"),  # never int8: it is asked for
     (ZEN4, "bf16"), (SAPPHIRE_RAPIDS, "bf16"),
-    (replace(ZEN4, cpu_capability="AVX2"), "int8"),  # ATEN_CPU_CAPABILITY=avx2: torch's kernels would emulate bf16
+    (replace(ZEN4, cpu_capability="AVX2"), "fp32"),  # ATEN_CPU_CAPABILITY=avx2: torch's kernels would emulate bf16
     (Hardware("cuda", ZEN3_FLAGS, "AVX2", (8, 0), quantized_engine="x86"), "bf16"),  # A100, whatever the host CPU
     (Hardware("cuda", ZEN3_FLAGS, "AVX2", (9, 0)), "bf16"),
-    (Hardware("cuda", ZEN4_FLAGS, "AVX512", (7, 5), quantized_engine="x86"), "fp32"),  # T4: no bf16, never int8
+    (Hardware("cuda", ZEN4_FLAGS, "AVX512", (7, 5), quantized_engine="x86"), "fp32"),  # T4: no bf16 tensor cores
 ])
-def test_auto_picks_bf16_only_where_it_is_native_else_int8(hw, expected):
+def test_auto_picks_bf16_only_where_it_is_native(hw, expected):
     assert native_bf16(hw) == (expected == "bf16")
     assert resolve_precision("auto", hw) == expected
 
@@ -65,15 +64,10 @@ def test_fp16_only_on_cuda_and_unknown_names_are_refused():
 
 
 def test_explain_says_what_auto_picks_and_why():
-    assert explain(ZEN3) == ("auto = int8 on cpu (AMD Ryzen 9 5950X 16-Core Processor; no native bf16 "
-                             "(AVX-512 BF16 or AMX); int8 Linear layers by x86)")
-    assert explain(NO_ENGINE).endswith("no native bf16 (AVX-512 BF16 or AMX); no quantized engine for int8)")
-    assert explain(ZEN3, training=True) == ("auto = fp32 on cpu (AMD Ryzen 9 5950X 16-Core Processor; no native "
-                                            "bf16 (AVX-512 BF16 or AMX); training never computes in int8)")
-    assert explain(ZEN4, training=True) == explain(ZEN4)
+    assert explain(ZEN3) == ("auto = fp32 on cpu (AMD Ryzen 9 5950X 16-Core Processor; no native bf16 "
+                             "(AVX-512 BF16 or AMX))")
     assert explain(ZEN4) == "auto = bf16 on cpu (AMD EPYC 9654 96-Core Processor; native bf16: avx512_bf16)"
-    assert explain(replace(ZEN4, cpu_capability="AVX2")).endswith(
-        "avx512_bf16 present, but torch uses its AVX2 kernels; int8 Linear layers by x86)")
+    assert explain(replace(ZEN4, cpu_capability="AVX2")).endswith("avx512_bf16 present, but torch uses its AVX2 kernels)")
     assert explain(Hardware("cuda", cuda_capability=(7, 5))) == (
         "auto = fp32 on cuda (compute capability 7.5; bf16 needs 8.0 or newer)")
 
@@ -98,10 +92,10 @@ def tiny_synth() -> Synthesizer:
     return Synthesizer(model, load_vocoder("griffin-lim", "cpu"), "cpu", RenderOptions(steps=2))
 
 
-@pytest.mark.parametrize(("hw", "expected"), [(NO_ENGINE, "fp32"), (ZEN3, "int8"), (ZEN4, "bf16")])
+@pytest.mark.parametrize(("hw", "expected"), [(ZEN3, "fp32"), (ZEN4, "bf16")])
 def test_synthesizer_renders_in_what_auto_resolves_to(tiny_synth, short_midi, monkeypatch, hw, expected):
-    """The default options ask for auto; the render computes in the resolved precision: a bf16 or int8 render makes
-    (and keeps) its copy of the network and differs from the fp32 render only by rounding."""
+    """The default options ask for auto; the render computes in the resolved precision: a bf16 render makes (and
+    keeps) the bf16 copy of the network and differs from the fp32 render only by rounding."""
     monkeypatch.setattr("midisynth.render.pipeline.hardware", lambda device_type, index=None: hw)
     assert tiny_synth.options.precision == "auto"
     assert tiny_synth.precision() == expected
