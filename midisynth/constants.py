@@ -44,11 +44,6 @@ MAX_SONG_EVENTS = 1_000_000  # MIDI events, counted before parsing (about 0.4 GB
 # Sub-folders of a diffusers-layout checkpoint that hold network weights (config.json + diffusion_pytorch_model.*).
 DIFFUSERS_MODULES = ("notes_encoder", "continuous_encoder", "decoder")
 
-# Rendering defaults, shared by the library and the CLI, chosen by the held-out evaluation (docs/experiments.md:
-# sampler, steps and guidance): for the bundled model more DDIM steps do not score better (they sharpen details the
-# reference does not have), so 4, nearly the fastest; guidance makes it worse, so it is off (the paper's 5 suits its
-# large model). bf16 autocast scores as fp32, so `auto` (midisynth.precision) computes in bf16 wherever the hardware
-# has it natively and in fp32 elsewhere.
-# These sampling settings are the bundled model's (its manifest) and any v-prediction model's that states none
-# (midisynth.render.samplers.V_PREDICTION_SAMPLING); a model's own stored settings come first.
+# Network arithmetic of renders and training unless asked otherwise: bf16 autocast scores as fp32, so `auto`
+# (midisynth.precision) computes in bf16 where the hardware has it natively and in fp32 elsewhere.
 DEFAULT_PRECISION = "auto"  # see midisynth.precision

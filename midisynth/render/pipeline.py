@@ -59,7 +59,8 @@ class RenderOptions:
     guidance: float | None = None  # classifier-free guidance weight; 1 disables it
     seed: int = 0
     # Network arithmetic: auto (bf16 where the hardware has it natively, else fp32; see midisynth.precision), fp32,
-    # bf16, or fp16 (CUDA only); low precisions run under autocast, the sampler state stays fp32.
+    # bf16, fp16 (CUDA only) or int8 (CPU only, quantized Linear layers); bf16 and fp16 run under autocast; the
+    # sampler state stays fp32.
     precision: str = DEFAULT_PRECISION
 
     def __post_init__(self) -> None:
@@ -119,7 +120,7 @@ class Synthesizer:
         self.sampling = sampling or samplers.default_sampling(model.cfg.prediction)
         self.requested = options or RenderOptions()  # as given, unset fields included
         self.options = self.requested.resolved(self.sampling)
-        check_precision(self.options.precision, self.device.type)
+        self.precision()  # refuses here, not mid-render, a precision this device cannot compute in
         self._networks: dict[str, SpectrogramDiffusion] = {"fp32": self.model}  # by precision, made on first use
 
     @classmethod
