@@ -90,13 +90,17 @@ class SynthesizerOptions:
         help="Network arithmetic: auto (bf16 where the hardware computes it natively: CUDA compute capability 8.0+, "
         "CPUs with AVX-512 BF16 or AMX; else fp32), fp32, bf16, fp16 (CUDA only) or int8 (CPU only: int8 Linear "
         "layers, faster, a little further from fp32). `midisynth models` shows what auto picks on this machine.")] = DEFAULT_PRECISION
+    partials: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Share of the partials model (each note's partials placed from the score, with its "
+        "instrument's fitted spectral envelope) in the spectrogram; 0 renders the network alone.",
+        show_default="the model's (0 for a model without partials.safetensors)")] = None
 
     def render_options(self):
         """The sampling options, checked (ValueError) before any model is loaded."""
         from midisynth.render.pipeline import RenderOptions
 
         return RenderOptions(sampler=self.sampler, steps=self.steps, guidance=self.guidance, seed=self.seed,
-                             precision=self.precision)
+                             precision=self.precision, partials=self.partials)
 
     def synthesizer(self, allow_pickle: bool = False):
         """Build the Synthesizer, or exit with status 2 and one line for a bad model, option or device."""
@@ -619,6 +623,39 @@ def evaluate(
         _err(f"{len(report['failed'])} of {len(files)} files failed: "
              + ", ".join(Path(f["file"]).name for f in report["failed"]))
         raise typer.Exit(EXIT_FAILED)
+
+
+@app.command("fit-partials")
+def fit_partials(
+    data: Annotated[Path, typer.Option(help="Data set directory from `midisynth dataset`.")] = Path("data/fluidr3"),
+    out: Annotated[Path, typer.Option(help="Where to write it; beside a model file as partials.safetensors, "
+                                           "renders with that model use it.")] = Path("runs/default/partials.safetensors"),
+    mix: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Its default share in renders.",
+                                              show_default="0.6")] = None,
+) -> None:
+    """Fit the partials model (a spectral envelope per instrument, in closed form) to the data set's training pieces."""
+    from tqdm import tqdm
+
+    from midisynth.files import OutputError, make_output_directory
+    from midisynth.model.partials import DEFAULT_MIX, save_partials
+    from midisynth.training.partials import fit_partials as fit
+
+    bar = tqdm(desc="fit partials", unit="piece", dynamic_ncols=True)
+
+    def on_piece(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(1)
+
+    try:
+        partials = fit(data, mix=DEFAULT_MIX if mix is None else mix, on_piece=on_piece)
+        bar.close()
+        make_output_directory(out.parent, out)
+        save_partials(partials, out)
+    except (FileNotFoundError, OutputError) as err:
+        bar.close()
+        _err(str(err))
+        raise typer.Exit(EXIT_USAGE) from None
+    typer.echo(f"partials model: {out}", err=True)
 
 
 @app.command("train-vocoder")

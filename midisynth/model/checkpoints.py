@@ -75,6 +75,7 @@ class Checkpoint:
     model: SpectrogramDiffusion
     source: Path
     vocoder_path: Path | None = None  # an ONNX or bundled vocoder found beside the weights
+    partials_path: Path | None = None  # the fitted partials model (midisynth.model.partials) found beside the weights
     metadata: dict[str, str] = field(default_factory=dict)
     sampling: SamplingDefaults | None = None  # how the model is meant to be sampled; None: by its prediction type
 

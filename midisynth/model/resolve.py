@@ -15,6 +15,7 @@ HUB_SAMPLING: dict[str, SamplingDefaults] = {OFFICIAL_MODEL: DIFFUSERS_SAMPLING}
 
 BUNDLED_DIR = Path(__file__).parents[1] / "assets" / "default"
 MANIFEST = BUNDLED_DIR / "manifest.json"
+PARTIALS_FILE = "partials.safetensors"  # a model file's partials model (midisynth.model.partials) sits beside it
 
 
 class NoDefaultModel(CheckpointError):
@@ -46,7 +47,11 @@ def resolve_model(model: str | Path | None = None, allow_pickle: bool = False) -
     if model is not None:
         path = Path(model).expanduser()
         if path.exists():
-            return load_checkpoint(path, allow_pickle=allow_pickle)
+            checkpoint = load_checkpoint(path, allow_pickle=allow_pickle)
+            partials = path.parent / PARTIALS_FILE
+            if path.is_file() and partials.is_file():
+                checkpoint.partials_path = partials
+            return checkpoint
         hub_id = parse_hub_id(str(model))
         if hub_id is None:
             raise CheckpointError(f"{path}: no such model file or directory (nor a hub id like {OFFICIAL_MODEL})")
@@ -64,10 +69,17 @@ def resolve_model(model: str | Path | None = None, allow_pickle: bool = False) -
     entry = manifest["model"]
     checkpoint = load_model_file(BUNDLED_DIR / entry["file"], expected_sha256=entry["sha256"])
     checkpoint.sampling = bundled_sampling(manifest) or checkpoint.sampling
-    vocoder = manifest.get("vocoder")
-    if vocoder is not None:
-        path = BUNDLED_DIR / vocoder["file"]
-        if not path.is_file() or file_sha256(path) != vocoder["sha256"]:
-            raise CheckpointError(f"{path}: bundled vocoder missing or corrupted (sha256 mismatch); reinstall midisynth")
-        checkpoint.vocoder_path = path
+    checkpoint.vocoder_path = _bundled_file(manifest, "vocoder")
+    checkpoint.partials_path = _bundled_file(manifest, "partials")
     return checkpoint
+
+
+def _bundled_file(manifest: dict, kind: str) -> Path | None:
+    """The bundled file of `kind` ("vocoder", "partials") the manifest lists, verified against its sha256."""
+    entry = manifest.get(kind)
+    if entry is None:
+        return None
+    path = BUNDLED_DIR / entry["file"]
+    if not path.is_file() or file_sha256(path) != entry["sha256"]:
+        raise CheckpointError(f"{path}: bundled {kind} missing or corrupted (sha256 mismatch); reinstall midisynth")
+    return path

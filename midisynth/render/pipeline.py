@@ -34,6 +34,7 @@ from midisynth.model.checkpoints import Checkpoint
 from midisynth.model.networks import SpectrogramDiffusion
 from midisynth.model.noise_schedule import eps_from_v
 from midisynth.model.note_inputs import NoteInputs, apply_gain, song_note_inputs
+from midisynth.model.partials import Partials, check_mix, load_partials, mix_log_mel
 from midisynth.model.resolve import resolve_model
 from midisynth.precision import check_precision, hardware, resolve_precision
 from midisynth.render import samplers
@@ -62,6 +63,9 @@ class RenderOptions:
     # bf16, fp16 (CUDA only) or int8 (CPU only, quantized Linear layers); bf16 and fp16 run under autocast; the
     # sampler state stays fp32.
     precision: str = DEFAULT_PRECISION
+    # Share of the partials model (midisynth.model.partials) in the rendered spectrogram, 0 to 1 (0: the network
+    # alone); None takes the partials model's own default, or 0 for a model without one.
+    partials: float | None = None
 
     def __post_init__(self) -> None:
         if self.sampler is not None and self.sampler not in samplers.SAMPLERS:
@@ -73,6 +77,8 @@ class RenderOptions:
         if not -(2**63) <= self.seed < 2**64:  # what torch.Generator.manual_seed takes (negative ones wrap around)
             raise ValueError(f"seed {self.seed} does not fit in 64 bits; use 0 to {2**64 - 1}")
         check_precision(self.precision)
+        if self.partials is not None:
+            check_mix(self.partials)
 
     def resolved(self, defaults: samplers.SamplingDefaults) -> RenderOptions:
         """These options with what they leave unset taken from a model's sampling `defaults`."""
@@ -112,15 +118,19 @@ class Synthesizer:
         device: torch.device | str = "cpu",
         options: RenderOptions | None = None,
         sampling: samplers.SamplingDefaults | None = None,
+        partials: Partials | None = None,
     ):
-        """`sampling`: the model's sampling defaults (None: those of its prediction type); `options` override them."""
+        """`sampling`: the model's sampling defaults (None: those of its prediction type); `options` override them.
+        `partials`: the model's fitted partials model, mixed into renders (`RenderOptions.partials`)."""
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.vocoder = vocoder
         self.sampling = sampling or samplers.default_sampling(model.cfg.prediction)
+        self.partials = partials
         self.requested = options or RenderOptions()  # as given, unset fields included
         self.options = self.requested.resolved(self.sampling)
         self.precision()  # refuses here, not mid-render, a precision this device cannot compute in
+        self.partials_mix()  # and a partials share without a partials model
         self._networks: dict[str, SpectrogramDiffusion] = {"fp32": self.model}  # by precision, made on first use
 
     @classmethod
@@ -141,7 +151,9 @@ class Synthesizer:
         dev = pick_device(device)
         chosen = load_vocoder(vocoder, dev) if vocoder else None  # a bad vocoder is reported before a model loads
         checkpoint: Checkpoint = resolve_model(model, allow_pickle=allow_pickle)
-        return cls(checkpoint.model, chosen or checkpoint_vocoder(checkpoint, dev), dev, options, checkpoint.sampling)
+        partials = None if checkpoint.partials_path is None else load_partials(checkpoint.partials_path)
+        return cls(checkpoint.model, chosen or checkpoint_vocoder(checkpoint, dev), dev, options, checkpoint.sampling,
+                   partials)
 
     # -- spectrogram ------------------------------------------------------------------------------------------------
     def precision(self, options: RenderOptions | None = None) -> str:
@@ -149,6 +161,22 @@ class Synthesizer:
         this device (`midisynth.precision.resolve_precision`)."""
         requested = (options or self.options).precision
         return resolve_precision(requested, hardware(self.device.type, self.device.index))
+
+    def partials_mix(self, options: RenderOptions | None = None) -> float:
+        """The partials model's share in renders with `options` (default: this synthesizer's): theirs if set, else
+        the partials model's default, else 0. ValueError for a share above 0 without a partials model."""
+        requested = (options or self.options).partials
+        if requested is None:
+            return 0.0 if self.partials is None else self.partials.mix
+        if requested > 0 and self.partials is None:
+            raise ValueError(f"partials {requested:g} asked for, but this model has no partials model (fit one with "
+                             "`midisynth fit-partials` and put it beside the model file as partials.safetensors)")
+        return requested
+
+    def _with_partials(self, song: Song, windows: Iterable[np.ndarray], mix: float) -> Iterator[np.ndarray]:
+        """Each window's log-mel features [256, 128] mixed with the partials model's estimate of it."""
+        for index, features in enumerate(windows):
+            yield mix_log_mel(features, self.partials.magnitude(song, index), mix) if mix > 0 else features
 
     def _network(self, precision: str) -> SpectrogramDiffusion:
         """The model with its Linear weights stored in `precision`'s dtype, or quantized for int8 (copied once, on
@@ -257,8 +285,9 @@ class Synthesizer:
         """Audio chunks (float32, 16 kHz) of a song, one window at a time; total = `num_samples(song)`."""
         windows = self.tokenize(song)
         source = (
-            self.spectrogram_windows(windows, options, on_window, self.note_inputs(song)) if song.notes
-            else _silent_windows(len(windows), on_window)
+            self._with_partials(song, self.spectrogram_windows(windows, options, on_window, self.note_inputs(song)),
+                                self.partials_mix(options))
+            if song.notes else _silent_windows(len(windows), on_window)
         )
         yield from self.vocoder.stream(_trimmed(source, song_frames(song, len(windows)), mel_sink))
 
@@ -279,11 +308,14 @@ class Synthesizer:
         parts: dict[int, list[np.ndarray]] = {i: [] for i in playing}
         kept = dict.fromkeys(playing, 0)
         note_inputs = [self.note_inputs(songs[i]) for i in playing]
+        mix = self.partials_mix(options)
         for step in self.spectrogram_batch([tokenized[i] for i in playing], options, on_window, note_inputs):
             for row, features in step:
                 song = playing[row]
                 if song not in parts:  # already complete (trimmed before its last window)
                     continue
+                if mix > 0:
+                    features = mix_log_mel(features, self.partials.magnitude(songs[song], len(parts[song])), mix)
                 part = features[: max(0, keeps[song] - kept[song])]
                 kept[song] += part.shape[0]
                 parts[song].append(part)
@@ -328,7 +360,8 @@ class Synthesizer:
         return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
     def with_options(self, **changes) -> Synthesizer:
-        synth = Synthesizer(self.model, self.vocoder, self.device, replace(self.requested, **changes), self.sampling)
+        synth = Synthesizer(self.model, self.vocoder, self.device, replace(self.requested, **changes), self.sampling,
+                            self.partials)
         synth._networks = self._networks  # share the low-precision copies
         return synth
 

@@ -1,0 +1,206 @@
+"""The partials model: an additive estimate of a window's mel magnitude computed from its notes, with a spectral
+envelope per instrument fitted to a data set, mixed into the network's spectrogram at render time.
+
+The diffusion model draws where each note's energy lies only as well as its small network has learned to, and its
+partials come out smeared across neighbouring mel bins, with soft onsets: the notes are hard to hear. The partials
+model places them exactly. It is linear in its gains, one per (mel bin, column):
+
+- held notes, one column per GM program: each note's harmonic template (`midisynth.model.sketch.pitch_templates`:
+  partials k * f0 of amplitude 1 / k through the front end's window and mel filters) at the note's level
+  (velocity², decaying from the onset for struck and plucked families, `sketch.FAMILY_DECAY_SECONDS`);
+- releases, one column per GM family (program // 8): the template after the note-off, decaying over
+  RELEASE_SECONDS from the level the note had reached;
+- reverb: the held columns' unit templates summed and smeared by a causal exponential tail of REVERB_SECONDS;
+- drums, one column per group of GM drum keys (DRUM_GROUPS): a broadband hit decaying from its onset;
+- a constant floor.
+
+So the gains of a program are its spectral envelope: the level, per mel bin, of its partials against the 1 / k
+template; `midisynth.training.partials` fits them to a data set in closed form.
+
+`Partials.mix` gives the rendered spectrogram (1 - w) of the network's magnitude and w of this estimate's, in linear
+magnitude. The network's own spectrogram stays the next window's context, as in training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from midisynth.constants import FRAME_RATE, MAX_LOG_MEL, MIN_LOG_MEL, N_MELS, REFERENCE_VELOCITY, WINDOW_FRAMES
+from midisynth.model.sketch import FAMILY_DECAY_SECONDS, NOTE_LEVEL, pitch_templates
+from midisynth.score.frames import sounding_frames
+from midisynth.score.midi import Song
+
+PROGRAMS, FAMILIES = 128, 16
+RELEASE_SECONDS = 0.2  # time constant of a note's release after its note-off
+REVERB_SECONDS = 0.4  # time constant of the reverb tail
+# GM drum keys by the kind of sound, each group with its decay time constant in seconds; other keys are group 5.
+DRUM_GROUPS = {35: 0, 36: 0,  # bass drums
+               37: 1, 38: 1, 39: 1, 40: 1,  # snares, clap, side stick
+               41: 2, 43: 2, 45: 2, 47: 2, 48: 2, 50: 2,  # toms
+               42: 3, 44: 3, 46: 3,  # hi-hats
+               49: 4, 51: 4, 52: 4, 53: 4, 55: 4, 57: 4, 59: 4}  # cymbals
+DRUM_DECAY_SECONDS = (0.15, 0.15, 0.2, 0.1, 0.6, 0.15)
+# Column layout of the gains: [programs | release per family | reverb | drum groups | floor].
+RELEASE_COLUMN = PROGRAMS
+REVERB_COLUMN = RELEASE_COLUMN + FAMILIES
+DRUM_COLUMN = REVERB_COLUMN + 1
+FLOOR_COLUMN = DRUM_COLUMN + len(DRUM_DECAY_SECONDS)
+COLUMNS = FLOOR_COLUMN + 1
+LEAD_FRAMES = math.ceil(5 * REVERB_SECONDS * FRAME_RATE)  # history computed before a window for its reverb tail
+
+DEFAULT_MIX = 0.6  # share of the partials model's magnitude in a render (see docs/experiments.md)
+FORMAT_TAG = "midisynth.partials/1"
+
+
+@dataclass(frozen=True)
+class NoteColumns:
+    """A span of frames' unit-gain columns, as levels per pitch (so each column's mel magnitude is levels @ template).
+
+    held: program -> [frames, 128 pitches]; release: family -> [frames, 128 pitches]; reverb [frames, 128 mel bins];
+    drums [frames, groups]. All levels are amplitudes relative to NOTE_LEVEL.
+    """
+
+    held: dict[int, np.ndarray]
+    release: dict[int, np.ndarray]
+    reverb: np.ndarray
+    drums: np.ndarray
+
+    def design(self) -> tuple[np.ndarray, list[int]]:
+        """([frames, 128 mel bins, active columns] float32, the active columns' indices): the mel magnitude of each
+        column that is not silent in the span, at unit gain (the fit's design matrix, per mel bin)."""
+        templates = pitch_templates()
+        parts = [(program, NOTE_LEVEL * (levels @ templates)) for program, levels in self.held.items()]
+        parts += [(RELEASE_COLUMN + family, NOTE_LEVEL * (levels @ templates)) for family, levels in self.release.items()]
+        parts.append((REVERB_COLUMN, self.reverb))
+        parts += [(DRUM_COLUMN + group, np.repeat(NOTE_LEVEL * self.drums[:, group:group + 1], N_MELS, axis=1))
+                  for group in range(self.drums.shape[1]) if self.drums[:, group].any()]
+        parts.append((FLOOR_COLUMN, np.full(self.reverb.shape, NOTE_LEVEL, np.float32)))
+        return np.stack([p for _, p in parts], axis=2).astype(np.float32), [c for c, _ in parts]
+
+
+def note_columns(song: Song, first: int, stop: int) -> NoteColumns:
+    """The unit-gain columns of frames [first, stop) of `song` (frame f at f / 50 s); the reverb tail counts the held
+    notes from LEAD_FRAMES before `first`."""
+    start = max(0, first - LEAD_FRAMES)
+    frames = stop - start
+    held: dict[int, np.ndarray] = {}
+    release: dict[int, np.ndarray] = {}
+    drums = np.zeros((frames, len(DRUM_DECAY_SECONDS)), np.float32)
+    release_frames = math.ceil(5 * RELEASE_SECONDS * FRAME_RATE)
+    for note in song.notes:
+        onset, end = sounding_frames(note)
+        level = (note.velocity / REFERENCE_VELOCITY) ** 2
+        if note.is_drum:
+            group = DRUM_GROUPS.get(note.pitch, len(DRUM_DECAY_SECONDS) - 1)
+            decay = DRUM_DECAY_SECONDS[group]
+            _add_decay(drums[:, group], onset - start, onset + math.ceil(5 * decay * FRAME_RATE) - start, level, decay)
+            continue
+        if end + release_frames <= start or onset >= stop:
+            continue
+        decay = FAMILY_DECAY_SECONDS.get(note.program // 8)
+        held_levels = held.setdefault(note.program, np.zeros((frames, 128), np.float32))
+        _add_decay(held_levels[:, note.pitch], onset - start, end - start, level, decay)
+        at_release = level * (1.0 if decay is None else math.exp(-(end - onset) / FRAME_RATE / decay))
+        release_levels = release.setdefault(note.program // 8, np.zeros((frames, 128), np.float32))
+        _add_decay(release_levels[:, note.pitch], end - start, end + release_frames - start, at_release, RELEASE_SECONDS)
+    templates = pitch_templates()
+    total = sum((levels for levels in held.values()), np.zeros((frames, 128), np.float32)) @ templates * NOTE_LEVEL
+    keep = slice(first - start, None)
+    return NoteColumns(
+        held={p: levels[keep] for p, levels in held.items() if levels[keep].any()},
+        release={f: levels[keep] for f, levels in release.items() if levels[keep].any()},
+        reverb=_reverb_tail(total)[keep], drums=drums[keep])
+
+
+def _add_decay(target: np.ndarray, begin: int, end: int, level: float, decay: float | None) -> None:
+    """Add `level` (times exp(-age / decay) for a decay in seconds, age from `begin`) to target[begin:end], clipped
+    to the target's frames."""
+    lo, hi = max(begin, 0), min(end, target.shape[0])
+    if hi <= lo:
+        return
+    if decay is None:
+        target[lo:hi] += level
+    else:
+        target[lo:hi] += level * np.exp(-(np.arange(lo, hi) - begin) / FRAME_RATE / decay)
+
+
+def _reverb_tail(magnitude: np.ndarray) -> np.ndarray:
+    """[frames, 128]: what a causal exponential tail (REVERB_SECONDS) of `magnitude` [frames, 128] adds after each
+    frame, normalised to unit total weight."""
+    keep = math.exp(-1.0 / (FRAME_RATE * REVERB_SECONDS))
+    tail = np.zeros_like(magnitude)
+    state = np.zeros(magnitude.shape[1], magnitude.dtype)
+    for frame in range(magnitude.shape[0]):
+        tail[frame] = (1 - keep) * state
+        state = keep * state + magnitude[frame]
+    return tail
+
+
+@dataclass(frozen=True)
+class Partials:
+    """Fitted gains [128 mel bins, COLUMNS] of the partials model, and its default share `mix` in a render."""
+
+    gains: np.ndarray
+    mix: float = DEFAULT_MIX
+
+    def __post_init__(self) -> None:
+        if self.gains.shape != (N_MELS, COLUMNS):
+            raise ValueError(f"partials gains have shape {self.gains.shape}, expected {(N_MELS, COLUMNS)}")
+        check_mix(self.mix)
+
+    def magnitude(self, song: Song, window: int) -> np.ndarray:
+        """[256, 128] float32 mel magnitude of window `window` (frame f at (window * 256 + f) / 50 s)."""
+        columns = note_columns(song, window * WINDOW_FRAMES, (window + 1) * WINDOW_FRAMES)
+        templates = pitch_templates()
+        out = columns.reverb * self.gains[:, REVERB_COLUMN] + NOTE_LEVEL * self.gains[:, FLOOR_COLUMN]
+        for program, levels in columns.held.items():
+            out += NOTE_LEVEL * (levels @ (templates * self.gains[:, program]))
+        for family, levels in columns.release.items():
+            out += NOTE_LEVEL * (levels @ (templates * self.gains[:, RELEASE_COLUMN + family]))
+        out += NOTE_LEVEL * columns.drums @ self.gains[:, DRUM_COLUMN:FLOOR_COLUMN].T
+        return out.astype(np.float32)
+
+
+def check_mix(mix: float) -> None:
+    if not 0.0 <= mix <= 1.0:
+        raise ValueError(f"partials mix must be in [0, 1] (0: the network alone), got {mix}")
+
+
+def mix_log_mel(log_mel: np.ndarray, magnitude: np.ndarray, mix: float) -> np.ndarray:
+    """float32 log((1 - mix) exp(log_mel) + mix magnitude), in the feature range: log-mel [..., frames, 128] and
+    mel magnitude of the same shape."""
+    mixed = (1.0 - mix) * np.exp(log_mel.astype(np.float64)) + mix * magnitude
+    return np.clip(np.log(np.maximum(mixed, math.exp(MIN_LOG_MEL))), MIN_LOG_MEL, MAX_LOG_MEL).astype(np.float32)
+
+
+# -- files --------------------------------------------------------------------------------------------------------------
+def save_partials(partials: Partials, path: str | Path) -> str:
+    """Write the gains as safetensors (atomically); returns the file's sha256."""
+    from safetensors.numpy import save_file
+
+    from midisynth.files import atomic_path
+
+    path = Path(path)
+    with atomic_path(path, True) as tmp:
+        save_file({"gains": np.ascontiguousarray(partials.gains, dtype=np.float32)}, str(tmp),
+                  metadata={"format": FORMAT_TAG, "mix": repr(partials.mix)})
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_partials(path: str | Path) -> Partials:
+    """Read `save_partials`' file; ValueError naming the file when it is not one."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            meta = f.metadata() or {}
+            if meta.get("format") != FORMAT_TAG:
+                raise ValueError(f"{path}: not a midisynth partials file (format {meta.get('format')!r})")
+            return Partials(f.get_tensor("gains"), float(meta.get("mix", DEFAULT_MIX)))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{path}: not a readable partials file ({err})") from None
