@@ -1,0 +1,270 @@
+"""The partials model (midisynth.model.partials, midisynth.training.partials): its columns, its fit, its files, and
+how renders mix it in."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from midisynth.cli import app
+from midisynth.constants import FRAME_RATE, MAX_LOG_MEL, MIN_LOG_MEL, N_MELS, WINDOW_FRAMES, WINDOW_SAMPLES
+from midisynth.data.store import PieceRecord, save_piece, split_of
+from midisynth.model import partials as P
+from midisynth.model.checkpoints import CheckpointError
+from midisynth.model.resolve import PARTIALS_FILE, resolve_model
+from midisynth.model.sketch import NOTE_LEVEL, pitch_templates
+from midisynth.render.pipeline import RenderOptions, Synthesizer
+from midisynth.score.midi import Note, Song, read_midi
+from midisynth.training.partials import fit_partials, nonnegative_least_squares
+from tests.conftest import FAST, write_midi
+
+
+def _note(start: float, end: float, pitch: int = 60, velocity: int = 90, program: int = 0,
+          is_drum: bool = False) -> Note:
+    return Note(start=start, end=end, pitch=pitch, velocity=velocity, program=program, is_drum=is_drum)
+
+
+def _song(notes: list[Note]) -> Song:
+    return Song(notes=notes, duration=max(n.end for n in notes))
+
+
+def _random_partials(seed: int = 0, mix: float = P.DEFAULT_MIX) -> P.Partials:
+    return P.Partials(np.random.default_rng(seed).uniform(0.1, 2.0, (N_MELS, P.COLUMNS)).astype(np.float32), mix)
+
+
+def test_a_held_note_decays_by_its_family_then_releases():
+    """A piano note (family decay 1.5 s) at velocity 90 from 0 to 1 s: held level exp(-age / 1.5) on its pitch for
+    frames 0-49, then the family's release from the level reached, decaying over RELEASE_SECONDS."""
+    columns = P.note_columns(_song([_note(0.0, 1.0)]), 0, 100)
+    held, release = columns.held[0], columns.release[0]
+    ages = np.arange(50) / FRAME_RATE
+    np.testing.assert_allclose(held[:50, 60], np.exp(-ages / 1.5), rtol=1e-6)
+    assert not held[50:].any() and not np.delete(held, 60, axis=1).any()
+    after = np.arange(50) / FRAME_RATE
+    np.testing.assert_allclose(release[50:, 60], math.exp(-1.0 / 1.5) * np.exp(-after / P.RELEASE_SECONDS), rtol=1e-5)
+    assert not release[:50].any()
+    assert set(columns.held) == {0} and set(columns.release) == {0}
+
+
+def test_velocity_sets_the_level_and_sustaining_families_hold_it():
+    """Level (velocity / 90)²; an organ (family 2) does not decay while held."""
+    columns = P.note_columns(_song([_note(0.0, 1.0, velocity=45, program=16)]), 0, 60)
+    np.testing.assert_allclose(columns.held[16][:50, 60], 0.25, rtol=1e-6)
+
+
+def test_drums_go_to_their_group_with_its_decay():
+    columns = P.note_columns(_song([_note(0.2, 0.3, pitch=36, velocity=90, is_drum=True),
+                                    _note(0.0, 0.1, pitch=49, velocity=90, is_drum=True)]), 0, 100)
+    assert not columns.held and not columns.release
+    ages = np.arange(10, 100) - 10
+    np.testing.assert_allclose(columns.drums[10:, 0][: 5 * 15 // 2 * 1],  # the bass drum, for its 5 time constants
+                               np.exp(-ages / FRAME_RATE / 0.15)[: 5 * 15 // 2], rtol=1e-6)
+    assert columns.drums[:10, 0].sum() == 0
+    assert columns.drums[0, 4] == pytest.approx(1.0) and columns.drums[1:, 4].all()  # cymbal: 0.6 s, still ringing
+
+
+def test_reverb_follows_the_held_notes_and_decays():
+    columns = P.note_columns(_song([_note(0.0, 0.5, program=16)]), 0, 200)
+    tail = columns.reverb.sum(axis=1)  # [frames]
+    assert tail[0] == 0 and (np.diff(tail[:25]) > 0).all()  # builds up while the note sounds
+    assert (np.diff(tail[26:]) < 0).all()  # and dies away after
+    np.testing.assert_allclose(tail[60] / tail[59], math.exp(-1 / (FRAME_RATE * P.REVERB_SECONDS)), rtol=1e-5)
+
+
+def test_a_window_sees_what_the_whole_song_sees():
+    """Columns of window 1 alone equal the whole song's at those frames (the reverb from LEAD_FRAMES of history)."""
+    song = _song([_note(4.0, 6.5, pitch=64), _note(5.0, 5.5, pitch=67, program=40), _note(5.2, 5.3, pitch=38, is_drum=True)])
+    whole = P.note_columns(song, 0, 2 * WINDOW_FRAMES)
+    window = P.note_columns(song, WINDOW_FRAMES, 2 * WINDOW_FRAMES)
+    for program in (0, 40):
+        np.testing.assert_array_equal(window.held[program], whole.held[program][WINDOW_FRAMES:])
+    np.testing.assert_array_equal(window.drums, whole.drums[WINDOW_FRAMES:])
+    np.testing.assert_allclose(window.reverb, whole.reverb[WINDOW_FRAMES:], rtol=1e-5, atol=1e-9)
+
+
+def test_magnitude_is_the_design_times_the_gains():
+    song = _song([_note(0.0, 2.0, pitch=48), _note(1.0, 3.0, pitch=72, program=56), _note(0.5, 0.6, pitch=42, is_drum=True)])
+    partials = _random_partials()
+    design, columns = P.note_columns(song, 0, WINDOW_FRAMES).design()  # [256, 128, n]
+    expected = np.einsum("fbn,bn->fb", design, partials.gains[:, columns])
+    np.testing.assert_allclose(partials.magnitude(song, 0), expected, rtol=1e-4)
+    assert set(columns) >= {0, 56, P.RELEASE_COLUMN, P.RELEASE_COLUMN + 7, P.REVERB_COLUMN, P.DRUM_COLUMN + 3,
+                            P.FLOOR_COLUMN}
+    np.testing.assert_allclose(design[..., columns.index(0)][10], NOTE_LEVEL * np.exp(-0.2 / 1.5) * pitch_templates()[48],
+                               rtol=1e-5)
+
+
+def test_mix_is_linear_in_magnitude_and_stays_in_the_feature_range():
+    log_mel = np.array([[0.0, MIN_LOG_MEL, 3.9]], np.float32)
+    magnitude = np.array([[math.e, 0.0, 1e3]])
+    np.testing.assert_allclose(P.mix_log_mel(log_mel, magnitude, 0.0), log_mel, atol=1e-6)
+    np.testing.assert_allclose(P.mix_log_mel(log_mel, magnitude, 0.5)[0, 0], math.log((1 + math.e) / 2), rtol=1e-6)
+    mixed = P.mix_log_mel(log_mel, magnitude, 1.0)
+    assert mixed[0, 1] == pytest.approx(MIN_LOG_MEL) and mixed[0, 2] == pytest.approx(MAX_LOG_MEL)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        P.check_mix(1.5)
+
+
+def test_nonnegative_least_squares():
+    """The unconstrained optimum where it is non-negative; the constrained one where it is not."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(3, 20, 6))
+    gram = a.transpose(0, 2, 1) @ a  # [3, 6, 6]
+    truth = rng.uniform(0.5, 2.0, (3, 6))
+    np.testing.assert_allclose(nonnegative_least_squares(gram, np.einsum("bij,bj->bi", gram, truth)), truth, rtol=1e-6)
+    solution = nonnegative_least_squares(np.eye(2)[None], np.array([[1.0, -1.0]]))
+    np.testing.assert_allclose(solution, [[1.0, 0.0]])
+
+
+def _dataset_from(root: Path, songs: list[Song], gains: np.ndarray) -> None:
+    """A data set whose training features are exactly the partials model with `gains` (training split only)."""
+    (root / "pieces").mkdir(parents=True)
+    (root / "midi").mkdir()
+    truth = P.Partials(gains)
+    k = 0
+    for song in songs:
+        while split_of(f"fit-{k}") != "train":
+            k += 1
+        piece_id = f"fit-{k}"
+        k += 1
+        pm_path = root / "midi" / f"{piece_id}.mid"
+        by_program: dict[tuple[int, bool], list] = {}
+        for n in song.notes:
+            by_program.setdefault((n.program, n.is_drum), []).append((n.pitch, n.start, n.end, n.velocity))
+        _write_multi(pm_path, by_program)
+        stored = read_midi(pm_path)  # as the fit reads it (overlapping notes of one pitch cut each other short)
+        windows = math.ceil(song.duration * FRAME_RATE / WINDOW_FRAMES)
+        features = np.log(np.concatenate([truth.magnitude(stored, w) for w in range(windows)]))
+        save_piece(root, PieceRecord(piece_id, "train", song.duration, windows, [0] * (windows + 1)),
+                   features.astype(np.float16), np.zeros(windows * WINDOW_SAMPLES, np.float16), np.zeros(0, np.int16))
+
+
+def _write_multi(path: Path, tracks: dict[tuple[int, bool], list]) -> None:
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI()
+    for (program, is_drum), notes in tracks.items():
+        inst = pretty_midi.Instrument(program=program, is_drum=is_drum)
+        inst.notes = [pretty_midi.Note(velocity=v, pitch=p, start=s, end=e) for p, s, e, v in notes]
+        pm.instruments.append(inst)
+    pm.write(str(path))
+
+
+def test_the_fit_recovers_the_envelopes_that_made_the_data(tmp_path):
+    """Features made by known gains give those gains back where the data pins them; a program without data takes its
+    family's."""
+    rng = np.random.default_rng(1)
+    gains = np.full((N_MELS, P.COLUMNS), 0.5)
+    gains[:, 0] = np.linspace(2.0, 0.2, N_MELS)  # a darker piano
+    gains[:, 40] = np.linspace(0.3, 1.5, N_MELS)  # a brighter violin
+    gains[:, P.FLOOR_COLUMN] = 0.05
+    songs = []
+    for seed in range(4):
+        notes = [_note(t, t + d, pitch=int(p), velocity=int(v), program=program)
+                 for program in (0, 40)
+                 for t, d, p, v in zip(rng.uniform(0, 8, 12), rng.uniform(0.2, 1.5, 12), rng.integers(36, 96, 12),
+                                       rng.integers(50, 120, 12), strict=True)]
+        songs.append(_song(notes))
+    _dataset_from(tmp_path / "ds", songs, gains.astype(np.float32))
+    fitted = fit_partials(tmp_path / "ds", mix=0.4)
+    assert fitted.mix == 0.4
+    # the bins the notes' partials reach (pitches 36-95: above the lowest bins)
+    reached = slice(8, 120)
+    for column in (0, 40):
+        np.testing.assert_allclose(fitted.gains[reached, column], gains[reached, column], rtol=0.05)
+    np.testing.assert_allclose(fitted.gains[reached, 1], fitted.gains[reached, 0], rtol=0.02)  # piano family
+    with pytest.raises(FileNotFoundError, match="no 'heldout' pieces"):
+        fit_partials(tmp_path / "ds", split="heldout")
+
+
+def test_files_round_trip_and_bad_files_are_named(tmp_path):
+    partials = _random_partials(mix=0.3)
+    path = tmp_path / "p.safetensors"
+    P.save_partials(partials, path)
+    loaded = P.load_partials(path)
+    np.testing.assert_array_equal(loaded.gains, partials.gains)
+    assert loaded.mix == 0.3
+    (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="junk.safetensors: not a readable partials file"):
+        P.load_partials(tmp_path / "junk.safetensors")
+    with pytest.raises(ValueError, match="shape"):
+        P.Partials(np.zeros((N_MELS, 3), np.float32))
+
+
+def test_renders_mix_it_in_and_zero_leaves_the_network_alone(tiny_model_path, short_midi):
+    base = Synthesizer.from_pretrained(tiny_model_path, device="cpu",
+                                       options=RenderOptions(sampler="ddim", steps=2, precision="fp32"))
+    assert base.partials is None and base.partials_mix() == 0.0
+    with pytest.raises(ValueError, match="no partials model"):
+        base.with_options(partials=0.5)
+    partials = _random_partials()
+    synth = Synthesizer(base.model, base.vocoder, "cpu", base.requested, base.sampling, partials)
+    assert synth.partials_mix() == P.DEFAULT_MIX
+    song = read_midi(short_midi)
+    alone = base.render(song)
+    np.testing.assert_array_equal(synth.with_options(partials=0.0).render(song), alone)
+    network, mixed = [], []
+    list(base.stream(song, mel_sink=network.append))
+    list(synth.stream(song, mel_sink=mixed.append))
+    frames = network[0].shape[0]
+    expected = P.mix_log_mel(network[0], partials.magnitude(song, 0)[:frames], P.DEFAULT_MIX)
+    np.testing.assert_allclose(mixed[0], expected, atol=1e-5)
+    audio = synth.render(song)
+    assert audio.shape == alone.shape and np.abs(audio).max() > 1e-3
+    batched = dict(synth.spectrogram_songs([song, song]))
+    np.testing.assert_allclose(np.concatenate(batched[1]), mixed[0], atol=1e-4)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        RenderOptions(partials=-0.1)
+
+
+def test_a_partials_file_beside_a_model_file_is_used(tmp_path, tiny_model_path):
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(tiny_model_path.read_bytes())
+    assert resolve_model(model).partials_path is None
+    P.save_partials(_random_partials(), tmp_path / PARTIALS_FILE)
+    assert resolve_model(model).partials_path == tmp_path / PARTIALS_FILE
+    assert Synthesizer.from_pretrained(model, device="cpu").partials_mix() == P.DEFAULT_MIX
+
+
+def test_the_bundled_model_ships_a_verified_partials_model(monkeypatch, tmp_path):
+    checkpoint = resolve_model(None)
+    assert checkpoint.partials_path is not None and checkpoint.partials_path.name == PARTIALS_FILE
+    assert P.load_partials(checkpoint.partials_path).mix == P.DEFAULT_MIX
+    from midisynth.model import resolve
+
+    bundled = tmp_path / "default"
+    bundled.mkdir()
+    for f in resolve.BUNDLED_DIR.iterdir():
+        (bundled / f.name).symlink_to(f)
+    (bundled / PARTIALS_FILE).unlink()
+    (bundled / PARTIALS_FILE).write_bytes(b"tampered")
+    monkeypatch.setattr(resolve, "BUNDLED_DIR", bundled)
+    monkeypatch.setattr(resolve, "MANIFEST", bundled / "manifest.json")
+    with pytest.raises(CheckpointError, match="bundled partials missing or corrupted"):
+        resolve_model(None)
+
+
+def test_cli_fits_and_renders_with_it(tmp_path, tiny_model_path):
+    songs = [_song([_note(0.0, 1.0, pitch=60), _note(0.5, 2.0, pitch=67, program=24)])]
+    _dataset_from(tmp_path / "ds", songs, np.full((N_MELS, P.COLUMNS), 0.5, np.float32))
+    runner = CliRunner()
+    out = tmp_path / "run" / PARTIALS_FILE
+    result = runner.invoke(app, ["fit-partials", "--data", str(tmp_path / "ds"), "--out", str(out), "--mix", "0.3"])
+    assert result.exit_code == 0, result.output
+    assert P.load_partials(out).mix == 0.3
+    (tmp_path / "run" / "model.safetensors").write_bytes(tiny_model_path.read_bytes())
+    midi = write_midi(tmp_path / "a.mid", [(60, 0.0, 1.0, 100)])
+    for share in ("0", "1"):
+        result = runner.invoke(app, ["render", str(midi), "-o", str(tmp_path / f"a{share}.wav"), "--model",
+                                     str(tmp_path / "run" / "model.safetensors"), "--partials", share, *FAST])
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "a0.wav").read_bytes() != (tmp_path / "a1.wav").read_bytes()
+    result = runner.invoke(app, ["render", str(midi), "-o", str(tmp_path / "b.wav"), "--model", str(tiny_model_path),
+                                 "--partials", "0.5", *FAST])
+    assert result.exit_code == 2 and "no partials model" in result.output
+    result = runner.invoke(app, ["fit-partials", "--data", str(tmp_path / "nothing"), "--out", str(out)])
+    assert result.exit_code == 2 and "no 'train' pieces" in result.output
