@@ -64,9 +64,11 @@ data: $(VENV)/.data-installed
 # The bundled model's recipe from random weights (docs/training.md: four stages, about 4.3-5.5 h on 2 CPU cores):
 # each config trains in $(RUN)/<its name> from the weights of the one before. Resumable: Ctrl-C stops with a
 # checkpoint, re-running continues, a finished stage is skipped. Another recipe: make train RECIPE="a.toml b.toml".
+# Last, the partials model is fitted to the same data (under a minute) beside the final stage's weights.
 RECIPE ?= configs/epsilon.toml configs/default.toml configs/velocity_gain.toml configs/note_roll.toml
 train: install
 	$(BIN)/midisynth train $(addprefix --config ,$(RECIPE)) --data $(DATA) --out $(RUN) --device $(DEVICE)
+	$(BIN)/midisynth fit-partials --data $(DATA) --out $(RUN)/$(basename $(notdir $(lastword $(RECIPE))))/partials.safetensors
 
 eval: $(VENV)/.eval-installed
 	$(BIN)/midisynth eval $(DATA)/heldout_midi --json docs/eval.json

@@ -70,12 +70,12 @@ def _window_kernel() -> tuple[np.ndarray, np.ndarray]:
 def _partial_magnitude(hz: np.ndarray, amplitude: np.ndarray) -> np.ndarray:
     """|STFT| [513] of a sum of sinusoids at frequencies `hz` [partials] with `amplitude` [partials], their
     magnitudes added (partials far enough apart not to interfere)."""
-    spectrum = np.zeros(FFT_SIZE // 2 + 1)
     offsets, kernel = _window_kernel()
-    for centre, a in zip(hz * FFT_SIZE / SAMPLE_RATE, amplitude, strict=True):
-        bins = np.arange(max(0, math.ceil(centre - KERNEL_BINS)), min(FFT_SIZE // 2, math.floor(centre + KERNEL_BINS)) + 1)
-        spectrum[bins] += a * np.interp(bins - centre, offsets, kernel)
-    return spectrum
+    centres = np.asarray(hz, dtype=np.float64) * FFT_SIZE / SAMPLE_RATE  # [partials], in FFT bins
+    bins = np.ceil(centres - KERNEL_BINS)[:, None] + np.arange(2 * KERNEL_BINS + 1)  # [partials, 17] candidates
+    reached = (bins >= 0) & (bins <= FFT_SIZE // 2) & (bins <= np.floor(centres + KERNEL_BINS)[:, None])
+    values = np.asarray(amplitude, dtype=np.float64)[:, None] * np.interp(bins - centres[:, None], offsets, kernel)
+    return np.bincount(bins[reached].astype(np.int64), weights=values[reached], minlength=FFT_SIZE // 2 + 1)
 
 
 @functools.cache
