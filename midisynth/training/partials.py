@@ -1,8 +1,8 @@
 """Fitting the partials model's gains (`midisynth.model.partials`) to a data set, in closed form.
 
 The estimate is linear in its gains, so each mel bin is a non-negative least-squares problem: the estimate against
-the training features' mel magnitude, each frame's error weighted by 1 / (target + RELATIVE_FLOOR), so that the fit
-follows the log spectrum rather than only its loudest frames. The normal equations are summed piece by piece (one
+the training features' mel magnitude, each frame's error weighted by 1 / (target + RELATIVE_FLOOR): relative errors,
+so that the fit follows the log spectrum down to the features' floor rather than only its loudest frames. The normal equations are summed piece by piece (one
 pass over the data, memory independent of its size), then solved: families first (the program columns summed by GM
 family), then every column with a ridge pull (RIDGE of the bin's median Gram diagonal) toward its family's gains,
 so that a program with little data borrows from its family and one without any takes its family's; a family
@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from midisynth.constants import N_MELS
+from midisynth.constants import MIN_LOG_MEL, N_MELS
 from midisynth.data.store import load_records
 from midisynth.model.partials import COLUMNS, DEFAULT_MIX, FAMILIES, PROGRAMS, Partials, note_columns
 from midisynth.score.midi import read_midi
 
-RELATIVE_FLOOR = math.exp(-7.0)  # mel magnitude added to each target in the fit's error weights
+RELATIVE_FLOOR = math.exp(MIN_LOG_MEL)  # mel magnitude added to each target in the fit's error weights
 RIDGE = 0.005  # pull of each program's gains toward its family's, relative to the bin's median Gram diagonal
 
 
