@@ -11,7 +11,8 @@ model places them exactly. It is linear in its gains, one per (mel bin, column):
 - releases, one column per GM family (program // 8): the template after the note-off, decaying over
   RELEASE_SECONDS from the level the note had reached;
 - reverb: the held columns' unit templates summed and smeared by a causal exponential tail of REVERB_SECONDS;
-- drums, one column per group of GM drum keys (DRUM_GROUPS): a broadband hit decaying from its onset;
+- drums, one column per GM drum key (35-81, and one for the keys outside): a broadband hit decaying from its onset
+  with the time constant of its kind of drum (DRUM_GROUPS);
 - a constant floor.
 
 So the gains of a program are its spectral envelope: the level, per mel bin, of its partials against the 1 / k
@@ -48,8 +49,10 @@ DRUM_DECAY_SECONDS = (0.15, 0.15, 0.2, 0.1, 0.6, 0.15)
 # Column layout of the gains: [programs | release per family | reverb | drum groups | floor].
 RELEASE_COLUMN = PROGRAMS
 REVERB_COLUMN = RELEASE_COLUMN + FAMILIES
+FIRST_DRUM_KEY, LAST_DRUM_KEY = 35, 81  # the GM percussion map
+DRUM_KEYS = LAST_DRUM_KEY - FIRST_DRUM_KEY + 2  # a column per key, the last for keys outside the map
 DRUM_COLUMN = REVERB_COLUMN + 1
-FLOOR_COLUMN = DRUM_COLUMN + len(DRUM_DECAY_SECONDS)
+FLOOR_COLUMN = DRUM_COLUMN + DRUM_KEYS
 COLUMNS = FLOOR_COLUMN + 1
 LEAD_FRAMES = math.ceil(5 * REVERB_SECONDS * FRAME_RATE)  # history computed before a window for its reverb tail
 
@@ -62,7 +65,7 @@ class NoteColumns:
     """A span of frames' unit-gain columns, as levels per pitch (so each column's mel magnitude is levels @ template).
 
     held: program -> [frames, 128 pitches]; release: family -> [frames, 128 pitches]; reverb [frames, 128 mel bins];
-    drums [frames, groups]. All levels are amplitudes relative to NOTE_LEVEL.
+    drums [frames, DRUM_KEYS]. All levels are amplitudes relative to NOTE_LEVEL.
     """
 
     held: dict[int, np.ndarray]
@@ -77,8 +80,8 @@ class NoteColumns:
         parts = [(program, NOTE_LEVEL * (levels @ templates)) for program, levels in self.held.items()]
         parts += [(RELEASE_COLUMN + family, NOTE_LEVEL * (levels @ templates)) for family, levels in self.release.items()]
         parts.append((REVERB_COLUMN, self.reverb))
-        parts += [(DRUM_COLUMN + group, np.repeat(NOTE_LEVEL * self.drums[:, group:group + 1], N_MELS, axis=1))
-                  for group in range(self.drums.shape[1]) if self.drums[:, group].any()]
+        parts += [(DRUM_COLUMN + key, np.repeat(NOTE_LEVEL * self.drums[:, key:key + 1], N_MELS, axis=1))
+                  for key in range(DRUM_KEYS) if self.drums[:, key].any()]
         parts.append((FLOOR_COLUMN, np.full(self.reverb.shape, NOTE_LEVEL, np.float32)))
         return np.stack([p for _, p in parts], axis=2).astype(np.float32), [c for c, _ in parts]
 
@@ -90,15 +93,15 @@ def note_columns(song: Song, first: int, stop: int) -> NoteColumns:
     frames = stop - start
     held: dict[int, np.ndarray] = {}
     release: dict[int, np.ndarray] = {}
-    drums = np.zeros((frames, len(DRUM_DECAY_SECONDS)), np.float32)
+    drums = np.zeros((frames, DRUM_KEYS), np.float32)
     release_frames = math.ceil(5 * RELEASE_SECONDS * FRAME_RATE)
     for note in song.notes:
         onset, end = sounding_frames(note)
         level = (note.velocity / REFERENCE_VELOCITY) ** 2
         if note.is_drum:
-            group = DRUM_GROUPS.get(note.pitch, len(DRUM_DECAY_SECONDS) - 1)
-            decay = DRUM_DECAY_SECONDS[group]
-            _add_decay(drums[:, group], onset - start, onset + math.ceil(5 * decay * FRAME_RATE) - start, level, decay)
+            decay = DRUM_DECAY_SECONDS[drum_group(note.pitch)]
+            _add_decay(drums[:, drum_column(note.pitch)], onset - start, onset + math.ceil(5 * decay * FRAME_RATE) - start,
+                       level, decay)
             continue
         if end + release_frames <= start or onset >= stop:
             continue
@@ -115,6 +118,16 @@ def note_columns(song: Song, first: int, stop: int) -> NoteColumns:
         held={p: levels[keep] for p, levels in held.items() if levels[keep].any()},
         release={f: levels[keep] for f, levels in release.items() if levels[keep].any()},
         reverb=_reverb_tail(total)[keep], drums=drums[keep])
+
+
+def drum_group(key: int) -> int:
+    """The kind of drum (DRUM_GROUPS) of a GM drum key; keys not listed are the last kind."""
+    return DRUM_GROUPS.get(key, len(DRUM_DECAY_SECONDS) - 1)
+
+
+def drum_column(key: int) -> int:
+    """A drum key's column among the drums (the last for keys outside the GM map)."""
+    return key - FIRST_DRUM_KEY if FIRST_DRUM_KEY <= key <= LAST_DRUM_KEY else DRUM_KEYS - 1
 
 
 def _add_decay(target: np.ndarray, begin: int, end: int, level: float, decay: float | None) -> None:
@@ -201,6 +214,10 @@ def load_partials(path: str | Path) -> Partials:
             meta = f.metadata() or {}
             if meta.get("format") != FORMAT_TAG:
                 raise ValueError(f"{path}: not a midisynth partials file (format {meta.get('format')!r})")
-            return Partials(f.get_tensor("gains"), float(meta.get("mix", DEFAULT_MIX)))
+            gains = f.get_tensor("gains")
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{path}: not a readable partials file ({err})") from None
+    try:
+        return Partials(gains, float(meta.get("mix", DEFAULT_MIX)))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None

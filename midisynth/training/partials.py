@@ -20,7 +20,21 @@ import torch
 
 from midisynth.constants import MIN_LOG_MEL, N_MELS
 from midisynth.data.store import load_records
-from midisynth.model.partials import COLUMNS, DEFAULT_MIX, FAMILIES, PROGRAMS, Partials, note_columns
+from midisynth.model.partials import (
+    COLUMNS,
+    DEFAULT_MIX,
+    DRUM_COLUMN,
+    DRUM_DECAY_SECONDS,
+    FAMILIES,
+    FIRST_DRUM_KEY,
+    FLOOR_COLUMN,
+    LAST_DRUM_KEY,
+    PROGRAMS,
+    Partials,
+    drum_column,
+    drum_group,
+    note_columns,
+)
 from midisynth.score.midi import read_midi
 
 RELATIVE_FLOOR = math.exp(MIN_LOG_MEL)  # mel magnitude added to each target in the fit's error weights
@@ -28,10 +42,15 @@ RIDGE = 0.005  # pull of each program's gains toward its family's, relative to t
 
 
 def family_matrix() -> np.ndarray:
-    """[COLUMNS, FAMILIES + COLUMNS - PROGRAMS]: sums the program columns by family, keeps the others."""
-    matrix = np.zeros((COLUMNS, FAMILIES + COLUMNS - PROGRAMS))
+    """[COLUMNS, FAMILIES + drum kinds + other columns]: sums the program columns by GM family and the drum keys by
+    kind of drum (DRUM_GROUPS), keeps the other columns."""
+    kinds = len(DRUM_DECAY_SECONDS)
+    others = [c for c in range(PROGRAMS, COLUMNS) if not DRUM_COLUMN <= c < FLOOR_COLUMN]
+    matrix = np.zeros((COLUMNS, FAMILIES + kinds + len(others)))
     matrix[np.arange(PROGRAMS), np.arange(PROGRAMS) // 8] = 1.0
-    matrix[np.arange(PROGRAMS, COLUMNS), FAMILIES + np.arange(COLUMNS - PROGRAMS)] = 1.0
+    for key in range(FIRST_DRUM_KEY, LAST_DRUM_KEY + 2):
+        matrix[DRUM_COLUMN + drum_column(key), FAMILIES + drum_group(key)] = 1.0
+    matrix[others, FAMILIES + kinds + np.arange(len(others))] = 1.0
     return matrix
 
 
