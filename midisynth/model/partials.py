@@ -5,7 +5,7 @@ The diffusion model draws where each note's energy lies only as well as its smal
 partials come out smeared across neighbouring mel bins, with soft onsets: the notes are hard to hear. The partials
 model places them exactly. It is linear in its gains, one per (mel bin, column):
 
-- held notes, one column per GM program: each note's harmonic template (`midisynth.model.sketch.pitch_templates`:
+- held notes, two columns per GM program (below and from REGISTER_SPLIT): each note's harmonic template (`midisynth.model.sketch.pitch_templates`:
   partials k * f0 of amplitude 1 / k through the front end's window and mel filters) at the note's level
   (velocity², decaying from the onset for struck and plucked families, `sketch.FAMILY_DECAY_SECONDS`);
 - releases, one column per GM family (program // 8): the template after the note-off, decaying over
@@ -34,9 +34,11 @@ import numpy as np
 from midisynth.constants import FRAME_RATE, MAX_LOG_MEL, MIN_LOG_MEL, N_MELS, REFERENCE_VELOCITY, WINDOW_FRAMES
 from midisynth.model.sketch import FAMILY_DECAY_SECONDS, NOTE_LEVEL, pitch_templates
 from midisynth.score.frames import sounding_frames
-from midisynth.score.midi import Song
+from midisynth.score.midi import Note, Song
 
 PROGRAMS, FAMILIES = 128, 16
+REGISTER_SPLIT = 60  # a program's notes below this pitch have a column of their own, those from it up another
+HELD_COLUMNS = 2 * PROGRAMS
 RELEASE_SECONDS = 0.2  # time constant of a note's release after its note-off
 REVERB_SECONDS = 0.4  # time constant of the reverb tail
 # GM drum keys by the kind of sound, each group with its decay time constant in seconds; other keys are group 5.
@@ -47,7 +49,7 @@ DRUM_GROUPS = {35: 0, 36: 0,  # bass drums
                49: 4, 51: 4, 52: 4, 53: 4, 55: 4, 57: 4, 59: 4}  # cymbals
 DRUM_DECAY_SECONDS = (0.15, 0.15, 0.2, 0.1, 0.6, 0.15)
 # Column layout of the gains: [programs | release per family | reverb | drum groups | floor].
-RELEASE_COLUMN = PROGRAMS
+RELEASE_COLUMN = HELD_COLUMNS
 REVERB_COLUMN = RELEASE_COLUMN + FAMILIES
 FIRST_DRUM_KEY, LAST_DRUM_KEY = 35, 81  # the GM percussion map
 DRUM_KEYS = LAST_DRUM_KEY - FIRST_DRUM_KEY + 2  # a column per key, the last for keys outside the map
@@ -64,7 +66,7 @@ FORMAT_TAG = "midisynth.partials/1"
 class NoteColumns:
     """A span of frames' unit-gain columns, as levels per pitch (so each column's mel magnitude is levels @ template).
 
-    held: program -> [frames, 128 pitches]; release: family -> [frames, 128 pitches]; reverb [frames, 128 mel bins];
+    held: held column (`held_column`) -> [frames, 128 pitches]; release: family -> [frames, 128 pitches]; reverb [frames, 128 mel bins];
     drums [frames, DRUM_KEYS]. All levels are amplitudes relative to NOTE_LEVEL.
     """
 
@@ -77,7 +79,7 @@ class NoteColumns:
         """([frames, 128 mel bins, active columns] float32, the active columns' indices): the mel magnitude of each
         column that is not silent in the span, at unit gain (the fit's design matrix, per mel bin)."""
         templates = pitch_templates()
-        parts = [(program, NOTE_LEVEL * (levels @ templates)) for program, levels in self.held.items()]
+        parts = [(column, NOTE_LEVEL * (levels @ templates)) for column, levels in self.held.items()]
         parts += [(RELEASE_COLUMN + family, NOTE_LEVEL * (levels @ templates)) for family, levels in self.release.items()]
         parts.append((REVERB_COLUMN, self.reverb))
         parts += [(DRUM_COLUMN + key, np.repeat(NOTE_LEVEL * self.drums[:, key:key + 1], N_MELS, axis=1))
@@ -106,7 +108,7 @@ def note_columns(song: Song, first: int, stop: int) -> NoteColumns:
         if end + release_frames <= start or onset >= stop:
             continue
         decay = FAMILY_DECAY_SECONDS.get(note.program // 8)
-        held_levels = held.setdefault(note.program, np.zeros((frames, 128), np.float32))
+        held_levels = held.setdefault(held_column(note), np.zeros((frames, 128), np.float32))
         _add_decay(held_levels[:, note.pitch], onset - start, end - start, level, decay)
         at_release = level * (1.0 if decay is None else math.exp(-(end - onset) / FRAME_RATE / decay))
         release_levels = release.setdefault(note.program // 8, np.zeros((frames, 128), np.float32))
@@ -115,9 +117,14 @@ def note_columns(song: Song, first: int, stop: int) -> NoteColumns:
     total = sum((levels for levels in held.values()), np.zeros((frames, 128), np.float32)) @ templates * NOTE_LEVEL
     keep = slice(first - start, None)
     return NoteColumns(
-        held={p: levels[keep] for p, levels in held.items() if levels[keep].any()},
+        held={c: levels[keep] for c, levels in held.items() if levels[keep].any()},
         release={f: levels[keep] for f, levels in release.items() if levels[keep].any()},
         reverb=_reverb_tail(total)[keep], drums=drums[keep])
+
+
+def held_column(note: Note) -> int:
+    """The column of a pitched note while held: its program's, in its register (REGISTER_SPLIT)."""
+    return 2 * note.program + (note.pitch >= REGISTER_SPLIT)
 
 
 def drum_group(key: int) -> int:
@@ -171,8 +178,8 @@ class Partials:
         columns = note_columns(song, window * WINDOW_FRAMES, (window + 1) * WINDOW_FRAMES)
         templates = pitch_templates()
         out = columns.reverb * self.gains[:, REVERB_COLUMN] + NOTE_LEVEL * self.gains[:, FLOOR_COLUMN]
-        for program, levels in columns.held.items():
-            out += NOTE_LEVEL * (levels @ (templates * self.gains[:, program]))
+        for column, levels in columns.held.items():
+            out += NOTE_LEVEL * (levels @ (templates * self.gains[:, column]))
         for family, levels in columns.release.items():
             out += NOTE_LEVEL * (levels @ (templates * self.gains[:, RELEASE_COLUMN + family]))
         out += NOTE_LEVEL * columns.drums @ self.gains[:, DRUM_COLUMN:FLOOR_COLUMN].T

@@ -29,7 +29,7 @@ from midisynth.model.partials import (
     FIRST_DRUM_KEY,
     FLOOR_COLUMN,
     LAST_DRUM_KEY,
-    PROGRAMS,
+    HELD_COLUMNS,
     Partials,
     drum_column,
     drum_group,
@@ -42,12 +42,12 @@ RIDGE = 0.005  # pull of each program's gains toward its family's, relative to t
 
 
 def family_matrix() -> np.ndarray:
-    """[COLUMNS, FAMILIES + drum kinds + other columns]: sums the program columns by GM family and the drum keys by
+    """[COLUMNS, FAMILIES + drum kinds + other columns]: sums the held columns by GM family and the drum keys by
     kind of drum (DRUM_GROUPS), keeps the other columns."""
     kinds = len(DRUM_DECAY_SECONDS)
-    others = [c for c in range(PROGRAMS, COLUMNS) if not DRUM_COLUMN <= c < FLOOR_COLUMN]
+    others = [c for c in range(HELD_COLUMNS, COLUMNS) if not DRUM_COLUMN <= c < FLOOR_COLUMN]
     matrix = np.zeros((COLUMNS, FAMILIES + kinds + len(others)))
-    matrix[np.arange(PROGRAMS), np.arange(PROGRAMS) // 8] = 1.0
+    matrix[np.arange(HELD_COLUMNS), np.arange(HELD_COLUMNS) // (HELD_COLUMNS // FAMILIES)] = 1.0
     for key in range(FIRST_DRUM_KEY, LAST_DRUM_KEY + 2):
         matrix[DRUM_COLUMN + drum_column(key), FAMILIES + drum_group(key)] = 1.0
     matrix[others, FAMILIES + kinds + np.arange(len(others))] = 1.0
