@@ -39,32 +39,42 @@ def _random_partials(seed: int = 0, mix: float = P.DEFAULT_MIX) -> P.Partials:
 def test_a_held_note_decays_by_its_family_then_releases():
     """A piano note (family decay 1.5 s) at velocity 90 from 0 to 1 s: held level exp(-age / 1.5) on its pitch for
     frames 0-49, then the family's release from the level reached, decaying over RELEASE_SECONDS."""
-    columns = P.note_columns(_song([_note(0.0, 1.0)]), 0, 100)
-    held, release = columns.held[0], columns.release[0]
+    note = _note(0.0, 1.0)
+    columns = P.note_columns(_song([note]), 0, 100)
+    held, release = columns.held[P.held_column(note)], columns.release[0]
     ages = np.arange(50) / FRAME_RATE
     np.testing.assert_allclose(held[:50, 60], np.exp(-ages / 1.5), rtol=1e-6)
     assert not held[50:].any() and not np.delete(held, 60, axis=1).any()
     after = np.arange(50) / FRAME_RATE
     np.testing.assert_allclose(release[50:, 60], math.exp(-1.0 / 1.5) * np.exp(-after / P.RELEASE_SECONDS), rtol=1e-5)
     assert not release[:50].any()
-    assert set(columns.held) == {0} and set(columns.release) == {0}
+    assert set(columns.held) == {P.held_column(note)} and set(columns.release) == {0}
+
+
+def test_registers_have_columns_of_their_own():
+    low, high = _note(0.0, 1.0, pitch=P.REGISTER_SPLIT - 1, program=5), _note(0.0, 1.0, pitch=P.REGISTER_SPLIT, program=5)
+    assert (P.held_column(low), P.held_column(high)) == (10, 11)
+    assert set(P.note_columns(_song([low, high]), 0, 60).held) == {10, 11}
 
 
 def test_velocity_sets_the_level_and_sustaining_families_hold_it():
     """Level (velocity / 90)²; an organ (family 2) does not decay while held."""
-    columns = P.note_columns(_song([_note(0.0, 1.0, velocity=45, program=16)]), 0, 60)
-    np.testing.assert_allclose(columns.held[16][:50, 60], 0.25, rtol=1e-6)
+    note = _note(0.0, 1.0, velocity=45, program=16)
+    columns = P.note_columns(_song([note]), 0, 60)
+    np.testing.assert_allclose(columns.held[P.held_column(note)][:50, 60], 0.25, rtol=1e-6)
 
 
-def test_drums_go_to_their_group_with_its_decay():
+def test_drums_go_to_their_key_with_the_decay_of_their_kind():
     columns = P.note_columns(_song([_note(0.2, 0.3, pitch=36, velocity=90, is_drum=True),
                                     _note(0.0, 0.1, pitch=49, velocity=90, is_drum=True)]), 0, 100)
     assert not columns.held and not columns.release
     ages = np.arange(10, 100) - 10
-    np.testing.assert_allclose(columns.drums[10:, 0][: 5 * 15 // 2 * 1],  # the bass drum, for its 5 time constants
-                               np.exp(-ages / FRAME_RATE / 0.15)[: 5 * 15 // 2], rtol=1e-6)
-    assert columns.drums[:10, 0].sum() == 0
-    assert columns.drums[0, 4] == pytest.approx(1.0) and columns.drums[1:, 4].all()  # cymbal: 0.6 s, still ringing
+    kick, cymbal = P.drum_column(36), P.drum_column(49)
+    assert (kick, cymbal) == (1, 14) and P.drum_column(27) == P.drum_column(90) == P.DRUM_KEYS - 1
+    np.testing.assert_allclose(columns.drums[10:48, kick], np.exp(-ages / FRAME_RATE / 0.15)[:38], rtol=1e-6)
+    assert columns.drums[:10, kick].sum() == 0 and columns.drums[48:, kick].sum() == 0  # over after 5 time constants
+    assert columns.drums[0, cymbal] == pytest.approx(1.0) and columns.drums[1:, cymbal].all()  # 0.6 s: still ringing
+    assert np.count_nonzero(columns.drums.any(axis=0)) == 2
 
 
 def test_reverb_follows_the_held_notes_and_decays():
@@ -80,8 +90,9 @@ def test_a_window_sees_what_the_whole_song_sees():
     song = _song([_note(4.0, 6.5, pitch=64), _note(5.0, 5.5, pitch=67, program=40), _note(5.2, 5.3, pitch=38, is_drum=True)])
     whole = P.note_columns(song, 0, 2 * WINDOW_FRAMES)
     window = P.note_columns(song, WINDOW_FRAMES, 2 * WINDOW_FRAMES)
-    for program in (0, 40):
-        np.testing.assert_array_equal(window.held[program], whole.held[program][WINDOW_FRAMES:])
+    assert set(window.held) == set(whole.held) == {1, 81}
+    for column in window.held:
+        np.testing.assert_array_equal(window.held[column], whole.held[column][WINDOW_FRAMES:])
     np.testing.assert_array_equal(window.drums, whole.drums[WINDOW_FRAMES:])
     np.testing.assert_allclose(window.reverb, whole.reverb[WINDOW_FRAMES:], rtol=1e-5, atol=1e-9)
 
@@ -92,8 +103,8 @@ def test_magnitude_is_the_design_times_the_gains():
     design, columns = P.note_columns(song, 0, WINDOW_FRAMES).design()  # [256, 128, n]
     expected = np.einsum("fbn,bn->fb", design, partials.gains[:, columns])
     np.testing.assert_allclose(partials.magnitude(song, 0), expected, rtol=1e-4)
-    assert set(columns) >= {0, 56, P.RELEASE_COLUMN, P.RELEASE_COLUMN + 7, P.REVERB_COLUMN, P.DRUM_COLUMN + 3,
-                            P.FLOOR_COLUMN}
+    assert set(columns) == {0, 113, P.RELEASE_COLUMN, P.RELEASE_COLUMN + 7, P.REVERB_COLUMN,
+                            P.DRUM_COLUMN + P.drum_column(42), P.FLOOR_COLUMN}
     np.testing.assert_allclose(design[..., columns.index(0)][10], NOTE_LEVEL * np.exp(-0.2 / 1.5) * pitch_templates()[48],
                                rtol=1e-5)
 
@@ -159,8 +170,8 @@ def test_the_fit_recovers_the_envelopes_that_made_the_data(tmp_path):
     family's."""
     rng = np.random.default_rng(1)
     gains = np.full((N_MELS, P.COLUMNS), 0.5)
-    gains[:, 0] = np.linspace(2.0, 0.2, N_MELS)  # a darker piano
-    gains[:, 40] = np.linspace(0.3, 1.5, N_MELS)  # a brighter violin
+    gains[:, [0, 1]] = np.linspace(2.0, 0.2, N_MELS)[:, None]  # a darker piano, both registers
+    gains[:, [80, 81]] = np.linspace(0.3, 1.5, N_MELS)[:, None]  # a brighter violin
     gains[:, P.FLOOR_COLUMN] = 0.05
     songs = []
     for seed in range(4):
@@ -174,9 +185,9 @@ def test_the_fit_recovers_the_envelopes_that_made_the_data(tmp_path):
     assert fitted.mix == 0.4
     # the bins the notes' partials reach (pitches 36-95: above the lowest bins)
     reached = slice(8, 120)
-    for column in (0, 40):
+    for column in (0, 1, 80, 81):
         np.testing.assert_allclose(fitted.gains[reached, column], gains[reached, column], rtol=0.05)
-    np.testing.assert_allclose(fitted.gains[reached, 1], fitted.gains[reached, 0], rtol=0.02)  # piano family
+    np.testing.assert_allclose(fitted.gains[reached, 2], fitted.gains[reached, 0], rtol=0.05)  # program 1: its family's
     with pytest.raises(FileNotFoundError, match="no 'heldout' pieces"):
         fit_partials(tmp_path / "ds", split="heldout")
 
