@@ -631,7 +631,7 @@ def fit_partials(
     out: Annotated[Path, typer.Option(help="Where to write it; beside a model file as partials.safetensors, "
                                            "renders with that model use it.")] = Path("runs/default/partials.safetensors"),
     mix: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Its default share in renders.",
-                                              show_default="0.6")] = None,
+                                              show_default="0.7")] = None,
 ) -> None:
     """Fit the partials model (a spectral envelope per instrument, in closed form) to the data set's training pieces."""
     from tqdm import tqdm

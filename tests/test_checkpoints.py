@@ -265,8 +265,8 @@ def test_sampling_defaults_are_stored_with_the_model(tmp_path, tiny_cfg, short_m
     with pytest.raises(CheckpointError, match="bad.safetensors: invalid sampling defaults"):
         load_model_file(tmp_path / "bad.safetensors")
 
-    bundled = resolve_model(None)  # its manifest states DDIM, 4 steps, no guidance; its hash still checks out
-    assert bundled.sampling == V_PREDICTION_SAMPLING == SamplingDefaults("ddim", 4, 1.0)
+    bundled = resolve_model(None)  # its manifest states DDIM, 3 steps, no guidance; its hash still checks out
+    assert bundled.sampling == V_PREDICTION_SAMPLING == SamplingDefaults("ddim", 3, 1.0)
 
 
 def test_models_shows_the_bundled_sampling():
@@ -275,4 +275,4 @@ def test_models_shows_the_bundled_sampling():
     result = run("models")
     lines = result.stdout.splitlines()
     model_line = next(i for i, line in enumerate(lines) if line.startswith("model: "))
-    assert result.exit_code == 0 and lines[model_line + 1] == "  sampling: ddim, 4 steps, guidance 1"
+    assert result.exit_code == 0 and lines[model_line + 1] == "  sampling: ddim, 3 steps, guidance 1"

@@ -247,10 +247,11 @@ class SamplingDefaults:
 # diffusers' SpectrogramDiffusionPipeline: 100 DDPM steps, no guidance (what the official ε checkpoint is used with;
 # ε-models sampled in few steps are far worse, see docs/training.md).
 DIFFUSERS_SAMPLING = SamplingDefaults("ddpm", 100, 1.0)
-# midisynth's v-prediction models (the bundled model's manifest states the same): DDIM in 4 steps, no guidance,
-# chosen by the held-out evaluation (docs/experiments.md): more DDIM steps score no better, and guidance costs far more
-# log-mel distance than it gains in transcribed notes. A model's own stored settings come first.
-V_PREDICTION_SAMPLING = SamplingDefaults("ddim", 4, 1.0)
+# midisynth's v-prediction models (the bundled model's manifest states the same): DDIM in 3 steps, no guidance,
+# chosen by the held-out evaluation (docs/experiments.md): 3 steps score as well as 4 or more (with the partials model
+# mixed in, and without), and guidance costs far more log-mel distance than it gains in transcribed notes. A model's
+# own stored settings come first.
+V_PREDICTION_SAMPLING = SamplingDefaults("ddim", 3, 1.0)
 
 
 def default_sampling(prediction: str) -> SamplingDefaults:
