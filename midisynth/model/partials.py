@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from midisynth.constants import FRAME_RATE, MAX_LOG_MEL, MIN_LOG_MEL, N_MELS, REFERENCE_VELOCITY, WINDOW_FRAMES
 from midisynth.model.sketch import FAMILY_DECAY_SECONDS, NOTE_LEVEL, pitch_templates
@@ -79,9 +80,8 @@ class NoteColumns:
     def design(self) -> tuple[np.ndarray, list[int]]:
         """([frames, 128 mel bins, active columns] float32, the active columns' indices): the mel magnitude of each
         column that is not silent in the span, at unit gain (the fit's design matrix, per mel bin)."""
-        templates = pitch_templates()
-        parts = [(column, NOTE_LEVEL * (levels @ templates)) for column, levels in self.held.items()]
-        parts += [(RELEASE_COLUMN + family, NOTE_LEVEL * (levels @ templates)) for family, levels in self.release.items()]
+        parts = [(column, NOTE_LEVEL * _on_mel(levels)) for column, levels in self.held.items()]
+        parts += [(RELEASE_COLUMN + family, NOTE_LEVEL * _on_mel(levels)) for family, levels in self.release.items()]
         parts.append((REVERB_COLUMN, self.reverb))
         parts += [(DRUM_COLUMN + key, np.repeat(NOTE_LEVEL * self.drums[:, key:key + 1], N_MELS, axis=1))
                   for key in range(DRUM_KEYS) if self.drums[:, key].any()]
@@ -114,8 +114,7 @@ def note_columns(song: Song, first: int, stop: int) -> NoteColumns:
         at_release = level * (1.0 if decay is None else math.exp(-(end - onset) / FRAME_RATE / decay))
         release_levels = release.setdefault(note.program // 8, np.zeros((frames, 128), np.float32))
         _add_decay(release_levels[:, note.pitch], end - start, end + release_frames - start, at_release, RELEASE_SECONDS)
-    templates = pitch_templates()
-    total = sum((levels for levels in held.values()), np.zeros((frames, 128), np.float32)) @ templates * NOTE_LEVEL
+    total = NOTE_LEVEL * _on_mel(sum(held.values(), np.zeros((frames, 128), np.float32)))
     keep = slice(first - start, None)
     return NoteColumns(
         held={c: levels[keep] for c, levels in held.items() if levels[keep].any()},
@@ -136,6 +135,12 @@ def drum_group(key: int) -> int:
 def drum_column(key: int) -> int:
     """A drum key's column among the drums (the last for keys outside the GM map)."""
     return key - FIRST_DRUM_KEY if FIRST_DRUM_KEY <= key <= LAST_DRUM_KEY else DRUM_KEYS - 1
+
+
+def _on_mel(levels: np.ndarray) -> np.ndarray:
+    """Levels per pitch [frames, 128] -> their unit templates' mel magnitude [frames, 128 mel bins]. The product
+    runs in torch, on its threads: numpy's BLAS threads, left spinning after a call, would slow torch's next ops."""
+    return (torch.from_numpy(levels) @ torch.from_numpy(pitch_templates())).numpy()
 
 
 def _add_decay(target: np.ndarray, begin: int, end: int, level: float, decay: float | None) -> None:
@@ -177,13 +182,14 @@ class Partials:
     def magnitude(self, song: Song, window: int) -> np.ndarray:
         """[256, 128] float32 mel magnitude of window `window` (frame f at (window * 256 + f) / 50 s)."""
         columns = note_columns(song, window * WINDOW_FRAMES, (window + 1) * WINDOW_FRAMES)
-        templates = pitch_templates()
+        templates = torch.from_numpy(pitch_templates())  # [128 pitches, 128 mel bins]
+        gains = torch.from_numpy(self.gains)
         out = columns.reverb * self.gains[:, REVERB_COLUMN] + NOTE_LEVEL * self.gains[:, FLOOR_COLUMN]
         for column, levels in columns.held.items():
-            out += NOTE_LEVEL * (levels @ (templates * self.gains[:, column]))
+            out += NOTE_LEVEL * (torch.from_numpy(levels) @ (templates * gains[:, column])).numpy()
         for family, levels in columns.release.items():
-            out += NOTE_LEVEL * (levels @ (templates * self.gains[:, RELEASE_COLUMN + family]))
-        out += NOTE_LEVEL * columns.drums @ self.gains[:, DRUM_COLUMN:FLOOR_COLUMN].T
+            out += NOTE_LEVEL * (torch.from_numpy(levels) @ (templates * gains[:, RELEASE_COLUMN + family])).numpy()
+        out += NOTE_LEVEL * (torch.from_numpy(columns.drums) @ gains[:, DRUM_COLUMN:FLOOR_COLUMN].T).numpy()
         return out.astype(np.float32)
 
 
