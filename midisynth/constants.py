@@ -22,7 +22,7 @@ MIN_LOG_MEL = math.log(1e-5)  # natural-log floor of mel magnitude (≈ -11.513)
 MAX_LOG_MEL = 4.0  # largest feature value the networks represent
 
 # The velocity at which a note's level is 1 (gain 0) in the velocity gain (midisynth.model.note_inputs.velocity_gain)
-# and the harmonic sketch (midisynth.model.sketch): that of 73 % of the notes of the training data's music21 scores.
+# and the partials model (midisynth.model.partials): that of 73 % of the notes of the training data's music21 scores.
 REFERENCE_VELOCITY = 90
 
 # The note roll (midisynth.model.note_inputs.note_roll): sounding notes by instrument group and pitch, then onsets by pitch.

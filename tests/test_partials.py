@@ -15,8 +15,8 @@ from midisynth.constants import FRAME_RATE, MAX_LOG_MEL, MIN_LOG_MEL, N_MELS, WI
 from midisynth.data.store import PieceRecord, save_piece, split_of
 from midisynth.model import partials as P
 from midisynth.model.checkpoints import CheckpointError
+from midisynth.model.harmonics import NOTE_LEVEL, pitch_templates
 from midisynth.model.resolve import PARTIALS_FILE, resolve_model
-from midisynth.model.sketch import NOTE_LEVEL, pitch_templates
 from midisynth.render.pipeline import RenderOptions, Synthesizer
 from midisynth.score.midi import Note, Song, read_midi
 from midisynth.training.partials import fit_partials, nonnegative_least_squares
@@ -174,7 +174,7 @@ def test_the_fit_recovers_the_envelopes_that_made_the_data(tmp_path):
     gains[:, [80, 81]] = np.linspace(0.3, 1.5, N_MELS)[:, None]  # a brighter violin
     gains[:, P.FLOOR_COLUMN] = 0.05
     songs = []
-    for seed in range(4):
+    for _ in range(4):
         notes = [_note(t, t + d, pitch=int(p), velocity=int(v), program=program)
                  for program in (0, 40)
                  for t, d, p, v in zip(rng.uniform(0, 8, 12), rng.uniform(0.2, 1.5, 12), rng.integers(36, 96, 12),

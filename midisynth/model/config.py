@@ -22,9 +22,9 @@ def _from_dict(cls, values: dict[str, Any], label: str):
 
 
 PREDICTIONS = ("epsilon", "v")
-BOOLEAN_OPTIONS = ("velocity_gain", "note_roll", "harmonic_sketch")
+BOOLEAN_OPTIONS = ("velocity_gain", "note_roll")
 # Model options of unshipped experiments, removed (docs/experiments.md), with the value that meant "off".
-RETIRED_MODEL_KEYS = {"velocity_bins": 1, "dynamics_bins": 0}
+RETIRED_MODEL_KEYS = {"velocity_bins": 1, "dynamics_bins": 0, "harmonic_sketch": False}
 LR_SCHEDULES = ("constant", "cosine")
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # fp16 would need loss scaling, which training does not do
 
@@ -53,8 +53,6 @@ class ModelConfig:
     velocity_gain: bool = False  # velocity as a level: the model renders velocity-normalised spectrograms, and the
     #                              notes' gain (midisynth.model.note_inputs.velocity_gain) is added to each window
     note_roll: bool = False  # the decoder also sees the notes frame by frame (midisynth.model.note_inputs.note_roll)
-    harmonic_sketch: bool = False  # the decoder sees, and adds to its data estimate, the notes' partials placed in
-    #                                the mel bins (midisynth.model.sketch); v-prediction only
 
     def __post_init__(self) -> None:
         if self.prediction not in PREDICTIONS:
@@ -71,22 +69,18 @@ class ModelConfig:
         if self.vocab_size < VOCAB_SIZE:
             raise ValueError(f"model config: vocab_size must be at least {VOCAB_SIZE} (the event vocabulary), "
                              f"got {self.vocab_size}")
-        if self.harmonic_sketch and self.prediction != "v":
-            raise ValueError("model config: harmonic_sketch needs prediction = \"v\" (the sketch is added to the data "
-                             "estimate, which an epsilon model's output gives only through 1 / sigma)")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f"model config: dropout_rate must be in [0, 1), got {self.dropout_rate}")
 
     @property
     def takes_note_inputs(self) -> bool:
         """Whether the model takes per-frame note inputs besides the tokens (see midisynth.model.note_inputs)."""
-        return bool(self.velocity_gain or self.note_roll or self.harmonic_sketch)
+        return bool(self.velocity_gain or self.note_roll)
 
     @property
     def cue_dims(self) -> int:
-        """Width of the decoder's per-frame note cue: the note roll, then the harmonic sketch (0: none, the
-        paper's)."""
-        return (ROLL_DIMS if self.note_roll else 0) + (self.input_dims if self.harmonic_sketch else 0)
+        """Width of the decoder's per-frame note cue, the note roll (0: none, the paper's)."""
+        return ROLL_DIMS if self.note_roll else 0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

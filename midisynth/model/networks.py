@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from midisynth.model.config import ModelConfig
-from midisynth.model.noise_schedule import alpha_sigma, logsnr_schedule
 
 
 def sinusoid_table(positions: int, dim: int, max_scale: float = 10_000.0) -> torch.Tensor:
@@ -206,7 +205,6 @@ class WindowConditioning:
     keys_values: list[tuple[torch.Tensor, torch.Tensor]]  # per layer: k, v [cond_batch, heads, keys, d_kv]
     bias: torch.Tensor  # [cond_batch, 1, 1, keys]
     note_cue: torch.Tensor | None = None  # [cond_batch, 256, d_model] added to the decoder's inputs (note cue)
-    sketch: torch.Tensor | None = None  # [cond_batch, 256, 128] harmonic sketch (midisynth.model.sketch), iff the model's
 
     @property
     def batch_size(self) -> int:
@@ -260,9 +258,6 @@ class FilmDecoder(nn.Module):
         if cfg.cue_dims:  # starts at zero: a model fine-tuned to use the cue starts as the one it came from
             self.cue_proj = nn.Linear(cfg.cue_dims, d, bias=False)
             nn.init.zeros_(self.cue_proj.weight)
-        self.sketch_gain = None
-        if cfg.harmonic_sketch:  # per mel bin, starts at zero like the cue projection
-            self.sketch_gain = nn.Parameter(torch.zeros(cfg.input_dims))
         self.register_buffer("position_table", sinusoid_table(cfg.targets_length, d))
         self.dropout_in = nn.Dropout(cfg.dropout_rate)
         self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.num_decoder_layers))
@@ -284,7 +279,6 @@ class FilmDecoder(nn.Module):
             keys_values=[block.cross_attn.keys_values(encoded) for block in self.blocks],
             bias=attention_bias(mask, encoded.dtype),
             note_cue=None if note_cue is None else self.cue_proj(note_cue.to(encoded.dtype)),
-            sketch=None if self.sketch_gain is None else note_cue[..., -self.cfg.input_dims :].float(),
         )
 
     def forward(
@@ -304,19 +298,7 @@ class FilmDecoder(nn.Module):
         for i, block in enumerate(self.blocks):
             kv = cache.keys_values[i] if cache is not None else None
             y = block(y, cond, kv, cache.bias if cache is not None else None)
-        out = self.output_proj(self.dropout_out(self.final_norm(y)))
-        if cache is not None and cache.sketch is not None:
-            out = self._add_sketch(out, noise_time, cache)
-        return out
-
-    def _add_sketch(self, v: torch.Tensor, noise_time: torch.Tensor, cache: WindowConditioning) -> torch.Tensor:
-        """The conditioned rows' v [batch, 256, 128] minus sigma * sketch_gain * sketch: with x0 = alpha x_t - sigma v,
-        their data estimate gains sigma² * sketch_gain * sketch. The sketch weighs most at high noise, where the
-        estimate comes from the conditioning, and fades as x_t itself comes to show the partials."""
-        n = cache.batch_size
-        _, sigma = alpha_sigma(logsnr_schedule(noise_time[:n].float()))  # [n]
-        shift = sigma[:, None, None] * self.sketch_gain * cache.sketch  # [n, 256, 128]
-        return torch.cat([v[:n] - shift.to(v.dtype), v[n:]]) if n < v.shape[0] else v - shift.to(v.dtype)
+        return self.output_proj(self.dropout_out(self.final_norm(y)))
 
 
 class SpectrogramDiffusion(nn.Module):

@@ -29,7 +29,6 @@ from midisynth.constants import (
     WINDOW_FRAMES,
 )
 from midisynth.model.config import ModelConfig
-from midisynth.model.sketch import harmonic_sketch
 from midisynth.score.frames import sounding_frames
 from midisynth.score.midi import Note, Song
 from midisynth.score.tokens import MAX_VELOCITY
@@ -113,15 +112,10 @@ class NoteInputs:
     song: Song
     gain: np.ndarray | None  # [windows, 256] `velocity_gain`, log units
     note_roll: bool  # the cue has the song's `note_roll`
-    harmonic_sketch: bool  # the cue has the song's `harmonic_sketch`
 
     def cue(self, window: int) -> np.ndarray | None:
-        """[256, cue_dims] float32, the decoder's frame cue for a window: the note roll, then the harmonic sketch
-        (velocity-normalised where the model is); None for a model that takes neither."""
-        parts = [note_roll(self.song, window)] if self.note_roll else []
-        if self.harmonic_sketch:
-            parts.append(harmonic_sketch(self.song, window, None if self.gain is None else self.gain[window]))
-        return np.concatenate(parts, axis=1) if parts else None
+        """[256, cue_dims] float32, the decoder's frame cue for a window, the note roll; None for a model without it."""
+        return note_roll(self.song, window) if self.note_roll else None
 
 
 def song_note_inputs(song: Song, windows: int, cfg: ModelConfig) -> NoteInputs | None:
@@ -129,4 +123,4 @@ def song_note_inputs(song: Song, windows: int, cfg: ModelConfig) -> NoteInputs |
     if not cfg.takes_note_inputs:
         return None
     return NoteInputs(song=song, gain=velocity_gain(song, windows) if cfg.velocity_gain else None,
-                      note_roll=cfg.note_roll, harmonic_sketch=cfg.harmonic_sketch)
+                      note_roll=cfg.note_roll)

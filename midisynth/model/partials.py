@@ -5,9 +5,9 @@ The diffusion model draws where each note's energy lies only as well as its smal
 partials come out smeared across neighbouring mel bins, with soft onsets: the notes are hard to hear. The partials
 model places them exactly. It is linear in its gains, one per (mel bin, column):
 
-- held notes, two columns per GM program (below and from REGISTER_SPLIT): each note's harmonic template (`midisynth.model.sketch.pitch_templates`:
+- held notes, two columns per GM program (below and from REGISTER_SPLIT): each note's harmonic template (`midisynth.model.harmonics.pitch_templates`:
   partials k * f0 of amplitude 1 / k through the front end's window and mel filters) at the note's level
-  (velocity², decaying from the onset for struck and plucked families, `sketch.FAMILY_DECAY_SECONDS`);
+  (velocity², decaying from the onset for struck and plucked families, `harmonics.FAMILY_DECAY_SECONDS`);
 - releases, one column per GM family (program // 8): the template after the note-off, decaying over
   RELEASE_SECONDS from the level the note had reached;
 - reverb: the held columns' unit templates summed and smeared by a causal exponential tail of REVERB_SECONDS;
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from midisynth.constants import FRAME_RATE, MAX_LOG_MEL, MIN_LOG_MEL, N_MELS, REFERENCE_VELOCITY, WINDOW_FRAMES
-from midisynth.model.sketch import FAMILY_DECAY_SECONDS, NOTE_LEVEL, pitch_templates
+from midisynth.model.harmonics import FAMILY_DECAY_SECONDS, NOTE_LEVEL, pitch_templates
 from midisynth.score.frames import sounding_frames
 from midisynth.score.midi import Note, Song
 

@@ -29,7 +29,6 @@ from midisynth.precision import hardware, training_precision
 from midisynth.training.ddp import RankBatches, Ranks, RowSlice, whole_batch
 from midisynth.training.loop import TrainingLoop, endless
 
-CUE_WEIGHT = "decoder.cue_proj.weight"  # [d_model, cue_dims]
 CUDA_LOADER_WORKERS = 4  # data loader processes per training process on CUDA, unless the config says
 
 
@@ -90,16 +89,8 @@ def jitter_context_level(context: torch.Tensor, std: float, generator: torch.Gen
 
 def initial_weights(source: SpectrogramDiffusion, target: SpectrogramDiffusion) -> dict[str, torch.Tensor]:
     """`source`'s weights for `target`'s configuration. Modules that only `target` has (the decoder's cue
-    projection, the harmonic sketch's gain) keep `target`'s initial values, zeros, so that its output starts as
-    `source`'s. A cue projection that grew by columns appended at its end (the harmonic sketch after the note roll)
-    keeps the old columns, and the new ones start at zero."""
-    state = {**target.state_dict(), **source.state_dict()}
-    own_cue, their_cue = target.state_dict().get(CUE_WEIGHT), source.state_dict().get(CUE_WEIGHT)
-    if own_cue is not None and their_cue is not None and own_cue.shape != their_cue.shape:
-        if own_cue.shape[0] != their_cue.shape[0] or own_cue.shape[1] < their_cue.shape[1]:
-            raise ValueError(f"cannot start a {tuple(own_cue.shape)} cue projection from a {tuple(their_cue.shape)} one")
-        state[CUE_WEIGHT] = torch.cat([their_cue, own_cue[:, their_cue.shape[1] :]], dim=1)
-    return state
+    projection) keep `target`'s initial values, zeros, so that its output starts as `source`'s."""
+    return {**target.state_dict(), **source.state_dict()}
 
 
 def loader_workers(num_workers: int | None, device: torch.device) -> int:
@@ -127,8 +118,6 @@ class Trainer(TrainingLoop):
             model.load_state_dict(initial_weights(load_model_file(init_from).model, model))
         decoder = model.decoder
         new = [] if decoder.cue_proj is None else list(decoder.cue_proj.parameters())
-        if decoder.sketch_gain is not None:
-            new.append(decoder.sketch_gain)
         groups = [{"params": [p for p in model.parameters() if all(p is not q for q in new)], "lr_scale": 1.0}]
         if new:
             groups.append({"params": new, "lr_scale": self.tc.cue_lr_scale})

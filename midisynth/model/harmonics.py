@@ -1,16 +1,11 @@
-"""The harmonic sketch: where each sounding note's energy lies in the log-mel spectrogram, computed from the notes.
+"""Harmonic templates: where a note's partials lie in the log-mel spectrogram, computed from its pitch.
 
 A pitched note of fundamental f0 puts partials at k * f0 (k = 1, 2, ... up to MEL_FMAX), with amplitudes falling as
 1 / k. Each partial is drawn as the magnitude response of the front end's STFT (periodic Hann, 640 samples, 1 024
 points) to a sinusoid at that frequency, so it lands in the mel bins, with the spread, that a real partial of that
-frequency would. The note's amplitude follows its velocity as SoundFont synthesizers apply it (proportional to
-velocity², see `midisynth.model.note_inputs.velocity_gain`) and, for struck and plucked families, decays exponentially from
-the onset. Drums are left out: they have no pitch to place.
-
-The sketch knows nothing of timbre beyond the 1 / k roll-off; the model refines it. A model with
-`ModelConfig.harmonic_sketch` gets it twice: as columns of its frame cue, and added, through a learned per-bin gain, to
-the denoiser's data estimate (`midisynth.model.networks.FilmDecoder`), weighted by the noise level, so that the partials of
-a render's first, noisiest steps sit at their exact mel positions.
+frequency would. A note's level follows its velocity as SoundFont synthesizers apply it (proportional to velocity², see
+`midisynth.model.note_inputs.velocity_gain`) and, for struck and plucked families, decays from the onset. The
+partials model (`midisynth.model.partials`) gives each instrument its own spectral envelope over these templates.
 """
 
 from __future__ import annotations
@@ -24,26 +19,19 @@ import torch
 from midisynth.audio import hann_window, mel_filterbank
 from midisynth.constants import (
     FFT_SIZE,
-    FRAME_RATE,
-    MAX_LOG_MEL,
     MEL_FMAX,
-    MIN_LOG_MEL,
     N_MELS,
-    REFERENCE_VELOCITY,
     SAMPLE_RATE,
     WIN_LENGTH,
-    WINDOW_FRAMES,
 )
-from midisynth.score.frames import sounding_frames
-from midisynth.score.midi import Song
 
 # Decay time constant (seconds) of a note's level after its onset, by General MIDI family (program // 8): piano,
 # chromatic percussion, guitar, bass, ethnic (mostly plucked) and percussive families fade while held; the others
 # (organ, strings, ensemble, brass, reed, pipe, synths, effects) sustain.
 FAMILY_DECAY_SECONDS = {0: 1.5, 1: 1.0, 3: 1.0, 4: 1.0, 13: 1.0, 14: 0.5}
 # Amplitude (full scale 1) of a velocity-90 note's fundamental: FluidR3's level, the median over the training renders
-# of the reference log-mel minus the unit-level sketch, in the sketch's strongest bins (within 1 log unit of each
-# frame's peak).
+# of the reference log-mel minus the unit-level templates' log-mel, in their strongest bins (within 1 log unit of
+# each frame's peak). The partials model's gains are relative to it.
 NOTE_LEVEL = math.exp(-4.9)
 
 
@@ -88,42 +76,3 @@ def pitch_templates() -> np.ndarray:
         harmonics = np.arange(1, int(MEL_FMAX // f0) + 1)
         templates[pitch] = _partial_magnitude(harmonics * f0, 1.0 / harmonics) @ mel
     return templates.astype(np.float32)
-
-
-def note_levels(song: Song, window: int) -> np.ndarray:
-    """[256 frames, 128 pitches] float32: per frame of window `window` (frame f at (window * 256 + f) / 50 s), the
-    summed linear level of the pitched notes sounding at each pitch: (velocity / 90)², times exp(-age / decay) for
-    families that decay (FAMILY_DECAY_SECONDS), age in seconds since the note's onset."""
-    first = window * WINDOW_FRAMES
-    levels = np.zeros((WINDOW_FRAMES, 128), np.float32)
-    for note in song.notes:
-        if note.is_drum:
-            continue
-        onset, end = (frame - first for frame in sounding_frames(note))  # in this window's frames
-        lo, hi = max(onset, 0), min(end, WINDOW_FRAMES)
-        if hi <= lo:
-            continue
-        level = (note.velocity / REFERENCE_VELOCITY) ** 2
-        decay = FAMILY_DECAY_SECONDS.get(note.program // 8)
-        if decay is None:
-            levels[lo:hi, note.pitch] += level
-        else:
-            ages = (np.arange(lo, hi) - onset) / FRAME_RATE  # seconds since the onset
-            levels[lo:hi, note.pitch] += level * np.exp(-ages / decay)
-    return levels
-
-
-def harmonic_sketch(song: Song, window: int, gain: np.ndarray | None = None) -> np.ndarray:
-    """[256, 128] float32, window `window`'s sketch in network units above silence: 0 where the sketch's log-mel is
-    at the floor, 2 at the top of the feature range (a log-mel value v maps to 2 (v - MIN) / (MAX - MIN), the
-    network range shifted so that silence is 0).
-
-    `gain` [256] (log units, `midisynth.model.note_inputs.velocity_gain`), if given, is taken off the sketch, as it is off a
-    velocity-normalised model's targets.
-    """
-    magnitude = NOTE_LEVEL * note_levels(song, window) @ pitch_templates()  # [256, 128] mel magnitude
-    log_mel = np.log(np.maximum(magnitude, math.exp(MIN_LOG_MEL)))
-    if gain is not None:
-        log_mel = np.where(magnitude > math.exp(MIN_LOG_MEL), log_mel - gain[:, None], log_mel)
-    log_mel = np.clip(log_mel, MIN_LOG_MEL, MAX_LOG_MEL)
-    return (2.0 * (log_mel - MIN_LOG_MEL) / (MAX_LOG_MEL - MIN_LOG_MEL)).astype(np.float32)
