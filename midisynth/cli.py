@@ -524,7 +524,7 @@ def download(
 
 @app.command()
 def models() -> None:
-    """List the bundled default model and its vocoder, and the checkpoints in the Hugging Face cache, each with
+    """List the bundled default model, its partials model and vocoder, and the checkpoints in the Hugging Face cache, each with
     the sampling it is rendered with unless --sampler, --steps or --guidance say otherwise; say what
     `--precision auto` computes in here."""
     import torch
@@ -542,6 +542,10 @@ def models() -> None:
         typer.echo(f"{role}: {BUNDLED_DIR / entry['file']}  sha256={entry['sha256'][:16]}…  {details}")
         if role == "model":
             typer.echo(f"  sampling: {bundled_sampling(manifest) or 'by its prediction type'}")
+        if role == "partials":
+            from midisynth.model.partials import load_partials
+
+            typer.echo(f"  share in renders: {load_partials(BUNDLED_DIR / entry['file']).mix:g} (--partials)")
     try:
         cached = cached_models()
     except ImportError as err:

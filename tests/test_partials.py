@@ -259,6 +259,14 @@ def test_the_bundled_model_ships_a_verified_partials_model(monkeypatch, tmp_path
         resolve_model(None)
 
 
+def test_models_lists_the_bundled_partials_and_their_share():
+    result = CliRunner().invoke(app, ["models"])
+    lines = result.output.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("partials: "))
+    assert result.exit_code == 0 and PARTIALS_FILE in lines[at]
+    assert lines[at + 1] == f"  share in renders: {P.DEFAULT_MIX:g} (--partials)"
+
+
 def test_cli_fits_and_renders_with_it(tmp_path, tiny_model_path):
     songs = [_song([_note(0.0, 1.0, pitch=60), _note(0.5, 2.0, pitch=67, program=24)])]
     _dataset_from(tmp_path / "ds", songs, np.full((N_MELS, P.COLUMNS), 0.5, np.float32))
