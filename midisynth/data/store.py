@@ -56,6 +56,9 @@ class PieceRecord:
     def path(self, root: Path, kind: str) -> Path:
         return Path(root) / "pieces" / f"{self.piece_id}.{kind}.npy"
 
+    def midi_path(self, root: Path) -> Path:
+        return Path(root) / "midi" / f"{self.piece_id}.mid"
+
 
 def save_piece(root: Path, record: PieceRecord, features: np.ndarray, audio: np.ndarray, tokens: np.ndarray) -> None:
     for kind, array in (("features", features), ("audio", audio), ("tokens", tokens)):
@@ -114,7 +117,7 @@ class WindowDataset(Dataset):
         self._arrays: dict[tuple[str, str], np.ndarray] = {}
 
     def _song(self, record: PieceRecord) -> Song:
-        return read_midi(self.root / "midi" / f"{record.piece_id}.mid")
+        return read_midi(record.midi_path(self.root))
 
     def window_tokens(self, record: PieceRecord, window: int) -> list[int]:
         """A window's tokens as `tokenize` makes them (not cut to max_tokens)."""

@@ -5,9 +5,10 @@ The diffusion model draws where each note's energy lies only as well as its smal
 partials come out smeared across neighbouring mel bins, with soft onsets: the notes are hard to hear. The partials
 model places them exactly. It is linear in its gains, one per (mel bin, column):
 
-- held notes, two columns per GM program (below and from REGISTER_SPLIT): each note's harmonic template (`midisynth.model.harmonics.pitch_templates`:
-  partials k * f0 of amplitude 1 / k through the front end's window and mel filters) at the note's level
-  (velocity², decaying from the onset for struck and plucked families, `harmonics.FAMILY_DECAY_SECONDS`);
+- held notes, two columns per GM program (below and from REGISTER_SPLIT): each note's harmonic template
+  (`midisynth.model.harmonics.pitch_templates`: partials k * f0 of amplitude 1 / k through the front end's window
+  and mel filters) at the note's level (velocity², decaying from the onset for struck and plucked families,
+  `harmonics.FAMILY_DECAY_SECONDS`);
 - releases, one column per GM family (program // 8): the template after the note-off, decaying over
   RELEASE_SECONDS from the level the note had reached;
 - reverb: the held columns' unit templates summed and smeared by a causal exponential tail of REVERB_SECONDS;
@@ -24,7 +25,6 @@ magnitude. The network's own spectrogram stays the next window's context, as in 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +49,7 @@ DRUM_GROUPS = {35: 0, 36: 0,  # bass drums
                42: 3, 44: 3, 46: 3,  # hi-hats
                49: 4, 51: 4, 52: 4, 53: 4, 55: 4, 57: 4, 59: 4}  # cymbals
 DRUM_DECAY_SECONDS = (0.15, 0.15, 0.2, 0.1, 0.6, 0.15)
-# Column layout of the gains: [programs | release per family | reverb | drum groups | floor].
+# Column layout of the gains: [held: program x register | release per family | reverb | drum keys | floor].
 RELEASE_COLUMN = HELD_COLUMNS
 REVERB_COLUMN = RELEASE_COLUMN + FAMILIES
 FIRST_DRUM_KEY, LAST_DRUM_KEY = 35, 81  # the GM percussion map
@@ -68,8 +68,8 @@ FORMAT_TAG = "midisynth.partials/1"
 class NoteColumns:
     """A span of frames' unit-gain columns, as levels per pitch (so each column's mel magnitude is levels @ template).
 
-    held: held column (`held_column`) -> [frames, 128 pitches]; release: family -> [frames, 128 pitches]; reverb [frames, 128 mel bins];
-    drums [frames, DRUM_KEYS]. All levels are amplitudes relative to NOTE_LEVEL.
+    held: held column (`held_column`) -> [frames, 128 pitches]; release: family -> [frames, 128 pitches]; reverb
+    [frames, 128 mel bins]; drums [frames, DRUM_KEYS]. All levels are amplitudes relative to NOTE_LEVEL.
     """
 
     held: dict[int, np.ndarray]
@@ -206,17 +206,15 @@ def mix_log_mel(log_mel: np.ndarray, magnitude: np.ndarray, mix: float) -> np.nd
 
 
 # -- files --------------------------------------------------------------------------------------------------------------
-def save_partials(partials: Partials, path: str | Path) -> str:
-    """Write the gains as safetensors (atomically); returns the file's sha256."""
+def save_partials(partials: Partials, path: str | Path) -> None:
+    """Write the gains as safetensors (atomically)."""
     from safetensors.numpy import save_file
 
     from midisynth.files import atomic_path
 
-    path = Path(path)
-    with atomic_path(path, True) as tmp:
+    with atomic_path(Path(path), True) as tmp:
         save_file({"gains": np.ascontiguousarray(partials.gains, dtype=np.float32)}, str(tmp),
                   metadata={"format": FORMAT_TAG, "mix": repr(partials.mix)})
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_partials(path: str | Path) -> Partials:

@@ -173,10 +173,10 @@ class Synthesizer:
                              "`midisynth fit-partials` and put it beside the model file as partials.safetensors)")
         return requested
 
-    def _with_partials(self, song: Song, windows: Iterable[np.ndarray], mix: float) -> Iterator[np.ndarray]:
-        """Each window's log-mel features [256, 128] mixed with the partials model's estimate of it."""
-        for index, features in enumerate(windows):
-            yield mix_log_mel(features, self.partials.magnitude(song, index), mix) if mix > 0 else features
+    def _with_partials(self, song: Song, window: int, features: np.ndarray, mix: float) -> np.ndarray:
+        """Window `window`'s log-mel features [256, 128] mixed with the partials model's estimate of it (as they are
+        for a share of 0)."""
+        return mix_log_mel(features, self.partials.magnitude(song, window), mix) if mix > 0 else features
 
     def _network(self, precision: str) -> SpectrogramDiffusion:
         """The model with its Linear weights stored in `precision`'s dtype, or quantized for int8 (copied once, on
@@ -284,11 +284,12 @@ class Synthesizer:
     ) -> Iterator[np.ndarray]:
         """Audio chunks (float32, 16 kHz) of a song, one window at a time; total = `num_samples(song)`."""
         windows = self.tokenize(song)
-        source = (
-            self._with_partials(song, self.spectrogram_windows(windows, options, on_window, self.note_inputs(song)),
-                                self.partials_mix(options))
-            if song.notes else _silent_windows(len(windows), on_window)
-        )
+        if song.notes:
+            mix = self.partials_mix(options)
+            source = (self._with_partials(song, index, features, mix) for index, features in
+                      enumerate(self.spectrogram_windows(windows, options, on_window, self.note_inputs(song))))
+        else:
+            source = _silent_windows(len(windows), on_window)
         yield from self.vocoder.stream(_trimmed(source, song_frames(song, len(windows)), mel_sink))
 
     def spectrogram_songs(
@@ -314,8 +315,7 @@ class Synthesizer:
                 song = playing[row]
                 if song not in parts:  # already complete (trimmed before its last window)
                     continue
-                if mix > 0:
-                    features = mix_log_mel(features, self.partials.magnitude(songs[song], len(parts[song])), mix)
+                features = self._with_partials(songs[song], len(parts[song]), features, mix)
                 part = features[: max(0, keeps[song] - kept[song])]
                 kept[song] += part.shape[0]
                 parts[song].append(part)

@@ -81,17 +81,20 @@ def solve_gains(gram: np.ndarray, target: np.ndarray) -> np.ndarray:
     matrix = family_matrix()
     family_gram = np.einsum("ki,bkl,lj->bij", matrix, gram, matrix)
     family_target = target @ matrix
-    diagonal = np.einsum("bii->bi", family_gram)
-    has_data = diagonal > 0
-    scale = np.array([np.median(d[d > 0]) if (d > 0).any() else 1.0 for d in diagonal])[:, None]
+    has_data = np.einsum("bii->bi", family_gram) > 0
     families = _ridge_fit(family_gram, family_target, np.zeros_like(family_target),
-                          np.where(has_data, 1e-6, 1.0) * scale)
+                          np.where(has_data, 1e-6, 1.0) * _diagonal_scale(family_gram))
     for row, seen in zip(families, has_data[:, :FAMILIES], strict=True):  # families without data: the mean family
         if seen.any():
             row[:FAMILIES][~seen] = np.exp(np.mean(np.log(row[:FAMILIES][seen] + 1e-6)))
+    return _ridge_fit(gram, target, families @ matrix.T,
+                      np.full_like(target, RIDGE) * _diagonal_scale(gram)).astype(np.float32)
+
+
+def _diagonal_scale(gram: np.ndarray) -> np.ndarray:
+    """[bins, 1]: each bin's median positive Gram diagonal (1 where none is), the unit of its ridge pulls."""
     diagonal = np.einsum("bii->bi", gram)
-    scale = np.array([np.median(d[d > 0]) if (d > 0).any() else 1.0 for d in diagonal])[:, None]
-    return _ridge_fit(gram, target, families @ matrix.T, np.full_like(target, RIDGE) * scale).astype(np.float32)
+    return np.array([np.median(d[d > 0]) if (d > 0).any() else 1.0 for d in diagonal])[:, None]
 
 
 def fit_partials(root: str | Path, split: str = "train", mix: float = DEFAULT_MIX,
@@ -104,7 +107,7 @@ def fit_partials(root: str | Path, split: str = "train", mix: float = DEFAULT_MI
     gram = np.zeros((N_MELS, COLUMNS, COLUMNS))
     target = np.zeros((N_MELS, COLUMNS))
     for done, record in enumerate(records, start=1):
-        song = read_midi(Path(root) / "midi" / f"{record.piece_id}.mid")
+        song = read_midi(record.midi_path(root))
         features = np.load(record.path(Path(root), "features"), mmap_mode="r")  # [frames, 128] log-mel
         design, columns = note_columns(song, 0, features.shape[0]).design()  # [frames, bins, n]
         magnitude = np.exp(features.astype(np.float64))  # [frames, bins]
