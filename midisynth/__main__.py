@@ -1,5 +1,5 @@
 """`python -m midisynth`: the command line as launchers start it (`torchrun ... -m midisynth train`)."""
 
-from midisynth.cli import app
+from midisynth.cli import run
 
-app(prog_name="midisynth")
+run()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,8 +89,8 @@ class SynthesizerOptions:
     vocoder: Annotated[str | None, typer.Option(help="griffin-lim, PATH.onnx or PATH.safetensors (neural vocoder).", show_default="the model's, else griffin-lim")] = None
     precision: Annotated[str, typer.Option(
         help="Network arithmetic: auto (bf16 where the hardware computes it natively: CUDA compute capability 8.0+, "
-        "CPUs with AVX-512 BF16 or AMX; else fp32), fp32, bf16, fp16 (CUDA only) or int8 (CPU only: int8 Linear "
-        "layers, faster, a little further from fp32). `midisynth models` shows what auto picks on this machine.")] = DEFAULT_PRECISION
+        "CPUs with AVX-512 BF16 or AMX; else int8 on x86 CPUs, fp32 elsewhere), fp32, bf16, fp16 (CUDA only) or int8 "
+        "(CPU only: int8 Linear layers). `midisynth models` shows what auto picks on this machine.")] = DEFAULT_PRECISION
     partials: Annotated[float | None, typer.Option(
         min=0.0, max=1.0, help="Share of the partials model (each note's partials placed from the score, with its "
         "instrument's fitted spectral envelope) in the spectrogram; 0 renders the network alone.",
@@ -687,5 +688,25 @@ def train_vocoder(
     typer.echo(f"stopped at step {trainer.step}; weights: {out / 'vocoder.safetensors'}", err=True)
 
 
+def run() -> None:
+    """The `midisynth` command: `app`, then an exit without the interpreter's teardown, which takes about half a
+    second once torch is loaded (its C++ state and the hundreds of thousands of objects it made). Every command has
+    written and closed its outputs before it returns, so nothing is lost but that time."""
+    try:
+        app(prog_name="midisynth")
+        status = 0
+    except SystemExit as stop:
+        status = stop.code
+    if status is not None and not isinstance(status, int):  # sys.exit("message") prints it and means failure
+        print(status, file=sys.stderr)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach it
+            pass
+    os._exit(status or 0)
+
+
 if __name__ == "__main__":
-    app()
+    run()

@@ -1,15 +1,17 @@
-"""Network arithmetic: the float formats the networks may compute in, and what `auto` picks on this hardware.
+"""Network arithmetic: the formats the networks may compute in, and what `auto` picks on this hardware.
 
 bf16 halves the memory traffic of every matmul, but only pays where the hardware multiplies bf16 natively: CUDA GPUs
 of compute capability 8.0 or newer, and x86 CPUs with AVX-512 BF16 or AMX. Elsewhere (AVX2-only CPUs such as AMD Zen
-3, most laptops, ARM) torch emulates it, and bf16 renders about 3x and trains up to 20x slower than fp32. So `auto`
-picks bf16 only where it is native; fp16 is a CUDA format and is never picked by `auto`.
+3, most laptops, ARM) torch emulates it, and bf16 renders about 3x and trains up to 20x slower than fp32.
 
-int8 (CPU only, asked for by name) is dynamic quantization of the Linear layers: weights stored as int8 per output
-channel, each layer's input quantized on the fly, products summed in int32 by fbgemm (x86) or qnnpack (ARM). It
-takes about 40 % off a rendering network's time without native bf16, but it moves the spectrogram ten times as far
-from fp32 as bf16 does and transcribes a few per cent fewer notes (docs/cpu_paths.md), so `auto` never picks it.
-Training never computes in int8.
+int8 (CPU only) is dynamic quantization of most Linear layers (`midisynth.model.int8`): weights stored as int8 per
+output channel, each layer's input quantized on the fly, products summed in int32 by the quantized engine. On an x86
+CPU without native bf16 its layers run three times as fast as fp32 and the held-out evaluation scores it as fp32
+(docs/cpu_paths.md).
+
+So `auto` renders in bf16 where bf16 is native, in int8 on other x86 CPUs (their quantized engine, fbgemm, runs on
+AVX2; ARM's qnnpack is not what the evaluation measured), and in fp32 elsewhere; fp16 is a CUDA format it never
+picks. Training never computes in int8: its `auto` is bf16 where native, else fp32.
 
 The choice is a pure function of `Hardware` facts (`resolve_precision`), so it can be tested for any machine;
 `hardware(device)` reads the facts of this one. Importing this module does not import torch.
@@ -26,6 +28,7 @@ PRECISIONS = (AUTO, "fp32", "bf16", "fp16", "int8")  # what a user may ask for
 CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})  # /proc/cpuinfo flags of native bf16 arithmetic
 CUDA_BF16_CAPABILITY = (8, 0)  # Ampere: the first CUDA compute capability with bf16 tensor cores
 CPUINFO = Path("/proc/cpuinfo")
+X86_QUANTIZED_ENGINES = frozenset({"x86", "fbgemm"})  # torch's quantized engines whose int8 `auto` picks
 
 
 @dataclass(frozen=True)
@@ -65,22 +68,27 @@ def check_precision(requested: str, device_type: str | None = None) -> None:
 
 
 def resolve_precision(requested: str, hw: Hardware) -> str:
-    """The precision to render in: `requested`, or for "auto" bf16 where it is native (`native_bf16`), else fp32."""
+    """The precision to render in: `requested`, or for "auto" bf16 where it is native (`native_bf16`), else int8 on
+    an x86 CPU with a quantized engine, else fp32."""
     check_precision(requested, hw.device_type)
     if requested == "int8" and not hw.quantized_engine:
         raise ValueError("precision int8 needs a quantized engine (fbgemm, x86 or qnnpack), and this torch has none")
     if requested != AUTO:
         return requested
-    return "bf16" if native_bf16(hw) else "fp32"
+    if native_bf16(hw):
+        return "bf16"
+    return "int8" if hw.device_type == "cpu" and hw.quantized_engine in X86_QUANTIZED_ENGINES else "fp32"
 
 
 def training_precision(requested: str, hw: Hardware) -> str:
-    """The precision to train in: `requested`, or for "auto" what rendering picks (never int8, which has no
-    gradients). Refuses bf16 on a GPU without bf16 arithmetic (ValueError): there every step would be emulated,
-    several times slower than fp32 (on a CPU, asking for bf16 is the user's call)."""
+    """The precision to train in: `requested`, or for "auto" bf16 where it is native, else fp32 (never int8, which
+    has no gradients). Refuses bf16 on a GPU without bf16 arithmetic (ValueError): there every step would be
+    emulated, several times slower than fp32 (on a CPU, asking for bf16 is the user's call)."""
     if requested == "int8":
         raise ValueError("train config: precision int8 is for rendering only; use \"auto\", \"fp32\" or \"bf16\"")
     chosen = resolve_precision(requested, hw)
+    if requested == AUTO and chosen == "int8":
+        chosen = "fp32"
     if chosen == "bf16" and hw.device_type == "cuda" and not native_bf16(hw):
         capability = ".".join(map(str, hw.cuda_capability or ()))
         raise ValueError(f"train config: precision bf16, but this GPU (compute capability {capability}) has no bf16 "
@@ -102,6 +110,8 @@ def explain(hw: Hardware) -> str:
         why = f"{', '.join(found)} present, but torch uses its {hw.cpu_capability} kernels"
     else:
         why = "no native bf16 (AVX-512 BF16 or AMX)"
+    if chosen == "int8":
+        why += f"; int8 Linear layers on the {hw.quantized_engine} engine"
     model = f"{hw.cpu_model}; " if hw.cpu_model else ""
     return f"auto = {chosen} on cpu ({model}{why})"
 
@@ -135,7 +145,7 @@ def hardware(device_type: str = "cpu", device_index: int | None = None) -> Hardw
     queries = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported"}
     flags |= {flag for flag, query in queries.items() if getattr(torch.cpu, query, lambda: False)()}
     cuda = torch.cuda.get_device_capability(device_index) if device_type == "cuda" else None
-    # torch.ao.quantization is announced to move to torchao: a torch without quantize_dynamic has no int8 path here
-    engine = torch.backends.quantized.engine if hasattr(getattr(torch.ao, "quantization", None), "quantize_dynamic") else ""
+    # torch has announced the end of its quantized tensors: a torch without them has no int8 path here
+    engine = torch.backends.quantized.engine if hasattr(torch.ops.quantized, "linear_dynamic") else ""
     return Hardware(device_type, frozenset(flags), torch.backends.cpu.get_cpu_capability(), cuda, model,
                     "" if engine == "none" else engine)

@@ -185,22 +185,3 @@ def test_batching_changes_only_float_rounding(two_window_midi, short_midi):
         assert np.abs(batched[index] - alone).max() < 1e-3
         ((_, reseeded),) = other_seed.spectrogram_songs([song])
         assert np.abs(np.concatenate(reseeded) - alone).mean() > 1.0
-
-
-def test_int8_quantizes_every_linear_layer_and_stays_close_to_fp32():
-    """`--precision int8` on the bundled model, whose trained weights are what quantization error depends on: every
-    Linear layer of the copy is quantized, the model itself stays fp32, and two windows differ from fp32 by mean
-    |Δ| < 0.15 and 99th percentile < 0.5 log-mel units (measured 0.094 and 0.30; bf16: 0.011 and 0.039)."""
-    from midisynth.render.pipeline import Synthesizer
-    from tests.conftest import ROOT
-
-    synth = Synthesizer.from_pretrained(device="cpu")
-    int8 = synth._network("int8")
-    assert not [name for name, module in int8.named_modules() if type(module) is torch.nn.Linear]
-    assert all(type(module) is torch.nn.Linear for module in synth.model.modules() if "Linear" in type(module).__name__)
-    song = read_midi(ROOT / "tests" / "data" / "midi" / "dense_30s.mid")
-    windows, note_inputs = synth.tokenize(song)[:2], synth.note_inputs(song)
-    fp32, quantized = (np.concatenate(list(synth.spectrogram_windows(windows, RenderOptions(precision=p),
-                                                                     note_inputs=note_inputs))) for p in ("fp32", "int8"))
-    diff = np.abs(quantized - fp32)
-    assert 0 < diff.mean() < 0.15 and np.quantile(diff, 0.99) < 0.5

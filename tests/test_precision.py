@@ -1,5 +1,6 @@
-"""`--precision auto`: bf16 only where the hardware computes it natively, fp32 elsewhere; int8 only when asked for, on
-a CPU with a quantized engine; decided from injected hardware facts, so these tests do not depend on the machine that runs them (CUDA tests run only where CUDA is)."""
+"""`--precision auto`: bf16 where the hardware computes it natively, int8 on other x86 CPUs with a quantized engine,
+fp32 elsewhere (and for training, never int8); decided from injected hardware facts, so these tests do not depend on
+the machine that runs them (CUDA tests run only where CUDA is)."""
 
 from __future__ import annotations
 
@@ -31,16 +32,19 @@ NO_ENGINE = replace(ZEN3, quantized_engine="")  # a torch built without quantize
 
 
 @pytest.mark.parametrize(("hw", "expected"), [
-    (ZEN3, "fp32"), (SKYLAKE_SERVER, "fp32"), (ARM, "fp32"), (NO_ENGINE, "fp32"),  # never int8: it is asked for
+    (ZEN3, "int8"), (SKYLAKE_SERVER, "int8"), (replace(ZEN3, quantized_engine="fbgemm"), "int8"),
+    (ARM, "fp32"),  # qnnpack: not the engine the held-out evaluation measured
+    (NO_ENGINE, "fp32"),
     (ZEN4, "bf16"), (SAPPHIRE_RAPIDS, "bf16"),
-    (replace(ZEN4, cpu_capability="AVX2"), "fp32"),  # ATEN_CPU_CAPABILITY=avx2: torch's kernels would emulate bf16
+    (replace(ZEN4, cpu_capability="AVX2"), "int8"),  # ATEN_CPU_CAPABILITY=avx2: torch's kernels would emulate bf16
     (Hardware("cuda", ZEN3_FLAGS, "AVX2", (8, 0), quantized_engine="x86"), "bf16"),  # A100, whatever the host CPU
     (Hardware("cuda", ZEN3_FLAGS, "AVX2", (9, 0)), "bf16"),
     (Hardware("cuda", ZEN4_FLAGS, "AVX512", (7, 5), quantized_engine="x86"), "fp32"),  # T4: no bf16 tensor cores
 ])
-def test_auto_picks_bf16_only_where_it_is_native(hw, expected):
+def test_auto_picks_bf16_where_native_else_int8_on_x86_cpus(hw, expected):
     assert native_bf16(hw) == (expected == "bf16")
     assert resolve_precision("auto", hw) == expected
+    assert training_precision("auto", hw) == ("bf16" if expected == "bf16" else "fp32")  # training: never int8
 
 
 @pytest.mark.parametrize("asked", ["fp32", "bf16", "int8"])
@@ -64,10 +68,12 @@ def test_fp16_only_on_cuda_and_unknown_names_are_refused():
 
 
 def test_explain_says_what_auto_picks_and_why():
-    assert explain(ZEN3) == ("auto = fp32 on cpu (AMD Ryzen 9 5950X 16-Core Processor; no native bf16 "
-                             "(AVX-512 BF16 or AMX))")
+    assert explain(ZEN3) == ("auto = int8 on cpu (AMD Ryzen 9 5950X 16-Core Processor; no native bf16 "
+                             "(AVX-512 BF16 or AMX); int8 Linear layers on the x86 engine)")
+    assert explain(ARM) == "auto = fp32 on cpu (no native bf16 (AVX-512 BF16 or AMX))"
     assert explain(ZEN4) == "auto = bf16 on cpu (AMD EPYC 9654 96-Core Processor; native bf16: avx512_bf16)"
-    assert explain(replace(ZEN4, cpu_capability="AVX2")).endswith("avx512_bf16 present, but torch uses its AVX2 kernels)")
+    assert explain(replace(ZEN4, cpu_capability="AVX2")).endswith(
+        "avx512_bf16 present, but torch uses its AVX2 kernels; int8 Linear layers on the x86 engine)")
     assert explain(Hardware("cuda", cuda_capability=(7, 5))) == (
         "auto = fp32 on cuda (compute capability 7.5; bf16 needs 8.0 or newer)")
 
@@ -92,10 +98,10 @@ def tiny_synth() -> Synthesizer:
     return Synthesizer(model, load_vocoder("griffin-lim", "cpu"), "cpu", RenderOptions(steps=2))
 
 
-@pytest.mark.parametrize(("hw", "expected"), [(ZEN3, "fp32"), (ZEN4, "bf16")])
+@pytest.mark.parametrize(("hw", "expected"), [(ZEN3, "int8"), (ARM, "fp32"), (ZEN4, "bf16")])
 def test_synthesizer_renders_in_what_auto_resolves_to(tiny_synth, short_midi, monkeypatch, hw, expected):
-    """The default options ask for auto; the render computes in the resolved precision: a bf16 render makes (and
-    keeps) the bf16 copy of the network and differs from the fp32 render only by rounding."""
+    """The default options ask for auto; the render computes in the resolved precision: a bf16 or int8 render makes
+    (and keeps) that copy of the network and differs from the fp32 render only by rounding."""
     monkeypatch.setattr("midisynth.render.pipeline.hardware", lambda device_type, index=None: hw)
     assert tiny_synth.options.precision == "auto"
     assert tiny_synth.precision() == expected

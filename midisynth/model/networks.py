@@ -117,14 +117,16 @@ class GatedGelu(nn.Module):
 
 
 class FiLM(nn.Module):
-    """Feature-wise affine modulation: x * (1 + scale) + shift, with (scale, shift) projected from a conditioning vector."""
+    """Feature-wise affine modulation: x * (1 + scale) + shift, with (scale, shift) projected from a conditioning vector
+    by `scale_shift`."""
 
     def __init__(self, cond_dim: int, d_model: int):
         super().__init__()
         self.scale_shift = nn.Linear(cond_dim, 2 * d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        scale, shift = self.scale_shift(cond).chunk(2, dim=-1)
+    def forward(self, x: torch.Tensor, scale_shift: torch.Tensor) -> torch.Tensor:
+        """x [batch, length, d_model], scale_shift [batch or 1, 1, 2 * d_model] = self.scale_shift(condition)."""
+        scale, shift = scale_shift.chunk(2, dim=-1)
         return x * (1 + scale) + shift
 
 
@@ -227,19 +229,25 @@ class DecoderBlock(nn.Module):
         self.ff = GatedGelu(cfg.d_model, cfg.d_ff, cfg.dropout_rate)
         self.dropout = nn.Dropout(cfg.dropout_rate)
 
+    def modulation(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The FiLM scales and shifts [batch, 1, 2 * d_model] of self-attention and of the feed-forward for the
+        noise-time embedding `cond` [batch, 1, 4 * d_model]."""
+        return self.self_film.scale_shift(cond), self.ff_film.scale_shift(cond)
+
     def forward(
         self,
         y: torch.Tensor,  # [batch, frames, d_model]
-        cond: torch.Tensor,  # [batch, 1, 4 * d_model] noise-time embedding
+        modulation: tuple[torch.Tensor, torch.Tensor],  # `self.modulation(cond)`, each [batch or 1, 1, 2 * d_model]
         keys_values: tuple[torch.Tensor, torch.Tensor] | None,
         bias: torch.Tensor | None,
     ) -> torch.Tensor:
-        y = y + self.dropout(self.self_attn(self.self_film(self.self_norm(y), cond)))
+        self_modulation, ff_modulation = modulation
+        y = y + self.dropout(self.self_attn(self.self_film(self.self_norm(y), self_modulation)))
         if keys_values is not None:
             n = keys_values[0].shape[0]
             attended = y[:n] + self.dropout(self.cross_attn(self.cross_norm(y[:n]), keys_values, bias))
             y = attended if n == y.shape[0] else torch.cat([attended, y[n:]])
-        return y + self.dropout(self.ff(self.ff_film(self.ff_norm(y), cond)))
+        return y + self.dropout(self.ff(self.ff_film(self.ff_norm(y), ff_modulation)))
 
 
 class FilmDecoder(nn.Module):
@@ -281,15 +289,24 @@ class FilmDecoder(nn.Module):
             note_cue=None if note_cue is None else self.cue_proj(note_cue.to(encoded.dtype)),
         )
 
+    def noise_modulation(self, noise_time: torch.Tensor, dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """All the decoder takes from the noise times `noise_time` [batch] in [0, 1]: per block, its FiLM scales and
+        shifts (`DecoderBlock.modulation`). Every window sampled at a given time has the same, so a renderer may
+        compute them once per time; `dtype`: the decoder input's."""
+        emb = timestep_embedding(noise_time * self.cfg.max_decoder_noise_time, self.cfg.d_model,
+                                 self.cfg.max_decoder_noise_time)
+        cond = self.time_mlp(emb.to(dtype))[:, None, :]  # [batch, 1, 4 * d_model]
+        return [block.modulation(cond) for block in self.blocks]
+
     def forward(
         self,
         x: torch.Tensor,  # [batch, frames, 128] noisy spectrogram, network range
         noise_time: torch.Tensor,  # [batch] in [0, 1]
         cache: WindowConditioning | None,  # None: fully unconditional
+        modulation: list[tuple[torch.Tensor, torch.Tensor]] | None = None,  # noise_modulation(noise_time), if known
     ) -> torch.Tensor:
-        emb = timestep_embedding(noise_time * self.cfg.max_decoder_noise_time, self.cfg.d_model,
-                                 self.cfg.max_decoder_noise_time)
-        cond = self.time_mlp(emb.to(x.dtype))[:, None, :]  # [batch, 1, 4 * d_model]
+        if modulation is None:
+            modulation = self.noise_modulation(noise_time, x.dtype)
         y = self.input_proj(x) + self.position_table[: x.shape[1]]
         if cache is not None and cache.note_cue is not None:  # conditioned rows only, like cross-attention
             n = cache.batch_size
@@ -297,7 +314,7 @@ class FilmDecoder(nn.Module):
         y = self.dropout_in(y)
         for i, block in enumerate(self.blocks):
             kv = cache.keys_values[i] if cache is not None else None
-            y = block(y, cond, kv, cache.bias if cache is not None else None)
+            y = block(y, modulation[i], kv, cache.bias if cache is not None else None)
         return self.output_proj(self.dropout_out(self.final_norm(y)))
 
 

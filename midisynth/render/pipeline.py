@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from copy import deepcopy as copy_module
 from dataclasses import dataclass, replace
@@ -31,6 +30,7 @@ from midisynth.constants import (
     WINDOW_SECONDS,
 )
 from midisynth.model.checkpoints import Checkpoint
+from midisynth.model.int8 import int8_linear
 from midisynth.model.networks import SpectrogramDiffusion
 from midisynth.model.noise_schedule import eps_from_v
 from midisynth.model.note_inputs import NoteInputs, apply_gain, song_note_inputs
@@ -59,9 +59,9 @@ class RenderOptions:
     steps: int | None = None
     guidance: float | None = None  # classifier-free guidance weight; 1 disables it
     seed: int = 0
-    # Network arithmetic: auto (bf16 where the hardware has it natively, else fp32; see midisynth.precision), fp32,
-    # bf16, fp16 (CUDA only) or int8 (CPU only, quantized Linear layers); bf16 and fp16 run under autocast; the
-    # sampler state stays fp32.
+    # Network arithmetic: auto (bf16 where the hardware has it natively, else int8 on x86 CPUs, else fp32; see
+    # midisynth.precision), fp32, bf16, fp16 (CUDA only) or int8 (CPU only, quantized Linear layers); bf16 and fp16
+    # run under autocast; the sampler state stays fp32.
     precision: str = DEFAULT_PRECISION
     # Share of the partials model (midisynth.model.partials) in the rendered spectrogram, 0 to 1 (0: the network
     # alone); None takes the partials model's own default, or 0 for a model without one.
@@ -189,13 +189,28 @@ class Synthesizer:
             self._networks[precision] = network_in(self.model, precision)
         return self._networks[precision]
 
-    def _denoiser(self, network: SpectrogramDiffusion, cache, guidance: float) -> samplers.Denoiser:
-        """ε(x, t) for the samplers: the decoder's output (converted from v for v-models), guided if asked."""
+    def _denoiser(self, network: SpectrogramDiffusion, cache, guidance: float,
+                  modulations: dict[float, list]) -> samplers.Denoiser:
+        """ε(x, t) for the samplers: the decoder's output (converted from v for v-models), guided if asked.
+
+        `modulations`: the decoder's noise modulation (`FilmDecoder.noise_modulation`) by noise time, filled as times
+        come and kept across windows, which the samplers visit at the same times: computed once per time, for one
+        row, it serves every row of a batch sampled at that time.
+        """
+        def decode(x, t, cache):
+            modulation = None
+            if bool((t == t[0]).all()):
+                key = float(t[0])
+                if key not in modulations:
+                    modulations[key] = network.decoder.noise_modulation(t[:1], x.dtype)
+                modulation = modulations[key]
+            return network.decoder(x, t, cache, modulation)
+
         if network.cfg.prediction == "v":
             def decoder(x, t, cache):
-                return eps_from_v(x, network.decoder(x, t, cache).float(), t)
+                return eps_from_v(x, decode(x, t, cache).float(), t)
         else:
-            decoder = network.decoder
+            decoder = decode
         if guidance == 1.0:
             return lambda x, t: decoder(x, t, cache)
 
@@ -228,6 +243,7 @@ class Synthesizer:
         context = torch.zeros(len(songs), WINDOW_FRAMES, N_MELS, device=self.device)  # network range
         half = DTYPES[precision]
         total, done = sum(len(w) for w in songs), 0
+        modulations: dict[float, list] = {}  # see _denoiser
         for index in range(max((len(w) for w in songs), default=0)):
             active = [i for i, song_windows in enumerate(songs) if index < len(song_windows)]
             windows = [fit_window(songs[i][index], self.model.cfg.max_tokens, warn=False) for i in active]
@@ -238,7 +254,7 @@ class Synthesizer:
             gain = self._window_inputs(note_inputs, active, index, "gain")  # [active, 256] or None
             with torch.autocast(self.device.type, dtype=half, enabled=half is not None):
                 cache = network.encode(tokens, context[rows], has_context, cue)
-                denoise = self._denoiser(network, cache, opts.guidance)
+                denoise = self._denoiser(network, cache, opts.guidance, modulations)
                 x = samplers.sample(opts.sampler, lambda z, t, d=denoise: d(z, t).float(),
                                     (len(active), WINDOW_FRAMES, N_MELS), opts.steps,
                                     [generators[i] for i in active], self.device)
@@ -394,15 +410,6 @@ def network_in(model: SpectrogramDiffusion, precision: str) -> SpectrogramDiffus
     if precision == "fp32":
         return model
     return int8_linear(model) if precision == "int8" else linear_weights_as(model, DTYPES[precision])
-
-
-def int8_linear(model: SpectrogramDiffusion) -> SpectrogramDiffusion:
-    """A copy of `model` whose nn.Linear layers are dynamically quantized (CPU): int8 weights per output channel,
-    each input quantized per call, int32 accumulation; the rest stays float32 (midisynth.precision)."""
-    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao (see precision.hardware)
-        warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(copy_module(model).requires_grad_(False), {torch.nn.Linear},
-                                                      dtype=torch.qint8, inplace=True)
 
 
 def _trimmed(source: Iterable[np.ndarray], keep: int,

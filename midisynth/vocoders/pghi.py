@@ -15,8 +15,8 @@ The phase is integrated (trapezoidal rule) frame by frame, as in the real-time v
 each loud bin takes its phase either along time, from the same bin of the previous frame, or along frequency, from
 a neighbour in its own frame, whichever reaches it first when integration always continues from the loudest bin
 whose phase is known (the original's max-heap). Within a frame that order joins each bin to the loud bin of the
-previous frame whose path to it has the loudest quietest bin (a widest path); a doubling scan finds these paths
-for all frames at once, and only the final sums go frame by frame. A run of loud bins with nothing loud before it
+previous frame whose path to it has the loudest quietest bin (a widest path); a scan along the bins finds these
+paths for all frames at once, and only the final sums go frame by frame. A run of loud bins with nothing loud before it
 (an onset out of silence) starts from its loudest bin, with a random phase, and is integrated across frequency
 from there, which lines up the partials of the onset. Bins more than `TOLERANCE` below the block's loudest keep
 a random phase. Frames whose phase is given (a streamed block's frames shared with the previous block) are kept
@@ -49,26 +49,20 @@ def _phase_steps(magnitude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return time_step, frequency_step
 
 
-def _clamp(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    return np.maximum(lo, np.minimum(x, hi))
-
-
 def _widest_from_left(source: np.ndarray, level: np.ndarray) -> np.ndarray:
     """W[n, m] = max(source[n, m], min(W[n, m - 1], level[n, m - 1])), W[n, -1] = -1, for all frames at once.
 
-    Each step is the clamp x -> clamp(x, lo, hi) with lo = source[m], hi = max(source[m], level[m - 1]); clamps
-    compose into clamps, so the scan takes log2(bins) doubling steps (Hillis-Steele).
+    A scan along the bins, each step one vectorised max / min over the frames (bins as rows, so each step reads
+    contiguous memory).
     """
-    lo = source.copy()
-    hi = np.maximum(source, np.pad(level[:, :-1], ((0, 0), (1, 0)), constant_values=-1.0))
-    shift = 1
-    while shift < source.shape[1]:
-        # compose: first the clamp `shift` bins to the left (prefix so far), then this one
-        lo_first, hi_first = lo[:, :-shift], hi[:, :-shift]
-        lo[:, shift:], hi[:, shift:] = (_clamp(lo_first, lo[:, shift:], hi[:, shift:]),
-                                        _clamp(hi_first, lo[:, shift:], hi[:, shift:]))
-        shift *= 2
-    return _clamp(np.full_like(lo, -1.0), lo, hi)
+    source_rows, level_rows = np.ascontiguousarray(source.T), np.ascontiguousarray(level.T)  # [bins, frames]
+    widest = np.empty_like(source_rows)
+    carried = np.full(source_rows.shape[1], -1.0, dtype=source_rows.dtype)  # min(W[m - 1], level[m - 1])
+    for m in range(source_rows.shape[0]):
+        if m:
+            np.minimum(widest[m - 1], level_rows[m - 1], out=carried)
+        np.maximum(source_rows[m], carried, out=widest[m])
+    return widest.T
 
 
 def _starting_bins(loud: np.ndarray, level: np.ndarray, source: np.ndarray) -> np.ndarray:
@@ -141,14 +135,22 @@ def pghi_phase(magnitude: torch.Tensor, generator: torch.Generator, known: torch
     from_previous = by_time & ~start
     time_average = 0.5 * (time_step + np.concatenate([time_step[:1], time_step[:-1]]))  # frame n-1 -> n
     first = 0 if known is None else known.shape[0]  # frames whose phase is given
-    phase = random_angle.copy()  # [frames, bins] centre-referenced, filled frame by frame
+    # Frame n's phase, gathered: phase[n] = (phase[n - 1, chained] + step) + offset, where a bin that does not
+    # continue the previous frame gathers column `bins`, always 0 (so a quiet bin gets its random phase, a run
+    # continued along frequency from a bin without a previous frame its anchor's random phase plus the offset).
+    rows = np.arange(frames)[:, None]
+    continues = loud & from_previous[rows, anchor]
+    chained = np.where(continues, anchor, bins)  # [frames, bins]
+    step = np.where(continues, time_average[rows, anchor], np.where(loud, random_angle[rows, anchor], random_angle))
+    offset = np.where(loud, offset, 0.0)
+    phase = np.zeros((frames, bins + 1))  # centre-referenced, filled frame by frame; the last column stays 0
     if first:
-        phase[:first] = torch.angle(known).double().cpu().numpy() + shift
+        phase[:first, :bins] = torch.angle(known).double().cpu().numpy() + shift
     else:  # frame 0 has no previous frame: each run of loud bins from its starting bin
-        phase[0] = np.where(loud[0], random_angle[0][anchor[0]] + offset[0], random_angle[0])
+        phase[0, :bins] = np.where(loud[0], random_angle[0][anchor[0]] + offset[0], random_angle[0])
     for n in range(max(first, 1), frames):
-        base = np.where(from_previous[n], phase[n - 1] + time_average[n], random_angle[n])
-        phase[n] = np.where(loud[n], base[anchor[n]] + offset[n], random_angle[n])
+        np.add(phase[n - 1].take(chained[n]) + step[n], offset[n], out=phase[n, :bins])
+    phase = phase[:, :bins]
     angle = torch.from_numpy(phase - shift)
     phasors = torch.polar(torch.ones_like(angle), angle).to(device=device, dtype=torch.complex64)
     if first:
