@@ -22,7 +22,6 @@ from midisynth.constants import (
     MEL_FMAX,
     N_MELS,
     SAMPLE_RATE,
-    WIN_LENGTH,
 )
 
 # Decay time constant (seconds) of a note's level after its onset, by General MIDI family (program // 8): piano,
@@ -51,8 +50,10 @@ def _window_kernel() -> tuple[np.ndarray, np.ndarray]:
     offsets -KERNEL_BINS .. +KERNEL_BINS from its frequency (in FFT bins), through the front end's window."""
     offsets = np.linspace(-KERNEL_BINS, KERNEL_BINS, 2 * KERNEL_BINS * KERNEL_STEPS + 1)
     window = hann_window(torch.device("cpu"), torch.float64).numpy()  # [640]
-    response = np.exp(-2j * np.pi * np.outer(offsets / FFT_SIZE, np.arange(WIN_LENGTH))) @ window
-    return offsets, np.abs(response) / 2  # a real sinusoid's energy splits between +f and -f
+    # The window's spectrum at every 1 / KERNEL_STEPS of an FFT bin: one FFT KERNEL_STEPS times as long, zero-padded.
+    spectrum = np.fft.fft(window, n=FFT_SIZE * KERNEL_STEPS)
+    steps = np.arange(-KERNEL_BINS * KERNEL_STEPS, KERNEL_BINS * KERNEL_STEPS + 1)  # the offsets, in 1 / KERNEL_STEPS
+    return offsets, np.abs(spectrum[steps % spectrum.shape[0]]) / 2  # a real sinusoid's energy splits between +f, -f
 
 
 def _partial_magnitude(hz: np.ndarray, amplitude: np.ndarray) -> np.ndarray:

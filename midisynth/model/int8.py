@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 from fnmatch import fnmatch
 
@@ -28,19 +29,17 @@ _QMAX = 127.5  # half the int8 range: the symmetric scale that maps a channel's 
 
 
 class Int8Linear(nn.Module):
-    """`linear` (no gradients) as y = dequant(quant(x) @ W_int8^T) + bias: W per output channel, x per call."""
+    """`linear` (no gradients) as y = dequant(quant(x) @ W_int8^T) + bias: W per output channel, x per call.
+    `packed`: `packed_int8(linear)`, if already made."""
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Linear, packed: torch.ScriptObject | None = None):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight = linear.weight.detach().float()  # [out, in]
-        scale = (weight.abs().amax(dim=1) / _QMAX).clamp(min=torch.finfo(torch.float32).eps).double()
-        zero_point = torch.zeros(self.out_features, dtype=torch.long)
-        bias = None if linear.bias is None else linear.bias.detach().float()
-        with warnings.catch_warnings():  # torch announces the end of its quantized tensors (midisynth.precision)
-            warnings.simplefilter("ignore")
-            quantized = torch.quantize_per_channel(weight, scale, zero_point, 0, torch.qint8)
-            self._packed = torch.ops.quantized.linear_prepack(quantized, bias)  # the engine's own weight layout
+        if packed is None:
+            with warnings.catch_warnings():  # torch warns (once) that its quantized tensors will go: precision.py
+                warnings.simplefilter("ignore")
+                packed = packed_int8(linear)
+        self._packed = packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # reduce_range: 7-bit inputs, so that fbgemm's AVX2 int8 pair products cannot overflow int16
@@ -50,12 +49,33 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per channel"
 
 
+def packed_int8(linear: nn.Linear) -> torch.ScriptObject:
+    """`linear`'s weight quantized symmetrically per output channel, and its bias, in the quantized engine's own
+    layout."""
+    weight = linear.weight.detach().float()  # [out, in]
+    scale = (weight.abs().amax(dim=1) / _QMAX).clamp(min=torch.finfo(torch.float32).eps).double()
+    zero_point = torch.zeros(linear.out_features, dtype=torch.long)
+    quantized = torch.quantize_per_channel(weight, scale, zero_point, 0, torch.qint8)
+    bias = None if linear.bias is None else linear.bias.detach().float()
+    return torch.ops.quantized.linear_prepack(quantized, bias)
+
+
 def int8_linear(model: nn.Module, keep_fp32: tuple[str, ...] = KEEP_FP32) -> nn.Module:
     """A copy of `model` whose nn.Linear layers, except those named by `keep_fp32` (fnmatch patterns), are
     `Int8Linear`s; it shares every other tensor with `model`, which stays as it is."""
     copy = deepcopy(model, {id(t): t for t in itertools.chain(model.parameters(), model.buffers())})
-    for name, module in list(copy.named_modules()):
-        if isinstance(module, nn.Linear) and not any(fnmatch(name, kept) for kept in keep_fp32):
-            parent, _, attribute = name.rpartition(".")
-            setattr(copy.get_submodule(parent), attribute, Int8Linear(module))
+    chosen = [(name, module) for name, module in copy.named_modules()
+              if isinstance(module, nn.Linear) and not any(fnmatch(name, kept) for kept in keep_fp32)]
+    if not chosen:
+        return copy
+    # The first here, where torch's one warning is silenced; the others on as many threads as torch computes on
+    # (its quantizing kernels release the GIL).
+    quantized = [Int8Linear(chosen[0][1])]
+    with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
+        quantized += [Int8Linear(module, packed)
+                      for (_, module), packed in zip(chosen[1:], pool.map(packed_int8, [m for _, m in chosen[1:]]),
+                                                     strict=True)]
+    for (name, _), layer in zip(chosen, quantized, strict=True):
+        parent, _, attribute = name.rpartition(".")
+        setattr(copy.get_submodule(parent), attribute, layer)
     return copy

@@ -32,7 +32,7 @@ BLOCK_FRAMES = 256  # most frames a streamed block emits
 
 INITIAL_PHASES = ("pghi", "random")  # GriffinLim's starting phase: see GriffinLim
 GRIFFIN_LIM_ITERATIONS = 4  # from the PGHI start; see GriffinLim
-MEL_INVERSION_ITERATIONS = 25  # multiplicative updates of the mel -> linear magnitude fit
+MEL_INVERSION_ITERATIONS = 10  # multiplicative updates of the mel -> linear magnitude fit (25 score alike: docs/cpu_paths.md)
 VOCOS_FORMAT_TAG = "midisynth.vocos/1"
 
 # (features [n, 128], song frame of features[0], song frame where the block's output begins) -> [n * 320]
