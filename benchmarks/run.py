@@ -205,7 +205,7 @@ def bench_default_model(device: str = "cpu", seconds: float = 30.0, repeats: int
 def bench_whole_process(tmp: Path, minutes: float = 2.0, repeats: int = 2) -> dict | None:
     """`midisynth render SONG -o OUT.wav` at default settings as a user runs it (start-up, model load, render, write),
     for a `minutes`-long four-instrument song: on this machine as it is, and with torch held to its AVX2 kernels
-    (NO_BF16_ENV), a stand-in for a CPU without AVX-512 and native bf16, where `auto` computes in fp32.
+    (NO_BF16_ENV), a stand-in for a CPU without AVX-512 and native bf16, where `auto` computes in int8.
     Best of `repeats` wall times, the two settings taking turns."""
     from midisynth.model.resolve import bundled_manifest
 

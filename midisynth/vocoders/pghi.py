@@ -36,11 +36,11 @@ TOLERANCE = 1e-5  # bins below this fraction of the loudest bin's magnitude get 
 _LAMBDA = HANN_GAUSSIAN_RATIO * WIN_LENGTH**2  # samples^2
 
 
-def _phase_steps(magnitude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Magnitude [frames, bins] -> phase steps (radians) from each frame to the next and each bin to the next,
-    [frames, bins] each, at each bin (centre-referenced phase)."""
+def _phase_steps(magnitude: np.ndarray, peak: float) -> tuple[np.ndarray, np.ndarray]:
+    """Magnitude [frames, bins] (`peak`: the block's largest) -> phase steps (radians) from each frame to the next
+    and each bin to the next, [frames, bins] each, at each bin (centre-referenced phase)."""
     # Floored at the tolerance: next to silence the slope of the log-magnitude says nothing about the phase.
-    log_magnitude = np.log(np.maximum(magnitude, TOLERANCE * magnitude.max() + 1e-30))
+    log_magnitude = np.log(np.maximum(magnitude, TOLERANCE * peak + 1e-30))
     bins = np.arange(magnitude.shape[1])
     d_bin = np.gradient(log_magnitude, axis=1) if magnitude.shape[1] > 1 else np.zeros_like(log_magnitude)
     d_frame = np.gradient(log_magnitude, axis=0) if magnitude.shape[0] > 1 else np.zeros_like(log_magnitude)
@@ -49,20 +49,21 @@ def _phase_steps(magnitude: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return time_step, frequency_step
 
 
-def _widest_from_left(source: np.ndarray, level: np.ndarray) -> np.ndarray:
-    """W[n, m] = max(source[n, m], min(W[n, m - 1], level[n, m - 1])), W[n, -1] = -1, for all frames at once.
+def _arriving_from_left(source: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """A[n, m] = min(W[n, m - 1], level[n, m - 1]), A[n, 0] = -1, where W[n, m] = max(source[n, m], A[n, m]): the
+    level of the widest path that reaches bin m of frame n from the bins below it, for all frames at once.
 
     A scan along the bins, each step one vectorised max / min over the frames (bins as rows, so each step reads
     contiguous memory).
     """
     source_rows, level_rows = np.ascontiguousarray(source.T), np.ascontiguousarray(level.T)  # [bins, frames]
-    widest = np.empty_like(source_rows)
-    carried = np.full(source_rows.shape[1], -1.0, dtype=source_rows.dtype)  # min(W[m - 1], level[m - 1])
-    for m in range(source_rows.shape[0]):
-        if m:
-            np.minimum(widest[m - 1], level_rows[m - 1], out=carried)
-        np.maximum(source_rows[m], carried, out=widest[m])
-    return widest.T
+    arriving = np.empty_like(source_rows)
+    arriving[0] = -1.0
+    widest = np.empty(source_rows.shape[1], dtype=source_rows.dtype)  # W[m - 1]
+    for m in range(1, source_rows.shape[0]):
+        np.maximum(source_rows[m - 1], arriving[m - 1], out=widest)
+        np.minimum(widest, level_rows[m - 1], out=arriving[m])
+    return arriving.T
 
 
 def _starting_bins(loud: np.ndarray, level: np.ndarray, source: np.ndarray) -> np.ndarray:
@@ -89,12 +90,8 @@ def _frequency_chains(source: np.ndarray, level: np.ndarray, loud: np.ndarray,
     offset [frames, bins]: the phase added from the anchor to it, radians)."""
     frames, bins = loud.shape
 
-    def arriving(source: np.ndarray, level: np.ndarray) -> np.ndarray:  # widest path level from lower bins
-        passed = np.minimum(_widest_from_left(source, level), level)
-        return np.pad(passed[:, :-1], ((0, 0), (1, 0)), constant_values=-1.0)
-
-    from_below = arriving(source, level)
-    from_above = arriving(source[:, ::-1], level[:, ::-1])[:, ::-1]
+    from_below = _arriving_from_left(source, level)
+    from_above = _arriving_from_left(source[:, ::-1], level[:, ::-1])[:, ::-1]
     by_time = loud & (source >= from_below) & (source >= from_above)
     by_below = loud & ~by_time & (from_below >= from_above)
     by_above = loud & ~by_time & ~by_below
@@ -122,10 +119,14 @@ def pghi_phase(magnitude: torch.Tensor, generator: torch.Generator, known: torch
     random_angle = (2 * torch.pi * torch.rand(frames, bins, generator=generator, dtype=torch.float64)).numpy()
     if frames == 0:
         return torch.ones(0, bins, dtype=torch.complex64, device=device)
+    first = 0 if known is None else known.shape[0]  # frames whose phase is given
+    lead = max(first - 1, 0)  # the given frames before it take no part; it is integrated from
     shift = 2 * np.pi * HOP_LENGTH * np.arange(bins) / FFT_SIZE  # frame start vs window centre, per bin
-    mag = magnitude.double().cpu().numpy()
-    time_step, frequency_step = _phase_steps(mag)
-    loud = mag >= TOLERANCE * mag.max()
+    whole = magnitude.double().cpu().numpy()
+    peak = whole.max()
+    mag, random_angle = whole[lead:], random_angle[lead:]  # [rows, bins]: frames lead, lead + 1, ...
+    time_step, frequency_step = _phase_steps(mag, peak)
+    loud = mag >= TOLERANCE * peak
     level = np.where(loud, mag, -1.0)  # what a bin passes on along frequency; quiet bins pass nothing on
     # A loud bin may take its phase along time if the same bin of the previous frame is loud: at that level.
     previous_level = np.concatenate([np.full((1, bins), -1.0), level[:-1]])
@@ -134,25 +135,26 @@ def pghi_phase(magnitude: torch.Tensor, generator: torch.Generator, known: torch
     by_time, anchor, offset = _frequency_chains(np.where(start, np.inf, source), level, loud, frequency_step)
     from_previous = by_time & ~start
     time_average = 0.5 * (time_step + np.concatenate([time_step[:1], time_step[:-1]]))  # frame n-1 -> n
-    first = 0 if known is None else known.shape[0]  # frames whose phase is given
     # Frame n's phase, gathered: phase[n] = (phase[n - 1, chained] + step) + offset, where a bin that does not
     # continue the previous frame gathers column `bins`, always 0 (so a quiet bin gets its random phase, a run
     # continued along frequency from a bin without a previous frame its anchor's random phase plus the offset).
-    rows = np.arange(frames)[:, None]
+    rows = np.arange(mag.shape[0])[:, None]
     continues = loud & from_previous[rows, anchor]
-    chained = np.where(continues, anchor, bins)  # [frames, bins]
+    chained = np.where(continues, anchor, bins)  # [rows, bins]
     step = np.where(continues, time_average[rows, anchor], np.where(loud, random_angle[rows, anchor], random_angle))
     offset = np.where(loud, offset, 0.0)
-    phase = np.zeros((frames, bins + 1))  # centre-referenced, filled frame by frame; the last column stays 0
-    if first:
-        phase[:first, :bins] = torch.angle(known).double().cpu().numpy() + shift
+    phase = np.zeros((mag.shape[0], bins + 1))  # centre-referenced, filled frame by frame; the last column stays 0
+    given = first - lead  # 1 if the first row's phase is given, else 0
+    if given:
+        phase[0, :bins] = torch.angle(known[-1]).double().cpu().numpy() + shift
     else:  # frame 0 has no previous frame: each run of loud bins from its starting bin
         phase[0, :bins] = np.where(loud[0], random_angle[0][anchor[0]] + offset[0], random_angle[0])
-    for n in range(max(first, 1), frames):
+    for n in range(1, mag.shape[0]):
         np.add(phase[n - 1].take(chained[n]) + step[n], offset[n], out=phase[n, :bins])
-    phase = phase[:, :bins]
-    angle = torch.from_numpy(phase - shift)
-    phasors = torch.polar(torch.ones_like(angle), angle).to(device=device, dtype=torch.complex64)
+    # Wrapped in float64 first: the integrated phases grow to 1e5 radians, beyond float32's resolution.
+    angle = torch.from_numpy(np.remainder(phase[given:, :bins] - shift, 2 * np.pi)).float()
+    phasors = torch.empty(frames, bins, dtype=torch.complex64, device=device)
+    phasors[first:] = torch.polar(torch.ones_like(angle), angle).to(device)
     if first:
         phasors[:first] = known
     return phasors
