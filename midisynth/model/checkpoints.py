@@ -167,6 +167,23 @@ def _read_module_weights(folder: Path, allow_pickle: bool) -> dict[str, torch.Te
     raise CheckpointError(f"{folder}: no diffusion_pytorch_model.safetensors (or .bin) weights")
 
 
+_RANDOM_INITS = ("kaiming_uniform_", "uniform_", "normal_")  # what nn.Linear and nn.Embedding draw their weights with
+
+
+def _model_to_load(cfg: ModelConfig) -> SpectrogramDiffusion:
+    """The networks of `cfg` for `_load_state` to fill (it refuses a state that misses any tensor), made without
+    drawing the random weights that would be overwritten next (a tenth of a second on a CPU): torch.nn.init's
+    random initialisers do nothing while it is made, as model hubs' loaders do it."""
+    saved = {name: getattr(torch.nn.init, name) for name in _RANDOM_INITS}
+    for name in _RANDOM_INITS:
+        setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        return SpectrogramDiffusion(cfg)
+    finally:
+        for name, init in saved.items():
+            setattr(torch.nn.init, name, init)
+
+
 def _load_state(model: SpectrogramDiffusion, state: dict[str, torch.Tensor], source: str) -> None:
     """Copy a complete state dict into the model, with clear errors for missing, unexpected or misshapen tensors."""
     expected = model.state_dict()
@@ -192,7 +209,7 @@ def load_diffusers(root: str | Path, allow_pickle: bool = False) -> Checkpoint:
     root = Path(root)
     cfg = _config_from_diffusers(root)
     _check_scheduler(root)
-    model = SpectrogramDiffusion(cfg)
+    model = _model_to_load(cfg)
     state: dict[str, torch.Tensor] = {}
     for module in DIFFUSERS_MODULES:
         theirs = _read_module_weights(root / module, allow_pickle)
@@ -270,7 +287,7 @@ def load_model_file(path: str | Path, expected_sha256: str | None = None) -> Che
         sampling = SamplingDefaults.from_json(meta["sampling"]) if "sampling" in meta else None  # older files: none
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
-    model = SpectrogramDiffusion(cfg)
+    model = _model_to_load(cfg)
     _load_state(model, state, str(path))
     return Checkpoint(model=model.eval(), source=path, metadata=meta, sampling=sampling)
 
