@@ -257,6 +257,31 @@ def bench_batch_throughput(device: str, num_songs: int = 4, seconds: float = 15.
             f"batch_{num_songs}_windows_per_s": windows / batched_s, "speedup": alone_s / batched_s}
 
 
+def bench_train_step(device: str, data: Path = ROOT / "data" / "fluidr3", steps: int = 3) -> dict | None:
+    """Seconds per training step of `configs/default.toml` on `data` (None without it) with its own precision ("auto",
+    resolved for this machine) and with fp32, taking turns twice, each after one warm-up step."""
+    from dataclasses import replace
+
+    from midisynth.model.config import load_config
+    from midisynth.training.diffusion import Trainer
+
+    if not (data / "manifest.json").exists():
+        return None
+    config = load_config(ROOT / "configs" / "default.toml")
+    seconds: dict[str, list[float]] = {"auto": [], "fp32": []}
+    resolved = {}
+    for precision in ("auto", "fp32") * 2:
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = Trainer(replace(config, train=replace(config.train, precision=precision)), data,
+                              Path(tmp) / "run", device=device)
+            resolved[precision] = trainer.precision
+            trainer.model.train()
+            seconds[precision].append(median_seconds(trainer.train_step, repeats=steps))
+    return {"config": "configs/default.toml", "auto_resolves_to": resolved["auto"],
+            **{f"{p}_s_per_step": statistics.median(s) for p, s in seconds.items()},
+            "auto_to_fp32": statistics.median(seconds["auto"]) / statistics.median(seconds["fp32"])}
+
+
 def bench_help(repeats: int = 5) -> float:
     cmd = [sys.executable, "-m", "midisynth.cli", "--help"]
     return median_seconds(lambda: subprocess.run(cmd, check=True, capture_output=True), repeats)
@@ -297,6 +322,7 @@ def main() -> None:
     report["per_window"] = table
     report["default_model"] = bench_default_model(args.device, repeats=args.repeats)
     report["batch_throughput"] = bench_batch_throughput(args.device, num_songs=16 if args.device == "cuda" else 4)
+    report["train_step"] = bench_train_step(args.device)
     if args.device == "cpu":  # whole-process figures: start-up, memory and the no-bf16 stand-in are CPU matters
         with tempfile.TemporaryDirectory() as tmp:
             report["whole_process"] = bench_whole_process(Path(tmp))
@@ -342,6 +368,10 @@ def print_summary(report: dict) -> None:
         batched = batch[f"batch_{batch['songs']}_windows_per_s"]
         print(f"batch of {batch['songs']} songs on {batch['device']}: {batched:.1f} windows/s, "
               f"{batch['speedup']:.2f}x one at a time")
+    train = report.get("train_step")
+    if train:
+        print(f"training step ({train['config']}): auto ({train['auto_resolves_to']}) {train['auto_s_per_step']:.2f} s, "
+              f"fp32 {train['fp32_s_per_step']:.2f} s ({train['auto_to_fp32']:.2f}x)")
     whole = report.get("whole_process")
     if whole:
         print(f"whole process, {whole['audio_s'] / 60:.0f}-min song: {whole['native']['real_time_factor']:.1f}x real "

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 from typer.testing import CliRunner
@@ -223,3 +224,25 @@ def test_sample_rate_and_excerpt(tiny_model_path, two_window_midi, tmp_path):
                 input=two_window_midi.read_bytes())
     audio, rate = sf.read(io.BytesIO(piped.stdout_bytes))
     assert rate == 22050 and audio.shape[0] == round(350 * HOP_LENGTH * 22050 / 16000)
+
+
+def test_the_console_command_exits_with_the_commands_status_after_flushing(monkeypatch, capsys, tmp_path):
+    """`midisynth` (cli.run) skips the interpreter's teardown with os._exit, with the status the command meant:
+    0 for success, 2 for a usage error, 1 for an unreadable input; what the command printed is flushed first."""
+    from midisynth import cli
+
+    class Exited(Exception):
+        pass
+
+    def fake_exit(status):
+        raise Exited(status)
+
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    for argv, status, printed in ((["--version"], 0, "midisynth "), (["render"], 2, "Missing argument"),
+                                  (["info", str(tmp_path / "missing.mid")], 1, "missing.mid")):
+        monkeypatch.setattr(sys, "argv", ["midisynth", *argv])
+        with pytest.raises(Exited) as exited:
+            cli.run()
+        assert exited.value.args == (status,)
+        out = capsys.readouterr()
+        assert printed in out.out + out.err

@@ -97,6 +97,24 @@ def test_a_window_sees_what_the_whole_song_sees():
     np.testing.assert_allclose(window.reverb, whole.reverb[WINDOW_FRAMES:], rtol=1e-5, atol=1e-9)
 
 
+def test_note_reach_visits_only_a_windows_notes_and_changes_nothing():
+    """With the song's notes indexed by frame, each window of a 40-window song gets the same magnitude as when every
+    note is looked at, and visits only the notes that reach it: held across windows, released or reverberating
+    into the next, a drum decaying past a window's end, none left out."""
+    rng = np.random.default_rng(0)
+    notes = [_note(t, t + d, pitch=int(p), program=int(g), is_drum=bool(k)) for t, d, p, g, k in
+             zip(rng.uniform(0, 200, 300), rng.uniform(0.05, 12.0, 300), rng.integers(30, 90, 300),
+                 rng.integers(0, 128, 300), rng.random(300) < 0.2, strict=True)]
+    notes += [_note(5.0, 5.119, pitch=62), _note(5.1, 5.2, pitch=49, is_drum=True)]  # releasing / decaying past 5.12 s
+    song, partials = _song(sorted(notes, key=lambda n: n.start)), _random_partials()
+    reach = P.NoteReach(song)
+    for window in range(40):
+        np.testing.assert_array_equal(partials.magnitude(song, window, reach), partials.magnitude(song, window))
+    first, stop = WINDOW_FRAMES - P.LEAD_FRAMES, 2 * WINDOW_FRAMES
+    assert 0 < len(reach.within(first, stop)) < len(notes) // 10
+    assert {(n.pitch, n.is_drum) for n in reach.within(WINDOW_FRAMES, WINDOW_FRAMES + 1)} >= {(62, False), (49, True)}
+
+
 def test_magnitude_is_the_design_times_the_gains():
     song = _song([_note(0.0, 2.0, pitch=48), _note(1.0, 3.0, pitch=72, program=56), _note(0.5, 0.6, pitch=42, is_drum=True)])
     partials = _random_partials()

@@ -89,31 +89,54 @@ class NoteColumns:
         return np.stack([p for _, p in parts], axis=2).astype(np.float32), [c for c, _ in parts]
 
 
-def note_columns(song: Song, first: int, stop: int) -> NoteColumns:
+RELEASE_FRAMES = math.ceil(5 * RELEASE_SECONDS * FRAME_RATE)  # frames a release is drawn for after the note-off
+
+
+def _drum_frames(key: int) -> int:
+    """Frames a hit of drum `key` is drawn for."""
+    return math.ceil(5 * DRUM_DECAY_SECONDS[drum_group(key)] * FRAME_RATE)
+
+
+class NoteReach:
+    """The frames [begin, end) in which each of a song's notes adds to the estimate (held, released or decaying),
+    indexed once so that a window visits only its own notes: a long song's windows cost what a short one's do."""
+
+    def __init__(self, song: Song):
+        self.notes = song.notes
+        spans = [sounding_frames(note) for note in song.notes]
+        self.begin = np.array([onset for onset, _ in spans], dtype=np.int64)  # [notes]
+        self.end = np.array([onset + _drum_frames(note.pitch) if note.is_drum else end + RELEASE_FRAMES
+                             for note, (onset, end) in zip(song.notes, spans, strict=True)], dtype=np.int64)
+
+    def within(self, start: int, stop: int) -> list[Note]:
+        """The notes, in song order, that add to frames [start, stop)."""
+        return [self.notes[i] for i in np.flatnonzero((self.begin < stop) & (self.end > start))]
+
+
+def note_columns(song: Song, first: int, stop: int, reach: NoteReach | None = None) -> NoteColumns:
     """The unit-gain columns of frames [first, stop) of `song` (frame f at f / 50 s); the reverb tail counts the held
-    notes from LEAD_FRAMES before `first`."""
+    notes from LEAD_FRAMES before `first`. `reach`: the song's `NoteReach`, if made (else every note is looked at)."""
     start = max(0, first - LEAD_FRAMES)
     frames = stop - start
     held: dict[int, np.ndarray] = {}
     release: dict[int, np.ndarray] = {}
     drums = np.zeros((frames, DRUM_KEYS), np.float32)
-    release_frames = math.ceil(5 * RELEASE_SECONDS * FRAME_RATE)
-    for note in song.notes:
+    for note in song.notes if reach is None else reach.within(start, stop):
         onset, end = sounding_frames(note)
         level = (note.velocity / REFERENCE_VELOCITY) ** 2
         if note.is_drum:
             decay = DRUM_DECAY_SECONDS[drum_group(note.pitch)]
-            _add_decay(drums[:, drum_column(note.pitch)], onset - start, onset + math.ceil(5 * decay * FRAME_RATE) - start,
+            _add_decay(drums[:, drum_column(note.pitch)], onset - start, onset + _drum_frames(note.pitch) - start,
                        level, decay)
             continue
-        if end + release_frames <= start or onset >= stop:
+        if end + RELEASE_FRAMES <= start or onset >= stop:
             continue
         decay = FAMILY_DECAY_SECONDS.get(note.program // 8)
         held_levels = held.setdefault(held_column(note), np.zeros((frames, 128), np.float32))
         _add_decay(held_levels[:, note.pitch], onset - start, end - start, level, decay)
         at_release = level * (1.0 if decay is None else math.exp(-(end - onset) / FRAME_RATE / decay))
         release_levels = release.setdefault(note.program // 8, np.zeros((frames, 128), np.float32))
-        _add_decay(release_levels[:, note.pitch], end - start, end + release_frames - start, at_release, RELEASE_SECONDS)
+        _add_decay(release_levels[:, note.pitch], end - start, end + RELEASE_FRAMES - start, at_release, RELEASE_SECONDS)
     total = NOTE_LEVEL * _on_mel(sum(held.values(), np.zeros((frames, 128), np.float32)))
     keep = slice(first - start, None)
     return NoteColumns(
@@ -179,9 +202,10 @@ class Partials:
             raise ValueError(f"partials gains have shape {self.gains.shape}, expected {(N_MELS, COLUMNS)}")
         check_mix(self.mix)
 
-    def magnitude(self, song: Song, window: int) -> np.ndarray:
-        """[256, 128] float32 mel magnitude of window `window` (frame f at (window * 256 + f) / 50 s)."""
-        columns = note_columns(song, window * WINDOW_FRAMES, (window + 1) * WINDOW_FRAMES)
+    def magnitude(self, song: Song, window: int, reach: NoteReach | None = None) -> np.ndarray:
+        """[256, 128] float32 mel magnitude of window `window` (frame f at (window * 256 + f) / 50 s); `reach`: the
+        song's `NoteReach`, for a song rendered window by window."""
+        columns = note_columns(song, window * WINDOW_FRAMES, (window + 1) * WINDOW_FRAMES, reach)
         templates = torch.from_numpy(pitch_templates())  # [128 pitches, 128 mel bins]
         gains = torch.from_numpy(self.gains)
         out = columns.reverb * self.gains[:, REVERB_COLUMN] + NOTE_LEVEL * self.gains[:, FLOOR_COLUMN]

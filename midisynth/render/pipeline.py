@@ -34,7 +34,7 @@ from midisynth.model.int8 import int8_linear
 from midisynth.model.networks import SpectrogramDiffusion
 from midisynth.model.noise_schedule import eps_from_v
 from midisynth.model.note_inputs import NoteInputs, apply_gain, song_note_inputs
-from midisynth.model.partials import Partials, check_mix, load_partials, mix_log_mel
+from midisynth.model.partials import NoteReach, Partials, check_mix, load_partials, mix_log_mel
 from midisynth.model.resolve import resolve_model
 from midisynth.precision import check_precision, hardware, resolve_precision
 from midisynth.render import samplers
@@ -173,10 +173,11 @@ class Synthesizer:
                              "`midisynth fit-partials` and put it beside the model file as partials.safetensors)")
         return requested
 
-    def _with_partials(self, song: Song, window: int, features: np.ndarray, mix: float) -> np.ndarray:
+    def _with_partials(self, song: Song, window: int, features: np.ndarray, mix: float,
+                       reach: NoteReach | None) -> np.ndarray:
         """Window `window`'s log-mel features [256, 128] mixed with the partials model's estimate of it (as they are
-        for a share of 0)."""
-        return mix_log_mel(features, self.partials.magnitude(song, window), mix) if mix > 0 else features
+        for a share of 0); `reach`: the song's notes indexed by frame (`partials.NoteReach`)."""
+        return mix_log_mel(features, self.partials.magnitude(song, window, reach), mix) if mix > 0 else features
 
     def _network(self, precision: str) -> SpectrogramDiffusion:
         """The model with its Linear weights stored in `precision`'s dtype, or quantized for int8 (copied once, on
@@ -302,7 +303,8 @@ class Synthesizer:
         windows = self.tokenize(song)
         if song.notes:
             mix = self.partials_mix(options)
-            source = (self._with_partials(song, index, features, mix) for index, features in
+            reach = NoteReach(song) if mix > 0 else None
+            source = (self._with_partials(song, index, features, mix, reach) for index, features in
                       enumerate(self.spectrogram_windows(windows, options, on_window, self.note_inputs(song))))
         else:
             source = _silent_windows(len(windows), on_window)
@@ -326,12 +328,13 @@ class Synthesizer:
         kept = dict.fromkeys(playing, 0)
         note_inputs = [self.note_inputs(songs[i]) for i in playing]
         mix = self.partials_mix(options)
+        reaches = {i: NoteReach(songs[i]) if mix > 0 else None for i in playing}
         for step in self.spectrogram_batch([tokenized[i] for i in playing], options, on_window, note_inputs):
             for row, features in step:
                 song = playing[row]
                 if song not in parts:  # already complete (trimmed before its last window)
                     continue
-                features = self._with_partials(songs[song], len(parts[song]), features, mix)
+                features = self._with_partials(songs[song], len(parts[song]), features, mix, reaches[song])
                 part = features[: max(0, keeps[song] - kept[song])]
                 kept[song] += part.shape[0]
                 parts[song].append(part)
