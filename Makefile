@@ -50,8 +50,11 @@ lint: $(VENV)/.test-installed
 	$(BIN)/ruff check midisynth tests benchmarks scripts
 
 # DEVICE=cuda writes benchmarks/results_cuda.json (the official size and batched windows/s on the GPU).
+# KERNELS=avx2 holds torch to its AVX2 kernels, a stand-in for a CPU without native bf16: benchmarks/results_avx2.json.
+AVX2_ENV := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 bench: $(VENV)/.test-installed
-	nice $(BIN)/python -m benchmarks.run --device $(DEVICE)
+	$(if $(filter avx2,$(KERNELS)),env $(AVX2_ENV)) nice $(BIN)/python -m benchmarks.run --device $(DEVICE) \
+		$(if $(filter avx2,$(KERNELS)),--out benchmarks/results_avx2.json)
 
 $(VENV)/.data-installed: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[data]'

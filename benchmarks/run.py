@@ -363,24 +363,22 @@ def print_summary(report: dict) -> None:
             d = report["default_model"][precision]
             print(f"default model, {precision}: {d['real_time_factor']:.1f}x real time, "
                   f"{d['seconds_per_window']:.2f} s/window, first audio after {d['time_to_first_audio_s']:.2f} s")
-    batch = report["batch_throughput"]
-    if batch:
-        batched = batch[f"batch_{batch['songs']}_windows_per_s"]
-        print(f"batch of {batch['songs']} songs on {batch['device']}: {batched:.1f} windows/s, "
-              f"{batch['speedup']:.2f}x one at a time")
-    train = report.get("train_step")
-    if train:
-        print(f"training step ({train['config']}): auto ({train['auto_resolves_to']}) {train['auto_s_per_step']:.2f} s, "
-              f"fp32 {train['fp32_s_per_step']:.2f} s ({train['auto_to_fp32']:.2f}x)")
-    whole = report.get("whole_process")
-    if whole:
-        print(f"whole process, {whole['audio_s'] / 60:.0f}-min song: {whole['native']['real_time_factor']:.1f}x real "
-              f"time as is, {whole['avx2_kernels']['real_time_factor']:.1f}x on AVX2 kernels (no native bf16)")
-    rss = report.get("peak_rss")
-    if rss:
-        print(f"peak RSS: 1 min {rss['1min']['peak_rss_mib']:.0f} MiB, 10 min {rss['10min']['peak_rss_mib']:.0f} MiB "
-              f"(ratio {rss['ratio_10_to_1']:.2f})")
-
+    lines = {  # the optional sections, one line each
+        "batch_throughput": lambda b: (f"batch of {b['songs']} songs on {b['device']}: "
+                                       f"{b['batch_' + str(b['songs']) + '_windows_per_s']:.1f} windows/s, "
+                                       f"{b['speedup']:.2f}x one at a time"),
+        "train_step": lambda t: (f"training step ({t['config']}): auto ({t['auto_resolves_to']}) "
+                                 f"{t['auto_s_per_step']:.2f} s, fp32 {t['fp32_s_per_step']:.2f} s "
+                                 f"({t['auto_to_fp32']:.2f}x)"),
+        "whole_process": lambda w: (f"whole process, {w['audio_s'] / 60:.0f}-min song: "
+                                    f"{w['native']['real_time_factor']:.1f}x real time as is, "
+                                    f"{w['avx2_kernels']['real_time_factor']:.1f}x on AVX2 kernels (no native bf16)"),
+        "peak_rss": lambda r: (f"peak RSS: 1 min {r['1min']['peak_rss_mib']:.0f} MiB, 10 min "
+                               f"{r['10min']['peak_rss_mib']:.0f} MiB (ratio {r['ratio_10_to_1']:.2f})"),
+    }
+    for section, line in lines.items():
+        if report.get(section):
+            print(line(report[section]))
 
 if __name__ == "__main__":
     main()
