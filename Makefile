@@ -22,6 +22,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q '$(TORCH)'
 	$(BIN)/pip install -q -e .
+	# An editable install leaves midisynth's own modules uncompiled: compiled now, a command does not compile them on
+	# every start where Python may not write bytecode (PYTHONDONTWRITEBYTECODE).
+	$(BIN)/python -m compileall -q midisynth
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed
