@@ -108,6 +108,12 @@ def test_midisynth_format_round_trip(tmp_path, tiny_cfg):
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, loaded.model.state_dict()[name])
     assert not list(tmp_path.glob("*.tmp"))
+    # Loading switched torch's random initialisers off while it built the networks, and back on after.
+    fresh = SpectrogramDiffusion(tiny_cfg).requires_grad_(False)
+    assert 0.9 < float(fresh.notes_encoder.token_embedding.weight.std()) < 1.1  # N(0, 1), as nn.Embedding draws it
+    bound = 1 / tiny_cfg.d_model**0.5  # kaiming_uniform_(a=sqrt(5)) of nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    weight = fresh.decoder.blocks[0].ff.wi_0.weight
+    assert float(weight.abs().max()) <= bound and float(weight.std()) > bound / 3
 
 
 def test_corrupted_model_file_detected(tmp_path, tiny_cfg):

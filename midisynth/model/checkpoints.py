@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,20 +169,23 @@ def _read_module_weights(folder: Path, allow_pickle: bool) -> dict[str, torch.Te
 
 
 _RANDOM_INITS = ("kaiming_uniform_", "uniform_", "normal_")  # what nn.Linear and nn.Embedding draw their weights with
+_SKIPPING_INIT = threading.Lock()  # one model made at a time with the initialisers switched off
 
 
 def _model_to_load(cfg: ModelConfig) -> SpectrogramDiffusion:
     """The networks of `cfg` for `_load_state` to fill (it refuses a state that misses any tensor), made without
     drawing the random weights that would be overwritten next (a tenth of a second on a CPU): torch.nn.init's
-    random initialisers do nothing while it is made, as model hubs' loaders do it."""
-    saved = {name: getattr(torch.nn.init, name) for name in _RANDOM_INITS}
-    for name in _RANDOM_INITS:
-        setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
-    try:
-        return SpectrogramDiffusion(cfg)
-    finally:
-        for name, init in saved.items():
-            setattr(torch.nn.init, name, init)
+    random initialisers do nothing while it is made, as model hubs' loaders do it (so a module another thread
+    initialises in that moment would skip its draw too)."""
+    with _SKIPPING_INIT:
+        saved = {name: getattr(torch.nn.init, name) for name in _RANDOM_INITS}
+        for name in _RANDOM_INITS:
+            setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        try:
+            return SpectrogramDiffusion(cfg)
+        finally:
+            for name, init in saved.items():
+                setattr(torch.nn.init, name, init)
 
 
 def _load_state(model: SpectrogramDiffusion, state: dict[str, torch.Tensor], source: str) -> None:
