@@ -1,4 +1,4 @@
-"""int8 Linear layers for rendering on CPUs (`--precision int8`, and what `auto` picks on a CPU without native bf16).
+"""int8 Linear layers for rendering on CPUs (`--precision int8`, and what `auto` picks on x86 CPUs without native bf16).
 
 Each chosen nn.Linear becomes an `Int8Linear`: its weight quantized once, symmetrically per output channel; its input
 quantized per call (one scale per tensor), multiplied in int8 with int32 sums and dequantized, by the quantized
