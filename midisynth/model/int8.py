@@ -66,16 +66,12 @@ def int8_linear(model: nn.Module, keep_fp32: tuple[str, ...] = KEEP_FP32) -> nn.
     copy = deepcopy(model, {id(t): t for t in itertools.chain(model.parameters(), model.buffers())})
     chosen = [(name, module) for name, module in copy.named_modules()
               if isinstance(module, nn.Linear) and not any(fnmatch(name, kept) for kept in keep_fp32)]
-    if not chosen:
-        return copy
-    # The first here, where torch's one warning is silenced; the others on as many threads as torch computes on
-    # (its quantizing kernels release the GIL).
-    quantized = [Int8Linear(chosen[0][1])]
-    with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
-        quantized += [Int8Linear(module, packed)
-                      for (_, module), packed in zip(chosen[1:], pool.map(packed_int8, [m for _, m in chosen[1:]]),
-                                                     strict=True)]
-    for (name, _), layer in zip(chosen, quantized, strict=True):
+    # On as many threads as torch computes on (its quantizing kernels release the GIL); torch's one warning is silenced
+    # here, in the calling thread, for all of them (warnings' filters are the process's).
+    with warnings.catch_warnings(), ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
+        warnings.simplefilter("ignore")
+        packed = list(pool.map(packed_int8, [module for _, module in chosen]))
+    for (name, module), weights in zip(chosen, packed, strict=True):
         parent, _, attribute = name.rpartition(".")
-        setattr(copy.get_submodule(parent), attribute, layer)
+        setattr(copy.get_submodule(parent), attribute, Int8Linear(module, weights))
     return copy
