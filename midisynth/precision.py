@@ -86,9 +86,7 @@ def training_precision(requested: str, hw: Hardware) -> str:
     emulated, several times slower than fp32 (on a CPU, asking for bf16 is the user's call)."""
     if requested == "int8":
         raise ValueError("train config: precision int8 is for rendering only; use \"auto\", \"fp32\" or \"bf16\"")
-    chosen = resolve_precision(requested, hw)
-    if requested == AUTO and chosen == "int8":
-        chosen = "fp32"
+    chosen = ("bf16" if native_bf16(hw) else "fp32") if requested == AUTO else resolve_precision(requested, hw)
     if chosen == "bf16" and hw.device_type == "cuda" and not native_bf16(hw):
         capability = ".".join(map(str, hw.cuda_capability or ()))
         raise ValueError(f"train config: precision bf16, but this GPU (compute capability {capability}) has no bf16 "
