@@ -380,5 +380,6 @@ def print_summary(report: dict) -> None:
         if report.get(section):
             print(line(report[section]))
 
+
 if __name__ == "__main__":
     main()

@@ -58,6 +58,7 @@ DRUM_COLUMN = REVERB_COLUMN + 1
 FLOOR_COLUMN = DRUM_COLUMN + DRUM_KEYS
 COLUMNS = FLOOR_COLUMN + 1
 LEAD_FRAMES = math.ceil(5 * REVERB_SECONDS * FRAME_RATE)  # history computed before a window for its reverb tail
+RELEASE_FRAMES = math.ceil(5 * RELEASE_SECONDS * FRAME_RATE)  # frames a release is drawn for after the note-off
 
 DEFAULT_MIX = 0.7  # share of the partials model's magnitude in a render, chosen by the held-out evaluation
 #                   (docs/experiments.md): from 0.6 to 0.8 the log-mel distance holds, the notes found rise with it
@@ -87,9 +88,6 @@ class NoteColumns:
                   for key in range(DRUM_KEYS) if self.drums[:, key].any()]
         parts.append((FLOOR_COLUMN, np.full(self.reverb.shape, NOTE_LEVEL, np.float32)))
         return np.stack([p for _, p in parts], axis=2).astype(np.float32), [c for c, _ in parts]
-
-
-RELEASE_FRAMES = math.ceil(5 * RELEASE_SECONDS * FRAME_RATE)  # frames a release is drawn for after the note-off
 
 
 def _drum_frames(key: int) -> int:
