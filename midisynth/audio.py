@@ -200,3 +200,17 @@ def to_network_range(features: torch.Tensor) -> torch.Tensor:
 def from_network_range(x: torch.Tensor) -> torch.Tensor:
     """Network outputs in [-1, 1] mapped back to log-mel features (unclipped, as the reference pipeline)."""
     return (x + 1.0) / 2.0 * (MAX_LOG_MEL - MIN_LOG_MEL) + MIN_LOG_MEL
+
+
+class NonFiniteError(ValueError):
+    """Features or audio holding NaN or infinity, which are never vocoded or written; the message names which."""
+
+
+def check_finite(values: np.ndarray, what: str) -> np.ndarray:
+    """`values` unchanged; NonFiniteError naming `what` ("the spectrogram", "the audio") if any value is NaN or
+    infinite (a model, partials model or guidance weight that overflows)."""
+    if np.isfinite(values).all():
+        return values
+    kind = "NaN" if np.isnan(values).any() else "infinite"
+    raise NonFiniteError(f"{what} holds {kind} values (the model's weights or its guidance weight overflow); "
+                         "no audio is made from it")

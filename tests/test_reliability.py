@@ -5,6 +5,7 @@ exist incomplete, over-long names, the song limits, and bit-identical output for
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 import resource
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from midisynth.constants import HOP_LENGTH, SAMPLE_RATE
+from midisynth.constants import HOP_LENGTH, N_MELS, SAMPLE_RATE
 from midisynth.model.checkpoints import file_sha256
 from midisynth.render.pipeline import song_frames
 from midisynth.score.midi import read_midi
@@ -428,3 +429,83 @@ def test_song_limits_apply_to_library_renders(tiny_model_path, tmp_path):
     with pytest.raises(MidiError, match=r"over 3 MIDI events"):
         read_midi(long_song, SongLimits(max_events=3))
     assert read_midi(long_song, SongLimits(max_duration=0)).duration == pytest.approx(5 * 3600.0 + 1)
+
+
+# -- NaN and infinity ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("batch", [[], ["--batch-size", "2"]], ids=["one-by-one", "batched"])
+def test_non_finite_render_is_an_error_and_never_a_file(tiny_model_path, short_midi, tmp_path, batch):
+    """A guidance weight of 1e308 overflows float32: the spectrogram is NaN, which once became a full-scale DC file."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a", "b"):
+        (src / f"{name}.mid").write_bytes(short_midi.read_bytes())
+    inputs = [str(src / "a.mid")] if not batch else [str(src)]
+    extra = ["--mel-out", str(tmp_path / "mel.npy")] if not batch else []
+    out = tmp_path / ("out.wav" if not batch else "out")
+    result = run("render", *inputs, "-o", str(out), "--model", str(tiny_model_path), *FAST, "--guidance", "1e308",
+                 *extra, *batch)
+    assert result.exit_code == 1, result.output
+    names = ["a.mid"] if not batch else ["a.mid", "b.mid"]
+    assert result.output == "".join(
+        f"midisynth: {src / name}: the rendered spectrogram holds NaN values (the model's weights or its guidance "
+        "weight overflow); no audio is made from it\n" for name in names)
+    written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert written == [Path("in/a.mid"), Path("in/b.mid"), Path("short.mid")]
+
+
+def test_non_finite_or_fractional_options_are_refused():
+    from midisynth.render.pipeline import RenderOptions
+
+    for guidance in (math.inf, math.nan):
+        with pytest.raises(ValueError, match="guidance must be a finite number >= 1"):
+            RenderOptions(guidance=guidance)
+    with pytest.raises(TypeError, match="steps must be a whole number, got 2.5"):
+        RenderOptions(steps=2.5)
+    with pytest.raises(TypeError, match="seed must be a whole number, got 1.5"):
+        RenderOptions(seed=1.5)
+    assert RenderOptions(steps=np.int64(3), seed=np.uint64(2**64 - 1)).steps == 3  # numpy's integers are whole
+
+
+def test_infinite_guidance_is_refused_before_the_model_loads(short_midi, tmp_path):
+    result = run("render", str(short_midi), "-o", str(tmp_path / "o.wav"), "--guidance", "inf",
+                 "--model", str(tmp_path / "never-loaded"))
+    assert (result.exit_code, result.output) == (
+        2, "midisynth: guidance must be a finite number >= 1 (1 disables it), got inf\n")
+
+
+def test_non_finite_model_weights_metadata_and_partials_are_refused(tmp_path):
+    import json
+
+    import torch
+
+    from midisynth.model import partials as P
+    from midisynth.model.checkpoints import CheckpointError, load_model_file, save_model
+    from midisynth.model.config import load_config
+    from midisynth.model.networks import SpectrogramDiffusion
+    from tests.conftest import ROOT
+
+    model = SpectrogramDiffusion(load_config(ROOT / "configs" / "tiny.toml").model)
+    config = model.cfg.to_dict()
+    files = {
+        "config.safetensors": {"model_config": json.dumps({**config, "max_decoder_noise_time": math.inf})},
+        "sampling.safetensors": {"sampling": json.dumps({"sampler": "ddim", "steps": 3, "guidance": math.nan})},
+    }
+    for name, metadata in files.items():
+        save_model(model, tmp_path / name, metadata)
+    with pytest.raises(CheckpointError, match="max_decoder_noise_time must be a finite non-negative number, got inf"):
+        load_model_file(tmp_path / "config.safetensors")
+    with pytest.raises(CheckpointError, match="sampling.safetensors: invalid sampling defaults .*finite guidance"):
+        load_model_file(tmp_path / "sampling.safetensors")
+    with torch.no_grad():
+        model.decoder.output_proj.weight[3, 5] = math.nan
+    save_model(model, tmp_path / "weights.safetensors")
+    with pytest.raises(CheckpointError, match=r"weights.safetensors: decoder\.output_proj\.weight holds NaN or infinite"):
+        load_model_file(tmp_path / "weights.safetensors")
+
+    gains = np.ones((N_MELS, P.COLUMNS), np.float32)
+    gains[7, 2] = np.inf
+    P.save_partials(P.Partials(gains), tmp_path / "partials.safetensors")
+    with pytest.raises(ValueError, match="partials.safetensors: partials gains hold NaN or infinite values"):
+        P.load_partials(tmp_path / "partials.safetensors")

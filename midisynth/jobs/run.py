@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from midisynth.audio import NonFiniteError, check_finite
 from midisynth.constants import SAMPLE_RATE
 from midisynth.files import is_special_file, make_output_directory, save_npy_atomic
 from midisynth.jobs.loudness import LoudnessMeter, Normalization, limited_blocks, normalization
@@ -90,8 +91,10 @@ class JobOutputs:
         return self.mel_out is not None or self.plot is not None
 
     def write(self, part: int, chunks: Iterable[np.ndarray], num_samples: int) -> None:
-        """Write a part's audio: 16 kHz chunks, `num_samples` samples in all (at 16 kHz)."""
+        """Write a part's audio: 16 kHz chunks, `num_samples` samples in all (at 16 kHz). A chunk holding NaN or
+        infinity raises NonFiniteError, and the file being written is removed."""
         rate = self.settings.sample_rate
+        chunks = (check_finite(chunk, "the rendered audio") for chunk in chunks)
         chunks, num_samples = resample_stream(chunks, rate), resampled_length(num_samples, rate)
         if self.settings.loudness_lufs is None:
             self._write_final(part, chunks, num_samples)
@@ -246,7 +249,7 @@ def _batched(
                 if remaining[k] == 0:
                     _report(job, outputs.finish(mix_mels.pop(k, [])), notify)
                     on_file()
-            except OutputError as err:
+            except (OutputError, NonFiniteError) as err:
                 failures.append(RenderFailure(job.name, str(err)))
                 remaining[k] = 0
                 on_file()
@@ -263,7 +266,8 @@ def run_jobs(
     batch_size: int = 1,
     notify: Callable[[str], None] | None = None,
 ) -> list[RenderFailure]:
-    """Render every job; returns the failures (bad MIDI, unwritable output), each with a one-line reason.
+    """Render every job; returns the failures (bad MIDI, unwritable output, NaN or infinite spectrogram or audio),
+    each with a one-line reason.
 
     `plots` maps a job's target to its plot's path; `notify` receives warnings that are not failures (a loudness
     target missed to avoid clipping). With `batch_size` > 1, that many songs are generated together (faster per
@@ -293,7 +297,7 @@ def run_jobs(
                 song = _read(synth, job, read_song, notify)
                 with JobOutputs(job, song, settings, mel_out, plots.get(job.target)) as outputs:
                     _report(job, render_job(synth, outputs, on_window), notify)
-            except (MidiError, OutputError) as err:
+            except (MidiError, OutputError, NonFiniteError) as err:
                 failures.append(RenderFailure(job.name, str(err)))
             except OSError as err:  # reading standard input
                 failures.append(RenderFailure(job.name, f"{err.filename or 'input'}: {err.strerror or err}"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,8 +62,8 @@ class ModelConfig:
             value = getattr(self, f.name)
             if f.name in ("prediction",) + BOOLEAN_OPTIONS:
                 continue
-            if not isinstance(value, int | float) or value < 0:
-                raise ValueError(f"model config: {f.name} must be a non-negative number, got {value!r}")
+            if not isinstance(value, int | float) or not 0 <= value < math.inf:
+                raise ValueError(f"model config: {f.name} must be a finite non-negative number, got {value!r}")
         for name in BOOLEAN_OPTIONS:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"model config: {name} must be true or false, got {getattr(self, name)!r}")

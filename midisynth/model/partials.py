@@ -251,6 +251,8 @@ def load_partials(path: str | Path) -> Partials:
             gains = f.get_tensor("gains")
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{path}: not a readable partials file ({err})") from None
+    if not np.isfinite(gains).all():
+        raise ValueError(f"{path}: partials gains hold NaN or infinite values")
     try:
         return Partials(gains, float(meta.get("mix", DEFAULT_MIX)))
     except ValueError as err:

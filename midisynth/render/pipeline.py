@@ -68,12 +68,17 @@ class RenderOptions:
     partials: float | None = None
 
     def __post_init__(self) -> None:
+        from numbers import Integral
+
+        for name, value in (("steps", self.steps), ("seed", self.seed)):
+            if (value is not None or name == "seed") and (isinstance(value, bool) or not isinstance(value, Integral)):
+                raise TypeError(f"{name} must be a whole number, got {value!r}")
         if self.sampler is not None and self.sampler not in samplers.SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose from {', '.join(samplers.SAMPLERS)}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if self.guidance is not None and self.guidance < 1.0:
-            raise ValueError(f"guidance must be >= 1 (1 disables it), got {self.guidance}")
+        if self.guidance is not None and not 1.0 <= self.guidance < math.inf:
+            raise ValueError(f"guidance must be a finite number >= 1 (1 disables it), got {self.guidance}")
         if not -(2**63) <= self.seed < 2**64:  # what torch.Generator.manual_seed takes (negative ones wrap around)
             raise ValueError(f"seed {self.seed} does not fit in 64 bits; use 0 to {2**64 - 1}")
         check_precision(self.precision)

@@ -225,8 +225,8 @@ class SamplingDefaults:
     guidance: float = 1.0  # classifier-free guidance weight; 1 disables it
 
     def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS or self.steps < 1 or self.guidance < 1.0:
-            raise ValueError(f"invalid sampling defaults {self}: a known sampler, steps >= 1, guidance >= 1")
+        if self.sampler not in SAMPLERS or self.steps < 1 or not 1.0 <= self.guidance < math.inf:
+            raise ValueError(f"invalid sampling defaults {self}: a known sampler, steps >= 1, finite guidance >= 1")
 
     def __str__(self) -> str:
         return f"{self.sampler}, {self.steps} steps, guidance {self.guidance:g}"

@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from midisynth.audio import istft, mel_matrix, reproject
+from midisynth.audio import check_finite, istft, mel_matrix, reproject
 from midisynth.constants import HOP_LENGTH, N_MELS
 from midisynth.vocoders.pghi import pghi_phase
 
@@ -64,7 +64,8 @@ class BlockStreaming:
     def stream(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Audio for the concatenation of `chunks`, block by block; total samples = total frames * 320.
 
-        Holds at most 3 x context_frames + the largest chunk's frames of features at a time.
+        Holds at most 3 x context_frames + the largest chunk's frames of features at a time. A chunk holding NaN
+        or infinity raises NonFiniteError (midisynth.audio) before it is vocoded.
         """
         vocode = self.block_vocoder()
         context, fade = self.context_frames, CROSSFADE_FRAMES * HOP_LENGTH
@@ -87,7 +88,8 @@ class BlockStreaming:
             return out
 
         for chunk in chunks:
-            buffer = np.concatenate([buffer, np.asarray(chunk, np.float32).reshape(-1, N_MELS)])
+            chunk = check_finite(np.asarray(chunk, np.float32).reshape(-1, N_MELS), "the rendered spectrogram")
+            buffer = np.concatenate([buffer, chunk])
             while offset + buffer.shape[0] - context - emitted >= context:  # enough frames with right context
                 end = min(offset + buffer.shape[0] - context, emitted + BLOCK_FRAMES)
                 yield block(end)
