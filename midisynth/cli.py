@@ -211,7 +211,7 @@ def render(
     synthesizer_options: SynthesizerOptions = SynthesizerOptions(),
     mel_out: Annotated[Path | None, typer.Option("--mel-out", help="Also save the spectrogram [frames, 128] (.npy).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace existing outputs.")] = False,
-    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Leave existing outputs alone (resume a batch).")] = False,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose outputs (mix, stems, --mel-out, --plot) are all complete; render the others again whole (resume a batch).")] = False,
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Songs generated together (faster; the same audio up to float rounding).")] = 1,
     max_duration: Annotated[float, typer.Option(min=0.0, help="Refuse songs longer than this many seconds (0: no limit).")] = MAX_SONG_SECONDS,
@@ -258,8 +258,11 @@ def render(
 
     settings = OutputSettings(sample_rate=sample_rate, container=container, bit_depth=depth,
                               loudness_lufs=loudness, stems=stems, overwrite=overwrite)
+    read_song = functools.partial(_read_song, limits=SongLimits(max_duration=max_duration, max_events=max_events),
+                                  start=start, end=end)
     if skip_existing:
-        jobs = unfinished(jobs, settings, notify=None if quiet else _err)
+        jobs = unfinished(jobs, settings, notify=None if quiet else _err, mel_out=mel_out, plots=plots,
+                          read_song=read_song)
         if not jobs:
             if not quiet:
                 _err("nothing to do: every output exists (--skip-existing)")
@@ -268,12 +271,9 @@ def render(
     synth = synthesizer_options.synthesizer(allow_pickle)
     if not quiet and synthesizer_options.precision == "auto":
         _err(_auto_precision_line(synth.device))
-    limits = SongLimits(max_duration=max_duration, max_events=max_events)
     with _stop_cleanly_on_signals():
         failures: list[RenderFailure] = run_jobs(synth, jobs, settings=settings, mel_out=mel_out, plots=plots,
-                                                 read_song=functools.partial(_read_song, limits=limits, start=start,
-                                                                             end=end),
-                                                 progress=not quiet, batch_size=batch_size,
+                                                 read_song=read_song, progress=not quiet, batch_size=batch_size,
                                                  notify=None if quiet else _err)
     for failure in failures:
         _err(f"{failure.name}: {failure.message}")

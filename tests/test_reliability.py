@@ -258,6 +258,50 @@ def test_skip_existing_renders_again_what_is_not_a_complete_output(tiny_model_pa
         assert (out / f"{name}.wav").read_bytes() == complete, name  # same seed, same audio
 
 
+def _two_instruments(path: Path) -> Path:
+    import pretty_midi
+
+    midi = pretty_midi.PrettyMIDI()
+    for program, pitch in ((0, 60), (40, 67)):
+        instrument = pretty_midi.Instrument(program=program)
+        instrument.notes = [pretty_midi.Note(velocity=90, pitch=pitch, start=0.0, end=1.0)]
+        midi.instruments.append(instrument)
+    midi.write(str(path))
+    return path
+
+
+def test_skip_existing_finishes_an_interrupted_stems_job(tiny_model_path, tmp_path):
+    song = _two_instruments(tmp_path / "song.mid")
+    out = tmp_path / "out" / "song.wav"
+    args = ("render", str(song), "-o", str(out), "--stems", "--model", str(tiny_model_path), *FAST)
+    assert run(*args).exit_code == 0
+    outputs = {path: path.read_bytes() for path in out.parent.iterdir()}
+    assert len(outputs) == 3  # the mix and two stems
+    cut = out.with_name("song.stem-040-violin.wav")
+    cut.unlink()  # stopped before its last stem
+    resumed = run(*[arg for arg in args if arg != "-q"], "--skip-existing")
+    assert resumed.exit_code == 0, resumed.output
+    assert [line for line in resumed.output.splitlines() if line.startswith("midisynth: ")] == [
+        f"midisynth: {out}: 1 of its 3 outputs not complete ({cut}: missing); rendering it again"]
+    assert {path: path.read_bytes() for path in out.parent.iterdir()} == outputs
+    done = run(*[arg for arg in args if arg != "-q"], "--skip-existing")
+    assert done.output == "midisynth: nothing to do: every output exists (--skip-existing)\n"
+
+
+def test_skip_existing_writes_stems_and_spectrogram_added_to_a_finished_job(tiny_model_path, tmp_path):
+    song = _two_instruments(tmp_path / "song.mid")
+    out, mel = tmp_path / "song.wav", tmp_path / "song.npy"
+    args = ("render", str(song), "-o", str(out), "--model", str(tiny_model_path), *FAST, "--skip-existing")
+    assert run(*args).exit_code == 0
+    mix = out.read_bytes()
+    result = run(*args, "--stems", "--mel-out", str(mel))
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes() == mix
+    assert sorted(p.name for p in tmp_path.glob("song.stem-*.wav")) == ["song.stem-000-acoustic_grand_piano.wav",
+                                                                       "song.stem-040-violin.wav"]
+    assert np.load(mel).shape == (sf.info(out).frames // HOP_LENGTH, N_MELS)
+
+
 def test_output_that_is_the_input_is_refused(tiny_model_path, short_midi, tmp_path):
     original = short_midi.read_bytes()
     for extra in (["-o", str(short_midi), "--format", "wav", "--overwrite"],

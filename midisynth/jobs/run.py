@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 
 from midisynth.audio import NonFiniteError, check_finite
-from midisynth.constants import SAMPLE_RATE
+from midisynth.constants import N_MELS, SAMPLE_RATE
 from midisynth.files import is_special_file, make_output_directory, save_npy_atomic
 from midisynth.jobs.loudness import LoudnessMeter, Normalization, limited_blocks, normalization
 from midisynth.jobs.output import (
@@ -152,23 +152,76 @@ class JobOutputs:
         return Path(name)
 
 
-def unfinished(jobs: list[Job], settings: OutputSettings,
-               notify: Callable[[str], None] | None = None) -> list[Job]:
-    """The jobs `--skip-existing` keeps: those writing to standard output or whose target is not yet a complete
-    audio file of the settings' format and rate. A target that exists but is not one (empty, truncated, another
-    format) is not work done: its job is kept to replace it, and `notify` hears why."""
+def unfinished(jobs: list[Job], settings: OutputSettings, notify: Callable[[str], None] | None = None,
+               mel_out: Path | None = None, plots: Mapping[str, Path] | None = None,
+               read_song: Callable[[str], Song] | None = None) -> list[Job]:
+    """The jobs `--skip-existing` keeps: those writing to standard output, and those with an output not yet
+    complete. A job's outputs are its mix, a complete audio file of the settings' format and rate; with
+    `settings.stems` each of its song's stems, likewise (`read_song` reads the song to list them); its spectrogram
+    `mel_out` (.npy [frames, 128]) and its plot (`plots`, by target). A job with some of its outputs there is kept
+    to write them all again (the same seed gives the same audio), and `notify` hears why."""
     kept = []
     for job in jobs:
-        if job.target == STDIO or not os.path.lexists(job.target):
+        if job.target == STDIO:
             kept.append(job)
             continue
-        encoding = audio_format(job.target, settings.container, settings.bit_depth)
-        problem = audio_file_problem(job.target, encoding, settings.sample_rate)
-        if problem is not None:
-            if notify is not None:
-                notify(f"{job.target}: exists but is {problem}; rendering it again")
-            kept.append(replace(job, redo=True))
+        outputs = _job_outputs(job, settings, mel_out, (plots or {}).get(job.target), read_song)
+        problems = [(path, problem) for path, problem in outputs.items() if problem is not None]
+        if not problems:
+            continue
+        if not any(os.path.lexists(path) for path in outputs):
+            kept.append(job)
+            continue
+        if notify is not None:
+            (path, problem), count = problems[0], len(problems)
+            if count == 1 and path == job.target:
+                notify(f"{path}: {problem}; rendering it again")
+            else:
+                notify(f"{job.target}: {count} of its {len(outputs)} outputs not complete ({path}: {problem}); "
+                       "rendering it again")
+        kept.append(replace(job, redo=True))
     return kept
+
+
+def _job_outputs(job: Job, settings: OutputSettings, mel_out: Path | None, plot: Path | None,
+                 read_song: Callable[[str], Song] | None) -> dict[str, str | None]:
+    """Each output of a job (mix, stems, spectrogram, plot) -> why it is not complete ("missing", "exists but is
+    truncated", ...), or None for one that is. Stems are listed only from a song that can be read here: standard
+    input cannot be read twice, and a file that cannot be read fails its render with the reason."""
+    audio = [job.target]
+    if settings.stems and job.source != STDIO and read_song is not None:
+        try:
+            audio += [str(stem_path(job.target, inst)) for inst in instruments(read_song(job.source))]
+        except (MidiError, OSError):
+            pass
+    outputs = {}
+    for target in audio:
+        problem = audio_file_problem(target, audio_format(target, settings.container, settings.bit_depth),
+                                     settings.sample_rate)
+        outputs[target] = _missing_or(target, problem)
+    if mel_out is not None:
+        outputs[str(mel_out)] = _missing_or(mel_out, _spectrogram_problem(mel_out))
+    if plot is not None:
+        outputs[str(plot)] = None if os.path.isfile(plot) else "missing"
+    return outputs
+
+
+def _missing_or(path: str | Path, problem: str | None) -> str | None:
+    """"missing" for a path that does not exist, else `problem` said of an existing file (None: none)."""
+    if not os.path.lexists(path):
+        return "missing"
+    return None if problem is None else f"exists but is {problem}"
+
+
+def _spectrogram_problem(path: Path) -> str | None:
+    """Why `path` is not a spectrogram that `--mel-out` writes (.npy of [frames, 128]), or None when it is one."""
+    try:
+        features = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return "not a .npy array"
+    if features.ndim != 2 or features.shape[1] != N_MELS:
+        return f"an array of shape {features.shape}, not [frames, {N_MELS}]"
+    return None
 
 
 def _progress():
