@@ -313,6 +313,21 @@ def test_output_that_is_the_input_is_refused(tiny_model_path, short_midi, tmp_pa
     assert short_midi.read_bytes() == original
 
 
+@pytest.mark.parametrize("output", [[], ["-o", "out"], ["--overwrite"]], ids=["in-place", "to-a-folder", "overwrite"])
+def test_inputs_that_map_to_one_output_are_refused_up_front(tiny_model_path, short_midi, tmp_path, output):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.mid", "a.midi", "a.MID", "b.mid"):
+        (src / name).write_bytes(short_midi.read_bytes())
+    where = [str(tmp_path / arg) if arg == "out" else arg for arg in output]
+    result = run("render", str(src), *where, "--model", str(tiny_model_path), *FAST)
+    target = (tmp_path / "out" if "-o" in output else src) / "a.wav"
+    assert (result.exit_code, result.output) == (
+        2, f"midisynth: {src / 'a.MID'}, {src / 'a.mid'} and {src / 'a.midi'} map to one output, {target}; rename all "
+           "but one, or render them separately\n")
+    assert sorted(p.name for p in tmp_path.rglob("*.wav")) == []  # nothing rendered
+
+
 def test_long_output_names(tiny_model_path, short_midi, tmp_path):
     longest = tmp_path / ("n" * 251 + ".wav")  # 255 bytes, the usual limit: the temporary name must still fit
     result = run("render", str(short_midi), "-o", str(longest), "--model", str(tiny_model_path), *FAST)

@@ -112,6 +112,7 @@ def plan_jobs(inputs: list[str], output: str | None, extension: str = ".wav") ->
     if output not in (None, STDIO):
         check_name_lengths([output])
     jobs = _map_outputs(inputs, expanded, output, extension)
+    check_distinct_targets(jobs)
     check_name_lengths(job.target for job in jobs if job.target != STDIO)
     check_not_inputs(jobs)
     return jobs
@@ -134,9 +135,18 @@ def _map_outputs(inputs: list[str], expanded: list[tuple[str, Path]], output: st
         return [Job(expanded[0][0], output)]
     if out_kind == "file":
         raise UsageError(f"{out}: several inputs need an output directory, but this is a file")
-    jobs = [Job(src, str(out / rel)) for src, rel in expanded]
-    targets = [j.target for j in jobs]
-    if len(set(targets)) != len(targets):
-        dupes = sorted({t for t in targets if targets.count(t) > 1})
-        raise UsageError(f"several inputs would write the same output: {', '.join(dupes[:3])}")
-    return jobs
+    return [Job(src, str(out / rel)) for src, rel in expanded]
+
+
+def check_distinct_targets(jobs: list[Job]) -> None:
+    """UsageError naming the inputs of the first output that several inputs would write (a.mid, a.midi and a.MID
+    in one folder all make a.wav), before any of them renders."""
+    by_target: dict[str, list[Job]] = {}
+    for job in jobs:
+        if job.target != STDIO:
+            by_target.setdefault(os.path.abspath(job.target), []).append(job)
+    for same in by_target.values():
+        if len(same) > 1:
+            names = [job.name for job in same]
+            raise UsageError(f"{', '.join(names[:-1])} and {names[-1]} map to one output, {same[0].target}; "
+                             "rename all but one, or render them separately")
