@@ -356,6 +356,19 @@ def test_options_are_checked_before_any_model_loads(short_midi, tmp_path):
         assert (result.exit_code, result.output) == (2, message)
 
 
+def test_too_many_ddpm_steps_are_refused_before_the_model_loads(short_midi, tmp_path):
+    from midisynth.render.pipeline import RenderOptions
+    from midisynth.render.samplers import DIFFUSERS_SAMPLING
+
+    message = "the ddpm sampler takes at most 1000 steps (one per training timestep), got 1001"
+    result = run("render", str(short_midi), "-o", str(tmp_path / "o.wav"), "--sampler", "ddpm", "--steps", "1001",
+                 "--model", str(tmp_path / "never-loaded"))
+    assert (result.exit_code, result.output) == (2, f"midisynth: {message}\n")
+    with pytest.raises(ValueError, match=re.escape(message)):  # a model sampled with ddpm, with steps asked for
+        RenderOptions(steps=1001).resolved(DIFFUSERS_SAMPLING)
+    assert RenderOptions(sampler="ddpm", steps=1000).steps == 1000
+
+
 def test_seed_range(tiny_model_path, short_midi, tmp_path):
     for seed in (str(2**64 - 1), "-1"):
         result = run("render", str(short_midi), "-o", str(tmp_path / f"{seed}.wav"), "--model", str(tiny_model_path),

@@ -75,8 +75,8 @@ class RenderOptions:
                 raise TypeError(f"{name} must be a whole number, got {value!r}")
         if self.sampler is not None and self.sampler not in samplers.SAMPLERS:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose from {', '.join(samplers.SAMPLERS)}")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.steps is not None:
+            samplers.check_steps(self.sampler, self.steps)
         if self.guidance is not None and not 1.0 <= self.guidance < math.inf:
             raise ValueError(f"guidance must be a finite number >= 1 (1 disables it), got {self.guidance}")
         if not -(2**63) <= self.seed < 2**64:  # what torch.Generator.manual_seed takes (negative ones wrap around)

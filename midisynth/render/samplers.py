@@ -186,8 +186,6 @@ _DDPM = _DiffusersDDPM()
 
 
 def _ddpm(denoise: Denoiser, shape, steps, generator, device, dtype, callback) -> torch.Tensor:
-    if steps > _DDPM.num_train_timesteps:
-        raise ValueError(f"ddpm takes at most {_DDPM.num_train_timesteps} steps, got {steps}")
     z = _noise(shape, generator, device, dtype)  # [batch, 256, 128] x_T
     timesteps = _DDPM.timesteps(steps)
     for done, t in enumerate(timesteps, start=1):
@@ -205,15 +203,26 @@ class SamplerInfo:
     run: Callable[..., torch.Tensor]
     default_steps: int
     description: str
+    max_steps: int | None = None  # the most steps it can take (ddpm: one per training timestep); None: any number
 
 
 SAMPLERS: dict[str, SamplerInfo] = {
-    "ddpm": SamplerInfo(_ddpm, 100, "diffusers' DDPM loop (reproduces its output for a seed)"),
+    "ddpm": SamplerInfo(_ddpm, 100, "diffusers' DDPM loop (reproduces its output for a seed)",
+                        _DDPM.num_train_timesteps),
     "paper": SamplerInfo(_continuous(lambda: _ancestral_step), 1000,
                          "the paper's ancestral sampler, continuous cosine log-SNR"),
     "ddim": SamplerInfo(_continuous(lambda: _ddim_step), 20, "deterministic DDIM"),
     "dpmpp": SamplerInfo(_continuous(_dpmpp_stepper), 20, "DPM-Solver++(2M), good at 10-20 steps"),
 }
+
+
+def check_steps(sampler: str | None, steps: int) -> None:
+    """ValueError unless `steps` is at least 1 and at most the most `sampler` takes (None: any sampler's)."""
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    most = SAMPLERS[sampler].max_steps if sampler in SAMPLERS else None
+    if most is not None and steps > most:
+        raise ValueError(f"the {sampler} sampler takes at most {most} steps (one per training timestep), got {steps}")
 
 
 @dataclass(frozen=True)
@@ -227,6 +236,7 @@ class SamplingDefaults:
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS or self.steps < 1 or not 1.0 <= self.guidance < math.inf:
             raise ValueError(f"invalid sampling defaults {self}: a known sampler, steps >= 1, finite guidance >= 1")
+        check_steps(self.sampler, self.steps)
 
     def __str__(self) -> str:
         return f"{self.sampler}, {self.steps} steps, guidance {self.guidance:g}"
@@ -279,6 +289,5 @@ def sample(
         info = SAMPLERS[name]
     except KeyError:
         raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}") from None
-    if steps < 1:
-        raise ValueError(f"steps must be at least 1, got {steps}")
+    check_steps(name, steps)
     return info.run(denoise, shape, steps, generator, torch.device(device), dtype, callback)
