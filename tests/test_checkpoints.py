@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
@@ -140,6 +142,56 @@ def test_wrong_shapes_are_reported(tmp_path, tiny_cfg):
         load_checkpoint(path)
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    ({"d_model": 32.0}, "d_model must be a whole number >= 1, got 32.0"),
+    ({"max_decoder_noise_time": 0}, "max_decoder_noise_time must be a finite number > 0"),
+])
+def test_model_metadata_that_cannot_render_is_refused_at_load(tmp_path, tiny_cfg, short_midi, change, message):
+    from tests.test_cli import run
+
+    path = tmp_path / "m.safetensors"
+    save_model(SpectrogramDiffusion(tiny_cfg), path, {"model_config": json.dumps({**tiny_cfg.to_dict(), **change})})
+    result = run("render", str(short_midi), "-o", str(tmp_path / "o.wav"), "--model", str(path))
+    assert result.exit_code == 2
+    assert result.output.startswith(f"midisynth: {path}: invalid model config in metadata (model config: {message}")
+    assert result.output.count("\n") == 1
+
+
+@contextmanager
+def _address_space_limit(headroom: int):
+    """The process may map at most `headroom` bytes more than it has mapped now (so an allocation of many GB fails
+    at once instead of exhausting the machine)."""
+    import resource
+
+    status = Path("/proc/self/status").read_text()
+    mapped = int(next(line for line in status.splitlines() if line.startswith("VmSize:")).split()[1]) * 1024
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (mapped + headroom, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the mapped size from Linux's /proc")
+@pytest.mark.parametrize(("change", "message"), [
+    ({"d_model": 10**7}, "weights do not match the config: missing"),
+    ({"vocab_size": 10**12}, "weights do not match the config: missing"),
+    ({"vocab_size": 10**12, "d_model": 10**7}, "the model config asks for tensors too large to hold"),
+    ({"num_decoder_layers": 10**6}, "weights do not match the config: it asks for 1000004 layers, and the weights "
+                                    "hold 8 tensors in all"),
+])
+def test_metadata_asking_for_more_than_the_weights_is_refused_without_allocating(tmp_path, tiny_cfg, change, message):
+    from midisynth.model.checkpoints import FORMAT_TAG
+
+    path = tmp_path / "small.safetensors"
+    save_file({f"t{k}": torch.zeros(1) for k in range(8)}, str(path),
+              {"format": FORMAT_TAG, "model_config": json.dumps({**tiny_cfg.to_dict(), **change})})
+    assert path.stat().st_size <= 1024
+    with _address_space_limit(2**30), pytest.raises(CheckpointError, match=f"{path.name}: {message}"):
+        load_model_file(path)
+
+
 def test_not_a_model_file(tmp_path):
     path = tmp_path / "junk.safetensors"
     path.write_bytes(b"definitely not safetensors")
@@ -204,7 +256,7 @@ def test_pickle_code_never_runs_even_with_allow_pickle(tmp_path, reference):
 
 @pytest.mark.parametrize("change, message", [
     ({"vocab_size": 10}, "vocab_size must be at least 1391"),
-    ({"d_model": -32}, "d_model must be a non-negative number"),
+    ({"d_model": -32}, "d_model must be a whole number >= 1, got -32"),
     ({"prediction": "x0"}, "prediction must be one of"),
     ({"colour": "blue"}, r"unknown keys \['colour'\]"),
 ])

@@ -19,6 +19,8 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from midisynth.constants import DIFFUSERS_MODULES
 from midisynth.files import OutputError, atomic_path, make_output_directory
+from midisynth.model import networks
 from midisynth.model.config import ModelConfig
 from midisynth.model.networks import SpectrogramDiffusion
 from midisynth.render.samplers import DIFFUSERS_SAMPLING, SamplingDefaults, default_sampling
@@ -172,43 +175,69 @@ _RANDOM_INITS = ("kaiming_uniform_", "uniform_", "normal_")  # what nn.Linear an
 _SKIPPING_INIT = threading.Lock()  # one model made at a time with the initialisers switched off
 
 
-def _model_to_load(cfg: ModelConfig) -> SpectrogramDiffusion:
-    """The networks of `cfg` for `_load_state` to fill (it refuses a state that misses any tensor), made without
-    drawing the random weights that would be overwritten next (a tenth of a second on a CPU): torch.nn.init's
-    random initialisers do nothing while it is made, as model hubs' loaders do it (so a module another thread
-    initialises in that moment would skip its draw too)."""
+@contextmanager
+def _initialisers_off() -> Iterator[None]:
+    """torch.nn.init's random initialisers do nothing in the block, as model hubs' loaders do it, for networks whose
+    every tensor is filled next (so a module another thread initialises in that moment would skip its draw too)."""
     with _SKIPPING_INIT:
         saved = {name: getattr(torch.nn.init, name) for name in _RANDOM_INITS}
         for name in _RANDOM_INITS:
             setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
         try:
-            return SpectrogramDiffusion(cfg)
+            yield
         finally:
             for name, init in saved.items():
                 setattr(torch.nn.init, name, init)
 
 
-def _load_state(model: SpectrogramDiffusion, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy a complete state dict into the model, with clear errors for missing, unexpected, misshapen or non-finite
-    tensors."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+def _network_shapes(cfg: ModelConfig, tensors: int, source: str) -> dict[str, tuple[int, ...]]:
+    """The name and shape of every tensor of `cfg`'s networks, found without allocating them: made on the meta
+    device, their position tables left empty (computing them there would import torch's compiler, a second).
+    `tensors`: how many the weights hold; a config of more layers (each has tensors) is refused before that."""
+    layers = cfg.num_notes_layers + cfg.num_context_layers + cfg.num_decoder_layers
+    if layers > tensors:
+        raise CheckpointError(f"{source}: weights do not match the config: it asks for {layers} layers, and the "
+                              f"weights hold {tensors} tensors in all")
+    try:
+        with _initialisers_off(), torch.device("meta"):
+            table, networks.sinusoid_table = networks.sinusoid_table, lambda positions, dim, *_: torch.empty(positions, dim)
+            try:
+                model = SpectrogramDiffusion(cfg)
+            finally:
+                networks.sinusoid_table = table
+    except RuntimeError as err:  # a size past what a tensor can hold
+        raise CheckpointError(f"{source}: the model config asks for tensors too large to hold ({err})") from None
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
+def _check_state(state: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]], source: str) -> None:
+    """CheckpointError naming `source` unless `state` holds exactly the tensors of `shapes`, each of its shape,
+    floating point and finite."""
+    missing = sorted(set(shapes) - set(state))
+    unexpected = sorted(set(state) - set(shapes))
     if missing or unexpected:
         raise CheckpointError(
             f"{source}: weights do not match the config: missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
         )
     for name, tensor in state.items():
-        if tuple(tensor.shape) != tuple(expected[name].shape):
-            raise CheckpointError(
-                f"{source}: {name} has shape {tuple(tensor.shape)}, the config needs {tuple(expected[name].shape)}"
-            )
+        if tuple(tensor.shape) != shapes[name]:
+            raise CheckpointError(f"{source}: {name} has shape {tuple(tensor.shape)}, the config needs {shapes[name]}")
         if not tensor.is_floating_point():
             raise CheckpointError(f"{source}: {name} has dtype {tensor.dtype}, expected floating point")
         if tensor.numel() and not torch.isfinite(tensor.abs().amax()):  # amax: 50x faster than isfinite().all()
             raise CheckpointError(f"{source}: {name} holds NaN or infinite values")
+
+
+def _load_state(cfg: ModelConfig, state: dict[str, torch.Tensor], source: str) -> SpectrogramDiffusion:
+    """`cfg`'s networks holding `state`, which is checked first (`_check_state`) against the shapes the config asks
+    for: a config that asks for more than the weights hold is refused before anything is allocated. The networks
+    are made without drawing the random weights that `state` replaces (a tenth of a second on a CPU)."""
+    _check_state(state, _network_shapes(cfg, len(state), source), source)
+    with _initialisers_off():
+        model = SpectrogramDiffusion(cfg)
     model.load_state_dict({k: v.float() for k, v in state.items()})
+    return model
 
 
 def load_diffusers(root: str | Path, allow_pickle: bool = False) -> Checkpoint:
@@ -216,18 +245,18 @@ def load_diffusers(root: str | Path, allow_pickle: bool = False) -> Checkpoint:
     root = Path(root)
     cfg = _config_from_diffusers(root)
     _check_scheduler(root)
-    model = _model_to_load(cfg)
+    weights = {module: _read_module_weights(root / module, allow_pickle) for module in DIFFUSERS_MODULES}
+    names = _network_shapes(cfg, sum(map(len, weights.values())), str(root))
     state: dict[str, torch.Tensor] = {}
-    for module in DIFFUSERS_MODULES:
-        theirs = _read_module_weights(root / module, allow_pickle)
+    for module, theirs in weights.items():
         prefix = _OUR_PREFIX[module]
-        for ours in model.state_dict():
+        for ours in names:
             if ours.startswith(prefix):
                 their_name = diffusers_name(module, ours[len(prefix):])
                 if their_name not in theirs:
                     raise CheckpointError(f"{root / module}: missing tensor {their_name}")
                 state[ours] = theirs[their_name]
-    _load_state(model, state, str(root))
+    model = _load_state(cfg, state, str(root))
     melgan = root / "melgan" / "model.onnx"
     return Checkpoint(model=model.eval(), source=root, vocoder_path=melgan if melgan.exists() else None,
                       sampling=DIFFUSERS_SAMPLING)
@@ -294,8 +323,7 @@ def load_model_file(path: str | Path, expected_sha256: str | None = None) -> Che
         sampling = SamplingDefaults.from_json(meta["sampling"]) if "sampling" in meta else None  # older files: none
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
-    model = _model_to_load(cfg)
-    _load_state(model, state, str(path))
+    model = _load_state(cfg, state, str(path))
     return Checkpoint(model=model.eval(), source=path, metadata=meta, sampling=sampling)
 
 

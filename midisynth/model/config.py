@@ -13,6 +13,11 @@ from midisynth.constants import ROLL_DIMS
 from midisynth.score.tokens import VOCAB_SIZE
 
 
+def _is_number(value: Any) -> bool:
+    """Whether `value` is an int or a float (TOML's and JSON's numbers), not a bool."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _from_dict(cls, values: dict[str, Any], label: str):
     """Build a config dataclass, rejecting unknown keys by name."""
     known = {f.name for f in dataclasses.fields(cls)}
@@ -24,6 +29,8 @@ def _from_dict(cls, values: dict[str, Any], label: str):
 
 PREDICTIONS = ("epsilon", "v")
 BOOLEAN_OPTIONS = ("velocity_gain", "note_roll")
+MODEL_SIZES = ("vocab_size", "max_tokens", "input_dims", "targets_length", "d_model", "num_heads", "d_kv", "d_ff",
+               "num_notes_layers", "num_context_layers", "num_decoder_layers")  # whole numbers >= 1
 # Model options of unshipped experiments, removed (docs/experiments.md), with the value that meant "off".
 RETIRED_MODEL_KEYS = {"velocity_bins": 1, "dynamics_bins": 0, "harmonic_sketch": False}
 LR_SCHEDULES = ("constant", "cosine")
@@ -58,20 +65,20 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"model config: prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if f.name in ("prediction",) + BOOLEAN_OPTIONS:
-                continue
-            if not isinstance(value, int | float) or not 0 <= value < math.inf:
-                raise ValueError(f"model config: {f.name} must be a finite non-negative number, got {value!r}")
+        for name in MODEL_SIZES:
+            if type(getattr(self, name)) is not int or getattr(self, name) < 1:
+                raise ValueError(f"model config: {name} must be a whole number >= 1, got {getattr(self, name)!r}")
         for name in BOOLEAN_OPTIONS:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"model config: {name} must be true or false, got {getattr(self, name)!r}")
         if self.vocab_size < VOCAB_SIZE:
             raise ValueError(f"model config: vocab_size must be at least {VOCAB_SIZE} (the event vocabulary), "
                              f"got {self.vocab_size}")
-        if not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"model config: dropout_rate must be in [0, 1), got {self.dropout_rate}")
+        if not _is_number(self.dropout_rate) or not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f"model config: dropout_rate must be a number in [0, 1), got {self.dropout_rate!r}")
+        if not _is_number(self.max_decoder_noise_time) or not 0.0 < self.max_decoder_noise_time < math.inf:
+            raise ValueError("model config: max_decoder_noise_time must be a finite number > 0 (it scales noise times "
+                             f"in [0, 1]), got {self.max_decoder_noise_time!r}")
 
     @property
     def takes_note_inputs(self) -> bool:
