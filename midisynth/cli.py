@@ -669,7 +669,7 @@ def train_vocoder(
     out: Annotated[Path, typer.Option(help="Run directory (re-running resumes).")] = Path("runs/vocoder"),
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     max_minutes: Annotated[float | None, typer.Option(help="Stop (with a checkpoint) after this many minutes.")] = None,
-    max_steps: Annotated[int, typer.Option(help="Total steps.")] = 20_000,
+    max_steps: Annotated[int, typer.Option(min=0, help="Total steps.")] = 20_000,
 ) -> None:
     """Train the bundled Vocos-style vocoder on the data set's reference audio."""
     from tqdm import tqdm

@@ -166,7 +166,7 @@ def test_training_feeds_the_stored_midis_note_roll(tmp_path):
 
 def test_note_input_settings_are_validated():
     config = load_config(ROOT / "configs" / "tiny.toml")
-    with pytest.raises(ValueError, match="cue_lr_scale must be positive"):
+    with pytest.raises(ValueError, match="cue_lr_scale must be a finite number > 0"):
         replace(config.train, cue_lr_scale=0.0)
 
 

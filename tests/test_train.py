@@ -155,8 +155,46 @@ def test_training_jitters_every_batchs_context_when_asked(tmp_path, tiny_config,
     Trainer(replace(cfg, train=replace(cfg.train, context_level_jitter=0.0, max_steps=3)), tmp_path / "ds",
             tmp_path / "run").train()
     assert len(seen) == 2  # off: never called
-    with pytest.raises(ValueError, match="context_level_jitter must be >= 0"):
+    with pytest.raises(ValueError, match="context_level_jitter must be a finite number >= 0"):
         replace(tiny_config.train, context_level_jitter=-1.0)
+
+@pytest.mark.parametrize(("table", "key", "value", "message"), [
+    ("train", "batch_size", '"2"', "batch_size must be a whole number >= 1, got '2'"),
+    ("train", "learning_rate", '"fast"', "learning_rate must be a finite number > 0, got 'fast'"),
+    ("model", "d_ff", "64.5", "d_ff must be a whole number >= 1, got 64.5"),
+    ("train", "checkpoint_every", "0", "checkpoint_every must be a whole number >= 1, got 0"),
+    ("train", "eval_every", "0", "eval_every must be a whole number >= 1, got 0"),
+    ("train", "log_every", "0", "log_every must be a whole number >= 1, got 0"),
+    ("train", "loss", '"huber"', "loss must be one of \\('l1', 'l2'\\), got 'huber'"),
+    ("model", "d_model", "0", "d_model must be a whole number >= 1, got 0"),
+    ("train", "max_steps", "-5", "max_steps must be a whole number >= 0, got -5"),
+    ("train", "cond_dropout", "1.5", "cond_dropout must be a number in \\[0, 1\\], got 1.5"),
+    ("train", "warmup_steps", "-10", "warmup_steps must be a whole number >= 0, got -10"),
+    ("train", "grad_clip", "-1", "grad_clip must be a number in \\(0, inf\\], got -1"),
+    ("train", "ema_decay", "nan", "ema_decay must be a number in \\[0, 1\\), got nan"),
+    ("train", "compile", '"yes"', "compile must be true or false, got 'yes'"),
+])
+def test_every_config_field_is_checked_and_named_with_its_file(tmp_path, table, key, value, message):
+    from tests.test_cli import run
+
+    config = tmp_path / "bad.toml"
+    config.write_text(f'base = "{ROOT / "configs" / "tiny.toml"}"\n[{table}]\n{key} = {value}\n')
+    with pytest.raises(ValueError, match=f"^{config}: {table} config: {message}$"):
+        load_config(config)
+    result = run("train", "--config", str(config), "--data", str(tmp_path / "no-data"), "--out", str(tmp_path / "run"))
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and result.output.startswith(f"midisynth: {config}: {table} config: {key}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_vocoder_train_config_is_checked():
+    from midisynth.training.vocoder import VocoderTrainConfig
+
+    with pytest.raises(ValueError, match="vocoder train config: checkpoint_every must be a whole number >= 1, got 0"):
+        VocoderTrainConfig(checkpoint_every=0)
+    with pytest.raises(ValueError, match="vocoder train config: learning_rate must be a finite number > 0, got -1"):
+        VocoderTrainConfig(learning_rate=-1)
+
 
 def test_source_weights_set_how_often_each_source_is_drawn(tmp_path, tiny_config):
     _fake_dataset(tmp_path / "ds", pieces=3, source="often")

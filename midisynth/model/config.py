@@ -18,6 +18,32 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def check_whole(label: str, name: str, value: Any, least: int) -> None:
+    """ValueError ("`label` config: `name` must be ...") unless `value` is a whole number (an int) >= `least`."""
+    if type(value) is not int or value < least:
+        raise ValueError(f"{label} config: {name} must be a whole number >= {least}, got {value!r}")
+
+
+def check_number(label: str, name: str, value: Any, low: float = 0.0, high: float = math.inf,
+                 above_low: bool = False, up_to_high: bool = False) -> None:
+    """ValueError unless `value` is a number from `low` (excluded with `above_low`) to `high` (included with
+    `up_to_high`); so by default a finite number >= 0."""
+    if _is_number(value) and (low < value if above_low else low <= value) and (
+            value <= high if up_to_high else value < high):
+        return
+    if high == math.inf and not up_to_high:
+        bound = f"a finite number {'>' if above_low else '>='} {low:g}"
+    else:
+        bound = f"a number in {'(' if above_low else '['}{low:g}, {high:g}{']' if up_to_high else ')'}"
+    raise ValueError(f"{label} config: {name} must be {bound}, got {value!r}")
+
+
+def check_choice(label: str, name: str, value: Any, choices: tuple[str, ...]) -> None:
+    """ValueError unless `value` is one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"{label} config: {name} must be one of {choices}, got {value!r}")
+
+
 def _from_dict(cls, values: dict[str, Any], label: str):
     """Build a config dataclass, rejecting unknown keys by name."""
     known = {f.name for f in dataclasses.fields(cls)}
@@ -34,6 +60,7 @@ MODEL_SIZES = ("vocab_size", "max_tokens", "input_dims", "targets_length", "d_mo
 # Model options of unshipped experiments, removed (docs/experiments.md), with the value that meant "off".
 RETIRED_MODEL_KEYS = {"velocity_bins": 1, "dynamics_bins": 0, "harmonic_sketch": False}
 LR_SCHEDULES = ("constant", "cosine")
+LOSSES = ("l1", "l2")
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")  # fp16 would need loss scaling, which training does not do
 
 
@@ -63,22 +90,17 @@ class ModelConfig:
     note_roll: bool = False  # the decoder also sees the notes frame by frame (midisynth.model.note_inputs.note_roll)
 
     def __post_init__(self) -> None:
-        if self.prediction not in PREDICTIONS:
-            raise ValueError(f"model config: prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        check_choice("model", "prediction", self.prediction, PREDICTIONS)
         for name in MODEL_SIZES:
-            if type(getattr(self, name)) is not int or getattr(self, name) < 1:
-                raise ValueError(f"model config: {name} must be a whole number >= 1, got {getattr(self, name)!r}")
+            check_whole("model", name, getattr(self, name), 1)
         for name in BOOLEAN_OPTIONS:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"model config: {name} must be true or false, got {getattr(self, name)!r}")
         if self.vocab_size < VOCAB_SIZE:
             raise ValueError(f"model config: vocab_size must be at least {VOCAB_SIZE} (the event vocabulary), "
                              f"got {self.vocab_size}")
-        if not _is_number(self.dropout_rate) or not 0.0 <= self.dropout_rate < 1.0:
-            raise ValueError(f"model config: dropout_rate must be a number in [0, 1), got {self.dropout_rate!r}")
-        if not _is_number(self.max_decoder_noise_time) or not 0.0 < self.max_decoder_noise_time < math.inf:
-            raise ValueError("model config: max_decoder_noise_time must be a finite number > 0 (it scales noise times "
-                             f"in [0, 1]), got {self.max_decoder_noise_time!r}")
+        check_number("model", "dropout_rate", self.dropout_rate, 0.0, 1.0)
+        check_number("model", "max_decoder_noise_time", self.max_decoder_noise_time, above_low=True)
 
     @property
     def takes_note_inputs(self) -> bool:
@@ -140,21 +162,29 @@ class TrainConfig:
     compile: bool = False  # run the training steps through torch.compile (pays off in long runs on a GPU)
 
     def __post_init__(self) -> None:
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"train config: lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        bad_weights = {k: v for k, v in self.source_weights.items() if not isinstance(v, int | float) or v < 0}
-        if bad_weights:
-            raise ValueError(f"train config: source_weights must be non-negative numbers, got {bad_weights}")
-        if not self.context_level_jitter >= 0:
-            raise ValueError(f"train config: context_level_jitter must be >= 0, got {self.context_level_jitter}")
-        if not self.cue_lr_scale > 0:
-            raise ValueError(f"train config: cue_lr_scale must be positive, got {self.cue_lr_scale}")
-        if self.num_workers is not None and not (type(self.num_workers) is int and self.num_workers >= 0):
-            raise ValueError(f"train config: num_workers must be a whole number >= 0, got {self.num_workers!r}")
+        for name in ("batch_size", "checkpoint_every", "eval_every", "eval_batches", "log_every"):
+            check_whole("train", name, getattr(self, name), 1)
+        for name in ("warmup_steps", "max_steps", "seed"):
+            check_whole("train", name, getattr(self, name), 0)
+        if self.num_workers is not None:
+            check_whole("train", "num_workers", self.num_workers, 0)
+        for name in ("learning_rate", "cue_lr_scale"):
+            check_number("train", name, getattr(self, name), above_low=True)
+        check_number("train", "grad_clip", self.grad_clip, above_low=True, up_to_high=True)  # inf: no clipping
+        for name in ("weight_decay", "context_level_jitter"):
+            check_number("train", name, getattr(self, name))
+        for name in ("min_lr_ratio", "cond_dropout"):
+            check_number("train", name, getattr(self, name), 0.0, 1.0, up_to_high=True)
+        check_number("train", "ema_decay", self.ema_decay, 0.0, 1.0)
+        check_choice("train", "lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("train", "loss", self.loss, LOSSES)
+        check_choice("train", "precision", self.precision, TRAIN_PRECISIONS)
+        weights = self.source_weights
+        if not isinstance(weights, dict) or not all(_is_number(v) and 0 <= v < math.inf for v in weights.values()):
+            raise ValueError(f"train config: source_weights must be non-negative numbers (a table: source = weight), "
+                             f"got {weights!r}")
         if not isinstance(self.compile, bool):
             raise ValueError(f"train config: compile must be true or false, got {self.compile!r}")
-        if self.precision not in TRAIN_PRECISIONS:
-            raise ValueError(f"train config: precision must be one of {TRAIN_PRECISIONS}, got {self.precision!r}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -192,7 +222,11 @@ def _read_tables(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, dict[str,
 
 def load_config(path: str | Path) -> Config:
     """Read a TOML file with optional `[model]` and `[train]` tables and an optional `base = "FILE.toml"`: the config
-    it builds on, whose values the file's own replace key by key (so a file states only what differs)."""
+    it builds on, whose values the file's own replace key by key (so a file states only what differs). A value of
+    the wrong type or out of its range is a ValueError naming the file and the key."""
     path = Path(path)
     tables = _read_tables(path, (path.resolve(),))
-    return Config(model=ModelConfig.from_dict(tables["model"]), train=TrainConfig.from_dict(tables["train"]))
+    try:
+        return Config(model=ModelConfig.from_dict(tables["model"]), train=TrainConfig.from_dict(tables["train"]))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None

@@ -19,6 +19,7 @@ from midisynth.audio import log_mel
 from midisynth.data.store import AudioSegmentDataset
 from midisynth.evaluation.metrics import mr_stft_distance
 from midisynth.files import atomic_path
+from midisynth.model.config import check_number, check_whole
 from midisynth.training.loop import TrainingLoop, endless
 from midisynth.vocoders.vocoder import VOCOS_FORMAT_TAG
 from midisynth.vocoders.vocos import Vocos, VocosConfig
@@ -34,6 +35,14 @@ class VocoderTrainConfig:
     mel_weight: float = 0.5
     checkpoint_every: int = 200
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, least in (("batch_size", 1), ("segment_frames", 1), ("checkpoint_every", 1), ("max_steps", 0),
+                            ("seed", 0)):
+            check_whole("vocoder train", name, getattr(self, name), least)
+        check_number("vocoder train", "learning_rate", self.learning_rate, above_low=True)
+        check_number("vocoder train", "mel_weight", self.mel_weight)
+        check_number("vocoder train", "ema_decay", self.ema_decay, 0.0, 1.0)
 
 
 def vocoder_loss(model: Vocos, batch: dict[str, torch.Tensor], mel_weight: float) -> torch.Tensor:
