@@ -33,6 +33,10 @@ EXIT_USAGE = 2
 
 
 def _err(message: str) -> None:
+    """One line on standard error, "midisynth: MESSAGE", with the message's unprintable characters escaped as repr()
+    escapes them (a newline in a file name cannot start a forged line)."""
+    if not message.isprintable():
+        message = "".join(char if char.isprintable() else repr(char)[1:-1] for char in message)
     typer.echo(f"midisynth: {message}", err=True)
 
 
@@ -187,6 +191,9 @@ def _check_output_options(jobs, container: str | None, bit_depth: str | None, lo
         audio_format(target, container, bit_depth)
     if stems and any(job.target == STDIO for job in jobs):
         raise UsageError("--stems writes files beside the mix: give -o FILE or a directory, not '-'")
+    if mel_out is not None and str(mel_out) == STDIO:
+        raise UsageError("--mel-out -: the spectrogram is written to a .npy file, not to standard output; give a "
+                         "file name")
     if mel_out is not None and len(jobs) != 1:
         raise UsageError("--mel-out takes exactly one input")
     if loudness is not None:

@@ -402,6 +402,44 @@ def test_excerpt_and_length_messages(tiny_model_path, short_midi, tmp_path):
            "SECONDS, or 0 for no limit)\n")
 
 
+def test_control_characters_in_file_names_cannot_forge_a_line(tiny_model_path, short_midi, tmp_path):
+    bad = tmp_path / "evil\nmidisynth: forged.mid"
+    bad.write_bytes(b"not MIDI")
+    result = run("render", str(bad), "-o", str(tmp_path / "o.wav"), "--model", str(tiny_model_path), *FAST)
+    assert result.exit_code == 1
+    assert result.output.startswith(f"midisynth: {str(bad)!r}: ") and result.output.count("\n") == 1, result.output
+    taken = tmp_path / "taken\r\x1b[2K.wav"
+    taken.write_bytes(b"keep")
+    result = run("render", str(short_midi), "-o", str(taken), "--model", str(tiny_model_path), *FAST)
+    assert result.exit_code == 1 and result.output.count("\n") == 1, result.output
+    assert f"{str(taken)!r}"[1:-1] + ": already exists" in result.output
+
+
+def test_spectrogram_to_standard_output_is_refused(short_midi, tmp_path):
+    result = run("render", str(short_midi), "-o", str(tmp_path / "o.wav"), "--mel-out", "-",
+                 "--model", str(tmp_path / "never-loaded"))
+    assert (result.exit_code, result.output) == (
+        2, "midisynth: --mel-out -: the spectrogram is written to a .npy file, not to standard output; give a file "
+           "name\n")
+    assert not Path("-").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_a_device_is_not_a_model_file(short_midi, tmp_path):
+    result = run("render", str(short_midi), "-o", str(tmp_path / "o.wav"), "--model", "/dev/zero")
+    assert (result.exit_code, result.output) == (
+        2, "midisynth: /dev/zero: not a model file (a device, pipe or socket, not a regular file)\n")
+
+
+def test_length_limit_message_tells_close_lengths_apart(tmp_path):
+    from midisynth.score.midi import MidiError, SongLimits
+    from tests.conftest import write_midi
+
+    song = write_midi(tmp_path / "long.mid", [(60, 0.0, 1.0, 90), (62, 14_400.0, 14_401.0, 90)])
+    with pytest.raises(MidiError, match=re.escape("song is 4.00 h (14,401 s) long, over the 4.00 h (14,400 s) limit")):
+        read_midi(song, SongLimits(max_duration=14_400))
+
+
 def test_shard_with_nothing_to_do(short_midi, tmp_path):
     result = run("render", str(short_midi), "-o", str(tmp_path / "o.wav"), "--shard", "2/4",
                  "--model", str(tmp_path / "never-loaded"))

@@ -24,7 +24,14 @@ class Job:
 
     @property
     def name(self) -> str:
-        return "<stdin>" if self.source == STDIO else self.source
+        """The input as error lines name it (see `shown`)."""
+        return "<stdin>" if self.source == STDIO else shown(self.source)
+
+
+def shown(name: str) -> str:
+    """`name` as error lines show it: itself, or quoted as repr() quotes it when it holds a character that is not
+    printable (a newline in a file name would otherwise start a forged line of its own)."""
+    return name if name.isprintable() else repr(name)
 
 
 def _kind(path: Path) -> str | None:

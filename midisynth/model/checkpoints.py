@@ -301,8 +301,10 @@ def save_model(
 def load_model_file(path: str | Path, expected_sha256: str | None = None) -> Checkpoint:
     """Load midisynth's single-file format, verifying its hash first when one is given."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"{path}: no such model file")
+    if not path.is_file():  # a device such as /dev/zero would be read without end
+        raise CheckpointError(f"{path}: not a model file (a device, pipe or socket, not a regular file)")
     if expected_sha256 is not None and file_sha256(path) != expected_sha256:
         raise CheckpointError(f"{path}: sha256 mismatch (file corrupted or replaced); expected {expected_sha256}")
     try:

@@ -63,6 +63,19 @@ def duration_text(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
+def distinct_durations(first: float, second: float) -> tuple[str, str]:
+    """Two lengths (seconds) as `duration_text` puts them, each followed by its seconds, to as many decimals as
+    tell them apart, when those texts read the same (14 401 s and 14 400 s are both '4.00 h')."""
+    texts = duration_text(first), duration_text(second)
+    if texts[0] != texts[1]:
+        return texts
+    for digits in range(7):
+        exact = f"{first:,.{digits}f} s", f"{second:,.{digits}f} s"
+        if exact[0] != exact[1]:
+            break
+    return f"{texts[0]} ({exact[0]})", f"{texts[1]} ({exact[1]})"
+
+
 class MidiError(ValueError):
     """A MIDI file that cannot be read; the message says what is wrong."""
 
@@ -355,6 +368,7 @@ def read_midi(source: str | os.PathLike | bytes, limits: SongLimits = DEFAULT_LI
         except ValueError as err:
             raise MidiError(str(err)) from None
     if limits.max_duration and song.duration > limits.max_duration:
-        raise MidiError(f"song is {duration_text(song.duration)} long, over the {duration_text(limits.max_duration)} "
-                        "limit (raise it with --max-duration SECONDS, or 0 for no limit)")
+        length, most = distinct_durations(song.duration, limits.max_duration)
+        raise MidiError(f"song is {length} long, over the {most} limit (raise it with --max-duration SECONDS, or 0 "
+                        "for no limit)")
     return song
