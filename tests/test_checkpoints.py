@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -190,6 +191,48 @@ def test_metadata_asking_for_more_than_the_weights_is_refused_without_allocating
     assert path.stat().st_size <= 1024
     with _address_space_limit(2**30), pytest.raises(CheckpointError, match=f"{path.name}: {message}"):
         load_model_file(path)
+
+
+@pytest.mark.parametrize("change", [{}, {"note_roll": True, "num_decoder_layers": 3}, {"num_heads": 3, "d_kv": 5}])
+def test_tensor_shapes_are_those_of_the_networks(tiny_cfg, change):
+    from dataclasses import replace
+
+    from midisynth.model.networks import tensor_shapes
+
+    cfg = replace(tiny_cfg, **change)
+    made = {name: tuple(tensor.shape) for name, tensor in SpectrogramDiffusion(cfg).state_dict().items()}
+    assert list(tensor_shapes(cfg).items()) == list(made.items())
+
+
+def test_a_model_made_while_another_loads_is_whole(tiny_model_path, tiny_cfg, monkeypatch):
+    """Checking a file's weights replaces none of the networks' functions: a model another thread makes meanwhile
+    gets its true position tables."""
+    from midisynth.model import networks
+
+    made = []
+    make_norm = networks.RMSNorm.__init__
+
+    def make_another_model_first(norm, *args, **kwargs):
+        if threading.current_thread() is threading.main_thread() and not made:
+            worker = threading.Thread(target=lambda: made.append(SpectrogramDiffusion(tiny_cfg)))
+            worker.start()
+            worker.join()
+        make_norm(norm, *args, **kwargs)
+
+    monkeypatch.setattr(networks.RMSNorm, "__init__", make_another_model_first)
+    load_model_file(tiny_model_path)
+    expected = networks.sinusoid_table(tiny_cfg.max_tokens, tiny_cfg.d_model)
+    assert torch.equal(made[0].notes_encoder.position_table, expected)
+
+
+def test_loading_a_model_imports_no_compiler(tiny_model_path):
+    """Checking the weights' shapes costs no import of torch's compiler (about a second)."""
+    import subprocess
+    import sys
+
+    code = (f"import sys; from midisynth.model.checkpoints import load_model_file; "
+            f"load_model_file({str(tiny_model_path)!r}); print('torch._dynamo' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
 
 
 def test_not_a_model_file(tmp_path):

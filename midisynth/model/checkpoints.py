@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import threading
 from collections.abc import Iterator
@@ -30,9 +31,8 @@ from safetensors.torch import load_file, save_file
 
 from midisynth.constants import DIFFUSERS_MODULES
 from midisynth.files import OutputError, atomic_path, make_output_directory
-from midisynth.model import networks
 from midisynth.model.config import ModelConfig
-from midisynth.model.networks import SpectrogramDiffusion
+from midisynth.model.networks import SpectrogramDiffusion, tensor_shapes
 from midisynth.render.samplers import DIFFUSERS_SAMPLING, SamplingDefaults, default_sampling
 
 FORMAT_TAG = "midisynth.spectrogram-diffusion/1"
@@ -173,6 +173,7 @@ def _read_module_weights(folder: Path, allow_pickle: bool) -> dict[str, torch.Te
 
 _RANDOM_INITS = ("kaiming_uniform_", "uniform_", "normal_")  # what nn.Linear and nn.Embedding draw their weights with
 _SKIPPING_INIT = threading.Lock()  # one model made at a time with the initialisers switched off
+_MAX_TENSOR_BYTES = 2**63 - 1  # torch counts a tensor's bytes in a signed 64-bit integer
 
 
 @contextmanager
@@ -191,23 +192,19 @@ def _initialisers_off() -> Iterator[None]:
 
 
 def _network_shapes(cfg: ModelConfig, tensors: int, source: str) -> dict[str, tuple[int, ...]]:
-    """The name and shape of every tensor of `cfg`'s networks, found without allocating them: made on the meta
-    device, their position tables left empty (computing them there would import torch's compiler, a second).
-    `tensors`: how many the weights hold; a config of more layers (each has tensors) is refused before that."""
+    """The name and shape of every tensor of `cfg`'s networks (`networks.tensor_shapes`: worked out, not allocated).
+    `tensors`: how many the weights hold; a config of more layers (each has tensors) is refused before listing them,
+    as is one asking for a tensor of more bytes than a 64-bit size counts."""
     layers = cfg.num_notes_layers + cfg.num_context_layers + cfg.num_decoder_layers
     if layers > tensors:
         raise CheckpointError(f"{source}: weights do not match the config: it asks for {layers} layers, and the "
                               f"weights hold {tensors} tensors in all")
-    try:
-        with _initialisers_off(), torch.device("meta"):
-            table, networks.sinusoid_table = networks.sinusoid_table, lambda positions, dim, *_: torch.empty(positions, dim)
-            try:
-                model = SpectrogramDiffusion(cfg)
-            finally:
-                networks.sinusoid_table = table
-    except RuntimeError as err:  # a size past what a tensor can hold
-        raise CheckpointError(f"{source}: the model config asks for tensors too large to hold ({err})") from None
-    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    shapes = tensor_shapes(cfg)
+    largest = max(shapes, key=lambda name: math.prod(shapes[name]))
+    if math.prod(shapes[largest]) * 4 > _MAX_TENSOR_BYTES:  # float32, 4 bytes an element, as loading makes them
+        raise CheckpointError(f"{source}: the model config asks for tensors too large to hold ({largest}: "
+                              f"{shapes[largest]})")
+    return shapes
 
 
 def _check_state(state: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]], source: str) -> None:
