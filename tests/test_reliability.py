@@ -619,3 +619,40 @@ def test_non_finite_model_weights_metadata_and_partials_are_refused(tmp_path):
     P.save_partials(P.Partials(gains), tmp_path / "partials.safetensors")
     with pytest.raises(ValueError, match="partials.safetensors: partials gains hold NaN or infinite values"):
         P.load_partials(tmp_path / "partials.safetensors")
+
+
+# -- the library's inputs ------------------------------------------------------------------------------------------
+
+
+def test_what_is_not_a_midi_source_is_refused_and_no_descriptor_is_closed(tiny_model_path, short_midi):
+    """A number was taken for a file descriptor: `render(1)` read the caller's stdout and closed it."""
+    from midisynth.render.pipeline import RenderOptions, Synthesizer
+
+    synth = Synthesizer.from_pretrained(str(tiny_model_path), device="cpu", vocoder="griffin-lim",
+                                        options=RenderOptions(steps=1, precision="fp32"))
+    descriptor = os.open(short_midi, os.O_RDONLY)
+    try:
+        for source in (descriptor, 1.5, None, [str(short_midi)]):
+            with pytest.raises(TypeError, match=r"read_midi takes a MIDI file's path \(str or os.PathLike\), its "
+                                                r"bytes, a binary file object .*; got "):
+                synth.render(source)
+        os.fstat(descriptor)  # still open
+    finally:
+        os.close(descriptor)
+    with pytest.raises(TypeError, match="device must be 'auto', 'cpu' or 'cuda\\[:N\\]', got None"):
+        Synthesizer.from_pretrained(str(tiny_model_path), device=None)
+
+
+def test_file_objects_and_parsed_midi_are_read(short_midi):
+    import mido
+    import pretty_midi
+
+    expected = read_midi(short_midi)
+    with open(short_midi, "rb") as f:
+        assert read_midi(f) == expected
+    assert read_midi(io.BytesIO(short_midi.read_bytes())) == expected
+    assert read_midi(pretty_midi.PrettyMIDI(str(short_midi))) == expected
+    assert read_midi(mido.MidiFile(short_midi)) == expected
+    with open(short_midi, encoding="latin-1") as f, pytest.raises(TypeError, match="gave str, not bytes; open it in "
+                                                                                  "binary mode"):
+        read_midi(f)

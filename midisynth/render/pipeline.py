@@ -98,6 +98,8 @@ class RenderOptions:
 
 def pick_device(device: str = "auto") -> torch.device:
     """'auto' → CUDA when available, else CPU; 'cuda' without a GPU is a clear error."""
+    if not isinstance(device, str):
+        raise TypeError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():

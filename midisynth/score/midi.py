@@ -25,6 +25,7 @@ import warnings
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import BinaryIO
 
 import mido
 import pretty_midi
@@ -200,13 +201,40 @@ def _repair_empty_tracks(data: bytes, spans: Sequence[tuple[int, int]]) -> bytes
     return b"".join([*parts, data[done:]]) if parts else data
 
 
-def _read_bytes(source: str | os.PathLike | bytes) -> bytes:
-    if isinstance(source, bytes | bytearray):
-        if not source:
-            raise MidiError("empty input (no bytes)")
-        return bytes(source)
+# What `read_midi` reads, as its TypeError for anything else says.
+MIDI_SOURCES = ("a MIDI file's path (str or os.PathLike), its bytes, a binary file object (read from where it stands), "
+                "a pretty_midi.PrettyMIDI or a mido.MidiFile")
+
+
+def _read_bytes(source: str | os.PathLike | bytes | BinaryIO | pretty_midi.PrettyMIDI | mido.MidiFile) -> bytes:
+    """The bytes of the MIDI file `source` (one of MIDI_SOURCES; TypeError for anything else, such as a file
+    descriptor number, which would be opened and then closed)."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+    elif isinstance(source, pretty_midi.PrettyMIDI | mido.MidiFile):
+        buffer = io.BytesIO()
+        if isinstance(source, pretty_midi.PrettyMIDI):
+            source.write(buffer)
+        else:
+            source.save(file=buffer)
+        data = buffer.getvalue()
+    elif isinstance(source, str | os.PathLike):
+        data = _read_file(source)
+    elif callable(getattr(source, "read", None)):
+        data = source.read()
+        if not isinstance(data, bytes | bytearray):
+            raise TypeError(f"read_midi: the file object gave {type(data).__name__}, not bytes; open it in binary mode")
+    else:
+        raise TypeError(f"read_midi takes {MIDI_SOURCES}; got {type(source).__name__}")
+    if not data:
+        raise MidiError("empty input (no bytes)")
+    return bytes(data)
+
+
+def _read_file(path: str | os.PathLike) -> bytes:
+    """The bytes of the file at `path`; MidiError (one line) when it cannot be read or is empty."""
     try:
-        with open(source, "rb") as f:
+        with open(path, "rb") as f:
             data = f.read()
     except FileNotFoundError:
         raise MidiError("no such file") from None
@@ -344,9 +372,9 @@ def apply_sustain(notes: Sequence[Note], instruments: Sequence[int],
     return Song(notes=kept, duration=duration)
 
 
-def read_midi(source: str | os.PathLike | bytes, limits: SongLimits = DEFAULT_LIMITS, start: float = 0.0,
-              end: float | None = None) -> Song:
-    """Read a MIDI file (path, or its raw bytes) into a `Song`, cut to [start, end] seconds when asked (end None:
+def read_midi(source: str | os.PathLike | bytes | BinaryIO | pretty_midi.PrettyMIDI | mido.MidiFile,
+              limits: SongLimits = DEFAULT_LIMITS, start: float = 0.0, end: float | None = None) -> Song:
+    """Read a MIDI file (any of MIDI_SOURCES; TypeError for anything else) into a `Song`, cut to [start, end] seconds when asked (end None:
     the song's end); raises `MidiError` for anything unreadable or over `limits` (files of more events are refused
     before parsing, songs longer than the limit after cutting; `NO_LIMITS` reads anything).
     """
