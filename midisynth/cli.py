@@ -41,17 +41,17 @@ def _err(message: str) -> None:
 
 
 @contextmanager
-def _stop_cleanly_on_signals() -> Iterator[None]:
+def _stop_cleanly_on_signals(kept: str = "no partial output was left behind") -> Iterator[None]:
     """Ctrl-C, SIGTERM, SIGHUP and every other terminating signal unwind the block (temporary files are deleted),
-    then the command exits with 128 + the signal's number after one line."""
+    then the command exits with 128 + the signal's number after one line, which ends with `kept` (what was saved).
+    A `Terminated` raised in the block by code that catches the signals itself (training) ends it the same way."""
     from midisynth.signals import Terminated, exit_on_signals
 
     try:
         with exit_on_signals():
             yield
     except Terminated as stop:
-        _err(f"{'interrupted' if stop.signal_name == 'SIGINT' else 'stopped by ' + stop.signal_name}; "
-             "no partial output was left behind")
+        _err(f"{'interrupted' if stop.signal_name == 'SIGINT' else 'stopped by ' + stop.signal_name}; {kept}")
         raise typer.Exit(stop.code) from None
 
 
@@ -365,19 +365,22 @@ def dataset(
     from midisynth.data.pairs import paired_sources
 
     recordings = [list(pairs or []), list(slakh or []), list(maestro or [])]
-    try:
-        found = list(paired_sources(*recordings))
-        skipped: list[str] = []
+    skipped: list[str] = []
 
-        def skip(line: str) -> None:
-            skipped.append(line)
-            tqdm.write(f"midisynth: {line} (skipped)", file=sys.stderr)  # above the progress bar
+    def skip(line: str) -> None:
+        skipped.append(line)
+        tqdm.write(f"midisynth: {line} (skipped)", file=sys.stderr)  # above the progress bar
 
-        build_dataset(out_dir, soundfont=soundfont, midi_dirs=list(midi or []), hours=hours, seed=seed,
-                      generated=not any(recordings) if generated is None else generated, pairs=found, on_skip=skip)
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        _err(str(err))
-        raise typer.Exit(EXIT_FAILED) from None
+    with _stop_cleanly_on_signals(f"the pieces stored so far are kept and listed in {out_dir / 'manifest.json'}; "
+                                  "run the same command to continue"):
+        try:
+            found = list(paired_sources(*recordings))
+            build_dataset(out_dir, soundfont=soundfont, midi_dirs=list(midi or []), hours=hours, seed=seed,
+                          generated=not any(recordings) if generated is None else generated, pairs=found,
+                          on_skip=skip)
+        except (FileNotFoundError, ValueError, RuntimeError) as err:
+            _err(str(err))
+            raise typer.Exit(EXIT_FAILED) from None
     if skipped:
         _err(f"{len(found) - len(skipped)} of {len(found)} recordings stored, {len(skipped)} skipped")
 
@@ -427,7 +430,9 @@ def train(
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
 
-    with ddp.process_group(ranks, device) as device:
+    with _stop_cleanly_on_signals(f"the run resumes from its last checkpoint in {out}: run the same "
+                                  "command to continue"), \
+            ddp.process_group(ranks, device) as device:
         if len(configs) > 1:
             from midisynth.training.recipe import train_recipe
 
@@ -440,9 +445,12 @@ def train(
                 bar = tqdm(total=total, initial=done, desc=stage.run_dir.name, unit="step", dynamic_ncols=True,
                            disable=done >= total or not ranks.is_main)
 
-            weights = train_recipe(configs, data, out, device=device, init_from=init_from, max_minutes=max_minutes,
-                                   on_stage=on_stage, on_step=on_step, ranks=ranks)
-            bar.close()
+            try:
+                weights = train_recipe(configs, data, out, device=device, init_from=init_from,
+                                       max_minutes=max_minutes, on_stage=on_stage, on_step=on_step, ranks=ranks)
+            finally:  # before any line on a signal
+                if bar is not None:
+                    bar.close()
             if ranks.is_main:
                 typer.echo(f"recipe done; weights: {weights}" if weights else "stopped (re-run to continue)", err=True)
             return
@@ -458,8 +466,10 @@ def train(
             _err(_auto_precision_line(trainer.device))
         bar = tqdm(total=trainer.tc.max_steps, initial=trainer.step, desc="train", unit="step", dynamic_ncols=True,
                    disable=not ranks.is_main)
-        trainer.train(max_minutes=max_minutes, on_step=on_step)
-        bar.close()
+        try:
+            trainer.train(max_minutes=max_minutes, on_step=on_step)
+        finally:  # before any line on a signal
+            bar.close()
     if ranks.is_main:
         typer.echo(f"stopped at step {trainer.step}; weights: {out / 'model.safetensors'}", err=True)
 

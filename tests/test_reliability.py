@@ -656,3 +656,78 @@ def test_file_objects_and_parsed_midi_are_read(short_midi):
     with open(short_midi, encoding="latin-1") as f, pytest.raises(TypeError, match="gave str, not bytes; open it in "
                                                                                   "binary mode"):
         read_midi(f)
+
+
+# -- long commands stopped by a signal -----------------------------------------------------------------------------
+
+# A `midisynth` process that sends itself `signum` once `module.function` (patched) has run `calls` times.
+_SELF_SIGNALLING = """
+import os, sys
+import {module} as target
+real, calls = target.{function}, []
+def signalling(*args, **kwargs):
+    result = real(*args, **kwargs)
+    calls.append(1)
+    if len(calls) == {calls}:
+        os.kill(os.getpid(), {signum})
+    return result
+target.{function} = signalling
+sys.argv = ["midisynth", *{args!r}]
+from midisynth.cli import run
+run()
+"""
+
+
+def _run_until_signal(signum: int, module: str, function: str, calls: int, args: list[str]):
+    code = _SELF_SIGNALLING.format(module=module, function=function, calls=calls, signum=int(signum), args=args)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          preexec_fn=_default_signal_actions)
+
+
+@pytest.mark.slow  # a fresh process
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_train_stopped_by_a_signal_saves_a_checkpoint_and_exits_128_plus_n(tmp_path, signum):
+    import torch
+
+    from tests.test_train import ROOT, _fake_dataset
+
+    _fake_dataset(tmp_path / "ds")
+    config = tmp_path / "long.toml"
+    config.write_text(f'base = "{ROOT / "configs" / "tiny.toml"}"\n[train]\nmax_steps = 1000\ncheckpoint_every = 500\n')
+    result = _run_until_signal(signum, "midisynth.training.diffusion", "Trainer.train_step", 2,
+                               ["train", "--config", str(config), "--data", str(tmp_path / "ds"),
+                                "--out", str(tmp_path / "run")])
+    assert result.returncode == 128 + signum, result.stderr
+    name = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+    assert result.stderr.splitlines()[-1] == (f"midisynth: {name}; the run resumes from its last checkpoint in "
+                                              f"{tmp_path / 'run'}: run the same command to continue")
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 2
+
+
+@pytest.mark.slow  # a fresh process, FluidSynth
+@pytest.mark.skipif(not Path("/usr/share/sounds/sf2/FluidR3_GM.sf2").exists(), reason="renders with FluidSynth")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT])
+def test_dataset_stopped_by_a_signal_keeps_its_pieces_and_a_rerun_finishes(tmp_path, signum):
+    import json
+
+    from tests.conftest import write_midi
+
+    (tmp_path / "midi").mkdir()
+    for k in range(8):
+        write_midi(tmp_path / "midi" / f"p{k}.mid", [(60 + k, 0.0, 1.0, 90)])
+    root = tmp_path / "ds"
+    args = ["dataset", str(root), "--midi", str(tmp_path / "midi"), "--no-generated", "--hours", "1"]
+    result = _run_until_signal(signum, "midisynth.data.build", "finish_piece", 1, args)
+    assert result.returncode == 128 + signum, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"midisynth: stopped by {signal.Signals(signum).name}; the pieces stored so far are kept and listed in "
+        f"{root / 'manifest.json'}; run the same command to continue")
+    stored = sorted(p.stem for p in (root / "pieces").glob("*.json"))
+    assert 1 <= len(stored) < 8
+    assert sorted(piece["piece_id"] for piece in json.loads((root / "manifest.json").read_text())["pieces"]) == stored
+    assert not list(root.rglob(".midisynth-*"))
+
+    (root / "pieces" / ".midisynth-killed.part").write_bytes(b"half a piece")  # what a SIGKILL leaves
+    assert run(*args).exit_code == 0
+    assert not list(root.rglob(".midisynth-*"))
+    assert len(json.loads((root / "manifest.json").read_text())["pieces"]) == 8

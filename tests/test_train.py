@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from midisynth.data.store import PieceRecord, save_piece, split_of
 from midisynth.model.checkpoints import load_model_file
 from midisynth.model.config import Config, load_config
 from midisynth.model.noise_schedule import q_sample, v_target
+from midisynth.signals import Terminated
 from midisynth.training.diffusion import Trainer, diffusion_loss
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -242,7 +244,9 @@ def _terminate_at(step: int):
 def test_sigterm_stops_training_after_the_step_with_a_checkpoint(tmp_path, tiny_config):
     _fake_dataset(tmp_path / "ds")
     trainer = Trainer(tiny_config, tmp_path / "ds", tmp_path / "run")
-    trainer.train(on_step=_terminate_at(1))
+    with pytest.raises(Terminated) as stopped:
+        trainer.train(on_step=_terminate_at(1))
+    assert stopped.value.code == 128 + signal.SIGTERM
     assert trainer.step == 1 < tiny_config.train.max_steps
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"] == 1
 
@@ -256,7 +260,8 @@ def test_vocoder_training_stops_on_sigterm_checkpoints_and_resumes(tmp_path):
     config = VocoderTrainConfig(batch_size=2, segment_frames=16, max_steps=3, checkpoint_every=100)
     tiny = VocosConfig(dim=16, intermediate_dim=32, num_layers=1)
     trainer = VocoderTrainer(tmp_path / "ds", tmp_path / "run", config, tiny)
-    trainer.train(on_step=_terminate_at(2))
+    with pytest.raises(Terminated):
+        trainer.train(on_step=_terminate_at(2))
     assert trainer.step == 2
     resumed = VocoderTrainer(tmp_path / "ds", tmp_path / "run", config, tiny)
     assert resumed.step == 2 and [h["step"] for h in resumed.history] == [1, 2]
@@ -366,7 +371,8 @@ def test_a_stage_that_stops_early_ends_the_recipe(tmp_path):
     _recipe_data(tmp_path / "ds")
     configs = _recipe(tmp_path)
     # SIGTERM during the first stage's first step: it stops there with a checkpoint, and the second never starts.
-    assert train_recipe(configs, tmp_path / "ds", tmp_path / "run", on_step=_terminate_at(1)) is None
+    with pytest.raises(Terminated):
+        train_recipe(configs, tmp_path / "ds", tmp_path / "run", on_step=_terminate_at(1))
     assert trained_steps(tmp_path / "run" / "first") == 1 and not (tmp_path / "run" / "second").exists()
     assert train_recipe(configs, tmp_path / "ds", tmp_path / "run", max_minutes=0.0) is None  # no time: no stage
     with pytest.raises(ValueError, match="appear twice"):

@@ -37,7 +37,7 @@ from midisynth.data.store import (
     split_of,
     write_manifest,
 )
-from midisynth.files import write_atomic
+from midisynth.files import TEMPORARY_PREFIX, TEMPORARY_SUFFIX, write_atomic
 from midisynth.score.midi import MidiError, Song, read_midi
 from midisynth.score.tokens import tokenize
 
@@ -192,7 +192,8 @@ def build_dataset(
     out. Rendered sources, interleaved: the `midi_dirs` folders, then (with `generated`) music21's corpus and
     generated pieces; none means no rendering (and no SoundFont needed). The last rendered piece may overshoot
     `hours` by its own length. `jobs` pairs or FluidSynth renders are processed at once. An interrupted build
-    loses only the pieces in progress (the manifest is still written); run it again to continue.
+    (an error, or a signal under `midisynth.signals.exit_on_signals`) keeps the pieces stored and those being stored,
+    and writes the manifest; run it again to continue (it first deletes the temporary files of a killed one).
     """
     root = Path(out_dir)
     soundfont = Path(soundfont)
@@ -201,6 +202,7 @@ def build_dataset(
         check_soundfont(soundfont)
     for sub in ("pieces", "midi", *MIDI_COPIES.values()):
         (root / sub).mkdir(parents=True, exist_ok=True)
+        _remove_unfinished_files(root / sub)
     records = load_records(root)
     done = {r.piece_id for r in records}
     try:
@@ -212,6 +214,13 @@ def build_dataset(
     finally:
         manifest = write_manifest(root)
     return manifest
+
+
+def _remove_unfinished_files(folder: Path) -> None:
+    """Delete the temporary files (`midisynth.files.atomic_path`) a build killed mid-write left in `folder`: a build
+    resumes only from complete files (one build at a time writes into a data set)."""
+    for leftover in folder.glob(f"{TEMPORARY_PREFIX}*{TEMPORARY_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
 
 
 def _render(root: Path, soundfont: Path, midi_dirs: list[Path], hours: float, seed: int, progress: bool,

@@ -1,8 +1,9 @@
 """The skeleton both trainers share: a model with an EMA copy, an optimiser and a step count; a checkpoint that
 resumes a run exactly where it stopped; and a loop that stops cleanly.
 
-A run stops with a checkpoint at `max_steps`, when `max_minutes` have passed, or on SIGINT / SIGTERM (after the
-current step). `RUN_DIR/<checkpoint_name>` holds model, EMA, optimiser, step, history and whatever the trainer adds
+A run stops with a checkpoint at `max_steps`, when `max_minutes` have passed, or on a terminating signal (SIGINT,
+SIGTERM, SIGHUP, ...: after the current step, and then `train` raises `midisynth.signals.Terminated`, which exits with
+128 + the signal's number unless caught). `RUN_DIR/<checkpoint_name>` holds model, EMA, optimiser, step, history and whatever the trainer adds
 (`extra_state`), loaded with weights_only=True; `export` writes the artefact to ship (the EMA weights).
 
 A run may be one of several processes (`ranks`, see `midisynth.training.ddp`): each steps the same model, through
@@ -131,8 +132,9 @@ class TrainingLoop:
 
     def train(self, max_minutes: float | None = None, on_step: Callable[[int, float], None] | None = None) -> None:
         """Train until `max_steps`, `max_minutes` or a stop signal to any process; always ends with a checkpoint.
-        Every process stops after the same step, and returns once the checkpoint is written. `on_step(step,
-        mean loss)` is called in the main process."""
+        Every process stops after the same step, and returns once the checkpoint is written; a process that received
+        a terminating signal raises `Terminated` then instead. `on_step(step, mean loss)` is called in the main
+        process."""
         start = time.monotonic()
         self.model.train()
         with StopSignals() as stop:
@@ -156,3 +158,4 @@ class TrainingLoop:
             finally:
                 self.save()
         self.ranks.barrier()  # what comes next (a recipe's next stage) may read the checkpoint
+        stop.stop_if_requested()

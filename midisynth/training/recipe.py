@@ -60,7 +60,8 @@ def train_recipe(
     on_step: Callable[[int, float], None] | None = None,
     ranks: Ranks | None = None,
 ) -> Path | None:
-    """Train the recipe's stages in order; returns the last stage's weights, or None if a stage stopped early.
+    """Train the recipe's stages in order; returns the last stage's weights, or None if a stage stopped at the time
+    limit (a terminating signal raises `midisynth.signals.Terminated` once the stage's checkpoint is written).
 
     `on_stage(stage, done_steps, max_steps)` is called before each stage (also for one that is skipped);
     `max_minutes` bounds the whole call. `ranks`: this process's place among torchrun's (`midisynth.training.ddp`);

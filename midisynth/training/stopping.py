@@ -1,27 +1,40 @@
-"""Graceful stops for long jobs: while active, SIGINT and SIGTERM only set a flag that the job polls between steps,
-so a training run killed with Ctrl-C or `kill` finishes its step and writes its checkpoint before it exits."""
+"""Graceful stops for long jobs: while active, every terminating signal (SIGINT, SIGTERM, SIGHUP, ...) only records
+itself for the job to poll between steps, so a training run stopped with Ctrl-C, `kill` or a closed terminal
+finishes its step and writes its checkpoint; then `stop_if_requested` ends it with the signal's exit status."""
 
 from __future__ import annotations
 
 import signal
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+from midisynth.signals import TERMINATING_SIGNALS, Terminated
 
 
 class StopSignals:
-    """`with StopSignals() as stop: ... if stop.requested: break` (the previous handlers come back on exit)."""
+    """`with StopSignals() as stop: ... if stop.requested: break` (the previous handlers come back on exit).
+    Signals ignored when it starts (nohup's SIGHUP) stay ignored."""
 
     def __init__(self) -> None:
-        self.requested = False
+        self.signum: int | None = None  # the first signal received
         self._previous: dict[int, object] = {}
 
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
     def _request(self, signum, frame) -> None:
-        self.requested = True
+        if self.signum is None:
+            self.signum = signum
 
     def __enter__(self) -> StopSignals:
-        self._previous = {s: signal.signal(s, self._request) for s in STOP_SIGNALS}
+        self._previous = {s: signal.signal(s, self._request) for s in TERMINATING_SIGNALS
+                          if signal.getsignal(s) is not signal.SIG_IGN}
         return self
 
     def __exit__(self, *exc) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+
+    def stop_if_requested(self) -> None:
+        """Raise `Terminated` (exit status 128 + the signal's number) if a signal was received."""
+        if self.signum is not None:
+            raise Terminated(self.signum)
