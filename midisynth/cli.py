@@ -146,11 +146,22 @@ def _auto_precision_line(device) -> str:
     return f"precision {explain(hardware(device.type, device.index))}"
 
 
-def _read_song(source: str, limits=None, start: float = 0.0, end: float | None = None):
-    """Read a MIDI file or stdin ('-') within `limits` (None: none), cut to [start, end] seconds when asked."""
-    from midisynth.score.midi import NO_LIMITS, read_midi
+def _read_song(source: str, limits, start: float = 0.0, end: float | None = None):
+    """Read a MIDI file or stdin ('-') within `limits` (header first, at most `limits.max_bytes` read), cut to
+    [start, end] seconds when asked."""
+    from midisynth.score.midi import read_midi
 
-    return read_midi(sys.stdin.buffer.read() if source == "-" else source, limits or NO_LIMITS, start, end)
+    return read_midi(sys.stdin.buffer if source == "-" else source, limits, start, end)
+
+
+def _event_limit(max_events: int):
+    """The limits of commands that describe a file rather than render it: events (and so bytes), not length."""
+    from midisynth.score.midi import SongLimits
+
+    return SongLimits(max_duration=0.0, max_events=max_events)
+
+
+MAX_EVENTS_HELP = "Refuse MIDI files of more events than this, before parsing (0: no limit)."
 
 
 class AudioContainer(StrEnum):
@@ -222,7 +233,7 @@ def render(
     allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Songs generated together (faster; the same audio up to float rounding).")] = 1,
     max_duration: Annotated[float, typer.Option(min=0.0, help="Refuse songs longer than this many seconds (0: no limit).")] = MAX_SONG_SECONDS,
-    max_events: Annotated[int, typer.Option(min=0, help="Refuse MIDI files of more events than this, before parsing (0: no limit).")] = MAX_SONG_EVENTS,
+    max_events: Annotated[int, typer.Option(min=0, help=MAX_EVENTS_HELP)] = MAX_SONG_EVENTS,
     shard_spec: Annotated[str | None, typer.Option("--shard", help="Render only shard I of N (e.g. 3/8) for job arrays.")] = None,
     sample_rate: Annotated[int, typer.Option("--sample-rate", "-r", min=8000, max=192000, help="Output rate in Hz (soxr resampling from 16 kHz).")] = 16000,
     start: Annotated[float, typer.Option(min=0.0, help="Render from this time (seconds).")] = 0.0,
@@ -294,13 +305,14 @@ def render(
 def tokens(
     midi: Annotated[str, typer.Argument(help="A MIDI file, or '-' for stdin.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list of token lists (one per 5.12 s window).")] = False,
+    max_events: Annotated[int, typer.Option(min=0, help=MAX_EVENTS_HELP)] = MAX_SONG_EVENTS,
 ) -> None:
     """Print the event tokens of each 5.12 s window (padding removed; each ends with EOS = 1)."""
     from midisynth.score.midi import MidiError
     from midisynth.score.tokens import tokenize
 
     try:
-        windows = tokenize(_read_song(midi))
+        windows = tokenize(_read_song(midi, _event_limit(max_events)))
     except (MidiError, OSError) as err:
         _err(f"{midi}: {err}")
         raise typer.Exit(EXIT_FAILED) from None
@@ -312,13 +324,16 @@ def tokens(
 
 
 @app.command()
-def info(midi: Annotated[str, typer.Argument(help="A MIDI file, or '-' for stdin.")]) -> None:
+def info(
+    midi: Annotated[str, typer.Argument(help="A MIDI file, or '-' for stdin.")],
+    max_events: Annotated[int, typer.Option(min=0, help=MAX_EVENTS_HELP)] = MAX_SONG_EVENTS,
+) -> None:
     """Describe a MIDI file: duration, windows, instruments and note counts."""
     from midisynth.constants import WINDOW_SECONDS
     from midisynth.score.midi import MidiError
 
     try:
-        song = _read_song(midi)
+        song = _read_song(midi, _event_limit(max_events))
     except (MidiError, OSError) as err:
         _err(f"{midi}: {err}")
         raise typer.Exit(EXIT_FAILED) from None

@@ -731,3 +731,46 @@ def test_dataset_stopped_by_a_signal_keeps_its_pieces_and_a_rerun_finishes(tmp_p
     assert run(*args).exit_code == 0
     assert not list(root.rglob(".midisynth-*"))
     assert len(json.loads((root / "manifest.json").read_text())["pieces"]) == 8
+
+
+# -- reading MIDI: header first, bytes capped, one event limit -----------------------------------------------------
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (2 * 2**30, resource.getrlimit(resource.RLIMIT_AS)[1]))
+
+
+@pytest.mark.slow  # a fresh process
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+@pytest.mark.parametrize("command", ["info", "tokens"])
+@pytest.mark.parametrize("source", ["/dev/zero", "-"])
+def test_an_endless_input_is_refused_at_its_header(command, source):
+    """/dev/zero was read whole (without end: a MemoryError traceback once memory ran out)."""
+    with open("/dev/zero", "rb") as zeros:
+        result = subprocess.run([sys.executable, "-m", "midisynth", command, source], stdin=zeros,
+                                capture_output=True, text=True, timeout=60, preexec_fn=_limit_memory)
+    assert (result.returncode, result.stderr) == (1, f"midisynth: {source}: not a MIDI file (bad header)\n")
+
+
+def test_bytes_past_the_limit_are_not_read(tmp_path):
+    from midisynth.score.midi import MidiError, SongLimits
+
+    stream = io.BytesIO(smf(many_notes(10)) + bytes(10_000))
+    with pytest.raises(MidiError, match=r"^over 640 bytes, the limit \(64 for each of the 10 MIDI events allowed: "
+                                        r"raise it with --max-events N, or 0 for no limit\)$"):
+        read_midi(stream, SongLimits(max_events=10))
+    assert stream.tell() == 641
+    song = tmp_path / "song.mid"
+    song.write_bytes(b"RIFX" + smf(many_notes(10)))
+    with pytest.raises(MidiError, match=r"^not a MIDI file \(bad header\)$"):
+        read_midi(song)
+
+
+@pytest.mark.parametrize("command", ["info", "tokens"])
+def test_info_and_tokens_have_the_event_limit_of_render(tmp_path, command):
+    song = tmp_path / "dense.mid"
+    song.write_bytes(smf(many_notes(3000)))  # 6001 events
+    result = run(command, str(song), "--max-events", "6000")
+    assert (result.exit_code, result.output) == (1, f"midisynth: {song}: over 6,000 MIDI events, the limit (raise it "
+                                                    "with --max-events N, or 0 for no limit)\n")
+    assert run(command, str(song)).exit_code == 0

@@ -43,12 +43,22 @@ REFERENCE_MAX_TICK = 1e10  # the largest tick note_seq lets pretty_midi read (pr
 _MAX_TICK_LOCK = threading.Lock()  # pretty_midi reads its limit from a module global
 
 
+MAX_BYTES_PER_EVENT = 64  # bytes a file may take per event allowed (events take 2 to 4 bytes; text and sysex more)
+_HEADER_BYTES = 14  # "MThd", its length (6), format, track count, time division
+
+
 @dataclass(frozen=True)
 class SongLimits:
     """What `read_midi` refuses, so that a hostile or broken file cannot exhaust memory or time; 0 disables one."""
 
     max_duration: float = MAX_SONG_SECONDS  # seconds of song (after cutting an excerpt)
     max_events: int = MAX_SONG_EVENTS  # MIDI events, counted before parsing (parsing takes about 0.4 kB an event)
+
+    @property
+    def max_bytes(self) -> int:
+        """The longest file read (0: any): `MAX_BYTES_PER_EVENT` for each event allowed; a longer one is refused
+        after its header, before the rest is read."""
+        return self.max_events * MAX_BYTES_PER_EVENT
 
 
 DEFAULT_LIMITS = SongLimits()
@@ -206,45 +216,68 @@ MIDI_SOURCES = ("a MIDI file's path (str or os.PathLike), its bytes, a binary fi
                 "a pretty_midi.PrettyMIDI or a mido.MidiFile")
 
 
-def _read_bytes(source: str | os.PathLike | bytes | BinaryIO | pretty_midi.PrettyMIDI | mido.MidiFile) -> bytes:
+def _read_bytes(source: str | os.PathLike | bytes | BinaryIO | pretty_midi.PrettyMIDI | mido.MidiFile,
+                max_bytes: int) -> bytes:
     """The bytes of the MIDI file `source` (one of MIDI_SOURCES; TypeError for anything else, such as a file
-    descriptor number, which would be opened and then closed)."""
+    descriptor number, which would be opened and then closed): the header first, MidiError unless it is a MIDI
+    file's, then the rest, MidiError past `max_bytes` (0: no limit) without reading further."""
     if isinstance(source, bytes | bytearray | memoryview):
-        data = bytes(source)
-    elif isinstance(source, pretty_midi.PrettyMIDI | mido.MidiFile):
+        return _capped(io.BytesIO(source), max_bytes)
+    if isinstance(source, pretty_midi.PrettyMIDI | mido.MidiFile):
         buffer = io.BytesIO()
         if isinstance(source, pretty_midi.PrettyMIDI):
             source.write(buffer)
         else:
             source.save(file=buffer)
-        data = buffer.getvalue()
-    elif isinstance(source, str | os.PathLike):
-        data = _read_file(source)
-    elif callable(getattr(source, "read", None)):
-        data = source.read()
-        if not isinstance(data, bytes | bytearray):
-            raise TypeError(f"read_midi: the file object gave {type(data).__name__}, not bytes; open it in binary mode")
-    else:
-        raise TypeError(f"read_midi takes {MIDI_SOURCES}; got {type(source).__name__}")
+        return _capped(io.BytesIO(buffer.getvalue()), max_bytes)
+    if isinstance(source, str | os.PathLike):
+        return _read_file(source, max_bytes)
+    if callable(getattr(source, "read", None)):
+        return _capped(source, max_bytes)
+    raise TypeError(f"read_midi takes {MIDI_SOURCES}; got {type(source).__name__}")
+
+
+def _read_up_to(stream: BinaryIO, size: int) -> bytes:
+    """Up to `size` bytes of `stream` (fewer only at its end), however few each read returns."""
+    parts, left = [], size
+    while left > 0:
+        part = stream.read(left)
+        if not isinstance(part, bytes | bytearray):
+            raise TypeError(f"read_midi: the file object gave {type(part).__name__}, not bytes; open it in binary mode")
+        if not part:
+            break
+        parts.append(part)
+        left -= len(part)
+    return b"".join(parts)
+
+
+def _capped(stream: BinaryIO, max_bytes: int, nothing: str = "empty input (no bytes)") -> bytes:
+    """`stream`'s bytes from where it stands: its header, checked first, then at most `max_bytes` in all (0: no
+    limit; MidiError past it). `nothing`: the MidiError's text when there are none."""
+    data = _read_up_to(stream, _HEADER_BYTES)
     if not data:
-        raise MidiError("empty input (no bytes)")
-    return bytes(data)
+        raise MidiError(nothing)
+    if data[:4] != b"MThd"[: len(data)]:
+        raise MidiError("not a MIDI file (bad header)")
+    data += _read_up_to(stream, max_bytes + 1 - len(data)) if max_bytes else stream.read()
+    if max_bytes and len(data) > max_bytes:
+        raise MidiError(f"over {max_bytes:,} bytes, the limit ({MAX_BYTES_PER_EVENT} for each of the "
+                        f"{max_bytes // MAX_BYTES_PER_EVENT:,} MIDI events allowed: raise it with --max-events N, or 0 "
+                        "for no limit)")
+    return data
 
 
-def _read_file(path: str | os.PathLike) -> bytes:
-    """The bytes of the file at `path`; MidiError (one line) when it cannot be read or is empty."""
+def _read_file(path: str | os.PathLike, max_bytes: int) -> bytes:
+    """The bytes of the file at `path` (`_capped`); MidiError (one line) when it cannot be read or is empty."""
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            return _capped(f, max_bytes, nothing="empty file (0 bytes)")
     except FileNotFoundError:
         raise MidiError("no such file") from None
     except IsADirectoryError:
         raise MidiError("is a directory, not a MIDI file") from None
     except OSError as err:
         raise MidiError(f"cannot read file ({err.strerror or err})") from None
-    if not data:
-        raise MidiError("empty file (0 bytes)")
-    return data
 
 
 class _TickTimes:
@@ -374,11 +407,13 @@ def apply_sustain(notes: Sequence[Note], instruments: Sequence[int],
 
 def read_midi(source: str | os.PathLike | bytes | BinaryIO | pretty_midi.PrettyMIDI | mido.MidiFile,
               limits: SongLimits = DEFAULT_LIMITS, start: float = 0.0, end: float | None = None) -> Song:
-    """Read a MIDI file (any of MIDI_SOURCES; TypeError for anything else) into a `Song`, cut to [start, end] seconds when asked (end None:
-    the song's end); raises `MidiError` for anything unreadable or over `limits` (files of more events are refused
-    before parsing, songs longer than the limit after cutting; `NO_LIMITS` reads anything).
+    """Read a MIDI file (any of MIDI_SOURCES; TypeError for anything else) into a `Song`, cut to [start, end]
+    seconds when asked (end None: the song's end); raises `MidiError` for anything unreadable or over `limits`
+    (a file that is not MIDI is refused after its header, a longer one than `limits.max_bytes` without reading
+    the rest, one of more events before parsing, a song longer than the limit after cutting; `NO_LIMITS` reads
+    anything).
     """
-    pm, unreleased = _parse(_read_bytes(source), limits.max_events)
+    pm, unreleased = _parse(_read_bytes(source, limits.max_bytes), limits.max_events)
     notes: list[Note] = []
     instruments: list[int] = []
     pedal: list[tuple[float, int, bool]] = []
