@@ -774,3 +774,21 @@ def test_info_and_tokens_have_the_event_limit_of_render(tmp_path, command):
     assert (result.exit_code, result.output) == (1, f"midisynth: {song}: over 6,000 MIDI events, the limit (raise it "
                                                     "with --max-events N, or 0 for no limit)\n")
     assert run(command, str(song)).exit_code == 0
+
+
+# -- bounded batches -----------------------------------------------------------------------------------------------
+
+
+def test_a_batch_size_past_the_most_is_lowered_with_a_notice(monkeypatch):
+    """--batch-size 1000000 on 1 000 files rendered them all as one batch (7.4 GB)."""
+    from midisynth.jobs import run as jobs_run
+    from midisynth.jobs.plan import Job
+
+    batches = []
+    monkeypatch.setattr(jobs_run, "_batched", lambda synth, jobs, *args, **kwargs: batches.append(len(jobs)))
+    notices = []
+    jobs = [Job(source=f"{k}.mid", target=f"{k}.wav") for k in range(40)]
+    jobs_run.run_jobs(None, jobs, read_song=None, progress=False, batch_size=10**6, notify=notices.append)
+    assert batches == [jobs_run.MAX_BATCH_SIZE, 40 - jobs_run.MAX_BATCH_SIZE] == [32, 8]
+    assert notices == ["--batch-size 1000000 lowered to 32, the most songs generated together (each holds its song, "
+                       "spectrogram and open outputs in memory until the batch ends)"]

@@ -264,6 +264,11 @@ def _read(synth: Synthesizer, job: Job, read_song: Callable[[str], Song],
     return song
 
 
+# The most songs a batch renders together: each holds its score, spectrogram and open outputs until the batch
+# ends (about 7 MB a song), and past a few dozen rows a network call is no faster per row.
+MAX_BATCH_SIZE = 32
+
+
 def _batched(
     synth: Synthesizer,
     jobs: list[Job],
@@ -324,9 +329,15 @@ def run_jobs(
 
     `plots` maps a job's target to its plot's path; `notify` receives warnings that are not failures (a loudness
     target missed to avoid clipping). With `batch_size` > 1, that many songs are generated together (faster per
-    song; audio is written when each song's spectrogram is complete rather than window by window).
+    song; audio is written when each song's spectrogram is complete rather than window by window), at most
+    MAX_BATCH_SIZE (a larger one is lowered to it, with a notice).
     """
     settings, plots = settings or OutputSettings(), plots or {}
+    if batch_size > MAX_BATCH_SIZE:
+        if notify is not None:
+            notify(f"--batch-size {batch_size} lowered to {MAX_BATCH_SIZE}, the most songs generated together (each "
+                   "holds its song, spectrogram and open outputs in memory until the batch ends)")
+        batch_size = MAX_BATCH_SIZE
     failures: list[RenderFailure] = []
     with _progress() if progress else nullcontext() as bar:
         files_task = bar.add_task("files", total=len(jobs)) if bar and len(jobs) > 1 else None
