@@ -723,21 +723,39 @@ def train_vocoder(
 def run() -> None:
     """The `midisynth` command: `app`, then an exit without the interpreter's teardown, which takes about half a
     second once torch is loaded (its C++ state and the hundreds of thousands of objects it made). Every command has
-    written and closed its outputs before it returns, so nothing is lost but that time."""
+    written and closed its outputs before it returns, so nothing is lost but that time. Standard streams that are
+    closed or fail (`midisynth.standard_streams`) end it with one line and status 1 (standard output), or are
+    done without (standard error)."""
+    from midisynth.standard_streams import StandardOutputError, guard_standard_streams
+
+    guard_standard_streams()
     try:
         app(prog_name="midisynth")
+        sys.stdout.flush()
         status = 0
     except SystemExit as stop:
         status = stop.code
+    except StandardOutputError as err:
+        status = _standard_output_failed(err)
     if status is not None and not isinstance(status, int):  # sys.exit("message") prints it and means failure
         print(status, file=sys.stderr)
         status = 1
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach it
-            pass
+        except StandardOutputError as err:
+            status = status or _standard_output_failed(err)
     os._exit(status or 0)
+
+
+def _standard_output_failed(err) -> int:
+    """Say that standard output failed (not when its reader has gone: `| head` closes it on purpose); the exit
+    status."""
+    import errno
+
+    if err.errno != errno.EPIPE:
+        _err(str(err))
+    return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -792,3 +792,35 @@ def test_a_batch_size_past_the_most_is_lowered_with_a_notice(monkeypatch):
     assert batches == [jobs_run.MAX_BATCH_SIZE, 40 - jobs_run.MAX_BATCH_SIZE] == [32, 8]
     assert notices == ["--batch-size 1000000 lowered to 32, the most songs generated together (each holds its song, "
                        "spectrogram and open outputs in memory until the batch ends)"]
+
+
+# -- closed or full standard streams -------------------------------------------------------------------------------
+
+
+def _midisynth(*args: str, close: int | None = None, **popen_args) -> subprocess.CompletedProcess:
+    """`midisynth ARGS` in a fresh process, started with descriptor `close` closed (as `N>&-` does)."""
+    return subprocess.run([sys.executable, "-m", "midisynth", *args], text=True, timeout=120,
+                          preexec_fn=None if close is None else lambda: os.close(close), **popen_args)
+
+
+@pytest.mark.slow  # fresh processes
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("args", [["info"], ["tokens"], ["models"], ["--help"], ["info", "--help"]])
+def test_a_full_standard_output_is_one_line_and_status_1(short_midi, args):
+    args = [*args, str(short_midi)] if args in (["info"], ["tokens"]) else args
+    with open("/dev/full", "w") as full:
+        result = _midisynth(*args, stdout=full, stderr=subprocess.PIPE)
+    assert (result.returncode, result.stderr) == (1, "midisynth: standard output: write failed (No space left on "
+                                                     "device)\n")
+
+
+@pytest.mark.slow  # fresh processes
+def test_closed_standard_streams(short_midi, tmp_path):
+    closed_out = _midisynth("info", str(short_midi), close=1, stderr=subprocess.PIPE)
+    assert (closed_out.returncode, closed_out.stderr) == (1, "midisynth: standard output: write failed (standard "
+                                                             "output is closed)\n")
+    closed_err = _midisynth("info", str(short_midi), close=2, stdout=subprocess.PIPE)
+    assert closed_err.returncode == 0 and closed_err.stdout.startswith(f"file: {short_midi}\n")
+    assert _midisynth("info", str(tmp_path / "none.mid"), close=2, stdout=subprocess.PIPE).returncode == 1
+    closed_in = _midisynth("info", "-", close=0, capture_output=True)
+    assert (closed_in.returncode, closed_in.stderr) == (1, "midisynth: -: empty input (no bytes)\n")
