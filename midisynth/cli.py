@@ -400,6 +400,28 @@ def dataset(
         _err(f"{len(found) - len(skipped)} of {len(found)} recordings stored, {len(skipped)} skipped")
 
 
+def _check_training_run(device: str, out: Path) -> None:
+    """UsageError (one line) for a device training cannot run on, or a run directory it cannot write checkpoints
+    in: found before any data loads."""
+    import re
+
+    import torch
+
+    from midisynth.files import OutputError, make_output_directory
+    from midisynth.jobs.output import check_creatable
+    from midisynth.jobs.plan import UsageError
+
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise UsageError(f"--device {device!r}: training runs on cpu or cuda[:N]")
+    if device != "cpu" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device} was asked for, but no CUDA GPU is available to torch")
+    try:
+        make_output_directory(out, out)
+        check_creatable(out / "last.pt")
+    except OutputError as err:
+        raise UsageError(str(err)) from None
+
+
 TRAIN_EXAMPLES = """Examples:
 
 midisynth train --config configs/default.toml --data data/mine --out runs/mine
@@ -417,16 +439,18 @@ def train(
     device: Annotated[str, typer.Option(help="cpu or cuda (under torchrun: each process its local rank's GPU).")] = "cpu",
     max_minutes: Annotated[float | None, typer.Option(help="Stop (with a checkpoint) after this many minutes.")] = None,
     init_from: Annotated[Path | None, typer.Option(help="Start from these weights (midisynth .safetensors).")] = None,
-    threads: Annotated[int | None, typer.Option(help="CPU threads for torch (per process).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (per process).")] = None,
 ) -> None:
     """Train a Spectrogram Diffusion model, or a recipe of several stages (resumable; Ctrl-C stops with a
     checkpoint). Started by torchrun, its processes train one model together (DistributedDataParallel)."""
     import torch
     from tqdm import tqdm
 
+    from midisynth.jobs.plan import UsageError
     from midisynth.model.checkpoints import CheckpointError
     from midisynth.model.config import load_config
     from midisynth.training import ddp
+    from midisynth.training.recipe import recipe_stages
 
     if threads:
         torch.set_num_threads(threads)
@@ -435,7 +459,10 @@ def train(
     try:  # the same for every process: said once
         for path in configs:
             ranks.rows(load_config(path).train.batch_size)
-    except (FileNotFoundError, ValueError) as err:
+        if len(configs) > 1:
+            recipe_stages(configs, out)
+        _check_training_run(device, out)
+    except (FileNotFoundError, ValueError, UsageError) as err:
         if ranks.is_main:
             _err(str(err))
         raise typer.Exit(EXIT_USAGE) from None
@@ -706,9 +733,15 @@ def train_vocoder(
     """Train the bundled Vocos-style vocoder on the data set's reference audio."""
     from tqdm import tqdm
 
+    from midisynth.jobs.plan import UsageError
     from midisynth.training.vocoder import VocoderTrainConfig, VocoderTrainer
 
-    trainer = VocoderTrainer(data, out, VocoderTrainConfig(max_steps=max_steps), device=device)
+    try:
+        _check_training_run(device, out)
+        trainer = VocoderTrainer(data, out, VocoderTrainConfig(max_steps=max_steps), device=device)
+    except (FileNotFoundError, ValueError, UsageError) as err:
+        _err(str(err))
+        raise typer.Exit(EXIT_USAGE) from None
     bar = tqdm(total=max_steps, initial=trainer.step, desc="vocoder", unit="step", dynamic_ncols=True)
 
     def on_step(step: int, loss: float) -> None:

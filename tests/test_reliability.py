@@ -824,3 +824,57 @@ def test_closed_standard_streams(short_midi, tmp_path):
     assert _midisynth("info", str(tmp_path / "none.mid"), close=2, stdout=subprocess.PIPE).returncode == 1
     closed_in = _midisynth("info", "-", close=0, capture_output=True)
     assert (closed_in.returncode, closed_in.stderr) == (1, "midisynth: -: empty input (no bytes)\n")
+
+
+# -- training's one-line errors ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def training_data(tmp_path) -> Path:
+    from tests.test_train import _fake_dataset
+
+    _fake_dataset(tmp_path / "ds")
+    return tmp_path / "ds"
+
+
+def _train(data: Path, out: Path, *args: str):
+    from tests.conftest import ROOT
+
+    return run("train", "--config", str(ROOT / "configs" / "tiny.toml"), "--data", str(data), "--out", str(out), *args)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--device", "tpu"], "--device 'tpu': training runs on cpu or cuda[:N]"),
+    (["--device", "cuda"], "--device cuda was asked for, but no CUDA GPU is available to torch"),
+])
+def test_training_devices_are_checked_up_front(training_data, tmp_path, args, message):
+    import torch
+
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    for command in (_train(training_data, tmp_path / "run", *args),
+                    run("train-vocoder", "--data", str(training_data), "--out", str(tmp_path / "voc"), *args)):
+        assert (command.exit_code, command.output) == (2, f"midisynth: {message}\n")
+
+
+def test_training_arguments_that_cannot_work_are_one_line(training_data, tmp_path):
+    from tests.conftest import ROOT
+
+    assert _train(training_data, tmp_path / "run", "--threads", "-1").exit_code == 2
+    tiny = str(ROOT / "configs" / "tiny.toml")
+    twice = run("train", "--config", tiny, "--config", tiny, "--data", str(training_data), "--out", str(tmp_path))
+    assert (twice.exit_code, twice.output) == (2, "midisynth: recipe: configs ['tiny'] appear twice; each stage needs "
+                                                  "its own run directory\n")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"PK\x03\x04 truncated")
+    damaged = _train(training_data, tmp_path / "run")
+    assert damaged.exit_code == 2 and damaged.output.count("\n") == 1
+    assert damaged.output.startswith(f"midisynth: {tmp_path / 'run' / 'last.pt'}: unreadable checkpoint (")
+    assert damaged.output.endswith("); restore it, or delete it to train from the start\n")
+
+
+@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux's /sys, where nobody may create files")
+def test_an_unwritable_run_directory_is_found_before_training(training_data):
+    result = _train(training_data, Path("/sys/kernel/run"))
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert result.output.startswith("midisynth: /sys/kernel/run: cannot create the output directory")

@@ -65,7 +65,7 @@ class TrainingLoop:
         self.ema = copy.deepcopy(model).eval().requires_grad_(False) if self.ranks.is_main else None
         self.optimizer = optimizer
         if self.checkpoint_path.exists():
-            self.load_state(torch.load(self.checkpoint_path, map_location=self.device, weights_only=True))
+            self.load_state(self._read_checkpoint())
         self.ranks.check_same_step(self.step)
         if not self.ranks.is_main:
             torch.manual_seed(self.seed + PROCESS_SEED_STRIDE * (self.ranks.rank + self.ranks.world * self.step))
@@ -97,6 +97,22 @@ class TrainingLoop:
     @property
     def checkpoint_path(self) -> Path:
         return self.run_dir / self.checkpoint_name
+
+    def _read_checkpoint(self) -> dict:
+        """The checkpoint's state; ValueError naming the file when it is truncated, not a checkpoint or lacks an
+        entry."""
+        try:
+            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        except Exception as err:  # torch.load raises many types for a damaged file
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(f"{self.checkpoint_path}: unreadable checkpoint ({reason}); restore it, or delete it to "
+                             "train from the start") from None
+        missing = [key for key in ("model", "ema", "optimizer", "step", "history") if not isinstance(state, dict)
+                   or key not in state]
+        if missing:
+            raise ValueError(f"{self.checkpoint_path}: not a complete checkpoint (no {', '.join(missing)}); restore "
+                             "it, or delete it to train from the start")
+        return state
 
     def load_state(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
