@@ -632,10 +632,11 @@ def evaluate(
     visqol: Annotated[bool, typer.Option(help="ViSQOL MOS-LQO (visqol-python; the eval extra).")] = True,
     synthesizer_options: SynthesizerOptions = SynthesizerOptions(),
 ) -> None:
-    """Score renders against the SoundFont reference (log-mel L1, MR-STFT, transcription F1, ViSQOL) beside the
-    vocoder's ceiling and sine, noise and low-pass baselines. Files that fail are listed; the rest are scored."""
+    """Score renders against the SoundFont reference (log-mel L1, MR-STFT, onset correlation, level in the reference's
+    silences, transcription F1, ViSQOL) beside the vocoder's ceiling and sine, noise and low-pass baselines. Files
+    that fail are listed; the rest are scored."""
     from midisynth.data.fluidsynth import check_soundfont
-    from midisynth.evaluation.evaluate import CANDIDATES, REFERENCE, Scorers
+    from midisynth.evaluation.evaluate import Scorers, format_table
     from midisynth.evaluation.evaluate import evaluate as run_eval
     from midisynth.files import save_text_atomic
     from midisynth.jobs.output import OutputError, check_creatable
@@ -672,17 +673,7 @@ def evaluate(
             raise typer.Exit(EXIT_FAILED) from None
 
     report = run_eval(synth, files, soundfont, scorers, on_file=on_file)
-    summary = report["summary"]
-    typer.echo(f"{'candidate':<10} {'log-mel L1':>10} {'MR-STFT':>8} {'note F1':>8} {'F1/ref':>7} {'ViSQOL':>7}"
-               f"   ({summary['files']} files)")
-    for name in (REFERENCE, *CANDIDATES):
-        scores = summary["mean"].get(name, {})
-        ratio = 1.0 if name == REFERENCE and "note_f1" in scores else summary["f1_ratio"].get(name)
-        cells = [scores.get("log_mel_l1"), scores.get("mr_stft"), scores.get("note_f1"), ratio, scores.get("visqol")]
-        typer.echo(f"{name:<10}" + "".join(f" {'-' if v is None else f'{v:.3f}':>{w}}"
-                                           for v, w in zip(cells, (10, 8, 8, 7, 7), strict=True)))
-    if summary["real_time_factor"] is not None:
-        typer.echo(f"real-time factor of midisynth: {summary['real_time_factor']:.2f}x")
+    typer.echo(format_table(report["summary"]))
     if report["failed"]:
         _err(f"{len(report['failed'])} of {len(files)} files failed: "
              + ", ".join(Path(f["file"]).name for f in report["failed"]))

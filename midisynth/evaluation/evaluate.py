@@ -5,11 +5,13 @@ compared over the song's length (plus release tail):
 
 - midisynth: the model at the given settings, with its vocoder;
 - vocoder: the reference's own features through the vocoder (the vocoder's ceiling);
-- sine: pretty_midi's sine synthesis of the same notes;
+- sine: pretty_midi's sine synthesis of the same notes (none for a song without pitched notes);
 - noise: white noise at the reference's level;
 - lowpass: the reference low-passed at 1.5 kHz, 4th-order Butterworth response (a dull but correct rendering).
 
-Measures (docs: the measurement protocol): log-mel L1 and multi-resolution STFT distance; transcription F1
+Measures (`shared/design/eval.md`): log-mel L1 and multi-resolution STFT distance; onset-strength correlation
+(`onset_corr`, attacks where the reference's are, with its lag in 10 ms frames) and the level in the reference's
+silent frames (`silence_db`, dB below the candidate's loudest frame; only for songs with such frames); transcription F1
 (`midisynth.evaluation.transcription`: the notes basic-pitch finds in the audio against the MIDI's pitched notes), also of
 the reference render itself, which bounds what the transcriber can do; ViSQOL MOS-LQO (`midisynth.evaluation.visqol_score`).
 F1 is read beside the spectral distances, never alone: sine tones are easy to transcribe and sound nothing like
@@ -31,7 +33,13 @@ import torch
 from midisynth.audio import log_mel
 from midisynth.constants import HOP_LENGTH, SAMPLE_RATE
 from midisynth.data.fluidsynth import DEFAULT_SOUNDFONT, check_soundfont, render_midi
-from midisynth.evaluation.metrics import log_mel_l1, mr_stft_distance, scale_to_rms
+from midisynth.evaluation.metrics import (
+    log_mel_l1,
+    mr_stft_distance,
+    onset_correlation,
+    scale_to_rms,
+    silence_level,
+)
 from midisynth.evaluation.transcription import Transcriber, note_f1, pitched_notes
 from midisynth.evaluation.visqol_score import VisqolScorer
 from midisynth.render.pipeline import RenderOptions, Synthesizer
@@ -42,7 +50,7 @@ LOWPASS_HZ = 1500.0
 LOWPASS_ORDER = 4
 CANDIDATES = ("midisynth", "vocoder", "sine", "noise", "lowpass")
 REFERENCE = "reference"  # the reference render, scored by transcription F1 only
-METRICS = ("log_mel_l1", "mr_stft", "note_f1", "note_precision", "note_recall", "visqol")
+METRICS = ("log_mel_l1", "mr_stft", "onset_corr", "silence_db", "note_f1", "note_precision", "note_recall", "visqol")
 REFERENCE_TAIL_SECONDS = 10.0  # FluidSynth is stopped this long past the render's length (see `render_midi`)
 
 
@@ -91,11 +99,12 @@ def evaluate_file(synth: Synthesizer, midi_path: Path, soundfont: Path, scorers:
     candidates: dict[str, np.ndarray] = {
         "midisynth": rendered,
         "vocoder": synth.vocoder(log_mel(torch.from_numpy(reference)).numpy()),
-        "sine": pretty_midi.PrettyMIDI(str(midi_path)).synthesize(fs=SAMPLE_RATE).astype(np.float32),
         "noise": np.random.default_rng(seed).standard_normal(samples).astype(np.float32),
         "lowpass": lowpass(reference),
     }
     notes = pitched_notes(song)
+    if len(notes) > 0:  # pretty_midi synthesizes no drums: a drum-only song has no sine baseline (it would be NaN)
+        candidates["sine"] = pretty_midi.PrettyMIDI(str(midi_path)).synthesize(fs=SAMPLE_RATE).astype(np.float32)
     scored_notes = scorers.transcriber is not None and len(notes) > 0
     scores: dict[str, dict[str, float]] = {}
     if scored_notes:
@@ -103,6 +112,12 @@ def evaluate_file(synth: Synthesizer, midi_path: Path, soundfont: Path, scorers:
     for name, audio in candidates.items():
         audio = scale_to_rms(_fit(audio, samples), reference)
         scores[name] = {"log_mel_l1": log_mel_l1(audio, reference), "mr_stft": float(mr_stft_distance(audio, reference))}
+        correlation, lag = onset_correlation(audio, reference)
+        if np.isfinite(correlation):
+            scores[name].update(onset_corr=correlation, onset_lag=lag)
+        silence = silence_level(audio, reference)
+        if silence is not None:
+            scores[name]["silence_db"] = silence
         if scored_notes:
             scores[name].update(note_f1(notes, scorers.transcriber.transcribe(audio)).as_dict())
         if scorers.visqol is not None:
@@ -115,8 +130,10 @@ def evaluate_file(synth: Synthesizer, midi_path: Path, soundfont: Path, scorers:
 
 
 def summarise(results: list[dict]) -> dict:
-    """Per candidate, the mean of each metric over the files that have it; midisynth's overall real-time factor;
-    and `f1_ratio`: each candidate's mean note F1 over the reference render's, on the same files."""
+    """Per candidate, the mean of each metric over the files that have it; `worst_silence_db`: each candidate's
+    loudest level in the reference's silent frames over the files (the bar holds on every song, not on average);
+    midisynth's overall real-time factor; and `f1_ratio`: each candidate's mean note F1 over the reference
+    render's, on the same files."""
     summary: dict[str, dict[str, float]] = {}
     for name in (REFERENCE, *CANDIDATES):
         values = {metric: [r["scores"][name][metric] for r in results if metric in r["scores"].get(name, {})]
@@ -126,10 +143,34 @@ def summarise(results: list[dict]) -> dict:
     reference_f1 = summary.get(REFERENCE, {}).get("note_f1")
     ratios = {name: summary[name]["note_f1"] / reference_f1 for name in CANDIDATES
               if reference_f1 and "note_f1" in summary.get(name, {})}
+    worst_silence = {name: max(r["scores"][name]["silence_db"] for r in results if "silence_db" in r["scores"][name])
+                     for name in CANDIDATES if any("silence_db" in r["scores"].get(name, {}) for r in results)}
     total_audio = sum(r["seconds"] for r in results)
     total_render = sum(r["render_seconds"] for r in results)
-    return {"files": len(results), "mean": summary, "f1_ratio": ratios,
+    return {"files": len(results), "mean": summary, "f1_ratio": ratios, "worst_silence_db": worst_silence,
             "real_time_factor": total_audio / total_render if total_render else None}
+
+
+TABLE_COLUMNS = (  # (heading, width): the columns of `format_table`
+    ("log-mel L1", 10), ("MR-STFT", 8), ("onset r", 8), ("silence dB", 10), ("note F1", 8), ("F1/ref", 7),
+    ("ViSQOL", 7))
+
+
+def format_table(summary: dict) -> str:
+    """`summarise`'s means as a text table, a row per candidate (the reference's only for note F1); the silence
+    column is the worst song's level (`worst_silence_db`); then midisynth's real-time factor."""
+    lines = [f"{'candidate':<10}" + "".join(f" {heading:>{width}}" for heading, width in TABLE_COLUMNS)
+             + f"   ({summary['files']} files)"]
+    for name in (REFERENCE, *CANDIDATES):
+        scores = summary["mean"].get(name, {})
+        ratio = 1.0 if name == REFERENCE and "note_f1" in scores else summary["f1_ratio"].get(name)
+        cells = [scores.get("log_mel_l1"), scores.get("mr_stft"), scores.get("onset_corr"),
+                 summary["worst_silence_db"].get(name), scores.get("note_f1"), ratio, scores.get("visqol")]
+        lines.append(f"{name:<10}" + "".join(f" {'-' if v is None else f'{v:.3f}':>{width}}"
+                                             for v, (_, width) in zip(cells, TABLE_COLUMNS, strict=True)))
+    if summary["real_time_factor"] is not None:
+        lines.append(f"real-time factor of midisynth: {summary['real_time_factor']:.2f}x")
+    return "\n".join(lines)
 
 
 def evaluate(synth: Synthesizer, midi_files: list[Path], soundfont: Path = DEFAULT_SOUNDFONT,

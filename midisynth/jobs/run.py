@@ -300,7 +300,7 @@ def _batched(
             if remaining[k] == 0:
                 continue
             try:
-                outputs.write(part, synth.vocoder.stream(features), synth.num_samples(songs[position]))
+                outputs.write(part, synth.vocode(songs[position], features), synth.num_samples(songs[position]))
                 if part == 0 and outputs.wants_mel:
                     mix_mels[k] = features
                 remaining[k] -= 1

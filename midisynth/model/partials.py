@@ -1,23 +1,41 @@
-"""The partials model: an additive estimate of a window's mel magnitude computed from its notes, with a spectral
-envelope per instrument fitted to a data set, mixed into the network's spectrogram at render time.
+"""The partials model: an additive estimate of a window's mel magnitude computed from its notes, with spectral
+envelopes per instrument that change over a note's life, fitted to a data set, mixed into the network's spectrogram
+at render time.
 
 The diffusion model draws where each note's energy lies only as well as its small network has learned to, and its
 partials come out smeared across neighbouring mel bins, with soft onsets: the notes are hard to hear. The partials
-model places them exactly. It is linear in its gains, one per (mel bin, column):
+model places them exactly, and gives them the attack and decay of their instrument. It is linear in its gains, one
+per (mel bin, column); each column is a unit-gain pattern in time and frequency drawn from the notes:
 
 - held notes, two columns per GM program (below and from REGISTER_SPLIT): each note's harmonic template
   (`midisynth.model.harmonics.pitch_templates`: partials k * f0 of amplitude 1 / k through the front end's window
   and mel filters) at the note's level (velocity², decaying from the onset for struck and plucked families,
   `harmonics.FAMILY_DECAY_SECONDS`);
-- releases, one column per GM family (program // 8): the template after the note-off, decaying over
-  RELEASE_SECONDS from the level the note had reached;
+- the attack, two more columns per program: the same template decaying from the onset over ATTACK_SECONDS, so that
+  a program's spectrum at the attack (bright for a piano) differs from its held one;
+- the fade, a column per GM family and register: the template decaying over FADE_SECONDS (upper partials that die
+  away before the body of the note);
+- the swell, a column per family and register: the template rising as 1 - exp(-age / SWELL_SECONDS), for
+  instruments whose attack is slow (strings, pads), which a short note never lets reach their held level;
+- the diffuse part, a column per family and register: the note's energy between its partials (inharmonic
+  partials, noise, the room) as a smooth spectrum (`harmonics.diffuse_templates`), at the held level;
+- the hard attack, a column per family: the attack weighted once more by (velocity / 127)², for instruments that are
+  brighter when played harder;
+- the onset noise, a column per family: a broadband burst decaying over NOISE_SECONDS (hammer, pick, breath);
+- releases, two columns per GM family (program // 8): the template after the note-off, decaying from the level the
+  note had reached over each of RELEASE_SECONDS;
 - reverb: the held columns' unit templates summed and smeared by a causal exponential tail of REVERB_SECONDS;
-- drums, one column per GM drum key (35-81, and one for the keys outside): a broadband hit decaying from its onset
-  with the time constant of its kind of drum (DRUM_GROUPS);
+- drums, two columns per GM drum key (35-81, and one for the keys outside): the hit's body, a broadband burst
+  decaying with the time constant of its kind of drum (DRUM_GROUPS), and its stick, decaying over
+  DRUM_ATTACK_SECONDS;
 - a constant floor.
 
-So the gains of a program are its spectral envelope: the level, per mel bin, of its partials against the 1 / k
-template; `midisynth.training.partials` fits them to a data set in closed form.
+Every onset is placed on the frame grid as the front end sees it: a frame whose window (640 samples from frame * 320)
+holds the onset part way takes the share of the window's weight that lies after the onset, and ages are measured
+from the onset to the window's centre. So an attack lands in the frames, at the level, where the reference's does.
+
+The gains of a program are its spectral envelopes: the level, per mel bin, of its partials against the 1 / k
+template at each stage of a note's life; `midisynth.training.partials` fits them to a data set in closed form.
 
 `Partials.mix` gives the rendered spectrogram (1 - w) of the network's magnitude and w of this estimate's, in linear
 magnitude. The network's own spectrogram stays the next window's context, as in training.
@@ -25,6 +43,7 @@ magnitude. The network's own spectrogram stays the next window's context, as in 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,15 +51,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from midisynth.constants import FRAME_RATE, MAX_LOG_MEL, MIN_LOG_MEL, N_MELS, REFERENCE_VELOCITY, WINDOW_FRAMES
-from midisynth.model.harmonics import FAMILY_DECAY_SECONDS, NOTE_LEVEL, pitch_templates
-from midisynth.score.frames import sounding_frames
+from midisynth.audio import hann_window
+from midisynth.constants import (
+    FRAME_RATE,
+    HOP_LENGTH,
+    MAX_LOG_MEL,
+    MIN_LOG_MEL,
+    N_MELS,
+    REFERENCE_VELOCITY,
+    SAMPLE_RATE,
+    WIN_LENGTH,
+    WINDOW_FRAMES,
+)
+from midisynth.model.harmonics import FAMILY_DECAY_SECONDS, NOTE_LEVEL, diffuse_templates, pitch_templates
 from midisynth.score.midi import Note, Song
 
 PROGRAMS, FAMILIES = 128, 16
-REGISTER_SPLIT = 60  # a program's notes below this pitch have a column of their own, those from it up another
-HELD_COLUMNS = 2 * PROGRAMS
-RELEASE_SECONDS = 0.2  # time constant of a note's release after its note-off
+REGISTER_SPLIT = 60  # a program's notes below this pitch have columns of their own, those from it up others
+ATTACK_SECONDS = 0.1  # time constant of the attack columns
+FADE_SECONDS = 0.5  # time constant of the fade columns
+NOISE_SECONDS = 0.02  # time constant of a pitched note's onset noise
+SWELL_SECONDS = 0.15  # time constant of the swell columns' rise
+RELEASE_SECONDS = (0.2, 0.8)  # time constants of a note's release after its note-off, a column each
 REVERB_SECONDS = 0.4  # time constant of the reverb tail
 # GM drum keys by the kind of sound, each group with its decay time constant in seconds; other keys are group 5.
 DRUM_GROUPS = {35: 0, 36: 0,  # bass drums
@@ -49,43 +81,55 @@ DRUM_GROUPS = {35: 0, 36: 0,  # bass drums
                42: 3, 44: 3, 46: 3,  # hi-hats
                49: 4, 51: 4, 52: 4, 53: 4, 55: 4, 57: 4, 59: 4}  # cymbals
 DRUM_DECAY_SECONDS = (0.15, 0.15, 0.2, 0.1, 0.6, 0.15)
-# Column layout of the gains: [held: program x register | release per family | reverb | drum keys | floor].
-RELEASE_COLUMN = HELD_COLUMNS
-REVERB_COLUMN = RELEASE_COLUMN + FAMILIES
+DRUM_ATTACK_SECONDS = 0.03  # time constant of a drum hit's stick
 FIRST_DRUM_KEY, LAST_DRUM_KEY = 35, 81  # the GM percussion map
 DRUM_KEYS = LAST_DRUM_KEY - FIRST_DRUM_KEY + 2  # a column per key, the last for keys outside the map
+# Column layout of the gains: [held: program x register | attack: program x register | fade: family x register |
+# swell: family x register | diffuse: family x register | hard attack: family | onset noise: family | release: family
+# x time constant | reverb | drum keys | drum sticks | floor].
+HELD_COLUMNS = 2 * PROGRAMS
+ATTACK_COLUMN = HELD_COLUMNS
+FADE_COLUMN = ATTACK_COLUMN + HELD_COLUMNS
+SWELL_COLUMN = FADE_COLUMN + 2 * FAMILIES
+DIFFUSE_COLUMN = SWELL_COLUMN + 2 * FAMILIES
+HARD_COLUMN = DIFFUSE_COLUMN + 2 * FAMILIES
+NOISE_COLUMN = HARD_COLUMN + FAMILIES
+RELEASE_COLUMN = NOISE_COLUMN + FAMILIES
+REVERB_COLUMN = RELEASE_COLUMN + len(RELEASE_SECONDS) * FAMILIES
 DRUM_COLUMN = REVERB_COLUMN + 1
-FLOOR_COLUMN = DRUM_COLUMN + DRUM_KEYS
+STICK_COLUMN = DRUM_COLUMN + DRUM_KEYS
+FLOOR_COLUMN = STICK_COLUMN + DRUM_KEYS
 COLUMNS = FLOOR_COLUMN + 1
 LEAD_FRAMES = math.ceil(5 * REVERB_SECONDS * FRAME_RATE)  # history computed before a window for its reverb tail
-RELEASE_FRAMES = math.ceil(5 * RELEASE_SECONDS * FRAME_RATE)  # frames a release is drawn for after the note-off
+RELEASE_FRAMES = math.ceil(5 * max(RELEASE_SECONDS) * FRAME_RATE)  # frames a release is drawn for after the note-off
+WINDOW_CENTRE_SECONDS = WIN_LENGTH / 2 / SAMPLE_RATE  # frame f's window is centred at f / 50 s + this
 
-DEFAULT_MIX = 0.7  # share of the partials model's magnitude in a render, chosen by the held-out evaluation
-#                   (docs/experiments.md): from 0.6 to 0.8 the log-mel distance holds, the notes found rise with it
-FORMAT_TAG = "midisynth.partials/1"
+DEFAULT_MIX = 0.85  # share of the partials model's magnitude in a render, chosen by the evaluation on both
+#                    held-out sets (docs/experiments.md): the log-mel distance holds from 0.7 to 0.85, attacks and
+#                    the notes found rise with the share
+FORMAT_TAG = "midisynth.partials/2"
 
 
 @dataclass(frozen=True)
 class NoteColumns:
-    """A span of frames' unit-gain columns, as levels per pitch (so each column's mel magnitude is levels @ template).
+    """A span of frames' unit-gain columns (levels are amplitudes relative to NOTE_LEVEL):
 
-    held: held column (`held_column`) -> [frames, 128 pitches]; release: family -> [frames, 128 pitches]; reverb
-    [frames, 128 mel bins]; drums [frames, DRUM_KEYS]. All levels are amplitudes relative to NOTE_LEVEL.
+    pitched: column -> levels per pitch [frames, 128 pitches] (each column's mel magnitude is levels @ its
+    templates, `column_templates`);
+    broadband: column -> level [frames] (the same in every mel bin); reverb [frames, 128 mel bins].
     """
 
-    held: dict[int, np.ndarray]
-    release: dict[int, np.ndarray]
+    pitched: dict[int, np.ndarray]
+    broadband: dict[int, np.ndarray]
     reverb: np.ndarray
-    drums: np.ndarray
 
     def design(self) -> tuple[np.ndarray, list[int]]:
         """([frames, 128 mel bins, active columns] float32, the active columns' indices): the mel magnitude of each
         column that is not silent in the span, at unit gain (the fit's design matrix, per mel bin)."""
-        parts = [(column, NOTE_LEVEL * _on_mel(levels)) for column, levels in self.held.items()]
-        parts += [(RELEASE_COLUMN + family, NOTE_LEVEL * _on_mel(levels)) for family, levels in self.release.items()]
+        parts = [(column, NOTE_LEVEL * _on_mel(levels, column)) for column, levels in self.pitched.items()]
+        parts += [(column, np.repeat(NOTE_LEVEL * level[:, None], N_MELS, axis=1))
+                  for column, level in self.broadband.items()]
         parts.append((REVERB_COLUMN, self.reverb))
-        parts += [(DRUM_COLUMN + key, np.repeat(NOTE_LEVEL * self.drums[:, key:key + 1], N_MELS, axis=1))
-                  for key in range(DRUM_KEYS) if self.drums[:, key].any()]
         parts.append((FLOOR_COLUMN, np.full(self.reverb.shape, NOTE_LEVEL, np.float32)))
         return np.stack([p for _, p in parts], axis=2).astype(np.float32), [c for c, _ in parts]
 
@@ -95,20 +139,56 @@ def _drum_frames(key: int) -> int:
     return math.ceil(5 * DRUM_DECAY_SECONDS[drum_group(key)] * FRAME_RATE)
 
 
+def onset_frame(seconds: float) -> int:
+    """The first frame whose window holds any of the audio from `seconds` on (the one before the first window to
+    start after it), at least 0."""
+    return max(0, math.floor(seconds * FRAME_RATE) - 1)
+
+
 class NoteReach:
-    """The frames [begin, end) in which each of a song's notes adds to the estimate (held, released or decaying),
-    indexed once so that a window visits only its own notes: a long song's windows cost what a short one's do."""
+    """The frames [begin, end) in which each of a song's notes adds to the estimate (attack, held, released or
+    decaying), indexed once so that a window visits only its own notes: a long song's windows cost what a short
+    one's do."""
 
     def __init__(self, song: Song):
         self.notes = song.notes
-        spans = [sounding_frames(note) for note in song.notes]
-        self.begin = np.array([onset for onset, _ in spans], dtype=np.int64)  # [notes]
-        self.end = np.array([onset + _drum_frames(note.pitch) if note.is_drum else end + RELEASE_FRAMES
-                             for note, (onset, end) in zip(song.notes, spans, strict=True)], dtype=np.int64)
+        self.begin = np.array([onset_frame(note.start) for note in song.notes], dtype=np.int64)  # [notes]
+        self.end = np.array([_reach_end(note) for note in song.notes], dtype=np.int64)
 
     def within(self, start: int, stop: int) -> list[Note]:
         """The notes, in song order, that add to frames [start, stop)."""
         return [self.notes[i] for i in np.flatnonzero((self.begin < stop) & (self.end > start))]
+
+
+def _reach_end(note: Note) -> int:
+    """The frame after the last that `note` adds to."""
+    if note.is_drum:
+        return math.ceil(note.start * FRAME_RATE) + _drum_frames(note.pitch)
+    return math.ceil(note.end * FRAME_RATE) + RELEASE_FRAMES
+
+
+@functools.cache
+def _window_weight_after() -> np.ndarray:
+    """[WIN_LENGTH + 1] float64: the share of the front end's window weight at samples >= i of a frame's window."""
+    window = hann_window(torch.device("cpu"), torch.float64).numpy()
+    after = np.concatenate([np.cumsum(window[::-1])[::-1], [0.0]])
+    return after / after[0]
+
+
+def onset_envelope(start: float, first: int, stop: int, decay: float | None, rise: float | None = None) -> np.ndarray:
+    """[stop - first] float32: a note from `start` seconds at unit level, decaying as exp(-age / decay) (held for
+    None) and, with `rise`, rising as 1 - exp(-age / rise), on frames [first, stop): each frame's share of its
+    window after the onset times that envelope at the window's centre (0 before the onset)."""
+    frames = np.arange(first, stop)
+    onset_sample = start * SAMPLE_RATE
+    offset = np.clip(np.ceil(onset_sample - frames * HOP_LENGTH), 0, WIN_LENGTH).astype(np.int64)
+    envelope = _window_weight_after()[offset]
+    age = np.maximum(frames / FRAME_RATE + WINDOW_CENTRE_SECONDS - start, 0.0)
+    if decay is not None:
+        envelope = envelope * np.exp(-age / decay)
+    if rise is not None:
+        envelope = envelope * -np.expm1(-age / rise)
+    return envelope.astype(np.float32)
 
 
 def note_columns(song: Song, first: int, stop: int, reach: NoteReach | None = None) -> NoteColumns:
@@ -116,31 +196,59 @@ def note_columns(song: Song, first: int, stop: int, reach: NoteReach | None = No
     notes from LEAD_FRAMES before `first`. `reach`: the song's `NoteReach`, if made (else every note is looked at)."""
     start = max(0, first - LEAD_FRAMES)
     frames = stop - start
-    held: dict[int, np.ndarray] = {}
-    release: dict[int, np.ndarray] = {}
-    drums = np.zeros((frames, DRUM_KEYS), np.float32)
+    pitched: dict[int, np.ndarray] = {}
+    broadband: dict[int, np.ndarray] = {}
+
+    def add(column: int, pitch: int | None, begin: int, values: np.ndarray) -> None:
+        """Add `values` (one per frame from song frame `begin`) to a column, on `pitch` (None: broadband)."""
+        lo, hi = max(begin, start), min(begin + values.shape[0], stop)
+        if hi <= lo:
+            return
+        if pitch is None:
+            target = broadband.setdefault(column, np.zeros(frames, np.float32))
+            target[lo - start:hi - start] += values[lo - begin:hi - begin]
+        else:
+            target = pitched.setdefault(column, np.zeros((frames, 128), np.float32))
+            target[lo - start:hi - start, pitch] += values[lo - begin:hi - begin]
+
     for note in song.notes if reach is None else reach.within(start, stop):
-        onset, end = sounding_frames(note)
         level = (note.velocity / REFERENCE_VELOCITY) ** 2
+        begin = onset_frame(note.start)
         if note.is_drum:
-            decay = DRUM_DECAY_SECONDS[drum_group(note.pitch)]
-            _add_decay(drums[:, drum_column(note.pitch)], onset - start, onset + _drum_frames(note.pitch) - start,
-                       level, decay)
+            end = _reach_end(note)
+            key = drum_column(note.pitch)
+            add(DRUM_COLUMN + key, None, begin, level * onset_envelope(
+                note.start, begin, end, DRUM_DECAY_SECONDS[drum_group(note.pitch)]))
+            add(STICK_COLUMN + key, None, begin, level * onset_envelope(note.start, begin, end, DRUM_ATTACK_SECONDS))
             continue
-        if end + RELEASE_FRAMES <= start or onset >= stop:
+        end = math.ceil(note.end * FRAME_RATE)  # the first frame at or after the note-off
+        if end + RELEASE_FRAMES <= start or begin >= stop:
             continue
-        decay = FAMILY_DECAY_SECONDS.get(note.program // 8)
-        held_levels = held.setdefault(held_column(note), np.zeros((frames, 128), np.float32))
-        _add_decay(held_levels[:, note.pitch], onset - start, end - start, level, decay)
-        at_release = level * (1.0 if decay is None else math.exp(-(end - onset) / FRAME_RATE / decay))
-        release_levels = release.setdefault(note.program // 8, np.zeros((frames, 128), np.float32))
-        _add_decay(release_levels[:, note.pitch], end - start, end + RELEASE_FRAMES - start, at_release, RELEASE_SECONDS)
-    total = NOTE_LEVEL * _on_mel(sum(held.values(), np.zeros((frames, 128), np.float32)))
+        family, register = note.program // 8, int(note.pitch >= REGISTER_SPLIT)
+        decay = FAMILY_DECAY_SECONDS.get(family)
+        held = level * onset_envelope(note.start, begin, end, decay)
+        add(held_column(note), note.pitch, begin, held)
+        add(DIFFUSE_COLUMN + 2 * family + register, note.pitch, begin, held)
+        add(SWELL_COLUMN + 2 * family + register, note.pitch, begin,
+            level * onset_envelope(note.start, begin, end, decay, rise=SWELL_SECONDS))
+        attack = level * onset_envelope(note.start, begin, end, ATTACK_SECONDS)
+        add(ATTACK_COLUMN + held_column(note), note.pitch, begin, attack)
+        add(HARD_COLUMN + family, note.pitch, begin, attack * (note.velocity / 127) ** 2)
+        add(FADE_COLUMN + 2 * family + register, note.pitch, begin,
+            level * onset_envelope(note.start, begin, end, FADE_SECONDS))
+        add(NOISE_COLUMN + family, None, begin, level * onset_envelope(note.start, begin, end, NOISE_SECONDS))
+        age = max(end / FRAME_RATE + WINDOW_CENTRE_SECONDS - note.start, 0.0)
+        at_release = level * (1.0 if decay is None else math.exp(-age / decay))
+        for index, seconds in enumerate(RELEASE_SECONDS):
+            release = at_release * np.exp(-np.arange(RELEASE_FRAMES) / FRAME_RATE / seconds).astype(np.float32)
+            add(RELEASE_COLUMN + index * FAMILIES + family, note.pitch, end, release)
+    held = [levels for column, levels in pitched.items() if column < HELD_COLUMNS]
+    total = NOTE_LEVEL * _on_mel(sum(held, np.zeros((frames, 128), np.float32)), 0)
     keep = slice(first - start, None)
     return NoteColumns(
-        held={c: levels[keep] for c, levels in held.items() if levels[keep].any()},
-        release={f: levels[keep] for f, levels in release.items() if levels[keep].any()},
-        reverb=_reverb_tail(total)[keep], drums=drums[keep])
+        pitched={c: levels[keep] for c, levels in pitched.items() if levels[keep].any()},
+        broadband={c: level[keep] for c, level in broadband.items() if level[keep].any()},
+        reverb=_reverb_tail(total)[keep])
 
 
 def held_column(note: Note) -> int:
@@ -158,22 +266,17 @@ def drum_column(key: int) -> int:
     return key - FIRST_DRUM_KEY if FIRST_DRUM_KEY <= key <= LAST_DRUM_KEY else DRUM_KEYS - 1
 
 
-def _on_mel(levels: np.ndarray) -> np.ndarray:
-    """Levels per pitch [frames, 128] -> their unit templates' mel magnitude [frames, 128 mel bins]. The product
-    runs in torch, on its threads: numpy's BLAS threads, left spinning after a call, would slow torch's next ops."""
-    return (torch.from_numpy(levels) @ torch.from_numpy(pitch_templates())).numpy()
+def column_templates(column: int) -> np.ndarray:
+    """[128 pitches, 128 mel bins]: the unit templates of a pitched column: diffuse for the diffuse columns, else the
+    notes' partials."""
+    return diffuse_templates() if DIFFUSE_COLUMN <= column < HARD_COLUMN else pitch_templates()
 
 
-def _add_decay(target: np.ndarray, begin: int, end: int, level: float, decay: float | None) -> None:
-    """Add `level` (times exp(-age / decay) for a decay in seconds, age from `begin`) to target[begin:end], clipped
-    to the target's frames."""
-    lo, hi = max(begin, 0), min(end, target.shape[0])
-    if hi <= lo:
-        return
-    if decay is None:
-        target[lo:hi] += level
-    else:
-        target[lo:hi] += level * np.exp(-(np.arange(lo, hi) - begin) / FRAME_RATE / decay)
+def _on_mel(levels: np.ndarray, column: int) -> np.ndarray:
+    """Levels per pitch [frames, 128] of `column` -> their unit templates' mel magnitude [frames, 128 mel bins]. The
+    product runs in torch, on its threads: numpy's BLAS threads, left spinning after a call, would slow torch's
+    next ops."""
+    return (torch.from_numpy(levels) @ torch.from_numpy(column_templates(column))).numpy()
 
 
 def _reverb_tail(magnitude: np.ndarray) -> np.ndarray:
@@ -204,14 +307,13 @@ class Partials:
         """[256, 128] float32 mel magnitude of window `window` (frame f at (window * 256 + f) / 50 s); `reach`: the
         song's `NoteReach`, for a song rendered window by window."""
         columns = note_columns(song, window * WINDOW_FRAMES, (window + 1) * WINDOW_FRAMES, reach)
-        templates = torch.from_numpy(pitch_templates())  # [128 pitches, 128 mel bins]
         gains = torch.from_numpy(self.gains)
         out = columns.reverb * self.gains[:, REVERB_COLUMN] + NOTE_LEVEL * self.gains[:, FLOOR_COLUMN]
-        for column, levels in columns.held.items():
+        for column, levels in columns.pitched.items():
+            templates = torch.from_numpy(column_templates(column))  # [128 pitches, 128 mel bins]
             out += NOTE_LEVEL * (torch.from_numpy(levels) @ (templates * gains[:, column])).numpy()
-        for family, levels in columns.release.items():
-            out += NOTE_LEVEL * (torch.from_numpy(levels) @ (templates * gains[:, RELEASE_COLUMN + family])).numpy()
-        out += NOTE_LEVEL * (torch.from_numpy(columns.drums) @ gains[:, DRUM_COLUMN:FLOOR_COLUMN].T).numpy()
+        for column, level in columns.broadband.items():
+            out += NOTE_LEVEL * level[:, None] * self.gains[:, column]
         return out.astype(np.float32)
 
 

@@ -38,6 +38,7 @@ from midisynth.model.partials import NoteReach, Partials, check_mix, load_partia
 from midisynth.model.resolve import resolve_model
 from midisynth.precision import check_precision, hardware, resolve_precision
 from midisynth.render import samplers
+from midisynth.render.silence import SilenceGate
 from midisynth.score.midi import Song, read_midi
 from midisynth.score.tokens import cut_seconds, fit_window, num_windows, pad_tokens, tokenize
 from midisynth.vocoders.vocoder import Vocoder, load_vocoder
@@ -315,7 +316,16 @@ class Synthesizer:
                       enumerate(self.spectrogram_windows(windows, options, on_window, self.note_inputs(song))))
         else:
             source = _silent_windows(len(windows), on_window)
-        yield from self.vocoder.stream(_trimmed(source, song_frames(song, len(windows)), mel_sink))
+        yield from self.vocode(song, _trimmed(source, song_frames(song, len(windows)), mel_sink))
+
+    def vocode(self, song: Song, features: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Audio chunks (float32, 16 kHz) of a song's spectrogram, given as consecutive parts [frames, 128] from its
+        first frame: the vocoder's output muted where the score is silent (`midisynth.render.silence`)."""
+        gate = SilenceGate(song)
+        position = 0  # samples from the song's start
+        for chunk in self.vocoder.stream(features):
+            yield gate.apply(chunk, position)
+            position += chunk.shape[0]
 
     def spectrogram_songs(
         self,

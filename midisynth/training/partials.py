@@ -21,15 +21,18 @@ import torch
 from midisynth.constants import MIN_LOG_MEL, N_MELS
 from midisynth.data.store import load_records
 from midisynth.model.partials import (
+    ATTACK_COLUMN,
     COLUMNS,
     DEFAULT_MIX,
     DRUM_COLUMN,
     DRUM_DECAY_SECONDS,
+    FADE_COLUMN,
     FAMILIES,
     FIRST_DRUM_KEY,
     FLOOR_COLUMN,
     HELD_COLUMNS,
     LAST_DRUM_KEY,
+    STICK_COLUMN,
     Partials,
     drum_column,
     drum_group,
@@ -42,16 +45,29 @@ RIDGE = 0.005  # pull of each program's gains toward its family's, relative to t
 
 
 def family_matrix() -> np.ndarray:
-    """[COLUMNS, FAMILIES + drum kinds + other columns]: sums the held columns by GM family and the drum keys by
-    kind of drum (DRUM_GROUPS), keeps the other columns."""
+    """[COLUMNS, groups]: sums the columns that share their family's envelope: the held and the attack columns of a
+    GM family's programs (each kind apart), the drum keys and the drum sticks by kind of drum (DRUM_GROUPS); every
+    other column is a group of its own."""
     kinds = len(DRUM_DECAY_SECONDS)
-    others = [c for c in range(HELD_COLUMNS, COLUMNS) if not DRUM_COLUMN <= c < FLOOR_COLUMN]
-    matrix = np.zeros((COLUMNS, FAMILIES + kinds + len(others)))
-    matrix[np.arange(HELD_COLUMNS), np.arange(HELD_COLUMNS) // (HELD_COLUMNS // FAMILIES)] = 1.0
-    for key in range(FIRST_DRUM_KEY, LAST_DRUM_KEY + 2):
-        matrix[DRUM_COLUMN + drum_column(key), FAMILIES + drum_group(key)] = 1.0
-    matrix[others, FAMILIES + kinds + np.arange(len(others))] = 1.0
+    group = np.empty(COLUMNS, np.int64)
+    programs = np.arange(HELD_COLUMNS)
+    group[programs] = programs // (HELD_COLUMNS // FAMILIES)
+    group[ATTACK_COLUMN + programs] = FAMILIES + programs // (HELD_COLUMNS // FAMILIES)
+    keys = np.array([drum_column(key) for key in range(FIRST_DRUM_KEY, LAST_DRUM_KEY + 2)])
+    kind = np.array([drum_group(key) for key in range(FIRST_DRUM_KEY, LAST_DRUM_KEY + 2)])
+    group[DRUM_COLUMN + keys] = 2 * FAMILIES + kind
+    group[STICK_COLUMN + keys] = 2 * FAMILIES + kinds + kind
+    others = [c for c in range(COLUMNS) if not (c < FADE_COLUMN or DRUM_COLUMN <= c < FLOOR_COLUMN)]
+    group[others] = 2 * FAMILIES + 2 * kinds + np.arange(len(others))
+    matrix = np.zeros((COLUMNS, int(group.max()) + 1))
+    matrix[np.arange(COLUMNS), group] = 1.0
     return matrix
+
+
+def family_rows() -> list[np.ndarray]:
+    """The groups of `family_matrix` that are GM families of held and of attack columns: [held groups, attack
+    groups], each [FAMILIES] indices."""
+    return [np.arange(FAMILIES), FAMILIES + np.arange(FAMILIES)]
 
 
 def nonnegative_least_squares(gram: np.ndarray, target: np.ndarray, sweeps: int = 300) -> np.ndarray:
@@ -79,14 +95,17 @@ def solve_gains(gram: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Gains [128 bins, COLUMNS] from the fit's normal equations (gram [bins, COLUMNS, COLUMNS], target [bins,
     COLUMNS]): families first (a column without data gets none), then every column shrunk toward its family's."""
     matrix = family_matrix()
-    family_gram = np.einsum("ki,bkl,lj->bij", matrix, gram, matrix)
+    family_gram = matrix.T @ gram @ matrix  # [bins, groups, groups]
     family_target = target @ matrix
     has_data = np.einsum("bii->bi", family_gram) > 0
     families = _ridge_fit(family_gram, family_target, np.zeros_like(family_target),
                           np.where(has_data, 1e-6, 1.0) * _diagonal_scale(family_gram))
-    for row, seen in zip(families, has_data[:, :FAMILIES], strict=True):  # families without data: the mean family
-        if seen.any():
-            row[:FAMILIES][~seen] = np.exp(np.mean(np.log(row[:FAMILIES][seen] + 1e-6)))
+    for index in family_rows():  # families without data: the mean family
+        block, seen = families[:, index], has_data[:, index]  # copies [bins, FAMILIES]
+        for row, row_seen in zip(block, seen, strict=True):
+            if row_seen.any():
+                row[~row_seen] = np.exp(np.mean(np.log(row[row_seen] + 1e-6)))
+        families[:, index] = block
     return _ridge_fit(gram, target, families @ matrix.T,
                       np.full_like(target, RIDGE) * _diagonal_scale(gram)).astype(np.float32)
 
@@ -97,10 +116,11 @@ def _diagonal_scale(gram: np.ndarray) -> np.ndarray:
     return np.array([np.median(d[d > 0]) if (d > 0).any() else 1.0 for d in diagonal])[:, None]
 
 
-def fit_partials(root: str | Path, split: str = "train", mix: float = DEFAULT_MIX,
-                 on_piece: Callable[[int, int], None] | None = None) -> Partials:
-    """Fit the gains to a data set's `split` pieces (their MIDI and stored log-mel features); `on_piece(done,
-    total)` after each piece."""
+def normal_equations(root: str | Path, split: str = "train",
+                     on_piece: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The fit's weighted normal equations summed over a data set's `split` pieces (their MIDI and stored log-mel
+    features): (gram [128 bins, COLUMNS, COLUMNS], target [128 bins, COLUMNS]), float64; `on_piece(done, total)`
+    after each piece."""
     records = load_records(Path(root), split)
     if not records:
         raise FileNotFoundError(f"{root}: no '{split}' pieces (build it with `midisynth dataset`)")
@@ -112,10 +132,18 @@ def fit_partials(root: str | Path, split: str = "train", mix: float = DEFAULT_MI
         design, columns = note_columns(song, 0, features.shape[0]).design()  # [frames, bins, n]
         magnitude = np.exp(features.astype(np.float64))  # [frames, bins]
         weight = 1.0 / (magnitude + RELATIVE_FLOOR)
-        weighted = torch.from_numpy(design * weight[:, :, None].astype(np.float32)).permute(1, 0, 2).double()
+        weighted = torch.from_numpy(design * weight[:, :, None].astype(np.float32)).permute(1, 0, 2)  # [bins, f, n]
         index = np.ix_(range(N_MELS), columns, columns)
-        gram[index] += (weighted.transpose(1, 2) @ weighted).numpy()
-        target[:, columns] += np.einsum("fbn,fb->bn", weighted.permute(1, 0, 2).numpy(), magnitude * weight)
+        gram[index] += (weighted.transpose(1, 2).double() @ weighted.double()).numpy()
+        target[:, columns] += (weighted.transpose(1, 2).double()
+                               @ torch.from_numpy(magnitude * weight).T[:, :, None]).squeeze(2).numpy()
         if on_piece is not None:
             on_piece(done, len(records))
-    return Partials(solve_gains(gram, target), mix)
+    return gram, target
+
+
+def fit_partials(root: str | Path, split: str = "train", mix: float = DEFAULT_MIX,
+                 on_piece: Callable[[int, int], None] | None = None) -> Partials:
+    """Fit the gains to a data set's `split` pieces (see `normal_equations`); `on_piece(done, total)` after each
+    piece."""
+    return Partials(solve_gains(*normal_equations(root, split, on_piece)), mix)
