@@ -330,7 +330,7 @@ def info(
 ) -> None:
     """Describe a MIDI file: duration, windows, instruments and note counts."""
     from midisynth.constants import WINDOW_SECONDS
-    from midisynth.score.midi import MidiError
+    from midisynth.score.midi import MidiError, type2_notice
 
     try:
         song = _read_song(midi, _event_limit(max_events))
@@ -346,6 +346,8 @@ def info(
     typer.echo(f"notes: {len(song.notes)}")
     if song.unreleased:
         typer.echo(f"notes never released (left out): {song.unreleased}")
+    if song.together_patterns:
+        typer.echo(type2_notice(song.together_patterns))
     for name, count in song.instrument_note_counts().items():
         typer.echo(f"  {name}: {count} notes")
 
@@ -635,8 +637,8 @@ def evaluate(
     """Score renders against the SoundFont reference (log-mel L1, MR-STFT, onset correlation, level in the reference's
     silences, transcription F1, ViSQOL) beside the vocoder's ceiling and sine, noise and low-pass baselines. Files
     that fail are listed; the rest are scored."""
-    from midisynth.data.fluidsynth import check_soundfont
-    from midisynth.evaluation.evaluate import Scorers, format_table
+    from midisynth.data.fluidsynth import check_fluidsynth
+    from midisynth.evaluation.evaluate import Scorers, format_table, strict_json
     from midisynth.evaluation.evaluate import evaluate as run_eval
     from midisynth.files import save_text_atomic
     from midisynth.jobs.output import OutputError, check_creatable
@@ -652,7 +654,7 @@ def evaluate(
     try:
         if json_out is not None:
             check_creatable(json_out)
-        check_soundfont(soundfont)
+        check_fluidsynth(soundfont)
         scorers = Scorers.create(transcription, visqol)
     except (OutputError, FileNotFoundError, ValueError, ImportError) as err:
         _err(str(err))
@@ -667,7 +669,7 @@ def evaluate(
         if json_out is None:
             return
         try:  # after every file: a long evaluation keeps what it has scored if it is stopped
-            save_text_atomic(json_out, json.dumps(report_so_far, indent=1))
+            save_text_atomic(json_out, strict_json(report_so_far))
         except OSError as err:
             _err(f"{json_out}: cannot write ({err.strerror or err})")
             raise typer.Exit(EXIT_FAILED) from None

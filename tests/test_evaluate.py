@@ -254,3 +254,48 @@ def test_eval_bounds_the_reference_render_by_the_song(tmp_path, tiny_model_path)
     bound = synth.num_samples(read_midi(midi)) / SAMPLE_RATE + REFERENCE_TAIL_SECONDS
     assert result["reference_cut"] and result["reference_seconds"] == pytest.approx(bound, abs=1 / SAMPLE_RATE)
     assert report["failed"] == []
+
+
+@needs_fluidsynth
+def test_files_named_like_options_are_given_to_fluidsynth_as_files(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_midi(tmp_path / "-x.mid", [(60, 0.0, 0.5, 100)])
+    (tmp_path / "-font.sf2").symlink_to(DEFAULT_SOUNDFONT)
+    audio = render_midi(Path("-x.mid"), Path("-font.sf2"))
+    assert np.abs(audio[: SAMPLE_RATE // 2]).max() > 1e-2
+
+
+def test_eval_without_fluidsynth_says_so_before_loading_the_model(tmp_path, monkeypatch, tiny_model_path):
+    write_midi(tmp_path / "a.mid", [(60, 0.0, 1.0, 100)])
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    result = run("eval", str(tmp_path), "--model", "no-such-model.safetensors", *NO_SCORERS)
+    assert result.exit_code == 2, result.output
+    assert result.output == ("midisynth: the fluidsynth program is not installed (Debian: apt-get install "
+                             "fluidsynth)\n")
+    with pytest.raises(FileNotFoundError, match="fluidsynth program is not installed"):
+        evaluate(tiny_synth(tiny_model_path), [tmp_path / "a.mid"])
+
+
+class NotANumber:
+    """Stands in for ViSQOL: a score that is not a number (as a scorer gives for audio it cannot measure)."""
+
+    def moslqo(self, audio: np.ndarray, reference: np.ndarray) -> float:
+        return float("nan")
+
+
+@needs_fluidsynth
+def test_eval_writes_strict_json_with_null_for_a_score_that_is_not_finite(tmp_path, tiny_model_path, monkeypatch):
+    write_midi(tmp_path / "a.mid", [(60, 0.0, 1.0, 100)])
+    monkeypatch.setattr(Scorers, "create", classmethod(lambda cls, transcription, visqol: cls(visqol=NotANumber())))
+    out = tmp_path / "eval.json"
+    result = run("eval", str(tmp_path), "--json", str(out), "--model", str(tiny_model_path), *QUICK)
+    assert result.exit_code == 0, result.output
+
+    def refuse(constant: str):
+        raise ValueError(f"{constant} is not JSON")
+
+    report = json.loads(out.read_text(), parse_constant=refuse)
+    assert report["files"][0]["scores"]["midisynth"]["visqol"] is None
+    assert report["summary"]["mean"]["midisynth"]["visqol"] is None
+    assert report["summary"]["mean"]["midisynth"]["log_mel_l1"] > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import struct
 import subprocess
 import sys
 from dataclasses import FrozenInstanceError
@@ -14,7 +15,9 @@ import mido
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from midisynth.cli import app
 from midisynth.constants import EOS_ID
 from midisynth.score.midi import NO_LIMITS, MidiError, Note, Song, SongLimits, apply_sustain, read_midi
 from midisynth.score.tokens import tokenize
@@ -273,3 +276,47 @@ def test_notes_never_released_are_counted():
 
     pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
     assert len(song.notes) == sum(len(inst.notes) for inst in pm.instruments) == 5
+
+
+def rmid(smf_bytes: bytes, *chunks_before: tuple[bytes, bytes]) -> bytes:
+    """`smf_bytes` wrapped in a RIFF file of form RMID: the given (id, payload) chunks first, then its 'data' chunk."""
+    chunks = b"".join(name + struct.pack("<I", len(payload)) + payload + b"\x00" * (len(payload) % 2)
+                      for name, payload in [*chunks_before, (b"data", smf_bytes)])
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"RMID" + chunks
+
+
+def test_an_rmid_file_is_read_as_the_midi_file_it_wraps(tmp_path):
+    wrapped = smf(C4_ONE_BEAT + END_OF_TRACK)
+    expected = read_midi(wrapped)
+    assert read_midi(rmid(wrapped)) == expected
+    path = tmp_path / "song.rmi"
+    path.write_bytes(rmid(wrapped, (b"LIST", b"INFOINAM\x03\x00\x00\x00ab\x00"), (b"DISP", b"odd")))
+    assert read_midi(path) == expected
+    assert read_midi(io.BytesIO(rmid(wrapped))) == expected
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"RIFF\x04\x00\x00\x00RMID", "RMID file without a 'data' chunk"),
+    (rmid(b"not midi"), r"not a MIDI file \(bad header\)"),
+    (rmid(smf(C4_ONE_BEAT + END_OF_TRACK))[:-4], "truncated track"),
+])
+def test_a_broken_rmid_file_is_one_midi_error(data, message):
+    with pytest.raises(MidiError, match=message):
+        read_midi(data)
+
+
+def test_a_type2_file_says_its_patterns_play_together(tmp_path, tiny_model_path):
+    data = smf(C4_ONE_BEAT + END_OF_TRACK, C4_ONE_BEAT + END_OF_TRACK, fmt=2)
+    song = read_midi(data)
+    assert song.together_patterns == 2 and len(song.notes) == 2 and song.duration == 0.5  # together, as note_seq
+    assert song.excerpt(0.0, 0.25).together_patterns == 2
+    assert read_midi(smf(C4_ONE_BEAT + END_OF_TRACK, C4_ONE_BEAT + END_OF_TRACK, fmt=1)).together_patterns == 0
+    (tmp_path / "type2.mid").write_bytes(data)
+    result = CliRunner().invoke(app, ["info", str(tmp_path / "type2.mid")])
+    assert result.exit_code == 0
+    notice = ("MIDI type 2: its 2 patterns play together, as the reference tokenizer reads them, not one after "
+              "another as the file means")
+    assert notice in result.output.splitlines()
+    from midisynth.render.pipeline import Synthesizer
+
+    assert notice in Synthesizer.from_pretrained(str(tiny_model_path), device="cpu", vocoder="griffin-lim").notices(song)

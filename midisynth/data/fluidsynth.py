@@ -18,6 +18,7 @@ POLL_SECONDS = 0.05  # how often a bounded render's output size is checked
 
 
 def fluidsynth_binary() -> str:
+    """The fluidsynth program's path; FileNotFoundError (one line, how to install it) when it is not on PATH."""
     path = shutil.which("fluidsynth")
     if path is None:
         raise FileNotFoundError("the fluidsynth program is not installed (Debian: apt-get install fluidsynth)")
@@ -38,6 +39,13 @@ def check_soundfont(soundfont: Path) -> None:
         raise ValueError(f"{soundfont}: not a SoundFont (.sf2/.sf3 files start with a RIFF 'sfbk' header)")
 
 
+def check_fluidsynth(soundfont: Path) -> None:
+    """What rendering references needs, checked before anything renders: the fluidsynth program installed
+    (`fluidsynth_binary`) and `soundfont` a SoundFont (`check_soundfont`)."""
+    fluidsynth_binary()
+    check_soundfont(soundfont)
+
+
 def render_midi(midi_path: Path, soundfont: Path, timeout_s: float = 600.0,
                 max_seconds: float | None = None) -> np.ndarray:
     """Render a MIDI file at FluidSynth's default settings, 16 kHz; returns mono float32 audio [samples].
@@ -46,6 +54,7 @@ def render_midi(midi_path: Path, soundfont: Path, timeout_s: float = 600.0,
     attack); FluidSynth keeps rendering a few seconds past the last note-off, so release tails are included.
     With `max_seconds`, FluidSynth is stopped once it has written that much audio and the first `max_seconds`
     are returned: it renders up to the file's End of Track, which may lie hours past the last note.
+    Both files are given to FluidSynth as absolute paths (a name such as `-x.mid` is not read as an option).
     RuntimeError if FluidSynth fails or runs longer than `timeout_s` seconds.
     """
     check_soundfont(soundfont)
@@ -53,7 +62,7 @@ def render_midi(midi_path: Path, soundfont: Path, timeout_s: float = 600.0,
     with tempfile.TemporaryDirectory() as tmp:
         raw, log = Path(tmp) / "render.raw", Path(tmp) / "fluidsynth.log"
         cmd = [fluidsynth_binary(), "-ni", "-T", "raw", "-O", "s16", "-E", "little", "-F", str(raw),
-               "-r", str(SAMPLE_RATE), str(soundfont), str(midi_path)]
+               "-r", str(SAMPLE_RATE), str(Path(soundfont).absolute()), str(Path(midi_path).absolute())]
         with open(log, "wb") as messages, subprocess.Popen(cmd, stdout=messages, stderr=messages) as process:
             try:
                 stopped = _wait(process, raw, limit_bytes, timeout_s)

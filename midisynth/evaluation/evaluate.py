@@ -21,6 +21,8 @@ still scored.
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ import torch
 
 from midisynth.audio import log_mel
 from midisynth.constants import HOP_LENGTH, SAMPLE_RATE
-from midisynth.data.fluidsynth import DEFAULT_SOUNDFONT, check_soundfont, render_midi
+from midisynth.data.fluidsynth import DEFAULT_SOUNDFONT, check_fluidsynth, render_midi
 from midisynth.evaluation.metrics import (
     log_mel_l1,
     mr_stft_distance,
@@ -173,16 +175,33 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def strict_json(report: dict) -> str:
+    """`report` as strict JSON text (indented by 1), each number that is not finite (NaN, infinity) written as
+    null: `json.loads` in other languages and tools reject bare NaN and Infinity."""
+    return json.dumps(_finite_or_none(report), indent=1, allow_nan=False)
+
+
+def _finite_or_none(value):
+    """`value` (dicts, lists, numbers, strings) with each float that is not finite replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(item) for item in value]
+    return value
+
+
 def evaluate(synth: Synthesizer, midi_files: list[Path], soundfont: Path = DEFAULT_SOUNDFONT,
              scorers: Scorers | None = None, on_file: Callable[[Path, str | None, dict], None] | None = None) -> dict:
     """Score every file; {"summary", "files": per-file results, "failed": [{"file", "error"}]}.
 
     A file that cannot be scored (unreadable MIDI, FluidSynth failure or time-out, ...) is listed under "failed"
     and the others are still scored. on_file(path, error or None, report so far) is called after each file (to
-    save partial results of a long evaluation). FileNotFoundError or ValueError up front for a missing SoundFont
-    or a file that is not one.
+    save partial results of a long evaluation). FileNotFoundError or ValueError up front for a missing fluidsynth
+    program, a missing SoundFont or a file that is not one.
     """
-    check_soundfont(soundfont)
+    check_fluidsynth(soundfont)
     results, failed = [], []
     for path in midi_files:
         try:
@@ -205,7 +224,7 @@ def evaluate_model(model: str | Path | None, midi_dir: Path, soundfont: Path = D
 
     Example: `evaluate_model("runs/x/model.safetensors", "data/fluidr3/heldout_midi", visqol=False)["summary"]`.
     """
-    check_soundfont(soundfont)
+    check_fluidsynth(soundfont)
     scorers = Scorers.create(transcription, visqol)
     synth = Synthesizer.from_pretrained(model, device=device, vocoder=vocoder, options=options)
     return evaluate(synth, find_midi_files(midi_dir)[:limit], soundfont, scorers, on_file)

@@ -39,7 +39,7 @@ from midisynth.model.resolve import resolve_model
 from midisynth.precision import check_precision, hardware, resolve_precision
 from midisynth.render import samplers
 from midisynth.render.silence import SilenceGate
-from midisynth.score.midi import Song, read_midi
+from midisynth.score.midi import Song, read_midi, type2_notice
 from midisynth.score.tokens import cut_seconds, fit_window, num_windows, pad_tokens, tokenize
 from midisynth.vocoders.vocoder import Vocoder, load_vocoder
 
@@ -367,12 +367,15 @@ class Synthesizer:
         return song_note_inputs(song, num_windows(song.duration), self.model.cfg)
 
     def notices(self, song: Song) -> list[str]:
-        """What a render of `song` leaves out, one line each: notes the file never released (the reference drops
-        them too), and events past the model's token limit in a crowded window (with the time range cut)."""
+        """What a render of `song` leaves out or plays otherwise than the file means, one line each: notes the file
+        never released (the reference drops them too), a type-2 file's patterns played together (as the reference
+        plays them), and events past the model's token limit in a crowded window (with the time range cut)."""
         lines = []
         if song.unreleased:
             lines.append(f"{song.unreleased} note{'s' * (song.unreleased != 1)} never released (a note-on without "
                          "a note-off) left out, as the reference tokenizer leaves them out")
+        if song.together_patterns:
+            lines.append(type2_notice(song.together_patterns))
         limit = self.model.cfg.max_tokens
         for index, window in enumerate(self.tokenize(song)):
             cut = cut_seconds(window, limit)

@@ -45,6 +45,7 @@ _MAX_TICK_LOCK = threading.Lock()  # pretty_midi reads its limit from a module g
 
 MAX_BYTES_PER_EVENT = 64  # bytes a file may take per event allowed (events take 2 to 4 bytes; text and sysex more)
 _HEADER_BYTES = 14  # "MThd", its length (6), format, track count, time division
+_RIFF_HEADER_BYTES = 12  # an RMID file's "RIFF", its size (little-endian), its form type "RMID"; then its chunks
 
 
 @dataclass(frozen=True)
@@ -113,11 +114,14 @@ class Song:
     """Notes of a MIDI file after the sustain pedal, and its length in seconds (as note_seq's `total_time`).
 
     `unreleased` counts the note-ons the file never released (no note-off of their channel and pitch followed in
-    their track): like the reference, the song leaves them out."""
+    their track): like the reference, the song leaves them out. `together_patterns` counts the patterns of a MIDI
+    type-2 file (0 for types 0 and 1): meant to play one after another, they play together, as the reference
+    tokenizer (note_seq, through pretty_midi) plays them."""
 
     notes: list[Note] = field(default_factory=list)
     duration: float = 0.0
     unreleased: int = 0
+    together_patterns: int = 0  # a type-2 file's patterns (tracks), played together as the reference plays them
 
     def excerpt(self, start: float = 0.0, end: float | None = None) -> Song:
         """The part from `start` to `end` seconds (None: the song's end), re-timed to begin at 0; notes crossing
@@ -129,7 +133,7 @@ class Song:
         end = self.duration if end is None else min(end, self.duration)
         notes = [replace(n, start=max(n.start, start) - start, end=min(n.end, end) - start)
                  for n in self.notes if n.end > start and n.start < end]
-        return Song(notes=notes, duration=end - start, unreleased=self.unreleased)
+        return replace(self, notes=notes, duration=end - start)
 
     def instrument_note_counts(self) -> dict[str, int]:
         """Note counts per instrument name (General MIDI, or "Drums"), most notes first."""
@@ -257,14 +261,36 @@ def _capped(stream: BinaryIO, max_bytes: int, nothing: str = "empty input (no by
     data = _read_up_to(stream, _HEADER_BYTES)
     if not data:
         raise MidiError(nothing)
-    if data[:4] != b"MThd"[: len(data)]:
+    if not _starts_as_midi(data):
         raise MidiError("not a MIDI file (bad header)")
     data += _read_up_to(stream, max_bytes + 1 - len(data)) if max_bytes else stream.read()
     if max_bytes and len(data) > max_bytes:
         raise MidiError(f"over {max_bytes:,} bytes, the limit ({MAX_BYTES_PER_EVENT} for each of the "
                         f"{max_bytes // MAX_BYTES_PER_EVENT:,} MIDI events allowed: raise it with --max-events N, or 0 "
                         "for no limit)")
-    return data
+    return _unwrapped(data)
+
+
+def _starts_as_midi(head: bytes) -> bool:
+    """Whether `head` (a file's first bytes, up to 14) can start a Standard MIDI File ("MThd") or an RMID file (a
+    RIFF file of form "RMID", which wraps one)."""
+    return head[:4] == b"MThd"[: len(head)] or (head[:4] == b"RIFF"[: len(head)]
+                                                and head[8:12] == b"RMID"[: max(0, len(head) - 8)])
+
+
+def _unwrapped(data: bytes) -> bytes:
+    """The Standard MIDI File in `data`: `data` itself, or the payload of an RMID file's "data" chunk (RIFF chunks:
+    a 4-byte id, a little-endian 4-byte size, the payload padded to an even length); MidiError for an RMID file
+    without one."""
+    if not data.startswith(b"RIFF"):
+        return data
+    offset = _RIFF_HEADER_BYTES
+    while offset + 8 <= len(data):
+        size = struct.unpack("<I", data[offset + 4 : offset + 8])[0]
+        if data[offset : offset + 4] == b"data":
+            return data[offset + 8 : offset + 8 + size]
+        offset += 8 + size + size % 2
+    raise MidiError("RMID file without a 'data' chunk (the MIDI file it wraps)")
 
 
 def _read_file(path: str | os.PathLike, max_bytes: int) -> bytes:
@@ -350,6 +376,18 @@ def _parse(data: bytes, max_events: int = 0) -> tuple[pretty_midi.PrettyMIDI, in
     return pm, _unreleased_notes(midi_file)
 
 
+def type2_notice(patterns: int) -> str:
+    """The line that says how a type-2 file of `patterns` patterns is played."""
+    return (f"MIDI type 2: its {patterns} patterns play together, as the reference tokenizer reads them, not one "
+            "after another as the file means")
+
+
+def _type2_patterns(data: bytes) -> int:
+    """The number of patterns (tracks) of a MIDI type-2 file, from its header; 0 for types 0 and 1."""
+    file_format, tracks = struct.unpack(">HH", data[8:12])
+    return tracks if file_format == 2 else 0
+
+
 def apply_sustain(notes: Sequence[Note], instruments: Sequence[int],
                   pedal: Sequence[tuple[float, int, bool]]) -> Song:
     """Extend notes held by the sustain pedal, as note_seq's `apply_sustain_control_changes`.
@@ -413,7 +451,8 @@ def read_midi(source: str | os.PathLike | bytes | BinaryIO | pretty_midi.PrettyM
     the rest, one of more events before parsing, a song longer than the limit after cutting; `NO_LIMITS` reads
     anything).
     """
-    pm, unreleased = _parse(_read_bytes(source, limits.max_bytes), limits.max_events)
+    data = _read_bytes(source, limits.max_bytes)
+    pm, unreleased = _parse(data, limits.max_events)
     notes: list[Note] = []
     instruments: list[int] = []
     pedal: list[tuple[float, int, bool]] = []
@@ -424,7 +463,8 @@ def read_midi(source: str | os.PathLike | bytes | BinaryIO | pretty_midi.PrettyM
             instruments.append(index)
         pedal += [(float(cc.time), index, cc.value >= 64) for cc in inst.control_changes
                   if cc.number == SUSTAIN_CONTROL]
-    song = replace(apply_sustain(notes, instruments, pedal), unreleased=unreleased)
+    song = replace(apply_sustain(notes, instruments, pedal), unreleased=unreleased,
+                   together_patterns=_type2_patterns(data))
     if start or end is not None:
         try:
             song = song.excerpt(start, end)
