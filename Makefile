@@ -76,8 +76,13 @@ train: install
 	$(BIN)/midisynth train $(addprefix --config ,$(RECIPE)) --data $(DATA) --out $(RUN) --device $(DEVICE)
 	$(BIN)/midisynth fit-partials --data $(DATA) --out $(RUN)/$(basename $(notdir $(lastword $(RECIPE))))/partials.safetensors
 
+# Two held-out sets: the data set's own (drawn like its training pieces) and the user songs
+# (midisynth/evaluation/user_songs.py: the kinds of music the training generator does not make).
+USER_SONGS ?= data/user_songs
 eval: $(VENV)/.eval-installed
 	$(BIN)/midisynth eval $(DATA)/heldout_midi --json docs/eval.json
+	$(BIN)/python -m midisynth.evaluation.user_songs $(USER_SONGS)
+	$(BIN)/midisynth eval $(USER_SONGS) --json docs/eval_users.json
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache

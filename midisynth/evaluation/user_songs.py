@@ -340,3 +340,10 @@ def write_user_songs(out_dir: str | Path) -> list[Path]:
         write_atomic(path, lambda f, song=song: song.write(f))
         paths.append(path)
     return paths
+
+
+if __name__ == "__main__":  # python -m midisynth.evaluation.user_songs OUT_DIR
+    import sys
+
+    for written in write_user_songs(sys.argv[1] if len(sys.argv) > 1 else "data/user_songs"):
+        print(written)
