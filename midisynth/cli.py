@@ -352,6 +352,7 @@ def info(
         typer.echo(f"  {name}: {count} notes")
 
 
+MIN_DATASET_HOURS = 0.01  # the least rendered audio `dataset --hours` takes
 DATASET_EXAMPLES = """Examples:
 
 midisynth dataset data/fluidr3 --hours 3
@@ -371,35 +372,69 @@ def dataset(
     slakh: Annotated[list[Path] | None, typer.Option(help="Slakh2100 root (train/, validation/, test/ of TrackNNNNN/all_src.mid + mix.flac).")] = None,
     maestro: Annotated[list[Path] | None, typer.Option(help="MAESTRO v3 root (maestro-v3.0.0.csv and its year folders).")] = None,
     generated: Annotated[bool | None, typer.Option("--generated/--no-generated", help="Render music21's corpus and generated pieces.", show_default="only without recordings")] = None,
-    hours: Annotated[float, typer.Option(min=0.01, help="Rendered audio to store, hours (recordings are all taken).")] = 3.0,
+    hours: Annotated[float, typer.Option(help=f"Rendered audio to store, hours, at least {MIN_DATASET_HOURS:g} (recordings are all taken).")] = 3.0,
     seed: Annotated[int, typer.Option(help="Seed of the generated material and instrument choices.")] = 0,
 ) -> None:
     """Build a training data set: recordings with their MIDI, and MIDI rendered with FluidSynth; tokens, log-mel
-    features, manifest. A recording that cannot be used is reported (one line) and left out."""
+    features, manifest. A recording or MIDI file that cannot be used is reported (one line) and left out."""
     from tqdm import tqdm
 
     from midisynth.data.build import build_dataset
     from midisynth.data.pairs import paired_sources
+    from midisynth.jobs.plan import UsageError
 
+    try:
+        _check_dataset_run(out_dir, hours, list(midi or []))
+    except UsageError as err:
+        _err(str(err))
+        raise typer.Exit(EXIT_USAGE) from None
     recordings = [list(pairs or []), list(slakh or []), list(maestro or [])]
-    skipped: list[str] = []
 
     def skip(line: str) -> None:
-        skipped.append(line)
         tqdm.write(f"midisynth: {line} (skipped)", file=sys.stderr)  # above the progress bar
 
     with _stop_cleanly_on_signals(f"the pieces stored so far are kept and listed in {out_dir / 'manifest.json'}; "
                                   "run the same command to continue"):
         try:
             found = list(paired_sources(*recordings))
-            build_dataset(out_dir, soundfont=soundfont, midi_dirs=list(midi or []), hours=hours, seed=seed,
-                          generated=not any(recordings) if generated is None else generated, pairs=found,
-                          on_skip=skip)
-        except (FileNotFoundError, ValueError, RuntimeError) as err:
+            manifest = build_dataset(out_dir, soundfont=soundfont, midi_dirs=list(midi or []), hours=hours, seed=seed,
+                                     generated=not any(recordings) if generated is None else generated, pairs=found,
+                                     on_skip=skip)
+        except (OSError, ValueError, RuntimeError) as err:
             _err(str(err))
             raise typer.Exit(EXIT_FAILED) from None
-    if skipped:
-        _err(f"{len(found) - len(skipped)} of {len(found)} recordings stored, {len(skipped)} skipped")
+    stored = len({piece["piece_id"] for piece in manifest["pieces"]} & {pair.piece_id for pair in found})
+    if stored < len(found):
+        _err(f"{stored} of {len(found)} recordings stored, {len(found) - stored} skipped")
+
+
+def _check_dataset_run(out_dir: Path, hours: float, midi_dirs: list[Path]) -> None:
+    """UsageError (one line) for --hours that is not a finite number of at least MIN_DATASET_HOURS, a --midi that is
+    not a directory, or an output directory that cannot be made or written in: found before anything is read."""
+    import math
+
+    from midisynth.jobs.plan import UsageError
+
+    if not (math.isfinite(hours) and hours >= MIN_DATASET_HOURS):
+        raise UsageError(f"--hours {hours:g}: give a finite number of hours, at least {MIN_DATASET_HOURS:g}")
+    for folder in midi_dirs:
+        if not folder.is_dir():
+            raise UsageError(f"--midi {folder}: {'not a directory' if folder.exists() else 'no such directory'}")
+    _check_run_directory(out_dir, "manifest.json")
+
+
+def _check_run_directory(out: Path, probe: str) -> None:
+    """UsageError (one line) unless the directory `out` exists or can be made, and a file `probe` can be written
+    in it."""
+    from midisynth.files import OutputError, make_output_directory
+    from midisynth.jobs.output import check_creatable
+    from midisynth.jobs.plan import UsageError
+
+    try:
+        make_output_directory(out, out)
+        check_creatable(out / probe)
+    except OutputError as err:
+        raise UsageError(str(err)) from None
 
 
 def _check_training_run(device: str, out: Path) -> None:
@@ -409,19 +444,13 @@ def _check_training_run(device: str, out: Path) -> None:
 
     import torch
 
-    from midisynth.files import OutputError, make_output_directory
-    from midisynth.jobs.output import check_creatable
     from midisynth.jobs.plan import UsageError
 
     if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
         raise UsageError(f"--device {device!r}: training runs on cpu or cuda[:N]")
     if device != "cpu" and not torch.cuda.is_available():
         raise UsageError(f"--device {device} was asked for, but no CUDA GPU is available to torch")
-    try:
-        make_output_directory(out, out)
-        check_creatable(out / "last.pt")
-    except OutputError as err:
-        raise UsageError(str(err)) from None
+    _check_run_directory(out, "last.pt")
 
 
 TRAIN_EXAMPLES = """Examples:
@@ -688,7 +717,7 @@ def fit_partials(
     out: Annotated[Path, typer.Option(help="Where to write it; beside a model file as partials.safetensors, "
                                            "renders with that model use it.")] = Path("runs/default/partials.safetensors"),
     mix: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Its default share in renders.",
-                                              show_default="0.7")] = None,
+                                              show_default="0.85")] = None,
 ) -> None:
     """Fit the partials model (a spectral envelope per instrument, in closed form) to the data set's training pieces."""
     from tqdm import tqdm

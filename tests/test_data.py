@@ -190,3 +190,119 @@ def test_build_store_resume_split_and_windows(tmp_path):
     for record, window in dataset.index:
         expected = tokenize(read_midi(root / "midi" / f"{record.piece_id}.mid"))[window]
         assert dataset.window_tokens(record, window) == expected
+
+
+# -- dataset's one-line errors ----------------------------------------------------------------------------------------
+def _dataset(*args: str):
+    from typer.testing import CliRunner
+
+    from midisynth.cli import app
+
+    return CliRunner().invoke(app, ["dataset", *args])
+
+
+def _read_only(monkeypatch) -> None:
+    """Files cannot be created anywhere (as on a read-only file system; root is refused nothing else)."""
+    import errno
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+
+
+@pytest.mark.parametrize("make_args, line", [
+    (lambda tmp: ["--hours", "inf"], "--hours inf: give a finite number of hours, at least 0.01"),
+    (lambda tmp: ["--hours", "-1"], "--hours -1: give a finite number of hours, at least 0.01"),
+    (lambda tmp: ["--midi", str(tmp / "nonexistent")], "--midi {tmp}/nonexistent: no such directory"),
+    (lambda tmp: ["--midi", str(tmp / "a.mid")], "--midi {tmp}/a.mid: not a directory"),
+])
+def test_dataset_options_that_cannot_work_are_one_line_exit_2(tmp_path, make_args, line):
+    (tmp_path / "a.mid").write_bytes(b"")
+    result = _dataset(str(tmp_path / "ds"), "--no-generated", *make_args(tmp_path))
+    assert (result.exit_code, result.output) == (2, f"midisynth: {line.format(tmp=tmp_path)}\n")
+    assert not (tmp_path / "ds" / "pieces").exists()
+
+
+def test_dataset_output_that_is_a_file_or_read_only_is_one_line_exit_2(tmp_path, monkeypatch):
+    (tmp_path / "file").write_bytes(b"")
+    result = _dataset(str(tmp_path / "file"), "--no-generated")
+    assert (result.exit_code, result.output) == (
+        2, f"midisynth: {tmp_path}/file: cannot create the output directory {tmp_path}/file (a file has that name)\n")
+    (tmp_path / "ds").mkdir()
+    _read_only(monkeypatch)
+    result = _dataset(str(tmp_path / "ds"), "--no-generated")
+    assert (result.exit_code, result.output) == (
+        2, f"midisynth: {tmp_path}/ds/manifest.json: cannot write in {tmp_path}/ds (Read-only file system)\n")
+    assert list((tmp_path / "ds").iterdir()) == []
+
+
+def _pair(folder, name: str) -> None:
+    """A one-note MIDI file and a 1.5 s tone beside it: a pair within the length tolerance."""
+    import soundfile as sf
+
+    from tests.conftest import write_midi
+
+    write_midi(folder / f"{name}.mid", [(60, 0.0, 1.0, 100)])
+    tone = 0.3 * np.sin(2 * np.pi * 262 * np.arange(int(1.5 * SAMPLE_RATE)) / SAMPLE_RATE)
+    sf.write(folder / f"{name}.wav", tone.astype(np.float32), SAMPLE_RATE)
+
+
+def test_a_pair_whose_piece_file_names_are_too_long_is_skipped_and_the_rest_stored(tmp_path):
+    from midisynth.jobs.plan import name_limit
+
+    (tmp_path / "pairs").mkdir()
+    limit = name_limit(tmp_path / "ds" / "pieces" / "x")
+    long_name = "a" * (limit - len("pair-.features.npy") + 2)  # its piece's file names: limit + 2 bytes
+    for name in (long_name, "b", "c"):
+        _pair(tmp_path / "pairs", name)
+    result = _dataset(str(tmp_path / "ds"), "--pairs", str(tmp_path / "pairs"))
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.startswith("midisynth:")]
+    assert lines == [f"midisynth: {tmp_path / 'pairs' / long_name}.mid: its piece's file names would be {limit + 2} "
+                     f"bytes long, over the {limit} the file system takes (shorten its file or folder names) (skipped)",
+                     "midisynth: 2 of 3 recordings stored, 1 skipped"]
+    assert [r.piece_id for r in load_records(tmp_path / "ds")] == ["pair-b", "pair-c"]
+
+
+@pytest.mark.parametrize("rows, line", [
+    ("train,/abs/x.midi,2004/x.wav\n", "line 2: midi_filename '/abs/x.midi' is not a path inside the MAESTRO folder"),
+    ("train,2004/x.midi,../x.wav\n", "line 2: audio_filename '../x.wav' is not a path inside the MAESTRO folder"),
+    ("train,2004/x.midi,2004/x.wav\ntest,2004/y.midi\n", "line 3: no audio_filename"),
+    ("train,,2004/x.wav\n", "line 2: no midi_filename"),
+])
+def test_a_maestro_csv_with_bad_rows_is_one_line_naming_file_and_line(tmp_path, rows, line):
+    root = tmp_path / "maestro"
+    root.mkdir()
+    table = root / "maestro-v3.0.0.csv"
+    table.write_text("split,midi_filename,audio_filename\n" + rows)
+    result = _dataset(str(tmp_path / "ds"), "--maestro", str(root))
+    assert (result.exit_code, result.output) == (1, f"midisynth: {table}, {line}\n")
+
+
+def test_a_binary_maestro_csv_is_named(tmp_path):
+    root = tmp_path / "maestro"
+    root.mkdir()
+    (root / "maestro-v3.0.0.csv").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe" + bytes(64))
+    result = _dataset(str(tmp_path / "ds"), "--maestro", str(root))
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert result.output.startswith(f"midisynth: {root / 'maestro-v3.0.0.csv'}: not a CSV text file (")
+
+
+@needs_fluidsynth
+def test_dataset_reports_each_unreadable_midi_file_and_renders_the_rest(tmp_path):
+    from tests.conftest import write_midi
+
+    midi = tmp_path / "midi"
+    midi.mkdir()
+    (midi / "garbage.mid").write_bytes(b"not MIDI at all")
+    (midi / "empty.mid").write_bytes(b"")
+    write_midi(midi / "ok.mid", [(60, 0.0, 1.0, 100)])
+    result = _dataset(str(tmp_path / "ds"), "--midi", str(midi), "--no-generated", "--hours", "0.01")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.startswith("midisynth:")]
+    assert [line.split(": unreadable MIDI (")[0] for line in lines] == [f"midisynth: {midi / 'empty.mid'}",
+                                                                       f"midisynth: {midi / 'garbage.mid'}"]
+    assert all(line.endswith(") (skipped)") for line in lines)
+    assert [r.piece_id for r in load_records(tmp_path / "ds")] == ["user-ok"]

@@ -11,6 +11,7 @@ Two kinds of piece, which can be mixed in one data set:
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -37,9 +38,23 @@ from midisynth.data.store import (
     split_of,
     write_manifest,
 )
-from midisynth.files import TEMPORARY_PREFIX, TEMPORARY_SUFFIX, write_atomic
+from midisynth.files import TEMPORARY_PREFIX, TEMPORARY_SUFFIX, make_output_directory, write_atomic
+from midisynth.jobs.plan import name_limit
 from midisynth.score.midi import MidiError, Song, read_midi
 from midisynth.score.tokens import tokenize
+
+LONGEST_PIECE_SUFFIX = ".features.npy"  # the longest ending of a piece's file names (`store.PieceRecord.path`)
+
+
+def piece_name_problem(root: Path, piece_id: str) -> str | None:
+    """Why the files of `piece_id` cannot be stored under `root` (a file name longer than the file system of its
+    pieces/ folder takes), or None."""
+    length = len(os.fsencode(piece_id + LONGEST_PIECE_SUFFIX))
+    limit = name_limit(root / "pieces" / LONGEST_PIECE_SUFFIX)
+    if length <= limit:
+        return None
+    return (f"its piece's file names would be {length} bytes long, over the {limit} the file system takes "
+            "(shorten its file or folder names)")
 
 
 @dataclass
@@ -105,22 +120,28 @@ def store_pair(root: Path, pair: AlignedPair) -> PieceRecord:
 
 
 def _sources(
-    midi_dirs: list[Path], seed: int, done: set[str], generated: bool
+    midi_dirs: list[Path], seed: int, done: set[str], generated: bool, on_skip: Callable[[str], None]
 ) -> Iterator[tuple[str, pretty_midi.PrettyMIDI]]:
-    streams = [folder_pieces(d) for d in midi_dirs]
+    streams = [folder_pieces(d, on_skip) for d in midi_dirs]
     if generated:
         streams += [music21_pieces(seed, skip=done.__contains__), generated_pieces(seed)]
     return interleave(*streams)
 
 
 def _plan(
-    root: Path, sources: Iterator[tuple[str, pretty_midi.PrettyMIDI]], done: set[str], seconds: float, budget: float
+    root: Path, sources: Iterator[tuple[str, pretty_midi.PrettyMIDI]], done: set[str], seconds: float, budget: float,
+    on_skip: Callable[[str], None]
 ) -> Iterator[PreparedPiece]:
-    """New pieces in source order while the stored plus planned song seconds stay below `budget`."""
+    """New pieces in source order while the stored plus planned song seconds stay below `budget`; a piece whose
+    files cannot be named is reported to `on_skip` and left out."""
     for piece_id, pm in sources:
         if seconds >= budget:
             return
         if piece_id in done:
+            continue
+        problem = piece_name_problem(root, piece_id)
+        if problem is not None:
+            on_skip(f"{piece_id}: {problem}")
             continue
         piece = prepare_piece(root, piece_id, pm)
         if piece is not None:
@@ -149,11 +170,12 @@ def _store_pairs(root: Path, pairs: list[AlignedPair], done: set[str], jobs: int
                  on_skip: Callable[[str], None]) -> None:
     """Store the pairs not yet stored; each refused pair is reported to `on_skip` (one line) and left out."""
     ids = [pair.piece_id for pair in pairs]
-    repeated = {i for i in ids if ids.count(i) > 1}
+    refused = {i: "another pair has the same piece id " + repr(i) for i in ids if ids.count(i) > 1}
+    refused |= {i: problem for i in ids if (problem := piece_name_problem(root, i)) is not None}
     for pair in pairs:
-        if pair.piece_id in repeated:
-            on_skip(f"{pair.midi_path}: another pair has the same piece id {pair.piece_id!r}")
-    todo = [pair for pair in pairs if pair.piece_id not in done and pair.piece_id not in repeated]
+        if pair.piece_id in refused:
+            on_skip(f"{pair.midi_path}: {refused[pair.piece_id]}")
+    todo = [pair for pair in pairs if pair.piece_id not in done and pair.piece_id not in refused]
     bar = tqdm(total=len(pairs), initial=len(pairs) - len(todo), unit="pair", desc="pairs", disable=not progress)
 
     def attempt(pair: AlignedPair) -> PieceRecord | PairError:
@@ -188,8 +210,8 @@ def build_dataset(
     """Store every aligned pair, then render pieces until `hours` of rendered songs are stored; returns the
     manifest. Finished pieces are kept and skipped.
 
-    `pairs` (see `midisynth.data.pairs`) are all taken; a refused one is reported to `on_skip` as one line and left
-    out. Rendered sources, interleaved: the `midi_dirs` folders, then (with `generated`) music21's corpus and
+    `pairs` (see `midisynth.data.pairs`) are all taken; a refused one, like an unreadable MIDI file of `midi_dirs`,
+    is reported to `on_skip` as one line and left out. Rendered sources, interleaved: the `midi_dirs` folders, then (with `generated`) music21's corpus and
     generated pieces; none means no rendering (and no SoundFont needed). The last rendered piece may overshoot
     `hours` by its own length. `jobs` pairs or FluidSynth renders are processed at once. An interrupted build
     (an error, or a signal under `midisynth.signals.exit_on_signals`) keeps the pieces stored and those being stored,
@@ -201,7 +223,7 @@ def build_dataset(
     if rendering:
         check_soundfont(soundfont)
     for sub in ("pieces", "midi", *MIDI_COPIES.values()):
-        (root / sub).mkdir(parents=True, exist_ok=True)
+        make_output_directory(root / sub, root)
         _remove_unfinished_files(root / sub)
     records = load_records(root)
     done = {r.piece_id for r in records}
@@ -210,7 +232,7 @@ def build_dataset(
             _store_pairs(root, pairs, done, jobs, progress, on_skip)
         if rendering:
             _render(root, soundfont, [Path(d) for d in midi_dirs or []], hours, seed, progress, generated, jobs,
-                    records, done)
+                    records, done, on_skip)
     finally:
         manifest = write_manifest(root)
     return manifest
@@ -224,14 +246,15 @@ def _remove_unfinished_files(folder: Path) -> None:
 
 
 def _render(root: Path, soundfont: Path, midi_dirs: list[Path], hours: float, seed: int, progress: bool,
-            generated: bool, jobs: int, records: list[PieceRecord], done: set[str]) -> None:
-    """Render pieces until the stored rendered songs reach `hours`."""
+            generated: bool, jobs: int, records: list[PieceRecord], done: set[str],
+            on_skip: Callable[[str], None]) -> None:
+    """Render pieces until the stored rendered songs reach `hours`; pieces left out are reported to `on_skip`."""
     stored = sum(r.seconds for r in records if piece_source(r.piece_id) not in PAIRED_SOURCES)
     budget = hours * 3600.0
     bar = tqdm(total=round(budget), initial=round(min(stored, budget)), unit="s", desc="dataset", disable=not progress)
-    sources = _sources(midi_dirs, seed, done, generated)
+    sources = _sources(midi_dirs, seed, done, generated, on_skip)
     try:
-        _run_all(_plan(root, sources, done, stored, budget), lambda piece: finish_piece(root, piece, soundfont), jobs,
+        _run_all(_plan(root, sources, done, stored, budget, on_skip), lambda piece: finish_piece(root, piece, soundfont), jobs,
                  lambda record: bar.update(min(round(record.seconds), bar.total - bar.n)))
     finally:
         bar.close()

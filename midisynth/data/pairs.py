@@ -30,6 +30,7 @@ AUDIO_SHORTER_S = 1.0  # the audio may end this many seconds before the MIDI's l
 AUDIO_LONGER_S = 10.0  # ... or run this many seconds past it (release tails, room decay, silence at the end)
 PAIRED_SOURCES = ("pair", "slakh", "maestro")  # piece id prefixes (`store.piece_source`) of recorded pieces
 SLAKH_MIDI, SLAKH_AUDIO = "all_src.mid", "mix.flac"  # a Slakh2100 track folder's mix and its MIDI
+MAESTRO_COLUMNS = ("split", "midi_filename", "audio_filename")  # the columns of a MAESTRO CSV that are read
 
 
 class PairError(ValueError):
@@ -89,19 +90,40 @@ def maestro_pairs(root: str | Path) -> list[AlignedPair]:
     tables = sorted(root.glob("maestro-v*.csv"))
     if not tables:
         raise FileNotFoundError(f"{root}: not a MAESTRO folder (no maestro-v*.csv)")
-    with open(tables[-1], newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    missing = {"split", "midi_filename", "audio_filename"} - set(rows[0] if rows else {})
-    if missing:
-        raise ValueError(f"{tables[-1]}: no {', '.join(sorted(missing))} column")
     pairs = []
-    for row in rows:
-        if row["split"] not in SPLIT_NAMES:
-            raise ValueError(f"{tables[-1]}: unknown split {row['split']!r} (expected {', '.join(SPLIT_NAMES)})")
-        midi = Path(row["midi_filename"])
-        pairs.append(AlignedPair(_id("maestro", midi), root / midi, root / row["audio_filename"],
-                                 SPLIT_NAMES[row["split"]]))
+    for line, row in _maestro_rows(tables[-1]):
+        split, midi, audio = (_maestro_field(tables[-1], line, row, column) for column in MAESTRO_COLUMNS)
+        if split not in SPLIT_NAMES:
+            raise ValueError(f"{tables[-1]}, line {line}: unknown split {split!r} (expected {', '.join(SPLIT_NAMES)})")
+        pairs.append(AlignedPair(_id("maestro", Path(midi)), root / midi, root / audio, SPLIT_NAMES[split]))
     return pairs
+
+
+def _maestro_rows(table: Path) -> list[tuple[int, dict]]:
+    """(line number, row) of each row of a MAESTRO CSV; ValueError naming the file for one that is not CSV text
+    or lacks one of MAESTRO_COLUMNS."""
+    try:
+        with open(table, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            rows = [(reader.line_num, row) for row in reader]
+            columns = reader.fieldnames or []
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{table}: not a CSV text file ({err})") from None
+    missing = [column for column in MAESTRO_COLUMNS if column not in columns]
+    if missing:
+        raise ValueError(f"{table}: no {', '.join(missing)} column")
+    return rows
+
+
+def _maestro_field(table: Path, line: int, row: dict, column: str) -> str:
+    """A row's value in `column`: present, and for a file a relative path inside the MAESTRO folder (ValueError
+    naming the file and line if not)."""
+    value = row.get(column)
+    if not value:
+        raise ValueError(f"{table}, line {line}: no {column}")
+    if column != "split" and (Path(value).is_absolute() or ".." in Path(value).parts):
+        raise ValueError(f"{table}, line {line}: {column} {value!r} is not a path inside the MAESTRO folder")
+    return value
 
 
 def paired_sources(pair_dirs: list[Path], slakh: list[Path], maestro: list[Path]) -> Iterator[AlignedPair]:

@@ -198,14 +198,17 @@ def music21_pieces(
         yield name, pm
 
 
-def folder_pieces(folder: Path) -> Iterator[tuple[str, pretty_midi.PrettyMIDI]]:
-    """User MIDI files, as they are."""
+def folder_pieces(folder: Path, on_skip: Callable[[str], None] = lambda line: None
+                  ) -> Iterator[tuple[str, pretty_midi.PrettyMIDI]]:
+    """User MIDI files, as they are; each one that cannot be read is reported to `on_skip` (one line) and left out."""
     for path in find_midi_files(folder):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 pm = pretty_midi.PrettyMIDI(str(path))
-        except Exception:
+        except Exception as err:  # noqa: BLE001  pretty_midi and mido raise many types for unreadable files
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            on_skip(f"{path}: unreadable MIDI ({reason})")
             continue
         yield "user-" + "-".join(path.relative_to(folder).with_suffix("").parts), pm
 

@@ -42,7 +42,7 @@ def _kind(path: Path) -> str | None:
         raise UsageError(f"{path}: {err.strerror or err}") from None
 
 
-def _name_limit(path: Path) -> int:
+def name_limit(path: Path) -> int:
     """The longest file name (bytes) the file system of `path`'s nearest existing folder takes."""
     folder = path.parent
     while not os.path.isdir(folder) and folder != folder.parent:  # isdir: False for a name too long to look up
@@ -57,7 +57,7 @@ def check_name_lengths(paths: Iterable[str | Path]) -> None:
     """UsageError naming the first path with a file or folder name longer than its file system takes."""
     for path in map(Path, paths):
         longest = max((len(os.fsencode(part)) for part in path.parts), default=0)
-        limit = _name_limit(path)
+        limit = name_limit(path)
         if longest > limit:
             raise UsageError(f"{path}: file name too long ({longest} bytes; the file system takes at most {limit})")
 
