@@ -437,6 +437,23 @@ def _check_run_directory(out: Path, probe: str) -> None:
         raise UsageError(str(err)) from None
 
 
+@contextmanager
+def _training_errors() -> Iterator[None]:
+    """One line for what stops training before its first step: a damaged data set file (exit 1); a data set, config,
+    checkpoint or --init-from that does not fit the run (exit 2)."""
+    from midisynth.data.store import DataSetError
+    from midisynth.model.checkpoints import CheckpointError
+
+    try:
+        yield
+    except DataSetError as err:
+        _err(str(err))
+        raise typer.Exit(EXIT_FAILED) from None
+    except (FileNotFoundError, ValueError, CheckpointError) as err:
+        _err(str(err))
+        raise typer.Exit(EXIT_USAGE) from None
+
+
 def _check_training_run(device: str, out: Path) -> None:
     """UsageError (one line) for a device training cannot run on, or a run directory it cannot write checkpoints
     in: found before any data loads."""
@@ -478,7 +495,6 @@ def train(
     from tqdm import tqdm
 
     from midisynth.jobs.plan import UsageError
-    from midisynth.model.checkpoints import CheckpointError
     from midisynth.model.config import load_config
     from midisynth.training import ddp
     from midisynth.training.recipe import recipe_stages
@@ -519,8 +535,9 @@ def train(
                            disable=done >= total or not ranks.is_main)
 
             try:
-                weights = train_recipe(configs, data, out, device=device, init_from=init_from,
-                                       max_minutes=max_minutes, on_stage=on_stage, on_step=on_step, ranks=ranks)
+                with _training_errors():
+                    weights = train_recipe(configs, data, out, device=device, init_from=init_from,
+                                           max_minutes=max_minutes, on_stage=on_stage, on_step=on_step, ranks=ranks)
             finally:  # before any line on a signal
                 if bar is not None:
                     bar.close()
@@ -530,11 +547,8 @@ def train(
 
         from midisynth.training.diffusion import Trainer
 
-        try:
+        with _training_errors():
             trainer = Trainer(load_config(configs[0]), data, out, device=device, init_from=init_from, ranks=ranks)
-        except (FileNotFoundError, ValueError, CheckpointError) as err:
-            _err(str(err))
-            raise typer.Exit(EXIT_USAGE) from None
         if trainer.tc.precision == "auto" and ranks.is_main:
             _err(_auto_precision_line(trainer.device))
         bar = tqdm(total=trainer.tc.max_steps, initial=trainer.step, desc="train", unit="step", dynamic_ncols=True,
@@ -722,6 +736,7 @@ def fit_partials(
     """Fit the partials model (a spectral envelope per instrument, in closed form) to the data set's training pieces."""
     from tqdm import tqdm
 
+    from midisynth.data.store import DataSetError
     from midisynth.files import OutputError, make_output_directory
     from midisynth.model.partials import DEFAULT_MIX, save_partials
     from midisynth.training.partials import fit_partials as fit
@@ -737,6 +752,10 @@ def fit_partials(
         bar.close()
         make_output_directory(out.parent, out)
         save_partials(partials, out)
+    except DataSetError as err:
+        bar.close()
+        _err(str(err))
+        raise typer.Exit(EXIT_FAILED) from None
     except (FileNotFoundError, OutputError) as err:
         bar.close()
         _err(str(err))
@@ -760,10 +779,11 @@ def train_vocoder(
 
     try:
         _check_training_run(device, out)
-        trainer = VocoderTrainer(data, out, VocoderTrainConfig(max_steps=max_steps), device=device)
-    except (FileNotFoundError, ValueError, UsageError) as err:
+    except UsageError as err:
         _err(str(err))
         raise typer.Exit(EXIT_USAGE) from None
+    with _training_errors():
+        trainer = VocoderTrainer(data, out, VocoderTrainConfig(max_steps=max_steps), device=device)
     bar = tqdm(total=max_steps, initial=trainer.step, desc="vocoder", unit="step", dynamic_ncols=True)
 
     def on_step(step: int, loss: float) -> None:

@@ -878,3 +878,86 @@ def test_an_unwritable_run_directory_is_found_before_training(training_data):
     result = _train(training_data, Path("/sys/kernel/run"))
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert result.output.startswith("midisynth: /sys/kernel/run: cannot create the output directory")
+
+
+def _damage(data: Path, kind: str) -> Path:
+    """Cut the first training piece's file of `kind` (features, audio, tokens or json) to half its bytes."""
+    from midisynth.data.store import load_records
+
+    first = load_records(data, "train")[0]
+    path = data / "pieces" / f"{first.piece_id}.json" if kind == "json" else first.path(data, kind)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+@pytest.mark.parametrize(("kind", "command", "reason"), [
+    ("features", "train", "truncated ("),
+    ("tokens", "train", "unreadable array ("),  # cut inside its header
+    ("json", "train", "unreadable piece record ("),
+    ("audio", "train-vocoder", "truncated ("),
+    ("json", "train-vocoder", "unreadable piece record ("),
+    ("features", "fit-partials", "truncated ("),
+])
+def test_a_damaged_data_set_file_is_named_in_one_line_before_training(training_data, tmp_path, kind, command, reason):
+    damaged = _damage(training_data, kind)
+    if command == "train":
+        result = _train(training_data, tmp_path / "run")
+    elif command == "train-vocoder":
+        result = run(command, "--data", str(training_data), "--out", str(tmp_path / "voc"), "--max-steps", "1")
+    else:
+        result = run(command, "--data", str(training_data), "--out", str(tmp_path / "partials.safetensors"))
+    lines = [line for line in result.output.replace("\r", "\n").splitlines() if line.startswith("midisynth:")]
+    assert result.exit_code == 1 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"midisynth: {damaged}: {reason}") and lines[0].endswith(
+        "delete the piece's files and run `midisynth dataset` again to rebuild it")
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def _config_with(tmp_path: Path, name: str, **changes: int) -> Path:
+    """configs/tiny.toml with some of its whole-number fields changed, written as tmp_path/NAME.toml."""
+    from tests.conftest import ROOT
+
+    text = (ROOT / "configs" / "tiny.toml").read_text()
+    for key, value in changes.items():
+        text = re.sub(rf"(?m)^{key} = \d+$", f"{key} = {value}", text)
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+def test_another_model_size_in_the_run_directory_or_init_from_is_one_line(training_data, tmp_path):
+    assert _train(training_data, tmp_path / "run").exit_code == 0
+    wider = str(_config_with(tmp_path, "wider", d_model=64))
+    resumed = run("train", "--config", wider, "--data", str(training_data), "--out", str(tmp_path / "run"))
+    assert resumed.exit_code == 2 and resumed.output.count("\n") == 1, resumed.output
+    assert resumed.output.startswith(f"midisynth: {tmp_path / 'run' / 'last.pt'}: a checkpoint of another model (")
+    assert "is [2048, 32] there, [2048, 64] in this model" in resumed.output
+    weights = tmp_path / "run" / "model.safetensors"
+    started = run("train", "--config", wider, "--data", str(training_data), "--out", str(tmp_path / "wide"),
+                  "--init-from", str(weights))
+    assert started.exit_code == 2 and started.output.count("\n") == 1, started.output
+    assert started.output.startswith(f"midisynth: {weights}: weights of another model size than the config's (")
+    deeper = str(_config_with(tmp_path, "deeper", num_decoder_layers=3))
+    started = run("train", "--config", deeper, "--data", str(training_data), "--out", str(tmp_path / "deep"),
+                  "--init-from", str(weights))
+    assert started.exit_code == 0, started.output  # layers only the config has start from their initial values
+
+
+def test_a_data_set_with_fewer_windows_than_a_batch_is_one_line(tmp_path):
+    from midisynth.training.vocoder import VocoderTrainConfig, VocoderTrainer
+    from tests.test_train import _fake_dataset
+
+    _fake_dataset(tmp_path / "small", pieces=1)  # one training piece of 2 windows: a batch of 8 never fills
+    with pytest.raises(ValueError, match="2 training windows, fewer than one batch of 8; add pieces or lower"):
+        VocoderTrainer(tmp_path / "small", tmp_path / "voc", VocoderTrainConfig(max_steps=1))
+    result = run("train-vocoder", "--data", str(tmp_path / "small"), "--out", str(tmp_path / "voc"), "--max-steps", "1")
+    assert (result.exit_code, result.output) == (2, f"midisynth: {tmp_path / 'small'}: 2 training windows, fewer than "
+                                                    "one batch of 8; add pieces or lower batch_size\n")
+    big_batch = str(_config_with(tmp_path, "big_batch", batch_size=4))
+    result = run("train", "--config", big_batch, "--data", str(tmp_path / "small"), "--out", str(tmp_path / "run"))
+    assert (result.exit_code, result.output) == (2, f"midisynth: {tmp_path / 'small'}: 2 training windows, fewer than "
+                                                    "one batch of 4; add pieces or lower batch_size\n")
+    (tmp_path / "empty" / "pieces").mkdir(parents=True)
+    result = run("train-vocoder", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "voc"))
+    assert (result.exit_code, result.output) == (2, f"midisynth: {tmp_path / 'empty'}: no 'train' pieces (build it "
+                                                    "with `midisynth dataset`)\n")

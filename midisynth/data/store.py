@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from midisynth.constants import HOP_LENGTH, MAX_INPUT_TOKENS, N_MELS, WINDOW_FRAMES
+from midisynth.constants import HOP_LENGTH, MAX_INPUT_TOKENS, N_MELS, WINDOW_FRAMES, WINDOW_SAMPLES
 from midisynth.files import write_atomic
 from midisynth.model.config import ModelConfig
 from midisynth.model.note_inputs import NoteInputs, apply_gain, song_note_inputs
@@ -37,6 +38,10 @@ MIDI_COPIES = {"heldout": "heldout_midi", "test": "test_midi"}
 # Batches pad tokens to a multiple of this. A new token length per batch made CPU training slow down (1.0 -> 1.6
 # s/step) while its memory grew by GBs over the first thousand steps, as kernels were made and cached per shape.
 TOKEN_BUCKET = 64
+
+
+class DataSetError(ValueError):
+    """A data set file that cannot be read or does not hold what its piece's record says; the message names it."""
 
 
 def split_of(piece_id: str) -> str:
@@ -59,6 +64,40 @@ class PieceRecord:
     def midi_path(self, root: Path) -> Path:
         return Path(root) / "midi" / f"{self.piece_id}.mid"
 
+    def shape(self, kind: str) -> tuple[int, ...]:
+        """The shape of the piece's stored array `kind`: features [windows * 256, 128], audio [windows * 81920],
+        tokens [all windows' tokens]."""
+        return {"features": (self.windows * WINDOW_FRAMES, N_MELS), "audio": (self.windows * WINDOW_SAMPLES,),
+                "tokens": (self.token_offsets[-1],)}[kind]
+
+    def check_files(self, root: Path, kinds: tuple[str, ...]) -> None:
+        """DataSetError naming the first of the piece's arrays `kinds` that is missing, truncated or of another
+        shape than the record says (only the .npy headers and the file sizes are read)."""
+        for kind in kinds:
+            check_array(self.path(root, kind), self.shape(kind))
+
+
+REBUILD = "delete the piece's files and run `midisynth dataset` again to rebuild it"
+
+
+def check_array(path: Path, shape: tuple[int, ...]) -> None:
+    """DataSetError naming `path` unless it is a whole .npy file of an array of `shape`."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            stored_shape, _, dtype = read_header(f)
+            size = f.tell() + int(np.prod(stored_shape)) * dtype.itemsize
+            present = os.fstat(f.fileno()).st_size
+    except (OSError, ValueError, EOFError) as err:
+        raise DataSetError(f"{path}: unreadable array ({err.strerror if isinstance(err, OSError) else err}); "
+                           f"{REBUILD}") from None
+    if tuple(stored_shape) != shape:
+        raise DataSetError(f"{path}: an array of shape {list(stored_shape)}, where its piece's record says {list(shape)}; "
+                           f"{REBUILD}")
+    if present < size:
+        raise DataSetError(f"{path}: truncated ({present:,} of {size:,} bytes); {REBUILD}")
+
 
 def save_piece(root: Path, record: PieceRecord, features: np.ndarray, audio: np.ndarray, tokens: np.ndarray) -> None:
     for kind, array in (("features", features), ("audio", audio), ("tokens", tokens)):
@@ -74,9 +113,20 @@ def piece_source(piece_id: str) -> str:
 
 
 def load_records(root: Path, split: str | None = None) -> list[PieceRecord]:
-    """Complete pieces of a data set, sorted by id, optionally of one split."""
-    records = [PieceRecord(**json.loads(p.read_text())) for p in sorted((Path(root) / "pieces").glob("*.json"))]
+    """Complete pieces of a data set, sorted by id, optionally of one split; DataSetError naming a record that
+    cannot be read."""
+    records = [_read_record(p) for p in sorted((Path(root) / "pieces").glob("*.json"))]
     return [r for r in records if split is None or r.split == split]
+
+
+def _read_record(path: Path) -> PieceRecord:
+    """The piece record stored at `path`; DataSetError naming it when it is not one (truncated, not JSON, fields
+    missing)."""
+    try:
+        return PieceRecord(**json.loads(path.read_bytes()))
+    except (OSError, ValueError, TypeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else str(err)
+        raise DataSetError(f"{path}: unreadable piece record ({reason}); {REBUILD}") from None
 
 
 def write_manifest(root: Path) -> dict:
@@ -104,6 +154,8 @@ class WindowDataset(Dataset):
     `midisynth.model.note_inputs`).
     """
 
+    kinds = ("features", "tokens")  # the piece arrays items are made of
+
     def __init__(self, root: str | Path, split: str = "train", max_tokens: int = MAX_INPUT_TOKENS,
                  model: ModelConfig | None = None):
         self.root = Path(root)
@@ -113,6 +165,8 @@ class WindowDataset(Dataset):
         self.records = load_records(self.root, split)
         if not self.records:
             raise FileNotFoundError(f"{self.root}: no '{split}' pieces (build it with `midisynth dataset`)")
+        for record in self.records:  # a damaged file is named now, not by a data loader mid-training
+            record.check_files(self.root, self.kinds)
         self.index = [(r, w) for r in self.records for w in range(r.windows)]
         self._arrays: dict[tuple[str, str], np.ndarray] = {}
 
@@ -186,6 +240,8 @@ class AudioSegmentDataset(WindowDataset):
 
     Items: features float32 [frames, 128] log-mel, audio float32 [frames * 320] (the audio those frames analyse).
     """
+
+    kinds = ("features", "audio")
 
     def __init__(self, root: str | Path, split: str = "train", frames: int = 64):
         super().__init__(root, split)

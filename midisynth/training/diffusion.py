@@ -27,7 +27,7 @@ from midisynth.model.noise_schedule import q_sample, v_target
 from midisynth.model.note_inputs import apply_gain
 from midisynth.precision import hardware, training_precision
 from midisynth.training.ddp import RankBatches, Ranks, RowSlice, whole_batch
-from midisynth.training.loop import TrainingLoop, endless
+from midisynth.training.loop import TrainingLoop, check_batches, endless, weights_mismatch
 
 CUDA_LOADER_WORKERS = 4  # data loader processes per training process on CUDA, unless the config says
 
@@ -87,9 +87,15 @@ def jitter_context_level(context: torch.Tensor, std: float, generator: torch.Gen
     return apply_gain(context, gain[:, None].expand(context.shape[:2]))
 
 
-def initial_weights(source: SpectrogramDiffusion, target: SpectrogramDiffusion) -> dict[str, torch.Tensor]:
+def initial_weights(source: SpectrogramDiffusion, target: SpectrogramDiffusion,
+                    origin: Path | str = "--init-from") -> dict[str, torch.Tensor]:
     """`source`'s weights for `target`'s configuration. Modules that only `target` has (the decoder's cue
-    projection) keep `target`'s initial values, zeros, so that its output starts as `source`'s."""
+    projection) keep `target`'s initial values, zeros, so that its output starts as `source`'s. ValueError naming
+    `origin` (where `source` came from) for weights of another size."""
+    mismatch = weights_mismatch(source.state_dict(), target, all_entries=False)
+    if mismatch is not None:
+        raise ValueError(f"{origin}: weights of another model size than the config's ({mismatch}); start from "
+                         "weights of the same size, or give the config they were trained with")
     return {**target.state_dict(), **source.state_dict()}
 
 
@@ -115,7 +121,7 @@ class Trainer(TrainingLoop):
         self.precision = training_precision(self.tc.precision, hardware(self.device.type, self.device.index))
         model = SpectrogramDiffusion(config.model).to(self.device)
         if init_from is not None:
-            model.load_state_dict(initial_weights(load_model_file(init_from).model, model))
+            model.load_state_dict(initial_weights(load_model_file(init_from).model, model, init_from))
         decoder = model.decoder
         new = [] if decoder.cue_proj is None else list(decoder.cue_proj.parameters())
         groups = [{"params": [p for p in model.parameters() if all(p is not q for q in new)], "lr_scale": 1.0}]
@@ -128,6 +134,7 @@ class Trainer(TrainingLoop):
         self.heldout = WindowDataset(data_dir, split="heldout", model=config.model)
         self._collate = partial(collate_windows, max_tokens=config.model.max_tokens)
         self.loader = self._loader(train_set)
+        check_batches(self.loader, data_dir, self.tc.batch_size)
         self._batches: Iterator[dict[str, torch.Tensor]] | None = None
         self.start(model, optimizer)
         if self.tc.compile:

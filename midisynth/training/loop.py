@@ -39,6 +39,28 @@ def endless(loader: DataLoader) -> Iterator:
         yield from loader
 
 
+def check_batches(loader: DataLoader, data_dir: Path, batch_size: int) -> None:
+    """ValueError (one line) when an epoch of `loader` has no whole batch of `batch_size` (fewer training examples
+    than that): `endless` would wait for a batch for ever."""
+    if len(loader) == 0:
+        examples = len(loader.dataset)
+        raise ValueError(f"{data_dir}: {examples} training window{'s' * (examples != 1)}, fewer than one batch of "
+                         f"{batch_size}; add pieces or lower batch_size")
+
+
+def weights_mismatch(weights: dict[str, torch.Tensor], model: nn.Module, all_entries: bool = True) -> str | None:
+    """How `weights` do not fit `model`, naming the first entry whose shape differs or that `model` lacks (or, with
+    `all_entries`, that `weights` lack); None when they fit."""
+    own = model.state_dict()
+    for name, tensor in weights.items():
+        if name not in own:
+            return f"{name} is not in this model"
+        if tensor.shape != own[name].shape:
+            return f"{name} is {list(tensor.shape)} there, {list(own[name].shape)} in this model"
+    missing = [name for name in own if name not in weights]
+    return f"{missing[0]} is missing" if all_entries and missing else None
+
+
 class TrainingLoop:
     """Subclasses call `start` once their model and optimiser exist, and implement `train_step` and `export`."""
 
@@ -60,12 +82,17 @@ class TrainingLoop:
 
     def start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Take the model (its EMA copy starts equal to it) and optimiser, then resume from the checkpoint if any;
-        ValueError if the processes resumed at different steps."""
+        ValueError if the checkpoint is of another model or the processes resumed at different steps."""
         self.model = model
         self.ema = copy.deepcopy(model).eval().requires_grad_(False) if self.ranks.is_main else None
         self.optimizer = optimizer
         if self.checkpoint_path.exists():
-            self.load_state(self._read_checkpoint())
+            state = self._read_checkpoint()
+            mismatch = weights_mismatch(state["model"], model)
+            if mismatch is not None:
+                raise ValueError(f"{self.checkpoint_path}: a checkpoint of another model ({mismatch}); resume it "
+                                 "with the config it was trained with, or train in another run directory")
+            self.load_state(state)
         self.ranks.check_same_step(self.step)
         if not self.ranks.is_main:
             torch.manual_seed(self.seed + PROCESS_SEED_STRIDE * (self.ranks.rank + self.ranks.world * self.step))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from midisynth.constants import MIN_LOG_MEL, N_MELS
-from midisynth.data.store import load_records
+from midisynth.data.store import DataSetError, PieceRecord, load_records
 from midisynth.model.partials import (
     ATTACK_COLUMN,
     COLUMNS,
@@ -38,7 +38,7 @@ from midisynth.model.partials import (
     drum_group,
     note_columns,
 )
-from midisynth.score.midi import read_midi
+from midisynth.score.midi import MidiError, Song, read_midi
 
 RELATIVE_FLOOR = math.exp(MIN_LOG_MEL)  # mel magnitude added to each target in the fit's error weights
 RIDGE = 0.005  # pull of each program's gains toward its family's, relative to the bin's median Gram diagonal
@@ -120,14 +120,16 @@ def normal_equations(root: str | Path, split: str = "train",
                      on_piece: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The fit's weighted normal equations summed over a data set's `split` pieces (their MIDI and stored log-mel
     features): (gram [128 bins, COLUMNS, COLUMNS], target [128 bins, COLUMNS]), float64; `on_piece(done, total)`
-    after each piece."""
+    after each piece. DataSetError naming a damaged file: the feature files are checked before the fit starts."""
     records = load_records(Path(root), split)
     if not records:
         raise FileNotFoundError(f"{root}: no '{split}' pieces (build it with `midisynth dataset`)")
+    for record in records:
+        record.check_files(Path(root), ("features",))
     gram = np.zeros((N_MELS, COLUMNS, COLUMNS))
     target = np.zeros((N_MELS, COLUMNS))
     for done, record in enumerate(records, start=1):
-        song = read_midi(record.midi_path(root))
+        song = _piece_song(Path(root), record)
         features = np.load(record.path(Path(root), "features"), mmap_mode="r")  # [frames, 128] log-mel
         design, columns = note_columns(song, 0, features.shape[0]).design()  # [frames, bins, n]
         magnitude = np.exp(features.astype(np.float64))  # [frames, bins]
@@ -140,6 +142,14 @@ def normal_equations(root: str | Path, split: str = "train",
         if on_piece is not None:
             on_piece(done, len(records))
     return gram, target
+
+
+def _piece_song(root: Path, record: PieceRecord) -> Song:
+    """The song of a piece's stored MIDI; DataSetError naming the file when it cannot be read."""
+    try:
+        return read_midi(record.midi_path(root))
+    except MidiError as err:
+        raise DataSetError(f"{record.midi_path(root)}: {err}") from None
 
 
 def fit_partials(root: str | Path, split: str = "train", mix: float = DEFAULT_MIX,

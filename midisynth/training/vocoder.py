@@ -20,7 +20,7 @@ from midisynth.data.store import AudioSegmentDataset
 from midisynth.evaluation.metrics import mr_stft_distance
 from midisynth.files import atomic_path
 from midisynth.model.config import check_number, check_whole
-from midisynth.training.loop import TrainingLoop, endless
+from midisynth.training.loop import TrainingLoop, check_batches, endless
 from midisynth.vocoders.vocoder import VOCOS_FORMAT_TAG
 from midisynth.vocoders.vocos import Vocos, VocosConfig
 
@@ -76,6 +76,7 @@ class VocoderTrainer(TrainingLoop):
         data = AudioSegmentDataset(data_dir, "train", frames=config.segment_frames)
         self.loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, drop_last=True,
                                  generator=torch.Generator().manual_seed(config.seed))
+        check_batches(self.loader, data_dir, config.batch_size)
         self._batches = None
         self.start(model, optimizer)
 
