@@ -236,3 +236,32 @@ def test_without_huggingface_hub_hub_ids_say_what_to_install(tiny_model_path, sh
     assert listed.exit_code == 0 and "hub checkpoints not listed: a hub id needs huggingface_hub" in listed.stdout
     assert run("download").exit_code == 1
     assert resolve_model(tiny_model_path).source == tiny_model_path  # paths need no hub
+
+
+@pytest.mark.parametrize("hub_major", ["httpx", "requests"])
+def test_download_without_network_says_the_hub_cannot_be_reached_and_how_to_use_a_checkpoint_on_disk(
+        hub_cache, monkeypatch, hub_major):
+    """huggingface_hub 1.x raises httpx.ConnectError when the hub is out of reach (0.x: requests' ConnectionError,
+    an OSError); neither is a traceback."""
+    import types
+
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    httpx = types.ModuleType("httpx")  # httpx's error classes as huggingface_hub 1.x raises them
+    httpx.TransportError = type("TransportError", (Exception,), {})
+    httpx.ConnectError = type("ConnectError", (httpx.TransportError,), {})
+    monkeypatch.setitem(sys.modules, "httpx", httpx)
+    failure = (httpx.ConnectError("[Errno -3] Temporary failure in name resolution") if hub_major == "httpx"
+               else ConnectionError())
+
+    def unreachable(self, repo_id, revision=None):
+        raise failure
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", unreachable)
+    result = run("download", REPO)
+    assert (result.exit_code, result.stderr) == (1, (
+        f"midisynth: cannot download {REPO}: the hub ({constants.ENDPOINT}) cannot be reached (no network?); to use "
+        "a checkpoint on disk, give its directory (diffusers layout) or .safetensors file: midisynth render --model "
+        "DIR ...\n"))

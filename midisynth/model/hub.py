@@ -115,9 +115,22 @@ def download(hub_id: HubId) -> Path:
         raise HubError(f"{hub_id}: no such model repository on the hub (or it is private: `hf auth login`)") from None
     except HfHubHTTPError as err:
         raise HubError(f"cannot download {hub_id}: {str(err).strip().splitlines()[0]}") from None
-    except OSError as err:  # a full disk has a strerror; connection failures (requests' OSErrors) have none
-        reason = err.strerror or f"{constants.ENDPOINT} is unreachable (no network?)"
-        raise HubError(f"cannot download {hub_id}: {reason}") from None
+    except _connection_errors() as err:
+        if isinstance(err, OSError) and err.strerror:  # a full disk; connection failures (requests') have none
+            raise HubError(f"cannot download {hub_id}: {err.strerror}") from None
+        raise HubError(f"cannot download {hub_id}: the hub ({constants.ENDPOINT}) cannot be reached (no network?); "
+                       "to use a checkpoint on disk, give its directory (diffusers layout) or .safetensors file: "
+                       "midisynth render --model DIR ...") from None
+
+
+def _connection_errors() -> tuple[type[Exception], ...]:
+    """What huggingface_hub raises when the hub cannot be reached: requests' errors (OSErrors) before version 1.0,
+    httpx's transport errors (connection, time-out, protocol) from 1.0, when httpx is installed."""
+    try:
+        import httpx
+    except ImportError:
+        return (OSError,)
+    return (OSError, httpx.TransportError)
 
 
 def cached_models() -> list[CachedModel]:
