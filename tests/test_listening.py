@@ -105,8 +105,9 @@ def test_the_summary_keeps_the_loudest_silence_and_the_table_shows_it():
             scores["silence_db"] = silence_db
         return {"seconds": 1.0, "render_seconds": 1.0, "scores": {"midisynth": scores}}
 
-    summary = summarise([result(-70.0), result(-40.0), result(None)])
-    assert summary["worst_silence_db"] == {"midisynth": -40.0}
+    drums_only = {"seconds": 1.0, "render_seconds": 1.0, "scores": {"lowpass": {"silence_db": -60.0}}}  # no sine
+    summary = summarise([result(-70.0), result(-40.0), result(None), drums_only])
+    assert summary["worst_silence_db"] == {"midisynth": -40.0, "lowpass": -60.0}
     assert summary["mean"]["midisynth"]["silence_db"] == pytest.approx(-55.0)
     lines = format_table(summary).splitlines()
     assert "onset r" in lines[0] and "silence dB" in lines[0]

@@ -145,8 +145,9 @@ def summarise(results: list[dict]) -> dict:
     reference_f1 = summary.get(REFERENCE, {}).get("note_f1")
     ratios = {name: summary[name]["note_f1"] / reference_f1 for name in CANDIDATES
               if reference_f1 and "note_f1" in summary.get(name, {})}
-    worst_silence = {name: max(r["scores"][name]["silence_db"] for r in results if "silence_db" in r["scores"][name])
-                     for name in CANDIDATES if any("silence_db" in r["scores"].get(name, {}) for r in results)}
+    silences = {name: [r["scores"][name]["silence_db"] for r in results if "silence_db" in r["scores"].get(name, {})]
+                for name in CANDIDATES}
+    worst_silence = {name: max(values) for name, values in silences.items() if values}
     total_audio = sum(r["seconds"] for r in results)
     total_render = sum(r["render_seconds"] for r in results)
     return {"files": len(results), "mean": summary, "f1_ratio": ratios, "worst_silence_db": worst_silence,
