@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)  # without logging configured, warnings print 
 
 FALLBACK_VOCODER = "griffin-lim"  # used when a model ships no vocoder, or its vocoder cannot run here
 RELEASE_TAIL_SECONDS = 1.0  # audio kept after the last note end, for the release of the final notes
+MIN_PADDED_TOKENS = 64  # windows are padded to at least this many tokens (see `padded_length`)
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": None}  # autocast dtype of each precision
 
 
@@ -108,6 +109,22 @@ def pick_device(device: str = "auto") -> torch.device:
     if device not in ("cpu",) and not device.startswith("cuda"):
         raise ValueError(f"unknown device {device!r}; use auto, cpu or cuda")
     return torch.device(device)
+
+
+def padded_length(tokens: int, max_tokens: int) -> int:
+    """The length a window of `tokens` tokens is padded to: the next power of two from MIN_PADDED_TOKENS, at most
+    `max_tokens`. It depends on the window alone, never on the windows it is batched with: the padding is masked, but
+    bf16 arithmetic rounds differently at another length, and a song rendered with others sounded different from
+    the same song alone (log-mel L1 0.04, a third of its peak in samples)."""
+    return min(max_tokens, max(MIN_PADDED_TOKENS, 1 << (tokens - 1).bit_length()))
+
+
+def padded_length_groups(windows: list[list[int]], max_tokens: int) -> dict[int, list[int]]:
+    """The windows' positions by their `padded_length`: each group is encoded and sampled as one batch."""
+    groups: dict[int, list[int]] = {}
+    for position, window in enumerate(windows):
+        groups.setdefault(padded_length(len(window), max_tokens), []).append(position)
+    return groups
 
 
 def song_frames(song: Song, num_windows: int) -> int:
@@ -243,32 +260,28 @@ class Synthesizer:
         `songs` holds each song's token windows; `note_inputs` each song's per-frame note inputs, needed by models that
         take them (see `note_inputs`). Yields, for each window index, (song index, log-mel
         features [256, 128]) per song. Each song draws its noise from its own generator seeded with
-        `options.seed`, so batching does not change its result beyond float rounding.
+        `options.seed`, and its windows are padded to lengths of their own (`padded_length`; the windows of one length
+        are sampled as one batch), so batching changes its result only by the batch size's rounding in matrix products:
+        none at bf16 on CPUs that compute it natively, a few LSB at fp32 (docs/usage.md, "Batches").
         """
         opts = (options or self.options).resolved(self.sampling)
-        precision = self.precision(opts)
-        network = self._network(precision)
+        network = self._network(self.precision(opts))
         generators = [torch.Generator().manual_seed(opts.seed) for _ in songs]
         context = torch.zeros(len(songs), WINDOW_FRAMES, N_MELS, device=self.device)  # network range
-        half = DTYPES[precision]
         total, done = sum(len(w) for w in songs), 0
         modulations: dict[float, list] = {}  # see _denoiser
         for index in range(max((len(w) for w in songs), default=0)):
             active = [i for i, song_windows in enumerate(songs) if index < len(song_windows)]
             windows = [fit_window(songs[i][index], self.model.cfg.max_tokens, warn=False) for i in active]
-            tokens = torch.from_numpy(pad_tokens(windows, length=max(map(len, windows)))).to(self.device)
-            rows = torch.tensor(active, device=self.device)
-            has_context = torch.full((len(active),), index > 0, device=self.device)
-            cue = self._window_inputs(note_inputs, active, index, "cue")  # [active, 256, cue_dims] or None
-            gain = self._window_inputs(note_inputs, active, index, "gain")  # [active, 256] or None
-            with torch.autocast(self.device.type, dtype=half, enabled=half is not None):
-                cache = network.encode(tokens, context[rows], has_context, cue)
-                denoise = self._denoiser(network, cache, opts.guidance, modulations)
-                x = samplers.sample(opts.sampler, lambda z, t, d=denoise: d(z, t).float(),
-                                    (len(active), WINDOW_FRAMES, N_MELS), opts.steps,
-                                    [generators[i] for i in active], self.device)
+            x = torch.empty(len(active), WINDOW_FRAMES, N_MELS, device=self.device)
+            for length, members in padded_length_groups(windows, self.model.cfg.max_tokens).items():
+                group = [active[m] for m in members]
+                tokens = torch.from_numpy(pad_tokens([windows[m] for m in members], length=length)).to(self.device)
+                x[members] = self._sample_window(network, opts, tokens, group, index, note_inputs, context[group],
+                                                 [generators[i] for i in group], modulations)
             features = from_network_range(x)  # [active, 256, 128] log-mel (velocity-normalised for gain models)
-            context[rows] = to_network_range(features)
+            context[active] = to_network_range(features)
+            gain = self._window_inputs(note_inputs, active, index, "gain")  # [active, 256] or None
             if gain is not None:
                 features = apply_gain(features, gain)
             done += len(active)
@@ -276,6 +289,20 @@ class Synthesizer:
                 on_window(done, total)
             out = features.float().cpu().numpy()
             yield [(song, out[row]) for row, song in enumerate(active)]
+
+    def _sample_window(self, network: SpectrogramDiffusion, opts: RenderOptions, tokens: torch.Tensor, songs: list[int],
+                       index: int, note_inputs: list[NoteInputs | None] | None, context: torch.Tensor,
+                       generators: list[torch.Generator], modulations: dict[float, list]) -> torch.Tensor:
+        """Window `index` of the songs `songs` (numbers in the batch), from their tokens [songs, length] and their
+        previous windows `context` [songs, 256, 128] (network range): x [songs, 256, 128], network range."""
+        half = DTYPES[self.precision(opts)]
+        has_context = torch.full((len(songs),), index > 0, device=self.device)
+        cue = self._window_inputs(note_inputs, songs, index, "cue")  # [songs, 256, cue_dims] or None
+        with torch.autocast(self.device.type, dtype=half, enabled=half is not None):
+            cache = network.encode(tokens, context, has_context, cue)
+            denoise = self._denoiser(network, cache, opts.guidance, modulations)
+            return samplers.sample(opts.sampler, lambda z, t, d=denoise: d(z, t).float(),
+                                   (len(songs), WINDOW_FRAMES, N_MELS), opts.steps, generators, self.device)
 
     def _window_inputs(self, note_inputs: list[NoteInputs | None] | None, active: list[int], index: int,
                        kind: str) -> torch.Tensor | None:
