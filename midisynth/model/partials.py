@@ -175,20 +175,34 @@ def _window_weight_after() -> np.ndarray:
     return after / after[0]
 
 
+def _clock(start: float, first: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """(share, age), each [stop - first] float64, of a note from `start` seconds on frames [first, stop): the share
+    of each frame's window weight after the onset, and the age in seconds at the window's centre (0 before it)."""
+    frames = np.arange(first, stop)
+    offset = np.clip(np.ceil(start * SAMPLE_RATE - frames * HOP_LENGTH), 0, WIN_LENGTH).astype(np.int64)
+    return _window_weight_after()[offset], np.maximum(frames / FRAME_RATE + WINDOW_CENTRE_SECONDS - start, 0.0)
+
+
+def _shape(share: np.ndarray, age: np.ndarray, decay: float | None, rise: float | None = None) -> np.ndarray:
+    """float32 share * exp(-age / decay) (1 for None) * (1 - exp(-age / rise)) (1 for None)."""
+    envelope = share if decay is None else share * np.exp(-age / decay)
+    if rise is not None:
+        envelope = envelope * -np.expm1(-age / rise)
+    return envelope.astype(np.float32)
+
+
 def onset_envelope(start: float, first: int, stop: int, decay: float | None, rise: float | None = None) -> np.ndarray:
     """[stop - first] float32: a note from `start` seconds at unit level, decaying as exp(-age / decay) (held for
     None) and, with `rise`, rising as 1 - exp(-age / rise), on frames [first, stop): each frame's share of its
     window after the onset times that envelope at the window's centre (0 before the onset)."""
-    frames = np.arange(first, stop)
-    onset_sample = start * SAMPLE_RATE
-    offset = np.clip(np.ceil(onset_sample - frames * HOP_LENGTH), 0, WIN_LENGTH).astype(np.int64)
-    envelope = _window_weight_after()[offset]
-    age = np.maximum(frames / FRAME_RATE + WINDOW_CENTRE_SECONDS - start, 0.0)
-    if decay is not None:
-        envelope = envelope * np.exp(-age / decay)
-    if rise is not None:
-        envelope = envelope * -np.expm1(-age / rise)
-    return envelope.astype(np.float32)
+    return _shape(*_clock(start, first, stop), decay, rise)
+
+
+@functools.cache
+def _release_curves() -> np.ndarray:
+    """[len(RELEASE_SECONDS), RELEASE_FRAMES] float32: exp(-t / seconds) at each frame after a note-off."""
+    t = np.arange(RELEASE_FRAMES) / FRAME_RATE
+    return np.exp(-t[None, :] / np.array(RELEASE_SECONDS)[:, None]).astype(np.float32)
 
 
 def note_columns(song: Song, first: int, stop: int, reach: NoteReach | None = None) -> NoteColumns:
@@ -199,49 +213,49 @@ def note_columns(song: Song, first: int, stop: int, reach: NoteReach | None = No
     pitched: dict[int, np.ndarray] = {}
     broadband: dict[int, np.ndarray] = {}
 
-    def add(column: int, pitch: int | None, begin: int, values: np.ndarray) -> None:
-        """Add `values` (one per frame from song frame `begin`) to a column, on `pitch` (None: broadband)."""
-        lo, hi = max(begin, start), min(begin + values.shape[0], stop)
-        if hi <= lo:
-            return
+    def add(column: int, pitch: int | None, lo: int, values: np.ndarray) -> None:
+        """Add `values` (one per frame from song frame `lo`, within [start, stop)) to a column, on `pitch` (None:
+        broadband)."""
         if pitch is None:
-            target = broadband.setdefault(column, np.zeros(frames, np.float32))
-            target[lo - start:hi - start] += values[lo - begin:hi - begin]
+            if column not in broadband:
+                broadband[column] = np.zeros(frames, np.float32)
+            broadband[column][lo - start:lo - start + values.shape[0]] += values
         else:
-            target = pitched.setdefault(column, np.zeros((frames, 128), np.float32))
-            target[lo - start:hi - start, pitch] += values[lo - begin:hi - begin]
+            if column not in pitched:
+                pitched[column] = np.zeros((frames, 128), np.float32)
+            pitched[column][lo - start:lo - start + values.shape[0], pitch] += values
 
     for note in song.notes if reach is None else reach.within(start, stop):
         level = (note.velocity / REFERENCE_VELOCITY) ** 2
         begin = onset_frame(note.start)
+        end = _reach_end(note) if note.is_drum else math.ceil(note.end * FRAME_RATE)  # drums: their decay's end
+        lo, hi = max(begin, start), min(end, stop)  # the sounding frames in the span
+        share, age = _clock(note.start, lo, hi)
         if note.is_drum:
-            end = _reach_end(note)
             key = drum_column(note.pitch)
-            add(DRUM_COLUMN + key, None, begin, level * onset_envelope(
-                note.start, begin, end, DRUM_DECAY_SECONDS[drum_group(note.pitch)]))
-            add(STICK_COLUMN + key, None, begin, level * onset_envelope(note.start, begin, end, DRUM_ATTACK_SECONDS))
-            continue
-        end = math.ceil(note.end * FRAME_RATE)  # the first frame at or after the note-off
-        if end + RELEASE_FRAMES <= start or begin >= stop:
+            if hi > lo:
+                add(DRUM_COLUMN + key, None, lo, level * _shape(share, age, DRUM_DECAY_SECONDS[drum_group(note.pitch)]))
+                add(STICK_COLUMN + key, None, lo, level * _shape(share, age, DRUM_ATTACK_SECONDS))
             continue
         family, register = note.program // 8, int(note.pitch >= REGISTER_SPLIT)
         decay = FAMILY_DECAY_SECONDS.get(family)
-        held = level * onset_envelope(note.start, begin, end, decay)
-        add(held_column(note), note.pitch, begin, held)
-        add(DIFFUSE_COLUMN + 2 * family + register, note.pitch, begin, held)
-        add(SWELL_COLUMN + 2 * family + register, note.pitch, begin,
-            level * onset_envelope(note.start, begin, end, decay, rise=SWELL_SECONDS))
-        attack = level * onset_envelope(note.start, begin, end, ATTACK_SECONDS)
-        add(ATTACK_COLUMN + held_column(note), note.pitch, begin, attack)
-        add(HARD_COLUMN + family, note.pitch, begin, attack * (note.velocity / 127) ** 2)
-        add(FADE_COLUMN + 2 * family + register, note.pitch, begin,
-            level * onset_envelope(note.start, begin, end, FADE_SECONDS))
-        add(NOISE_COLUMN + family, None, begin, level * onset_envelope(note.start, begin, end, NOISE_SECONDS))
-        age = max(end / FRAME_RATE + WINDOW_CENTRE_SECONDS - note.start, 0.0)
-        at_release = level * (1.0 if decay is None else math.exp(-age / decay))
-        for index, seconds in enumerate(RELEASE_SECONDS):
-            release = at_release * np.exp(-np.arange(RELEASE_FRAMES) / FRAME_RATE / seconds).astype(np.float32)
-            add(RELEASE_COLUMN + index * FAMILIES + family, note.pitch, end, release)
+        if hi > lo:
+            held = level * _shape(share, age, decay)
+            add(held_column(note), note.pitch, lo, held)
+            add(DIFFUSE_COLUMN + 2 * family + register, note.pitch, lo, held)
+            add(SWELL_COLUMN + 2 * family + register, note.pitch, lo, level * _shape(share, age, decay, SWELL_SECONDS))
+            attack = level * _shape(share, age, ATTACK_SECONDS)
+            add(ATTACK_COLUMN + held_column(note), note.pitch, lo, attack)
+            add(HARD_COLUMN + family, note.pitch, lo, attack * (note.velocity / 127) ** 2)
+            add(FADE_COLUMN + 2 * family + register, note.pitch, lo, level * _shape(share, age, FADE_SECONDS))
+            add(NOISE_COLUMN + family, None, lo, level * _shape(share, age, NOISE_SECONDS))
+        release_lo, release_hi = max(end, start), min(end + RELEASE_FRAMES, stop)
+        if release_hi > release_lo:
+            reached = max(end / FRAME_RATE + WINDOW_CENTRE_SECONDS - note.start, 0.0)  # the note's age at its note-off
+            at_release = level * (1.0 if decay is None else math.exp(-reached / decay))
+            curves = _release_curves()[:, release_lo - end:release_hi - end]
+            for index, curve in enumerate(curves):
+                add(RELEASE_COLUMN + index * FAMILIES + family, note.pitch, release_lo, at_release * curve)
     held = [levels for column, levels in pitched.items() if column < HELD_COLUMNS]
     total = NOTE_LEVEL * _on_mel(sum(held, np.zeros((frames, 128), np.float32)), 0)
     keep = slice(first - start, None)
