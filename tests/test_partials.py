@@ -15,7 +15,7 @@ from midisynth.constants import FRAME_RATE, MAX_LOG_MEL, MIN_LOG_MEL, N_MELS, WI
 from midisynth.data.store import PieceRecord, save_piece, split_of
 from midisynth.model import partials as P
 from midisynth.model.checkpoints import CheckpointError
-from midisynth.model.harmonics import NOTE_LEVEL, diffuse_templates, pitch_templates
+from midisynth.model.harmonics import NOTE_LEVEL, pitch_templates
 from midisynth.model.resolve import PARTIALS_FILE, resolve_model
 from midisynth.render.pipeline import RenderOptions, Synthesizer
 from midisynth.score.midi import Note, Song, read_midi
@@ -54,8 +54,8 @@ def test_a_held_note_decays_by_its_family_then_releases():
 
 
 def test_the_stages_of_a_note_have_their_own_columns():
-    """Attack (ATTACK_SECONDS) and fade (FADE_SECONDS) decay from the onset, the swell rises, the diffuse part follows
-    the held level, the hard attack weighs the attack by (velocity / 127)², the onset noise is broadband."""
+    """Attack (ATTACK_SECONDS) and fade (FADE_SECONDS) decay from the onset, the swell rises, the hard attack weighs
+    the attack by (velocity / 127)², the onset noise is broadband."""
     note = _note(0.0, 2.0, velocity=127, program=8)  # chromatic percussion: family 1, decay 1.0 s
     columns = P.note_columns(_song([note]), 0, 100)
     ages = np.arange(100) / FRAME_RATE + P.WINDOW_CENTRE_SECONDS
@@ -63,7 +63,6 @@ def test_the_stages_of_a_note_have_their_own_columns():
     expected = {P.ATTACK_COLUMN + P.held_column(note): np.exp(-ages / P.ATTACK_SECONDS),
                 P.FADE_COLUMN + 2 + 1: np.exp(-ages / P.FADE_SECONDS),
                 P.SWELL_COLUMN + 2 + 1: np.exp(-ages / 1.0) * -np.expm1(-ages / P.SWELL_SECONDS),
-                P.DIFFUSE_COLUMN + 2 + 1: np.exp(-ages / 1.0),
                 P.HARD_COLUMN + 1: np.exp(-ages / P.ATTACK_SECONDS)}
     for column, envelope in expected.items():
         np.testing.assert_allclose(columns.pitched[column][:, 60], level * envelope, rtol=1e-5, atol=1e-9)
@@ -157,25 +156,11 @@ def test_magnitude_is_the_design_times_the_gains():
     np.testing.assert_allclose(partials.magnitude(song, 0), expected, rtol=1e-4)
     piano, brass = _note(0.0, 2.0, pitch=48), _note(1.0, 3.0, pitch=72, program=56)
     assert (P.held_column(piano), P.held_column(brass)) == (0, 113)
-    assert {0, 113, P.ATTACK_COLUMN, P.DIFFUSE_COLUMN, P.RELEASE_COLUMN + 7, P.REVERB_COLUMN,
+    assert {0, 113, P.ATTACK_COLUMN, P.FADE_COLUMN, P.RELEASE_COLUMN + 7, P.REVERB_COLUMN,
             P.DRUM_COLUMN + P.drum_column(42), P.STICK_COLUMN + P.drum_column(42), P.FLOOR_COLUMN} <= set(columns)
     ages = 10 / FRAME_RATE + P.WINDOW_CENTRE_SECONDS
     np.testing.assert_allclose(design[..., columns.index(0)][10], NOTE_LEVEL * np.exp(-ages / 1.5) * pitch_templates()[48],
                                rtol=1e-5)
-    np.testing.assert_allclose(design[..., columns.index(P.DIFFUSE_COLUMN)][10],
-                               NOTE_LEVEL * np.exp(-ages / 1.5) * diffuse_templates()[48], rtol=1e-5)
-
-
-def test_diffuse_templates_fill_between_the_partials_from_the_fundamental_up():
-    """No diffuse energy more than a semitone under f0; above it a smooth f0 / f spectrum, without the valleys
-    between partials where the partials' own template falls far below its peaks."""
-    diffuse, partials = diffuse_templates(), pitch_templates()
-    for pitch in (36, 60, 84):
-        first = int(np.argmax(diffuse[pitch] > 0))
-        assert first > 0 and not diffuse[pitch, :first].any()
-        assert (np.diff(diffuse[pitch, first:]) <= 0).all()  # falls steadily with frequency
-    high = diffuse[84] > 0  # C6: partials 1 kHz apart, mel bins far narrower
-    assert partials[84, high].min() < 1e-3 * partials[84].max() and diffuse[84, high].min() > 0.1 * diffuse[84].max()
 
 
 def test_mix_is_linear_in_magnitude_and_stays_in_the_feature_range():
@@ -258,7 +243,7 @@ def test_the_fit_recovers_the_envelopes_that_made_the_data(tmp_path):
     for column in (0, 1, 80, 81):
         np.testing.assert_allclose(fitted.gains[reached, column], gains[reached, column], rtol=0.08)
     np.testing.assert_allclose(fitted.gains[reached, 2], fitted.gains[reached, 0], rtol=0.05)  # program 1: its family's
-    for unused in (P.ATTACK_COLUMN, P.DIFFUSE_COLUMN, P.SWELL_COLUMN, P.RELEASE_COLUMN):
+    for unused in (P.ATTACK_COLUMN, P.FADE_COLUMN, P.SWELL_COLUMN, P.RELEASE_COLUMN):
         assert fitted.gains[reached, unused].max() < 0.05 * gains[reached, 0].max()
     with pytest.raises(FileNotFoundError, match="no 'heldout' pieces"):
         fit_partials(tmp_path / "ds", split="heldout")

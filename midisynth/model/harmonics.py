@@ -16,7 +16,7 @@ import math
 import numpy as np
 import torch
 
-from midisynth.audio import hann_window, hz_to_mel, mel_filterbank
+from midisynth.audio import hann_window, mel_filterbank
 from midisynth.constants import (
     FFT_SIZE,
     MEL_FMAX,
@@ -78,17 +78,3 @@ def pitch_templates() -> np.ndarray:
         templates[pitch] = _partial_magnitude(harmonics * f0, 1.0 / harmonics) @ mel
     return templates.astype(np.float32)
 
-
-DIFFUSE_BELOW_SEMITONES = 1.0  # a diffuse template starts this far below the note's fundamental
-
-
-@functools.cache
-def diffuse_templates() -> np.ndarray:
-    """[128 pitches, 128 mel bins] float32: mel magnitude of each pitch's diffuse energy, the part of a note between
-    its partials (inharmonic partials, noise, the room): the 1 / k envelope of `pitch_templates` as a smooth spectrum,
-    f0 / f at each mel bin's centre frequency f from DIFFUSE_BELOW_SEMITONES under f0 up, nothing below."""
-    edges = np.linspace(hz_to_mel(0.0), hz_to_mel(MEL_FMAX), N_MELS + 2)
-    centres = 700.0 * np.expm1(edges[1:-1] / 1127.0)  # [128] Hz, inverse of the HTK mel scale
-    f0 = pitch_hz(np.arange(128))[:, None]  # [128, 1]
-    envelope = np.minimum(f0 / centres[None, :], 1.0)
-    return np.where(centres[None, :] >= f0 * 2.0 ** (-DIFFUSE_BELOW_SEMITONES / 12), envelope, 0.0).astype(np.float32)

@@ -17,8 +17,6 @@ per (mel bin, column); each column is a unit-gain pattern in time and frequency 
   away before the body of the note);
 - the swell, a column per family and register: the template rising as 1 - exp(-age / SWELL_SECONDS), for
   instruments whose attack is slow (strings, pads), which a short note never lets reach their held level;
-- the diffuse part, a column per family and register: the note's energy between its partials (inharmonic
-  partials, noise, the room) as a smooth spectrum (`harmonics.diffuse_templates`), at the held level;
 - the hard attack, a column per family: the attack weighted once more by (velocity / 127)², for instruments that are
   brighter when played harder;
 - the onset noise, a column per family: a broadband burst decaying over NOISE_SECONDS (hammer, pick, breath);
@@ -63,7 +61,7 @@ from midisynth.constants import (
     WIN_LENGTH,
     WINDOW_FRAMES,
 )
-from midisynth.model.harmonics import FAMILY_DECAY_SECONDS, NOTE_LEVEL, diffuse_templates, pitch_templates
+from midisynth.model.harmonics import FAMILY_DECAY_SECONDS, NOTE_LEVEL, pitch_templates
 from midisynth.score.midi import Note, Song
 
 PROGRAMS, FAMILIES = 128, 16
@@ -85,14 +83,13 @@ DRUM_ATTACK_SECONDS = 0.03  # time constant of a drum hit's stick
 FIRST_DRUM_KEY, LAST_DRUM_KEY = 35, 81  # the GM percussion map
 DRUM_KEYS = LAST_DRUM_KEY - FIRST_DRUM_KEY + 2  # a column per key, the last for keys outside the map
 # Column layout of the gains: [held: program x register | attack: program x register | fade: family x register |
-# swell: family x register | diffuse: family x register | hard attack: family | onset noise: family | release: family
+# swell: family x register | hard attack: family | onset noise: family | release: family
 # x time constant | reverb | drum keys | drum sticks | floor].
 HELD_COLUMNS = 2 * PROGRAMS
 ATTACK_COLUMN = HELD_COLUMNS
 FADE_COLUMN = ATTACK_COLUMN + HELD_COLUMNS
 SWELL_COLUMN = FADE_COLUMN + 2 * FAMILIES
-DIFFUSE_COLUMN = SWELL_COLUMN + 2 * FAMILIES
-HARD_COLUMN = DIFFUSE_COLUMN + 2 * FAMILIES
+HARD_COLUMN = SWELL_COLUMN + 2 * FAMILIES
 NOISE_COLUMN = HARD_COLUMN + FAMILIES
 RELEASE_COLUMN = NOISE_COLUMN + FAMILIES
 REVERB_COLUMN = RELEASE_COLUMN + len(RELEASE_SECONDS) * FAMILIES
@@ -114,8 +111,7 @@ FORMAT_TAG = "midisynth.partials/2"
 class NoteColumns:
     """A span of frames' unit-gain columns (levels are amplitudes relative to NOTE_LEVEL):
 
-    pitched: column -> levels per pitch [frames, 128 pitches] (each column's mel magnitude is levels @ its
-    templates, `column_templates`);
+    pitched: column -> levels per pitch [frames, 128 pitches] (each column's mel magnitude is levels @ template);
     broadband: column -> level [frames] (the same in every mel bin); reverb [frames, 128 mel bins].
     """
 
@@ -126,7 +122,7 @@ class NoteColumns:
     def design(self) -> tuple[np.ndarray, list[int]]:
         """([frames, 128 mel bins, active columns] float32, the active columns' indices): the mel magnitude of each
         column that is not silent in the span, at unit gain (the fit's design matrix, per mel bin)."""
-        parts = [(column, NOTE_LEVEL * _on_mel(levels, column)) for column, levels in self.pitched.items()]
+        parts = [(column, NOTE_LEVEL * _on_mel(levels)) for column, levels in self.pitched.items()]
         parts += [(column, np.repeat(NOTE_LEVEL * level[:, None], N_MELS, axis=1))
                   for column, level in self.broadband.items()]
         parts.append((REVERB_COLUMN, self.reverb))
@@ -242,7 +238,6 @@ def note_columns(song: Song, first: int, stop: int, reach: NoteReach | None = No
         if hi > lo:
             held = level * _shape(share, age, decay)
             add(held_column(note), note.pitch, lo, held)
-            add(DIFFUSE_COLUMN + 2 * family + register, note.pitch, lo, held)
             add(SWELL_COLUMN + 2 * family + register, note.pitch, lo, level * _shape(share, age, decay, SWELL_SECONDS))
             attack = level * _shape(share, age, ATTACK_SECONDS)
             add(ATTACK_COLUMN + held_column(note), note.pitch, lo, attack)
@@ -257,7 +252,7 @@ def note_columns(song: Song, first: int, stop: int, reach: NoteReach | None = No
             for index, curve in enumerate(curves):
                 add(RELEASE_COLUMN + index * FAMILIES + family, note.pitch, release_lo, at_release * curve)
     held = [levels for column, levels in pitched.items() if column < HELD_COLUMNS]
-    total = NOTE_LEVEL * _on_mel(sum(held, np.zeros((frames, 128), np.float32)), 0)
+    total = NOTE_LEVEL * _on_mel(sum(held, np.zeros((frames, 128), np.float32)))
     keep = slice(first - start, None)
     return NoteColumns(
         pitched={c: levels[keep] for c, levels in pitched.items() if levels[keep].any()},
@@ -280,17 +275,10 @@ def drum_column(key: int) -> int:
     return key - FIRST_DRUM_KEY if FIRST_DRUM_KEY <= key <= LAST_DRUM_KEY else DRUM_KEYS - 1
 
 
-def column_templates(column: int) -> np.ndarray:
-    """[128 pitches, 128 mel bins]: the unit templates of a pitched column: diffuse for the diffuse columns, else the
-    notes' partials."""
-    return diffuse_templates() if DIFFUSE_COLUMN <= column < HARD_COLUMN else pitch_templates()
-
-
-def _on_mel(levels: np.ndarray, column: int) -> np.ndarray:
-    """Levels per pitch [frames, 128] of `column` -> their unit templates' mel magnitude [frames, 128 mel bins]. The
-    product runs in torch, on its threads: numpy's BLAS threads, left spinning after a call, would slow torch's
-    next ops."""
-    return (torch.from_numpy(levels) @ torch.from_numpy(column_templates(column))).numpy()
+def _on_mel(levels: np.ndarray) -> np.ndarray:
+    """Levels per pitch [frames, 128] -> their unit templates' mel magnitude [frames, 128 mel bins]. The product
+    runs in torch, on its threads: numpy's BLAS threads, left spinning after a call, would slow torch's next ops."""
+    return (torch.from_numpy(levels) @ torch.from_numpy(pitch_templates())).numpy()
 
 
 def _reverb_tail(magnitude: np.ndarray) -> np.ndarray:
@@ -321,10 +309,10 @@ class Partials:
         """[256, 128] float32 mel magnitude of window `window` (frame f at (window * 256 + f) / 50 s); `reach`: the
         song's `NoteReach`, for a song rendered window by window."""
         columns = note_columns(song, window * WINDOW_FRAMES, (window + 1) * WINDOW_FRAMES, reach)
+        templates = torch.from_numpy(pitch_templates())  # [128 pitches, 128 mel bins]
         gains = torch.from_numpy(self.gains)
         out = columns.reverb * self.gains[:, REVERB_COLUMN] + NOTE_LEVEL * self.gains[:, FLOOR_COLUMN]
         for column, levels in columns.pitched.items():
-            templates = torch.from_numpy(column_templates(column))  # [128 pitches, 128 mel bins]
             out += NOTE_LEVEL * (torch.from_numpy(levels) @ (templates * gains[:, column])).numpy()
         for column, level in columns.broadband.items():
             out += NOTE_LEVEL * level[:, None] * self.gains[:, column]
