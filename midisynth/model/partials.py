@@ -211,7 +211,9 @@ def note_columns(song: Song, first: int, stop: int, reach: NoteReach | None = No
 
     def add(column: int, pitch: int | None, lo: int, values: np.ndarray) -> None:
         """Add `values` (one per frame from song frame `lo`, within [start, stop)) to a column, on `pitch` (None:
-        broadband)."""
+        broadband). Only the held columns feed the reverb: the others are kept from `first` on."""
+        if column >= HELD_COLUMNS and lo < first:
+            values, lo = values[first - lo:], first
         if pitch is None:
             if column not in broadband:
                 broadband[column] = np.zeros(frames, np.float32)
