@@ -16,6 +16,7 @@ from midisynth.files import save_text_atomic
 from midisynth.jobs.output import (
     OutputError,
     audio_file_problem,
+    check_writable,
     audio_format,
     write_audio_file,
     write_wav_stream,
@@ -63,6 +64,18 @@ def test_existing_file_kept_and_missing_directory_reported(tmp_path):
         write_audio_file(tmp_path / "nope" / "a.wav", _chunks(1))
     with pytest.raises(OutputError, match="unsupported output extension"):
         write_audio_file(tmp_path / "a.xyz", _chunks(1))
+
+
+def test_a_dangling_link_as_output_is_named_before_rendering(tmp_path):
+    """A symbolic link to nothing is refused up front as what it is (it used to be found in the way only when the
+    render was done, blamed on "another program"); with --overwrite the link itself is replaced."""
+    link = tmp_path / "out.wav"
+    link.symlink_to(tmp_path / "missing" / "x.wav")
+    with pytest.raises(OutputError, match="is a symbolic link to .*missing.*which does not exist"):
+        check_writable(link, overwrite=False)
+    check_writable(link, overwrite=True)
+    write_audio_file(link, _chunks(1), overwrite=True)
+    assert not link.is_symlink() and sf.info(link).frames > 0
 
 
 def test_wav_stream_header_matches_samples():

@@ -200,6 +200,9 @@ def check_writable(path: Path, overwrite: bool, encoding: AudioFormat | None = N
     try:
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
+        if path.is_symlink() and not overwrite:  # a link to nothing: the render would find it in the way at the end
+            raise OutputError(f"{path}: is a symbolic link to {os.readlink(path)}, which does not exist (pass "
+                              "--overwrite to replace the link, or remove it)") from None
         return
     except OSError as err:  # a name over the file system's limit, a loop of links
         raise OutputError(f"{path}: {err.strerror or err}") from None
