@@ -16,8 +16,8 @@ from midisynth.files import save_text_atomic
 from midisynth.jobs.output import (
     OutputError,
     audio_file_problem,
-    check_writable,
     audio_format,
+    check_writable,
     write_audio_file,
     write_wav_stream,
 )
