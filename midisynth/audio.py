@@ -105,18 +105,19 @@ def _real_dtype(audio: torch.Tensor) -> torch.dtype:
     return torch.float64 if audio.dtype == torch.float64 else torch.float32
 
 
-def stft(audio: torch.Tensor) -> torch.Tensor:
+def stft(audio: torch.Tensor, hop: int = HOP_LENGTH) -> torch.Tensor:
     """Complex STFT [..., frames, 513] of audio [..., samples] with TensorFlow's pad_end framing.
 
-    Frame k is the Hann-weighted slice [320k, 320k + 640), zero-padded to 1024 points; there are
-    ceil(samples / 320) frames. float64 input is kept in float64, anything else is computed in float32.
+    Frame k is the Hann-weighted slice [hop k, hop k + 640), zero-padded to 1024 points; there are
+    ceil(samples / hop) frames (the features' hop is 320; the evaluation's attack measure uses a finer one).
+    float64 input is kept in float64, anything else is computed in float32.
     """
     audio = audio.to(_real_dtype(audio))
     samples = audio.shape[-1]
-    frames = num_frames(samples)
-    padded = F.pad(audio, (0, (frames - 1) * HOP_LENGTH + WIN_LENGTH - samples))
+    frames = math.ceil(samples / hop)
+    padded = F.pad(audio, (0, (frames - 1) * hop + WIN_LENGTH - samples))
     window = hann_window(audio.device, audio.dtype)
-    framed = padded.unfold(-1, WIN_LENGTH, HOP_LENGTH) * window  # [..., frames, 640]
+    framed = padded.unfold(-1, WIN_LENGTH, hop) * window  # [..., frames, 640]
     return torch.fft.rfft(framed, n=FFT_SIZE)
 
 

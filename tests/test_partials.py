@@ -72,8 +72,9 @@ def test_the_stages_of_a_note_have_their_own_columns():
 
 def test_an_onset_lands_where_the_front_end_sees_it():
     """A note from 0.205 s: frames 9 and 10 (windows from 0.18 and 0.20 s) hold its start part way, by the share of
-    the Hann window's weight after it; frame 8 none, frame 11 all."""
-    envelope = P.onset_envelope(0.205, 8, 12, None)
+    the Hann window's weight after it; frame 8 none, frame 11 all (an organ: held without decay)."""
+    note = _note(0.205, 1.0, program=16)
+    envelope = P.note_columns(_song([note]), 0, 12).pitched[P.held_column(note)][8:12, 60]
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(640) / 640)
     after = [window[int(np.ceil(0.205 * 16000 - f * 320)):].sum() / window.sum() for f in (9, 10)]
     np.testing.assert_allclose(envelope, [0.0, *after, 1.0], rtol=1e-6)

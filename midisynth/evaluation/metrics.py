@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from midisynth.audio import hann_window, log_mel, mel_matrix
-from midisynth.constants import FFT_SIZE, WIN_LENGTH
+from midisynth.audio import log_mel, mel_matrix, stft
 
 STFT_RESOLUTIONS = ((1024, 120, 600), (2048, 240, 1200), (512, 50, 240))  # (fft size, hop, window) samples
 MAGNITUDE_FLOOR = 1e-8  # power floor before sqrt/log
@@ -75,10 +74,7 @@ def fine_log_mel(audio: np.ndarray | torch.Tensor) -> torch.Tensor:
     mel filters) at a hop of ONSET_HOP samples, frames from sample 0, the end zero-padded; clipped to the
     ONSET_RANGE below the signal's peak."""
     x = _tensor(audio).double()
-    frames = max(1, -(-x.shape[-1] // ONSET_HOP))
-    padded = torch.nn.functional.pad(x, (0, (frames - 1) * ONSET_HOP + WIN_LENGTH - x.shape[-1]))
-    framed = padded.unfold(-1, WIN_LENGTH, ONSET_HOP) * hann_window(x.device, x.dtype)
-    mel = torch.fft.rfft(framed, n=FFT_SIZE).abs() @ mel_matrix(x.device, x.dtype)
+    mel = stft(x, hop=ONSET_HOP).abs() @ mel_matrix(x.device, x.dtype)
     logged = torch.log(mel.clamp(min=1e-12))
     return logged.clamp(min=float(logged.max()) - ONSET_RANGE)
 

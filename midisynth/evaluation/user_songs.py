@@ -84,7 +84,7 @@ def chorale() -> pretty_midi.PrettyMIDI:
     beat = 60 / 72
     pm = pretty_midi.PrettyMIDI(initial_tempo=72)
     piano = pretty_midi.Instrument(program=0, name="Piano")
-    # (soprano, alto, tenor, bass) per beat; None: the rest after the fermata
+    # (soprano, alto, tenor, bass) per beat
     phrase_1 = [(67, 64, 60, 48), (69, 65, 60, 53), (71, 67, 62, 55), (72, 67, 64, 48), (74, 65, 62, 50),
                 (72, 64, 67, 52), (71, 62, 67, 55), (72, 64, 67, 48)]
     phrase_2 = [(72, 64, 57, 45), (71, 62, 59, 43), (69, 60, 57, 41), (67, 59, 62, 43), (69, 60, 64, 45),

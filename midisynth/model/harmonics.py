@@ -77,4 +77,3 @@ def pitch_templates() -> np.ndarray:
         harmonics = np.arange(1, int(MEL_FMAX // f0) + 1)
         templates[pitch] = _partial_magnitude(harmonics * f0, 1.0 / harmonics) @ mel
     return templates.astype(np.float32)
-

@@ -187,13 +187,6 @@ def _shape(share: np.ndarray, age: np.ndarray, decay: float | None, rise: float 
     return envelope.astype(np.float32)
 
 
-def onset_envelope(start: float, first: int, stop: int, decay: float | None, rise: float | None = None) -> np.ndarray:
-    """[stop - first] float32: a note from `start` seconds at unit level, decaying as exp(-age / decay) (held for
-    None) and, with `rise`, rising as 1 - exp(-age / rise), on frames [first, stop): each frame's share of its
-    window after the onset times that envelope at the window's centre (0 before the onset)."""
-    return _shape(*_clock(start, first, stop), decay, rise)
-
-
 @functools.cache
 def _release_curves() -> np.ndarray:
     """[len(RELEASE_SECONDS), RELEASE_FRAMES] float32: exp(-t / seconds) at each frame after a note-off."""

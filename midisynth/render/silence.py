@@ -1,13 +1,12 @@
 """Silence where the score is silent: the rendered audio is muted outside the spans in which notes sound.
 
 The network draws a faint noise floor everywhere, nothing in its inputs tells a rest from a quiet passage, and a
-vocoder working on 40 ms windows spreads each attack over the 20-40 ms before it: a rest hisses at about -40 dB
-below the song's peak, and a rest's last frames carry the next attack early, where the reference is digitally
-silent. The score knows better. A span runs from a note's onset, rising over RAMP_SECONDS (a sampled instrument's
-attack starts a few milliseconds after its note-on: FluidSynth's about 5 ms later), to TAIL_SECONDS after it stops
-sounding (its note-off; a drum hit lasts `frames.DRUM_SECONDS`), which leaves room for releases and reverb.
-Within a span the audio passes unchanged, except over its last FADE_SECONDS, where it fades out (raised cosine);
-outside every span it is zero.
+vocoder working on 40 ms windows spreads each attack over the 20-40 ms before it: rests hiss, and a rest's last
+frames carry the next attack early, where the reference is digitally silent. The score knows better. A span runs
+from a note's onset, rising over RAMP_SECONDS (a sampled instrument's attack starts a few milliseconds after its
+note-on), to TAIL_SECONDS after it stops sounding (`frames.sounding_end`), which leaves room for releases and
+reverb. Within a span the audio passes unchanged, except over its last FADE_SECONDS, where it fades out (raised
+cosine); outside every span it is zero.
 """
 
 from __future__ import annotations
@@ -15,14 +14,12 @@ from __future__ import annotations
 import numpy as np
 
 from midisynth.constants import SAMPLE_RATE
-from midisynth.score.frames import DRUM_SECONDS
+from midisynth.score.frames import sounding_end
 from midisynth.score.midi import Song
 
 RAMP_SECONDS = 0.005  # fade-in from an onset that follows silence (no click, no early attack)
 TAIL_SECONDS = 1.2  # a span lasts this long after its last note stops sounding
 FADE_SECONDS = 0.4  # the last part of that, over which the audio fades out
-
-
 LOOK_BACK = 3  # spans whose fade-out can still overlap a sample: the last begun at or before it and those before
 
 
@@ -30,8 +27,7 @@ class SilenceGate:
     """A song's sounding spans, in samples at 16 kHz, and the gain they give each sample."""
 
     def __init__(self, song: Song):
-        spans = sorted((note.start, max(note.end, note.start + DRUM_SECONDS) if note.is_drum else note.end)
-                       for note in song.notes)
+        spans = sorted((note.start, sounding_end(note)) for note in song.notes)
         begins: list[float] = []
         ends: list[float] = []
         for start, end in spans:  # seconds; a span begun before the last one starts to fade out joins it

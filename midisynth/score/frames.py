@@ -10,8 +10,13 @@ from midisynth.score.midi import Note
 DRUM_SECONDS = 0.25  # a drum hit counts as sounding at least this long
 
 
+def sounding_end(note: Note) -> float:
+    """When a note stops sounding, in seconds: its note-off, a drum hit lasting at least DRUM_SECONDS (its MIDI
+    note-off often comes at once)."""
+    return max(note.end, note.start + DRUM_SECONDS) if note.is_drum else note.end
+
+
 def sounding_frames(note: Note) -> tuple[int, int]:
-    """The frames [first, stop) in which a note sounds, from the song start: those at times start <= f / 50 s < end,
-    a drum hit lasting at least DRUM_SECONDS (its MIDI note-off often comes at once)."""
-    end = max(note.end, note.start + DRUM_SECONDS) if note.is_drum else note.end
-    return math.ceil(note.start * FRAME_RATE), math.ceil(end * FRAME_RATE)
+    """The frames [first, stop) in which a note sounds, from the song start: those at times start <= f / 50 s <
+    `sounding_end`."""
+    return math.ceil(note.start * FRAME_RATE), math.ceil(sounding_end(note) * FRAME_RATE)

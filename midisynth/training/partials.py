@@ -64,12 +64,6 @@ def family_matrix() -> np.ndarray:
     return matrix
 
 
-def family_rows() -> list[np.ndarray]:
-    """The groups of `family_matrix` that are GM families of held and of attack columns: [held groups, attack
-    groups], each [FAMILIES] indices."""
-    return [np.arange(FAMILIES), FAMILIES + np.arange(FAMILIES)]
-
-
 def nonnegative_least_squares(gram: np.ndarray, target: np.ndarray, sweeps: int = 300) -> np.ndarray:
     """argmin over g >= 0 of g' A g - 2 b' g for each of a batch of problems, by cyclic coordinate descent:
     gram A [batch, n, n] (positive definite), target b [batch, n]; returns g [batch, n]."""
@@ -100,12 +94,10 @@ def solve_gains(gram: np.ndarray, target: np.ndarray) -> np.ndarray:
     has_data = np.einsum("bii->bi", family_gram) > 0
     families = _ridge_fit(family_gram, family_target, np.zeros_like(family_target),
                           np.where(has_data, 1e-6, 1.0) * _diagonal_scale(family_gram))
-    for index in family_rows():  # families without data: the mean family
-        block, seen = families[:, index], has_data[:, index]  # copies [bins, FAMILIES]
-        for row, row_seen in zip(block, seen, strict=True):
-            if row_seen.any():
-                row[~row_seen] = np.exp(np.mean(np.log(row[row_seen] + 1e-6)))
-        families[:, index] = block
+    for block in (slice(0, FAMILIES), slice(FAMILIES, 2 * FAMILIES)):  # family_matrix's held, then attack families
+        for row, seen in zip(families[:, block], has_data[:, block], strict=True):  # families without data: the mean
+            if seen.any():
+                row[~seen] = np.exp(np.mean(np.log(row[seen] + 1e-6)))
     return _ridge_fit(gram, target, families @ matrix.T,
                       np.full_like(target, RIDGE) * _diagonal_scale(gram)).astype(np.float32)
 
