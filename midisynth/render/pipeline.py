@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from copy import deepcopy as copy_module
 from dataclasses import dataclass, replace
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +71,6 @@ class RenderOptions:
     partials: float | None = None
 
     def __post_init__(self) -> None:
-        from numbers import Integral
-
         for name, value in (("steps", self.steps), ("seed", self.seed)):
             if (value is not None or name == "seed") and (isinstance(value, bool) or not isinstance(value, Integral)):
                 raise TypeError(f"{name} must be a whole number, got {value!r}")
@@ -114,8 +113,8 @@ def pick_device(device: str = "auto") -> torch.device:
 def padded_length(tokens: int, max_tokens: int) -> int:
     """The length a window of `tokens` tokens is padded to: the next power of two from MIN_PADDED_TOKENS, at most
     `max_tokens`. It depends on the window alone, never on the windows it is batched with: the padding is masked, but
-    bf16 arithmetic rounds differently at another length, and a song rendered with others sounded different from
-    the same song alone (log-mel L1 0.04, a third of its peak in samples)."""
+    bf16 arithmetic rounds differently at another length, so a song rendered with others would sound different from
+    the same song alone (docs/usage.md, "Batches")."""
     return min(max_tokens, max(MIN_PADDED_TOKENS, 1 << (tokens - 1).bit_length()))
 
 
