@@ -220,7 +220,7 @@ def _write_multi(path: Path, tracks: dict[tuple[int, bool], list]) -> None:
     pm.write(str(path))
 
 
-@pytest.mark.slow  # the solve over every column takes about 14 s
+@pytest.mark.slow  # solves the whole fit, every column
 def test_the_fit_recovers_the_envelopes_that_made_the_data(tmp_path):
     """Features made by known held envelopes give those gains back where the data pins them, and (nearly) nothing to
     the stages that did not make them; a program without data takes its family's."""
@@ -325,7 +325,7 @@ def test_models_lists_the_bundled_partials_and_their_share():
     assert lines[at + 1] == f"  share in renders: {P.DEFAULT_MIX:g} (--partials)"
 
 
-@pytest.mark.slow  # a fit (about 8 s)
+@pytest.mark.slow  # runs a whole fit through the CLI
 def test_cli_fits_and_renders_with_it(tmp_path, tiny_model_path):
     songs = [_song([_note(0.0, 1.0, pitch=60), _note(0.5, 2.0, pitch=67, program=24)])]
     _dataset_from(tmp_path / "ds", songs, np.full((N_MELS, P.COLUMNS), 0.5, np.float32))
