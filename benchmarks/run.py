@@ -298,10 +298,11 @@ def main() -> None:
         parser.error("--device cuda: no CUDA device is available to torch")
     out = args.out or ROOT / "benchmarks" / ("results_cuda.json" if args.device == "cuda" else "results.json")
 
-    from midisynth.model.resolve import bundled_manifest, bundled_sampling
+    from midisynth.model.directory import manifest_sampling
+    from midisynth.model.resolve import bundled_manifest
     from midisynth.render.pipeline import RenderOptions
 
-    defaults = RenderOptions().resolved(bundled_sampling(bundled_manifest()))
+    defaults = RenderOptions().resolved(manifest_sampling(bundled_manifest()))
     default_steps = defaults.steps
     report: dict = {"device": args.device, "machine": machine_info(args.device), "help_s": bench_help()}
     base = bench_base_vs_diffusers(args.tokens, args.repeats, args.device)

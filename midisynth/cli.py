@@ -561,6 +561,73 @@ def train(
         typer.echo(f"stopped at step {trainer.step}; weights: {out / 'model.safetensors'}", err=True)
 
 
+ADAPT_EXAMPLES = """Examples:
+
+midisynth adapt my-recordings/ -o my-model          (each MIDI file with its .wav/.flac/.ogg beside it)
+
+midisynth adapt --midi songs/ --soundfont MySounds.sf2 -o my-model --minutes 20
+
+midisynth render song.mid -o song.wav --model my-model"""
+
+
+@app.command(epilog=ADAPT_EXAMPLES)
+def adapt(
+    recordings: Annotated[list[Path] | None, typer.Argument(help="Folders of recordings: each MIDI file with an audio file of the same name beside it.", show_default=False)] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="The adapted model directory (created; re-running resumes).")] = ...,
+    midi: Annotated[list[Path] | None, typer.Option(help="MIDI folders to render with --soundfont.")] = None,
+    soundfont: Annotated[Path | None, typer.Option(help="The SoundFont whose sound to learn (with --midi).")] = None,
+    minutes: Annotated[float, typer.Option(min=0.0, help="Fine-tuning time in all, minutes (a resumed run has what is left).")] = 20.0,
+    model: Annotated[Path | None, typer.Option(help="Model directory to start from.", show_default="the bundled default")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch.")] = None,
+) -> None:
+    """Adapt a model to your recordings or SoundFont: store them as a data set, hold out part of them, fit the
+    partials model and fine-tune the network for --minutes, then write a model directory for `render --model` and
+    report the held-out scores before and after. Interrupted, the same command resumes."""
+    import math
+
+    import torch
+    from tqdm import tqdm
+
+    from midisynth.jobs.plan import UsageError
+    from midisynth.model.resolve import BUNDLED_DIR
+    from midisynth.training.adapt import adapt as run_adapt
+    from midisynth.training.adapt import gather_material
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        if not math.isfinite(minutes):
+            raise UsageError(f"--minutes {minutes:g}: give a finite number of minutes")
+        material = gather_material(list(recordings or []), list(midi or []), soundfont)
+        _check_training_run(device, out)
+    except (ValueError, UsageError) as err:
+        _err(str(err))
+        raise typer.Exit(EXIT_USAGE) from None
+    bar = tqdm(desc="fine-tune", unit="step", dynamic_ncols=True, disable=True)
+
+    def say(line: str) -> None:
+        tqdm.write(f"midisynth: {line}", file=sys.stderr)
+
+    def on_step(step: int, loss: float) -> None:
+        nonlocal bar
+        if bar.disable:
+            bar = tqdm(desc="fine-tune", unit="step", initial=step - 1, dynamic_ncols=True)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+
+    with _stop_cleanly_on_signals(f"what is done is kept in {out}: run the same command to continue"):
+        try:
+            with _training_errors():
+                result = run_adapt(material, out, model or BUNDLED_DIR, minutes, device, say=say,
+                                   on_skip=lambda line: say(f"{line} (skipped)"), on_step=on_step)
+        finally:
+            bar.close()
+    typer.echo(f"adapted model: {result.directory} ({result.steps} steps, {result.minutes_trained:.1f} min)")
+    for name, scores in (("base model", result.before), ("adapted", result.after)):
+        typer.echo(f"  held-out {name}: {scores if scores else 'nothing held out'}")
+
+
 @app.command()
 def convert(
     source: Annotated[str, typer.Argument(help="A diffusers-layout checkpoint directory, a cached hub id (owner/name[@revision]), or a midisynth file.")],
@@ -628,40 +695,46 @@ def download(
 
 
 @app.command()
-def models() -> None:
-    """List the bundled default model, its partials model and vocoder, and the checkpoints in the Hugging Face cache, each with
-    the sampling it is rendered with unless --sampler, --steps or --guidance say otherwise; say what
-    `--precision auto` computes in here."""
+def models(
+    directories: Annotated[list[Path] | None, typer.Argument(help="Model directories to describe too (what `midisynth adapt` writes).", show_default=False)] = None,
+) -> None:
+    """List the bundled default model, its partials model and vocoder, the model directories given, and the
+    checkpoints in the Hugging Face cache, each with the sampling it is rendered with unless --sampler, --steps or
+    --guidance say otherwise; say what `--precision auto` computes in here."""
     import torch
 
+    from midisynth.model.checkpoints import CheckpointError
+    from midisynth.model.directory import describe
     from midisynth.model.hub import cache_dir, cached_models
-    from midisynth.model.resolve import BUNDLED_DIR, bundled_manifest, bundled_sampling, hub_sampling
+    from midisynth.model.resolve import BUNDLED_DIR, bundled_manifest, hub_sampling
 
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         typer.echo(_auto_precision_line(torch.device(device)))
-    manifest = bundled_manifest()
-    if manifest is None:
+    if bundled_manifest() is None:
         typer.echo("no bundled default model installed")
-    for role, entry in (manifest or {}).items():
-        details = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("file", "sha256", "sampling"))
-        typer.echo(f"{role}: {BUNDLED_DIR / entry['file']}  sha256={entry['sha256'][:16]}…  {details}")
-        if role == "model":
-            typer.echo(f"  sampling: {bundled_sampling(manifest) or 'by its prediction type'}")
-        if role == "partials":
-            from midisynth.model.partials import load_partials
-
-            typer.echo(f"  share in renders: {load_partials(BUNDLED_DIR / entry['file']).mix:g} (--partials)")
+    else:
+        typer.echo("\n".join(describe(BUNDLED_DIR)))
+    unusable = []
+    for directory in directories or []:
+        try:
+            typer.echo("\n".join([f"{directory}:"] + ["  " + line for line in describe(directory)]))
+        except CheckpointError as err:
+            unusable.append(str(err))
     try:
         cached = cached_models()
     except ImportError as err:
         typer.echo(f"hub checkpoints not listed: {err}")
-        return
-    if not cached:
+        cached = None
+    if cached == []:
         typer.echo(f"no Spectrogram Diffusion checkpoints in the Hugging Face cache ({cache_dir()})")
-    for found in cached:
+    for found in cached or []:
         name = f"{found.repo_id}@{found.refs[0] if found.refs else found.commit}"
         typer.echo(f"hub: {name}  commit={found.commit[:12]}  {found.size_bytes / 1e6:,.1f} MB  {found.path}")
         typer.echo(f"  sampling: {hub_sampling(found.repo_id)}")
+    for line in unusable:
+        _err(line)
+    if unusable:
+        raise typer.Exit(EXIT_USAGE)
 
 
 @app.command("eval")

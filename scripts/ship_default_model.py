@@ -8,19 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 
-import torch
-
-from midisynth.model.checkpoints import file_sha256, load_model_file, save_model
-from midisynth.model.resolve import BUNDLED_DIR, MANIFEST, PARTIALS_FILE
-
-
-def bundle(source: Path, name: str) -> dict:
-    """Copy `source` into the bundle as `name`; its manifest entry."""
-    shutil.copyfile(source, BUNDLED_DIR / name)
-    return {"file": name, "sha256": file_sha256(BUNDLED_DIR / name)}
+from midisynth.model.checkpoints import load_model_file
+from midisynth.model.directory import PARTIALS_FILE, write_model_directory
+from midisynth.model.resolve import BUNDLED_DIR
 
 
 def main() -> None:
@@ -29,15 +21,10 @@ def main() -> None:
     parser.add_argument("--vocoder", type=Path, help="trained vocoder .safetensors to bundle beside it")
     args = parser.parse_args()
     checkpoint = load_model_file(args.model)
-    BUNDLED_DIR.mkdir(parents=True, exist_ok=True)
+    partials = args.model.parent / PARTIALS_FILE
     meta = {k: v for k, v in checkpoint.metadata.items() if k not in ("format", "model_config")}
-    digest = save_model(checkpoint.model, BUNDLED_DIR / "model.safetensors", meta, dtype=torch.float16)
-    manifest = {"model": {"file": "model.safetensors", "sha256": digest, **meta}}
-    if (args.model.parent / PARTIALS_FILE).is_file():
-        manifest["partials"] = bundle(args.model.parent / PARTIALS_FILE, PARTIALS_FILE)
-    if args.vocoder:
-        manifest["vocoder"] = bundle(args.vocoder, "vocoder.safetensors")
-    MANIFEST.write_text(json.dumps(manifest, indent=1) + "\n")
+    manifest = write_model_directory(BUNDLED_DIR, checkpoint.model, meta,
+                                     partials=partials if partials.is_file() else None, vocoder=args.vocoder)
     print(json.dumps(manifest, indent=1))
 
 

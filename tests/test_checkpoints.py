@@ -324,7 +324,6 @@ def test_corrupted_bundled_model_is_refused_before_rendering(tmp_path, tiny_cfg,
     digest = save_model(SpectrogramDiffusion(tiny_cfg), bundled / "model.safetensors")
     (bundled / "manifest.json").write_text(json.dumps({"model": {"file": "model.safetensors", "sha256": digest}}))
     monkeypatch.setattr(models, "BUNDLED_DIR", bundled)
-    monkeypatch.setattr(models, "MANIFEST", bundled / "manifest.json")
     monkeypatch.delenv("MIDISYNTH_MODEL", raising=False)
     out = tmp_path / "song.wav"
     assert run("render", str(short_midi), "-o", str(out), *FAST).exit_code == 0

@@ -15,8 +15,9 @@ from midisynth.constants import FRAME_RATE, MAX_LOG_MEL, MIN_LOG_MEL, N_MELS, WI
 from midisynth.data.store import PieceRecord, save_piece, split_of
 from midisynth.model import partials as P
 from midisynth.model.checkpoints import CheckpointError
+from midisynth.model.directory import PARTIALS_FILE
 from midisynth.model.harmonics import NOTE_LEVEL, pitch_templates
-from midisynth.model.resolve import PARTIALS_FILE, resolve_model
+from midisynth.model.resolve import resolve_model
 from midisynth.render.pipeline import RenderOptions, Synthesizer
 from midisynth.score.midi import Note, Song, read_midi
 from midisynth.training.partials import fit_partials, nonnegative_least_squares
@@ -312,8 +313,7 @@ def test_the_bundled_model_ships_a_verified_partials_model(monkeypatch, tmp_path
     (bundled / PARTIALS_FILE).unlink()
     (bundled / PARTIALS_FILE).write_bytes(b"tampered")
     monkeypatch.setattr(resolve, "BUNDLED_DIR", bundled)
-    monkeypatch.setattr(resolve, "MANIFEST", bundled / "manifest.json")
-    with pytest.raises(CheckpointError, match="bundled partials missing or corrupted"):
+    with pytest.raises(CheckpointError, match=r"partials missing or corrupted \(sha256 mismatch\); reinstall midisynth"):
         resolve_model(None)
 
 

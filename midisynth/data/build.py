@@ -11,6 +11,7 @@ Two kinds of piece, which can be mixed in one data set:
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections import deque
@@ -207,8 +208,8 @@ def build_dataset(
     pairs: list[AlignedPair] | None = None,
     on_skip: Callable[[str], None] = lambda line: None,
 ) -> dict:
-    """Store every aligned pair, then render pieces until `hours` of rendered songs are stored; returns the
-    manifest. Finished pieces are kept and skipped.
+    """Store every aligned pair, then render pieces until `hours` of rendered songs are stored (`math.inf`: every
+    piece of the sources); returns the manifest. Finished pieces are kept and skipped.
 
     `pairs` (see `midisynth.data.pairs`) are all taken; a refused one, like an unreadable MIDI file of `midi_dirs`,
     is reported to `on_skip` as one line and left out. Rendered sources, interleaved: the `midi_dirs` folders, then (with `generated`) music21's corpus and
@@ -251,10 +252,16 @@ def _render(root: Path, soundfont: Path, midi_dirs: list[Path], hours: float, se
     """Render pieces until the stored rendered songs reach `hours`; pieces left out are reported to `on_skip`."""
     stored = sum(r.seconds for r in records if piece_source(r.piece_id) not in PAIRED_SOURCES)
     budget = hours * 3600.0
-    bar = tqdm(total=round(budget), initial=round(min(stored, budget)), unit="s", desc="dataset", disable=not progress)
+    whole = math.isinf(budget)  # every piece of the sources
+    bar = tqdm(total=None if whole else round(budget), initial=0 if whole else round(min(stored, budget)), unit="s",
+               desc="dataset", disable=not progress)
     sources = _sources(midi_dirs, seed, done, generated, on_skip)
+
+    def stored_one(record: PieceRecord) -> None:
+        bar.update(round(record.seconds) if whole else min(round(record.seconds), bar.total - bar.n))
+
     try:
-        _run_all(_plan(root, sources, done, stored, budget, on_skip), lambda piece: finish_piece(root, piece, soundfont), jobs,
-                 lambda record: bar.update(min(round(record.seconds), bar.total - bar.n)))
+        _run_all(_plan(root, sources, done, stored, budget, on_skip), lambda piece: finish_piece(root, piece, soundfont),
+                 jobs, stored_one)
     finally:
         bar.close()

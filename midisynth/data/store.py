@@ -57,6 +57,14 @@ class PieceRecord:
     seconds: float  # song duration
     windows: int
     token_offsets: list[int]  # windows + 1 offsets into the flat token array
+    heldout_from: int | None = None  # a training piece whose windows from this one on are held out (`hold_out`)
+
+    def split_windows(self, split: str) -> range:
+        """The piece's windows in `split`: all of them in its own split, except the windows a training piece holds
+        out (from `heldout_from` on), which are "heldout"."""
+        if self.split == "train" and self.heldout_from is not None and split in ("train", "heldout"):
+            return range(self.heldout_from) if split == "train" else range(self.heldout_from, self.windows)
+        return range(self.windows) if split == self.split else range(0)
 
     def path(self, root: Path, kind: str) -> Path:
         return Path(root) / "pieces" / f"{self.piece_id}.{kind}.npy"
@@ -102,8 +110,7 @@ def check_array(path: Path, shape: tuple[int, ...]) -> None:
 def save_piece(root: Path, record: PieceRecord, features: np.ndarray, audio: np.ndarray, tokens: np.ndarray) -> None:
     for kind, array in (("features", features), ("audio", audio), ("tokens", tokens)):
         write_atomic(record.path(root, kind), lambda f, a=array: np.save(f, a))
-    json_path = Path(root) / "pieces" / f"{record.piece_id}.json"
-    write_atomic(json_path, lambda f: f.write(json.dumps(asdict(record)).encode()))
+    save_record(root, record)  # last: marks the piece complete
 
 
 def piece_source(piece_id: str) -> str:
@@ -113,10 +120,10 @@ def piece_source(piece_id: str) -> str:
 
 
 def load_records(root: Path, split: str | None = None) -> list[PieceRecord]:
-    """Complete pieces of a data set, sorted by id, optionally of one split; DataSetError naming a record that
-    cannot be read."""
+    """Complete pieces of a data set, sorted by id, optionally those with windows in one split
+    (`PieceRecord.split_windows`); DataSetError naming a record that cannot be read."""
     records = [_read_record(p) for p in sorted((Path(root) / "pieces").glob("*.json"))]
-    return [r for r in records if split is None or r.split == split]
+    return [r for r in records if split is None or r.split_windows(split)]
 
 
 def _read_record(path: Path) -> PieceRecord:
@@ -129,11 +136,17 @@ def _read_record(path: Path) -> PieceRecord:
         raise DataSetError(f"{path}: unreadable piece record ({reason}); {REBUILD}") from None
 
 
+def save_record(root: Path, record: PieceRecord) -> None:
+    """Write a piece's record, the file whose presence marks the piece complete."""
+    data = json.dumps(asdict(record)).encode()
+    write_atomic(Path(root) / "pieces" / f"{record.piece_id}.json", lambda f: f.write(data))
+
+
 def write_manifest(root: Path) -> dict:
     records = load_records(root)
     summary = {
         split: {"pieces": sum(r.split == split for r in records),
-                "windows": sum(r.windows for r in records if r.split == split),
+                "windows": sum(len(r.split_windows(split)) for r in records),
                 "hours": round(sum(r.seconds for r in records if r.split == split) / 3600, 3)}
         for split in ("train", *MIDI_COPIES) if split != "test" or any(r.split == split for r in records)
     }
@@ -167,7 +180,7 @@ class WindowDataset(Dataset):
             raise FileNotFoundError(f"{self.root}: no '{split}' pieces (build it with `midisynth dataset`)")
         for record in self.records:  # a damaged file is named now, not by a data loader mid-training
             record.check_files(self.root, self.kinds)
-        self.index = [(r, w) for r in self.records for w in range(r.windows)]
+        self.index = [(r, w) for r in self.records for w in r.split_windows(split)]
         self._arrays: dict[tuple[str, str], np.ndarray] = {}
 
     def _song(self, record: PieceRecord) -> Song:

@@ -1,12 +1,15 @@
-"""Finding a model: the bundled default, a midisynth `.safetensors` file, a diffusers-layout directory, or a hub id
-(`owner/name[@revision]`, resolved in the Hugging Face cache; see `midisynth.model.hub`)."""
+"""Finding a model: the bundled default, a midisynth `.safetensors` file, a midisynth model directory (what
+`midisynth adapt` writes), a diffusers-layout directory, or a hub id (`owner/name[@revision]`, resolved in the Hugging
+Face cache; see `midisynth.model.hub`).
+
+The bundled default is a midisynth model directory (`midisynth.model.directory`) inside the package."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from midisynth.model.checkpoints import Checkpoint, CheckpointError, file_sha256, load_checkpoint, load_model_file
+from midisynth.model.checkpoints import Checkpoint, CheckpointError, load_checkpoint
+from midisynth.model.directory import PARTIALS_FILE, load_model_directory, read_manifest
 from midisynth.model.hub import OFFICIAL_MODEL, cached_snapshot, parse_hub_id
 from midisynth.render.samplers import DIFFUSERS_SAMPLING, SamplingDefaults
 
@@ -14,8 +17,6 @@ from midisynth.render.samplers import DIFFUSERS_SAMPLING, SamplingDefaults
 HUB_SAMPLING: dict[str, SamplingDefaults] = {OFFICIAL_MODEL: DIFFUSERS_SAMPLING}
 
 BUNDLED_DIR = Path(__file__).parents[1] / "assets" / "default"
-MANIFEST = BUNDLED_DIR / "manifest.json"
-PARTIALS_FILE = "partials.safetensors"  # a model file's partials model (midisynth.model.partials) sits beside it
 
 
 class NoDefaultModel(CheckpointError):
@@ -24,15 +25,7 @@ class NoDefaultModel(CheckpointError):
 
 def bundled_manifest() -> dict | None:
     """The bundled default model's manifest (files and sha256 hashes), or None when none is installed."""
-    if not MANIFEST.exists():
-        return None
-    return json.loads(MANIFEST.read_text())
-
-
-def bundled_sampling(manifest: dict) -> SamplingDefaults | None:
-    """The bundled model's sampling defaults from its manifest (None when the manifest states none)."""
-    entry = manifest["model"].get("sampling")
-    return None if entry is None else SamplingDefaults.from_json(json.dumps(entry))
+    return read_manifest(BUNDLED_DIR)
 
 
 def hub_sampling(repo_id: str) -> SamplingDefaults:
@@ -46,6 +39,8 @@ def resolve_model(model: str | Path | None = None, allow_pickle: bool = False) -
     its manifest hashes."""
     if model is not None:
         path = Path(model).expanduser()
+        if path.is_dir() and read_manifest(path) is not None:
+            return load_model_directory(path)
         if path.exists():
             checkpoint = load_checkpoint(path, allow_pickle=allow_pickle)
             partials = path.parent / PARTIALS_FILE
@@ -60,26 +55,9 @@ def resolve_model(model: str | Path | None = None, allow_pickle: bool = False) -
         checkpoint.metadata["hub_id"] = f"{hub_id.repo_id}@{snapshot.name}"  # the commit actually loaded
         checkpoint.sampling = hub_sampling(hub_id.repo_id)
         return checkpoint
-    manifest = bundled_manifest()
-    if manifest is None:
+    if bundled_manifest() is None:
         raise NoDefaultModel(
             "no default model is installed yet: pass --model PATH (a midisynth .safetensors file or a "
             f"diffusers-layout checkpoint directory) or a hub id such as {OFFICIAL_MODEL} (`midisynth download`)"
         )
-    entry = manifest["model"]
-    checkpoint = load_model_file(BUNDLED_DIR / entry["file"], expected_sha256=entry["sha256"])
-    checkpoint.sampling = bundled_sampling(manifest) or checkpoint.sampling
-    checkpoint.vocoder_path = _bundled_file(manifest, "vocoder")
-    checkpoint.partials_path = _bundled_file(manifest, "partials")
-    return checkpoint
-
-
-def _bundled_file(manifest: dict, kind: str) -> Path | None:
-    """The bundled file of `kind` ("vocoder", "partials") the manifest lists, verified against its sha256."""
-    entry = manifest.get(kind)
-    if entry is None:
-        return None
-    path = BUNDLED_DIR / entry["file"]
-    if not path.is_file() or file_sha256(path) != entry["sha256"]:
-        raise CheckpointError(f"{path}: bundled {kind} missing or corrupted (sha256 mismatch); reinstall midisynth")
-    return path
+    return load_model_directory(BUNDLED_DIR, fix="reinstall midisynth")

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, WeightedRandomSampler
 
 from midisynth.audio import to_network_range
-from midisynth.data.store import WindowDataset, collate_windows, piece_source
+from midisynth.data.store import WindowDataset, collate_windows, load_records, piece_source
 from midisynth.files import save_text_atomic
 from midisynth.model.checkpoints import load_model_file, save_model
 from midisynth.model.config import Config
@@ -131,7 +131,9 @@ class Trainer(TrainingLoop):
                                       weight_decay=self.tc.weight_decay)
         self.generator = torch.Generator().manual_seed(self.tc.seed)
         train_set = WindowDataset(data_dir, split="train", model=config.model)
-        self.heldout = WindowDataset(data_dir, split="heldout", model=config.model)
+        # a data set may hold nothing out (`midisynth.data.holdout`): then there is no held-out loss
+        self.heldout = (WindowDataset(data_dir, split="heldout", model=config.model)
+                        if load_records(data_dir, "heldout") else None)
         self._collate = partial(collate_windows, max_tokens=config.model.max_tokens)
         self.loader = self._loader(train_set)
         check_batches(self.loader, data_dir, self.tc.batch_size)
@@ -214,7 +216,7 @@ class Trainer(TrainingLoop):
 
     def after_step(self, loss: float) -> None:
         record = {"step": self.step, "loss": loss, "time": time.time()}
-        if self.step % self.tc.eval_every == 0:
+        if self.step % self.tc.eval_every == 0 and self.heldout is not None:
             record["heldout_loss"] = self.heldout_loss()
         if self.step % self.tc.log_every == 0 or "heldout_loss" in record:
             self.history.append(record)

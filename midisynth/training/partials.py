@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from midisynth.constants import MIN_LOG_MEL, N_MELS
+from midisynth.constants import MIN_LOG_MEL, N_MELS, WINDOW_FRAMES
 from midisynth.data.store import DataSetError, PieceRecord, load_records
 from midisynth.model.partials import (
     ATTACK_COLUMN,
@@ -110,7 +110,7 @@ def _diagonal_scale(gram: np.ndarray) -> np.ndarray:
 
 def normal_equations(root: str | Path, split: str = "train",
                      on_piece: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The fit's weighted normal equations summed over a data set's `split` pieces (their MIDI and stored log-mel
+    """The fit's weighted normal equations summed over a data set's `split` windows (their MIDI and stored log-mel
     features): (gram [128 bins, COLUMNS, COLUMNS], target [128 bins, COLUMNS]), float64; `on_piece(done, total)`
     after each piece. DataSetError naming a damaged file: the feature files are checked before the fit starts."""
     records = load_records(Path(root), split)
@@ -122,8 +122,10 @@ def normal_equations(root: str | Path, split: str = "train",
     target = np.zeros((N_MELS, COLUMNS))
     for done, record in enumerate(records, start=1):
         song = _piece_song(Path(root), record)
-        features = np.load(record.path(Path(root), "features"), mmap_mode="r")  # [frames, 128] log-mel
-        design, columns = note_columns(song, 0, features.shape[0]).design()  # [frames, bins, n]
+        windows = record.split_windows(split)
+        first, stop = windows.start * WINDOW_FRAMES, windows.stop * WINDOW_FRAMES
+        features = np.load(record.path(Path(root), "features"), mmap_mode="r")[first:stop]  # [frames, 128] log-mel
+        design, columns = note_columns(song, first, stop).design()  # [frames, bins, n]
         magnitude = np.exp(features.astype(np.float64))  # [frames, bins]
         weight = 1.0 / (magnitude + RELATIVE_FLOOR)
         weighted = torch.from_numpy(design * weight[:, :, None].astype(np.float32)).permute(1, 0, 2)  # [bins, f, n]
@@ -144,8 +146,22 @@ def _piece_song(root: Path, record: PieceRecord) -> Song:
         raise DataSetError(f"{record.midi_path(root)}: {err}") from None
 
 
+def adapt_gains(gram: np.ndarray, target: np.ndarray, prior: np.ndarray) -> np.ndarray:
+    """Gains [128 bins, COLUMNS] from the fit's normal equations, each column shrunk toward a fitted model's gains
+    `prior` [128, COLUMNS] (RIDGE of the bin's median Gram diagonal): the columns the data holds follow the data, and
+    those it lacks keep `prior`'s."""
+    gains = prior.astype(np.float64).copy()
+    seen = np.flatnonzero(np.einsum("bii->bi", gram).any(axis=0))  # a column without data stays at its prior
+    block = np.ix_(range(N_MELS), seen, seen)
+    pull = np.full((N_MELS, seen.size), RIDGE) * _diagonal_scale(gram)
+    gains[:, seen] = _ridge_fit(gram[block], target[:, seen], gains[:, seen], pull)
+    return gains.astype(np.float32)
+
+
 def fit_partials(root: str | Path, split: str = "train", mix: float = DEFAULT_MIX,
-                 on_piece: Callable[[int, int], None] | None = None) -> Partials:
-    """Fit the gains to a data set's `split` pieces (see `normal_equations`); `on_piece(done, total)` after each
-    piece."""
-    return Partials(solve_gains(*normal_equations(root, split, on_piece)), mix)
+                 on_piece: Callable[[int, int], None] | None = None, prior: Partials | None = None) -> Partials:
+    """Fit the gains to a data set's `split` windows (see `normal_equations`), from nothing (`solve_gains`) or,
+    given a fitted model `prior`, adapting its gains (`adapt_gains`); `on_piece(done, total)` after each piece."""
+    gram, target = normal_equations(root, split, on_piece)
+    gains = solve_gains(gram, target) if prior is None else adapt_gains(gram, target, prior.gains)
+    return Partials(gains, mix)
