@@ -199,6 +199,33 @@ def fake_sounddevice(query_devices) -> types.ModuleType:
     return module
 
 
+def test_a_device_that_refuses_16_khz_mono_gets_stereo_at_its_own_rate(monkeypatch):
+    class Stream:
+        def __init__(self, **settings):
+            self.settings, self.active = settings, False
+
+        def start(self):
+            self.active = True
+
+    def check_output_settings(device, channels, dtype, samplerate):
+        if (samplerate, channels) != (48_000, 2):
+            raise sounddevice.PortAudioError("Invalid sample rate")
+
+    sounddevice = fake_sounddevice(lambda device=None, kind=None: {"name": "hw:0,0", "index": 3, "hostapi": 0,
+                                                                   "default_samplerate": 48_000.0})
+    sounddevice.query_hostapis = lambda index: {"name": "ALSA"}
+    sounddevice.check_output_settings, sounddevice.OutputStream = check_output_settings, Stream
+    monkeypatch.setitem(sys.modules, "sounddevice", sounddevice)
+    card = sound_card.SoundCard()
+    assert (card.name, card.sample_rate) == ("hw:0,0 (ALSA)", 48_000)
+    settings = card._stream.settings
+    assert (settings["device"], settings["channels"], settings["samplerate"]) == (3, 2, 48_000)
+    card.start(lambda block: block.__setitem__(slice(None), np.arange(len(block))))
+    stereo = np.zeros((4, 2), np.float32)
+    settings["callback"](stereo, 4, None, None)  # as PortAudio's thread calls it
+    assert card.active and np.array_equal(stereo, [[0, 0], [1, 1], [2, 2], [3, 3]])
+
+
 def test_no_audio_device_is_one_line_and_exit_1(short_midi, monkeypatch):
     def no_device(device=None, kind=None):
         raise sounddevice.PortAudioError("Error querying device -1")
