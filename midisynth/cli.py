@@ -363,6 +363,7 @@ def play(
             _err(str(err))
             raise typer.Exit(EXIT_FAILED) from None
         with output:
+            from midisynth.audio import NonFiniteError
             from midisynth.jobs.play import PlaybackError, play_song
 
             synth = synthesizer_options.synthesizer(allow_pickle)
@@ -372,8 +373,8 @@ def play(
                 _err(f"playing {midi} ({song.duration:.1f} s) on {output.name} at {output.sample_rate} Hz")
             try:
                 report = play_song(synth, song, output)
-            except (PlaybackError, SoundCardError) as err:
-                _err(str(err))
+            except (PlaybackError, SoundCardError, NonFiniteError) as err:
+                _err(f"{midi}: {err}")
                 raise typer.Exit(EXIT_FAILED) from None
     if report.warning and not quiet:
         _err(report.warning)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from midisynth.audio import check_finite
 from midisynth.jobs.output import resample_stream
 
 if TYPE_CHECKING:
@@ -166,5 +167,7 @@ def play(chunks: Iterable[np.ndarray], output: AudioOutput, preroll_seconds: flo
 def play_song(synth: Synthesizer, song: Song, output: AudioOutput, options: RenderOptions | None = None,
               preroll_seconds: float = PREROLL_SECONDS) -> PlaybackReport:
     """Render `song` with `synth` (and `options`, default the synthesizer's) and play it through `output` as it
-    renders (see `play`), resampled to the output's rate."""
-    return play(resample_stream(synth.stream(song, options), output.sample_rate), output, preroll_seconds)
+    renders (see `play`), resampled to the output's rate. Audio holding NaN or infinity raises NonFiniteError
+    (midisynth.audio) and stops the output before it is played."""
+    chunks = (check_finite(chunk, "the rendered audio") for chunk in synth.stream(song, options))
+    return play(resample_stream(chunks, output.sample_rate), output, preroll_seconds)
