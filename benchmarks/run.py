@@ -247,7 +247,7 @@ print(json.dumps([StandInCard.opened[0].blocks[0][0], reports[0].underruns, repo
 
     synth = Synthesizer.from_pretrained(device=device)
     song = read_midi(EXAMPLE_SONG)
-    list(synth.stream(read_midi(EXAMPLE_SONG, end=1.0)))  # warm-up: kernel selection, the low-precision weights
+    list(synth.stream(song))  # warm-up: kernel selection, the low-precision weights
     output = ClockedOutput()
     began = time.monotonic()
     played = play_song(synth, song, output)
