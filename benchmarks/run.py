@@ -202,6 +202,61 @@ def bench_default_model(device: str = "cpu", seconds: float = 30.0, repeats: int
     return report
 
 
+EXAMPLE_SONG = ROOT / "midisynth" / "assets" / "examples" / "example.mid"  # the song the README's Quickstart renders
+
+
+def bench_play(device: str = "cpu") -> dict | None:
+    """`midisynth play` of the example song at default settings through a stand-in sound card that takes blocks at
+    real-time pace (tests/clocked_output.py): seconds until its first block, counted from a fresh process's start
+    (start-up, model load, the first window cold) and from the call to `play_song` with the model loaded and warmed
+    up; in each, the underruns and the least audio buffered ahead of playback."""
+    from midisynth.model.resolve import bundled_manifest
+
+    if bundled_manifest() is None:
+        return None
+    script = """\
+import json, sys
+from midisynth.cli import app
+from midisynth.jobs import play, sound_card
+from tests.clocked_output import StandInCard
+
+sound_card.SoundCard, reports, playing = StandInCard, [], play.play
+
+def recorded(*args, **kwargs):
+    reports.append(playing(*args, **kwargs))
+    return reports[-1]
+
+play.play = recorded
+try:
+    app(sys.argv[1:])
+except SystemExit:
+    pass
+print(json.dumps([StandInCard.opened[0].blocks[0][0], reports[0].underruns, reports[0].min_headroom_seconds]))
+"""
+    began = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", script, "play", str(EXAMPLE_SONG), "-q", "--device", device],
+                         check=True, capture_output=True, text=True, cwd=ROOT).stdout.strip().splitlines()[-1]
+    first_block, underruns, headroom = json.loads(out)
+    report = {"song": EXAMPLE_SONG.name, "fresh_process": {"first_block_s": first_block - began,
+                                                           "underruns": underruns, "min_headroom_s": headroom}}
+
+    from midisynth.jobs.play import play_song
+    from midisynth.render.pipeline import Synthesizer
+    from midisynth.score.midi import read_midi
+    from tests.clocked_output import ClockedOutput
+
+    synth = Synthesizer.from_pretrained(device=device)
+    song = read_midi(EXAMPLE_SONG)
+    list(synth.stream(song))  # warm-up: kernel selection, the low-precision weights
+    output = ClockedOutput()
+    began = time.monotonic()
+    played = play_song(synth, song, output)
+    report["model_loaded"] = {"first_block_s": output.blocks[0][0] - began, "underruns": played.underruns,
+                              "min_headroom_s": played.min_headroom_seconds}
+    report["precision"] = synth.precision()
+    return report
+
+
 def bench_whole_process(tmp: Path, minutes: float = 2.0, repeats: int = 2) -> dict | None:
     """`midisynth render SONG -o OUT.wav` at default settings as a user runs it (start-up, model load, render, write),
     for a `minutes`-long four-instrument song: on this machine as it is, and with torch held to its AVX2 kernels
@@ -324,6 +379,7 @@ def main() -> None:
     report["default_model"] = bench_default_model(args.device, repeats=args.repeats)
     report["batch_throughput"] = bench_batch_throughput(args.device, num_songs=16 if args.device == "cuda" else 4)
     report["train_step"] = bench_train_step(args.device)
+    report["play"] = bench_play(args.device)
     if args.device == "cpu":  # whole-process figures: start-up, memory and the no-bf16 stand-in are CPU matters
         with tempfile.TemporaryDirectory() as tmp:
             report["whole_process"] = bench_whole_process(Path(tmp))
@@ -374,6 +430,11 @@ def print_summary(report: dict) -> None:
         "whole_process": lambda w: (f"whole process, {w['audio_s'] / 60:.0f}-min song: "
                                     f"{w['native']['real_time_factor']:.1f}x real time as is, "
                                     f"{w['avx2_kernels']['real_time_factor']:.1f}x on AVX2 kernels (no native bf16)"),
+        "play": lambda p: (f"play {p['song']} ({p['precision']}): first block {p['model_loaded']['first_block_s']:.2f} s "
+                           f"after the call, {p['fresh_process']['first_block_s']:.2f} s after a fresh process "
+                           f"starts; underruns {p['model_loaded']['underruns']} and "
+                           f"{p['fresh_process']['underruns']}, least headroom "
+                           f"{p['model_loaded']['min_headroom_s']:.2f} s and {p['fresh_process']['min_headroom_s']:.2f} s"),
         "peak_rss": lambda r: (f"peak RSS: 1 min {r['1min']['peak_rss_mib']:.0f} MiB, 10 min "
                                f"{r['10min']['peak_rss_mib']:.0f} MiB (ratio {r['ratio_10_to_1']:.2f})"),
     }

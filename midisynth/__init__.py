@@ -7,8 +7,9 @@
 
 The package reads in the order the data flows: `score` (MIDI and tokens), `model` (network, noise schedule,
 configuration, checkpoints), `render` (samplers and the render pipeline), `vocoders` (log-mel to audio), `jobs`
-(batches and output files), `data` and `training` (data sets and trainers), `evaluation` (held-out metrics). The
-names above are imported on first use, so that importing the package (and `midisynth --help`) does not load torch.
+(batches, output files, playback), `data` and `training` (data sets and trainers), `evaluation` (held-out metrics).
+The names above are imported on first use, so that importing the package (and `midisynth --help`) does not load
+torch.
 """
 
 from __future__ import annotations

@@ -161,7 +161,21 @@ def _event_limit(max_events: int):
     return SongLimits(max_duration=0.0, max_events=max_events)
 
 
-MAX_EVENTS_HELP = "Refuse MIDI files of more events than this, before parsing (0: no limit)."
+# Options that several commands take, declared once.
+AllowPickle = Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")]
+MaxDuration = Annotated[float, typer.Option(min=0.0, help="Refuse songs longer than this many seconds (0: no limit).")]
+MaxEvents = Annotated[int, typer.Option(min=0, help="Refuse MIDI files of more events than this, before parsing (0: no limit).")]
+Start = Annotated[float, typer.Option(min=0.0, help="Start at this time in the song (seconds).")]
+End = Annotated[float | None, typer.Option(min=0.0, help="End at this time in the song (seconds).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]
+
+
+def _check_excerpt(start: float, end: float | None) -> None:
+    """UsageError for an --end that is not after --start."""
+    from midisynth.jobs.plan import UsageError
+
+    if end is not None and end <= start:
+        raise UsageError(f"--end {end:g} must be after --start {start:g} (seconds)")
 
 
 class AudioContainer(StrEnum):
@@ -230,20 +244,20 @@ def render(
     mel_out: Annotated[Path | None, typer.Option("--mel-out", help="Also save the spectrogram [frames, 128] (.npy).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace existing outputs.")] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose outputs (mix, stems, --mel-out, --plot) are all complete; render the others again whole (resume a batch).")] = False,
-    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")] = False,
+    allow_pickle: AllowPickle = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Songs generated together (faster; each song's audio is what it gets alone, up to float rounding at fp32, see docs/usage.md); at most 32, a larger number is lowered to it.")] = 1,
-    max_duration: Annotated[float, typer.Option(min=0.0, help="Refuse songs longer than this many seconds (0: no limit).")] = MAX_SONG_SECONDS,
-    max_events: Annotated[int, typer.Option(min=0, help=MAX_EVENTS_HELP)] = MAX_SONG_EVENTS,
+    max_duration: MaxDuration = MAX_SONG_SECONDS,
+    max_events: MaxEvents = MAX_SONG_EVENTS,
     shard_spec: Annotated[str | None, typer.Option("--shard", help="Render only shard I of N (e.g. 3/8) for job arrays.")] = None,
     sample_rate: Annotated[int, typer.Option("--sample-rate", "-r", min=8000, max=192000, help="Output rate in Hz (soxr resampling from 16 kHz).")] = 16000,
-    start: Annotated[float, typer.Option(min=0.0, help="Render from this time (seconds).")] = 0.0,
-    end: Annotated[float | None, typer.Option(min=0.0, help="Render up to this time (seconds).")] = None,
+    start: Start = 0.0,
+    end: End = None,
     output_format: Annotated[AudioContainer | None, typer.Option("--format", help="Audio format.", show_default="the output's extension; wav for directories")] = None,
     bit_depth: Annotated[BitDepth | None, typer.Option(help="Sample format: WAV 16, 24 or 32f (float); FLAC 16 or 24; OGG none (Vorbis).", show_default="16")] = None,
     loudness: Annotated[float | None, typer.Option(min=-70.0, max=0.0, metavar="LUFS", help="Normalise to this integrated loudness, e.g. -14 (two passes; gain stops at a -1 dBFS peak).")] = None,
     stems: Annotated[bool, typer.Option("--stems", help="Also write one file per instrument beside the mix: NAME.stem-000-acoustic_grand_piano.wav, NAME.stem-drums.wav.")] = False,
     plot: Annotated[str | None, typer.Option(metavar="PNG", help="Save a picture of the spectrogram over instrument lanes (a directory for several inputs).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Render MIDI to audio: WAV, FLAC or OGG (by extension or --format), optionally loudness-normalised, with
     per-instrument stems and a spectrogram plot."""
@@ -253,8 +267,7 @@ def render(
     container = output_format.value.upper() if output_format else None
     depth = bit_depth.value if bit_depth else None
     try:
-        if end is not None and end <= start:
-            raise UsageError(f"--end {end:g} must be after --start {start:g} (seconds)")
+        _check_excerpt(start, end)
         if overwrite and skip_existing:
             raise UsageError("--overwrite and --skip-existing contradict each other")
         synthesizer_options.render_options()  # refused before any model loads
@@ -301,11 +314,77 @@ def render(
         raise typer.Exit(EXIT_FAILED)
 
 
+PLAY_EXAMPLES = """Examples:
+
+midisynth play song.mid
+
+midisynth play song.mid --start 30 --seed 1 --audio-device pulse
+
+cat song.mid | midisynth play -"""
+
+
+@app.command(epilog=PLAY_EXAMPLES)
+@_takes_synthesizer_options
+def play(
+    midi: Annotated[str, typer.Argument(help="A MIDI file, or '-' for stdin.")],
+    synthesizer_options: SynthesizerOptions = SynthesizerOptions(),
+    audio_device: Annotated[str | None, typer.Option(help="Output device: its number or part of its name, as `python -m sounddevice` lists them.", show_default="the system's default")] = None,
+    allow_pickle: AllowPickle = False,
+    max_duration: MaxDuration = MAX_SONG_SECONDS,
+    max_events: MaxEvents = MAX_SONG_EVENTS,
+    start: Start = 0.0,
+    end: End = None,
+    quiet: Quiet = False,
+) -> None:
+    """Play MIDI through the sound card as it renders, as FluidSynth and TiMidity do (the play extra: sounddevice,
+    on the PortAudio library)."""
+    from midisynth.jobs.plan import UsageError
+    from midisynth.jobs.sound_card import SoundCard, SoundCardError
+    from midisynth.score.midi import MidiError, SongLimits
+
+    try:
+        _check_excerpt(start, end)
+        synthesizer_options.render_options()  # refused before any model loads
+    except (UsageError, ValueError) as err:
+        _err(str(err))
+        raise typer.Exit(EXIT_USAGE) from None
+    try:
+        song = _read_song(midi, SongLimits(max_duration=max_duration, max_events=max_events), start, end)
+    except (MidiError, OSError) as err:
+        _err(f"{midi}: {err}")
+        raise typer.Exit(EXIT_FAILED) from None
+    with _stop_cleanly_on_signals("playback stopped"):
+        try:
+            output = SoundCard(audio_device)
+        except ImportError as err:
+            _err(str(err))
+            raise typer.Exit(EXIT_USAGE) from None
+        except SoundCardError as err:
+            _err(str(err))
+            raise typer.Exit(EXIT_FAILED) from None
+        with output:
+            from midisynth.audio import NonFiniteError
+            from midisynth.jobs.play import PlaybackError, play_song
+
+            synth = synthesizer_options.synthesizer(allow_pickle)
+            if not quiet:
+                for notice in synth.notices(song):
+                    _err(f"{midi}: {notice}")
+                _err(f"playing {midi} ({song.duration:.1f} s) on {output.name} at {output.sample_rate} Hz")
+            try:
+                report = play_song(synth, song, output)
+            except (PlaybackError, SoundCardError, NonFiniteError) as err:
+                _err(f"{midi}: {err}")
+                raise typer.Exit(EXIT_FAILED) from None
+    if report.warning and not quiet:
+        _err(report.warning)
+
+
 @app.command()
 def tokens(
     midi: Annotated[str, typer.Argument(help="A MIDI file, or '-' for stdin.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list of token lists (one per 5.12 s window).")] = False,
-    max_events: Annotated[int, typer.Option(min=0, help=MAX_EVENTS_HELP)] = MAX_SONG_EVENTS,
+    max_events: MaxEvents = MAX_SONG_EVENTS,
 ) -> None:
     """Print the event tokens of each 5.12 s window (padding removed; each ends with EOS = 1)."""
     from midisynth.score.midi import MidiError
@@ -326,7 +405,7 @@ def tokens(
 @app.command()
 def info(
     midi: Annotated[str, typer.Argument(help="A MIDI file, or '-' for stdin.")],
-    max_events: Annotated[int, typer.Option(min=0, help=MAX_EVENTS_HELP)] = MAX_SONG_EVENTS,
+    max_events: MaxEvents = MAX_SONG_EVENTS,
 ) -> None:
     """Describe a MIDI file: duration, windows, instruments and note counts."""
     from midisynth.constants import WINDOW_SECONDS
@@ -633,7 +712,7 @@ def convert(
     source: Annotated[str, typer.Argument(help="A diffusers-layout checkpoint directory, a cached hub id (owner/name[@revision]), or a midisynth file.")],
     output: Annotated[Path, typer.Argument(help="The midisynth .safetensors file to write.")],
     half: Annotated[bool, typer.Option("--half/--full", help="Store weights as float16 (half the size).")] = False,
-    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")] = False,
+    allow_pickle: AllowPickle = False,
     overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace an existing output file.")] = False,
 ) -> None:
     """Convert a checkpoint to midisynth's single-file format; prints its sha256."""
