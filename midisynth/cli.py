@@ -644,7 +644,9 @@ ADAPT_EXAMPLES = """Examples:
 
 midisynth adapt my-recordings/ -o my-model          (each MIDI file with its .wav/.flac/.ogg beside it)
 
-midisynth adapt --midi songs/ --soundfont MySounds.sf2 -o my-model --minutes 20
+midisynth adapt --soundfont MySounds.sf2 -o my-model --minutes 20   (every instrument of the SoundFont)
+
+midisynth adapt --soundfont MySounds.sf2 --midi songs/ -o my-model  (and songs/ rendered with it)
 
 midisynth render song.mid -o song.wav --model my-model"""
 
@@ -654,7 +656,7 @@ def adapt(
     recordings: Annotated[list[Path] | None, typer.Argument(help="Folders of recordings: each MIDI file with an audio file of the same name beside it.", show_default=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="The adapted model directory (created; re-running resumes).")] = ...,
     midi: Annotated[list[Path] | None, typer.Option(help="MIDI folders to render with --soundfont.")] = None,
-    soundfont: Annotated[Path | None, typer.Option(help="The SoundFont whose sound to learn (with --midi).")] = None,
+    soundfont: Annotated[Path | None, typer.Option(help="A SoundFont whose sound to learn: it renders a survey of every GM instrument (about 11 minutes), and the --midi folders.")] = None,
     minutes: Annotated[float, typer.Option(min=0.0, help="Fine-tuning time in all, minutes (a resumed run has what is left).")] = 20.0,
     model: Annotated[Path | None, typer.Option(help="Model directory to start from.", show_default="the bundled default")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",

@@ -112,14 +112,42 @@ def note_survey(rng: random.Random, seconds: float) -> pretty_midi.PrettyMIDI:
     drum = rng.random() < 0.15
     inst = pretty_midi.Instrument(program=0 if drum else random_program(rng), is_drum=drum)
     low, high = (35, 81) if drum else sorted(rng.sample(range(28, 100), 2))
-    t = 0.0
-    while t < seconds:
-        length = rng.choice([0.1, 0.3, 0.6, 1.2, 2.5])
+    _survey_notes(inst, rng, low, high, 0.0, seconds)
+    pm.instruments.append(inst)
+    return pm
+
+
+SURVEY_NOTE_SECONDS = (0.1, 0.3, 0.6, 1.2, 2.5)
+
+
+def _survey_notes(inst: pretty_midi.Instrument, rng: random.Random, low: int, high: int, start: float,
+                  seconds: float, lengths: tuple[float, ...] = SURVEY_NOTE_SECONDS) -> None:
+    """Single notes and small chords of pitches `low`..`high`, each of one of `lengths` seconds, from `start` for
+    `seconds` (the last may ring on)."""
+    t = start
+    while t < start + seconds:
+        length = rng.choice(lengths)
         for _ in range(1 if rng.random() < 0.7 else rng.randint(2, 3)):
             _note(inst, rng.randint(low, max(low, high)), t, t + length, rng.randint(20, 127))
         t += length + rng.choice([0.0, 0.05, 0.3, 0.8])
-    pm.instruments.append(inst)
-    return pm
+
+
+def instrument_survey(seed: int, passes: int = 2, seconds: float = 2.5,
+                      per_piece: int = 4) -> Iterator[tuple[str, pretty_midi.PrettyMIDI]]:
+    """Every GM program and the drum kit, `passes` times each in a shuffled order, `seconds` of notes at a time
+    (`_survey_notes`, from low to high registers), `per_piece` of them one after another in each piece: what a
+    SoundFont sounds like, instrument by instrument, in 129 * passes * seconds of music."""
+    rng = random.Random(f"instruments-{seed}")
+    voices = [voice for _ in range(passes) for voice in range(-1, 128)]  # -1: the drum kit
+    rng.shuffle(voices)
+    for index in range(0, len(voices), per_piece):
+        pm = pretty_midi.PrettyMIDI()
+        for k, voice in enumerate(voices[index : index + per_piece]):
+            inst = pretty_midi.Instrument(program=max(voice, 0), is_drum=voice < 0)
+            low, high = (35, 81) if voice < 0 else (rng.randint(28, 52), rng.randint(68, 100))
+            _survey_notes(inst, rng, low, high, k * seconds, seconds, SURVEY_NOTE_SECONDS[:-1])
+            pm.instruments.append(inst)
+        yield f"instruments-{seed}-{index // per_piece:03d}", pm
 
 
 def generated_pieces(seed: int) -> Iterator[tuple[str, pretty_midi.PrettyMIDI]]:

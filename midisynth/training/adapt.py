@@ -3,6 +3,7 @@ bundled one), in minutes on a CPU.
 
 Everything lives in the output directory, and each step resumes from what an earlier run left there:
 
+    OUT/survey_midi/    with a SoundFont: the instrument survey, MIDI rendered with it beside the MIDI folders given
     OUT/data/           the data set (`midisynth.data.build`): the recordings, and the MIDI rendered with the SoundFont
     OUT/run/            the fine-tuning run (`midisynth.training.diffusion.Trainer`), from the base model's weights
     OUT/adapt.json      the state: minutes trained, the held-out scores of the base model and of the adapted one
@@ -46,10 +47,15 @@ ADAPT_TRAIN = TrainConfig(batch_size=8, learning_rate=5e-5, warmup_steps=20, max
 STATE_FILE = "adapt.json"
 
 
+SURVEY_DIR = "survey_midi"  # OUT/SURVEY_DIR: the instrument survey's MIDI, rendered with the SoundFont
+SURVEY_SEED = 0
+
+
 @dataclass(frozen=True)
 class Material:
-    """What to adapt to: folders of aligned recordings (`midisynth.data.pairs`), and MIDI folders rendered with a
-    SoundFont."""
+    """What to adapt to: folders of aligned recordings (`midisynth.data.pairs`), and a SoundFont, which renders
+    the instrument survey (`midisynth.data.sources.instrument_survey`: every GM program and the drum kit, about 11
+    minutes) and the MIDI folders given."""
 
     pairs: list[AlignedPair] = field(default_factory=list)
     midi_dirs: list[Path] = field(default_factory=list)
@@ -57,19 +63,17 @@ class Material:
 
 
 def gather_material(recordings: list[Path], midi_dirs: list[Path], soundfont: Path | None) -> Material:
-    """The material of the command line: folders of recordings (each MIDI file with its audio beside it) and MIDI
-    folders to render with `soundfont`; ValueError (one line) for a folder that is missing or holds no pair, MIDI
-    without a SoundFont, a SoundFont without MIDI, or nothing at all."""
+    """The material of the command line: folders of recordings (each MIDI file with its audio beside it), and a
+    SoundFont with the MIDI folders to render with it (the instrument survey is rendered too); ValueError (one line)
+    for a folder that is missing or holds no pair, MIDI without a SoundFont, or nothing at all."""
     from midisynth.data.fluidsynth import check_fluidsynth
     from midisynth.data.pairs import folder_pairs
 
     if midi_dirs and soundfont is None:
         raise ValueError("--midi needs --soundfont: the SoundFont whose sound to learn")
-    if soundfont is not None and not midi_dirs:
-        raise ValueError("--soundfont needs --midi: the MIDI folders to render with it")
-    if not recordings and not midi_dirs:
+    if not recordings and soundfont is None:
         raise ValueError("nothing to adapt to: give folders of recordings (MIDI files with their audio beside them), "
-                         "or --midi folders with the --soundfont to render them with")
+                         "or a --soundfont")
     for folder in midi_dirs:
         if not folder.is_dir():
             raise ValueError(f"--midi {folder}: {'not a directory' if folder.exists() else 'no such directory'}")
@@ -113,6 +117,19 @@ def _read_state(out: Path) -> dict:
 
 def _write_state(out: Path, state: dict) -> None:
     save_text_atomic(out / STATE_FILE, json.dumps(state, indent=1))
+
+
+def _write_survey(folder: Path) -> Path:
+    """The instrument survey's pieces as MIDI files in `folder` (each written atomically, once)."""
+    from midisynth.data.sources import instrument_survey
+    from midisynth.files import make_output_directory, write_atomic
+
+    make_output_directory(folder, folder)
+    for name, pm in instrument_survey(SURVEY_SEED):
+        path = folder / f"{name}.mid"
+        if not path.is_file():
+            write_atomic(path, lambda f, pm=pm: pm.write(f))
+    return folder
 
 
 def heldout_scores(model: str | Path | None, data_dir: Path, device: str = "cpu") -> Scores | None:
@@ -161,8 +178,11 @@ def adapt(
     base_checkpoint = load_model_directory(base)
     state = _read_state(out)
 
+    midi_dirs = list(material.midi_dirs)
+    if material.soundfont is not None:
+        midi_dirs.append(_write_survey(out / SURVEY_DIR))
     say(f"data set: {data_dir}")
-    build_dataset(data_dir, soundfont=material.soundfont or Path(), midi_dirs=material.midi_dirs, hours=math.inf,
+    build_dataset(data_dir, soundfont=material.soundfont or Path(), midi_dirs=midi_dirs, hours=math.inf,
                   generated=False, pairs=material.pairs, on_skip=on_skip, progress=progress)
     if not load_records(data_dir):
         raise ValueError(f"{data_dir}: no usable recording or MIDI file to adapt to")
