@@ -257,3 +257,18 @@ def test_save_model_is_what_a_directory_holds(tmp_path):
     save_model(model, reference, dtype=torch.float16)
     loaded, expected = resolve_model(tmp_path).model.state_dict(), resolve_model(reference).model.state_dict()
     assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+
+
+def test_the_instrument_survey_plays_every_program_and_the_drum_kit_twice_in_about_eleven_minutes():
+    from collections import Counter
+
+    from midisynth.data.sources import instrument_survey
+
+    pieces = list(instrument_survey(0))
+    voices = Counter(-1 if inst.is_drum else inst.program for _, pm in pieces for inst in pm.instruments)
+    assert voices == Counter({voice: 2 for voice in range(-1, 128)})
+    assert all(inst.notes for _, pm in pieces for inst in pm.instruments)
+    assert 10.0 < sum(pm.get_end_time() for _, pm in pieces) / 60 < 12.0
+    again = list(instrument_survey(0))
+    assert [(n, [x.pitch for i in pm.instruments for x in i.notes]) for n, pm in again] == \
+        [(n, [x.pitch for i in pm.instruments for x in i.notes]) for n, pm in pieces]
