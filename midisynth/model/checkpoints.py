@@ -33,7 +33,7 @@ from midisynth.constants import DIFFUSERS_MODULES
 from midisynth.files import OutputError, atomic_path, make_output_directory
 from midisynth.model.config import ModelConfig
 from midisynth.model.networks import SpectrogramDiffusion, tensor_shapes
-from midisynth.render.samplers import DIFFUSERS_SAMPLING, SamplingDefaults, default_sampling
+from midisynth.model.samplers import DIFFUSERS_SAMPLING, SamplingDefaults, default_sampling
 
 FORMAT_TAG = "midisynth.spectrogram-diffusion/1"
 _OUR_PREFIX = {"notes_encoder": "notes_encoder.", "continuous_encoder": "context_encoder.", "decoder": "decoder."}

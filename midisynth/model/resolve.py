@@ -8,7 +8,7 @@ from pathlib import Path
 
 from midisynth.model.checkpoints import Checkpoint, CheckpointError, file_sha256, load_checkpoint, load_model_file
 from midisynth.model.hub import OFFICIAL_MODEL, cached_snapshot, parse_hub_id
-from midisynth.render.samplers import DIFFUSERS_SAMPLING, SamplingDefaults
+from midisynth.model.samplers import DIFFUSERS_SAMPLING, SamplingDefaults
 
 # Sampling of known diffusers-layout checkpoints on the hub (others get diffusers' own, DIFFUSERS_SAMPLING).
 HUB_SAMPLING: dict[str, SamplingDefaults] = {OFFICIAL_MODEL: DIFFUSERS_SAMPLING}

@@ -38,7 +38,7 @@ from midisynth.model.note_inputs import NoteInputs, apply_gain, song_note_inputs
 from midisynth.model.partials import NoteReach, Partials, check_mix, load_partials, mix_log_mel
 from midisynth.model.resolve import resolve_model
 from midisynth.precision import check_precision, hardware, resolve_precision
-from midisynth.render import samplers
+from midisynth.model import samplers
 from midisynth.render.silence import SilenceGate
 from midisynth.score.midi import Song, read_midi, type2_notice
 from midisynth.score.tokens import cut_seconds, fit_window, num_windows, pad_tokens, tokenize
