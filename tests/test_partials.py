@@ -284,7 +284,7 @@ def test_renders_mix_it_in_and_zero_leaves_the_network_alone(tiny_model_path, sh
     np.testing.assert_allclose(mixed[0], expected, atol=1e-5)
     audio = synth.render(song)
     assert audio.shape == alone.shape and np.abs(audio).max() > 1e-3
-    batched = dict(synth.spectrogram_songs([song, song]))
+    batched = {index: list(parts) for index, parts in synth.spectrogram_songs([song, song])}
     np.testing.assert_allclose(np.concatenate(batched[1]), mixed[0], atol=1e-4)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         RenderOptions(partials=-0.1)

@@ -785,7 +785,7 @@ def test_a_batch_size_past_the_most_is_lowered_with_a_notice(monkeypatch):
     from midisynth.jobs.plan import Job
 
     batches = []
-    monkeypatch.setattr(jobs_run, "_batched", lambda synth, jobs, *args, **kwargs: batches.append(len(jobs)))
+    monkeypatch.setattr(jobs_run, "_render_batch", lambda synth, jobs, *args, **kwargs: batches.append(len(jobs)))
     notices = []
     jobs = [Job(source=f"{k}.mid", target=f"{k}.wav") for k in range(40)]
     jobs_run.run_jobs(None, jobs, read_song=None, progress=False, batch_size=10**6, notify=notices.append)

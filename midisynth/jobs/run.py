@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,6 +37,7 @@ from midisynth.jobs.plan import STDIO, Job
 from midisynth.render.pipeline import Synthesizer
 from midisynth.score.midi import MidiError, Song
 from midisynth.score.stems import instruments, stem_path, stem_song
+from midisynth.score.tokens import num_windows
 
 
 @dataclass(frozen=True)
@@ -234,26 +235,6 @@ def _progress():
     )
 
 
-def render_job(synth: Synthesizer, outputs: JobOutputs,
-               on_window: Callable[[int, int], None] | None) -> Normalization | None:
-    """Render a job's parts one after another, each streamed window by window; progress counts all parts."""
-    mel_parts: list[np.ndarray] = []
-    count = len(outputs.parts)
-    for part, (notes, _) in enumerate(outputs.parts):
-        def progress(done: int, total: int, part=part) -> None:
-            if on_window is not None:
-                on_window(part * total + done, count * total)
-
-        sink = mel_parts.append if part == 0 and outputs.wants_mel else None
-        outputs.write(part, synth.stream(notes, on_window=progress, mel_sink=sink), synth.num_samples(notes))
-    return outputs.finish(mel_parts)
-
-
-def _report(job: Job, result: Normalization | None, notify: Callable[[str], None] | None) -> None:
-    if result is not None and result.warning and notify is not None:
-        notify(f"{job.name}: {result.warning}")
-
-
 def _read(synth: Synthesizer, job: Job, read_song: Callable[[str], Song],
           notify: Callable[[str], None] | None) -> Song:
     """The job's song; what its render will leave out goes to `notify`, once per file."""
@@ -269,48 +250,75 @@ def _read(synth: Synthesizer, job: Job, read_song: Callable[[str], Song],
 MAX_BATCH_SIZE = 32
 
 
-def _batched(
+def _passed_to(into: list[np.ndarray], parts: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    for part in parts:
+        into.append(part)
+        yield part
+
+
+def _render_batch(
     synth: Synthesizer,
     jobs: list[Job],
     read_song: Callable[[str], Song],
     settings: OutputSettings,
+    mel_out: Path | None,
     plots: Mapping[str, Path],
+    together: bool,
     failures: list[RenderFailure],
     notify: Callable[[str], None] | None,
     on_window: Callable[[int, int], None],
     on_file: Callable[[], None],
 ) -> None:
-    """Render jobs as one batch of songs (windows of different songs, stems included, share network calls)."""
+    """Render jobs: their songs (each mix, and its stems) generated `together` in one batch (a song's audio is
+    written when its spectrogram is complete), or one song after another, each written window by window."""
+
+    def fail(job: Job, message: str) -> None:
+        failures.append(RenderFailure(job.name, message))
+        on_file()
+
     with ExitStack() as stack:
         opened: list[tuple[Job, JobOutputs]] = []
         for job in jobs:
             try:
-                outputs = JobOutputs(job, _read(synth, job, read_song, notify), settings, plot=plots.get(job.target))
+                outputs = JobOutputs(job, _read(synth, job, read_song, notify), settings, mel_out,
+                                     plots.get(job.target))
                 opened.append((job, stack.enter_context(outputs)))
             except (MidiError, OutputError) as err:
-                failures.append(RenderFailure(job.name, str(err)))
-                on_file()
-        flat = [(k, part) for k, (_, outputs) in enumerate(opened) for part in range(len(outputs.parts))]
-        songs = [opened[k][1].parts[part][0] for k, part in flat]
-        remaining = [len(outputs.parts) for _, outputs in opened]  # parts still to write; 0 once failed or done
-        mix_mels: dict[int, list[np.ndarray]] = {}
-        for position, features in synth.spectrogram_songs(songs, on_window=on_window):
-            k, part = flat[position]
-            job, outputs = opened[k]
-            if remaining[k] == 0:
-                continue
-            try:
-                outputs.write(part, synth.vocode(songs[position], features), synth.num_samples(songs[position]))
-                if part == 0 and outputs.wants_mel:
-                    mix_mels[k] = features
-                remaining[k] -= 1
-                if remaining[k] == 0:
-                    _report(job, outputs.finish(mix_mels.pop(k, [])), notify)
-                    on_file()
-            except (OutputError, NonFiniteError) as err:
-                failures.append(RenderFailure(job.name, str(err)))
-                remaining[k] = 0
-                on_file()
+                fail(job, str(err))
+            except OSError as err:  # reading standard input
+                fail(job, f"{err.filename or 'input'}: {err.strerror or err}")
+        parts = [(k, part) for k, (_, outputs) in enumerate(opened) for part in range(len(outputs.parts))]
+        left = [len(outputs.parts) for _, outputs in opened]  # parts still to write; 0 once failed or done
+        mix_mels: list[list[np.ndarray]] = [[] for _ in opened]
+        total = sum(num_windows(opened[k][1].parts[part][0].duration) for k, part in parts)
+        done = 0  # windows of the groups already rendered
+        for group in [parts] if together else [[one] for one in parts]:
+            group = [(k, part) for k, part in group if left[k] > 0]
+            songs = [opened[k][1].parts[part][0] for k, part in group]
+            for position, features in synth.spectrogram_songs(
+                songs, on_window=lambda windows, _, before=done: on_window(before + windows, total)
+            ):
+                k, part = group[position]
+                job, outputs = opened[k]
+                if left[k] == 0:
+                    continue
+                try:
+                    if part == 0 and outputs.wants_mel:
+                        features = _passed_to(mix_mels[k], features)
+                    outputs.write(part, synth.vocode(songs[position], features), synth.num_samples(songs[position]))
+                    left[k] -= 1
+                    if left[k] == 0:
+                        _report(job, outputs.finish(mix_mels[k]), notify)
+                        on_file()
+                except (OutputError, NonFiniteError) as err:
+                    left[k] = 0
+                    fail(job, str(err))
+            done += sum(num_windows(song.duration) for song in songs)
+
+
+def _report(job: Job, result: Normalization | None, notify: Callable[[str], None] | None) -> None:
+    if result is not None and result.warning and notify is not None:
+        notify(f"{job.name}: {result.warning}")
 
 
 def run_jobs(
@@ -328,9 +336,9 @@ def run_jobs(
     each with a one-line reason.
 
     `plots` maps a job's target to its plot's path; `notify` receives warnings that are not failures (a loudness
-    target missed to avoid clipping). With `batch_size` > 1, that many songs are generated together (faster per
-    song; audio is written when each song's spectrogram is complete rather than window by window), at most
-    MAX_BATCH_SIZE (a larger one is lowered to it, with a notice).
+    target missed to avoid clipping). With `batch_size` > 1 and several jobs, the songs of that many jobs are
+    generated together (faster per song; audio is written when each song's spectrogram is complete rather than
+    window by window), at most MAX_BATCH_SIZE jobs (a larger number is lowered to it, with a notice).
     """
     settings, plots = settings or OutputSettings(), plots or {}
     if batch_size > MAX_BATCH_SIZE:
@@ -338,35 +346,25 @@ def run_jobs(
             notify(f"--batch-size {batch_size} lowered to {MAX_BATCH_SIZE}, the most songs generated together (each "
                    "holds its song, spectrogram and open outputs in memory until the batch ends)")
         batch_size = MAX_BATCH_SIZE
+    if len(jobs) == 1:
+        batch_size = 1  # its mix and stems one after another, each streamed
     failures: list[RenderFailure] = []
     with _progress() if progress else nullcontext() as bar:
         files_task = bar.add_task("files", total=len(jobs)) if bar and len(jobs) > 1 else None
-        if batch_size > 1 and len(jobs) > 1:
-            windows_task = bar.add_task("windows", total=None) if bar else None
-            for first in range(0, len(jobs), batch_size):
-                _batched(
-                    synth, jobs[first : first + batch_size], read_song, settings, plots, failures, notify,
-                    on_window=lambda done, total: bar and bar.update(windows_task, completed=done, total=total),
-                    on_file=lambda: bar and bar.update(files_task, advance=1),
-                )
-            return failures
-        for job in jobs:
-            window_task = bar.add_task(Path(job.name).name, total=None) if bar else None
+        for first in range(0, len(jobs), batch_size):
+            batch = jobs[first : first + batch_size]
+            task = bar.add_task(Path(batch[0].name).name if batch_size == 1 else "windows", total=None) if bar else None
 
-            def on_window(done: int, total: int, task=window_task) -> None:
+            def on_window(done: int, total: int, task=task) -> None:
                 if bar is not None:
                     bar.update(task, completed=done, total=total)
 
-            try:
-                song = _read(synth, job, read_song, notify)
-                with JobOutputs(job, song, settings, mel_out, plots.get(job.target)) as outputs:
-                    _report(job, render_job(synth, outputs, on_window), notify)
-            except (MidiError, OutputError, NonFiniteError) as err:
-                failures.append(RenderFailure(job.name, str(err)))
-            except OSError as err:  # reading standard input
-                failures.append(RenderFailure(job.name, f"{err.filename or 'input'}: {err.strerror or err}"))
-            if bar is not None:
+            def on_file() -> None:
                 if files_task is not None:
                     bar.update(files_task, advance=1)
-                    bar.remove_task(window_task)
+
+            _render_batch(synth, batch, read_song, settings, mel_out, plots, batch_size > 1, failures, notify,
+                          on_window, on_file)
+            if files_task is not None:
+                bar.remove_task(task)
     return failures
