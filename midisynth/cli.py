@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import json
-import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, get_type_hints
+from typing import Annotated
 
 import typer
 
-from midisynth.constants import DEFAULT_PRECISION, MAX_SONG_EVENTS, MAX_SONG_SECONDS
+from midisynth.constants import DEFAULT_PRECISION, MAX_SONG_EVENTS, MAX_SONG_SECONDS, MIN_DATASET_HOURS
 from midisynth.model.hub import OFFICIAL_MODEL
 
 app = typer.Typer(
@@ -76,67 +71,38 @@ class Device(StrEnum):
     cuda = "cuda"
 
 
-@dataclass(frozen=True)
-class SynthesizerOptions:
-    """The options `render` and `eval` share: which model and vocoder run where, and how they sample. Each field's
-    annotation is its Typer option; `_takes_synthesizer_options` gives them to a command."""
-
-    model: Annotated[str | None, typer.Option(
-        help="Model: midisynth .safetensors file, diffusers checkpoint dir, or cached hub id (owner/name[@revision]).",
-        show_default="the bundled model",
-        envvar="MIDISYNTH_MODEL")] = None
-    device: Annotated[Device, typer.Option(help="Where to run the networks.", envvar="MIDISYNTH_DEVICE")] = Device.auto
-    sampler: Annotated[str | None, typer.Option(help="ddpm (diffusers), paper, ddim or dpmpp.", show_default="the model's (midisynth models)")] = None
-    steps: Annotated[int | None, typer.Option(min=1, help="Denoising steps per window.", show_default="the model's for its sampler, else the sampler's usual")] = None
-    guidance: Annotated[float | None, typer.Option(min=1.0, help="Classifier-free guidance weight; 1 disables it.", show_default="the model's")] = None
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, model and device: same audio).")] = 0
-    vocoder: Annotated[str | None, typer.Option(help="griffin-lim, PATH.onnx or PATH.safetensors (neural vocoder).", show_default="the model's, else griffin-lim")] = None
-    precision: Annotated[str, typer.Option(
-        help="Network arithmetic: auto (bf16 where the hardware computes it natively: CUDA compute capability 8.0+, "
-        "CPUs with AVX-512 BF16 or AMX; else int8 on x86 CPUs, fp32 elsewhere), fp32, bf16, fp16 (CUDA only) or int8 "
-        "(CPU only: int8 Linear layers). `midisynth models` shows what auto picks on this machine.")] = DEFAULT_PRECISION
-    partials: Annotated[float | None, typer.Option(
-        min=0.0, max=1.0, help="Share of the partials model (each note's partials placed from the score, with its "
-        "instrument's fitted spectral envelope) in the spectrogram; 0 renders the network alone.",
-        show_default="the model's (0 for a model without partials.safetensors)")] = None
-
-    def render_options(self):
-        """The sampling options, checked (ValueError) before any model is loaded."""
-        from midisynth.render.pipeline import RenderOptions
-
-        return RenderOptions(sampler=self.sampler, steps=self.steps, guidance=self.guidance, seed=self.seed,
-                             precision=self.precision, partials=self.partials)
-
-    def synthesizer(self, allow_pickle: bool = False):
-        """Build the Synthesizer, or exit with status 2 and one line for a bad model, option or device."""
-        from midisynth.model.checkpoints import CheckpointError
-        from midisynth.render.pipeline import Synthesizer
-
-        try:
-            return Synthesizer.from_pretrained(self.model, device=self.device.value, vocoder=self.vocoder,
-                                               options=self.render_options(), allow_pickle=allow_pickle)
-        except (CheckpointError, ValueError, FileNotFoundError, ImportError) as err:
-            _err(str(err))
-            raise typer.Exit(EXIT_USAGE) from None
+# The options of the commands that render (render, eval): which model and vocoder run where, and how they sample.
+ModelOption = Annotated[str | None, typer.Option(
+    help="Model: midisynth .safetensors file, diffusers checkpoint dir, or cached hub id (owner/name[@revision]).",
+    show_default="the bundled model",
+    envvar="MIDISYNTH_MODEL")]
+DeviceOption = Annotated[Device, typer.Option(help="Where to run the networks.", envvar="MIDISYNTH_DEVICE")]
+SamplerOption = Annotated[str | None, typer.Option(help="ddpm (diffusers), paper, ddim or dpmpp.", show_default="the model's (midisynth models)")]
+StepsOption = Annotated[int | None, typer.Option(min=1, help="Denoising steps per window.", show_default="the model's for its sampler, else the sampler's usual")]
+GuidanceOption = Annotated[float | None, typer.Option(min=1.0, help="Classifier-free guidance weight; 1 disables it.", show_default="the model's")]
+SeedOption = Annotated[int, typer.Option(help="Random seed (same seed, model and device: same audio).")]
+VocoderOption = Annotated[str | None, typer.Option(help="griffin-lim, PATH.onnx or PATH.safetensors (neural vocoder).", show_default="the model's, else griffin-lim")]
+PrecisionOption = Annotated[str, typer.Option(
+    help="Network arithmetic: auto (bf16 where the hardware computes it natively: CUDA compute capability 8.0+, "
+    "CPUs with AVX-512 BF16 or AMX; else int8 on x86 CPUs, fp32 elsewhere), fp32, bf16, fp16 (CUDA only) or int8 "
+    "(CPU only: int8 Linear layers). `midisynth models` shows what auto picks on this machine.")]
+PartialsOption = Annotated[float | None, typer.Option(
+    min=0.0, max=1.0, help="Share of the partials model (each note's partials placed from the score, with its "
+    "instrument's fitted spectral envelope) in the spectrogram; 0 renders the network alone.",
+    show_default="the model's (0 for a model without partials.safetensors)")]
 
 
-def _takes_synthesizer_options(command):
-    """Typer sees `command`'s parameter `synthesizer_options` as SynthesizerOptions' fields, one option each in its
-    place (so also in the help); the command receives them as one SynthesizerOptions."""
-    hints = get_type_hints(SynthesizerOptions, include_extras=True)
-    options = [inspect.Parameter(option.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=option.default,
-                                 annotation=hints[option.name]) for option in fields(SynthesizerOptions)]
-    signature = inspect.signature(command, eval_str=True)
-    parameters = [shown for parameter in signature.parameters.values()
-                  for shown in (options if parameter.name == "synthesizer_options" else [parameter])]
+def _synthesizer(model: str | None, device: Device, vocoder: str | None, options, allow_pickle: bool = False):
+    """`Synthesizer.from_pretrained`, or exit with status 2 and one line for a bad model, option or device."""
+    from midisynth.model.checkpoints import CheckpointError
+    from midisynth.render.pipeline import Synthesizer
 
-    @functools.wraps(command)
-    def with_options(**values):
-        chosen = SynthesizerOptions(**{option.name: values.pop(option.name) for option in options})
-        return command(**values, synthesizer_options=chosen)
-
-    with_options.__signature__ = signature.replace(parameters=parameters)
-    return with_options
+    try:
+        return Synthesizer.from_pretrained(model, device=device.value, vocoder=vocoder, options=options,
+                                           allow_pickle=allow_pickle)
+    except (CheckpointError, ValueError, FileNotFoundError, ImportError) as err:
+        _err(str(err))
+        raise typer.Exit(EXIT_USAGE) from None
 
 
 def _auto_precision_line(device) -> str:
@@ -146,15 +112,7 @@ def _auto_precision_line(device) -> str:
     return f"precision {explain(hardware(device.type, device.index))}"
 
 
-def _read_song(source: str, limits, start: float = 0.0, end: float | None = None):
-    """Read a MIDI file or stdin ('-') within `limits` (header first, at most `limits.max_bytes` read), cut to
-    [start, end] seconds when asked."""
-    from midisynth.score.midi import read_midi
-
-    return read_midi(sys.stdin.buffer if source == "-" else source, limits, start, end)
-
-
-def _event_limit(max_events: int):
+def _describe_limits(max_events: int):
     """The limits of commands that describe a file rather than render it: events (and so bytes), not length."""
     from midisynth.score.midi import SongLimits
 
@@ -191,42 +149,19 @@ cat song.mid | midisynth render - -o - | sox -t wav - song.mp3
 Environment: MIDISYNTH_MODEL and MIDISYNTH_DEVICE set the defaults of --model and --device."""
 
 
-def _check_output_options(jobs, container: str | None, bit_depth: str | None, loudness: float | None, stems: bool,
-                          plot: str | None, mel_out: Path | None) -> dict[str, Path]:
-    """Refuse output options that cannot work, before anything renders; returns each target's plot path."""
-    from midisynth.extras import import_extra
-    from midisynth.jobs.output import audio_format
-    from midisynth.jobs.plan import STDIO, UsageError, check_name_lengths, check_not_inputs
-
-    for target in {job.target for job in jobs}:
-        audio_format(target, container, bit_depth)
-    if stems and any(job.target == STDIO for job in jobs):
-        raise UsageError("--stems writes files beside the mix: give -o FILE or a directory, not '-'")
-    if mel_out is not None and str(mel_out) == STDIO:
-        raise UsageError("--mel-out -: the spectrogram is written to a .npy file, not to standard output; give a "
-                         "file name")
-    if mel_out is not None and len(jobs) != 1:
-        raise UsageError("--mel-out takes exactly one input")
-    if loudness is not None:
-        import_extra("pyloudnorm", "loudness", "--loudness")
-    plots = {}
-    if plot is not None:
-        import_extra("matplotlib", "plot", "--plot")
-        from midisynth.jobs.plot import plot_paths
-
-        plots = plot_paths(jobs, plot)
-    extra_outputs = [*plots.values(), *([mel_out] if mel_out is not None else [])]
-    check_name_lengths(extra_outputs)
-    check_not_inputs(jobs, extra_outputs)
-    return plots
-
-
 @app.command(epilog=RENDER_EXAMPLES)
-@_takes_synthesizer_options
 def render(
     inputs: Annotated[list[str], typer.Argument(help="MIDI files, directories (recursive), or '-' for stdin.")],
     output: Annotated[str | None, typer.Option("-o", "--output", help="Output file, directory, or '-' (WAV on stdout).")] = None,
-    synthesizer_options: SynthesizerOptions = SynthesizerOptions(),
+    model: ModelOption = None,
+    device: DeviceOption = Device.auto,
+    sampler: SamplerOption = None,
+    steps: StepsOption = None,
+    guidance: GuidanceOption = None,
+    seed: SeedOption = 0,
+    vocoder: VocoderOption = None,
+    precision: PrecisionOption = DEFAULT_PRECISION,
+    partials: PartialsOption = None,
     mel_out: Annotated[Path | None, typer.Option("--mel-out", help="Also save the spectrogram [frames, 128] (.npy).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace existing outputs.")] = False,
     skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose outputs (mix, stems, --mel-out, --plot) are all complete; render the others again whole (resume a batch).")] = False,
@@ -247,56 +182,44 @@ def render(
 ) -> None:
     """Render MIDI to audio: WAV, FLAC or OGG (by extension or --format), optionally loudness-normalised, with
     per-instrument stems and a spectrogram plot."""
-    from midisynth.jobs.output import EXTENSIONS, OutputError
-    from midisynth.jobs.plan import UsageError, parse_shard, plan_jobs, shard
+    from midisynth.jobs.output import OutputError, OutputSettings
+    from midisynth.jobs.plan import UsageError, parse_shard, plan_render
+    from midisynth.render.pipeline import RenderOptions
+    from midisynth.score.midi import SongLimits
 
-    container = output_format.value.upper() if output_format else None
-    depth = bit_depth.value if bit_depth else None
+    notify = None if quiet else _err
     try:
-        if end is not None and end <= start:
-            raise UsageError(f"--end {end:g} must be after --start {start:g} (seconds)")
-        if overwrite and skip_existing:
-            raise UsageError("--overwrite and --skip-existing contradict each other")
-        synthesizer_options.render_options()  # refused before any model loads
-        jobs = plan_jobs(inputs, output, extension=EXTENSIONS[container] if container else ".wav")
-        if shard_spec is not None:
-            planned, jobs = len(jobs), shard(jobs, *parse_shard(shard_spec))
-            if not jobs:
-                if not quiet:
-                    _err(f"shard {shard_spec} has nothing to do ({planned} input file{'s' * (planned != 1)} "
-                         f"for {parse_shard(shard_spec)[1]} shards)")
-                return
-        plots = _check_output_options(jobs, container, depth, loudness, stems, plot, mel_out)
+        options = RenderOptions(sampler=sampler, steps=steps, guidance=guidance, seed=seed, precision=precision,
+                                partials=partials)
+        settings = OutputSettings(sample_rate=sample_rate, container=output_format.value.upper() if output_format else None,
+                                  bit_depth=bit_depth.value if bit_depth else None, loudness_lufs=loudness, stems=stems,
+                                  overwrite=overwrite)
+        plan = plan_render(inputs, output, settings, mel_out, plot, shard_spec,
+                           SongLimits(max_duration=max_duration, max_events=max_events), start, end, skip_existing,
+                           notify)
     except (UsageError, OutputError, ImportError, ValueError) as err:
         _err(str(err))
         raise typer.Exit(EXIT_USAGE) from None
+    if not plan.jobs:
+        if notify is not None and plan.skipped:
+            notify("nothing to do: every output exists (--skip-existing)")
+        elif notify is not None and shard_spec is not None:
+            notify(f"shard {shard_spec} has nothing to do ({plan.planned} input file{'s' * (plan.planned != 1)} for "
+                   f"{parse_shard(shard_spec)[1]} shards)")
+        return
 
-    from midisynth.jobs.run import OutputSettings, RenderFailure, run_jobs, unfinished
-    from midisynth.score.midi import SongLimits
+    from midisynth.jobs.run import run_jobs
 
-    settings = OutputSettings(sample_rate=sample_rate, container=container, bit_depth=depth,
-                              loudness_lufs=loudness, stems=stems, overwrite=overwrite)
-    read_song = functools.partial(_read_song, limits=SongLimits(max_duration=max_duration, max_events=max_events),
-                                  start=start, end=end)
-    if skip_existing:
-        jobs = unfinished(jobs, settings, notify=None if quiet else _err, mel_out=mel_out, plots=plots,
-                          read_song=read_song)
-        if not jobs:
-            if not quiet:
-                _err("nothing to do: every output exists (--skip-existing)")
-            return
-
-    synth = synthesizer_options.synthesizer(allow_pickle)
-    if not quiet and synthesizer_options.precision == "auto":
-        _err(_auto_precision_line(synth.device))
+    synth = _synthesizer(model, device, vocoder, options, allow_pickle)
+    if notify is not None and precision == "auto":
+        notify(_auto_precision_line(synth.device))
     with _stop_cleanly_on_signals():
-        failures: list[RenderFailure] = run_jobs(synth, jobs, settings=settings, mel_out=mel_out, plots=plots,
-                                                 read_song=read_song, progress=not quiet, batch_size=batch_size,
-                                                 notify=None if quiet else _err)
+        failures = run_jobs(synth, plan, progress=not quiet, batch_size=batch_size, notify=notify)
     for failure in failures:
         _err(f"{failure.name}: {failure.message}")
-    if len(jobs) > 1 and not quiet:
-        _err(f"{len(jobs) - len(failures)} of {len(jobs)} rendered" + (f", {len(failures)} failed" if failures else ""))
+    if len(plan.jobs) > 1 and notify is not None:
+        notify(f"{len(plan.jobs) - len(failures)} of {len(plan.jobs)} rendered"
+               + (f", {len(failures)} failed" if failures else ""))
     if failures:
         raise typer.Exit(EXIT_FAILED)
 
@@ -308,11 +231,12 @@ def tokens(
     max_events: Annotated[int, typer.Option(min=0, help=MAX_EVENTS_HELP)] = MAX_SONG_EVENTS,
 ) -> None:
     """Print the event tokens of each 5.12 s window (padding removed; each ends with EOS = 1)."""
+    from midisynth.jobs.plan import read_source
     from midisynth.score.midi import MidiError
     from midisynth.score.tokens import tokenize
 
     try:
-        windows = tokenize(_read_song(midi, _event_limit(max_events)))
+        windows = tokenize(read_source(midi, _describe_limits(max_events)))
     except (MidiError, OSError) as err:
         _err(f"{midi}: {err}")
         raise typer.Exit(EXIT_FAILED) from None
@@ -330,10 +254,11 @@ def info(
 ) -> None:
     """Describe a MIDI file: duration, windows, instruments and note counts."""
     from midisynth.constants import WINDOW_SECONDS
+    from midisynth.jobs.plan import read_source
     from midisynth.score.midi import MidiError, type2_notice
 
     try:
-        song = _read_song(midi, _event_limit(max_events))
+        song = read_source(midi, _describe_limits(max_events))
     except (MidiError, OSError) as err:
         _err(f"{midi}: {err}")
         raise typer.Exit(EXIT_FAILED) from None
@@ -352,7 +277,6 @@ def info(
         typer.echo(f"  {name}: {count} notes")
 
 
-MIN_DATASET_HOURS = 0.01  # the least rendered audio `dataset --hours` takes
 DATASET_EXAMPLES = """Examples:
 
 midisynth dataset data/fluidr3 --hours 3
@@ -377,21 +301,19 @@ def dataset(
 ) -> None:
     """Build a training data set: recordings with their MIDI, and MIDI rendered with FluidSynth; tokens, log-mel
     features, manifest. A recording or MIDI file that cannot be used is reported (one line) and left out."""
-    from tqdm import tqdm
-
-    from midisynth.data.build import build_dataset
+    from midisynth.data.build import build_dataset, check_request
     from midisynth.data.pairs import paired_sources
-    from midisynth.jobs.plan import UsageError
+    from midisynth.files import OutputError
 
     try:
-        _check_dataset_run(out_dir, hours, list(midi or []))
-    except UsageError as err:
+        check_request(out_dir, hours, list(midi or []))
+    except (ValueError, OutputError) as err:
         _err(str(err))
         raise typer.Exit(EXIT_USAGE) from None
     recordings = [list(pairs or []), list(slakh or []), list(maestro or [])]
 
     def skip(line: str) -> None:
-        tqdm.write(f"midisynth: {line} (skipped)", file=sys.stderr)  # above the progress bar
+        _err(f"{line} (skipped)")  # above the progress bar
 
     with _stop_cleanly_on_signals(f"the pieces stored so far are kept and listed in {out_dir / 'manifest.json'}; "
                                   "run the same command to continue"):
@@ -406,35 +328,6 @@ def dataset(
     stored = len({piece["piece_id"] for piece in manifest["pieces"]} & {pair.piece_id for pair in found})
     if stored < len(found):
         _err(f"{stored} of {len(found)} recordings stored, {len(found) - stored} skipped")
-
-
-def _check_dataset_run(out_dir: Path, hours: float, midi_dirs: list[Path]) -> None:
-    """UsageError (one line) for --hours that is not a finite number of at least MIN_DATASET_HOURS, a --midi that is
-    not a directory, or an output directory that cannot be made or written in: found before anything is read."""
-    import math
-
-    from midisynth.jobs.plan import UsageError
-
-    if not (math.isfinite(hours) and hours >= MIN_DATASET_HOURS):
-        raise UsageError(f"--hours {hours:g}: give a finite number of hours, at least {MIN_DATASET_HOURS:g}")
-    for folder in midi_dirs:
-        if not folder.is_dir():
-            raise UsageError(f"--midi {folder}: {'not a directory' if folder.exists() else 'no such directory'}")
-    _check_run_directory(out_dir, "manifest.json")
-
-
-def _check_run_directory(out: Path, probe: str) -> None:
-    """UsageError (one line) unless the directory `out` exists or can be made, and a file `probe` can be written
-    in it."""
-    from midisynth.files import OutputError, make_output_directory
-    from midisynth.jobs.output import check_creatable
-    from midisynth.jobs.plan import UsageError
-
-    try:
-        make_output_directory(out, out)
-        check_creatable(out / probe)
-    except OutputError as err:
-        raise UsageError(str(err)) from None
 
 
 @contextmanager
@@ -452,22 +345,6 @@ def _training_errors() -> Iterator[None]:
     except (FileNotFoundError, ValueError, CheckpointError) as err:
         _err(str(err))
         raise typer.Exit(EXIT_USAGE) from None
-
-
-def _check_training_run(device: str, out: Path) -> None:
-    """UsageError (one line) for a device training cannot run on, or a run directory it cannot write checkpoints
-    in: found before any data loads."""
-    import re
-
-    import torch
-
-    from midisynth.jobs.plan import UsageError
-
-    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
-        raise UsageError(f"--device {device!r}: training runs on cpu or cuda[:N]")
-    if device != "cpu" and not torch.cuda.is_available():
-        raise UsageError(f"--device {device} was asked for, but no CUDA GPU is available to torch")
-    _check_run_directory(out, "last.pt")
 
 
 TRAIN_EXAMPLES = """Examples:
@@ -492,73 +369,53 @@ def train(
     """Train a Spectrogram Diffusion model, or a recipe of several stages (resumable; Ctrl-C stops with a
     checkpoint). Started by torchrun, its processes train one model together (DistributedDataParallel)."""
     import torch
-    from tqdm import tqdm
 
-    from midisynth.jobs.plan import UsageError
+    from midisynth.files import OutputError
     from midisynth.model.config import load_config
+    from midisynth.progress import progress_bars
     from midisynth.training import ddp
-    from midisynth.training.recipe import recipe_stages
+    from midisynth.training.diffusion import Trainer
+    from midisynth.training.recipe import WEIGHTS, Stage, recipe_stages, train_recipe, trained_steps
 
     if threads:
         torch.set_num_threads(threads)
     configs = config or [Path("configs/default.toml")]
     ranks = ddp.torchrun_ranks()
     try:  # the same for every process: said once
-        for path in configs:
-            ranks.rows(load_config(path).train.batch_size)
-        if len(configs) > 1:
-            recipe_stages(configs, out)
-        _check_training_run(device, out)
-    except (FileNotFoundError, ValueError, UsageError) as err:
+        train_configs = [load_config(path).train for path in configs]
+        for train_config in train_configs:
+            ranks.rows(train_config.batch_size)
+        stages = recipe_stages(configs, out)
+        Trainer.check_run(device, out)
+    except (FileNotFoundError, ValueError, OutputError) as err:
         if ranks.is_main:
             _err(str(err))
         raise typer.Exit(EXIT_USAGE) from None
-    bar = None
-
-    def on_step(step: int, loss: float) -> None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}")
+    stage: Stage = stages[0]  # the one training
 
     with _stop_cleanly_on_signals(f"the run resumes from its last checkpoint in {out}: run the same "
                                   "command to continue"), \
-            ddp.process_group(ranks, device) as device:
-        if len(configs) > 1:
-            from midisynth.training.recipe import train_recipe
+            ddp.process_group(ranks, device) as device, progress_bars(ranks.is_main) as bars:
+        if ranks.is_main and any(train_config.precision == "auto" for train_config in train_configs):
+            _err(_auto_precision_line(torch.device(device)))
+        task = None
 
-            def on_stage(stage, done: int, total: int) -> None:
-                nonlocal bar
-                if bar is not None:
-                    bar.close()
-                if done >= total and ranks.is_main:
-                    typer.echo(f"{stage.run_dir.name}: finished ({done} steps), skipped", err=True)
-                bar = tqdm(total=total, initial=done, desc=stage.run_dir.name, unit="step", dynamic_ncols=True,
-                           disable=done >= total or not ranks.is_main)
+        def on_stage(started: Stage, done: int, total: int) -> None:
+            nonlocal stage, task
+            stage = started
+            if done >= total and ranks.is_main:
+                typer.echo(f"{stage.run_dir.name}: finished ({done} steps), skipped", err=True)
+            task = bars.add_task(stage.run_dir.name, total=total, completed=done, visible=done < total)
 
-            try:
-                with _training_errors():
-                    weights = train_recipe(configs, data, out, device=device, init_from=init_from,
-                                           max_minutes=max_minutes, on_stage=on_stage, on_step=on_step, ranks=ranks)
-            finally:  # before any line on a signal
-                if bar is not None:
-                    bar.close()
-            if ranks.is_main:
-                typer.echo(f"recipe done; weights: {weights}" if weights else "stopped (re-run to continue)", err=True)
-            return
-
-        from midisynth.training.diffusion import Trainer
+        def on_step(step: int, loss: float) -> None:
+            bars.update(task, advance=1, loss=f"{loss:.4f}")
 
         with _training_errors():
-            trainer = Trainer(load_config(configs[0]), data, out, device=device, init_from=init_from, ranks=ranks)
-        if trainer.tc.precision == "auto" and ranks.is_main:
-            _err(_auto_precision_line(trainer.device))
-        bar = tqdm(total=trainer.tc.max_steps, initial=trainer.step, desc="train", unit="step", dynamic_ncols=True,
-                   disable=not ranks.is_main)
-        try:
-            trainer.train(max_minutes=max_minutes, on_step=on_step)
-        finally:  # before any line on a signal
-            bar.close()
+            weights = train_recipe(configs, data, out, device=device, init_from=init_from, max_minutes=max_minutes,
+                                   on_stage=on_stage, on_step=on_step, ranks=ranks)
     if ranks.is_main:
-        typer.echo(f"stopped at step {trainer.step}; weights: {out / 'model.safetensors'}", err=True)
+        typer.echo(f"stopped at step {trained_steps(stage.run_dir)}; weights: {stage.run_dir / WEIGHTS}"
+                   + ("" if weights else " (re-run to continue)"), err=True)
 
 
 @app.command()
@@ -575,31 +432,19 @@ def convert(
 
     try:
         check_name_lengths([output])
-        check_writable(output, overwrite=True)  # no socket, a name the system can look up
-        if output.is_file() and not overwrite:
-            raise OutputError(f"{output}: already exists (pass --overwrite to replace it)")
+        check_writable(output, overwrite)
     except (UsageError, OutputError) as err:
         _err(str(err))
         raise typer.Exit(EXIT_FAILED) from None
 
-    import torch
-
-    from midisynth.model.checkpoints import CheckpointError, save_model
+    from midisynth.model.checkpoints import CheckpointError
     from midisynth.model.hub import HubError
-    from midisynth.model.resolve import resolve_model
+    from midisynth.model.resolve import convert_model
 
-    try:
-        checkpoint = resolve_model(source, allow_pickle=allow_pickle)
-    except (CheckpointError, HubError, ImportError) as err:
-        _err(str(err))
-        raise typer.Exit(EXIT_FAILED) from None
-    origin = checkpoint.metadata.get("hub_id") or Path(source).name  # hub id@commit, else the file's name
     try:
         with _stop_cleanly_on_signals():
-            digest = save_model(checkpoint.model, output,
-                                {"converted_from": origin, "sampling": checkpoint.sampling.to_json()},
-                                dtype=torch.float16 if half else torch.float32, replace=overwrite)
-    except OutputError as err:
+            digest = convert_model(source, output, half, allow_pickle, overwrite)
+    except (CheckpointError, HubError, ImportError, OutputError) as err:
         _err(str(err))
         raise typer.Exit(EXIT_FAILED) from None
     typer.echo(f"{digest}  {output}")
@@ -665,7 +510,6 @@ def models() -> None:
 
 
 @app.command("eval")
-@_takes_synthesizer_options
 def evaluate(
     midi_dir: Annotated[Path, typer.Argument(help="Folder of MIDI files (e.g. a data set's heldout_midi/).")],
     soundfont: Annotated[Path, typer.Option(help="SoundFont of the reference renders.")] = Path(
@@ -675,49 +519,45 @@ def evaluate(
     transcription: Annotated[bool, typer.Option(
         help="Transcription F1 (basic-pitch; the eval extra, see README).")] = True,
     visqol: Annotated[bool, typer.Option(help="ViSQOL MOS-LQO (visqol-python; the eval extra).")] = True,
-    synthesizer_options: SynthesizerOptions = SynthesizerOptions(),
+    model: ModelOption = None,
+    device: DeviceOption = Device.auto,
+    sampler: SamplerOption = None,
+    steps: StepsOption = None,
+    guidance: GuidanceOption = None,
+    seed: SeedOption = 0,
+    vocoder: VocoderOption = None,
+    precision: PrecisionOption = DEFAULT_PRECISION,
+    partials: PartialsOption = None,
 ) -> None:
     """Score renders against the SoundFont reference (log-mel L1, MR-STFT, onset correlation, level in the reference's
     silences, transcription F1, ViSQOL) beside the vocoder's ceiling and sine, noise and low-pass baselines. Files
     that fail are listed; the rest are scored."""
-    from midisynth.data.fluidsynth import check_fluidsynth
-    from midisynth.evaluation.evaluate import Scorers, format_table, strict_json
+    from midisynth.evaluation.evaluate import Scorers, evaluation_files, format_table
     from midisynth.evaluation.evaluate import evaluate as run_eval
-    from midisynth.files import save_text_atomic
-    from midisynth.jobs.output import OutputError, check_creatable
-    from midisynth.score.midi_files import find_midi_files
+    from midisynth.files import OutputError
+    from midisynth.render.pipeline import RenderOptions
 
-    if not midi_dir.is_dir():
-        _err(f"{midi_dir}: not a directory")
-        raise typer.Exit(EXIT_USAGE)
-    files = find_midi_files(midi_dir)[:limit]
-    if not files:
-        _err(f"{midi_dir}: no MIDI files")
-        raise typer.Exit(EXIT_USAGE)
     try:
-        if json_out is not None:
-            check_creatable(json_out)
-        check_fluidsynth(soundfont)
+        options = RenderOptions(sampler=sampler, steps=steps, guidance=guidance, seed=seed, precision=precision,
+                                partials=partials)
+        files = evaluation_files(midi_dir, soundfont, json_out, limit)
         scorers = Scorers.create(transcription, visqol)
     except (OutputError, FileNotFoundError, ValueError, ImportError) as err:
         _err(str(err))
         raise typer.Exit(EXIT_USAGE) from None
-    synth = synthesizer_options.synthesizer()
+    synth = _synthesizer(model, device, vocoder, options)
 
     def on_file(path: Path, error: str | None, report_so_far: dict) -> None:
         if error:
             _err(f"{path}: {error}")
         else:
             typer.echo(f"evaluated {path.name}", err=True)
-        if json_out is None:
-            return
-        try:  # after every file: a long evaluation keeps what it has scored if it is stopped
-            save_text_atomic(json_out, strict_json(report_so_far))
-        except OSError as err:
-            _err(f"{json_out}: cannot write ({err.strerror or err})")
-            raise typer.Exit(EXIT_FAILED) from None
 
-    report = run_eval(synth, files, soundfont, scorers, on_file=on_file)
+    try:
+        report = run_eval(synth, files, soundfont, scorers, on_file, json_out)
+    except OutputError as err:
+        _err(str(err))
+        raise typer.Exit(EXIT_FAILED) from None
     typer.echo(format_table(report["summary"]))
     if report["failed"]:
         _err(f"{len(report['failed'])} of {len(files)} files failed: "
@@ -734,32 +574,25 @@ def fit_partials(
                                               show_default="0.85")] = None,
 ) -> None:
     """Fit the partials model (a spectral envelope per instrument, in closed form) to the data set's training pieces."""
-    from tqdm import tqdm
-
     from midisynth.data.store import DataSetError
     from midisynth.files import OutputError, make_output_directory
     from midisynth.model.partials import DEFAULT_MIX, save_partials
+    from midisynth.progress import progress_bars
     from midisynth.training.partials import fit_partials as fit
 
-    bar = tqdm(desc="fit partials", unit="piece", dynamic_ncols=True)
-
-    def on_piece(done: int, total: int) -> None:
-        bar.total = total
-        bar.update(1)
-
-    try:
-        partials = fit(data, mix=DEFAULT_MIX if mix is None else mix, on_piece=on_piece)
-        bar.close()
-        make_output_directory(out.parent, out)
-        save_partials(partials, out)
-    except DataSetError as err:
-        bar.close()
-        _err(str(err))
-        raise typer.Exit(EXIT_FAILED) from None
-    except (FileNotFoundError, OutputError) as err:
-        bar.close()
-        _err(str(err))
-        raise typer.Exit(EXIT_USAGE) from None
+    with progress_bars() as bars:
+        task = bars.add_task("fit partials", total=None)
+        try:
+            partials = fit(data, mix=DEFAULT_MIX if mix is None else mix,
+                           on_piece=lambda done, total: bars.update(task, completed=done, total=total))
+            make_output_directory(out.parent, out)
+            save_partials(partials, out)
+        except DataSetError as err:
+            _err(str(err))
+            raise typer.Exit(EXIT_FAILED) from None
+        except (FileNotFoundError, OutputError) as err:
+            _err(str(err))
+            raise typer.Exit(EXIT_USAGE) from None
     typer.echo(f"partials model: {out}", err=True)
 
 
@@ -771,66 +604,30 @@ def train_vocoder(
     max_minutes: Annotated[float | None, typer.Option(help="Stop (with a checkpoint) after this many minutes.")] = None,
     max_steps: Annotated[int, typer.Option(min=0, help="Total steps.")] = 20_000,
 ) -> None:
-    """Train the bundled Vocos-style vocoder on the data set's reference audio."""
-    from tqdm import tqdm
-
-    from midisynth.jobs.plan import UsageError
+    """Train a Vocos-style neural vocoder on the data set's reference audio."""
+    from midisynth.files import OutputError
+    from midisynth.progress import progress_bars
     from midisynth.training.vocoder import VocoderTrainConfig, VocoderTrainer
 
     try:
-        _check_training_run(device, out)
-    except UsageError as err:
+        VocoderTrainer.check_run(device, out)
+    except (ValueError, OutputError) as err:
         _err(str(err))
         raise typer.Exit(EXIT_USAGE) from None
     with _training_errors():
         trainer = VocoderTrainer(data, out, VocoderTrainConfig(max_steps=max_steps), device=device)
-    bar = tqdm(total=max_steps, initial=trainer.step, desc="vocoder", unit="step", dynamic_ncols=True)
-
-    def on_step(step: int, loss: float) -> None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.4f}")
-
-    trainer.train(max_minutes=max_minutes, on_step=on_step)
-    bar.close()
+    with progress_bars() as bars:
+        task = bars.add_task("vocoder", total=max_steps, completed=trainer.step)
+        trainer.train(max_minutes=max_minutes,
+                      on_step=lambda step, loss: bars.update(task, advance=1, loss=f"{loss:.4f}"))
     typer.echo(f"stopped at step {trainer.step}; weights: {out / 'vocoder.safetensors'}", err=True)
 
 
 def run() -> None:
-    """The `midisynth` command: `app`, then an exit without the interpreter's teardown, which takes about half a
-    second once torch is loaded (its C++ state and the hundreds of thousands of objects it made). Every command has
-    written and closed its outputs before it returns, so nothing is lost but that time. Standard streams that are
-    closed or fail (`midisynth.standard_streams`) end it with one line and status 1 (standard output), or are
-    done without (standard error)."""
-    from midisynth.standard_streams import StandardOutputError, guard_standard_streams
+    """The `midisynth` command (`midisynth.standard_streams.run_and_exit`)."""
+    from midisynth.standard_streams import run_and_exit
 
-    guard_standard_streams()
-    try:
-        app(prog_name="midisynth")
-        sys.stdout.flush()
-        status = 0
-    except SystemExit as stop:
-        status = stop.code
-    except StandardOutputError as err:
-        status = _standard_output_failed(err)
-    if status is not None and not isinstance(status, int):  # sys.exit("message") prints it and means failure
-        print(status, file=sys.stderr)
-        status = 1
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except StandardOutputError as err:
-            status = status or _standard_output_failed(err)
-    os._exit(status or 0)
-
-
-def _standard_output_failed(err) -> int:
-    """Say that standard output failed (not when its reader has gone: `| head` closes it on purpose); the exit
-    status."""
-    import errno
-
-    if err.errno != errno.EPIPE:
-        _err(str(err))
-    return EXIT_FAILED
+    run_and_exit(lambda: app(prog_name="midisynth"), "midisynth")
 
 
 if __name__ == "__main__":

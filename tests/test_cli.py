@@ -229,7 +229,7 @@ def test_sample_rate_and_excerpt(tiny_model_path, two_window_midi, tmp_path):
 def test_the_console_command_exits_with_the_commands_status_after_flushing(monkeypatch, capsys, tmp_path):
     """`midisynth` (cli.run) skips the interpreter's teardown with os._exit, with the status the command meant:
     0 for success, 2 for a usage error, 1 for an unreadable input; what the command printed is flushed first."""
-    from midisynth import cli
+    from midisynth import cli, standard_streams
 
     class Exited(Exception):
         pass
@@ -237,7 +237,7 @@ def test_the_console_command_exits_with_the_commands_status_after_flushing(monke
     def fake_exit(status):
         raise Exited(status)
 
-    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    monkeypatch.setattr(standard_streams.os, "_exit", fake_exit)
     for argv, status, printed in ((["--version"], 0, "midisynth "), (["render"], 2, "Missing argument"),
                                   (["info", str(tmp_path / "missing.mid")], 1, "missing.mid")):
         monkeypatch.setattr(sys, "argv", ["midisynth", *argv])

@@ -19,10 +19,11 @@ from typer.testing import CliRunner
 from midisynth.cli import app
 from midisynth.constants import SAMPLE_RATE
 from midisynth.jobs.loudness import PEAK_CEILING_DBFS, LoudnessMeter, limited_blocks
-from midisynth.jobs.output import OutputError, wav_header
+from midisynth.jobs.output import OutputError, audio_format, wav_header
 from midisynth.jobs.plan import Job
 from midisynth.jobs.plot import AXIS_INCHES, DPI, LANE_INCHES, SPECTROGRAM_INCHES, WIDTH_INCHES
-from midisynth.jobs.run import JobOutputs, OutputSettings
+from midisynth.jobs.output import OutputSettings
+from midisynth.jobs.run import JobOutputs
 from midisynth.score.midi import Song, read_midi
 from midisynth.score.stems import instruments, stem_path
 from tests.conftest import FAST
@@ -164,7 +165,8 @@ def _sine(seconds: float, amplitude: float, clicks: float = 0.0) -> np.ndarray:
 
 def _normalise(path: Path, audio: np.ndarray, settings: OutputSettings):
     """Both passes through JobOutputs, the audio arriving in 10 chunks."""
-    with JobOutputs(Job("a.mid", str(path)), Song([], len(audio) / SAMPLE_RATE), settings) as outputs:
+    job = Job("a.mid", str(path), audio_format(path, settings.container, settings.bit_depth))
+    with JobOutputs(job, Song([], len(audio) / SAMPLE_RATE), settings) as outputs:
         outputs.write(0, np.array_split(audio, 10), len(audio))
         return outputs.finish([])
 

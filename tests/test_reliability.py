@@ -782,13 +782,14 @@ def test_info_and_tokens_have_the_event_limit_of_render(tmp_path, command):
 def test_a_batch_size_past_the_most_is_lowered_with_a_notice(monkeypatch):
     """--batch-size 1000000 on 1 000 files rendered them all as one batch (7.4 GB)."""
     from midisynth.jobs import run as jobs_run
-    from midisynth.jobs.plan import Job
+    from midisynth.jobs.output import audio_format
+    from midisynth.jobs.plan import Job, RenderPlan
 
     batches = []
-    monkeypatch.setattr(jobs_run, "_render_batch", lambda synth, jobs, *args, **kwargs: batches.append(len(jobs)))
+    monkeypatch.setattr(jobs_run, "_render_batch", lambda synth, plan, *args: batches.append(len(plan.jobs)))
     notices = []
-    jobs = [Job(source=f"{k}.mid", target=f"{k}.wav") for k in range(40)]
-    jobs_run.run_jobs(None, jobs, read_song=None, progress=False, batch_size=10**6, notify=notices.append)
+    jobs = [Job(source=f"{k}.mid", target=f"{k}.wav", encoding=audio_format(f"{k}.wav")) for k in range(40)]
+    jobs_run.run_jobs(None, RenderPlan(jobs), progress=False, batch_size=10**6, notify=notices.append)
     assert batches == [jobs_run.MAX_BATCH_SIZE, 40 - jobs_run.MAX_BATCH_SIZE] == [32, 8]
     assert notices == ["--batch-size 1000000 lowered to 32, the most songs generated together (each holds its song, "
                        "spectrogram and open outputs in memory until the batch ends)"]

@@ -44,6 +44,7 @@ from midisynth.evaluation.metrics import (
 )
 from midisynth.evaluation.transcription import Transcriber, note_f1, pitched_notes
 from midisynth.evaluation.visqol_score import VisqolScorer
+from midisynth.files import check_creatable, save_text_atomic
 from midisynth.render.pipeline import RenderOptions, Synthesizer
 from midisynth.score.midi import read_midi
 from midisynth.score.midi_files import find_midi_files
@@ -193,13 +194,31 @@ def _finite_or_none(value):
     return value
 
 
+def evaluation_files(midi_dir: Path, soundfont: Path = DEFAULT_SOUNDFONT, json_out: Path | None = None,
+                     limit: int | None = None) -> list[Path]:
+    """The MIDI files under `midi_dir` (the first `limit`) that `evaluate` scores, with what it needs checked before
+    anything loads: ValueError for a folder that is not one or holds no MIDI files, OutputError for a `json_out` that
+    cannot be written, FileNotFoundError or ValueError for a missing fluidsynth program or SoundFont."""
+    if not Path(midi_dir).is_dir():
+        raise ValueError(f"{midi_dir}: not a directory")
+    files = find_midi_files(midi_dir)[:limit]
+    if not files:
+        raise ValueError(f"{midi_dir}: no MIDI files")
+    if json_out is not None:
+        check_creatable(json_out)
+    check_fluidsynth(soundfont)
+    return files
+
+
 def evaluate(synth: Synthesizer, midi_files: list[Path], soundfont: Path = DEFAULT_SOUNDFONT,
-             scorers: Scorers | None = None, on_file: Callable[[Path, str | None, dict], None] | None = None) -> dict:
+             scorers: Scorers | None = None, on_file: Callable[[Path, str | None, dict], None] | None = None,
+             json_out: Path | None = None) -> dict:
     """Score every file; {"summary", "files": per-file results, "failed": [{"file", "error"}]}.
 
     A file that cannot be scored (unreadable MIDI, FluidSynth failure or time-out, ...) is listed under "failed"
-    and the others are still scored. on_file(path, error or None, report so far) is called after each file (to
-    save partial results of a long evaluation). FileNotFoundError or ValueError up front for a missing fluidsynth
+    and the others are still scored. on_file(path, error or None, report so far) is called after each file; the
+    report so far is also saved to `json_out` (`strict_json`, OutputError if that fails), so that a long evaluation
+    keeps what it has scored if it is stopped. FileNotFoundError or ValueError up front for a missing fluidsynth
     program, a missing SoundFont or a file that is not one.
     """
     check_fluidsynth(soundfont)
@@ -211,8 +230,11 @@ def evaluate(synth: Synthesizer, midi_files: list[Path], soundfont: Path = DEFAU
         except Exception as err:  # noqa: BLE001  one file's failure of any kind must not lose the other scores
             error = str(err) or type(err).__name__
             failed.append({"file": str(path), "error": error})
+        report = {"summary": summarise(results), "files": results, "failed": failed}
         if on_file is not None:
-            on_file(path, error, {"summary": summarise(results), "files": results, "failed": failed})
+            on_file(path, error, report)
+        if json_out is not None:
+            save_text_atomic(json_out, strict_json(report))
     return {"summary": summarise(results), "files": results, "failed": failed}
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,21 +19,19 @@ import numpy as np
 import soundfile as sf
 
 from midisynth.audio import NonFiniteError, check_finite
-from midisynth.constants import N_MELS, SAMPLE_RATE
-from midisynth.files import is_special_file, make_output_directory, save_npy_atomic
+from midisynth.files import check_creatable, is_special_file, make_output_directory, save_npy_atomic
 from midisynth.jobs.loudness import LoudnessMeter, Normalization, limited_blocks, normalization
 from midisynth.jobs.output import (
+    STDIO,
     OutputError,
-    audio_file_problem,
-    audio_format,
-    check_creatable,
+    OutputSettings,
     check_writable,
     resample_stream,
     resampled_length,
     write_audio_file,
     write_wav_stream,
 )
-from midisynth.jobs.plan import STDIO, Job
+from midisynth.jobs.plan import Job, RenderPlan
 from midisynth.render.pipeline import Synthesizer
 from midisynth.score.midi import MidiError, Song
 from midisynth.score.stems import instruments, stem_path, stem_song
@@ -44,18 +42,6 @@ from midisynth.score.tokens import num_windows
 class RenderFailure:
     name: str
     message: str
-
-
-@dataclass(frozen=True)
-class OutputSettings:
-    """How every job's audio is written."""
-
-    sample_rate: int = SAMPLE_RATE  # Hz (soxr resampling from the model's 16 kHz)
-    container: str | None = None  # WAV, FLAC or OGG; None: each target's extension
-    bit_depth: str | None = None  # 16, 24 or 32f; None: 16 (Vorbis for OGG)
-    loudness_lufs: float | None = None  # integrated loudness to normalise to; None: as rendered
-    stems: bool = False  # also one file per instrument beside the mix
-    overwrite: bool = False
 
 
 class JobOutputs:
@@ -69,10 +55,11 @@ class JobOutputs:
         self.parts: list[tuple[Song, str]] = [(song, job.target)]
         if settings.stems:
             self.parts += [(stem_song(song, inst), str(stem_path(job.target, inst))) for inst in instruments(song)]
-        self._encodings = [audio_format(target, settings.container, settings.bit_depth) for _, target in self.parts]
-        for (_, target), encoding in zip(self.parts, self._encodings, strict=True):  # fail before rendering
+        self.encoding = job.encoding  # the mix's and its stems' (their names end as the mix's)
+        for _, target in self.parts:  # fail before rendering
             if target != STDIO:
-                check_writable(Path(target), self.overwrite, encoding)
+                check_writable(Path(target), self.overwrite, self.encoding, "pass --overwrite to replace it, or "
+                               "--skip-existing")
         for extra in (mel_out, plot):  # a plot's missing folders are made when it is saved
             if extra is not None and not is_special_file(extra) and (extra == mel_out or Path(extra).parent.is_dir()):
                 check_creatable(Path(extra))
@@ -131,12 +118,12 @@ class JobOutputs:
         return result
 
     def _write_final(self, part: int, chunks: Iterable[np.ndarray], num_samples: int) -> None:
-        target, encoding, rate = self.parts[part][1], self._encodings[part], self.settings.sample_rate
+        target, rate = self.parts[part][1], self.settings.sample_rate
         if target == STDIO:
-            write_wav_stream(chunks, num_samples, sample_rate=rate, subtype=encoding.subtype)
+            write_wav_stream(chunks, num_samples, sample_rate=rate, subtype=self.encoding.subtype)
             return
         make_output_directory(Path(target).parent, target)
-        write_audio_file(Path(target), chunks, overwrite=self.overwrite, sample_rate=rate, encoding=encoding,
+        write_audio_file(Path(target), chunks, self.encoding, overwrite=self.overwrite, sample_rate=rate,
                          num_samples=num_samples)
 
     def _temporary_file(self, target: str) -> Path:
@@ -151,78 +138,6 @@ class JobOutputs:
         os.close(fd)
         self._cleanup.callback(Path(name).unlink, missing_ok=True)
         return Path(name)
-
-
-def unfinished(jobs: list[Job], settings: OutputSettings, notify: Callable[[str], None] | None = None,
-               mel_out: Path | None = None, plots: Mapping[str, Path] | None = None,
-               read_song: Callable[[str], Song] | None = None) -> list[Job]:
-    """The jobs `--skip-existing` keeps: those writing to standard output, and those with an output not yet
-    complete. A job's outputs are its mix, a complete audio file of the settings' format and rate; with
-    `settings.stems` each of its song's stems, likewise (`read_song` reads the song to list them); its spectrogram
-    `mel_out` (.npy [frames, 128]) and its plot (`plots`, by target). A job with some of its outputs there is kept
-    to write them all again (the same seed gives the same audio), and `notify` hears why."""
-    kept = []
-    for job in jobs:
-        if job.target == STDIO:
-            kept.append(job)
-            continue
-        outputs = _job_outputs(job, settings, mel_out, (plots or {}).get(job.target), read_song)
-        problems = [(path, problem) for path, problem in outputs.items() if problem is not None]
-        if not problems:
-            continue
-        if not any(os.path.lexists(path) for path in outputs):
-            kept.append(job)
-            continue
-        if notify is not None:
-            (path, problem), count = problems[0], len(problems)
-            if count == 1 and path == job.target:
-                notify(f"{path}: {problem}; rendering it again")
-            else:
-                notify(f"{job.target}: {count} of its {len(outputs)} outputs not complete ({path}: {problem}); "
-                       "rendering it again")
-        kept.append(replace(job, redo=True))
-    return kept
-
-
-def _job_outputs(job: Job, settings: OutputSettings, mel_out: Path | None, plot: Path | None,
-                 read_song: Callable[[str], Song] | None) -> dict[str, str | None]:
-    """Each output of a job (mix, stems, spectrogram, plot) -> why it is not complete ("missing", "exists but is
-    truncated", ...), or None for one that is. Stems are listed only from a song that can be read here: standard
-    input cannot be read twice, and a file that cannot be read fails its render with the reason."""
-    audio = [job.target]
-    if settings.stems and job.source != STDIO and read_song is not None:
-        try:
-            audio += [str(stem_path(job.target, inst)) for inst in instruments(read_song(job.source))]
-        except (MidiError, OSError):
-            pass
-    outputs = {}
-    for target in audio:
-        problem = audio_file_problem(target, audio_format(target, settings.container, settings.bit_depth),
-                                     settings.sample_rate)
-        outputs[target] = _missing_or(target, problem)
-    if mel_out is not None:
-        outputs[str(mel_out)] = _missing_or(mel_out, _spectrogram_problem(mel_out))
-    if plot is not None:
-        outputs[str(plot)] = None if os.path.isfile(plot) else "missing"
-    return outputs
-
-
-def _missing_or(path: str | Path, problem: str | None) -> str | None:
-    """"missing" for a path that does not exist, else `problem` said of an existing file (None: none)."""
-    if not os.path.lexists(path):
-        return "missing"
-    return None if problem is None else f"exists but is {problem}"
-
-
-def _spectrogram_problem(path: Path) -> str | None:
-    """Why `path` is not a spectrogram that `--mel-out` writes (.npy of [frames, 128]), or None when it is one."""
-    try:
-        features = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError):
-        return "not a .npy array"
-    if features.ndim != 2 or features.shape[1] != N_MELS:
-        return f"an array of shape {features.shape}, not [frames, {N_MELS}]"
-    return None
 
 
 def _progress():
@@ -250,19 +165,9 @@ def _read(synth: Synthesizer, job: Job, read_song: Callable[[str], Song],
 MAX_BATCH_SIZE = 32
 
 
-def _passed_to(into: list[np.ndarray], parts: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-    for part in parts:
-        into.append(part)
-        yield part
-
-
 def _render_batch(
     synth: Synthesizer,
-    jobs: list[Job],
-    read_song: Callable[[str], Song],
-    settings: OutputSettings,
-    mel_out: Path | None,
-    plots: Mapping[str, Path],
+    plan: RenderPlan,
     together: bool,
     failures: list[RenderFailure],
     notify: Callable[[str], None] | None,
@@ -278,10 +183,10 @@ def _render_batch(
 
     with ExitStack() as stack:
         opened: list[tuple[Job, JobOutputs]] = []
-        for job in jobs:
+        for job in plan.jobs:
             try:
-                outputs = JobOutputs(job, _read(synth, job, read_song, notify), settings, mel_out,
-                                     plots.get(job.target))
+                outputs = JobOutputs(job, _read(synth, job, plan.read_song, notify), plan.settings, plan.mel_out,
+                                     plan.plots.get(job.target))
                 opened.append((job, stack.enter_context(outputs)))
             except (MidiError, OutputError) as err:
                 fail(job, str(err))
@@ -303,9 +208,8 @@ def _render_batch(
                 if left[k] == 0:
                     continue
                 try:
-                    if part == 0 and outputs.wants_mel:
-                        features = _passed_to(mix_mels[k], features)
-                    outputs.write(part, synth.vocode(songs[position], features), synth.num_samples(songs[position]))
+                    sink = mix_mels[k].append if part == 0 and outputs.wants_mel else None
+                    outputs.write(part, synth.vocode(songs[position], features, sink), synth.num_samples(songs[position]))
                     left[k] -= 1
                     if left[k] == 0:
                         _report(job, outputs.finish(mix_mels[k]), notify)
@@ -323,24 +227,20 @@ def _report(job: Job, result: Normalization | None, notify: Callable[[str], None
 
 def run_jobs(
     synth: Synthesizer,
-    jobs: list[Job],
-    read_song: Callable[[str], Song],
-    settings: OutputSettings | None = None,
-    mel_out: Path | None = None,
-    plots: Mapping[str, Path] | None = None,
+    plan: RenderPlan,
     progress: bool = True,
     batch_size: int = 1,
     notify: Callable[[str], None] | None = None,
 ) -> list[RenderFailure]:
-    """Render every job; returns the failures (bad MIDI, unwritable output, NaN or infinite spectrogram or audio),
-    each with a one-line reason.
+    """Render every job of `plan` (`midisynth.jobs.plan.plan_render`); returns the failures (bad MIDI, unwritable
+    output, NaN or infinite spectrogram or audio), each with a one-line reason.
 
-    `plots` maps a job's target to its plot's path; `notify` receives warnings that are not failures (a loudness
-    target missed to avoid clipping). With `batch_size` > 1 and several jobs, the songs of that many jobs are
-    generated together (faster per song; audio is written when each song's spectrogram is complete rather than
-    window by window), at most MAX_BATCH_SIZE jobs (a larger number is lowered to it, with a notice).
+    `notify` receives warnings that are not failures (a loudness target missed to avoid clipping). With
+    `batch_size` > 1 and several jobs, the songs of that many jobs are generated together (faster per song; audio is
+    written when each song's spectrogram is complete rather than window by window), at most MAX_BATCH_SIZE jobs (a
+    larger number is lowered to it, with a notice).
     """
-    settings, plots = settings or OutputSettings(), plots or {}
+    jobs = plan.jobs
     if batch_size > MAX_BATCH_SIZE:
         if notify is not None:
             notify(f"--batch-size {batch_size} lowered to {MAX_BATCH_SIZE}, the most songs generated together (each "
@@ -363,8 +263,7 @@ def run_jobs(
                 if files_task is not None:
                     bar.update(files_task, advance=1)
 
-            _render_batch(synth, batch, read_song, settings, mel_out, plots, batch_size > 1, failures, notify,
-                          on_window, on_file)
+            _render_batch(synth, replace(plan, jobs=batch), batch_size > 1, failures, notify, on_window, on_file)
             if files_task is not None:
                 bar.remove_task(task)
     return failures

@@ -6,7 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from midisynth.model.checkpoints import Checkpoint, CheckpointError, file_sha256, load_checkpoint, load_model_file
+from midisynth.model.checkpoints import (
+    Checkpoint,
+    CheckpointError,
+    file_sha256,
+    load_checkpoint,
+    load_model_file,
+    save_model,
+)
 from midisynth.model.hub import OFFICIAL_MODEL, cached_snapshot, parse_hub_id
 from midisynth.model.samplers import DIFFUSERS_SAMPLING, SamplingDefaults
 
@@ -72,6 +79,21 @@ def resolve_model(model: str | Path | None = None, allow_pickle: bool = False) -
     checkpoint.vocoder_path = _bundled_file(manifest, "vocoder")
     checkpoint.partials_path = _bundled_file(manifest, "partials")
     return checkpoint
+
+
+def convert_model(source: str | Path, output: str | Path, half: bool = False, allow_pickle: bool = False,
+                  overwrite: bool = False) -> str:
+    """Write the model `source` names (`resolve_model`: a diffusers-layout directory, a cached hub id, a midisynth
+    file) to `output` in midisynth's single-file format, with its sampling defaults and where it came from (the hub
+    id and commit, else the file's name); float16 weights with `half`. Returns the file's sha256; OutputError without
+    `overwrite` for a file that exists when it is complete."""
+    import torch
+
+    checkpoint = resolve_model(source, allow_pickle=allow_pickle)
+    origin = checkpoint.metadata.get("hub_id") or Path(source).name
+    metadata = {"converted_from": origin, "sampling": checkpoint.sampling.to_json()}
+    return save_model(checkpoint.model, output, metadata, dtype=torch.float16 if half else torch.float32,
+                      replace=overwrite)
 
 
 def _bundled_file(manifest: dict, kind: str) -> Path | None:

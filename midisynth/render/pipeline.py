@@ -371,16 +371,18 @@ class Synthesizer:
         mel_sink: Callable[[np.ndarray], None] | None = None,
     ) -> Iterator[np.ndarray]:
         """Audio chunks (float32, 16 kHz) of a song, one window at a time; total = `num_samples(song)`. `mel_sink`
-        receives each part of its spectrogram [frames, 128] as it is vocoded."""
+        receives each part of its spectrogram [frames, 128] (see `vocode`)."""
         ((_, parts),) = self.spectrogram_songs([song], options, on_window)
-        yield from self.vocode(song, parts if mel_sink is None else _passed_to(mel_sink, parts))
+        yield from self.vocode(song, parts, mel_sink)
 
-    def vocode(self, song: Song, features: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    def vocode(self, song: Song, features: Iterable[np.ndarray],
+               mel_sink: Callable[[np.ndarray], None] | None = None) -> Iterator[np.ndarray]:
         """Audio chunks (float32, 16 kHz) of a song's spectrogram, given as consecutive parts [frames, 128] from its
-        first frame: the vocoder's output muted where the score is silent (`midisynth.render.silence`)."""
+        first frame: the vocoder's output muted where the score is silent (`midisynth.render.silence`). `mel_sink`
+        receives each part as it is vocoded."""
         gate = SilenceGate(song)
         position = 0  # samples from the song's start
-        for chunk in self.vocoder.stream(features):
+        for chunk in self.vocoder.stream(features if mel_sink is None else _passed_to(mel_sink, features)):
             yield gate.apply(chunk, position)
             position += chunk.shape[0]
 

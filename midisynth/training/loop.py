@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from midisynth.files import atomic_path
+from midisynth.files import atomic_path, check_output_directory
 from midisynth.training.ddp import Ranks, wrap
 from midisynth.training.stopping import StopSignals
 
@@ -65,6 +66,16 @@ class TrainingLoop:
     """Subclasses call `start` once their model and optimiser exist, and implement `train_step` and `export`."""
 
     checkpoint_name = "last.pt"
+
+    @classmethod
+    def check_run(cls, device: str, run_dir: Path) -> None:
+        """What a run needs, checked before any data loads: ValueError for a device training cannot run on,
+        OutputError for a run directory it cannot write its checkpoint in."""
+        if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+            raise ValueError(f"--device {device!r}: training runs on cpu or cuda[:N]")
+        if device != "cpu" and not torch.cuda.is_available():
+            raise ValueError(f"--device {device} was asked for, but no CUDA GPU is available to torch")
+        check_output_directory(run_dir, cls.checkpoint_name)
 
     def __init__(self, run_dir: Path, device: str, seed: int, max_steps: int, checkpoint_every: int,
                  ema_decay: float, ranks: Ranks | None = None):
