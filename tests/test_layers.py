@@ -9,7 +9,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "midisynth"
 LOWER = ("score", "model", "vocoders")
-HIGHER = ("render", "jobs", "data", "training", "evaluation", "cli")
+HIGHER = ("render", "jobs", "data", "training", "evaluation", "commands", "cli")
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from midisynth.model.checkpoints import (
@@ -14,8 +15,9 @@ from midisynth.model.checkpoints import (
     load_model_file,
     save_model,
 )
-from midisynth.model.hub import OFFICIAL_MODEL, cached_snapshot, parse_hub_id
+from midisynth.model.hub import OFFICIAL_MODEL, cache_dir, cached_models, cached_snapshot, parse_hub_id
 from midisynth.model.samplers import DIFFUSERS_SAMPLING, SamplingDefaults
+from midisynth.precision import explain, hardware
 
 # Sampling of known diffusers-layout checkpoints on the hub (others get diffusers' own, DIFFUSERS_SAMPLING).
 HUB_SAMPLING: dict[str, SamplingDefaults] = {OFFICIAL_MODEL: DIFFUSERS_SAMPLING}
@@ -79,6 +81,39 @@ def resolve_model(model: str | Path | None = None, allow_pickle: bool = False) -
     checkpoint.vocoder_path = _bundled_file(manifest, "vocoder")
     checkpoint.partials_path = _bundled_file(manifest, "partials")
     return checkpoint
+
+
+def model_listing() -> Iterator[str]:
+    """What `midisynth models` prints, line by line: what `--precision auto` computes in on this machine's devices,
+    the bundled model and the files beside it (with the sampling and partials share renders take by default), and
+    the Spectrogram Diffusion checkpoints in the Hugging Face cache with their sampling."""
+    import torch
+
+    from midisynth.model.partials import load_partials
+
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        yield f"precision {explain(hardware(device))}"
+    manifest = bundled_manifest()
+    if manifest is None:
+        yield "no bundled default model installed"
+    for role, entry in (manifest or {}).items():
+        details = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("file", "sha256", "sampling"))
+        yield f"{role}: {BUNDLED_DIR / entry['file']}  sha256={entry['sha256'][:16]}…  {details}"
+        if role == "model":
+            yield f"  sampling: {bundled_sampling(manifest) or 'by its prediction type'}"
+        if role == "partials":
+            yield f"  share in renders: {load_partials(BUNDLED_DIR / entry['file']).mix:g} (--partials)"
+    try:
+        cached = cached_models()
+    except ImportError as err:
+        yield f"hub checkpoints not listed: {err}"
+        return
+    if not cached:
+        yield f"no Spectrogram Diffusion checkpoints in the Hugging Face cache ({cache_dir()})"
+    for found in cached:
+        name = f"{found.repo_id}@{found.refs[0] if found.refs else found.commit}"
+        yield f"hub: {name}  commit={found.commit[:12]}  {found.size_bytes / 1e6:,.1f} MB  {found.path}"
+        yield f"  sampling: {hub_sampling(found.repo_id)}"
 
 
 def convert_model(source: str | Path, output: str | Path, half: bool = False, allow_pickle: bool = False,
