@@ -87,8 +87,8 @@ def bench_base_vs_diffusers(num_tokens: int, repeats: int, device: str = "cpu") 
     """Official base size with random weights: one window's encode and one denoising step, both implementations,
     on `device`."""
     from midisynth.model.config import load_config
-    from midisynth.model.networks import SpectrogramDiffusion
     from midisynth.model.low_precision import AUTOCAST_DTYPES, network_in
+    from midisynth.model.networks import SpectrogramDiffusion
     from tests.reference import build_reference_modules
 
     cfg = load_config(ROOT / "configs" / "base.toml").model

@@ -19,10 +19,9 @@ from typer.testing import CliRunner
 from midisynth.cli import app
 from midisynth.constants import SAMPLE_RATE
 from midisynth.jobs.loudness import PEAK_CEILING_DBFS, LoudnessMeter, limited_blocks
-from midisynth.jobs.output import OutputError, audio_format, wav_header
+from midisynth.jobs.output import OutputError, OutputSettings, audio_format, wav_header
 from midisynth.jobs.plan import Job
 from midisynth.jobs.plot import AXIS_INCHES, DPI, LANE_INCHES, SPECTROGRAM_INCHES, WIDTH_INCHES
-from midisynth.jobs.output import OutputSettings
 from midisynth.jobs.run import JobOutputs
 from midisynth.score.midi import Song, read_midi
 from midisynth.score.stems import instruments, stem_path

@@ -357,8 +357,8 @@ def test_options_are_checked_before_any_model_loads(short_midi, tmp_path):
 
 
 def test_too_many_ddpm_steps_are_refused_before_the_model_loads(short_midi, tmp_path):
-    from midisynth.render.pipeline import RenderOptions
     from midisynth.model.samplers import DIFFUSERS_SAMPLING
+    from midisynth.render.pipeline import RenderOptions
 
     message = "the ddpm sampler takes at most 1000 steps (one per training timestep), got 1001"
     result = run("render", str(short_midi), "-o", str(tmp_path / "o.wav"), "--sampler", "ddpm", "--steps", "1001",

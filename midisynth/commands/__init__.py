@@ -46,7 +46,7 @@ def stop_cleanly_on_signals(kept: str = "no partial output was left behind") -> 
             yield
     except Terminated as stop:
         print_error(f"{'interrupted' if stop.signal_name == 'SIGINT' else 'stopped by ' + stop.signal_name}; {kept}")
-        raise typer.Exit(stop.code) from None
+        raise typer.Exit(128 + stop.signum) from None
 
 
 class Device(StrEnum):

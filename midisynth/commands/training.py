@@ -97,6 +97,7 @@ def train(
     """Train a Spectrogram Diffusion model, or a recipe of several stages (resumable; Ctrl-C stops with a
     checkpoint). Started by torchrun, its processes train one model together (DistributedDataParallel)."""
     import torch
+    from rich.progress import TaskID
 
     from midisynth.files import OutputError
     from midisynth.model.config import load_config
@@ -126,7 +127,7 @@ def train(
             ddp.process_group(ranks, device) as device, progress_bars(ranks.is_main) as bars:
         if ranks.is_main and any(train_config.precision == "auto" for train_config in train_configs):
             print_error(auto_precision_line(torch.device(device)))
-        task = None
+        task: TaskID | None = None
 
         def on_stage(started: Stage, done: int, total: int) -> None:
             nonlocal stage, task
@@ -136,7 +137,8 @@ def train(
             task = bars.add_task(stage.run_dir.name, total=total, completed=done, visible=done < total)
 
         def on_step(step: int, loss: float) -> None:
-            bars.update(task, advance=1, loss=f"{loss:.4f}")
+            if task is not None:
+                bars.update(task, advance=1, loss=f"{loss:.4f}")
 
         with training_errors():
             weights = train_recipe(configs, data, out, device=device, init_from=init_from, max_minutes=max_minutes,

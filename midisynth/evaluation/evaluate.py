@@ -108,10 +108,10 @@ def evaluate_file(synth: Synthesizer, midi_path: Path, soundfont: Path, scorers:
     notes = pitched_notes(song)
     if len(notes) > 0:  # pretty_midi synthesizes no drums: a drum-only song has no sine baseline (it would be NaN)
         candidates["sine"] = pretty_midi.PrettyMIDI(str(midi_path)).synthesize(fs=SAMPLE_RATE).astype(np.float32)
-    scored_notes = scorers.transcriber is not None and len(notes) > 0
+    transcriber = scorers.transcriber if len(notes) > 0 else None  # transcription F1 of songs with pitched notes
     scores: dict[str, dict[str, float]] = {}
-    if scored_notes:
-        scores[REFERENCE] = note_f1(notes, scorers.transcriber.transcribe(reference)).as_dict()
+    if transcriber is not None:
+        scores[REFERENCE] = note_f1(notes, transcriber.transcribe(reference)).as_dict()
     for name, audio in candidates.items():
         audio = scale_to_rms(_fit(audio, samples), reference)
         scores[name] = {"log_mel_l1": log_mel_l1(audio, reference), "mr_stft": float(mr_stft_distance(audio, reference))}
@@ -121,8 +121,8 @@ def evaluate_file(synth: Synthesizer, midi_path: Path, soundfont: Path, scorers:
         silence = silence_level(audio, reference)
         if silence is not None:
             scores[name]["silence_db"] = silence
-        if scored_notes:
-            scores[name].update(note_f1(notes, scorers.transcriber.transcribe(audio)).as_dict())
+        if transcriber is not None:
+            scores[name].update(note_f1(notes, transcriber.transcribe(audio)).as_dict())
         if scorers.visqol is not None:
             scores[name]["visqol"] = scorers.visqol.moslqo(audio, reference)
     audio_seconds = samples / SAMPLE_RATE

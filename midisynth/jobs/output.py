@@ -246,7 +246,7 @@ def _write_into(path: Path, chunks: Iterable[np.ndarray], num_samples: int | Non
         raise OutputError(f"{path}: write failed ({getattr(err, 'strerror', None) or err})") from None
 
 
-def _encode(raw: io.RawIOBase, chunks: Iterable[np.ndarray], sample_rate: int, encoding: AudioFormat) -> int:
+def _encode(raw: io.FileIO, chunks: Iterable[np.ndarray], sample_rate: int, encoding: AudioFormat) -> int:
     """Encode audio chunks into a seekable binary file with libsndfile; returns the samples written.
 
     libsndfile writes through Python callbacks, so its calls run with signals deferred (see midisynth.signals)."""

@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterable
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from rich.progress import TaskID
 
 from midisynth.audio import NonFiniteError, check_finite
 from midisynth.files import check_creatable, is_special_file, make_output_directory, save_npy_atomic
@@ -32,6 +34,7 @@ from midisynth.jobs.output import (
     write_wav_stream,
 )
 from midisynth.jobs.plan import Job, RenderPlan
+from midisynth.progress import progress_bars
 from midisynth.render.pipeline import Synthesizer
 from midisynth.score.midi import MidiError, Song
 from midisynth.score.stems import instruments, stem_path, stem_song
@@ -103,7 +106,7 @@ class JobOutputs:
     def finish(self, mel_parts: list[np.ndarray]) -> Normalization | None:
         """Second loudness pass (if any), then the spectrogram and plot from the mix's `mel_parts` [frames, 128]."""
         result = None
-        if self.settings.loudness_lufs is not None:
+        if self.settings.loudness_lufs is not None and self._mix_meter is not None:
             result = normalization(self._unscaled[0][0], self._mix_meter.integrated_lufs(), self.settings.loudness_lufs)
             for part, (unscaled, num_samples) in sorted(self._unscaled.items()):
                 self._write_final(part, limited_blocks(unscaled, result.gain), num_samples)
@@ -138,16 +141,6 @@ class JobOutputs:
         os.close(fd)
         self._cleanup.callback(Path(name).unlink, missing_ok=True)
         return Path(name)
-
-
-def _progress():
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=False,
-    )
 
 
 def _read(synth: Synthesizer, job: Job, read_song: Callable[[str], Song],
@@ -200,9 +193,7 @@ def _render_batch(
         for group in [parts] if together else [[one] for one in parts]:
             group = [(k, part) for k, part in group if left[k] > 0]
             songs = [opened[k][1].parts[part][0] for k, part in group]
-            for position, features in synth.spectrogram_songs(
-                songs, on_window=lambda windows, _, before=done: on_window(before + windows, total)
-            ):
+            for position, features in synth.spectrogram_songs(songs, on_window=partial(_offset, on_window, done, total)):
                 k, part = group[position]
                 job, outputs = opened[k]
                 if left[k] == 0:
@@ -218,6 +209,11 @@ def _render_batch(
                     left[k] = 0
                     fail(job, str(err))
             done += sum(num_windows(song.duration) for song in songs)
+
+
+def _offset(on_window: Callable[[int, int], None], before: int, total: int, done: int, _: int) -> None:
+    """`on_window` told of `done` windows after `before` others, of `total` in all."""
+    on_window(before + done, total)
 
 
 def _report(job: Job, result: Normalization | None, notify: Callable[[str], None] | None) -> None:
@@ -249,21 +245,20 @@ def run_jobs(
     if len(jobs) == 1:
         batch_size = 1  # its mix and stems one after another, each streamed
     failures: list[RenderFailure] = []
-    with _progress() if progress else nullcontext() as bar:
-        files_task = bar.add_task("files", total=len(jobs)) if bar and len(jobs) > 1 else None
+    with progress_bars(progress) as bars:
+        files_task = bars.add_task("files", total=len(jobs)) if len(jobs) > 1 else None
         for first in range(0, len(jobs), batch_size):
             batch = jobs[first : first + batch_size]
-            task = bar.add_task(Path(batch[0].name).name if batch_size == 1 else "windows", total=None) if bar else None
+            task = bars.add_task(Path(batch[0].name).name if batch_size == 1 else "windows", total=None)
 
-            def on_window(done: int, total: int, task=task) -> None:
-                if bar is not None:
-                    bar.update(task, completed=done, total=total)
+            def on_window(done: int, total: int, task: TaskID = task) -> None:
+                bars.update(task, completed=done, total=total)
 
             def on_file() -> None:
                 if files_task is not None:
-                    bar.update(files_task, advance=1)
+                    bars.update(files_task, advance=1)
 
             _render_batch(synth, replace(plan, jobs=batch), batch_size > 1, failures, notify, on_window, on_file)
             if files_task is not None:
-                bar.remove_task(task)
+                bars.remove_task(task)
     return failures

@@ -78,14 +78,10 @@ class Checkpoint:
 
     model: SpectrogramDiffusion
     source: Path
+    sampling: SamplingDefaults  # how the model is meant to be sampled
     vocoder_path: Path | None = None  # an ONNX or bundled vocoder found beside the weights
     partials_path: Path | None = None  # the fitted partials model (midisynth.model.partials) found beside the weights
     metadata: dict[str, str] = field(default_factory=dict)
-    sampling: SamplingDefaults | None = None  # how the model is meant to be sampled; None: by its prediction type
-
-    def __post_init__(self) -> None:
-        if self.sampling is None:
-            self.sampling = default_sampling(self.model.cfg.prediction)
 
 
 def diffusers_name(module: str, name: str) -> str:
@@ -318,8 +314,8 @@ def load_model_file(path: str | Path, expected_sha256: str | None = None) -> Che
         cfg = ModelConfig.from_dict(json.loads(meta["model_config"]))
     except (KeyError, json.JSONDecodeError, ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: invalid model config in metadata ({err})") from None
-    try:
-        sampling = SamplingDefaults.from_json(meta["sampling"]) if "sampling" in meta else None  # older files: none
+    try:  # older files state none: those of the model's prediction type
+        sampling = SamplingDefaults.from_json(meta["sampling"]) if "sampling" in meta else default_sampling(cfg.prediction)
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
     model = _load_state(cfg, state, str(path))

@@ -93,10 +93,10 @@ def model_listing() -> Iterator[str]:
 
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         yield f"precision {explain(hardware(device))}"
-    manifest = bundled_manifest()
-    if manifest is None:
+    manifest = bundled_manifest() or {}
+    if not manifest:
         yield "no bundled default model installed"
-    for role, entry in (manifest or {}).items():
+    for role, entry in manifest.items():
         details = ", ".join(f"{k}={v}" for k, v in entry.items() if k not in ("file", "sha256", "sampling"))
         yield f"{role}: {BUNDLED_DIR / entry['file']}  sha256={entry['sha256'][:16]}…  {details}"
         if role == "model":

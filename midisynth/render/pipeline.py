@@ -86,15 +86,20 @@ class RenderOptions:
         if self.partials is not None:
             check_mix(self.partials)
 
-    def resolved(self, defaults: samplers.SamplingDefaults) -> RenderOptions:
-        """These options with what they leave unset taken from a model's sampling `defaults`."""
+    def sampling(self, defaults: samplers.SamplingDefaults) -> samplers.SamplingDefaults:
+        """The sampler, steps and guidance these options render with: theirs, with what they leave unset taken from
+        a model's sampling `defaults`."""
         sampler = self.sampler or defaults.sampler
         if self.steps is not None:
             steps = self.steps
         else:
             steps = defaults.steps if sampler == defaults.sampler else samplers.SAMPLERS[sampler].default_steps
-        guidance = defaults.guidance if self.guidance is None else self.guidance
-        return replace(self, sampler=sampler, steps=steps, guidance=guidance)
+        return samplers.SamplingDefaults(sampler, steps, defaults.guidance if self.guidance is None else self.guidance)
+
+    def resolved(self, defaults: samplers.SamplingDefaults) -> RenderOptions:
+        """These options with what they leave unset taken from a model's sampling `defaults`."""
+        chosen = self.sampling(defaults)
+        return replace(self, sampler=chosen.sampler, steps=chosen.steps, guidance=chosen.guidance)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -255,8 +260,8 @@ class Synthesizer:
         changes its result only by the batch size's rounding in matrix products: none at bf16 on CPUs that compute
         it natively, a few LSB at fp32 (docs/usage.md, "Batches").
         """
-        opts = (options or self.options).resolved(self.sampling)
-        mix = self.partials_mix(opts)
+        opts = options or self.options
+        sampling, mix = opts.sampling(self.sampling), self.partials_mix(opts)
         total, done = sum(len(score.windows) for score in scores), 0
         playing = []
         for number, score in enumerate(scores):
@@ -270,7 +275,8 @@ class Synthesizer:
                 playing.append(number)
         if not playing:
             return
-        reaches = {n: NoteReach(scores[n].song) for n in playing if mix > 0 and scores[n].song is not None}
+        partials = self.partials if mix > 0 else None
+        reaches = {n: (song, NoteReach(song)) for n in playing if partials is not None and (song := scores[n].song) is not None}
         network = self._network(self.precision(opts))
         generators = [torch.Generator().manual_seed(opts.seed) for _ in playing]
         context = torch.zeros(len(playing), WINDOW_FRAMES, N_MELS, device=self.device)  # network range
@@ -284,7 +290,7 @@ class Synthesizer:
                 rows = [active[m] for m in members]
                 tokens = torch.from_numpy(pad_tokens([windows[m] for m in members], length=length)).to(self.device)
                 cue = self._window_inputs([scores[playing[row]] for row in rows], index, "cue")
-                x[members] = self._sample_window(network, opts, tokens, index, cue, context[rows],
+                x[members] = self._sample_window(network, sampling, opts, tokens, index, cue, context[rows],
                                                  [generators[row] for row in rows], modulations)
             features = from_network_range(x)  # [active, 256, 128] log-mel (velocity-normalised for gain models)
             context[active] = to_network_range(features)  # the next window's context: the network's own output
@@ -295,16 +301,17 @@ class Synthesizer:
             for position, row in enumerate(active):
                 number = playing[row]
                 score, part = scores[number], out[position]
-                if number in reaches:
-                    part = mix_log_mel(part, self.partials.magnitude(score.song, index, reaches[number]), mix)
+                if partials is not None and number in reaches:
+                    song, reach = reaches[number]
+                    part = mix_log_mel(part, partials.magnitude(song, index, reach), mix)
                 done += 1
                 if on_window is not None:
                     on_window(done, total)
                 yield number, part[: max(0, score.frames - index * WINDOW_FRAMES)], index == len(score.windows) - 1
 
-    def _sample_window(self, network: SpectrogramDiffusion, opts: RenderOptions, tokens: torch.Tensor, index: int,
-                       cue: torch.Tensor | None, context: torch.Tensor, generators: list[torch.Generator],
-                       modulations: dict[float, list]) -> torch.Tensor:
+    def _sample_window(self, network: SpectrogramDiffusion, sampling: samplers.SamplingDefaults, opts: RenderOptions,
+                       tokens: torch.Tensor, index: int, cue: torch.Tensor | None, context: torch.Tensor,
+                       generators: list[torch.Generator], modulations: dict[float, list]) -> torch.Tensor:
         """Window `index` of some songs, from their tokens [songs, length], frame cues [songs, 256, cue_dims] (models
         with a note roll) and previous windows `context` [songs, 256, 128] (network range): x [songs, 256, 128],
         network range."""
@@ -312,20 +319,15 @@ class Synthesizer:
         has_context = torch.full((tokens.shape[0],), index > 0, device=self.device)
         with torch.autocast(self.device.type, dtype=half, enabled=half is not None):
             cache = network.encode(tokens, context, has_context, cue)
-            denoise = self._denoiser(network, cache, opts.guidance, modulations)
-            return samplers.sample(opts.sampler, lambda z, t, d=denoise: d(z, t).float(),
-                                   (tokens.shape[0], WINDOW_FRAMES, N_MELS), opts.steps, generators, self.device)
+            denoise = self._denoiser(network, cache, sampling.guidance, modulations)
+            return samplers.sample(sampling.sampler, lambda z, t: denoise(z, t).float(),
+                                   (tokens.shape[0], WINDOW_FRAMES, N_MELS), sampling.steps, generators, self.device)
 
     def _window_inputs(self, scores: list[_Score], index: int, kind: str) -> torch.Tensor | None:
         """Window `index`'s `kind` ("cue" or "gain") of `scores`, stacked, or None if the model takes none."""
         if not (self.model.cfg.cue_dims if kind == "cue" else self.model.cfg.velocity_gain):
             return None
-        rows = []
-        for score in scores:
-            if score.note_inputs is None:
-                raise ValueError("this model takes per-frame note inputs: pass each song's note_inputs "
-                                 "(Synthesizer.note_inputs)")
-            rows.append(score.note_inputs.cue(index) if kind == "cue" else score.note_inputs.gain[index])
+        rows = [_window_input(score.note_inputs, index, kind) for score in scores]
         return torch.from_numpy(np.stack(rows)).to(self.device)
 
     # -- spectrograms --------------------------------------------------------------------------------------------------
@@ -454,6 +456,16 @@ class _Score:
     frames: int  # frames kept: the song's length and release tail (`song_frames`)
     note_inputs: NoteInputs | None = None  # for a model that takes them
     song: Song | None = None  # its partials estimate is mixed in, and without notes it is silence; None: the network alone
+
+
+def _window_input(inputs: NoteInputs | None, index: int, kind: str) -> np.ndarray:
+    """Window `index`'s `kind` ("cue" [256, cue_dims] or "gain" [256]) of a song's note inputs."""
+    row = None
+    if inputs is not None:
+        row = inputs.cue(index) if kind == "cue" else None if inputs.gain is None else inputs.gain[index]
+    if row is None:
+        raise ValueError("this model takes per-frame note inputs: pass each song's note_inputs (Synthesizer.note_inputs)")
+    return row
 
 
 def _silence(frames: int, windows: int) -> Iterator[np.ndarray]:

@@ -18,8 +18,9 @@ import copy
 import json
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import nn
@@ -44,7 +45,7 @@ def check_batches(loader: DataLoader, data_dir: Path, batch_size: int) -> None:
     """ValueError (one line) when an epoch of `loader` has no whole batch of `batch_size` (fewer training examples
     than that): `endless` would wait for a batch for ever."""
     if len(loader) == 0:
-        examples = len(loader.dataset)
+        examples = len(loader.dataset) if isinstance(loader.dataset, Sized) else 0
         raise ValueError(f"{data_dir}: {examples} training window{'s' * (examples != 1)}, fewer than one batch of "
                          f"{batch_size}; add pieces or lower batch_size")
 
@@ -62,7 +63,10 @@ def weights_mismatch(weights: dict[str, torch.Tensor], model: nn.Module, all_ent
     return f"{missing[0]} is missing" if all_entries and missing else None
 
 
-class TrainingLoop:
+ModelT = TypeVar("ModelT", bound=nn.Module)
+
+
+class TrainingLoop(Generic[ModelT]):
     """Subclasses call `start` once their model and optimiser exist, and implement `train_step` and `export`."""
 
     checkpoint_name = "last.pt"
@@ -91,11 +95,11 @@ class TrainingLoop:
         self.step = 0
         self.history: list[dict[str, float]] = []
 
-    def start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    def start(self, model: ModelT, optimizer: torch.optim.Optimizer) -> None:
         """Take the model (its EMA copy starts equal to it) and optimiser, then resume from the checkpoint if any;
         ValueError if the checkpoint is of another model or the processes resumed at different steps."""
-        self.model = model
-        self.ema = copy.deepcopy(model).eval().requires_grad_(False) if self.ranks.is_main else None
+        self.model: ModelT = model
+        self.ema: ModelT | None = copy.deepcopy(model).eval().requires_grad_(False) if self.ranks.is_main else None
         self.optimizer = optimizer
         if self.checkpoint_path.exists():
             state = self._read_checkpoint()
@@ -107,7 +111,14 @@ class TrainingLoop:
         self.ranks.check_same_step(self.step)
         if not self.ranks.is_main:
             torch.manual_seed(self.seed + PROCESS_SEED_STRIDE * (self.ranks.rank + self.ranks.world * self.step))
-        self.network = wrap(model, self.ranks, self.device)  # what the steps call
+        self.network: Callable[..., Any] = wrap(model, self.ranks, self.device)  # what the steps call
+
+    @property
+    def ema_weights(self) -> ModelT:
+        """The EMA copy of the model, which the main process alone keeps (RuntimeError in the others)."""
+        if self.ema is None:
+            raise RuntimeError("only the main process keeps the EMA weights")
+        return self.ema
 
     # -- to implement ------------------------------------------------------------------------------------------------
     def train_step(self) -> float:
@@ -167,7 +178,7 @@ class TrainingLoop:
             return
         state = {
             "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
+            "ema": self.ema_weights.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "history": json.dumps(self.history),
@@ -181,7 +192,7 @@ class TrainingLoop:
     def ema_update(self) -> None:
         """Move the EMA weights towards the model's; the decay ramps up over the first steps, to `ema_decay`."""
         decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))
-        for ema_p, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+        for ema_p, p in zip(self.ema_weights.parameters(), self.model.parameters(), strict=True):
             ema_p.lerp_(p.detach(), 1 - decay)
 
     def train(self, max_minutes: float | None = None, on_step: Callable[[int, float], None] | None = None) -> None:
