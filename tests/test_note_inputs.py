@@ -102,6 +102,7 @@ def test_a_note_roll_model_from_plain_weights_renders_what_they_render(short_mid
     np.testing.assert_array_equal(ours, theirs)
 
 
+@pytest.mark.slow  # renders two songs alone, batched and whole
 def test_renders_follow_the_note_roll_and_batches_match_single_songs(tmp_path):
     """With a non-zero projection a soft and a loud copy of the same notes (same tokens, onsets of other heights in
     the roll) render differently, alone or batched (each song with its own roll); the projection survives a save and

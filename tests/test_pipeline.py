@@ -41,6 +41,7 @@ def test_render_length_is_song_plus_tail(synth, two_window_midi):
     assert np.isfinite(audio).all() and np.abs(audio).max() > 1e-4
 
 
+@pytest.mark.slow  # three guided renders (the CLI's same-seed bytes are tested fast)
 def test_same_seed_is_bit_identical_and_seeds_differ(synth, short_midi):
     song = read_midi(short_midi)
     a = synth.render(song)

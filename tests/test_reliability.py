@@ -270,6 +270,7 @@ def _two_instruments(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # renders a job with stems twice
 def test_skip_existing_finishes_an_interrupted_stems_job(tiny_model_path, tmp_path):
     song = _two_instruments(tmp_path / "song.mid")
     out = tmp_path / "out" / "song.wav"
@@ -288,6 +289,7 @@ def test_skip_existing_finishes_an_interrupted_stems_job(tiny_model_path, tmp_pa
     assert done.output == "midisynth: nothing to do: every output exists (--skip-existing)\n"
 
 
+@pytest.mark.slow  # renders a job, then again with stems
 def test_skip_existing_writes_stems_and_spectrogram_added_to_a_finished_job(tiny_model_path, tmp_path):
     song = _two_instruments(tmp_path / "song.mid")
     out, mel = tmp_path / "song.wav", tmp_path / "song.npy"
@@ -926,6 +928,7 @@ def _config_with(tmp_path: Path, name: str, **changes: int) -> Path:
     return path
 
 
+@pytest.mark.slow  # trains a run, then starts three more
 def test_another_model_size_in_the_run_directory_or_init_from_is_one_line(training_data, tmp_path):
     assert _train(training_data, tmp_path / "run").exit_code == 0
     wider = str(_config_with(tmp_path, "wider", d_model=64))
