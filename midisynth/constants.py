@@ -1,6 +1,6 @@
 """Constants of the Spectrogram Diffusion signal chain, named once and used everywhere.
 
-Values follow Hawthorne et al. (ISMIR 2022) and the published checkpoint; see the design spec.
+Values follow Hawthorne et al. (ISMIR 2022) and the published checkpoint.
 """
 
 import math

@@ -9,7 +9,7 @@ compared over the song's length (plus release tail):
 - noise: white noise at the reference's level;
 - lowpass: the reference low-passed at 1.5 kHz, 4th-order Butterworth response (a dull but correct rendering).
 
-Measures (`shared/design/eval.md`): log-mel L1 and multi-resolution STFT distance; onset-strength correlation
+Measures (`midisynth.evaluation.metrics`): log-mel L1 and multi-resolution STFT distance; onset-strength correlation
 (`onset_corr`, attacks where the reference's are, with its lag in 10 ms frames) and the level in the reference's
 silent frames (`silence_db`, dB below the candidate's loudest frame; only for songs with such frames); transcription F1
 (`midisynth.evaluation.transcription`: the notes basic-pitch finds in the audio against the MIDI's pitched notes), also of

@@ -122,7 +122,8 @@ _GELU_TANH_SCALE = 2.0 * math.sqrt(2.0 / math.pi)
 
 def gated_gelu(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
     """gelu_tanh(x) * gate. Rendering in fp32 on a CPU computes gelu_tanh(x) = x sigmoid(2 sqrt(2 / pi) (x +
-    0.044715 x^3)), the same function, in place: torch's CPU tanh kernel takes twice as long as that whole chain.
+    0.044715 x^3)), the same function, in place: torch's CPU tanh kernel is slower than that whole chain
+    (docs/cpu_paths.md).
     Training (which needs the graph), CUDA (where one fused kernel wins) and half precisions (each step of the chain
     would round) use F.gelu."""
     if x.requires_grad or gate.requires_grad or x.is_cuda or x.dtype != torch.float32:

@@ -17,7 +17,6 @@ from midisynth.model.checkpoints import (
 )
 from midisynth.model.hub import OFFICIAL_MODEL, cache_dir, cached_models, cached_snapshot, parse_hub_id
 from midisynth.model.samplers import DIFFUSERS_SAMPLING, SamplingDefaults
-from midisynth.precision import explain, hardware
 
 # Sampling of known diffusers-layout checkpoints on the hub (others get diffusers' own, DIFFUSERS_SAMPLING).
 HUB_SAMPLING: dict[str, SamplingDefaults] = {OFFICIAL_MODEL: DIFFUSERS_SAMPLING}
@@ -90,6 +89,7 @@ def model_listing() -> Iterator[str]:
     import torch
 
     from midisynth.model.partials import load_partials
+    from midisynth.precision import explain, hardware
 
     for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         yield f"precision {explain(hardware(device))}"

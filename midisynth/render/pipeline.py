@@ -436,8 +436,9 @@ class Synthesizer:
 
 
 def checkpoint_vocoder(checkpoint: Checkpoint, device: torch.device) -> Vocoder:
-    """The vocoder shipped with a checkpoint (the bundled one, or the official `melgan/model.onnx`), else
-    Griffin-Lim. An ONNX vocoder without onnxruntime installed falls back to Griffin-Lim with a one-line notice."""
+    """The vocoder shipped with a checkpoint (one the bundled model's manifest lists, or the official
+    `melgan/model.onnx`), else Griffin-Lim. An ONNX vocoder without onnxruntime installed falls back to Griffin-Lim
+    with a one-line notice."""
     if checkpoint.vocoder_path is None:
         return load_vocoder(FALLBACK_VOCODER, device)
     try:
