@@ -269,13 +269,13 @@ def test_renders_mix_it_in_and_zero_leaves_the_network_alone(tiny_model_path, sh
                                        options=RenderOptions(sampler="ddim", steps=2, precision="fp32"))
     assert base.partials is None and base.partials_mix() == 0.0
     with pytest.raises(ValueError, match="no partials model"):
-        base.with_options(partials=0.5)
+        base.with_options(partials_mix=0.5)
     partials = _random_partials()
     synth = Synthesizer(base.model, base.vocoder, "cpu", base.requested, base.sampling, partials)
     assert synth.partials_mix() == P.DEFAULT_MIX
     song = read_midi(short_midi)
     alone = base.render(song)
-    np.testing.assert_array_equal(synth.with_options(partials=0.0).render(song), alone)
+    np.testing.assert_array_equal(synth.with_options(partials_mix=0.0).render(song), alone)
     network, mixed = [], []
     list(base.stream(song, mel_sink=network.append))
     list(synth.stream(song, mel_sink=mixed.append))
@@ -287,7 +287,7 @@ def test_renders_mix_it_in_and_zero_leaves_the_network_alone(tiny_model_path, sh
     batched = {index: list(parts) for index, parts in synth.spectrogram_songs([song, song])}
     np.testing.assert_allclose(np.concatenate(batched[1]), mixed[0], atol=1e-4)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        RenderOptions(partials=-0.1)
+        RenderOptions(partials_mix=-0.1)
 
 
 def test_a_partials_file_beside_a_model_file_is_used(tmp_path, tiny_model_path):

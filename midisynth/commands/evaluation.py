@@ -56,7 +56,7 @@ def evaluate(
 
     with exits(EXIT_USAGE, OutputError, FileNotFoundError, ValueError, ImportError):
         options = RenderOptions(sampler=sampler, steps=steps, guidance=guidance, seed=seed, precision=precision,
-                                partials=partials)
+                                partials_mix=partials)
         files = evaluation_files(midi_dir, soundfont, json_out, limit)
         scorers = Scorers.create(transcription, visqol)
     synth = synthesizer(model, device, vocoder, options)

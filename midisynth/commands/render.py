@@ -98,7 +98,7 @@ def render(
     notify = None if quiet else print_error
     with exits(EXIT_USAGE, UsageError, OutputError, ImportError, ValueError):
         options = RenderOptions(sampler=sampler, steps=steps, guidance=guidance, seed=seed, precision=precision,
-                                partials=partials)
+                                partials_mix=partials)
         settings = OutputSettings(sample_rate=sample_rate, container=output_format.value.upper() if output_format else None,
                                   bit_depth=bit_depth.value if bit_depth else None, loudness_lufs=loudness, stems=stems,
                                   overwrite=overwrite)

@@ -68,7 +68,7 @@ class RenderOptions:
     precision: str = DEFAULT_PRECISION
     # Share of the partials model (midisynth.model.partials) in the rendered spectrogram, 0 to 1 (0: the network
     # alone); None takes the partials model's own default, or 0 for a model without one.
-    partials: float | None = None
+    partials_mix: float | None = None
 
     def __post_init__(self) -> None:
         for name, value in (("steps", self.steps), ("seed", self.seed)):
@@ -83,8 +83,8 @@ class RenderOptions:
         if not -(2**63) <= self.seed < 2**64:  # what torch.Generator.manual_seed takes (negative ones wrap around)
             raise ValueError(f"seed {self.seed} does not fit in 64 bits; use 0 to {2**64 - 1}")
         check_precision(self.precision)
-        if self.partials is not None:
-            check_mix(self.partials)
+        if self.partials_mix is not None:
+            check_mix(self.partials_mix)
 
     def sampling(self, defaults: samplers.SamplingDefaults) -> samplers.SamplingDefaults:
         """The sampler, steps and guidance these options render with: theirs, with what they leave unset taken from
@@ -150,7 +150,7 @@ class Synthesizer:
         partials: Partials | None = None,
     ):
         """`sampling`: the model's sampling defaults (None: those of its prediction type); `options` override them.
-        `partials`: the model's fitted partials model, mixed into renders (`RenderOptions.partials`)."""
+        `partials`: the model's fitted partials model, mixed into renders (`RenderOptions.partials_mix`)."""
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.vocoder = vocoder
@@ -194,7 +194,7 @@ class Synthesizer:
     def partials_mix(self, options: RenderOptions | None = None) -> float:
         """The partials model's share in renders with `options` (default: this synthesizer's): theirs if set, else
         the partials model's default, else 0. ValueError for a share above 0 without a partials model."""
-        requested = (options or self.options).partials
+        requested = (options or self.options).partials_mix
         if requested is None:
             return 0.0 if self.partials is None else self.partials.mix
         if requested > 0 and self.partials is None:
