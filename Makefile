@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/.installed
-	$(BIN)/pip install -q -e '.[test,dev,data,eval]'
+	$(BIN)/pip install -q -e '.[test,lint,data,eval]'
 	# note-seq (reference tokenizer for the parity tests) pins old packages: install it without them.
 	$(BIN)/pip install -q --no-deps note-seq==0.0.5
 	$(BIN)/pip install -q --no-deps $(BASIC_PITCH)
@@ -49,8 +49,15 @@ test: $(VENV)/.test-installed
 test-slow: $(VENV)/.test-installed
 	$(BIN)/python -m pytest -q -m slow
 
-lint: $(VENV)/.test-installed
+# Lint, format check and type check: the base install (mypy reads torch's types) and the lint extra, not the test extras.
+$(VENV)/.lint-installed: $(VENV)/.installed
+	$(BIN)/pip install -q -e '.[lint]'
+	touch $@
+
+lint: $(VENV)/.lint-installed
 	$(BIN)/ruff check midisynth tests benchmarks scripts
+	$(BIN)/ruff format --check midisynth tests benchmarks scripts
+	$(BIN)/mypy
 
 # DEVICE=cuda writes benchmarks/results_cuda.json (the official size and batched windows/s on the GPU).
 # KERNELS=avx2 holds torch to its AVX2 kernels, a stand-in for a CPU without native bf16: benchmarks/results_avx2.json.
@@ -85,4 +92,4 @@ eval: $(VENV)/.eval-installed
 	$(BIN)/midisynth eval $(USER_SONGS) --json docs/eval_users.json
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

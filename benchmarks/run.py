@@ -87,8 +87,8 @@ def bench_base_vs_diffusers(num_tokens: int, repeats: int, device: str = "cpu") 
     """Official base size with random weights: one window's encode and one denoising step, both implementations,
     on `device`."""
     from midisynth.model.config import load_config
+    from midisynth.model.low_precision import AUTOCAST_DTYPES, network_in
     from midisynth.model.networks import SpectrogramDiffusion
-    from midisynth.render.pipeline import DTYPES, network_in
     from tests.reference import build_reference_modules
 
     cfg = load_config(ROOT / "configs" / "base.toml").model
@@ -111,7 +111,7 @@ def bench_base_vs_diffusers(num_tokens: int, repeats: int, device: str = "cpu") 
         has_context = torch.tensor([True], device=device)
         for precision in precisions_on(device):
             # As `Synthesizer` runs it: bf16 Linear weights cast once, not by autocast on every call; int8 quantized.
-            net, half = network_in(ours, precision), DTYPES[precision]
+            net, half = network_in(ours, precision), AUTOCAST_DTYPES[precision]
             with torch.autocast(torch.device(device).type, dtype=half or torch.float32, enabled=half is not None):
                 cache = net.encode(trimmed, context, has_context)
                 results[f"midisynth_{precision}_encode_s"] = median_seconds(
@@ -300,10 +300,12 @@ def bench_batch_throughput(device: str, num_songs: int = 4, seconds: float = 15.
 
     def one_at_a_time() -> None:
         for song in songs:
-            list(synth.spectrogram_songs([song]))
+            for _, parts in synth.spectrogram_songs([song]):
+                list(parts)
 
     def together() -> None:
-        list(synth.spectrogram_songs(songs))
+        for _, parts in synth.spectrogram_songs(songs):
+            list(parts)
 
     alone_s = median_seconds(one_at_a_time, repeats=2)
     batched_s = median_seconds(together, repeats=2)

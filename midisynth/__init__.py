@@ -5,11 +5,11 @@
     synth = Synthesizer.from_pretrained()  # the bundled model
     audio = synth.render("song.mid", RenderOptions(seed=1))  # float32 samples at 16 kHz
 
-The package reads in the order the data flows: `score` (MIDI and tokens), `model` (network, noise schedule,
-configuration, checkpoints), `render` (samplers and the render pipeline), `vocoders` (log-mel to audio), `jobs`
-(batches, output files, playback), `data` and `training` (data sets and trainers), `evaluation` (held-out metrics).
-The names above are imported on first use, so that importing the package (and `midisynth --help`) does not load
-torch.
+The package reads in the order the data flows: `score` (MIDI and tokens), `model` (network, noise schedule and
+its samplers, configuration, checkpoints, model directories), `render` (the render pipeline), `vocoders` (log-mel to
+audio), `jobs` (batches, output files, playback), `data` and `training` (data sets, trainers, adaptation),
+`evaluation` (held-out metrics). The names above are imported on first use, so that importing the package (and
+`midisynth --help`) does not load torch.
 """
 
 from __future__ import annotations

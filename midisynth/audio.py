@@ -1,4 +1,4 @@
-"""The feature front end shared by training, evaluation and every vocoder (design spec §1).
+"""The feature front end shared by training, evaluation and every vocoder.
 
 Log-mel features as magenta's MelGAN codec computes them (`music_spectrogram_diffusion/audio_codecs.py`,
 classes `MelGAN` and `Audio2Mel`, TensorFlow):

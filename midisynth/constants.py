@@ -1,6 +1,6 @@
 """Constants of the Spectrogram Diffusion signal chain, named once and used everywhere.
 
-Values follow Hawthorne et al. (ISMIR 2022) and the published checkpoint; see the design spec.
+Values follow Hawthorne et al. (ISMIR 2022) and the published checkpoint.
 """
 
 import math
@@ -40,6 +40,8 @@ NUM_SPECIAL_TOKENS = 3
 # Songs longer or files larger than this are refused (midisynth.score.midi.SongLimits) unless the caller lifts the limit.
 MAX_SONG_SECONDS = 4 * 3600.0
 MAX_SONG_EVENTS = 1_000_000  # MIDI events, counted before parsing (about 0.4 GB to parse)
+
+MIN_DATASET_HOURS = 0.01  # the least rendered audio a data set is asked to store (midisynth.data.build)
 
 # Sub-folders of a diffusers-layout checkpoint that hold network weights (config.json + diffusion_pytorch_model.*).
 DIFFUSERS_MODULES = ("notes_encoder", "continuous_encoder", "decoder")

@@ -74,6 +74,30 @@ def make_output_directory(directory: Path, target: str | Path) -> None:
         raise OutputError(f"{target}: cannot create the output directory {directory} ({reason})") from None
 
 
+def check_creatable(path: Path) -> None:
+    """Raise OutputError unless a file can be written at `path` (its directory exists and takes new files, and
+    `path` is not a directory): checked before long work whose result would otherwise be lost."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory")
+    if not directory.is_dir():
+        raise OutputError(f"{path}: {directory} {'is a file' if directory.exists() else 'does not exist'}")
+    try:
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".midisynth-", suffix=".part")
+    except OSError as err:
+        raise OutputError(f"{path}: cannot write in {directory} ({err.strerror or err})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_output_directory(directory: Path, probe: str) -> None:
+    """OutputError unless `directory` exists or can be made (it is made), and a file `probe` can be written in it:
+    checked before long work that writes there (a data set, a training run)."""
+    make_output_directory(directory, directory)
+    check_creatable(Path(directory) / probe)
+
+
 @contextmanager
 def atomic_path(path: Path, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path`; move it onto `path` if the block succeeds, delete it otherwise.

@@ -116,7 +116,7 @@ def explain(hw: Hardware) -> str:
 
 def read_cpuinfo(path: Path = CPUINFO) -> tuple[str, frozenset[str]]:
     """(model name, feature flags) of the first processor in /proc/cpuinfo; ("", empty) where there is none."""
-    model, flags = "", frozenset()
+    model, flags = "", frozenset[str]()
     try:
         with path.open() as lines:
             for line in lines:

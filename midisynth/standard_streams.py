@@ -15,7 +15,8 @@ import errno
 import io
 import os
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 
 class StandardOutputError(Exception):
@@ -85,3 +86,37 @@ def guard_standard_streams() -> None:
     if not isinstance(sys.stderr, _GuardedStream):
         stderr = open(os.devnull, "w", encoding="utf-8") if sys.stderr is None else sys.stderr  # noqa: SIM115
         sys.stderr = _GuardedStream(stderr, strict=False)
+
+
+def run_and_exit(main: Callable[[], object], name: str) -> NoReturn:
+    """Run a command's `main` with guarded standard streams (`guard_standard_streams`), then end the process with
+    the status it meant, without the interpreter's teardown: once torch is loaded that teardown (its C++ state and
+    the many objects it made) costs a noticeable part of a short command's time, and every command has written and
+    closed its outputs before it returns. A failure of standard output ends it with one line ("NAME: reason") and
+    status 1, unless its reader has gone (`| head` closes it on purpose: no line)."""
+    guard_standard_streams()
+    status: object
+    try:
+        main()
+        sys.stdout.flush()
+        status = 0
+    except SystemExit as stop:
+        status = stop.code
+    except StandardOutputError as err:
+        status = _output_failed(err, name)
+    if status is not None and not isinstance(status, int):  # sys.exit("message") prints it and means failure
+        print(status, file=sys.stderr)
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except StandardOutputError as err:
+            status = status or _output_failed(err, name)
+    os._exit(status or 0)
+
+
+def _output_failed(err: StandardOutputError, name: str) -> int:
+    """Say that standard output failed (not when its reader has gone); the exit status."""
+    if err.errno != errno.EPIPE:
+        print(f"{name}: {err}", file=sys.stderr)
+    return 1

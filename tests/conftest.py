@@ -36,10 +36,13 @@ def tiny_model_path(tmp_path_factory) -> Path:
     return path
 
 
+SHORT_NOTES = [(60, 0.0, 1.0, 100), (64, 0.5, 1.5, 90)]  # two piano notes, 1.5 s long: one 5.12 s window
+
+
 @pytest.fixture
 def short_midi(tmp_path) -> Path:
-    """Two piano notes, 1.5 s long: one 5.12 s window."""
-    return write_midi(tmp_path / "short.mid", [(60, 0.0, 1.0, 100), (64, 0.5, 1.5, 90)])
+    """SHORT_NOTES as a MIDI file."""
+    return write_midi(tmp_path / "short.mid", SHORT_NOTES)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from midisynth.model.directory import describe, load_model_directory, write_mode
 from midisynth.model.networks import SpectrogramDiffusion
 from midisynth.model.partials import COLUMNS, Partials, save_partials
 from midisynth.model.resolve import BUNDLED_DIR, resolve_model
-from midisynth.render.samplers import SamplingDefaults
+from midisynth.model.samplers import SamplingDefaults
 from midisynth.training.partials import adapt_gains
 from tests.conftest import FAST, ROOT
 

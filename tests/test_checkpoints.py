@@ -339,8 +339,8 @@ def test_corrupted_bundled_model_is_refused_before_rendering(tmp_path, tiny_cfg,
 
 def test_sampling_defaults_are_stored_with_the_model(tmp_path, tiny_cfg, short_midi):
     from midisynth.model.resolve import resolve_model
+    from midisynth.model.samplers import DIFFUSERS_SAMPLING, V_PREDICTION_SAMPLING, SamplingDefaults
     from midisynth.render.pipeline import RenderOptions, Synthesizer
-    from midisynth.render.samplers import DIFFUSERS_SAMPLING, V_PREDICTION_SAMPLING, SamplingDefaults
 
     model = SpectrogramDiffusion(tiny_cfg)  # an epsilon model, like the official checkpoint
     save_model(model, tmp_path / "eps.safetensors")

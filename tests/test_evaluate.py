@@ -125,6 +125,7 @@ class KnownNotes:
         return self.notes
 
 
+@pytest.mark.slow  # a whole evaluation with transcription
 @needs_fluidsynth
 def test_every_render_is_transcribed_and_scored_against_the_midi(tmp_path, tiny_model_path):
     song = write_midi(tmp_path / "song.mid", [(60, 0.0, 0.5, 100), (64, 0.5, 1.0, 100), (67, 1.0, 1.5, 100)])
@@ -141,6 +142,7 @@ def test_every_render_is_transcribed_and_scored_against_the_midi(tmp_path, tiny_
     assert report["summary"]["f1_ratio"] == pytest.approx(dict.fromkeys(CANDIDATES, 1.0))
 
 
+@pytest.mark.slow  # a whole evaluation
 @needs_fluidsynth
 def test_a_model_file_is_evaluated_on_a_folder_without_the_cli(tmp_path, tiny_model_path):
     folder = tmp_path / "midi"
@@ -245,6 +247,7 @@ def test_fluidsynth_is_stopped_at_max_seconds(tmp_path):
     assert np.abs(audio[: SAMPLE_RATE // 2]).max() > 1e-2  # the note is there
 
 
+@pytest.mark.slow  # a whole evaluation
 @needs_fluidsynth
 def test_eval_bounds_the_reference_render_by_the_song(tmp_path, tiny_model_path):
     midi = endless_midi(tmp_path / "endless.mid", tail_seconds=600.0)
@@ -284,6 +287,7 @@ class NotANumber:
         return float("nan")
 
 
+@pytest.mark.slow  # a whole evaluation
 @needs_fluidsynth
 def test_eval_writes_strict_json_with_null_for_a_score_that_is_not_finite(tmp_path, tiny_model_path, monkeypatch):
     write_midi(tmp_path / "a.mid", [(60, 0.0, 1.0, 100)])

@@ -19,13 +19,13 @@ from typer.testing import CliRunner
 from midisynth.cli import app
 from midisynth.constants import SAMPLE_RATE
 from midisynth.jobs.loudness import PEAK_CEILING_DBFS, LoudnessMeter, limited_blocks
-from midisynth.jobs.output import OutputError, wav_header
+from midisynth.jobs.output import OutputError, OutputSettings, audio_format, wav_header
 from midisynth.jobs.plan import Job
 from midisynth.jobs.plot import AXIS_INCHES, DPI, LANE_INCHES, SPECTROGRAM_INCHES, WIDTH_INCHES
-from midisynth.jobs.run import JobOutputs, OutputSettings
+from midisynth.jobs.run import JobOutputs
 from midisynth.score.midi import Song, read_midi
 from midisynth.score.stems import instruments, stem_path
-from tests.conftest import FAST
+from tests.conftest import FAST, SHORT_NOTES, write_midi
 
 pyloudnorm = pytest.importorskip("pyloudnorm")
 
@@ -46,6 +46,23 @@ def render(midi: Path, out: str | Path, model: Path, *extra: str):
 def lufs(path: Path) -> float:
     audio, rate = sf.read(path)
     return pyloudnorm.Meter(rate).integrated_loudness(audio)
+
+
+def _reference(tiny_model_path: Path, folder: Path, rate: int) -> Path:
+    """conftest's short_midi rendered at `rate` Hz as 32-bit float WAV: what every format holds, to its precision."""
+    midi = write_midi(folder / "short.mid", SHORT_NOTES)
+    render(midi, folder / "reference.wav", tiny_model_path, "-r", str(rate), "--bit-depth", "32f")
+    return folder / "reference.wav"
+
+
+@pytest.fixture(scope="module")
+def reference_16000(tiny_model_path, tmp_path_factory) -> Path:
+    return _reference(tiny_model_path, tmp_path_factory.mktemp("reference"), 16000)
+
+
+@pytest.fixture(scope="module")
+def reference_22050(tiny_model_path, tmp_path_factory) -> Path:
+    return _reference(tiny_model_path, tmp_path_factory.mktemp("reference"), 22050)
 
 
 @pytest.fixture
@@ -74,9 +91,8 @@ def band_midi(tmp_path) -> Path:
     ("a.ogg", [], "OGG", "VORBIS"),
     ("a.audio", ["--format", "flac"], "FLAC", "PCM_16"),  # an unknown extension takes --format's container
 ])
-def test_formats_round_trip(tiny_model_path, short_midi, tmp_path, name, extra, container, subtype):
-    reference = tmp_path / "reference.wav"
-    render(short_midi, reference, tiny_model_path, "-r", "22050", "--bit-depth", "32f")
+def test_formats_round_trip(tiny_model_path, short_midi, tmp_path, reference_22050, name, extra, container, subtype):
+    reference = reference_22050
     out = tmp_path / name
     render(short_midi, out, tiny_model_path, "-r", "22050", *extra)
     info, expected = sf.info(out), sf.info(reference)
@@ -97,16 +113,14 @@ def test_format_names_the_extension_of_directory_outputs(tiny_model_path, short_
 
 
 @pytest.mark.parametrize(("depth", "subtype"), [("16", "PCM_16"), ("24", "PCM_24"), ("32f", "FLOAT")])
-def test_stdout_stream_takes_the_bit_depth(tiny_model_path, short_midi, tmp_path, depth, subtype):
-    file_out = tmp_path / "a.wav"
-    render(short_midi, file_out, tiny_model_path, "--bit-depth", depth)
+def test_stdout_stream_takes_the_bit_depth(tiny_model_path, short_midi, reference_16000, depth, subtype):
     piped = run("render", "-", "-o", "-", "--model", str(tiny_model_path), *FAST, "--bit-depth", depth,
                 input=short_midi.read_bytes())
     assert piped.exit_code == 0
     streamed, rate = sf.read(io.BytesIO(piped.stdout_bytes))
     assert sf.info(io.BytesIO(piped.stdout_bytes)).subtype == subtype and rate == SAMPLE_RATE
-    # the same samples (the stream rounds to nearest, libsndfile towards -inf: at most one step apart)
-    np.testing.assert_allclose(streamed, sf.read(file_out)[0], atol=QUANTUM[subtype] + 1e-6)
+    # the same samples, to one step of the sample format
+    np.testing.assert_allclose(streamed, sf.read(reference_16000)[0], atol=QUANTUM[subtype] + 1e-6)
 
 
 @pytest.mark.parametrize(("out", "extra", "message"), [
@@ -164,7 +178,8 @@ def _sine(seconds: float, amplitude: float, clicks: float = 0.0) -> np.ndarray:
 
 def _normalise(path: Path, audio: np.ndarray, settings: OutputSettings):
     """Both passes through JobOutputs, the audio arriving in 10 chunks."""
-    with JobOutputs(Job("a.mid", str(path)), Song([], len(audio) / SAMPLE_RATE), settings) as outputs:
+    job = Job("a.mid", str(path), audio_format(path, settings.container, settings.bit_depth))
+    with JobOutputs(job, Song([], len(audio) / SAMPLE_RATE), settings) as outputs:
         outputs.write(0, np.array_split(audio, 10), len(audio))
         return outputs.finish([])
 
@@ -203,6 +218,7 @@ def test_limiter_warns_when_it_takes_off_the_target():
     assert silent.gain == 1.0 and "too quiet" in silent.warning
 
 
+@pytest.mark.slow  # two loudness passes over a mix and its stems through the CLI (JobOutputs' passes are tested alone)
 def test_loudness_option_with_stems(tiny_model_path, band_midi, tmp_path):
     """The mix meets the target; the stems get the mix's gain; no pass-one file stays behind."""
     louder, quieter = tmp_path / "louder", tmp_path / "quieter"
@@ -263,6 +279,7 @@ def test_stems_one_file_per_instrument_rendered_from_its_notes(tiny_model_path, 
     np.testing.assert_array_equal(sf.read(tmp_path / stems[0])[0], sf.read(tmp_path / "piano.wav")[0])
 
 
+@pytest.mark.slow  # renders a batch with stems, and each song alone, through the CLI
 def test_stems_in_batches_match_one_by_one(tiny_model_path, band_midi, short_midi, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
@@ -296,6 +313,7 @@ def test_plot_is_a_png_with_one_lane_per_instrument(tiny_model_path, band_midi, 
     assert not list(tmp_path.glob(".*.part"))
 
 
+@pytest.mark.slow  # renders a batch to plot it (one plot is tested alone)
 def test_plot_for_a_batch_is_a_directory(tiny_model_path, band_midi, short_midi, tmp_path):
     src = tmp_path / "in"
     (src / "sub").mkdir(parents=True)

@@ -22,8 +22,8 @@ from midisynth.model import hub
 from midisynth.model.checkpoints import file_sha256, load_diffusers, load_model_file
 from midisynth.model.config import load_config
 from midisynth.model.resolve import resolve_model
+from midisynth.model.samplers import DIFFUSERS_SAMPLING, SamplingDefaults
 from midisynth.render.pipeline import Synthesizer
-from midisynth.render.samplers import DIFFUSERS_SAMPLING, SamplingDefaults
 from midisynth.render.silence import SilenceGate
 from midisynth.score.midi import read_midi
 from midisynth.vocoders.vocoder import GriffinLim, OnnxVocoder

@@ -39,6 +39,7 @@ def test_int8_linear_error_is_within_its_quantization_bound(bias):
     assert (quantized - exact).abs().max() > 0  # it is quantized
 
 
+@pytest.mark.slow  # the bundled model's networks in fp32 and int8
 def test_int8_network_quantizes_all_but_the_kept_layers_and_stays_close_to_fp32():
     """The bundled model as `--precision int8` computes it: every Linear layer is an Int8Linear except those KEEP_FP32
     names, which share the model's own weights; the model stays fp32; two windows differ from fp32 by mean |Δ| < 0.05

@@ -97,11 +97,12 @@ def test_a_note_roll_model_from_plain_weights_renders_what_they_render(short_mid
     song = read_midi(short_midi)
     vocoder = load_vocoder("griffin-lim", torch.device("cpu"))
     options = RenderOptions(sampler="ddim", steps=2, guidance=2.0, precision="fp32")
-    ours, theirs = (np.concatenate(next(iter(Synthesizer(m, vocoder, "cpu", options).spectrogram_songs([song])))[1])
+    ours, theirs = (np.concatenate(list(next(iter(Synthesizer(m, vocoder, "cpu", options).spectrogram_songs([song])))[1]))
                     for m in (widened, plain))
     np.testing.assert_array_equal(ours, theirs)
 
 
+@pytest.mark.slow  # renders two songs alone, batched and whole
 def test_renders_follow_the_note_roll_and_batches_match_single_songs(tmp_path):
     """With a non-zero projection a soft and a loud copy of the same notes (same tokens, onsets of other heights in
     the roll) render differently, alone or batched (each song with its own roll); the projection survives a save and
@@ -126,7 +127,7 @@ def test_renders_follow_the_note_roll_and_batches_match_single_songs(tmp_path):
     alone = [np.concatenate(list(synth.spectrogram_windows(tokenize(s), note_inputs=synth.note_inputs(s))))
              for s in (soft, loud)]
     assert np.abs(alone[0] - alone[1]).mean() > 0.01
-    together = dict(synth.spectrogram_songs([soft, loud]))
+    together = {index: list(parts) for index, parts in synth.spectrogram_songs([soft, loud])}
     for i, expected in enumerate(alone):
         diff = np.abs(np.concatenate(together[i]) - expected[: sum(p.shape[0] for p in together[i])])
         assert (diff > 1e-3).mean() < 1e-3 and diff.max() < 0.5  # float rounding only (see test_pipeline)

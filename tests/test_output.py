@@ -27,6 +27,8 @@ from midisynth.model.networks import SpectrogramDiffusion
 from midisynth.signals import Terminated, exit_on_signals
 from tests.conftest import ROOT
 
+WAV = audio_format("a.wav")
+
 
 def _chunks(num_chunks: int, size: int = 1600):
     for i in range(num_chunks):
@@ -36,7 +38,7 @@ def _chunks(num_chunks: int, size: int = 1600):
 def test_finished_file_has_umask_permissions(tmp_path):
     old = os.umask(0o022)
     try:
-        write_audio_file(tmp_path / "a.wav", _chunks(2))
+        write_audio_file(tmp_path / "a.wav", _chunks(2), WAV)
         save_text_atomic(tmp_path / "a.json", "{}")
         save_model(SpectrogramDiffusion(load_config(ROOT / "configs" / "tiny.toml").model), tmp_path / "m.safetensors")
     finally:
@@ -51,19 +53,19 @@ def test_failure_mid_write_leaves_nothing(tmp_path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        write_audio_file(tmp_path / "a.flac", failing())
+        write_audio_file(tmp_path / "a.flac", failing(), audio_format("a.flac"))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_existing_file_kept_and_missing_directory_reported(tmp_path):
     (tmp_path / "a.wav").write_bytes(b"keep")
     with pytest.raises(OutputError, match="--overwrite"):
-        write_audio_file(tmp_path / "a.wav", _chunks(1))
+        write_audio_file(tmp_path / "a.wav", _chunks(1), WAV)
     assert (tmp_path / "a.wav").read_bytes() == b"keep"
     with pytest.raises(OutputError, match="does not exist"):
-        write_audio_file(tmp_path / "nope" / "a.wav", _chunks(1))
+        write_audio_file(tmp_path / "nope" / "a.wav", _chunks(1), WAV)
     with pytest.raises(OutputError, match="unsupported output extension"):
-        write_audio_file(tmp_path / "a.xyz", _chunks(1))
+        audio_format(tmp_path / "a.xyz")
 
 
 def test_a_dangling_link_as_output_is_named_before_rendering(tmp_path):
@@ -74,7 +76,7 @@ def test_a_dangling_link_as_output_is_named_before_rendering(tmp_path):
     with pytest.raises(OutputError, match="is a symbolic link to .*missing.*which does not exist"):
         check_writable(link, overwrite=False)
     check_writable(link, overwrite=True)
-    write_audio_file(link, _chunks(1), overwrite=True)
+    write_audio_file(link, _chunks(1), WAV, overwrite=True)
     assert not link.is_symlink() and sf.info(link).frames > 0
 
 
@@ -96,10 +98,10 @@ def test_a_file_written_meanwhile_is_not_replaced(tmp_path):
         yield np.zeros(1600, np.float32)
 
     with pytest.raises(OutputError, match="already exists"):
-        write_audio_file(out, chunks())
+        write_audio_file(out, chunks(), WAV)
     assert out.read_bytes() == b"the other render's"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.wav"]
-    write_audio_file(out, _chunks(1), overwrite=True)  # asked to replace: replaced
+    write_audio_file(out, _chunks(1), WAV, overwrite=True)  # asked to replace: replaced
     assert sf.info(out).frames == 1600
 
 
@@ -110,7 +112,7 @@ def test_a_device_is_written_into_not_replaced(tmp_path):
     except PermissionError:
         pytest.skip("creating a device node needs CAP_MKNOD")
     for extension, overwrite in (("WAV", False), ("FLAC", True)):
-        written = write_audio_file(device, _chunks(2), overwrite=overwrite, encoding=audio_format("x", extension))
+        written = write_audio_file(device, _chunks(2), audio_format("x", extension), overwrite=overwrite)
         assert written == 3200 and stat.S_ISCHR(device.stat().st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]
 
@@ -120,7 +122,7 @@ def test_incomplete_audio_files_are_told_apart(tmp_path, container):
     path = tmp_path / f"a.{container.lower()}"
     encoding = audio_format(path)
     write_audio_file(path, (np.sin(np.arange(n, n + 16000) / 9.0).astype(np.float32) * 0.3 for n in range(0, 96000, 16000)),
-                     encoding=encoding)
+                     encoding)
     assert audio_file_problem(path, encoding, SAMPLE_RATE) is None
     assert audio_file_problem(path, encoding, 44100) == "mono at 16000 Hz audio, not mono at 44100 Hz"
     complete = path.read_bytes()
@@ -144,7 +146,7 @@ def test_a_terminating_signal_unwinds_the_write(tmp_path):
         yield np.zeros(1600, np.float32)
 
     with pytest.raises(Terminated) as stop, exit_on_signals():
-        write_audio_file(tmp_path / "a.wav", chunks())
+        write_audio_file(tmp_path / "a.wav", chunks(), WAV)
     assert stop.value.code == 128 + signal.SIGHUP and stop.value.signal_name == "SIGHUP"
     assert list(tmp_path.iterdir()) == []
     assert signal.getsignal(signal.SIGHUP) == previous

@@ -41,6 +41,7 @@ def test_render_length_is_song_plus_tail(synth, two_window_midi):
     assert np.isfinite(audio).all() and np.abs(audio).max() > 1e-4
 
 
+@pytest.mark.slow  # three guided renders (the CLI's same-seed bytes are tested fast)
 def test_same_seed_is_bit_identical_and_seeds_differ(synth, short_midi):
     song = read_midi(short_midi)
     a = synth.render(song)
@@ -120,7 +121,7 @@ def test_bf16_stays_close_to_fp32(synth):
 def test_bf16_weight_copy_equals_autocast_and_leaves_the_model_fp32(synth):
     """Rendering in bf16 uses a copy whose Linear weights are cast once; it must give exactly what autocast gives
     when it casts the fp32 weights itself, on the encoders and on the decoder."""
-    from midisynth.render.pipeline import linear_weights_as
+    from midisynth.model.low_precision import linear_weights_as
 
     model = synth.model
     cast = linear_weights_as(model, torch.bfloat16)
@@ -139,23 +140,6 @@ def test_bf16_weight_copy_equals_autocast_and_leaves_the_model_fp32(synth):
             cache = net.encode(tokens, context, has_context)
             outputs.append(net.decoder(x, t, cache).float())
     torch.testing.assert_close(outputs[0], outputs[1], atol=0, rtol=0)
-
-
-def test_batched_songs_match_individual_renders(synth, short_midi, two_window_midi):
-    """Songs generated together get the noise they would get alone: same spectrograms up to float rounding.
-
-    Batched matrix products round differently from single ones (kernel blocking depends on the batch), and on
-    this random tiny model a few bins sit at the x0 clip edge, where that rounding moves them: measured on an AMD
-    Zen 4, at most 0.012 % of bins differ by more than 1e-3 (max 0.14); the rest agree to 1e-5.
-    """
-    songs = [read_midi(two_window_midi), read_midi(short_midi)]
-    alone = [np.concatenate(list(_features(synth, song))) for song in songs]
-    together = dict(synth.spectrogram_songs(songs))
-    for i, expected in enumerate(alone):
-        got = np.concatenate(together[i])
-        assert got.shape == expected.shape
-        diff = np.abs(got - expected)
-        assert (diff > 1e-3).mean() < 1e-3 and diff.max() < 0.5
 
 
 def _native_bf16() -> bool:
@@ -179,17 +163,10 @@ def test_bf16_batches_render_what_each_song_renders_alone(two_window_midi, short
     model = SpectrogramDiffusion(load_config(ROOT / "configs" / "tiny.toml").model)
     options = RenderOptions(sampler="ddim", steps=2, guidance=2.0, precision="bf16")
     synth = Synthesizer(model, load_vocoder("griffin-lim", torch.device("cpu")), "cpu", options)
-    batched = {index: np.concatenate(parts) for index, parts in synth.spectrogram_songs(songs)}
+    batched = {index: np.concatenate(list(parts)) for index, parts in synth.spectrogram_songs(songs)}
     for index, song in enumerate(songs):
         ((_, alone),) = synth.spectrogram_songs([song])
-        np.testing.assert_array_equal(batched[index], np.concatenate(alone))
-
-
-def _features(synth, song):
-    parts = []
-    for _ in synth.stream(song, mel_sink=parts.append):
-        pass
-    return parts
+        np.testing.assert_array_equal(batched[index], np.concatenate(list(alone)))
 
 
 def test_batching_changes_only_float_rounding(two_window_midi, short_midi):
@@ -203,12 +180,12 @@ def test_batching_changes_only_float_rounding(two_window_midi, short_midi):
     options = RenderOptions(sampler="ddim", steps=2, guidance=1.0, precision="fp32")
     songs = [read_midi(short_midi), read_midi(two_window_midi), read_midi(short_midi).excerpt(0.5)]
     synth = Synthesizer(model, vocoder, "cpu", options)
-    batched = {index: np.concatenate(parts) for index, parts in synth.spectrogram_songs(songs)}
+    batched = {index: np.concatenate(list(parts)) for index, parts in synth.spectrogram_songs(songs)}
     other_seed = synth.with_options(seed=1)
     for index, song in enumerate(songs):
         ((_, alone),) = synth.spectrogram_songs([song])
-        alone = np.concatenate(alone)
+        alone = np.concatenate(list(alone))
         assert batched[index].shape == alone.shape
         assert np.abs(batched[index] - alone).max() < 1e-3
         ((_, reseeded),) = other_seed.spectrogram_songs([song])
-        assert np.abs(np.concatenate(reseeded) - alone).mean() > 1.0
+        assert np.abs(np.concatenate(list(reseeded)) - alone).mean() > 1.0

@@ -270,6 +270,7 @@ def _two_instruments(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # renders a job with stems twice
 def test_skip_existing_finishes_an_interrupted_stems_job(tiny_model_path, tmp_path):
     song = _two_instruments(tmp_path / "song.mid")
     out = tmp_path / "out" / "song.wav"
@@ -288,6 +289,7 @@ def test_skip_existing_finishes_an_interrupted_stems_job(tiny_model_path, tmp_pa
     assert done.output == "midisynth: nothing to do: every output exists (--skip-existing)\n"
 
 
+@pytest.mark.slow  # renders a job, then again with stems
 def test_skip_existing_writes_stems_and_spectrogram_added_to_a_finished_job(tiny_model_path, tmp_path):
     song = _two_instruments(tmp_path / "song.mid")
     out, mel = tmp_path / "song.wav", tmp_path / "song.npy"
@@ -357,8 +359,8 @@ def test_options_are_checked_before_any_model_loads(short_midi, tmp_path):
 
 
 def test_too_many_ddpm_steps_are_refused_before_the_model_loads(short_midi, tmp_path):
+    from midisynth.model.samplers import DIFFUSERS_SAMPLING
     from midisynth.render.pipeline import RenderOptions
-    from midisynth.render.samplers import DIFFUSERS_SAMPLING
 
     message = "the ddpm sampler takes at most 1000 steps (one per training timestep), got 1001"
     result = run("render", str(short_midi), "-o", str(tmp_path / "o.wav"), "--sampler", "ddpm", "--steps", "1001",
@@ -782,13 +784,14 @@ def test_info_and_tokens_have_the_event_limit_of_render(tmp_path, command):
 def test_a_batch_size_past_the_most_is_lowered_with_a_notice(monkeypatch):
     """--batch-size 1000000 on 1 000 files rendered them all as one batch (7.4 GB)."""
     from midisynth.jobs import run as jobs_run
-    from midisynth.jobs.plan import Job
+    from midisynth.jobs.output import audio_format
+    from midisynth.jobs.plan import Job, RenderPlan
 
     batches = []
-    monkeypatch.setattr(jobs_run, "_batched", lambda synth, jobs, *args, **kwargs: batches.append(len(jobs)))
+    monkeypatch.setattr(jobs_run, "_render_batch", lambda synth, plan, *args: batches.append(len(plan.jobs)))
     notices = []
-    jobs = [Job(source=f"{k}.mid", target=f"{k}.wav") for k in range(40)]
-    jobs_run.run_jobs(None, jobs, read_song=None, progress=False, batch_size=10**6, notify=notices.append)
+    jobs = [Job(source=f"{k}.mid", target=f"{k}.wav", encoding=audio_format(f"{k}.wav")) for k in range(40)]
+    jobs_run.run_jobs(None, RenderPlan(jobs), progress=False, batch_size=10**6, notify=notices.append)
     assert batches == [jobs_run.MAX_BATCH_SIZE, 40 - jobs_run.MAX_BATCH_SIZE] == [32, 8]
     assert notices == ["--batch-size 1000000 lowered to 32, the most songs generated together (each holds its song, "
                        "spectrogram and open outputs in memory until the batch ends)"]
@@ -925,6 +928,7 @@ def _config_with(tmp_path: Path, name: str, **changes: int) -> Path:
     return path
 
 
+@pytest.mark.slow  # trains a run, then starts three more
 def test_another_model_size_in_the_run_directory_or_init_from_is_one_line(training_data, tmp_path):
     assert _train(training_data, tmp_path / "run").exit_code == 0
     wider = str(_config_with(tmp_path, "wider", d_model=64))

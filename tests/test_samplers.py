@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from midisynth.model.noise_schedule import alpha_sigma, eps_from_v, logsnr_schedule, q_sample, v_target
-from midisynth.render.samplers import SAMPLERS, sample
+from midisynth.model.samplers import SAMPLERS, sample
 
 SHAPE = (2, 8, 4)  # [batch, frames, bins], small stand-in for [batch, 256, 128]
 

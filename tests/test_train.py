@@ -82,6 +82,7 @@ def test_v_models_regress_v(tmp_path, tiny_config):
     assert loss.item() != pytest.approx((pred - eps).abs().mean().item(), rel=1e-3)
 
 
+@pytest.mark.slow  # trains, resumes and trains again (resuming is tested fast with the vocoder's trainer)
 def test_train_checkpoint_resume_and_export(tmp_path, tiny_config):
     _fake_dataset(tmp_path / "ds")
     run = tmp_path / "run"
@@ -328,6 +329,7 @@ def _recipe(tmp_path: Path) -> list[Path]:
     return [tmp_path / "first.toml", tmp_path / "second.toml"]
 
 
+@pytest.mark.slow  # trains a two-stage recipe, then once more (the CLI's recipe is tested fast)
 def test_a_recipe_chains_its_stages_and_skips_finished_ones(tmp_path, monkeypatch):
     from midisynth.training import recipe
     from midisynth.training.recipe import train_recipe, trained_steps

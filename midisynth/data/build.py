@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 import pretty_midi
 import torch
-from tqdm import tqdm
 
 from midisynth.audio import log_mel
-from midisynth.constants import WINDOW_SAMPLES
+from midisynth.constants import MIN_DATASET_HOURS, WINDOW_SAMPLES
 from midisynth.data.fluidsynth import DEFAULT_SOUNDFONT, check_soundfont, render_midi
 from midisynth.data.pairs import PAIRED_SOURCES, AlignedPair, PairError, check_alignment, read_recording
 from midisynth.data.sources import folder_pieces, generated_pieces, interleave, music21_pieces
@@ -39,8 +38,15 @@ from midisynth.data.store import (
     split_of,
     write_manifest,
 )
-from midisynth.files import TEMPORARY_PREFIX, TEMPORARY_SUFFIX, make_output_directory, write_atomic
+from midisynth.files import (
+    TEMPORARY_PREFIX,
+    TEMPORARY_SUFFIX,
+    check_output_directory,
+    make_output_directory,
+    write_atomic,
+)
 from midisynth.jobs.plan import name_limit
+from midisynth.progress import progress_bars
 from midisynth.score.midi import MidiError, Song, read_midi
 from midisynth.score.tokens import tokenize
 
@@ -177,7 +183,6 @@ def _store_pairs(root: Path, pairs: list[AlignedPair], done: set[str], jobs: int
         if pair.piece_id in refused:
             on_skip(f"{pair.midi_path}: {refused[pair.piece_id]}")
     todo = [pair for pair in pairs if pair.piece_id not in done and pair.piece_id not in refused]
-    bar = tqdm(total=len(pairs), initial=len(pairs) - len(todo), unit="pair", desc="pairs", disable=not progress)
 
     def attempt(pair: AlignedPair) -> PieceRecord | PairError:
         try:
@@ -185,15 +190,27 @@ def _store_pairs(root: Path, pairs: list[AlignedPair], done: set[str], jobs: int
         except PairError as err:
             return err
 
-    def finished(outcome: PieceRecord | PairError) -> None:
-        if isinstance(outcome, PairError):
-            on_skip(str(outcome))
-        bar.update(1)
+    with progress_bars(progress) as bars:
+        task = bars.add_task("pairs", total=len(pairs), completed=len(pairs) - len(todo))
 
-    try:
+        def finished(outcome: PieceRecord | PairError) -> None:
+            if isinstance(outcome, PairError):
+                on_skip(str(outcome))
+            bars.update(task, advance=1)
+
         _run_all(todo, attempt, jobs, finished)
-    finally:
-        bar.close()
+
+
+def check_request(out_dir: Path, hours: float, midi_dirs: list[Path]) -> None:
+    """What `build_dataset` is asked, checked before anything is read: ValueError for `hours` that is not a finite
+    number of at least MIN_DATASET_HOURS or a MIDI folder that is not a directory, OutputError for an output
+    directory that cannot be made or written in."""
+    if not (math.isfinite(hours) and hours >= MIN_DATASET_HOURS):
+        raise ValueError(f"--hours {hours:g}: give a finite number of hours, at least {MIN_DATASET_HOURS:g}")
+    for folder in midi_dirs:
+        if not folder.is_dir():
+            raise ValueError(f"--midi {folder}: {'not a directory' if folder.exists() else 'no such directory'}")
+    check_output_directory(out_dir, "manifest.json")
 
 
 def build_dataset(
@@ -252,16 +269,10 @@ def _render(root: Path, soundfont: Path, midi_dirs: list[Path], hours: float, se
     """Render pieces until the stored rendered songs reach `hours`; pieces left out are reported to `on_skip`."""
     stored = sum(r.seconds for r in records if piece_source(r.piece_id) not in PAIRED_SOURCES)
     budget = hours * 3600.0
-    whole = math.isinf(budget)  # every piece of the sources
-    bar = tqdm(total=None if whole else round(budget), initial=0 if whole else round(min(stored, budget)), unit="s",
-               desc="dataset", disable=not progress)
     sources = _sources(midi_dirs, seed, done, generated, on_skip)
-
-    def stored_one(record: PieceRecord) -> None:
-        bar.update(round(record.seconds) if whole else min(round(record.seconds), bar.total - bar.n))
-
-    try:
+    whole = math.isinf(budget)  # every piece of the sources
+    with progress_bars(progress) as bars:
+        task = bars.add_task("dataset seconds", total=None if whole else round(budget),
+                             completed=0 if whole else round(min(stored, budget)))
         _run_all(_plan(root, sources, done, stored, budget, on_skip), lambda piece: finish_piece(root, piece, soundfont),
-                 jobs, stored_one)
-    finally:
-        bar.close()
+                 jobs, lambda record: bars.update(task, advance=record.seconds))

@@ -35,8 +35,8 @@ HELDOUT_EVERY = 20  # one piece in 20 (by hash of its id) is held out
 # Splits: "train", "heldout" (held-out loss, evaluation) and, for collections that have one, "test" (never used
 # in training); the folder each non-training split's MIDI is copied to.
 MIDI_COPIES = {"heldout": "heldout_midi", "test": "test_midi"}
-# Batches pad tokens to a multiple of this. A new token length per batch made CPU training slow down (1.0 -> 1.6
-# s/step) while its memory grew by GBs over the first thousand steps, as kernels were made and cached per shape.
+# Batches pad tokens to a multiple of this. A new token length per batch makes CPU training slow down while its
+# memory grows, as kernels are made and cached per shape (docs/training.md).
 TOKEN_BUCKET = 64
 
 

@@ -9,7 +9,7 @@ compared over the song's length (plus release tail):
 - noise: white noise at the reference's level;
 - lowpass: the reference low-passed at 1.5 kHz, 4th-order Butterworth response (a dull but correct rendering).
 
-Measures (`shared/design/eval.md`): log-mel L1 and multi-resolution STFT distance; onset-strength correlation
+Measures (`midisynth.evaluation.metrics`): log-mel L1 and multi-resolution STFT distance; onset-strength correlation
 (`onset_corr`, attacks where the reference's are, with its lag in 10 ms frames) and the level in the reference's
 silent frames (`silence_db`, dB below the candidate's loudest frame; only for songs with such frames); transcription F1
 (`midisynth.evaluation.transcription`: the notes basic-pitch finds in the audio against the MIDI's pitched notes), also of
@@ -44,6 +44,7 @@ from midisynth.evaluation.metrics import (
 )
 from midisynth.evaluation.transcription import Transcriber, note_f1, pitched_notes
 from midisynth.evaluation.visqol_score import VisqolScorer
+from midisynth.files import check_creatable, save_text_atomic
 from midisynth.render.pipeline import RenderOptions, Synthesizer
 from midisynth.score.midi import read_midi
 from midisynth.score.midi_files import find_midi_files
@@ -107,10 +108,10 @@ def evaluate_file(synth: Synthesizer, midi_path: Path, soundfont: Path, scorers:
     notes = pitched_notes(song)
     if len(notes) > 0:  # pretty_midi synthesizes no drums: a drum-only song has no sine baseline (it would be NaN)
         candidates["sine"] = pretty_midi.PrettyMIDI(str(midi_path)).synthesize(fs=SAMPLE_RATE).astype(np.float32)
-    scored_notes = scorers.transcriber is not None and len(notes) > 0
+    transcriber = scorers.transcriber if len(notes) > 0 else None  # transcription F1 of songs with pitched notes
     scores: dict[str, dict[str, float]] = {}
-    if scored_notes:
-        scores[REFERENCE] = note_f1(notes, scorers.transcriber.transcribe(reference)).as_dict()
+    if transcriber is not None:
+        scores[REFERENCE] = note_f1(notes, transcriber.transcribe(reference)).as_dict()
     for name, audio in candidates.items():
         audio = scale_to_rms(_fit(audio, samples), reference)
         scores[name] = {"log_mel_l1": log_mel_l1(audio, reference), "mr_stft": float(mr_stft_distance(audio, reference))}
@@ -120,8 +121,8 @@ def evaluate_file(synth: Synthesizer, midi_path: Path, soundfont: Path, scorers:
         silence = silence_level(audio, reference)
         if silence is not None:
             scores[name]["silence_db"] = silence
-        if scored_notes:
-            scores[name].update(note_f1(notes, scorers.transcriber.transcribe(audio)).as_dict())
+        if transcriber is not None:
+            scores[name].update(note_f1(notes, transcriber.transcribe(audio)).as_dict())
         if scorers.visqol is not None:
             scores[name]["visqol"] = scorers.visqol.moslqo(audio, reference)
     audio_seconds = samples / SAMPLE_RATE
@@ -193,13 +194,31 @@ def _finite_or_none(value):
     return value
 
 
+def evaluation_files(midi_dir: Path, soundfont: Path = DEFAULT_SOUNDFONT, json_out: Path | None = None,
+                     limit: int | None = None) -> list[Path]:
+    """The MIDI files under `midi_dir` (the first `limit`) that `evaluate` scores, with what it needs checked before
+    anything loads: ValueError for a folder that is not one or holds no MIDI files, OutputError for a `json_out` that
+    cannot be written, FileNotFoundError or ValueError for a missing fluidsynth program or SoundFont."""
+    if not Path(midi_dir).is_dir():
+        raise ValueError(f"{midi_dir}: not a directory")
+    files = find_midi_files(midi_dir)[:limit]
+    if not files:
+        raise ValueError(f"{midi_dir}: no MIDI files")
+    if json_out is not None:
+        check_creatable(json_out)
+    check_fluidsynth(soundfont)
+    return files
+
+
 def evaluate(synth: Synthesizer, midi_files: list[Path], soundfont: Path = DEFAULT_SOUNDFONT,
-             scorers: Scorers | None = None, on_file: Callable[[Path, str | None, dict], None] | None = None) -> dict:
+             scorers: Scorers | None = None, on_file: Callable[[Path, str | None, dict], None] | None = None,
+             json_out: Path | None = None) -> dict:
     """Score every file; {"summary", "files": per-file results, "failed": [{"file", "error"}]}.
 
     A file that cannot be scored (unreadable MIDI, FluidSynth failure or time-out, ...) is listed under "failed"
-    and the others are still scored. on_file(path, error or None, report so far) is called after each file (to
-    save partial results of a long evaluation). FileNotFoundError or ValueError up front for a missing fluidsynth
+    and the others are still scored. on_file(path, error or None, report so far) is called after each file; the
+    report so far is also saved to `json_out` (`strict_json`, OutputError if that fails), so that a long evaluation
+    keeps what it has scored if it is stopped. FileNotFoundError or ValueError up front for a missing fluidsynth
     program, a missing SoundFont or a file that is not one.
     """
     check_fluidsynth(soundfont)
@@ -211,8 +230,11 @@ def evaluate(synth: Synthesizer, midi_files: list[Path], soundfont: Path = DEFAU
         except Exception as err:  # noqa: BLE001  one file's failure of any kind must not lose the other scores
             error = str(err) or type(err).__name__
             failed.append({"file": str(path), "error": error})
+        report = {"summary": summarise(results), "files": results, "failed": failed}
         if on_file is not None:
-            on_file(path, error, {"summary": summarise(results), "files": results, "failed": failed})
+            on_file(path, error, report)
+        if json_out is not None:
+            save_text_atomic(json_out, strict_json(report))
     return {"summary": summarise(results), "files": results, "failed": failed}
 
 

@@ -61,7 +61,7 @@ def scale_to_rms(candidate: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return candidate if cand_rms == 0.0 else (candidate * (ref_rms / cand_rms)).astype(np.float32)
 
 
-# -- attacks and silence (shared/design/eval.md §4, §5) ------------------------------------------------------------------
+# -- attacks and silence ---------------------------------------------------------------------------------------------------
 ONSET_HOP = 160  # samples: the 10 ms grid of the attack and silence measures
 ONSET_RANGE = 8.0  # natural-log units kept below each signal's peak log-mel (about 70 dB): the noise floor adds no onsets
 ONSET_MAX_LAG = 2  # frames of the 10 ms grid either way (a render on the 50 frames/s grid may land 20 ms off)

@@ -8,7 +8,7 @@
     print(summary)            # one line per failed file, then "118 of 120 rendered, 2 failed"
 
 Jobs are planned as `midisynth render` plans them (a directory's tree is mirrored below `output_dir`). Each worker
-(a Ray actor) loads one `Synthesizer` and renders chunks of `batch_size` songs through `render_jobs.run_jobs`, so
+(a Ray actor) loads one `Synthesizer` and renders chunks of `batch_size` songs through `midisynth.jobs.run.run_jobs`, so
 outputs are written atomically exactly as the CLI writes them, and a song renders to the same audio for the same
 seed. Workers take one GPU each when the cluster has GPUs. Inputs, `output_dir` and the model must be reachable
 under the same paths on every node (a shared file system; a hub id resolves in each node's Hugging Face cache).
@@ -17,15 +17,15 @@ Needs Ray: `pip install 'midisynth[ray]'`.
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from midisynth.extras import import_extra
-from midisynth.jobs.plan import Job, plan_jobs
-from midisynth.jobs.run import OutputSettings, RenderFailure, run_jobs, unfinished
+from midisynth.jobs.output import OutputSettings
+from midisynth.jobs.plan import RenderPlan, plan_render
+from midisynth.jobs.run import RenderFailure, run_jobs
 from midisynth.render.pipeline import RenderOptions, Synthesizer
-from midisynth.score.midi import DEFAULT_LIMITS, SongLimits, read_midi
+from midisynth.score.midi import DEFAULT_LIMITS, SongLimits
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,10 @@ class RenderWorker:
         """Why the model could not be loaded on this worker, or None."""
         return self.load_error
 
-    def render(self, jobs: list[Job], settings: OutputSettings, batch_size: int,
-               limits: SongLimits = DEFAULT_LIMITS) -> tuple[list[RenderFailure], list[str]]:
-        """Render the jobs as `midisynth render` does; returns (failures, notices)."""
+    def render(self, plan: RenderPlan, batch_size: int) -> tuple[list[RenderFailure], list[str]]:
+        """Render the plan's jobs as `midisynth render` does; returns (failures, notices)."""
         notices: list[str] = []
-        failures = run_jobs(self.synth, jobs, read_song=functools.partial(read_midi, limits=limits),
-                            settings=settings, progress=False, batch_size=batch_size, notify=notices.append)
+        failures = run_jobs(self.synth, plan, progress=False, batch_size=batch_size, notify=notices.append)
         return failures, notices
 
 
@@ -89,7 +87,7 @@ def render_on_ray(
     settings: OutputSettings | None = None,
     vocoder: str | None = None,
     batch_size: int = 1,
-    extension: str = ".wav",
+    extension: str | None = None,
     skip_existing: bool = False,
     allow_pickle: bool = False,
     limits: SongLimits = DEFAULT_LIMITS,
@@ -101,7 +99,8 @@ def render_on_ray(
     GPUs" (one GPU per worker); num_workers: None means one per GPU, or one per `cpus_per_worker` CPUs (each
     worker runs torch on that many threads), never more than there are chunks of `batch_size` songs;
     options: sampling (`RenderOptions`); settings: how audio is written (`OutputSettings`: sample rate, format,
-    loudness, stems, overwrite); extension: the outputs' suffix (.wav, .flac, .ogg); limits: the songs refused
+    loudness, stems, overwrite); extension: the outputs' suffix (.wav, .flac, .ogg; None: the
+    settings' container's, else .wav); limits: the songs refused
     (`SongLimits`: longer than 4 h or of over a million events by default); skip_existing: leave complete outputs
     alone (an empty, truncated or other-format file is rendered again). Bad MIDI files and
     unwritable outputs are listed in the summary and the rest renders; a model that fails to load raises ValueError.
@@ -111,12 +110,12 @@ def render_on_ray(
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)  # an existing directory: every input's output goes below it
-    jobs = plan_jobs([str(item) for item in inputs], str(output_dir), extension=extension)
-    settings = settings or OutputSettings()
     notices: list[str] = []
-    todo = unfinished(jobs, settings, notices.append) if skip_existing else jobs
+    plan = plan_render([str(item) for item in inputs], str(output_dir), settings, limits=limits,
+                       skip_existing=skip_existing, notify=notices.append, extension=extension)
+    todo = plan.jobs
     if not todo:
-        return RenderSummary(len(jobs), len(jobs), [], notices)
+        return RenderSummary(plan.planned, plan.skipped, [], notices)
     if not ray.is_initialized():
         ray.init()
     resources = ray.cluster_resources()
@@ -134,11 +133,11 @@ def render_on_ray(
                 raise ValueError(f"the render workers cannot load the model: {error}")
         pool = ActorPool(workers)
         for chunk_failures, chunk_notices in pool.map_unordered(
-            lambda worker, chunk: worker.render.remote(chunk, settings, batch_size, limits), chunks
+            lambda worker, chunk: worker.render.remote(replace(plan, jobs=chunk), batch_size), chunks
         ):
             failures += chunk_failures
             notices += chunk_notices
     finally:
         for worker in workers:
             ray.kill(worker)
-    return RenderSummary(len(jobs), len(jobs) - len(todo), sorted(failures, key=lambda f: f.name), notices)
+    return RenderSummary(plan.planned, plan.skipped, sorted(failures, key=lambda f: f.name), notices)

@@ -14,7 +14,6 @@ import os
 import stat
 import struct
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from midisynth.files import (
 )
 from midisynth.signals import signals_deferred
 
+STDIO = "-"  # an input or output that is the standard stream
 FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}  # extension -> soundfile container
 EXTENSIONS = {container: extension for extension, container in FORMATS.items()}
 BIT_DEPTHS = {"16": "PCM_16", "24": "PCM_24", "32f": "FLOAT"}  # --bit-depth -> soundfile subtype
@@ -53,9 +53,9 @@ def audio_format(target: str | Path, container: str | None = None, bit_depth: st
     (None: 16, or Vorbis for OGG). Raises OutputError for an unknown extension, an extension that names another
     container, or a bit depth the container cannot hold (FLAC has no float samples; OGG Vorbis has no bit depth).
     """
-    named = "WAV" if str(target) == "-" else FORMATS.get(Path(target).suffix.lower())
+    named = "WAV" if str(target) == STDIO else FORMATS.get(Path(target).suffix.lower())
     if container is not None and named is not None and named != container:
-        where = "standard output is a WAV stream" if str(target) == "-" else f"its extension means {named}"
+        where = "standard output is a WAV stream" if str(target) == STDIO else f"its extension means {named}"
         raise OutputError(f"{target}: --format {container.lower()} does not fit ({where})")
     container = container or named
     if container is None:
@@ -67,6 +67,18 @@ def audio_format(target: str | Path, container: str | None = None, bit_depth: st
         allowed = ", ".join(CONTAINER_DEPTHS[container]) or "none (Vorbis is lossy)"
         raise OutputError(f"{target}: {container} cannot hold --bit-depth {bit_depth}; bit depths it takes: {allowed}")
     return AudioFormat(container, BIT_DEPTHS[bit_depth])
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """How every job's audio is written."""
+
+    sample_rate: int = SAMPLE_RATE  # Hz (soxr resampling from the model's 16 kHz)
+    container: str | None = None  # WAV, FLAC or OGG; None: each target's extension
+    bit_depth: str | None = None  # 16, 24 or 32f; None: 16 (Vorbis for OGG)
+    loudness_lufs: float | None = None  # integrated loudness to normalise to; None: as rendered
+    stems: bool = False  # also one file per instrument beside the mix
+    overwrite: bool = False
 
 
 def resample_stream(chunks: Iterable[np.ndarray], rate: int) -> Iterator[np.ndarray]:
@@ -191,8 +203,10 @@ class _ErrorKeepingFile:
         return self.raw.tell()
 
 
-def check_writable(path: Path, overwrite: bool, encoding: AudioFormat | None = None) -> None:
-    """Raise OutputError if `path` exists and may not be replaced, or is something audio cannot be written into.
+def check_writable(path: Path, overwrite: bool, encoding: AudioFormat | None = None,
+                   hint: str = "pass --overwrite to replace it") -> None:
+    """Raise OutputError if `path` exists and may not be replaced (the message ends with `hint`), or is something a
+    file cannot be written into.
 
     Devices and named pipes are written into (no --overwrite needed); a pipe takes only a WAV stream (`encoding`),
     since FLAC and OGG headers are completed last."""
@@ -211,24 +225,7 @@ def check_writable(path: Path, overwrite: bool, encoding: AudioFormat | None = N
     if stat.S_ISFIFO(mode) and encoding is not None and encoding.container != "WAV":
         raise OutputError(f"{path}: a named pipe takes a WAV stream only, not {encoding.container} (use --format wav)")
     if stat.S_ISREG(mode) and not overwrite:
-        raise OutputError(f"{path}: already exists (pass --overwrite to replace it, or --skip-existing)")
-
-
-def check_creatable(path: Path) -> None:
-    """Raise OutputError unless a file can be written at `path` (its directory exists and takes new files, and
-    `path` is not a directory): checked before long work whose result would otherwise be lost."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise OutputError(f"{path}: is a directory")
-    if not directory.is_dir():
-        raise OutputError(f"{path}: {directory} {'is a file' if directory.exists() else 'does not exist'}")
-    try:
-        fd, probe = tempfile.mkstemp(dir=directory, prefix=".midisynth-", suffix=".part")
-    except OSError as err:
-        raise OutputError(f"{path}: cannot write in {directory} ({err.strerror or err})") from None
-    os.close(fd)
-    os.unlink(probe)
+        raise OutputError(f"{path}: already exists ({hint})")
 
 
 def _write_into(path: Path, chunks: Iterable[np.ndarray], num_samples: int | None, sample_rate: int,
@@ -249,7 +246,7 @@ def _write_into(path: Path, chunks: Iterable[np.ndarray], num_samples: int | Non
         raise OutputError(f"{path}: write failed ({getattr(err, 'strerror', None) or err})") from None
 
 
-def _encode(raw: io.RawIOBase, chunks: Iterable[np.ndarray], sample_rate: int, encoding: AudioFormat) -> int:
+def _encode(raw: io.FileIO, chunks: Iterable[np.ndarray], sample_rate: int, encoding: AudioFormat) -> int:
     """Encode audio chunks into a seekable binary file with libsndfile; returns the samples written.
 
     libsndfile writes through Python callbacks, so its calls run with signals deferred (see midisynth.signals)."""
@@ -273,18 +270,16 @@ def _encode(raw: io.RawIOBase, chunks: Iterable[np.ndarray], sample_rate: int, e
     return written
 
 
-def write_audio_file(path: Path, chunks: Iterable[np.ndarray], overwrite: bool = False,
-                     sample_rate: int = SAMPLE_RATE, encoding: AudioFormat | None = None,
-                     num_samples: int | None = None) -> int:
-    """Write audio chunks (float32, mono, `sample_rate` Hz) to `path` atomically; returns the samples written.
+def write_audio_file(path: Path, chunks: Iterable[np.ndarray], encoding: AudioFormat, overwrite: bool = False,
+                     sample_rate: int = SAMPLE_RATE, num_samples: int | None = None) -> int:
+    """Write audio chunks (float32, mono, `sample_rate` Hz) to `path` in `encoding` (`audio_format`) atomically;
+    returns the samples written. Samples are clipped to [-1, 1].
 
-    `encoding` defaults to the extension's container at 16 bits; samples are clipped to [-1, 1]. Without
-    `overwrite`, an existing file is kept (OutputError), also one that appears while the audio is written.
-    A device or named pipe at `path` is written into (a pipe gets a WAV stream of `num_samples` samples).
+    Without `overwrite`, an existing file is kept (OutputError once the audio is written, also for one that appears
+    meanwhile): callers check `path` with `check_writable` before they make the audio. A device or named pipe at
+    `path` is written into (a pipe gets a WAV stream of `num_samples` samples).
     """
     path = Path(path)
-    encoding = encoding or audio_format(path)
-    check_writable(path, overwrite, encoding)
     if is_special_file(path):
         return _write_into(path, chunks, num_samples, sample_rate, encoding)
     directory = path.parent if str(path.parent) else Path(".")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,6 @@ import numpy as np
 from midisynth.constants import FRAME_RATE, MAX_LOG_MEL, MIN_LOG_MEL, N_MELS
 from midisynth.extras import import_extra
 from midisynth.files import make_output_directory, write_atomic
-from midisynth.jobs.plan import STDIO, Job, UsageError
 from midisynth.score.midi import Song
 from midisynth.score.stems import instruments
 
@@ -19,22 +17,6 @@ SPECTROGRAM_INCHES = 3.5
 LANE_INCHES = 0.45  # height of one instrument's lane
 AXIS_INCHES = 0.8  # time axis, its label and margins
 DPI = 100
-
-
-def plot_paths(jobs: list[Job], plot: str) -> dict[str, Path]:
-    """Where each job's plot goes (target -> .png path).
-
-    One job: `plot` itself, unless it is a directory. Several jobs: `plot` is a directory (created when missing)
-    that mirrors the targets below their common folder, each target's name with .png.
-    """
-    where = Path(plot)
-    if len(jobs) == 1 and not where.is_dir() and not plot.endswith(("/", "\\")):
-        return {jobs[0].target: where}
-    if where.is_file() or (not where.exists() and where.suffix.lower() == ".png"):
-        raise UsageError(f"--plot {plot}: the plots of several inputs go in a directory, and this names a file")
-    targets = {job.target: Path(os.path.abspath("stdout.wav" if job.target == STDIO else job.target)) for job in jobs}
-    common = Path(os.path.commonpath([path.parent for path in targets.values()]))
-    return {target: where / path.relative_to(common).with_suffix(".png") for target, path in targets.items()}
 
 
 def save_plot(path: Path, features: np.ndarray, song: Song) -> None:

@@ -10,51 +10,41 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
-from contextlib import ExitStack, nullcontext
+from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from rich.progress import TaskID
 
 from midisynth.audio import NonFiniteError, check_finite
-from midisynth.constants import N_MELS, SAMPLE_RATE
-from midisynth.files import is_special_file, make_output_directory, save_npy_atomic
+from midisynth.files import check_creatable, is_special_file, make_output_directory, save_npy_atomic
 from midisynth.jobs.loudness import LoudnessMeter, Normalization, limited_blocks, normalization
 from midisynth.jobs.output import (
+    STDIO,
     OutputError,
-    audio_file_problem,
-    audio_format,
-    check_creatable,
+    OutputSettings,
     check_writable,
     resample_stream,
     resampled_length,
     write_audio_file,
     write_wav_stream,
 )
-from midisynth.jobs.plan import STDIO, Job
+from midisynth.jobs.plan import Job, RenderPlan
+from midisynth.progress import progress_bars
 from midisynth.render.pipeline import Synthesizer
 from midisynth.score.midi import MidiError, Song
 from midisynth.score.stems import instruments, stem_path, stem_song
+from midisynth.score.tokens import num_windows
 
 
 @dataclass(frozen=True)
 class RenderFailure:
     name: str
     message: str
-
-
-@dataclass(frozen=True)
-class OutputSettings:
-    """How every job's audio is written."""
-
-    sample_rate: int = SAMPLE_RATE  # Hz (soxr resampling from the model's 16 kHz)
-    container: str | None = None  # WAV, FLAC or OGG; None: each target's extension
-    bit_depth: str | None = None  # 16, 24 or 32f; None: 16 (Vorbis for OGG)
-    loudness_lufs: float | None = None  # integrated loudness to normalise to; None: as rendered
-    stems: bool = False  # also one file per instrument beside the mix
-    overwrite: bool = False
 
 
 class JobOutputs:
@@ -68,10 +58,11 @@ class JobOutputs:
         self.parts: list[tuple[Song, str]] = [(song, job.target)]
         if settings.stems:
             self.parts += [(stem_song(song, inst), str(stem_path(job.target, inst))) for inst in instruments(song)]
-        self._encodings = [audio_format(target, settings.container, settings.bit_depth) for _, target in self.parts]
-        for (_, target), encoding in zip(self.parts, self._encodings, strict=True):  # fail before rendering
+        self.encoding = job.encoding  # the mix's and its stems' (their names end as the mix's)
+        for _, target in self.parts:  # fail before rendering
             if target != STDIO:
-                check_writable(Path(target), self.overwrite, encoding)
+                check_writable(Path(target), self.overwrite, self.encoding, "pass --overwrite to replace it, or "
+                               "--skip-existing")
         for extra in (mel_out, plot):  # a plot's missing folders are made when it is saved
             if extra is not None and not is_special_file(extra) and (extra == mel_out or Path(extra).parent.is_dir()):
                 check_creatable(Path(extra))
@@ -115,7 +106,7 @@ class JobOutputs:
     def finish(self, mel_parts: list[np.ndarray]) -> Normalization | None:
         """Second loudness pass (if any), then the spectrogram and plot from the mix's `mel_parts` [frames, 128]."""
         result = None
-        if self.settings.loudness_lufs is not None:
+        if self.settings.loudness_lufs is not None and self._mix_meter is not None:
             result = normalization(self._unscaled[0][0], self._mix_meter.integrated_lufs(), self.settings.loudness_lufs)
             for part, (unscaled, num_samples) in sorted(self._unscaled.items()):
                 self._write_final(part, limited_blocks(unscaled, result.gain), num_samples)
@@ -130,12 +121,12 @@ class JobOutputs:
         return result
 
     def _write_final(self, part: int, chunks: Iterable[np.ndarray], num_samples: int) -> None:
-        target, encoding, rate = self.parts[part][1], self._encodings[part], self.settings.sample_rate
+        target, rate = self.parts[part][1], self.settings.sample_rate
         if target == STDIO:
-            write_wav_stream(chunks, num_samples, sample_rate=rate, subtype=encoding.subtype)
+            write_wav_stream(chunks, num_samples, sample_rate=rate, subtype=self.encoding.subtype)
             return
         make_output_directory(Path(target).parent, target)
-        write_audio_file(Path(target), chunks, overwrite=self.overwrite, sample_rate=rate, encoding=encoding,
+        write_audio_file(Path(target), chunks, self.encoding, overwrite=self.overwrite, sample_rate=rate,
                          num_samples=num_samples)
 
     def _temporary_file(self, target: str) -> Path:
@@ -150,108 +141,6 @@ class JobOutputs:
         os.close(fd)
         self._cleanup.callback(Path(name).unlink, missing_ok=True)
         return Path(name)
-
-
-def unfinished(jobs: list[Job], settings: OutputSettings, notify: Callable[[str], None] | None = None,
-               mel_out: Path | None = None, plots: Mapping[str, Path] | None = None,
-               read_song: Callable[[str], Song] | None = None) -> list[Job]:
-    """The jobs `--skip-existing` keeps: those writing to standard output, and those with an output not yet
-    complete. A job's outputs are its mix, a complete audio file of the settings' format and rate; with
-    `settings.stems` each of its song's stems, likewise (`read_song` reads the song to list them); its spectrogram
-    `mel_out` (.npy [frames, 128]) and its plot (`plots`, by target). A job with some of its outputs there is kept
-    to write them all again (the same seed gives the same audio), and `notify` hears why."""
-    kept = []
-    for job in jobs:
-        if job.target == STDIO:
-            kept.append(job)
-            continue
-        outputs = _job_outputs(job, settings, mel_out, (plots or {}).get(job.target), read_song)
-        problems = [(path, problem) for path, problem in outputs.items() if problem is not None]
-        if not problems:
-            continue
-        if not any(os.path.lexists(path) for path in outputs):
-            kept.append(job)
-            continue
-        if notify is not None:
-            (path, problem), count = problems[0], len(problems)
-            if count == 1 and path == job.target:
-                notify(f"{path}: {problem}; rendering it again")
-            else:
-                notify(f"{job.target}: {count} of its {len(outputs)} outputs not complete ({path}: {problem}); "
-                       "rendering it again")
-        kept.append(replace(job, redo=True))
-    return kept
-
-
-def _job_outputs(job: Job, settings: OutputSettings, mel_out: Path | None, plot: Path | None,
-                 read_song: Callable[[str], Song] | None) -> dict[str, str | None]:
-    """Each output of a job (mix, stems, spectrogram, plot) -> why it is not complete ("missing", "exists but is
-    truncated", ...), or None for one that is. Stems are listed only from a song that can be read here: standard
-    input cannot be read twice, and a file that cannot be read fails its render with the reason."""
-    audio = [job.target]
-    if settings.stems and job.source != STDIO and read_song is not None:
-        try:
-            audio += [str(stem_path(job.target, inst)) for inst in instruments(read_song(job.source))]
-        except (MidiError, OSError):
-            pass
-    outputs = {}
-    for target in audio:
-        problem = audio_file_problem(target, audio_format(target, settings.container, settings.bit_depth),
-                                     settings.sample_rate)
-        outputs[target] = _missing_or(target, problem)
-    if mel_out is not None:
-        outputs[str(mel_out)] = _missing_or(mel_out, _spectrogram_problem(mel_out))
-    if plot is not None:
-        outputs[str(plot)] = None if os.path.isfile(plot) else "missing"
-    return outputs
-
-
-def _missing_or(path: str | Path, problem: str | None) -> str | None:
-    """"missing" for a path that does not exist, else `problem` said of an existing file (None: none)."""
-    if not os.path.lexists(path):
-        return "missing"
-    return None if problem is None else f"exists but is {problem}"
-
-
-def _spectrogram_problem(path: Path) -> str | None:
-    """Why `path` is not a spectrogram that `--mel-out` writes (.npy of [frames, 128]), or None when it is one."""
-    try:
-        features = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError):
-        return "not a .npy array"
-    if features.ndim != 2 or features.shape[1] != N_MELS:
-        return f"an array of shape {features.shape}, not [frames, {N_MELS}]"
-    return None
-
-
-def _progress():
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=False,
-    )
-
-
-def render_job(synth: Synthesizer, outputs: JobOutputs,
-               on_window: Callable[[int, int], None] | None) -> Normalization | None:
-    """Render a job's parts one after another, each streamed window by window; progress counts all parts."""
-    mel_parts: list[np.ndarray] = []
-    count = len(outputs.parts)
-    for part, (notes, _) in enumerate(outputs.parts):
-        def progress(done: int, total: int, part=part) -> None:
-            if on_window is not None:
-                on_window(part * total + done, count * total)
-
-        sink = mel_parts.append if part == 0 and outputs.wants_mel else None
-        outputs.write(part, synth.stream(notes, on_window=progress, mel_sink=sink), synth.num_samples(notes))
-    return outputs.finish(mel_parts)
-
-
-def _report(job: Job, result: Normalization | None, notify: Callable[[str], None] | None) -> None:
-    if result is not None and result.warning and notify is not None:
-        notify(f"{job.name}: {result.warning}")
 
 
 def _read(synth: Synthesizer, job: Job, read_song: Callable[[str], Song],
@@ -269,104 +158,107 @@ def _read(synth: Synthesizer, job: Job, read_song: Callable[[str], Song],
 MAX_BATCH_SIZE = 32
 
 
-def _batched(
+def _render_batch(
     synth: Synthesizer,
-    jobs: list[Job],
-    read_song: Callable[[str], Song],
-    settings: OutputSettings,
-    plots: Mapping[str, Path],
+    plan: RenderPlan,
+    together: bool,
     failures: list[RenderFailure],
     notify: Callable[[str], None] | None,
     on_window: Callable[[int, int], None],
     on_file: Callable[[], None],
 ) -> None:
-    """Render jobs as one batch of songs (windows of different songs, stems included, share network calls)."""
+    """Render jobs: their songs (each mix, and its stems) generated `together` in one batch (a song's audio is
+    written when its spectrogram is complete), or one song after another, each written window by window."""
+
+    def fail(job: Job, message: str) -> None:
+        failures.append(RenderFailure(job.name, message))
+        on_file()
+
     with ExitStack() as stack:
         opened: list[tuple[Job, JobOutputs]] = []
-        for job in jobs:
+        for job in plan.jobs:
             try:
-                outputs = JobOutputs(job, _read(synth, job, read_song, notify), settings, plot=plots.get(job.target))
+                outputs = JobOutputs(job, _read(synth, job, plan.read_song, notify), plan.settings, plan.mel_out,
+                                     plan.plots.get(job.target))
                 opened.append((job, stack.enter_context(outputs)))
             except (MidiError, OutputError) as err:
-                failures.append(RenderFailure(job.name, str(err)))
-                on_file()
-        flat = [(k, part) for k, (_, outputs) in enumerate(opened) for part in range(len(outputs.parts))]
-        songs = [opened[k][1].parts[part][0] for k, part in flat]
-        remaining = [len(outputs.parts) for _, outputs in opened]  # parts still to write; 0 once failed or done
-        mix_mels: dict[int, list[np.ndarray]] = {}
-        for position, features in synth.spectrogram_songs(songs, on_window=on_window):
-            k, part = flat[position]
-            job, outputs = opened[k]
-            if remaining[k] == 0:
-                continue
-            try:
-                outputs.write(part, synth.vocode(songs[position], features), synth.num_samples(songs[position]))
-                if part == 0 and outputs.wants_mel:
-                    mix_mels[k] = features
-                remaining[k] -= 1
-                if remaining[k] == 0:
-                    _report(job, outputs.finish(mix_mels.pop(k, [])), notify)
-                    on_file()
-            except (OutputError, NonFiniteError) as err:
-                failures.append(RenderFailure(job.name, str(err)))
-                remaining[k] = 0
-                on_file()
+                fail(job, str(err))
+            except OSError as err:  # reading standard input
+                fail(job, f"{err.filename or 'input'}: {err.strerror or err}")
+        parts = [(k, part) for k, (_, outputs) in enumerate(opened) for part in range(len(outputs.parts))]
+        left = [len(outputs.parts) for _, outputs in opened]  # parts still to write; 0 once failed or done
+        mix_mels: list[list[np.ndarray]] = [[] for _ in opened]
+        total = sum(num_windows(opened[k][1].parts[part][0].duration) for k, part in parts)
+        done = 0  # windows of the groups already rendered
+        for group in [parts] if together else [[one] for one in parts]:
+            group = [(k, part) for k, part in group if left[k] > 0]
+            songs = [opened[k][1].parts[part][0] for k, part in group]
+            for position, features in synth.spectrogram_songs(songs, on_window=partial(_offset, on_window, done, total)):
+                k, part = group[position]
+                job, outputs = opened[k]
+                if left[k] == 0:
+                    continue
+                try:
+                    sink = mix_mels[k].append if part == 0 and outputs.wants_mel else None
+                    outputs.write(part, synth.vocode(songs[position], features, sink), synth.num_samples(songs[position]))
+                    left[k] -= 1
+                    if left[k] == 0:
+                        _report(job, outputs.finish(mix_mels[k]), notify)
+                        on_file()
+                except (OutputError, NonFiniteError) as err:
+                    left[k] = 0
+                    fail(job, str(err))
+            done += sum(num_windows(song.duration) for song in songs)
+
+
+def _offset(on_window: Callable[[int, int], None], before: int, total: int, done: int, _: int) -> None:
+    """`on_window` told of `done` windows after `before` others, of `total` in all."""
+    on_window(before + done, total)
+
+
+def _report(job: Job, result: Normalization | None, notify: Callable[[str], None] | None) -> None:
+    if result is not None and result.warning and notify is not None:
+        notify(f"{job.name}: {result.warning}")
 
 
 def run_jobs(
     synth: Synthesizer,
-    jobs: list[Job],
-    read_song: Callable[[str], Song],
-    settings: OutputSettings | None = None,
-    mel_out: Path | None = None,
-    plots: Mapping[str, Path] | None = None,
+    plan: RenderPlan,
     progress: bool = True,
     batch_size: int = 1,
     notify: Callable[[str], None] | None = None,
 ) -> list[RenderFailure]:
-    """Render every job; returns the failures (bad MIDI, unwritable output, NaN or infinite spectrogram or audio),
-    each with a one-line reason.
+    """Render every job of `plan` (`midisynth.jobs.plan.plan_render`); returns the failures (bad MIDI, unwritable
+    output, NaN or infinite spectrogram or audio), each with a one-line reason.
 
-    `plots` maps a job's target to its plot's path; `notify` receives warnings that are not failures (a loudness
-    target missed to avoid clipping). With `batch_size` > 1, that many songs are generated together (faster per
-    song; audio is written when each song's spectrogram is complete rather than window by window), at most
-    MAX_BATCH_SIZE (a larger one is lowered to it, with a notice).
+    `notify` receives warnings that are not failures (a loudness target missed to avoid clipping). With
+    `batch_size` > 1 and several jobs, the songs of that many jobs are generated together (faster per song; audio is
+    written when each song's spectrogram is complete rather than window by window), at most MAX_BATCH_SIZE jobs (a
+    larger number is lowered to it, with a notice).
     """
-    settings, plots = settings or OutputSettings(), plots or {}
+    jobs = plan.jobs
     if batch_size > MAX_BATCH_SIZE:
         if notify is not None:
             notify(f"--batch-size {batch_size} lowered to {MAX_BATCH_SIZE}, the most songs generated together (each "
                    "holds its song, spectrogram and open outputs in memory until the batch ends)")
         batch_size = MAX_BATCH_SIZE
+    if len(jobs) == 1:
+        batch_size = 1  # its mix and stems one after another, each streamed
     failures: list[RenderFailure] = []
-    with _progress() if progress else nullcontext() as bar:
-        files_task = bar.add_task("files", total=len(jobs)) if bar and len(jobs) > 1 else None
-        if batch_size > 1 and len(jobs) > 1:
-            windows_task = bar.add_task("windows", total=None) if bar else None
-            for first in range(0, len(jobs), batch_size):
-                _batched(
-                    synth, jobs[first : first + batch_size], read_song, settings, plots, failures, notify,
-                    on_window=lambda done, total: bar and bar.update(windows_task, completed=done, total=total),
-                    on_file=lambda: bar and bar.update(files_task, advance=1),
-                )
-            return failures
-        for job in jobs:
-            window_task = bar.add_task(Path(job.name).name, total=None) if bar else None
+    with progress_bars(progress) as bars:
+        files_task = bars.add_task("files", total=len(jobs)) if len(jobs) > 1 else None
+        for first in range(0, len(jobs), batch_size):
+            batch = jobs[first : first + batch_size]
+            task = bars.add_task(Path(batch[0].name).name if batch_size == 1 else "windows", total=None)
 
-            def on_window(done: int, total: int, task=window_task) -> None:
-                if bar is not None:
-                    bar.update(task, completed=done, total=total)
+            def on_window(done: int, total: int, task: TaskID = task) -> None:
+                bars.update(task, completed=done, total=total)
 
-            try:
-                song = _read(synth, job, read_song, notify)
-                with JobOutputs(job, song, settings, mel_out, plots.get(job.target)) as outputs:
-                    _report(job, render_job(synth, outputs, on_window), notify)
-            except (MidiError, OutputError, NonFiniteError) as err:
-                failures.append(RenderFailure(job.name, str(err)))
-            except OSError as err:  # reading standard input
-                failures.append(RenderFailure(job.name, f"{err.filename or 'input'}: {err.strerror or err}"))
-            if bar is not None:
+            def on_file() -> None:
                 if files_task is not None:
-                    bar.update(files_task, advance=1)
-                    bar.remove_task(window_task)
+                    bars.update(files_task, advance=1)
+
+            _render_batch(synth, replace(plan, jobs=batch), batch_size > 1, failures, notify, on_window, on_file)
+            if files_task is not None:
+                bars.remove_task(task)
     return failures

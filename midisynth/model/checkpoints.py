@@ -19,21 +19,19 @@ import hashlib
 import json
 import math
 import re
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.overrides import TorchFunctionMode
 
 from midisynth.constants import DIFFUSERS_MODULES
 from midisynth.files import OutputError, atomic_path, make_output_directory
 from midisynth.model.config import ModelConfig
 from midisynth.model.networks import SpectrogramDiffusion, tensor_shapes
-from midisynth.render.samplers import DIFFUSERS_SAMPLING, SamplingDefaults, default_sampling
+from midisynth.model.samplers import DIFFUSERS_SAMPLING, SamplingDefaults, default_sampling
 
 FORMAT_TAG = "midisynth.spectrogram-diffusion/1"
 _OUR_PREFIX = {"notes_encoder": "notes_encoder.", "continuous_encoder": "context_encoder.", "decoder": "decoder."}
@@ -78,14 +76,10 @@ class Checkpoint:
 
     model: SpectrogramDiffusion
     source: Path
+    sampling: SamplingDefaults  # how the model is meant to be sampled
     vocoder_path: Path | None = None  # an ONNX or bundled vocoder found beside the weights
     partials_path: Path | None = None  # the fitted partials model (midisynth.model.partials) found beside the weights
     metadata: dict[str, str] = field(default_factory=dict)
-    sampling: SamplingDefaults | None = None  # how the model is meant to be sampled; None: by its prediction type
-
-    def __post_init__(self) -> None:
-        if self.sampling is None:
-            self.sampling = default_sampling(self.model.cfg.prediction)
 
 
 def diffusers_name(module: str, name: str) -> str:
@@ -171,24 +165,7 @@ def _read_module_weights(folder: Path, allow_pickle: bool) -> dict[str, torch.Te
     raise CheckpointError(f"{folder}: no diffusion_pytorch_model.safetensors (or .bin) weights")
 
 
-_RANDOM_INITS = ("kaiming_uniform_", "uniform_", "normal_")  # what nn.Linear and nn.Embedding draw their weights with
-_SKIPPING_INIT = threading.Lock()  # one model made at a time with the initialisers switched off
 _MAX_TENSOR_BYTES = 2**63 - 1  # torch counts a tensor's bytes in a signed 64-bit integer
-
-
-@contextmanager
-def _initialisers_off() -> Iterator[None]:
-    """torch.nn.init's random initialisers do nothing in the block, as model hubs' loaders do it, for networks whose
-    every tensor is filled next (so a module another thread initialises in that moment would skip its draw too)."""
-    with _SKIPPING_INIT:
-        saved = {name: getattr(torch.nn.init, name) for name in _RANDOM_INITS}
-        for name in _RANDOM_INITS:
-            setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
-        try:
-            yield
-        finally:
-            for name, init in saved.items():
-                setattr(torch.nn.init, name, init)
 
 
 def _network_shapes(cfg: ModelConfig, tensors: int, source: str) -> dict[str, tuple[int, ...]]:
@@ -229,12 +206,24 @@ def _check_state(state: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ..
 def _load_state(cfg: ModelConfig, state: dict[str, torch.Tensor], source: str) -> SpectrogramDiffusion:
     """`cfg`'s networks holding `state`, which is checked first (`_check_state`) against the shapes the config asks
     for: a config that asks for more than the weights hold is refused before anything is allocated. The networks
-    are made without drawing the random weights that `state` replaces (a tenth of a second on a CPU)."""
+    are made without drawing random weights (`_SkipInitialisers`) and take `state`'s tensors as their own."""
     _check_state(state, _network_shapes(cfg, len(state), source), source)
-    with _initialisers_off():
+    with _SkipInitialisers():
         model = SpectrogramDiffusion(cfg)
-    model.load_state_dict({k: v.float() for k, v in state.items()})
+    model.load_state_dict({k: v.float().contiguous() for k, v in state.items()}, assign=True)
     return model
+
+
+class _SkipInitialisers(TorchFunctionMode):
+    """While active, in this thread only, torch.nn.init's functions leave their tensor as it is: for networks whose
+    every tensor is replaced next. (The meta device would skip the memory too, but its reference kernels import
+    torch's compiler, which costs more than the initialisers.)"""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
 
 
 def load_diffusers(root: str | Path, allow_pickle: bool = False) -> Checkpoint:
@@ -318,8 +307,8 @@ def load_model_file(path: str | Path, expected_sha256: str | None = None) -> Che
         cfg = ModelConfig.from_dict(json.loads(meta["model_config"]))
     except (KeyError, json.JSONDecodeError, ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: invalid model config in metadata ({err})") from None
-    try:
-        sampling = SamplingDefaults.from_json(meta["sampling"]) if "sampling" in meta else None  # older files: none
+    try:  # older files state none: those of the model's prediction type
+        sampling = SamplingDefaults.from_json(meta["sampling"]) if "sampling" in meta else default_sampling(cfg.prediction)
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
     model = _load_state(cfg, state, str(path))

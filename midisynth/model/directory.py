@@ -21,7 +21,7 @@ import torch
 from midisynth.files import atomic_path, save_text_atomic
 from midisynth.model.checkpoints import Checkpoint, CheckpointError, file_sha256, load_model_file, save_model
 from midisynth.model.networks import SpectrogramDiffusion
-from midisynth.render.samplers import SamplingDefaults
+from midisynth.model.samplers import SamplingDefaults
 
 MANIFEST_NAME = "manifest.json"
 MODEL_FILE = "model.safetensors"

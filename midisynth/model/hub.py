@@ -9,7 +9,7 @@ reads); `HF_HUB_OFFLINE=1` refuses downloads. This module does not import torch.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from midisynth.constants import DIFFUSERS_MODULES
@@ -95,6 +95,15 @@ def files_to_fetch(repo_files: list[str], hub_id: HubId) -> list[str]:
                            f"{' or '.join(_WEIGHT_FILES)})")
         wanted += [config, weights[0]]
     return wanted + sorted(name for name in repo_files if name.startswith(_VOCODER_FOLDER))
+
+
+def requested_hub_id(text: str, revision: str | None = None) -> HubId:
+    """The hub id `text` (owner/name[@revision]) at `revision` when given; ValueError (not a HubError) for text that
+    is not a hub id, or that names another revision."""
+    hub_id = parse_hub_id(text)
+    if hub_id is None or revision and hub_id.revision not in (None, revision):
+        raise ValueError(f"{text}: expected a hub id owner/name[@revision] (and no second, different --revision)")
+    return replace(hub_id, revision=revision or hub_id.revision)
 
 
 def download(hub_id: HubId) -> Path:

@@ -18,6 +18,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 from fnmatch import fnmatch
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -25,6 +26,7 @@ from torch import nn
 # Module-name patterns of the Linear layers that stay fp32 (see the module docstring).
 KEEP_FP32 = ("decoder.blocks.*.ff.wo", "decoder.input_proj", "decoder.output_proj", "decoder.cue_proj",
              "decoder.time_mlp.*", "decoder.blocks.*_film.*")
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 _QMAX = 127.5  # half the int8 range: the symmetric scale that maps a channel's largest |weight| onto it
 
 
@@ -60,7 +62,7 @@ def packed_int8(linear: nn.Linear) -> torch.ScriptObject:
     return torch.ops.quantized.linear_prepack(quantized, bias)
 
 
-def int8_linear(model: nn.Module, keep_fp32: tuple[str, ...] = KEEP_FP32) -> nn.Module:
+def int8_linear(model: ModuleT, keep_fp32: tuple[str, ...] = KEEP_FP32) -> ModuleT:
     """A copy of `model` whose nn.Linear layers, except those named by `keep_fp32` (fnmatch patterns), are
     `Int8Linear`s; it shares every other tensor with `model`, which stays as it is."""
     copy = deepcopy(model, {id(t): t for t in itertools.chain(model.parameters(), model.buffers())})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -121,7 +122,8 @@ _GELU_TANH_SCALE = 2.0 * math.sqrt(2.0 / math.pi)
 
 def gated_gelu(x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
     """gelu_tanh(x) * gate. Rendering in fp32 on a CPU computes gelu_tanh(x) = x sigmoid(2 sqrt(2 / pi) (x +
-    0.044715 x^3)), the same function, in place: torch's CPU tanh kernel takes twice as long as that whole chain.
+    0.044715 x^3)), the same function, in place: torch's CPU tanh kernel is slower than that whole chain
+    (docs/cpu_paths.md).
     Training (which needs the graph), CUDA (where one fused kernel wins) and half precisions (each step of the chain
     would round) use F.gelu."""
     if x.requires_grad or gate.requires_grad or x.is_cuda or x.dtype != torch.float32:
@@ -183,6 +185,8 @@ class TransformerEncoder(nn.Module):
 class NotesEncoder(nn.Module):
     """Encodes a window's event tokens [batch, tokens] (PAD = 0 is masked) -> [batch, tokens, d_model]."""
 
+    position_table: torch.Tensor  # [positions, d_model] sinusoids (a buffer)
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.d_model)
@@ -197,6 +201,8 @@ class NotesEncoder(nn.Module):
 
 class ContextEncoder(nn.Module):
     """Encodes the previous window's spectrogram [batch, 256, 128] (network range) -> [batch, 256, d_model]."""
+
+    position_table: torch.Tensor  # [positions, d_model] sinusoids (a buffer)
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -269,6 +275,8 @@ class FilmDecoder(nn.Module):
     """Predicts, for a noisy window x_t [batch, 256, 128] at noise time t, what `ModelConfig.prediction` names: the
     noise ε (the paper's objective) or v = α ε − σ x0 (the bundled model's), from the window's conditioning."""
 
+    position_table: torch.Tensor  # [positions, d_model] sinusoids (a buffer)
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -277,7 +285,7 @@ class FilmDecoder(nn.Module):
             nn.Linear(d, 4 * d, bias=False), nn.SiLU(), nn.Linear(4 * d, 4 * d, bias=False), nn.SiLU()
         )
         self.input_proj = nn.Linear(cfg.input_dims, d, bias=False)
-        self.cue_proj = None
+        self.cue_proj: nn.Linear | None = None
         if cfg.cue_dims:  # starts at zero: a model fine-tuned to use the cue starts as the one it came from
             self.cue_proj = nn.Linear(cfg.cue_dims, d, bias=False)
             nn.init.zeros_(self.cue_proj.weight)
@@ -299,10 +307,13 @@ class FilmDecoder(nn.Module):
         if self.cue_proj is not None and note_cue is None:
             raise ValueError(f"this model needs a per-frame note cue ({self.cfg.cue_dims} wide, midisynth.model.note_inputs)")
         return WindowConditioning(
-            keys_values=[block.cross_attn.keys_values(encoded) for block in self.blocks],
+            keys_values=[block.cross_attn.keys_values(encoded) for block in self._blocks()],
             bias=attention_bias(mask, encoded.dtype),
-            note_cue=None if note_cue is None else self.cue_proj(note_cue.to(encoded.dtype)),
+            note_cue=None if note_cue is None or self.cue_proj is None else self.cue_proj(note_cue.to(encoded.dtype)),
         )
+
+    def _blocks(self) -> list[DecoderBlock]:
+        return cast(list[DecoderBlock], list(self.blocks))
 
     def noise_modulation(self, noise_time: torch.Tensor, dtype: torch.dtype) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """All the decoder takes from the noise times `noise_time` [batch] in [0, 1]: per block, its FiLM scales and
@@ -311,7 +322,7 @@ class FilmDecoder(nn.Module):
         emb = timestep_embedding(noise_time * self.cfg.max_decoder_noise_time, self.cfg.d_model,
                                  self.cfg.max_decoder_noise_time)
         cond = self.time_mlp(emb.to(dtype))[:, None, :]  # [batch, 1, 4 * d_model]
-        return [block.modulation(cond) for block in self.blocks]
+        return [block.modulation(cond) for block in self._blocks()]
 
     def forward(
         self,

@@ -246,8 +246,8 @@ def note_columns(song: Song, first: int, stop: int, reach: NoteReach | None = No
             curves = _release_curves()[:, release_lo - end:release_hi - end]
             for index, curve in enumerate(curves):
                 add(RELEASE_COLUMN + index * FAMILIES + family, note.pitch, release_lo, at_release * curve)
-    held = [levels for column, levels in pitched.items() if column < HELD_COLUMNS]
-    total = NOTE_LEVEL * _on_mel(sum(held, np.zeros((frames, 128), np.float32)))
+    held_levels = [levels for column, levels in pitched.items() if column < HELD_COLUMNS]
+    total = NOTE_LEVEL * _on_mel(sum(held_levels, np.zeros((frames, 128), np.float32)))
     keep = slice(first - start, None)
     return NoteColumns(
         pitched={c: levels[keep] for c, levels in pitched.items() if levels[keep].any()},

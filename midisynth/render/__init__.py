@@ -1,1 +1,1 @@
-"""Rendering: diffusion samplers and the pipeline that turns a song into log-mel frames, window by window."""
+"""Rendering: the pipeline that turns songs into log-mel frames, window by window, and then into audio."""

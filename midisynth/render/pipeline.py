@@ -5,6 +5,8 @@ The library entry point is `Synthesizer`:
     synth = Synthesizer.from_pretrained()            # bundled default model, CPU or CUDA
     audio = synth.render("song.mid")                  # float32 [samples] at 16 kHz
     for chunk in synth.stream(song): ...              # bounded memory, one window at a time
+
+One loop (`Synthesizer._generate`) makes every spectrogram: a song rendered alone is a batch of one.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
-from copy import deepcopy as copy_module
 from dataclasses import dataclass, replace
 from numbers import Integral
 from pathlib import Path
@@ -30,15 +31,15 @@ from midisynth.constants import (
     WINDOW_FRAMES,
     WINDOW_SECONDS,
 )
+from midisynth.model import samplers
 from midisynth.model.checkpoints import Checkpoint
-from midisynth.model.int8 import int8_linear
+from midisynth.model.low_precision import AUTOCAST_DTYPES, network_in
 from midisynth.model.networks import SpectrogramDiffusion
 from midisynth.model.noise_schedule import eps_from_v
 from midisynth.model.note_inputs import NoteInputs, apply_gain, song_note_inputs
 from midisynth.model.partials import NoteReach, Partials, check_mix, load_partials, mix_log_mel
 from midisynth.model.resolve import resolve_model
 from midisynth.precision import check_precision, hardware, resolve_precision
-from midisynth.render import samplers
 from midisynth.render.silence import SilenceGate
 from midisynth.score.midi import Song, read_midi, type2_notice
 from midisynth.score.tokens import cut_seconds, fit_window, num_windows, pad_tokens, tokenize
@@ -49,7 +50,6 @@ log = logging.getLogger(__name__)  # without logging configured, warnings print 
 FALLBACK_VOCODER = "griffin-lim"  # used when a model ships no vocoder, or its vocoder cannot run here
 RELEASE_TAIL_SECONDS = 1.0  # audio kept after the last note end, for the release of the final notes
 MIN_PADDED_TOKENS = 64  # windows are padded to at least this many tokens (see `padded_length`)
-DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": None}  # autocast dtype of each precision
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class RenderOptions:
     precision: str = DEFAULT_PRECISION
     # Share of the partials model (midisynth.model.partials) in the rendered spectrogram, 0 to 1 (0: the network
     # alone); None takes the partials model's own default, or 0 for a model without one.
-    partials: float | None = None
+    partials_mix: float | None = None
 
     def __post_init__(self) -> None:
         for name, value in (("steps", self.steps), ("seed", self.seed)):
@@ -83,18 +83,23 @@ class RenderOptions:
         if not -(2**63) <= self.seed < 2**64:  # what torch.Generator.manual_seed takes (negative ones wrap around)
             raise ValueError(f"seed {self.seed} does not fit in 64 bits; use 0 to {2**64 - 1}")
         check_precision(self.precision)
-        if self.partials is not None:
-            check_mix(self.partials)
+        if self.partials_mix is not None:
+            check_mix(self.partials_mix)
 
-    def resolved(self, defaults: samplers.SamplingDefaults) -> RenderOptions:
-        """These options with what they leave unset taken from a model's sampling `defaults`."""
+    def sampling(self, defaults: samplers.SamplingDefaults) -> samplers.SamplingDefaults:
+        """The sampler, steps and guidance these options render with: theirs, with what they leave unset taken from
+        a model's sampling `defaults`."""
         sampler = self.sampler or defaults.sampler
         if self.steps is not None:
             steps = self.steps
         else:
             steps = defaults.steps if sampler == defaults.sampler else samplers.SAMPLERS[sampler].default_steps
-        guidance = defaults.guidance if self.guidance is None else self.guidance
-        return replace(self, sampler=sampler, steps=steps, guidance=guidance)
+        return samplers.SamplingDefaults(sampler, steps, defaults.guidance if self.guidance is None else self.guidance)
+
+    def resolved(self, defaults: samplers.SamplingDefaults) -> RenderOptions:
+        """These options with what they leave unset taken from a model's sampling `defaults`."""
+        chosen = self.sampling(defaults)
+        return replace(self, sampler=chosen.sampler, steps=chosen.steps, guidance=chosen.guidance)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -145,7 +150,7 @@ class Synthesizer:
         partials: Partials | None = None,
     ):
         """`sampling`: the model's sampling defaults (None: those of its prediction type); `options` override them.
-        `partials`: the model's fitted partials model, mixed into renders (`RenderOptions.partials`)."""
+        `partials`: the model's fitted partials model, mixed into renders (`RenderOptions.partials_mix`)."""
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.vocoder = vocoder
@@ -179,7 +184,7 @@ class Synthesizer:
         return cls(checkpoint.model, chosen or checkpoint_vocoder(checkpoint, dev), dev, options, checkpoint.sampling,
                    partials)
 
-    # -- spectrogram ------------------------------------------------------------------------------------------------
+    # -- settings ---------------------------------------------------------------------------------------------------
     def precision(self, options: RenderOptions | None = None) -> str:
         """The precision the networks compute in for `options` (default: this synthesizer's): "auto" resolved for
         this device (`midisynth.precision.resolve_precision`)."""
@@ -189,7 +194,7 @@ class Synthesizer:
     def partials_mix(self, options: RenderOptions | None = None) -> float:
         """The partials model's share in renders with `options` (default: this synthesizer's): theirs if set, else
         the partials model's default, else 0. ValueError for a share above 0 without a partials model."""
-        requested = (options or self.options).partials
+        requested = (options or self.options).partials_mix
         if requested is None:
             return 0.0 if self.partials is None else self.partials.mix
         if requested > 0 and self.partials is None:
@@ -197,19 +202,8 @@ class Synthesizer:
                              "`midisynth fit-partials` and put it beside the model file as partials.safetensors)")
         return requested
 
-    def _with_partials(self, song: Song, window: int, features: np.ndarray, mix: float,
-                       reach: NoteReach | None) -> np.ndarray:
-        """Window `window`'s log-mel features [256, 128] mixed with the partials model's estimate of it (as they are
-        for a share of 0); `reach`: the song's notes indexed by frame (`partials.NoteReach`)."""
-        return mix_log_mel(features, self.partials.magnitude(song, window, reach), mix) if mix > 0 else features
-
     def _network(self, precision: str) -> SpectrogramDiffusion:
-        """The model with its Linear weights stored in `precision`'s dtype, or quantized for int8 (copied once, on
-        first use).
-
-        Under autocast every Linear casts its fp32 weight on every call (in inference mode autocast keeps no cast
-        cache), a large share of a low-precision denoising step. Casting once gives the same numbers.
-        """
+        """The model as it computes in `precision` (`midisynth.model.low_precision`), made once, on first use."""
         if precision not in self._networks:
             self._networks[precision] = network_in(self.model, precision)
         return self._networks[precision]
@@ -246,72 +240,116 @@ class Synthesizer:
 
         return guided
 
-    @torch.inference_mode()
-    def spectrogram_batch(
-        self,
-        songs: list[list[list[int]]],
-        options: RenderOptions | None = None,
-        on_window: Callable[[int, int], None] | None = None,
-        note_inputs: list[NoteInputs | None] | None = None,
-    ) -> Iterator[list[tuple[int, np.ndarray]]]:
-        """Generate several songs' windows together: window k of every song that has one, in one batch.
+    # -- the render loop -----------------------------------------------------------------------------------------------
+    def _score(self, song: Song) -> _Score:
+        """What the render loop needs of `song`."""
+        windows = self.tokenize(song)
+        return _Score(windows, song_frames(song, len(windows)), self.note_inputs(song) if song.notes else None, song)
 
-        `songs` holds each song's token windows; `note_inputs` each song's per-frame note inputs, needed by models that
-        take them (see `note_inputs`). Yields, for each window index, (song index, log-mel
-        features [256, 128]) per song. Each song draws its noise from its own generator seeded with
-        `options.seed`, and its windows are padded to lengths of their own (`padded_length`; the windows of one length
-        are sampled as one batch), so batching changes its result only by the batch size's rounding in matrix products:
-        none at bf16 on CPUs that compute it natively, a few LSB at fp32 (docs/usage.md, "Batches").
+    @torch.inference_mode()
+    def _generate(self, scores: list[_Score], options: RenderOptions | None,
+                  on_window: Callable[[int, int], None] | None) -> Iterator[tuple[int, np.ndarray, bool]]:
+        """The render loop: the spectrograms of several songs generated together, window k of every song that has
+        one in one batch. Yields (song number, its next part [frames, 128] log-mel, whether it is its last part), a
+        song's parts in order; songs without notes first (floor-level features, without running the network).
+
+        Each window is conditioned on its song's previous window as the network made it; the gain a model with
+        velocity gain applies and the partials model's share are added to what is yielded, never to that context.
+        Each song draws its noise from its own generator seeded with `options.seed`, and its windows are padded to
+        lengths of their own (`padded_length`; the windows of one length are sampled as one batch), so batching
+        changes its result only by the batch size's rounding in matrix products: none at bf16 on CPUs that compute
+        it natively, a few LSB at fp32 (docs/usage.md, "Batches").
         """
-        opts = (options or self.options).resolved(self.sampling)
+        opts = options or self.options
+        sampling, mix = opts.sampling(self.sampling), self.partials_mix(opts)
+        total, done = sum(len(score.windows) for score in scores), 0
+        playing = []
+        for number, score in enumerate(scores):
+            if score.song is not None and not score.song.notes:
+                for index, part in enumerate(_silence(score.frames, len(score.windows))):
+                    done += 1
+                    if on_window is not None:
+                        on_window(done, total)
+                    yield number, part, index == len(score.windows) - 1
+            else:
+                playing.append(number)
+        if not playing:
+            return
+        partials = self.partials if mix > 0 else None
+        reaches = {n: (song, NoteReach(song)) for n in playing if partials is not None and (song := scores[n].song) is not None}
         network = self._network(self.precision(opts))
-        generators = [torch.Generator().manual_seed(opts.seed) for _ in songs]
-        context = torch.zeros(len(songs), WINDOW_FRAMES, N_MELS, device=self.device)  # network range
-        total, done = sum(len(w) for w in songs), 0
+        generators = [torch.Generator().manual_seed(opts.seed) for _ in playing]
+        context = torch.zeros(len(playing), WINDOW_FRAMES, N_MELS, device=self.device)  # network range
         modulations: dict[float, list] = {}  # see _denoiser
-        for index in range(max((len(w) for w in songs), default=0)):
-            active = [i for i, song_windows in enumerate(songs) if index < len(song_windows)]
-            windows = [fit_window(songs[i][index], self.model.cfg.max_tokens, warn=False) for i in active]
+        for index in range(max(len(scores[n].windows) for n in playing)):
+            active = [row for row, n in enumerate(playing) if index < len(scores[n].windows)]  # rows of `playing`
+            windows = [fit_window(scores[playing[row]].windows[index], self.model.cfg.max_tokens, warn=False)
+                       for row in active]
             x = torch.empty(len(active), WINDOW_FRAMES, N_MELS, device=self.device)
             for length, members in padded_length_groups(windows, self.model.cfg.max_tokens).items():
-                group = [active[m] for m in members]
+                rows = [active[m] for m in members]
                 tokens = torch.from_numpy(pad_tokens([windows[m] for m in members], length=length)).to(self.device)
-                x[members] = self._sample_window(network, opts, tokens, group, index, note_inputs, context[group],
-                                                 [generators[i] for i in group], modulations)
+                cue = self._window_inputs([scores[playing[row]] for row in rows], index, "cue")
+                x[members] = self._sample_window(network, sampling, opts, tokens, index, cue, context[rows],
+                                                 [generators[row] for row in rows], modulations)
             features = from_network_range(x)  # [active, 256, 128] log-mel (velocity-normalised for gain models)
-            context[active] = to_network_range(features)
-            gain = self._window_inputs(note_inputs, active, index, "gain")  # [active, 256] or None
+            context[active] = to_network_range(features)  # the next window's context: the network's own output
+            gain = self._window_inputs([scores[playing[row]] for row in active], index, "gain")  # [active, 256]
             if gain is not None:
                 features = apply_gain(features, gain)
-            done += len(active)
-            if on_window is not None:
-                on_window(done, total)
             out = features.float().cpu().numpy()
-            yield [(song, out[row]) for row, song in enumerate(active)]
+            for position, row in enumerate(active):
+                number = playing[row]
+                score, part = scores[number], out[position]
+                if partials is not None and number in reaches:
+                    song, reach = reaches[number]
+                    part = mix_log_mel(part, partials.magnitude(song, index, reach), mix)
+                done += 1
+                if on_window is not None:
+                    on_window(done, total)
+                yield number, part[: max(0, score.frames - index * WINDOW_FRAMES)], index == len(score.windows) - 1
 
-    def _sample_window(self, network: SpectrogramDiffusion, opts: RenderOptions, tokens: torch.Tensor, songs: list[int],
-                       index: int, note_inputs: list[NoteInputs | None] | None, context: torch.Tensor,
+    def _sample_window(self, network: SpectrogramDiffusion, sampling: samplers.SamplingDefaults, opts: RenderOptions,
+                       tokens: torch.Tensor, index: int, cue: torch.Tensor | None, context: torch.Tensor,
                        generators: list[torch.Generator], modulations: dict[float, list]) -> torch.Tensor:
-        """Window `index` of the songs `songs` (numbers in the batch), from their tokens [songs, length] and their
-        previous windows `context` [songs, 256, 128] (network range): x [songs, 256, 128], network range."""
-        half = DTYPES[self.precision(opts)]
-        has_context = torch.full((len(songs),), index > 0, device=self.device)
-        cue = self._window_inputs(note_inputs, songs, index, "cue")  # [songs, 256, cue_dims] or None
+        """Window `index` of some songs, from their tokens [songs, length], frame cues [songs, 256, cue_dims] (models
+        with a note roll) and previous windows `context` [songs, 256, 128] (network range): x [songs, 256, 128],
+        network range."""
+        half = AUTOCAST_DTYPES[self.precision(opts)]
+        has_context = torch.full((tokens.shape[0],), index > 0, device=self.device)
         with torch.autocast(self.device.type, dtype=half, enabled=half is not None):
             cache = network.encode(tokens, context, has_context, cue)
-            denoise = self._denoiser(network, cache, opts.guidance, modulations)
-            return samplers.sample(opts.sampler, lambda z, t, d=denoise: d(z, t).float(),
-                                   (len(songs), WINDOW_FRAMES, N_MELS), opts.steps, generators, self.device)
+            denoise = self._denoiser(network, cache, sampling.guidance, modulations)
+            return samplers.sample(sampling.sampler, lambda z, t: denoise(z, t).float(),
+                                   (tokens.shape[0], WINDOW_FRAMES, N_MELS), sampling.steps, generators, self.device)
 
-    def _window_inputs(self, note_inputs: list[NoteInputs | None] | None, active: list[int], index: int,
-                       kind: str) -> torch.Tensor | None:
-        """Window `index`'s `kind` ("cue" or "gain") of the active songs, stacked, or None if the model takes none."""
+    def _window_inputs(self, scores: list[_Score], index: int, kind: str) -> torch.Tensor | None:
+        """Window `index`'s `kind` ("cue" or "gain") of `scores`, stacked, or None if the model takes none."""
         if not (self.model.cfg.cue_dims if kind == "cue" else self.model.cfg.velocity_gain):
             return None
-        if note_inputs is None or any(note_inputs[i] is None for i in active):
-            raise ValueError("this model takes per-frame note inputs: pass each song's note_inputs (Synthesizer.note_inputs)")
-        rows = [note_inputs[i].cue(index) if kind == "cue" else note_inputs[i].gain[index] for i in active]
+        rows = [_window_input(score.note_inputs, index, kind) for score in scores]
         return torch.from_numpy(np.stack(rows)).to(self.device)
+
+    # -- spectrograms --------------------------------------------------------------------------------------------------
+    def spectrogram_songs(
+        self,
+        songs: list[Song],
+        options: RenderOptions | None = None,
+        on_window: Callable[[int, int], None] | None = None,
+    ) -> Iterator[tuple[int, Iterator[np.ndarray]]]:
+        """The songs' spectrograms, generated together (see `_generate`): yields (song index, its parts [frames,
+        128] log-mel, trimmed to the song's length and release tail), songs without notes first. A lone song's parts
+        are generated as they are read, window by window (read them before asking for the next song); in a batch, a
+        song is yielded when its last window is generated."""
+        parts = self._generate([self._score(song) for song in songs], options, on_window)
+        if len(songs) == 1:
+            yield 0, (part for _, part, _ in parts)
+            return
+        kept: dict[int, list[np.ndarray]] = {}
+        for number, part, last in parts:
+            kept.setdefault(number, []).append(part)
+            if last:
+                yield number, iter(kept.pop(number))
 
     def spectrogram_windows(
         self,
@@ -320,9 +358,10 @@ class Synthesizer:
         on_window: Callable[[int, int], None] | None = None,
         note_inputs: NoteInputs | None = None,
     ) -> Iterator[np.ndarray]:
-        """Generate one song's windows [256, 128] in order, each conditioned on the previous one (and on the song's
-        velocities for a model that hears them, see `note_inputs`)."""
-        for ((_, features),) in self.spectrogram_batch([windows], options, on_window, [note_inputs]):
+        """The network's windows [256, 128] for token `windows` (one song's, in order, each conditioned on the one
+        before, and on the song's `note_inputs` for a model that takes them), without the partials model."""
+        score = _Score(windows, len(windows) * WINDOW_FRAMES, note_inputs)
+        for _, features, _ in self._generate([score], options, on_window):
             yield features
 
     # -- audio -------------------------------------------------------------------------------------------------------
@@ -333,56 +372,21 @@ class Synthesizer:
         on_window: Callable[[int, int], None] | None = None,
         mel_sink: Callable[[np.ndarray], None] | None = None,
     ) -> Iterator[np.ndarray]:
-        """Audio chunks (float32, 16 kHz) of a song, one window at a time; total = `num_samples(song)`."""
-        windows = self.tokenize(song)
-        if song.notes:
-            mix = self.partials_mix(options)
-            reach = NoteReach(song) if mix > 0 else None
-            source = (self._with_partials(song, index, features, mix, reach) for index, features in
-                      enumerate(self.spectrogram_windows(windows, options, on_window, self.note_inputs(song))))
-        else:
-            source = _silent_windows(len(windows), on_window)
-        yield from self.vocode(song, _trimmed(source, song_frames(song, len(windows)), mel_sink))
+        """Audio chunks (float32, 16 kHz) of a song, one window at a time; total = `num_samples(song)`. `mel_sink`
+        receives each part of its spectrogram [frames, 128] (see `vocode`)."""
+        ((_, parts),) = self.spectrogram_songs([song], options, on_window)
+        yield from self.vocode(song, parts, mel_sink)
 
-    def vocode(self, song: Song, features: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    def vocode(self, song: Song, features: Iterable[np.ndarray],
+               mel_sink: Callable[[np.ndarray], None] | None = None) -> Iterator[np.ndarray]:
         """Audio chunks (float32, 16 kHz) of a song's spectrogram, given as consecutive parts [frames, 128] from its
-        first frame: the vocoder's output muted where the score is silent (`midisynth.render.silence`)."""
+        first frame: the vocoder's output muted where the score is silent (`midisynth.render.silence`). `mel_sink`
+        receives each part as it is vocoded."""
         gate = SilenceGate(song)
         position = 0  # samples from the song's start
-        for chunk in self.vocoder.stream(features):
+        for chunk in self.vocoder.stream(features if mel_sink is None else _passed_to(mel_sink, features)):
             yield gate.apply(chunk, position)
             position += chunk.shape[0]
-
-    def spectrogram_songs(
-        self,
-        songs: list[Song],
-        options: RenderOptions | None = None,
-        on_window: Callable[[int, int], None] | None = None,
-    ) -> Iterator[tuple[int, list[np.ndarray]]]:
-        """Several songs generated as one batch; yields (song index, trimmed features [frames, 128] parts) as each
-        song completes. Songs without notes come first (silence, no model run)."""
-        tokenized = [self.tokenize(song) for song in songs]
-        keeps = [song_frames(song, len(w)) for song, w in zip(songs, tokenized, strict=True)]
-        for i, song in enumerate(songs):
-            if not song.notes:
-                yield i, list(_trimmed(_silent_windows(len(tokenized[i]), None), keeps[i]))
-        playing = [i for i, song in enumerate(songs) if song.notes]
-        parts: dict[int, list[np.ndarray]] = {i: [] for i in playing}
-        kept = dict.fromkeys(playing, 0)
-        note_inputs = [self.note_inputs(songs[i]) for i in playing]
-        mix = self.partials_mix(options)
-        reaches = {i: NoteReach(songs[i]) if mix > 0 else None for i in playing}
-        for step in self.spectrogram_batch([tokenized[i] for i in playing], options, on_window, note_inputs):
-            for row, features in step:
-                song = playing[row]
-                if song not in parts:  # already complete (trimmed before its last window)
-                    continue
-                features = self._with_partials(songs[song], len(parts[song]), features, mix, reaches[song])
-                part = features[: max(0, keeps[song] - kept[song])]
-                kept[song] += part.shape[0]
-                parts[song].append(part)
-                if kept[song] >= keeps[song] or len(parts[song]) == len(tokenized[song]):
-                    yield song, parts.pop(song)
 
     def tokenize(self, song: Song) -> list[list[int]]:
         """The song's token windows (see `midisynth.score.tokens`)."""
@@ -414,7 +418,7 @@ class Synthesizer:
 
     def num_samples(self, song: Song) -> int:
         """Length in samples of `stream(song)`'s output."""
-        return song_frames(song, len(self.tokenize(song))) * HOP_LENGTH
+        return song_frames(song, num_windows(song.duration)) * HOP_LENGTH
 
     def render(self, midi: str | Path | bytes | Song, options: RenderOptions | None = None) -> np.ndarray:
         """Render a whole song to float32 audio [samples] at 16 kHz (in memory; use `stream` for long songs)."""
@@ -432,8 +436,9 @@ class Synthesizer:
 
 
 def checkpoint_vocoder(checkpoint: Checkpoint, device: torch.device) -> Vocoder:
-    """The vocoder shipped with a checkpoint (the bundled one, or the official `melgan/model.onnx`), else
-    Griffin-Lim. An ONNX vocoder without onnxruntime installed falls back to Griffin-Lim with a one-line notice."""
+    """The vocoder shipped with a checkpoint (one the bundled model's manifest lists, or the official
+    `melgan/model.onnx`), else Griffin-Lim. An ONNX vocoder without onnxruntime installed falls back to Griffin-Lim
+    with a one-line notice."""
     if checkpoint.vocoder_path is None:
         return load_vocoder(FALLBACK_VOCODER, device)
     try:
@@ -444,40 +449,34 @@ def checkpoint_vocoder(checkpoint: Checkpoint, device: torch.device) -> Vocoder:
         return load_vocoder(FALLBACK_VOCODER, device)
 
 
-def linear_weights_as(model: SpectrogramDiffusion, dtype: torch.dtype) -> SpectrogramDiffusion:
-    """A copy of `model` whose nn.Linear weights are `dtype` (what autocast would cast them to); the rest (norms,
-    embeddings, tables) stays float32."""
-    cast = copy_module(model).requires_grad_(False)
-    for module in cast.modules():
-        if isinstance(module, torch.nn.Linear):
-            module.to(dtype)
-    return cast
+@dataclass(frozen=True)
+class _Score:
+    """What the render loop needs of one song."""
+
+    windows: list[list[int]]  # token windows
+    frames: int  # frames kept: the song's length and release tail (`song_frames`)
+    note_inputs: NoteInputs | None = None  # for a model that takes them
+    song: Song | None = None  # its partials estimate is mixed in, and without notes it is silence; None: the network alone
 
 
-def network_in(model: SpectrogramDiffusion, precision: str) -> SpectrogramDiffusion:
-    """`model` as it computes in a resolved `precision` (fp32, bf16, fp16 or int8): itself for fp32, else a copy."""
-    if precision == "fp32":
-        return model
-    return int8_linear(model) if precision == "int8" else linear_weights_as(model, DTYPES[precision])
+def _window_input(inputs: NoteInputs | None, index: int, kind: str) -> np.ndarray:
+    """Window `index`'s `kind` ("cue" [256, cue_dims] or "gain" [256]) of a song's note inputs."""
+    row = None
+    if inputs is not None:
+        row = inputs.cue(index) if kind == "cue" else None if inputs.gain is None else inputs.gain[index]
+    if row is None:
+        raise ValueError("this model takes per-frame note inputs: pass each song's note_inputs (Synthesizer.note_inputs)")
+    return row
 
 
-def _trimmed(source: Iterable[np.ndarray], keep: int,
-             mel_sink: Callable[[np.ndarray], None] | None = None) -> Iterator[np.ndarray]:
-    """The first `keep` frames of a stream of windows, window by window."""
-    remaining = keep
-    for features in source:
-        part = features[: min(remaining, WINDOW_FRAMES)]
-        remaining -= part.shape[0]
-        if mel_sink is not None:
-            mel_sink(part)
+def _silence(frames: int, windows: int) -> Iterator[np.ndarray]:
+    """Floor-level features (silence) for a song without notes: its `windows` windows, cut to `frames` frames."""
+    for index in range(windows):
+        yield np.full((min(WINDOW_FRAMES, frames - index * WINDOW_FRAMES), N_MELS), MIN_LOG_MEL, dtype=np.float32)
+
+
+def _passed_to(sink: Callable[[np.ndarray], None], parts: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """`parts`, each given to `sink` as it passes."""
+    for part in parts:
+        sink(part)
         yield part
-        if remaining <= 0:
-            break
-
-
-def _silent_windows(count: int, on_window: Callable[[int, int], None] | None) -> Iterator[np.ndarray]:
-    """Floor-level features for a song without notes: renders silence without running the model."""
-    for index in range(count):
-        if on_window is not None:
-            on_window(index + 1, count)
-        yield np.full((WINDOW_FRAMES, N_MELS), MIN_LOG_MEL, dtype=np.float32)

@@ -55,10 +55,10 @@ class SilenceGate:
         last = np.searchsorted(self.begins, samples, side="right") - 1  # the last span begun at or before each sample
         gain = np.zeros(count)
         for back in range(LOOK_BACK):
-            span = last - back
-            valid = span >= 0
-            begin = np.where(valid, self.begins[np.maximum(span, 0)], np.inf)
-            end = np.where(valid, self.ends[np.maximum(span, 0)], -np.inf)
+            spans = last - back  # each sample's span `back` before its last
+            valid = spans >= 0
+            begin = np.where(valid, self.begins[np.maximum(spans, 0)], np.inf)
+            end = np.where(valid, self.ends[np.maximum(spans, 0)], -np.inf)
             rise = np.clip((samples - begin) / (RAMP_SECONDS * SAMPLE_RATE), 0.0, 1.0)
             fall = np.clip((end - samples) / (FADE_SECONDS * SAMPLE_RATE), 0.0, 1.0)
             gain = np.maximum(gain, 0.5 - 0.5 * np.cos(np.pi * np.minimum(rise, fall)))

@@ -15,13 +15,13 @@ The global batch's windows and noise are therefore those of a one-process run wi
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, Sampler
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class Ranks:
 class RankBatches(Sampler[list[int]]):
     """The global batches of `batches` (lists of data set indices), each cut to this process's rows."""
 
-    def __init__(self, batches: Iterable[list[int]], rows: RowSlice):
+    def __init__(self, batches: BatchSampler, rows: RowSlice):
         self.batches = batches
         self.rows = rows
 

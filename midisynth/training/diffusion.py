@@ -15,7 +15,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, WeightedRandomSampler
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, WeightedRandomSampler
 
 from midisynth.audio import to_network_range
 from midisynth.data.store import WindowDataset, collate_windows, load_records, piece_source
@@ -107,7 +107,7 @@ def loader_workers(num_workers: int | None, device: torch.device) -> int:
     return CUDA_LOADER_WORKERS if device.type == "cuda" else 0
 
 
-class Trainer(TrainingLoop):
+class Trainer(TrainingLoop[SpectrogramDiffusion]):
     """Trains a SpectrogramDiffusion model on a data set's windows (resumable; see `TrainingLoop`), alone or as one
     of torchrun's processes (`ranks`), each on its rows of the global batch of `batch_size` windows."""
 
@@ -145,6 +145,7 @@ class Trainer(TrainingLoop):
     def _loader(self, train_set: WindowDataset) -> DataLoader:
         """This process's rows of the global batches: shuffled epochs, or with `source_weights` weighted draws."""
         loader_gen = torch.Generator().manual_seed(self.tc.seed + 1)
+        sampler: Sampler[int]
         if self.tc.source_weights:
             weights = [self.tc.source_weights.get(piece_source(record.piece_id), 1.0) for record, _ in train_set.index]
             sampler = WeightedRandomSampler(weights, len(train_set), replacement=True, generator=loader_gen)
@@ -164,7 +165,7 @@ class Trainer(TrainingLoop):
         torch.set_rng_state(state["torch_rng"])
 
     def export(self) -> None:
-        save_model(self.ema, self.run_dir / "model.safetensors", {"step": str(self.step)})
+        save_model(self.ema_weights, self.run_dir / "model.safetensors", {"step": str(self.step)})
         save_text_atomic(self.run_dir / "history.json", json.dumps(self.history, indent=1))
 
     # -- steps -------------------------------------------------------------------------------------------------------
@@ -191,7 +192,7 @@ class Trainer(TrainingLoop):
             if i >= self.tc.eval_batches:
                 break
             with self._autocast():
-                losses.append(float(diffusion_loss(self.ema, _move(batch, self.device), gen, 0.0, self.tc.loss)))
+                losses.append(float(diffusion_loss(self.ema_weights, _move(batch, self.device), gen, 0.0, self.tc.loss)))
         return sum(losses) / max(1, len(losses))
 
     def train_step(self) -> float:

@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from pathlib import Path
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from midisynth.files import atomic_path
+from midisynth.files import atomic_path, check_output_directory
 from midisynth.training.ddp import Ranks, wrap
 from midisynth.training.stopping import StopSignals
 
@@ -43,7 +45,7 @@ def check_batches(loader: DataLoader, data_dir: Path, batch_size: int) -> None:
     """ValueError (one line) when an epoch of `loader` has no whole batch of `batch_size` (fewer training examples
     than that): `endless` would wait for a batch for ever."""
     if len(loader) == 0:
-        examples = len(loader.dataset)
+        examples = len(loader.dataset) if isinstance(loader.dataset, Sized) else 0
         raise ValueError(f"{data_dir}: {examples} training window{'s' * (examples != 1)}, fewer than one batch of "
                          f"{batch_size}; add pieces or lower batch_size")
 
@@ -61,10 +63,23 @@ def weights_mismatch(weights: dict[str, torch.Tensor], model: nn.Module, all_ent
     return f"{missing[0]} is missing" if all_entries and missing else None
 
 
-class TrainingLoop:
+ModelT = TypeVar("ModelT", bound=nn.Module)
+
+
+class TrainingLoop(Generic[ModelT]):
     """Subclasses call `start` once their model and optimiser exist, and implement `train_step` and `export`."""
 
     checkpoint_name = "last.pt"
+
+    @classmethod
+    def check_run(cls, device: str, run_dir: Path) -> None:
+        """What a run needs, checked before any data loads: ValueError for a device training cannot run on,
+        OutputError for a run directory it cannot write its checkpoint in."""
+        if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+            raise ValueError(f"--device {device!r}: training runs on cpu or cuda[:N]")
+        if device != "cpu" and not torch.cuda.is_available():
+            raise ValueError(f"--device {device} was asked for, but no CUDA GPU is available to torch")
+        check_output_directory(run_dir, cls.checkpoint_name)
 
     def __init__(self, run_dir: Path, device: str, seed: int, max_steps: int, checkpoint_every: int,
                  ema_decay: float, ranks: Ranks | None = None):
@@ -80,11 +95,11 @@ class TrainingLoop:
         self.step = 0
         self.history: list[dict[str, float]] = []
 
-    def start(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    def start(self, model: ModelT, optimizer: torch.optim.Optimizer) -> None:
         """Take the model (its EMA copy starts equal to it) and optimiser, then resume from the checkpoint if any;
         ValueError if the checkpoint is of another model or the processes resumed at different steps."""
-        self.model = model
-        self.ema = copy.deepcopy(model).eval().requires_grad_(False) if self.ranks.is_main else None
+        self.model: ModelT = model
+        self.ema: ModelT | None = copy.deepcopy(model).eval().requires_grad_(False) if self.ranks.is_main else None
         self.optimizer = optimizer
         if self.checkpoint_path.exists():
             state = self._read_checkpoint()
@@ -96,7 +111,14 @@ class TrainingLoop:
         self.ranks.check_same_step(self.step)
         if not self.ranks.is_main:
             torch.manual_seed(self.seed + PROCESS_SEED_STRIDE * (self.ranks.rank + self.ranks.world * self.step))
-        self.network = wrap(model, self.ranks, self.device)  # what the steps call
+        self.network: Callable[..., Any] = wrap(model, self.ranks, self.device)  # what the steps call
+
+    @property
+    def ema_weights(self) -> ModelT:
+        """The EMA copy of the model, which the main process alone keeps (RuntimeError in the others)."""
+        if self.ema is None:
+            raise RuntimeError("only the main process keeps the EMA weights")
+        return self.ema
 
     # -- to implement ------------------------------------------------------------------------------------------------
     def train_step(self) -> float:
@@ -156,7 +178,7 @@ class TrainingLoop:
             return
         state = {
             "model": self.model.state_dict(),
-            "ema": self.ema.state_dict(),
+            "ema": self.ema_weights.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "history": json.dumps(self.history),
@@ -170,7 +192,7 @@ class TrainingLoop:
     def ema_update(self) -> None:
         """Move the EMA weights towards the model's; the decay ramps up over the first steps, to `ema_decay`."""
         decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))
-        for ema_p, p in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+        for ema_p, p in zip(self.ema_weights.parameters(), self.model.parameters(), strict=True):
             ema_p.lerp_(p.detach(), 1 - decay)
 
     def train(self, max_minutes: float | None = None, on_step: Callable[[int, float], None] | None = None) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import signal
 
-from midisynth.signals import TERMINATING_SIGNALS, Terminated
+from midisynth.signals import TERMINATING_SIGNALS, Handler, Terminated
 
 
 class StopSignals:
@@ -15,7 +15,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.signum: int | None = None  # the first signal received
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Handler] = {}
 
     @property
     def requested(self) -> bool:

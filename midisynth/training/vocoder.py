@@ -8,6 +8,7 @@ Resumable like every trainer (`midisynth.training.loop`); `RUN_DIR/vocoder.safet
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def save_vocoder(model: Vocos, path: Path, metadata: dict[str, str] | None = Non
         save_file(state, str(tmp), metadata=meta)
 
 
-class VocoderTrainer(TrainingLoop):
+class VocoderTrainer(TrainingLoop[Vocos]):
     """Trains the Vocos-style vocoder (resumable; see `TrainingLoop`); `RUN_DIR/vocoder.safetensors` holds the EMA
     weights."""
 
@@ -77,11 +78,11 @@ class VocoderTrainer(TrainingLoop):
         self.loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, drop_last=True,
                                  generator=torch.Generator().manual_seed(config.seed))
         check_batches(self.loader, data_dir, config.batch_size)
-        self._batches = None
+        self._batches: Iterator[dict[str, torch.Tensor]] | None = None
         self.start(model, optimizer)
 
     def export(self) -> None:
-        save_vocoder(self.ema, self.run_dir / "vocoder.safetensors", {"step": str(self.step)})
+        save_vocoder(self.ema_weights, self.run_dir / "vocoder.safetensors", {"step": str(self.step)})
 
     def train_step(self) -> float:
         if self._batches is None:

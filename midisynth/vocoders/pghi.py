@@ -144,20 +144,20 @@ def pghi_phase(magnitude: torch.Tensor, generator: torch.Generator, known: torch
     chained = torch.where(continues, anchor, bins).numpy()  # [rows, bins]
     step = torch.where(continues, torch.from_numpy(time_average).gather(1, anchor),
                        torch.where(loud_t, random_t.gather(1, anchor), random_t)).numpy()
-    anchor = anchor.numpy()
-    offset = torch.where(loud_t, offset, 0.0).numpy()
+    anchors = anchor.numpy()
+    offsets = torch.where(loud_t, offset, 0.0).numpy()
     phase = np.zeros((mag.shape[0], bins + 1))  # centre-referenced, filled frame by frame; the last column stays 0
     given = first - lead  # 1 if the first row's phase is given, else 0
-    if given:
+    if known is not None and given:
         phase[0, :bins] = torch.angle(known[-1]).double().cpu().numpy() + shift
     else:  # frame 0 has no previous frame: each run of loud bins from its starting bin
-        phase[0, :bins] = np.where(loud[0], random_angle[0][anchor[0]] + offset[0], random_angle[0])
+        phase[0, :bins] = np.where(loud[0], random_angle[0][anchors[0]] + offsets[0], random_angle[0])
     for n in range(1, mag.shape[0]):
-        np.add(phase[n - 1].take(chained[n]) + step[n], offset[n], out=phase[n, :bins])
+        np.add(phase[n - 1].take(chained[n]) + step[n], offsets[n], out=phase[n, :bins])
     # Wrapped in float64 first: the integrated phases grow to 1e5 radians, beyond float32's resolution.
     angle = torch.remainder(torch.from_numpy(phase[given:, :bins] - shift), 2 * torch.pi).float()
     phasors = torch.empty(frames, bins, dtype=torch.complex64, device=device)
     phasors[first:] = torch.polar(torch.ones_like(angle), angle).to(device)
-    if first:
+    if known is not None:
         phasors[:first] = known
     return phasors

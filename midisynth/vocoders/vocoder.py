@@ -3,7 +3,7 @@
 - `GriffinLim`: needs no weights; inverts midisynth's exact front end (`audio.stft` framing): mel -> linear
   magnitude by Itakura-Saito multiplicative updates, then fast Griffin-Lim with momentum.
 - `OnnxVocoder`: an ONNX model with the official MelGAN I/O (`input_features` [batch, frames, 128] -> audio).
-- `NeuralVocoder`: midisynth's bundled Vocos-style vocoder (safetensors).
+- `NeuralVocoder`: midisynth's Vocos-style vocoder (safetensors, trained by `midisynth train-vocoder`).
 
 Every vocoder streams: `stream(chunks)` vocodes blocks of at most BLOCK_FRAMES frames, each with context
 frames on both sides, and cross-fades consecutive blocks, so memory stays bounded however long the song is.

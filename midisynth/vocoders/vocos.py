@@ -51,6 +51,8 @@ class ConvNeXtBlock(nn.Module):
 class Vocos(nn.Module):
     """log-mel [batch, frames, 128] -> audio [batch, frames * 320] at 16 kHz."""
 
+    window: torch.Tensor  # [fft_size] Hann window of the inverse STFT (a buffer)
+
     def __init__(self, cfg: VocosConfig):
         super().__init__()
         self.cfg = cfg
