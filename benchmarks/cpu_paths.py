@@ -49,14 +49,19 @@ def main() -> None:
     features, seconds = {}, {name: [] for name in networks}
     for _ in range(1 + args.repeats):  # the precisions take turns; the first round warms up
         for name in networks:
+
             def render(n=name):
-                features[n] = np.concatenate(list(synth.spectrogram_windows(
-                    windows, RenderOptions(precision=n), note_inputs=note_inputs)))
+                features[n] = np.concatenate(
+                    list(synth.spectrogram_windows(windows, RenderOptions(precision=n), note_inputs=note_inputs))
+                )
+
             seconds[name].append(cpu_seconds(render) / len(windows))
     report = {"torch_cpu_kernels": torch.backends.cpu.get_cpu_capability(), "windows": len(windows), "network": {}}
     for name in networks:
-        report["network"][name] = {"cpu_s_per_window": min(seconds[name][1:]),
-                                   "mean_abs_diff_to_fp32": float(np.abs(features[name] - features["fp32"]).mean())}
+        report["network"][name] = {
+            "cpu_s_per_window": min(seconds[name][1:]),
+            "mean_abs_diff_to_fp32": float(np.abs(features[name] - features["fp32"]).mean()),
+        }
     report["griffin_lim"] = {}
     for start, iterations in (("pghi", 4), ("pghi", 16), ("random", 64)):  # the default first, the old default last
         vocoder = GriffinLim(iterations=iterations, initial_phase=start)

@@ -41,6 +41,7 @@ def precisions_on(device: str) -> tuple[str, ...]:
 
 def median_seconds(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
     """Median wall seconds of `fn()` over `repeats` runs after `warmup` runs (CUDA work is waited for)."""
+
     def run() -> None:
         fn()
         if torch.cuda.is_available():
@@ -62,11 +63,17 @@ def machine_info(device: str) -> dict:
     from midisynth.precision import CPU_BF16_FLAGS, explain, hardware
 
     cpu = hardware("cpu")
-    info = {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(), "cpu_model": cpu.cpu_model,
-            "cpu_bf16_flags": sorted(cpu.cpu_flags & CPU_BF16_FLAGS),
-            "cpu_amx_flags": sorted(f for f in cpu.cpu_flags if f.startswith("amx")),
-            "cpu_avx512": "avx512f" in cpu.cpu_flags, "torch_cpu_kernels": cpu.cpu_capability}
+    info = {
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": cpu.cpu_model,
+        "cpu_bf16_flags": sorted(cpu.cpu_flags & CPU_BF16_FLAGS),
+        "cpu_amx_flags": sorted(f for f in cpu.cpu_flags if f.startswith("amx")),
+        "cpu_avx512": "avx512f" in cpu.cpu_flags,
+        "torch_cpu_kernels": cpu.cpu_capability,
+    }
     if device == "cuda":
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpu_capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
@@ -99,14 +106,18 @@ def bench_base_vs_diffusers(num_tokens: int, repeats: int, device: str = "cpu") 
     t = torch.tensor([0.5], device=device)
     results: dict[str, float] = {}
     with torch.inference_mode():
+
         def ref_encode():
-            return [notes_ref(encoder_input_tokens=tokens, encoder_inputs_mask=tokens > 0),
-                    cont_ref(encoder_inputs=context, encoder_inputs_mask=mask)]
+            return [
+                notes_ref(encoder_input_tokens=tokens, encoder_inputs_mask=tokens > 0),
+                cont_ref(encoder_inputs=context, encoder_inputs_mask=mask),
+            ]
 
         encodings = ref_encode()
         results["diffusers_encode_s"] = median_seconds(ref_encode, repeats)
         results["diffusers_step_s"] = median_seconds(
-            lambda: dec_ref(encodings_and_masks=encodings, decoder_input_tokens=x, decoder_noise_time=t), repeats)
+            lambda: dec_ref(encodings_and_masks=encodings, decoder_input_tokens=x, decoder_noise_time=t), repeats
+        )
         trimmed = tokens[:, :num_tokens]
         has_context = torch.tensor([True], device=device)
         for precision in precisions_on(device):
@@ -115,12 +126,15 @@ def bench_base_vs_diffusers(num_tokens: int, repeats: int, device: str = "cpu") 
             with torch.autocast(torch.device(device).type, dtype=half or torch.float32, enabled=half is not None):
                 cache = net.encode(trimmed, context, has_context)
                 results[f"midisynth_{precision}_encode_s"] = median_seconds(
-                    lambda n=net: n.encode(trimmed, context, has_context), repeats)
+                    lambda n=net: n.encode(trimmed, context, has_context), repeats
+                )
                 results[f"midisynth_{precision}_step_s"] = median_seconds(
-                    lambda n=net, c=cache: n.decoder(x, t, c), repeats)
+                    lambda n=net, c=cache: n.decoder(x, t, c), repeats
+                )
                 x2, t2 = torch.cat([x, x]), torch.cat([t, t])
                 results[f"midisynth_{precision}_guided_step_s"] = median_seconds(
-                    lambda n=net, c=cache, x2=x2, t2=t2: n.decoder(x2, t2, c), repeats)
+                    lambda n=net, c=cache, x2=x2, t2=t2: n.decoder(x2, t2, c), repeats
+                )
     return results
 
 
@@ -150,15 +164,30 @@ def bench_peak_rss(model: str | None, tmp: Path) -> dict:
     """Peak resident memory (MiB) of a whole `midisynth render` process for a 1- and a 10-minute song."""
     # VmHWM is the high-water mark of the process's own memory map, which starts afresh at exec; ru_maxrss would
     # carry over the forking parent's size (this benchmark process holds the base-size models by then).
-    script = ("import re, sys; from midisynth.cli import app\n"
-              "try:\n    app(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-              "status = open('/proc/self/status').read()\n"
-              "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1)) / 1024)")
+    script = (
+        "import re, sys; from midisynth.cli import app\n"
+        "try:\n    app(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+        "status = open('/proc/self/status').read()\n"
+        "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', status).group(1)) / 1024)"
+    )
     results = {}
     for minutes in (1, 10):
         midi = write_long_midi(tmp / f"song_{minutes}min.mid", minutes)
-        cmd = [sys.executable, "-c", script, "render", str(midi), "-o", str(tmp / f"out_{minutes}.wav"), "-q",
-               "--overwrite", "--steps", "2", "--guidance", "1"] + (["--model", model] if model else [])
+        cmd = [
+            sys.executable,
+            "-c",
+            script,
+            "render",
+            str(midi),
+            "-o",
+            str(tmp / f"out_{minutes}.wav"),
+            "-q",
+            "--overwrite",
+            "--steps",
+            "2",
+            "--guidance",
+            "1",
+        ] + (["--model", model] if model else [])
         start = time.perf_counter()
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         results[f"{minutes}min"] = {"peak_rss_mib": float(out), "wall_s": time.perf_counter() - start}
@@ -180,7 +209,9 @@ def bench_default_model(device: str = "cpu", seconds: float = 30.0, repeats: int
     with tempfile.TemporaryDirectory() as tmp:
         song = read_midi(write_long_midi(Path(tmp) / "song.mid", seconds / 60))
     synth = Synthesizer.from_pretrained(device=device)
-    runs: dict[str, list[tuple[float, float, int]]] = {p: [] for p in precisions_on(device)}  # (first chunk s, total s, samples)
+    runs: dict[str, list[tuple[float, float, int]]] = {
+        p: [] for p in precisions_on(device)
+    }  # (first chunk s, total s, samples)
     for _ in range(1 + repeats):  # the first run warms up (kernel selection, the bf16 weight copy) and is dropped
         for precision in runs:
             options = RenderOptions(precision=precision)
@@ -195,10 +226,14 @@ def bench_default_model(device: str = "cpu", seconds: float = 30.0, repeats: int
     for precision, times in runs.items():
         total = statistics.median(r[1] for r in times[1:])
         samples = times[-1][2]
-        report[precision] = {"audio_s": samples / 16_000, "render_s": total, "real_time_factor": samples / 16_000 / total,
-                             "seconds_per_window": total / windows,
-                             "time_to_first_audio_s": statistics.median(r[0] for r in times[1:]),
-                             "cold_render_s": times[0][1]}
+        report[precision] = {
+            "audio_s": samples / 16_000,
+            "render_s": total,
+            "real_time_factor": samples / 16_000 / total,
+            "seconds_per_window": total / windows,
+            "time_to_first_audio_s": statistics.median(r[0] for r in times[1:]),
+            "cold_render_s": times[0][1],
+        }
     return report
 
 
@@ -234,11 +269,22 @@ except SystemExit:
 print(json.dumps([StandInCard.opened[0].blocks[0][0], reports[0].underruns, reports[0].min_headroom_seconds]))
 """
     began = time.monotonic()
-    out = subprocess.run([sys.executable, "-c", script, "play", str(EXAMPLE_SONG), "-q", "--device", device],
-                         check=True, capture_output=True, text=True, cwd=ROOT).stdout.strip().splitlines()[-1]
+    out = (
+        subprocess.run(
+            [sys.executable, "-c", script, "play", str(EXAMPLE_SONG), "-q", "--device", device],
+            check=True,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     first_block, underruns, headroom = json.loads(out)
-    report = {"song": EXAMPLE_SONG.name, "fresh_process": {"first_block_s": first_block - began,
-                                                           "underruns": underruns, "min_headroom_s": headroom}}
+    report = {
+        "song": EXAMPLE_SONG.name,
+        "fresh_process": {"first_block_s": first_block - began, "underruns": underruns, "min_headroom_s": headroom},
+    }
 
     from midisynth.jobs.play import play_song
     from midisynth.render.pipeline import Synthesizer
@@ -251,8 +297,11 @@ print(json.dumps([StandInCard.opened[0].blocks[0][0], reports[0].underruns, repo
     output = ClockedOutput()
     began = time.monotonic()
     played = play_song(synth, song, output)
-    report["model_loaded"] = {"first_block_s": output.blocks[0][0] - began, "underruns": played.underruns,
-                              "min_headroom_s": played.min_headroom_seconds}
+    report["model_loaded"] = {
+        "first_block_s": output.blocks[0][0] - began,
+        "underruns": played.underruns,
+        "min_headroom_s": played.min_headroom_seconds,
+    }
     report["precision"] = synth.precision()
     return report
 
@@ -271,8 +320,17 @@ def bench_whole_process(tmp: Path, minutes: float = 2.0, repeats: int = 2) -> di
     walls: dict[str, list[float]] = {name: [] for name in settings}
     for _ in range(repeats):
         for name, env in settings.items():
-            cmd = [sys.executable, "-m", "midisynth.cli", "render", str(midi), "-o", str(tmp / "whole.wav"), "-q",
-                   "--overwrite"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "midisynth.cli",
+                "render",
+                str(midi),
+                "-o",
+                str(tmp / "whole.wav"),
+                "-q",
+                "--overwrite",
+            ]
             start = time.perf_counter()
             subprocess.run(cmd, check=True, env={**os.environ, **env})
             walls[name].append(time.perf_counter() - start)
@@ -309,9 +367,15 @@ def bench_batch_throughput(device: str, num_songs: int = 4, seconds: float = 15.
 
     alone_s = median_seconds(one_at_a_time, repeats=2)
     batched_s = median_seconds(together, repeats=2)
-    return {"device": device, "precision": synth.precision(), "songs": num_songs, "windows": windows,
-            "batch_1_windows_per_s": windows / alone_s,
-            f"batch_{num_songs}_windows_per_s": windows / batched_s, "speedup": alone_s / batched_s}
+    return {
+        "device": device,
+        "precision": synth.precision(),
+        "songs": num_songs,
+        "windows": windows,
+        "batch_1_windows_per_s": windows / alone_s,
+        f"batch_{num_songs}_windows_per_s": windows / batched_s,
+        "speedup": alone_s / batched_s,
+    }
 
 
 def bench_train_step(device: str, data: Path = ROOT / "data" / "fluidr3", steps: int = 3) -> dict | None:
@@ -329,14 +393,21 @@ def bench_train_step(device: str, data: Path = ROOT / "data" / "fluidr3", steps:
     resolved = {}
     for precision in ("auto", "fp32") * 2:
         with tempfile.TemporaryDirectory() as tmp:
-            trainer = Trainer(replace(config, train=replace(config.train, precision=precision)), data,
-                              Path(tmp) / "run", device=device)
+            trainer = Trainer(
+                replace(config, train=replace(config.train, precision=precision)),
+                data,
+                Path(tmp) / "run",
+                device=device,
+            )
             resolved[precision] = trainer.precision
             trainer.model.train()
             seconds[precision].append(median_seconds(trainer.train_step, repeats=steps))
-    return {"config": "configs/default.toml", "auto_resolves_to": resolved["auto"],
-            **{f"{p}_s_per_step": statistics.median(s) for p, s in seconds.items()},
-            "auto_to_fp32": statistics.median(seconds["auto"]) / statistics.median(seconds["fp32"])}
+    return {
+        "config": "configs/default.toml",
+        "auto_resolves_to": resolved["auto"],
+        **{f"{p}_s_per_step": statistics.median(s) for p, s in seconds.items()},
+        "auto_to_fp32": statistics.median(seconds["auto"]) / statistics.median(seconds["fp32"]),
+    }
 
 
 def bench_help(repeats: int = 5) -> float:
@@ -369,14 +440,26 @@ def main() -> None:
         ref = window_seconds(base, "diffusers", steps)
         for precision in precisions_on(args.device):
             ours = window_seconds(base, f"midisynth_{precision}", steps)
-            table.append({"setting": f"{steps} steps, no guidance, {precision}", "diffusers_s_per_window": ref,
-                          "midisynth_s_per_window": ours, "speedup": ref / ours})
+            table.append(
+                {
+                    "setting": f"{steps} steps, no guidance, {precision}",
+                    "diffusers_s_per_window": ref,
+                    "midisynth_s_per_window": ours,
+                    "speedup": ref / ours,
+                }
+            )
     ref100 = window_seconds(base, "diffusers", 100)
     for precision in precisions_on(args.device):
         ours = window_seconds(base, f"midisynth_{precision}", default_steps, guided=defaults.guidance != 1.0)
-        table.append({"setting": f"midisynth default ({defaults.sampler} {default_steps} steps, guidance "
-                                 f"{defaults.guidance}, {precision}) vs diffusers default (100 steps)",
-                      "diffusers_s_per_window": ref100, "midisynth_s_per_window": ours, "speedup": ref100 / ours})
+        table.append(
+            {
+                "setting": f"midisynth default ({defaults.sampler} {default_steps} steps, guidance "
+                f"{defaults.guidance}, {precision}) vs diffusers default (100 steps)",
+                "diffusers_s_per_window": ref100,
+                "midisynth_s_per_window": ours,
+                "speedup": ref100 / ours,
+            }
+        )
     report["per_window"] = table
     report["default_model"] = bench_default_model(args.device, repeats=args.repeats)
     report["batch_throughput"] = bench_batch_throughput(args.device, num_songs=16 if args.device == "cuda" else 4)
@@ -409,36 +492,52 @@ def _model_for_streaming(tmp: Path) -> str | None:
 
 def print_summary(report: dict) -> None:
     machine = report["machine"]
-    print(f"{machine['cpu_model']} ({machine['threads']} threads, torch {machine['torch']}, "
-          f"{machine['torch_cpu_kernels']} kernels{', ' + machine['gpu'] if 'gpu' in machine else ''}); "
-          f"{machine['auto_precision']}")
+    print(
+        f"{machine['cpu_model']} ({machine['threads']} threads, torch {machine['torch']}, "
+        f"{machine['torch_cpu_kernels']} kernels{', ' + machine['gpu'] if 'gpu' in machine else ''}); "
+        f"{machine['auto_precision']}"
+    )
     print(f"midisynth --help: {report['help_s']:.3f} s")
     print(f"{'setting':<90} {'diffusers s':>12} {'midisynth s':>12} {'speedup':>8}")
     for row in report["per_window"]:
-        print(f"{row['setting']:<90} {row['diffusers_s_per_window']:>12.2f} {row['midisynth_s_per_window']:>12.2f} "
-              f"{row['speedup']:>7.1f}x")
+        print(
+            f"{row['setting']:<90} {row['diffusers_s_per_window']:>12.2f} {row['midisynth_s_per_window']:>12.2f} "
+            f"{row['speedup']:>7.1f}x"
+        )
     if report["default_model"]:
         for precision in precisions_on(report["device"]):
             d = report["default_model"][precision]
-            print(f"default model, {precision}: {d['real_time_factor']:.1f}x real time, "
-                  f"{d['seconds_per_window']:.2f} s/window, first audio after {d['time_to_first_audio_s']:.2f} s")
+            print(
+                f"default model, {precision}: {d['real_time_factor']:.1f}x real time, "
+                f"{d['seconds_per_window']:.2f} s/window, first audio after {d['time_to_first_audio_s']:.2f} s"
+            )
     lines = {  # the optional sections, one line each
-        "batch_throughput": lambda b: (f"batch of {b['songs']} songs on {b['device']}: "
-                                       f"{b['batch_' + str(b['songs']) + '_windows_per_s']:.1f} windows/s, "
-                                       f"{b['speedup']:.2f}x one at a time"),
-        "train_step": lambda t: (f"training step ({t['config']}): auto ({t['auto_resolves_to']}) "
-                                 f"{t['auto_s_per_step']:.2f} s, fp32 {t['fp32_s_per_step']:.2f} s "
-                                 f"({t['auto_to_fp32']:.2f}x)"),
-        "whole_process": lambda w: (f"whole process, {w['audio_s'] / 60:.0f}-min song: "
-                                    f"{w['native']['real_time_factor']:.1f}x real time as is, "
-                                    f"{w['avx2_kernels']['real_time_factor']:.1f}x on AVX2 kernels (no native bf16)"),
-        "play": lambda p: (f"play {p['song']} ({p['precision']}): first block {p['model_loaded']['first_block_s']:.2f} s "
-                           f"after the call, {p['fresh_process']['first_block_s']:.2f} s after a fresh process "
-                           f"starts; underruns {p['model_loaded']['underruns']} and "
-                           f"{p['fresh_process']['underruns']}, least headroom "
-                           f"{p['model_loaded']['min_headroom_s']:.2f} s and {p['fresh_process']['min_headroom_s']:.2f} s"),
-        "peak_rss": lambda r: (f"peak RSS: 1 min {r['1min']['peak_rss_mib']:.0f} MiB, 10 min "
-                               f"{r['10min']['peak_rss_mib']:.0f} MiB (ratio {r['ratio_10_to_1']:.2f})"),
+        "batch_throughput": lambda b: (
+            f"batch of {b['songs']} songs on {b['device']}: "
+            f"{b['batch_' + str(b['songs']) + '_windows_per_s']:.1f} windows/s, "
+            f"{b['speedup']:.2f}x one at a time"
+        ),
+        "train_step": lambda t: (
+            f"training step ({t['config']}): auto ({t['auto_resolves_to']}) "
+            f"{t['auto_s_per_step']:.2f} s, fp32 {t['fp32_s_per_step']:.2f} s "
+            f"({t['auto_to_fp32']:.2f}x)"
+        ),
+        "whole_process": lambda w: (
+            f"whole process, {w['audio_s'] / 60:.0f}-min song: "
+            f"{w['native']['real_time_factor']:.1f}x real time as is, "
+            f"{w['avx2_kernels']['real_time_factor']:.1f}x on AVX2 kernels (no native bf16)"
+        ),
+        "play": lambda p: (
+            f"play {p['song']} ({p['precision']}): first block {p['model_loaded']['first_block_s']:.2f} s "
+            f"after the call, {p['fresh_process']['first_block_s']:.2f} s after a fresh process "
+            f"starts; underruns {p['model_loaded']['underruns']} and "
+            f"{p['fresh_process']['underruns']}, least headroom "
+            f"{p['model_loaded']['min_headroom_s']:.2f} s and {p['fresh_process']['min_headroom_s']:.2f} s"
+        ),
+        "peak_rss": lambda r: (
+            f"peak RSS: 1 min {r['1min']['peak_rss_mib']:.0f} MiB, 10 min "
+            f"{r['10min']['peak_rss_mib']:.0f} MiB (ratio {r['ratio_10_to_1']:.2f})"
+        ),
     }
     for section, line in lines.items():
         if report.get(section):

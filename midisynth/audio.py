@@ -79,13 +79,16 @@ def num_frames(num_samples: int) -> int:
 def _tensor_cache(maxsize: int | None = None):
     """`functools.lru_cache` for functions that build constant tensors, building them outside inference mode: a
     tensor first made during a render (`torch.inference_mode`) could not take part in training's autograd later."""
+
     def decorate(build):
         @functools.lru_cache(maxsize=maxsize)
         @functools.wraps(build)
         def cached(*args):
             with torch.inference_mode(False):
                 return build(*args)
+
         return cached
+
     return decorate
 
 
@@ -213,5 +216,6 @@ def check_finite(values: np.ndarray, what: str) -> np.ndarray:
     if np.isfinite(values).all():
         return values
     kind = "NaN" if np.isnan(values).any() else "infinite"
-    raise NonFiniteError(f"{what} holds {kind} values (the model's weights or its guidance weight overflow); "
-                         "no audio is made from it")
+    raise NonFiniteError(
+        f"{what} holds {kind} values (the model's weights or its guidance weight overflow); no audio is made from it"
+    )

@@ -11,8 +11,7 @@ from midisynth.commands import evaluation, models, play, render, score, training
 
 app = typer.Typer(
     name="midisynth",
-    help="Neural MIDI-to-audio rendering with Spectrogram Diffusion.\n\n"
-    "Example: midisynth render song.mid -o song.wav",
+    help="Neural MIDI-to-audio rendering with Spectrogram Diffusion.\n\nExample: midisynth render song.mid -o song.wav",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,
@@ -29,7 +28,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
 ) -> None:
     """Neural MIDI-to-audio rendering with Spectrogram Diffusion."""
 

@@ -53,8 +53,9 @@ def _publish(tmp: Path, path: Path, replace: bool) -> None:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise OutputError(f"{path}: already exists (written by another program meanwhile? pass --overwrite to "
-                          "replace it)") from None
+        raise OutputError(
+            f"{path}: already exists (written by another program meanwhile? pass --overwrite to replace it)"
+        ) from None
     except OSError as err:
         if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
             raise

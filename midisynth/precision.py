@@ -85,13 +85,15 @@ def training_precision(requested: str, hw: Hardware) -> str:
     has no gradients). Refuses bf16 on a GPU without bf16 arithmetic (ValueError): there every step would be
     emulated, several times slower than fp32 (on a CPU, asking for bf16 is the user's call)."""
     if requested == "int8":
-        raise ValueError("train config: precision int8 is for rendering only; use \"auto\", \"fp32\" or \"bf16\"")
+        raise ValueError('train config: precision int8 is for rendering only; use "auto", "fp32" or "bf16"')
     chosen = ("bf16" if native_bf16(hw) else "fp32") if requested == AUTO else resolve_precision(requested, hw)
     if chosen == "bf16" and hw.device_type == "cuda" and not native_bf16(hw):
         capability = ".".join(map(str, hw.cuda_capability or ()))
-        raise ValueError(f"train config: precision bf16, but this GPU (compute capability {capability}) has no bf16 "
-                         f"arithmetic (it needs {'.'.join(map(str, CUDA_BF16_CAPABILITY))} or newer); use precision "
-                         "= \"auto\" or \"fp32\"")
+        raise ValueError(
+            f"train config: precision bf16, but this GPU (compute capability {capability}) has no bf16 "
+            f"arithmetic (it needs {'.'.join(map(str, CUDA_BF16_CAPABILITY))} or newer); use precision "
+            '= "auto" or "fp32"'
+        )
     return chosen
 
 
@@ -145,5 +147,11 @@ def hardware(device_type: str = "cpu", device_index: int | None = None) -> Hardw
     cuda = torch.cuda.get_device_capability(device_index) if device_type == "cuda" else None
     # torch has announced the end of its quantized tensors: a torch without them has no int8 path here
     engine = torch.backends.quantized.engine if hasattr(torch.ops.quantized, "linear_dynamic") else ""
-    return Hardware(device_type, frozenset(flags), torch.backends.cpu.get_cpu_capability(), cuda, model,
-                    "" if engine == "none" else engine)
+    return Hardware(
+        device_type,
+        frozenset(flags),
+        torch.backends.cpu.get_cpu_capability(),
+        cuda,
+        model,
+        "" if engine == "none" else engine,
+    )

@@ -44,5 +44,13 @@ class _Bars(Progress):
 
 def progress_bars(enabled: bool = True) -> Progress:
     """A display of progress bars (a context manager); nothing is shown unless `enabled`."""
-    return _Bars(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                 _Fields(), console=Console(stderr=True), transient=False, disable=not enabled)
+    return _Bars(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        _Fields(),
+        console=Console(stderr=True),
+        transient=False,
+        disable=not enabled,
+    )

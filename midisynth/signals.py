@@ -18,8 +18,22 @@ from typing import Any
 # Signals whose default action ends the process and that a program may catch. SIGPIPE is left alone (Python ignores
 # it: a closed pipe is a write error), as is SIGXFSZ (ignored by Python: a file size limit is a write error).
 TERMINATING_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGHUP", "SIGINT", "SIGQUIT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGALRM",
-                                       "SIGVTALRM", "SIGPROF", "SIGXCPU", "SIGPWR") if hasattr(signal, name))
+    getattr(signal, name)
+    for name in (
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGTERM",
+        "SIGUSR1",
+        "SIGUSR2",
+        "SIGALRM",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGXCPU",
+        "SIGPWR",
+    )
+    if hasattr(signal, name)
+)
 # What signal.signal takes and returns: a function, SIG_DFL or SIG_IGN, or None (a handler not set from Python).
 Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 

@@ -54,8 +54,9 @@ class _GuardedStream:
         except (OSError, ValueError) as err:  # ValueError: a stream already closed
             if self._strict:
                 reason = getattr(err, "strerror", None) or err
-                raise StandardOutputError(f"standard output: write failed ({reason})", getattr(err, "errno", None)
-                                          ) from None
+                raise StandardOutputError(
+                    f"standard output: write failed ({reason})", getattr(err, "errno", None)
+                ) from None
             return None
 
     def write(self, text: str) -> int | None:

@@ -1,6 +1,6 @@
 """Picture of the FluidSynth reference's log-mel above midisynth's render of the same MIDI (needs matplotlib).
 
-    python scripts/plot_spectrograms.py SONG.mid docs/spectrograms.png [--model PATH] [--seconds 20]
+python scripts/plot_spectrograms.py SONG.mid docs/spectrograms.png [--model PATH] [--seconds 20]
 """
 
 from __future__ import annotations
@@ -38,8 +38,15 @@ def main() -> None:
     fig, axes = plt.subplots(len(rows), 1, figsize=(12, 6), sharex=True)
     for ax, (title, audio) in zip(axes, rows, strict=True):
         features = log_mel(torch.from_numpy(np.ascontiguousarray(audio))).numpy()
-        ax.imshow(features.T, origin="lower", aspect="auto", cmap="magma", vmin=-11.5, vmax=2.0,
-                  extent=(0, features.shape[0] / FRAME_RATE, 0, 128))
+        ax.imshow(
+            features.T,
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            vmin=-11.5,
+            vmax=2.0,
+            extent=(0, features.shape[0] / FRAME_RATE, 0, 128),
+        )
         ax.set_title(title)
         ax.set_ylabel("mel bin")
     axes[-1].set_xlabel("seconds")

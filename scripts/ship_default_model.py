@@ -23,8 +23,9 @@ def main() -> None:
     checkpoint = load_model_file(args.model)
     partials = args.model.parent / PARTIALS_FILE
     meta = {k: v for k, v in checkpoint.metadata.items() if k not in ("format", "model_config")}
-    manifest = write_model_directory(BUNDLED_DIR, checkpoint.model, meta,
-                                     partials=partials if partials.is_file() else None, vocoder=args.vocoder)
+    manifest = write_model_directory(
+        BUNDLED_DIR, checkpoint.model, meta, partials=partials if partials.is_file() else None, vocoder=args.vocoder
+    )
     print(json.dumps(manifest, indent=1))
 
 

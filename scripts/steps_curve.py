@@ -39,9 +39,15 @@ def main() -> None:
     for sampler, steps, guidance in itertools.product(args.samplers, args.steps, args.guidance):
         options = RenderOptions(sampler=sampler, steps=steps, guidance=guidance, precision=args.precision)
         summary = evaluate(synth.with_options(**options.__dict__), files, DEFAULT_SOUNDFONT)["summary"]
-        row = {"sampler": sampler, "steps": steps, "guidance": guidance, "precision": args.precision,
-               **summary["mean"]["midisynth"], "real_time_factor": summary["real_time_factor"],
-               "files": summary["files"]}
+        row = {
+            "sampler": sampler,
+            "steps": steps,
+            "guidance": guidance,
+            "precision": args.precision,
+            **summary["mean"]["midisynth"],
+            "real_time_factor": summary["real_time_factor"],
+            "files": summary["files"],
+        }
         rows.append(row)
         print(json.dumps(row), flush=True)
     save_text_atomic(args.json, json.dumps(rows, indent=1))

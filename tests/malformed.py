@@ -46,8 +46,9 @@ RENDERS = {
     "velocity0_note_off": smf(b"\x00\x90\x3c\x64\x83\x60\x90\x3c\x00" + END_OF_TRACK),
     "running_status": smf(b"\x00\x90\x3c\x64\x00\x40\x64\x83\x60\x3c\x00\x00\x40\x00" + END_OF_TRACK),
     "empty_tracks": smf(END_OF_TRACK, C4_ONE_BEAT + END_OF_TRACK, b""),
-    "non_ascii_names": smf(meta(0x03, "Клавир ピアノ 🎹".encode()) + meta(0x04, b"\xe9t\xe9\xff") + C4_ONE_BEAT
-                           + END_OF_TRACK),
+    "non_ascii_names": smf(
+        meta(0x03, "Клавир ピアノ 🎹".encode()) + meta(0x04, b"\xe9t\xe9\xff") + C4_ONE_BEAT + END_OF_TRACK
+    ),
     "hanging_note": smf(b"\x00\x90\x3c\x64" + C4_ONE_BEAT + END_OF_TRACK),
     "sysex": smf(b"\x00\xf0\x05\x7e\x7f\x09\x01\xf7" + C4_ONE_BEAT + END_OF_TRACK),
     "long_header": b"MThd\x00\x00\x00\x0a\x00\x00\x00\x01\x01\xe0\x00\x00\x00\x00" + smf(C4_ONE_BEAT)[14:],
@@ -62,8 +63,9 @@ REFUSED = {
     "smpte_timing": smf(C4_ONE_BEAT + END_OF_TRACK, division=0xE728),  # -25 frames/s, 40 ticks per frame
     "zero_ticks_per_beat": smf(C4_ONE_BEAT + END_OF_TRACK, division=0),
     "zero_tempo": smf(meta(0x51, b"\x00\x00\x00") + C4_ONE_BEAT + END_OF_TRACK),
-    "ten_hours": smf(meta(0x51, b"\xff\xff\xff") + C4_ONE_BEAT + varlen(2146 * 480) + C4_ONE_BEAT[1:]
-                     + END_OF_TRACK),  # 2146 beats of 16.8 s
+    "ten_hours": smf(
+        meta(0x51, b"\xff\xff\xff") + C4_ONE_BEAT + varlen(2146 * 480) + C4_ONE_BEAT[1:] + END_OF_TRACK
+    ),  # 2146 beats of 16.8 s
     "forty_million_ticks": smf(C4_ONE_BEAT + varlen(40_000_000) + C4_ONE_BEAT[1:] + END_OF_TRACK),
     "too_many_events": smf(many_notes(3000)),
     "meta_overruns_track": smf(b"\x00\xff\x03\x7f\x41\x42" + END_OF_TRACK),
@@ -76,6 +78,7 @@ REFUSED = {
     "not_midi_png": b"\x89PNG\r\n\x1a\n" + bytes(40),
     "empty": b"",
 }
+
 
 def truncations(data: bytes, count: int) -> list[bytes]:
     """`count` prefixes of `data` cut at evenly spread offsets (1 byte up to all but the last byte)."""

@@ -28,6 +28,13 @@ def export_onnx(model: torch.nn.Module, path, input_name: str = "input_features"
     test when onnx is not installed."""
     pytest.importorskip("onnx", reason="exporting the test model needs onnx (pip install -e '.[test]')")
     axes = {input_name: {0: "batch", 1: "frames"}}
-    torch.onnx.export(model.eval(), (torch.randn(1, 50, bins),), str(path), input_names=[input_name],
-                      output_names=["audio"], dynamic_axes=axes, dynamo=False)
+    torch.onnx.export(
+        model.eval(),
+        (torch.randn(1, 50, bins),),
+        str(path),
+        input_names=[input_name],
+        output_names=["audio"],
+        dynamic_axes=axes,
+        dynamo=False,
+    )
     return path

@@ -13,7 +13,9 @@ from midisynth.model.config import ModelConfig
 def import_diffusers():
     """Import diffusers' Spectrogram Diffusion classes, or skip the test with the reason."""
     pytest.importorskip("transformers", reason="parity tests need transformers==4.44.2 (pip install -e '.[test]')")
-    diffusers = pytest.importorskip("diffusers", reason="parity tests need diffusers==0.35.2 (pip install -e '.[test]')")
+    diffusers = pytest.importorskip(
+        "diffusers", reason="parity tests need diffusers==0.35.2 (pip install -e '.[test]')"
+    )
     from diffusers.pipelines.deprecated.spectrogram_diffusion.continuous_encoder import SpectrogramContEncoder
     from diffusers.pipelines.deprecated.spectrogram_diffusion.notes_encoder import SpectrogramNotesEncoder
 
@@ -25,19 +27,32 @@ def build_reference_modules(cfg: ModelConfig, seed: int = 0):
     diffusers, notes_cls, cont_cls = import_diffusers()
     torch.manual_seed(seed)
     common = dict(
-        d_model=cfg.d_model, dropout_rate=cfg.dropout_rate, num_heads=cfg.num_heads, d_kv=cfg.d_kv, d_ff=cfg.d_ff,
+        d_model=cfg.d_model,
+        dropout_rate=cfg.dropout_rate,
+        num_heads=cfg.num_heads,
+        d_kv=cfg.d_kv,
+        d_ff=cfg.d_ff,
     )
     notes = notes_cls(
-        max_length=cfg.max_tokens, vocab_size=cfg.vocab_size, num_layers=cfg.num_notes_layers,
-        feed_forward_proj="gated-gelu", **common,
+        max_length=cfg.max_tokens,
+        vocab_size=cfg.vocab_size,
+        num_layers=cfg.num_notes_layers,
+        feed_forward_proj="gated-gelu",
+        **common,
     )
     cont = cont_cls(
-        input_dims=cfg.input_dims, targets_context_length=cfg.targets_length, num_layers=cfg.num_context_layers,
-        feed_forward_proj="gated-gelu", **common,
+        input_dims=cfg.input_dims,
+        targets_context_length=cfg.targets_length,
+        num_layers=cfg.num_context_layers,
+        feed_forward_proj="gated-gelu",
+        **common,
     )
     dec = diffusers.T5FilmDecoder(
-        input_dims=cfg.input_dims, targets_length=cfg.targets_length,
-        max_decoder_noise_time=cfg.max_decoder_noise_time, num_layers=cfg.num_decoder_layers, **common,
+        input_dims=cfg.input_dims,
+        targets_length=cfg.targets_length,
+        max_decoder_noise_time=cfg.max_decoder_noise_time,
+        num_layers=cfg.num_decoder_layers,
+        **common,
     )
     with torch.no_grad():
         for module in (notes, cont, dec):

@@ -119,8 +119,12 @@ def tiny_directory(tmp_path):
     torch.manual_seed(0)
     model = SpectrogramDiffusion(load_config(ROOT / "configs" / "tiny.toml").model)
     directory = tmp_path / "tiny"
-    write_model_directory(directory, model, {"step": "7", "sampling": SamplingDefaults("ddim", 2).to_json()},
-                          partials=BUNDLED_DIR / "partials.safetensors")
+    write_model_directory(
+        directory,
+        model,
+        {"step": "7", "sampling": SamplingDefaults("ddim", 2).to_json()},
+        partials=BUNDLED_DIR / "partials.safetensors",
+    )
     return directory
 
 
@@ -132,8 +136,11 @@ def test_a_model_directory_loads_with_its_partials_and_refuses_an_altered_file(t
     assert lines[0].startswith(f"model: {tiny_directory / 'model.safetensors'}  sha256=") and "step=7" in lines[0]
     assert lines[1] == "  sampling: ddim, 2 steps, guidance 1" and checkpoint.sampling == SamplingDefaults("ddim", 2)
     save_partials(Partials(np.ones((N_MELS, COLUMNS), np.float32)), tiny_directory / "partials.safetensors")
-    with pytest.raises(CheckpointError, match=r"partials.safetensors: partials missing or corrupted \(sha256 "
-                                              r"mismatch\); restore it, or write the model again"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"partials.safetensors: partials missing or corrupted \(sha256 "
+        r"mismatch\); restore it, or write the model again",
+    ):
         load_model_directory(tiny_directory)
 
 
@@ -182,8 +189,9 @@ def test_adapt_turns_four_recordings_into_a_model_that_renders_and_resumes(tiny_
     assert manifest["model"]["adapted_from"] == str(tiny_directory / "model.safetensors")
 
     wav = tmp_path / "take0.wav"
-    rendered = CliRunner().invoke(app, ["render", str(tmp_path / "takes" / "take0.mid"), "-o", str(wav),
-                                        "--model", str(out), *FAST])
+    rendered = CliRunner().invoke(
+        app, ["render", str(tmp_path / "takes" / "take0.mid"), "-o", str(wav), "--model", str(out), *FAST]
+    )
     assert rendered.exit_code == 0, rendered.output
     audio, rate = sf.read(wav)
     assert rate == SAMPLE_RATE and np.abs(audio).max() > 0.01
@@ -196,22 +204,39 @@ def test_adapt_turns_four_recordings_into_a_model_that_renders_and_resumes(tiny_
 
 def test_one_short_recording_adapts_with_nothing_held_out(tiny_directory, tmp_path):
     _recordings(tmp_path / "takes", 1, 3.0)
-    result = CliRunner().invoke(app, ["adapt", str(tmp_path / "takes"), "-o", str(tmp_path / "mine"), "--model",
-                                      str(tiny_directory), "--minutes", "0.01"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "adapt",
+            str(tmp_path / "takes"),
+            "-o",
+            str(tmp_path / "mine"),
+            "--model",
+            str(tiny_directory),
+            "--minutes",
+            "0.01",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "held out: nothing (too little material: a single window)" in result.stderr
     assert "held-out adapted: nothing held out" in result.stdout
     assert (tmp_path / "mine" / "manifest.json").is_file()
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    ([], "nothing to adapt to: give folders of recordings (MIDI files with their audio beside them), or a --soundfont"),
-    (["--midi", "."], "--midi needs --soundfont"),
-    (["{tmp}"], "{tmp}: no MIDI file with an audio file of the same name beside it"),
-    (["{tmp}/missing"], "{tmp}/missing: no such directory"),
-    (["--midi", "{tmp}", "--soundfont", str(BUNDLED_DIR / "model.safetensors")], "not a SoundFont"),
-    (["{tmp}", "--minutes", "inf"], "--minutes inf: give a finite number of minutes"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            [],
+            "nothing to adapt to: give folders of recordings (MIDI files with their audio beside them), or a --soundfont",
+        ),
+        (["--midi", "."], "--midi needs --soundfont"),
+        (["{tmp}"], "{tmp}: no MIDI file with an audio file of the same name beside it"),
+        (["{tmp}/missing"], "{tmp}/missing: no such directory"),
+        (["--midi", "{tmp}", "--soundfont", str(BUNDLED_DIR / "model.safetensors")], "not a SoundFont"),
+        (["{tmp}", "--minutes", "inf"], "--minutes inf: give a finite number of minutes"),
+    ],
+)
 def test_adapt_arguments_that_cannot_work_are_one_line(tmp_path, args, message):
     if "not a SoundFont" in message and shutil.which("fluidsynth") is None:
         pytest.skip("the SoundFont is checked after the fluidsynth program")
@@ -227,8 +252,19 @@ def test_adapt_arguments_that_cannot_work_are_one_line(tmp_path, args, message):
 def test_adapt_stopped_by_a_signal_keeps_its_work_and_a_rerun_finishes(tiny_directory, tmp_path):
     _recordings(tmp_path / "takes", 3, 6.0)
     out = tmp_path / "mine"
-    command = [sys.executable, "-m", "midisynth", "adapt", str(tmp_path / "takes"), "-o", str(out), "--model",
-               str(tiny_directory), "--minutes", "5"]
+    command = [
+        sys.executable,
+        "-m",
+        "midisynth",
+        "adapt",
+        str(tmp_path / "takes"),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_directory),
+        "--minutes",
+        "5",
+    ]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (out / "run" / "last.pt").exists() and time.monotonic() < deadline:
@@ -240,12 +276,14 @@ def test_adapt_stopped_by_a_signal_keeps_its_work_and_a_rerun_finishes(tiny_dire
     state = json.loads((out / "adapt.json").read_text())
     assert 0 < state["minutes_trained"] < 5 and state["steps"] > 0
     assert not (out / "manifest.json").exists()
-    finish = subprocess.run(command[:-1] + [str(state["minutes_trained"] + 0.02)], capture_output=True, text=True,
-                            timeout=300)
+    finish = subprocess.run(
+        command[:-1] + [str(state["minutes_trained"] + 0.02)], capture_output=True, text=True, timeout=300
+    )
     assert finish.returncode == 0, finish.stderr
     assert f"from step {state['steps']}" in finish.stderr
     assert json.loads((out / "manifest.json").read_text())["model"]["step"] == str(
-        json.loads((out / "adapt.json").read_text())["steps"])
+        json.loads((out / "adapt.json").read_text())["steps"]
+    )
 
 
 def test_save_model_is_what_a_directory_holds(tmp_path):
@@ -270,5 +308,6 @@ def test_the_instrument_survey_plays_every_program_and_the_drum_kit_twice_in_abo
     assert all(inst.notes for _, pm in pieces for inst in pm.instruments)
     assert 10.0 < sum(pm.get_end_time() for _, pm in pieces) / 60 < 12.0
     again = list(instrument_survey(0))
-    assert [(n, [x.pitch for i in pm.instruments for x in i.notes]) for n, pm in again] == \
-        [(n, [x.pitch for i in pm.instruments for x in i.notes]) for n, pm in pieces]
+    assert [(n, [x.pitch for i in pm.instruments for x in i.notes]) for n, pm in again] == [
+        (n, [x.pitch for i in pm.instruments for x in i.notes]) for n, pm in pieces
+    ]

@@ -26,8 +26,14 @@ def tf_hertz_to_mel(hz, dtype=np.float64):
     return dtype(1127.0) * np.log(dtype(1.0) + hz / dtype(700.0))
 
 
-def tf_linear_to_mel_weight_matrix(num_mel_bins=128, num_spectrogram_bins=513, sample_rate=16000,
-                                   lower_edge_hertz=0.0, upper_edge_hertz=8000.0, dtype=np.float64):
+def tf_linear_to_mel_weight_matrix(
+    num_mel_bins=128,
+    num_spectrogram_bins=513,
+    sample_rate=16000,
+    lower_edge_hertz=0.0,
+    upper_edge_hertz=8000.0,
+    dtype=np.float64,
+):
     bands_to_zero = 1  # HTK excludes the spectrogram DC bin
     nyquist = dtype(sample_rate) / dtype(2.0)
     linear = np.linspace(dtype(0.0), nyquist, num_spectrogram_bins, dtype=dtype)[bands_to_zero:]

@@ -76,7 +76,9 @@ def test_decoder_matches_diffusers(reference, has_context):
     with torch.no_grad():
         frames_mask = context_mask[:, None].expand(-1, 256)
         # diffusers' context encoder cannot run a batch larger than 1 (its position roll fails): row by row.
-        rows = [cont_ref(encoder_inputs=context[i : i + 1], encoder_inputs_mask=frames_mask[i : i + 1]) for i in range(2)]
+        rows = [
+            cont_ref(encoder_inputs=context[i : i + 1], encoder_inputs_mask=frames_mask[i : i + 1]) for i in range(2)
+        ]
         encodings = [
             notes_ref(encoder_input_tokens=tokens, encoder_inputs_mask=tokens > 0),
             (torch.cat([r[0] for r in rows]), frames_mask),
@@ -95,8 +97,11 @@ def test_unconditional_rows_equal_zeroed_encodings(reference):
     t = torch.tensor([0.5])
     zeros = torch.zeros(1, 300, model.cfg.d_model)
     with torch.no_grad():
-        ref = dec_ref(encodings_and_masks=[(zeros, torch.zeros(1, 300, dtype=torch.bool))],
-                      decoder_input_tokens=x, decoder_noise_time=t)
+        ref = dec_ref(
+            encodings_and_masks=[(zeros, torch.zeros(1, 300, dtype=torch.bool))],
+            decoder_input_tokens=x,
+            decoder_noise_time=t,
+        )
         ours = model.decoder(x, t, None)
     assert (ours - ref).abs().max() <= TOL
 
@@ -143,10 +148,13 @@ def test_wrong_shapes_are_reported(tmp_path, tiny_cfg):
         load_checkpoint(path)
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"d_model": 32.0}, "d_model must be a whole number >= 1, got 32.0"),
-    ({"max_decoder_noise_time": 0}, "max_decoder_noise_time must be a finite number > 0"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"d_model": 32.0}, "d_model must be a whole number >= 1, got 32.0"),
+        ({"max_decoder_noise_time": 0}, "max_decoder_noise_time must be a finite number > 0"),
+    ],
+)
 def test_model_metadata_that_cannot_render_is_refused_at_load(tmp_path, tiny_cfg, short_midi, change, message):
     from tests.test_cli import run
 
@@ -175,19 +183,27 @@ def _address_space_limit(headroom: int):
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads the mapped size from Linux's /proc")
-@pytest.mark.parametrize(("change", "message"), [
-    ({"d_model": 10**7}, "weights do not match the config: missing"),
-    ({"vocab_size": 10**12}, "weights do not match the config: missing"),
-    ({"vocab_size": 10**12, "d_model": 10**7}, "the model config asks for tensors too large to hold"),
-    ({"num_decoder_layers": 10**6}, "weights do not match the config: it asks for 1000004 layers, and the weights "
-                                    "hold 8 tensors in all"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"d_model": 10**7}, "weights do not match the config: missing"),
+        ({"vocab_size": 10**12}, "weights do not match the config: missing"),
+        ({"vocab_size": 10**12, "d_model": 10**7}, "the model config asks for tensors too large to hold"),
+        (
+            {"num_decoder_layers": 10**6},
+            "weights do not match the config: it asks for 1000004 layers, and the weights hold 8 tensors in all",
+        ),
+    ],
+)
 def test_metadata_asking_for_more_than_the_weights_is_refused_without_allocating(tmp_path, tiny_cfg, change, message):
     from midisynth.model.checkpoints import FORMAT_TAG
 
     path = tmp_path / "small.safetensors"
-    save_file({f"t{k}": torch.zeros(1) for k in range(8)}, str(path),
-              {"format": FORMAT_TAG, "model_config": json.dumps({**tiny_cfg.to_dict(), **change})})
+    save_file(
+        {f"t{k}": torch.zeros(1) for k in range(8)},
+        str(path),
+        {"format": FORMAT_TAG, "model_config": json.dumps({**tiny_cfg.to_dict(), **change})},
+    )
     assert path.stat().st_size <= 1024
     with _address_space_limit(2**30), pytest.raises(CheckpointError, match=f"{path.name}: {message}"):
         load_model_file(path)
@@ -230,8 +246,10 @@ def test_loading_a_model_imports_no_compiler(tiny_model_path):
     import subprocess
     import sys
 
-    code = (f"import sys; from midisynth.model.checkpoints import load_model_file; "
-            f"load_model_file({str(tiny_model_path)!r}); print('torch._dynamo' in sys.modules)")
+    code = (
+        f"import sys; from midisynth.model.checkpoints import load_model_file; "
+        f"load_model_file({str(tiny_model_path)!r}); print('torch._dynamo' in sys.modules)"
+    )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
 
 
@@ -297,12 +315,15 @@ def test_pickle_code_never_runs_even_with_allow_pickle(tmp_path, reference):
     assert marker.exists()
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"vocab_size": 10}, "vocab_size must be at least 1391"),
-    ({"d_model": -32}, "d_model must be a whole number >= 1, got -32"),
-    ({"prediction": "x0"}, "prediction must be one of"),
-    ({"colour": "blue"}, r"unknown keys \['colour'\]"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"vocab_size": 10}, "vocab_size must be at least 1391"),
+        ({"d_model": -32}, "d_model must be a whole number >= 1, got -32"),
+        ({"prediction": "x0"}, "prediction must be one of"),
+        ({"colour": "blue"}, r"unknown keys \['colour'\]"),
+    ],
+)
 def test_invalid_config_in_a_model_file(tmp_path, tiny_cfg, change, message):
     from safetensors import safe_open
 
@@ -349,8 +370,12 @@ def test_sampling_defaults_are_stored_with_the_model(tmp_path, tiny_cfg, short_m
     save_model(model, tmp_path / "own.safetensors", {"sampling": chosen.to_json()})
     synth = Synthesizer.from_pretrained(str(tmp_path / "own.safetensors"), device="cpu", vocoder="griffin-lim")
     assert (synth.options.sampler, synth.options.steps, synth.options.guidance) == ("dpmpp", 12, 1.5)
-    overridden = Synthesizer.from_pretrained(str(tmp_path / "own.safetensors"), device="cpu", vocoder="griffin-lim",
-                                             options=RenderOptions(sampler="ddim", guidance=1.0))
+    overridden = Synthesizer.from_pretrained(
+        str(tmp_path / "own.safetensors"),
+        device="cpu",
+        vocoder="griffin-lim",
+        options=RenderOptions(sampler="ddim", guidance=1.0),
+    )
     assert (overridden.options.sampler, overridden.options.steps, overridden.options.guidance) == ("ddim", 20, 1.0)
     assert overridden.with_options(steps=3).options.steps == 3
 

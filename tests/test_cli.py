@@ -49,8 +49,17 @@ def test_render_stdin_to_stdout(tiny_model_path, short_midi):
 
 def test_mel_out(tiny_model_path, short_midi, tmp_path):
     mel = tmp_path / "mel.npy"
-    result = run("render", str(short_midi), "-o", str(tmp_path / "a.wav"), "--mel-out", str(mel),
-                 "--model", str(tiny_model_path), *FAST)
+    result = run(
+        "render",
+        str(short_midi),
+        "-o",
+        str(tmp_path / "a.wav"),
+        "--mel-out",
+        str(mel),
+        "--model",
+        str(tiny_model_path),
+        *FAST,
+    )
     assert result.exit_code == 0, result.output
     features = np.load(mel)
     assert features.shape[1] == 128
@@ -88,7 +97,9 @@ def test_existing_output_needs_overwrite_or_skip(tiny_model_path, short_midi, tm
 
 def test_usage_errors_exit_2(tmp_path, short_midi):
     assert run("render", str(tmp_path / "missing.mid"), "-o", str(tmp_path / "o.wav")).exit_code == 2
-    assert run("render", str(short_midi), "-o", str(tmp_path / "o.wav"), "--model", str(tmp_path / "nope")).exit_code == 2
+    assert (
+        run("render", str(short_midi), "-o", str(tmp_path / "o.wav"), "--model", str(tmp_path / "nope")).exit_code == 2
+    )
     assert run("render", str(short_midi), "--sampler", "magic", "-o", str(tmp_path / "o.wav")).exit_code == 2
 
 
@@ -138,7 +149,9 @@ def test_one_function_finds_midi_files_for_render_eval_and_datasets(tmp_path):
         write_midi(tmp_path / name, [(60, 0.0, 0.5, 90)])
     found = [p.relative_to(tmp_path / "d").as_posix() for p in find_midi_files(tmp_path / "d")]
     assert found == ["a.mid", "c.smf", "e/b.MIDI", "e/d.KAR"]
-    assert [Path(j.source).relative_to(tmp_path / "d").as_posix() for j in plan_jobs([str(tmp_path / "d")], "o")] == found
+    assert [
+        Path(j.source).relative_to(tmp_path / "d").as_posix() for j in plan_jobs([str(tmp_path / "d")], "o")
+    ] == found
     assert [name for name, _ in folder_pieces(tmp_path / "d")] == ["user-a", "user-c", "user-e-b", "user-e-d"]
 
 
@@ -168,8 +181,17 @@ def test_overlong_song_is_refused_with_the_flag_named(tiny_model_path, tmp_path)
     from tests.conftest import write_midi
 
     long_song = write_midi(tmp_path / "long.mid", [(60, 0.0, 1.0, 90), (62, 7199.0, 7200.0, 90)])
-    result = run("render", str(long_song), "-o", str(tmp_path / "o.wav"), "--model", str(tiny_model_path),
-                 "--max-duration", "3600", *FAST)
+    result = run(
+        "render",
+        str(long_song),
+        "-o",
+        str(tmp_path / "o.wav"),
+        "--model",
+        str(tiny_model_path),
+        "--max-duration",
+        "3600",
+        *FAST,
+    )
     assert result.exit_code == 1
     assert "--max-duration" in result.output and "2.00 h" in result.output
     assert not (tmp_path / "o.wav").exists()
@@ -213,15 +235,38 @@ def test_convert_diffusers_checkpoint(tmp_path):
 
 def test_sample_rate_and_excerpt(tiny_model_path, two_window_midi, tmp_path):
     out = tmp_path / "o.flac"
-    result = run("render", str(two_window_midi), "-o", str(out), "--model", str(tiny_model_path), "-r", "44100",
-                 "--start", "1.0", "--end", "3.0", *FAST)
+    result = run(
+        "render",
+        str(two_window_midi),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_model_path),
+        "-r",
+        "44100",
+        "--start",
+        "1.0",
+        "--end",
+        "3.0",
+        *FAST,
+    )
     assert result.exit_code == 0, result.output
     info = sf.info(out)
     assert info.samplerate == 44100 and info.format == "FLAC"
     # 2 s excerpt + 1 s release tail at 50 frames/s, resampled: 150 frames * 320 samples * 44100 / 16000
     assert info.frames == round(150 * HOP_LENGTH * 44100 / 16000)
-    piped = run("render", "-", "-o", "-", "--model", str(tiny_model_path), "-r", "22050", *FAST,
-                input=two_window_midi.read_bytes())
+    piped = run(
+        "render",
+        "-",
+        "-o",
+        "-",
+        "--model",
+        str(tiny_model_path),
+        "-r",
+        "22050",
+        *FAST,
+        input=two_window_midi.read_bytes(),
+    )
     audio, rate = sf.read(io.BytesIO(piped.stdout_bytes))
     assert rate == 22050 and audio.shape[0] == round(350 * HOP_LENGTH * 22050 / 16000)
 
@@ -238,8 +283,11 @@ def test_the_console_command_exits_with_the_commands_status_after_flushing(monke
         raise Exited(status)
 
     monkeypatch.setattr(standard_streams.os, "_exit", fake_exit)
-    for argv, status, printed in ((["--version"], 0, "midisynth "), (["render"], 2, "Missing argument"),
-                                  (["info", str(tmp_path / "missing.mid")], 1, "missing.mid")):
+    for argv, status, printed in (
+        (["--version"], 0, "midisynth "),
+        (["render"], 2, "Missing argument"),
+        (["info", str(tmp_path / "missing.mid")], 1, "missing.mid"),
+    ):
         monkeypatch.setattr(sys, "argv", ["midisynth", *argv])
         with pytest.raises(Exited) as exited:
             cli.run()

@@ -63,7 +63,11 @@ def test_note_survey_has_notes():
 def test_truncate_keeps_the_first_seconds():
     pm = pretty_midi.PrettyMIDI()
     inst = pretty_midi.Instrument(program=0)
-    inst.notes = [pretty_midi.Note(90, 60, 0.0, 1.0), pretty_midi.Note(90, 62, 1.5, 4.0), pretty_midi.Note(90, 64, 3.0, 5)]
+    inst.notes = [
+        pretty_midi.Note(90, 60, 0.0, 1.0),
+        pretty_midi.Note(90, 62, 1.5, 4.0),
+        pretty_midi.Note(90, 64, 3.0, 5),
+    ]
     pm.instruments.append(inst)
     truncate(pm, 2.0)
     assert [(n.pitch, n.start, n.end) for n in inst.notes] == [(60, 0.0, 1.0), (62, 1.5, 2.0)]
@@ -139,8 +143,11 @@ def test_build_store_resume_split_and_windows(tmp_path):
     # Held-out split: fixed by piece id, disjoint from training, its MIDI copied for evaluation.
     train, heldout = load_records(root, "train"), load_records(root, "heldout")
     assert [r.piece_id for r in heldout] == [f"user-p{held}"] and len(train) == 2
-    assert manifest["splits"]["heldout"] == {"pieces": 1, "windows": heldout[0].windows,
-                                             "hours": round(heldout[0].seconds / 3600, 3)}
+    assert manifest["splits"]["heldout"] == {
+        "pieces": 1,
+        "windows": heldout[0].windows,
+        "hours": round(heldout[0].seconds / 3600, 3),
+    }
     assert [p.name for p in (root / "heldout_midi").iterdir()] == [f"user-p{held}.mid"]
 
     for record in records:
@@ -212,12 +219,15 @@ def _read_only(monkeypatch) -> None:
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
 
 
-@pytest.mark.parametrize("make_args, line", [
-    (lambda tmp: ["--hours", "inf"], "--hours inf: give a finite number of hours, at least 0.01"),
-    (lambda tmp: ["--hours", "-1"], "--hours -1: give a finite number of hours, at least 0.01"),
-    (lambda tmp: ["--midi", str(tmp / "nonexistent")], "--midi {tmp}/nonexistent: no such directory"),
-    (lambda tmp: ["--midi", str(tmp / "a.mid")], "--midi {tmp}/a.mid: not a directory"),
-])
+@pytest.mark.parametrize(
+    "make_args, line",
+    [
+        (lambda tmp: ["--hours", "inf"], "--hours inf: give a finite number of hours, at least 0.01"),
+        (lambda tmp: ["--hours", "-1"], "--hours -1: give a finite number of hours, at least 0.01"),
+        (lambda tmp: ["--midi", str(tmp / "nonexistent")], "--midi {tmp}/nonexistent: no such directory"),
+        (lambda tmp: ["--midi", str(tmp / "a.mid")], "--midi {tmp}/a.mid: not a directory"),
+    ],
+)
 def test_dataset_options_that_cannot_work_are_one_line_exit_2(tmp_path, make_args, line):
     (tmp_path / "a.mid").write_bytes(b"")
     result = _dataset(str(tmp_path / "ds"), "--no-generated", *make_args(tmp_path))
@@ -229,12 +239,16 @@ def test_dataset_output_that_is_a_file_or_read_only_is_one_line_exit_2(tmp_path,
     (tmp_path / "file").write_bytes(b"")
     result = _dataset(str(tmp_path / "file"), "--no-generated")
     assert (result.exit_code, result.output) == (
-        2, f"midisynth: {tmp_path}/file: cannot create the output directory {tmp_path}/file (a file has that name)\n")
+        2,
+        f"midisynth: {tmp_path}/file: cannot create the output directory {tmp_path}/file (a file has that name)\n",
+    )
     (tmp_path / "ds").mkdir()
     _read_only(monkeypatch)
     result = _dataset(str(tmp_path / "ds"), "--no-generated")
     assert (result.exit_code, result.output) == (
-        2, f"midisynth: {tmp_path}/ds/manifest.json: cannot write in {tmp_path}/ds (Read-only file system)\n")
+        2,
+        f"midisynth: {tmp_path}/ds/manifest.json: cannot write in {tmp_path}/ds (Read-only file system)\n",
+    )
     assert list((tmp_path / "ds").iterdir()) == []
 
 
@@ -260,18 +274,26 @@ def test_a_pair_whose_piece_file_names_are_too_long_is_skipped_and_the_rest_stor
     result = _dataset(str(tmp_path / "ds"), "--pairs", str(tmp_path / "pairs"))
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.startswith("midisynth:")]
-    assert lines == [f"midisynth: {tmp_path / 'pairs' / long_name}.mid: its piece's file names would be {limit + 2} "
-                     f"bytes long, over the {limit} the file system takes (shorten its file or folder names) (skipped)",
-                     "midisynth: 2 of 3 recordings stored, 1 skipped"]
+    assert lines == [
+        f"midisynth: {tmp_path / 'pairs' / long_name}.mid: its piece's file names would be {limit + 2} "
+        f"bytes long, over the {limit} the file system takes (shorten its file or folder names) (skipped)",
+        "midisynth: 2 of 3 recordings stored, 1 skipped",
+    ]
     assert [r.piece_id for r in load_records(tmp_path / "ds")] == ["pair-b", "pair-c"]
 
 
-@pytest.mark.parametrize("rows, line", [
-    ("train,/abs/x.midi,2004/x.wav\n", "line 2: midi_filename '/abs/x.midi' is not a path inside the MAESTRO folder"),
-    ("train,2004/x.midi,../x.wav\n", "line 2: audio_filename '../x.wav' is not a path inside the MAESTRO folder"),
-    ("train,2004/x.midi,2004/x.wav\ntest,2004/y.midi\n", "line 3: no audio_filename"),
-    ("train,,2004/x.wav\n", "line 2: no midi_filename"),
-])
+@pytest.mark.parametrize(
+    "rows, line",
+    [
+        (
+            "train,/abs/x.midi,2004/x.wav\n",
+            "line 2: midi_filename '/abs/x.midi' is not a path inside the MAESTRO folder",
+        ),
+        ("train,2004/x.midi,../x.wav\n", "line 2: audio_filename '../x.wav' is not a path inside the MAESTRO folder"),
+        ("train,2004/x.midi,2004/x.wav\ntest,2004/y.midi\n", "line 3: no audio_filename"),
+        ("train,,2004/x.wav\n", "line 2: no midi_filename"),
+    ],
+)
 def test_a_maestro_csv_with_bad_rows_is_one_line_naming_file_and_line(tmp_path, rows, line):
     root = tmp_path / "maestro"
     root.mkdir()
@@ -302,7 +324,9 @@ def test_dataset_reports_each_unreadable_midi_file_and_renders_the_rest(tmp_path
     result = _dataset(str(tmp_path / "ds"), "--midi", str(midi), "--no-generated", "--hours", "0.01")
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stderr.replace("\r", "\n").splitlines() if line.startswith("midisynth:")]
-    assert [line.split(": unreadable MIDI (")[0] for line in lines] == [f"midisynth: {midi / 'empty.mid'}",
-                                                                       f"midisynth: {midi / 'garbage.mid'}"]
+    assert [line.split(": unreadable MIDI (")[0] for line in lines] == [
+        f"midisynth: {midi / 'empty.mid'}",
+        f"midisynth: {midi / 'garbage.mid'}",
+    ]
     assert all(line.endswith(") (skipped)") for line in lines)
     assert [r.piece_id for r in load_records(tmp_path / "ds")] == ["user-ok"]

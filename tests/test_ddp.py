@@ -80,6 +80,7 @@ def _in_two_processes(tmp_path: Path, work: Callable[[Ranks], None]) -> list[int
 def _train(config: Config, data: Path, runs: list[Path], signal_at_step: int | None = None) -> Callable[[Ranks], None]:
     """Training as one of several processes, rank r in `runs[r]`; with `signal_at_step`, rank 1 gets SIGTERM during
     that step."""
+
     def work(ranks: Ranks) -> None:
         trainer = Trainer(config, data, runs[ranks.rank], ranks=ranks)
         if signal_at_step is not None and ranks.rank == 1:
@@ -92,6 +93,7 @@ def _train(config: Config, data: Path, runs: list[Path], signal_at_step: int | N
 
             trainer.optimizer.step = step_then_signal
         trainer.train()
+
     return work
 
 
@@ -131,8 +133,14 @@ def test_one_process_trains_as_a_plain_loop(tmp_path, one_thread):
 
     plain = Trainer(config, tmp_path / "ds", tmp_path / "plain")  # the same initial weights and generators
     tc = config.train
-    loader = DataLoader(plain.loader.dataset, batch_size=tc.batch_size, shuffle=True, drop_last=True,
-                        collate_fn=plain._collate, generator=torch.Generator().manual_seed(tc.seed + 1))
+    loader = DataLoader(
+        plain.loader.dataset,
+        batch_size=tc.batch_size,
+        shuffle=True,
+        drop_last=True,
+        collate_fn=plain._collate,
+        generator=torch.Generator().manual_seed(tc.seed + 1),
+    )
     batches = endless(loader)
     plain.model.train()
     for _ in range(tc.max_steps):
@@ -148,8 +156,9 @@ def test_one_process_trains_as_a_plain_loop(tmp_path, one_thread):
         plain.ema_update()
         plain.step += 1
         plain.after_step(float(loss.detach()))
-    assert [{k: v for k, v in r.items() if k != "time"} for r in trainer.history] == \
-        [{k: v for k, v in r.items() if k != "time"} for r in plain.history]
+    assert [{k: v for k, v in r.items() if k != "time"} for r in trainer.history] == [
+        {k: v for k, v in r.items() if k != "time"} for r in plain.history
+    ]
     assert len({r["loss"] for r in plain.history}) == tc.max_steps
     for name, tensor in plain.ema.state_dict().items():
         assert torch.equal(trainer.ema.state_dict()[name], tensor), name
@@ -164,8 +173,10 @@ def test_a_batch_that_the_processes_cannot_share_is_refused_in_one_line(tmp_path
         monkeypatch.setenv("WORLD_SIZE", "3")
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 2
-        expected = ("midisynth: train config: batch_size 2 (the global batch) cannot be shared by 3 processes; use a "
-                    "multiple of 3, or a number of processes that divides it\n")
+        expected = (
+            "midisynth: train config: batch_size 2 (the global batch) cannot be shared by 3 processes; use a "
+            "multiple of 3, or a number of processes that divides it\n"
+        )
         assert result.stderr == (expected if rank == 0 else "")
     assert not (tmp_path / "run").exists()
 
@@ -254,8 +265,10 @@ def test_a_signal_to_one_process_stops_both_and_they_must_resume_together(tmp_pa
     # Rank 1 on a machine that does not see the run directory: it would start at step 0. Both refuse.
     elsewhere.mkdir()
     assert _in_two_processes(tmp_path, _train(_config(max_steps=1000), data, [run, elsewhere])) == [3, 3]
-    expected = ("the processes resumed at different steps (0 to 2): every machine must see the same run directory "
-                "(a shared file system)")
+    expected = (
+        "the processes resumed at different steps (0 to 2): every machine must see the same run directory "
+        "(a shared file system)"
+    )
     assert (tmp_path / "refused-0").read_text() == (tmp_path / "refused-1").read_text() == expected
 
 
@@ -272,8 +285,9 @@ def test_torchrun_trains_a_model_that_renders(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == ["history.json", "last.pt", "model.safetensors"]
     assert [h["step"] for h in json.loads((run / "history.json").read_text())] == [1, 2, 3, 4]
     midi = write_midi(tmp_path / "song.mid", [(60, 0.0, 1.0, 100), (64, 0.5, 1.5, 90)])  # one window
-    rendered = CliRunner().invoke(app, ["render", str(midi), "-o", str(tmp_path / "song.wav"), "--model",
-                                        str(run / "model.safetensors"), *FAST])
+    rendered = CliRunner().invoke(
+        app, ["render", str(midi), "-o", str(tmp_path / "song.wav"), "--model", str(run / "model.safetensors"), *FAST]
+    )
     assert rendered.exit_code == 0, rendered.output
     audio, rate = sf.read(tmp_path / "song.wav")
     assert rate == SAMPLE_RATE and audio.shape[0] >= 1.5 * SAMPLE_RATE and abs(audio).max() > 1e-3

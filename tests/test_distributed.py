@@ -48,10 +48,29 @@ def test_render_on_ray_matches_the_cli(local_ray, tiny_model_path, tmp_path):
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # as the one-CPU worker: float sums in another order differ by up to 7e-4
         try:
-            result = CliRunner().invoke(app, [
-                "render", str(src / f"{name}.mid"), "-o", str(local), "--overwrite", "-q", "--model",
-                str(tiny_model_path), "--sampler", "ddim", "--steps", "2", "--guidance", "1", "--seed", "3",
-                "--precision", "fp32"])
+            result = CliRunner().invoke(
+                app,
+                [
+                    "render",
+                    str(src / f"{name}.mid"),
+                    "-o",
+                    str(local),
+                    "--overwrite",
+                    "-q",
+                    "--model",
+                    str(tiny_model_path),
+                    "--sampler",
+                    "ddim",
+                    "--steps",
+                    "2",
+                    "--guidance",
+                    "1",
+                    "--seed",
+                    "3",
+                    "--precision",
+                    "fp32",
+                ],
+            )
         finally:
             torch.set_num_threads(threads)
         assert result.exit_code == 0, result.output

@@ -50,9 +50,13 @@ def endless_midi(path: Path, tail_seconds: float) -> Path:
     """One 0.5 s piano note, then `tail_seconds` of nothing before the End of Track (120 bpm, 480 ticks a beat):
     FluidSynth renders up to the End of Track, midisynth's song ends with the note."""
     midi = mido.MidiFile(ticks_per_beat=480)
-    track = mido.MidiTrack([mido.Message("note_on", note=60, velocity=100, time=0),
-                            mido.Message("note_off", note=60, velocity=0, time=480),
-                            mido.MetaMessage("end_of_track", time=int(tail_seconds * 2 * 480))])
+    track = mido.MidiTrack(
+        [
+            mido.Message("note_on", note=60, velocity=100, time=0),
+            mido.Message("note_off", note=60, velocity=0, time=480),
+            mido.MetaMessage("end_of_track", time=int(tail_seconds * 2 * 480)),
+        ]
+    )
     midi.tracks.append(track)
     midi.save(str(path))
     return path
@@ -61,13 +65,15 @@ def endless_midi(path: Path, tail_seconds: float) -> Path:
 # -- note scoring ------------------------------------------------------------------------------------------------
 def test_note_f1_matches_onsets_within_50_ms_at_the_same_pitch():
     reference = Notes.from_events([(0.0, 0.5, 60), (1.0, 1.5, 62), (2.0, 2.5, 64), (3.0, 3.5, 65)])
-    estimate = Notes.from_events([
-        (0.0, 0.5, 60),  # exact
-        (1.04, 1.2, 62),  # 40 ms late, offset far off: a match (offsets are not scored)
-        (2.06, 2.5, 64),  # 60 ms late: no match
-        (3.0, 3.5, 66),  # a semitone off: no match
-        (4.0, 4.5, 67),  # not in the reference
-    ])
+    estimate = Notes.from_events(
+        [
+            (0.0, 0.5, 60),  # exact
+            (1.04, 1.2, 62),  # 40 ms late, offset far off: a match (offsets are not scored)
+            (2.06, 2.5, 64),  # 60 ms late: no match
+            (3.0, 3.5, 66),  # a semitone off: no match
+            (4.0, 4.5, 67),  # not in the reference
+        ]
+    )
     score = note_f1(reference, estimate)
     assert score.precision == pytest.approx(2 / 5)
     assert score.recall == pytest.approx(2 / 4)
@@ -78,7 +84,8 @@ def test_note_f1_counts_each_note_once_and_scores_zero_length_notes():
     reference = Notes.from_events([(0.0, 0.0, 60), (0.0, 1.0, 64)])  # a 0-length note keeps its onset
     doubled = Notes.from_events([(0.0, 0.3, 60), (0.01, 0.3, 60), (0.0, 0.3, 64)])
     assert note_f1(reference, doubled).as_dict() == pytest.approx(
-        {"note_f1": 0.8, "note_precision": 2 / 3, "note_recall": 1.0})
+        {"note_f1": 0.8, "note_precision": 2 / 3, "note_recall": 1.0}
+    )
     assert note_f1(reference, Notes.from_events([])).f1 == 0.0
     with pytest.raises(ValueError, match="no pitched notes"):
         note_f1(Notes.from_events([]), doubled)
@@ -101,11 +108,16 @@ def test_reference_notes_are_the_pitched_notes_with_their_onsets(tmp_path):
 
 def test_summary_means_each_metric_over_the_files_that_have_it_and_the_f1_ratio():
     def result(seconds, render_seconds, reference_f1, midisynth):
-        return {"seconds": seconds, "render_seconds": render_seconds,
-                "scores": {REFERENCE: {"note_f1": reference_f1}, "midisynth": midisynth}}
+        return {
+            "seconds": seconds,
+            "render_seconds": render_seconds,
+            "scores": {REFERENCE: {"note_f1": reference_f1}, "midisynth": midisynth},
+        }
 
-    results = [result(10.0, 2.0, 0.8, {"log_mel_l1": 1.0, "note_f1": 0.4, "visqol": 3.0}),
-               result(30.0, 3.0, 0.6, {"log_mel_l1": 2.0, "note_f1": 0.2})]
+    results = [
+        result(10.0, 2.0, 0.8, {"log_mel_l1": 1.0, "note_f1": 0.4, "visqol": 3.0}),
+        result(30.0, 3.0, 0.6, {"log_mel_l1": 2.0, "note_f1": 0.2}),
+    ]
     summary = summarise(results)
     assert summary["mean"][REFERENCE] == pytest.approx({"note_f1": 0.7})
     assert summary["mean"]["midisynth"] == pytest.approx({"log_mel_l1": 1.5, "note_f1": 0.3, "visqol": 3.0})
@@ -151,8 +163,16 @@ def test_a_model_file_is_evaluated_on_a_folder_without_the_cli(tmp_path, tiny_mo
     write_midi(folder / "b.mid", [(64, 0.0, 1.0, 100)])
     options = RenderOptions(sampler="ddim", steps=1, guidance=1.0, precision="fp32")
     seen = []
-    report = evaluate_model(tiny_model_path, folder, device="cpu", options=options, limit=1, transcription=False,
-                            visqol=False, on_file=lambda path, error, so_far: seen.append((path.name, error)))
+    report = evaluate_model(
+        tiny_model_path,
+        folder,
+        device="cpu",
+        options=options,
+        limit=1,
+        transcription=False,
+        visqol=False,
+        on_file=lambda path, error, so_far: seen.append((path.name, error)),
+    )
     assert seen == [("b.mid", None)] and report["failed"] == []
     assert set(report["summary"]["mean"]) == set(CANDIDATES)
     assert report["summary"]["mean"]["vocoder"]["log_mel_l1"] < report["summary"]["mean"]["noise"]["log_mel_l1"]
@@ -164,8 +184,9 @@ def test_basic_pitch_finds_the_notes_of_a_fluidsynth_render(tmp_path):
     pytest.importorskip("basic_pitch", reason="transcription F1 needs basic-pitch (make eval-install)")
     from midisynth.evaluation.transcription import Transcriber
 
-    melody = write_midi(tmp_path / "melody.mid", [(60, 0.0, 0.4, 100), (64, 0.5, 0.9, 100), (67, 1.0, 1.4, 100),
-                                                   (72, 1.5, 2.5, 100)])
+    melody = write_midi(
+        tmp_path / "melody.mid", [(60, 0.0, 0.4, 100), (64, 0.5, 0.9, 100), (67, 1.0, 1.4, 100), (72, 1.5, 2.5, 100)]
+    )
     reference = pitched_notes(read_midi(melody))
     transcriber = Transcriber()
     rendered = render_midi(melody, DEFAULT_SOUNDFONT)
@@ -206,29 +227,45 @@ def test_eval_scores_the_readable_files_lists_the_bad_one_and_writes_its_json(tm
     assert report["summary"]["files"] == 1 and report["summary"]["mean"]["midisynth"]["log_mel_l1"] > 0
 
 
-@pytest.mark.parametrize("make_json_path, reason", [
-    (lambda tmp: tmp / "missing" / "eval.json", "does not exist"),
-    (lambda tmp: tmp, "is a directory"),
-    (lambda tmp: tmp / "a.mid" / "eval.json", "is a file"),
-])
+@pytest.mark.parametrize(
+    "make_json_path, reason",
+    [
+        (lambda tmp: tmp / "missing" / "eval.json", "does not exist"),
+        (lambda tmp: tmp, "is a directory"),
+        (lambda tmp: tmp / "a.mid" / "eval.json", "is a file"),
+    ],
+)
 def test_eval_refuses_an_unwritable_json_path_before_evaluating(tmp_path, make_json_path, reason):
     write_midi(tmp_path / "a.mid", [(60, 0.0, 1.0, 100)])
-    result = run("eval", str(tmp_path), "--json", str(make_json_path(tmp_path)), "--model", "no-such-model.safetensors",
-                 *NO_SCORERS)
+    result = run(
+        "eval",
+        str(tmp_path),
+        "--json",
+        str(make_json_path(tmp_path)),
+        "--model",
+        "no-such-model.safetensors",
+        *NO_SCORERS,
+    )
     assert result.exit_code == 2, result.output
     assert result.output.startswith("midisynth: ") and reason in result.output and "evaluated" not in result.output
 
 
-@pytest.mark.parametrize("soundfont_bytes, reason", [(None, "no such SoundFont"),
-                                                     (b"RIFF\x04\x00\x00\x00WAVEfmt ", "not a SoundFont"),
-                                                     (b"just text\n", "not a SoundFont")])
+@pytest.mark.parametrize(
+    "soundfont_bytes, reason",
+    [
+        (None, "no such SoundFont"),
+        (b"RIFF\x04\x00\x00\x00WAVEfmt ", "not a SoundFont"),
+        (b"just text\n", "not a SoundFont"),
+    ],
+)
 def test_eval_refuses_a_missing_soundfont_or_a_file_that_is_not_one(tmp_path, soundfont_bytes, reason):
     write_midi(tmp_path / "a.mid", [(60, 0.0, 1.0, 100)])
     soundfont = tmp_path / "font.sf2"
     if soundfont_bytes is not None:
         soundfont.write_bytes(soundfont_bytes)
-    result = run("eval", str(tmp_path), "--soundfont", str(soundfont), "--model", "no-such-model.safetensors",
-                 *NO_SCORERS)
+    result = run(
+        "eval", str(tmp_path), "--soundfont", str(soundfont), "--model", "no-such-model.safetensors", *NO_SCORERS
+    )
     assert result.exit_code == 2, result.output
     lines = result.output.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"midisynth: {soundfont}: {reason}")
@@ -274,8 +311,9 @@ def test_eval_without_fluidsynth_says_so_before_loading_the_model(tmp_path, monk
     monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     result = run("eval", str(tmp_path), "--model", "no-such-model.safetensors", *NO_SCORERS)
     assert result.exit_code == 2, result.output
-    assert result.output == ("midisynth: the fluidsynth program is not installed (Debian: apt-get install "
-                             "fluidsynth)\n")
+    assert result.output == (
+        "midisynth: the fluidsynth program is not installed (Debian: apt-get install fluidsynth)\n"
+    )
     with pytest.raises(FileNotFoundError, match="fluidsynth program is not installed"):
         evaluate(tiny_synth(tiny_model_path), [tmp_path / "a.mid"])
 

@@ -69,9 +69,11 @@ def reference_22050(tiny_model_path, tmp_path_factory) -> Path:
 def band_midi(tmp_path) -> Path:
     """Piano (program 0, 0-2.5 s), fingered bass (program 33) and drums: three instruments, 2.5 s."""
     pm = pretty_midi.PrettyMIDI()
-    parts = [(0, False, [(60, 0.0, 1.0), (64, 0.5, 1.5), (67, 1.0, 2.5)]),
-             (33, False, [(36, 0.0, 2.0)]),
-             (0, True, [(36, 0.0, 0.1), (38, 0.5, 0.6), (42, 1.0, 1.1)])]
+    parts = [
+        (0, False, [(60, 0.0, 1.0), (64, 0.5, 1.5), (67, 1.0, 2.5)]),
+        (33, False, [(36, 0.0, 2.0)]),
+        (0, True, [(36, 0.0, 0.1), (38, 0.5, 0.6), (42, 1.0, 1.1)]),
+    ]
     for program, is_drum, notes in parts:
         inst = pretty_midi.Instrument(program=program, is_drum=is_drum)
         inst.notes = [pretty_midi.Note(velocity=100, pitch=p, start=s, end=e) for p, s, e in notes]
@@ -82,15 +84,18 @@ def band_midi(tmp_path) -> Path:
 
 
 # -- formats -----------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("name", "extra", "container", "subtype"), [
-    ("a.wav", [], "WAV", "PCM_16"),
-    ("a.wav", ["--bit-depth", "24"], "WAV", "PCM_24"),
-    ("a.wav", ["--bit-depth", "32f"], "WAV", "FLOAT"),
-    ("a.flac", [], "FLAC", "PCM_16"),
-    ("a.flac", ["--bit-depth", "24"], "FLAC", "PCM_24"),
-    ("a.ogg", [], "OGG", "VORBIS"),
-    ("a.audio", ["--format", "flac"], "FLAC", "PCM_16"),  # an unknown extension takes --format's container
-])
+@pytest.mark.parametrize(
+    ("name", "extra", "container", "subtype"),
+    [
+        ("a.wav", [], "WAV", "PCM_16"),
+        ("a.wav", ["--bit-depth", "24"], "WAV", "PCM_24"),
+        ("a.wav", ["--bit-depth", "32f"], "WAV", "FLOAT"),
+        ("a.flac", [], "FLAC", "PCM_16"),
+        ("a.flac", ["--bit-depth", "24"], "FLAC", "PCM_24"),
+        ("a.ogg", [], "OGG", "VORBIS"),
+        ("a.audio", ["--format", "flac"], "FLAC", "PCM_16"),  # an unknown extension takes --format's container
+    ],
+)
 def test_formats_round_trip(tiny_model_path, short_midi, tmp_path, reference_22050, name, extra, container, subtype):
     reference = reference_22050
     out = tmp_path / name
@@ -114,8 +119,18 @@ def test_format_names_the_extension_of_directory_outputs(tiny_model_path, short_
 
 @pytest.mark.parametrize(("depth", "subtype"), [("16", "PCM_16"), ("24", "PCM_24"), ("32f", "FLOAT")])
 def test_stdout_stream_takes_the_bit_depth(tiny_model_path, short_midi, reference_16000, depth, subtype):
-    piped = run("render", "-", "-o", "-", "--model", str(tiny_model_path), *FAST, "--bit-depth", depth,
-                input=short_midi.read_bytes())
+    piped = run(
+        "render",
+        "-",
+        "-o",
+        "-",
+        "--model",
+        str(tiny_model_path),
+        *FAST,
+        "--bit-depth",
+        depth,
+        input=short_midi.read_bytes(),
+    )
     assert piped.exit_code == 0
     streamed, rate = sf.read(io.BytesIO(piped.stdout_bytes))
     assert sf.info(io.BytesIO(piped.stdout_bytes)).subtype == subtype and rate == SAMPLE_RATE
@@ -123,16 +138,19 @@ def test_stdout_stream_takes_the_bit_depth(tiny_model_path, short_midi, referenc
     np.testing.assert_allclose(streamed, sf.read(reference_16000)[0], atol=QUANTUM[subtype] + 1e-6)
 
 
-@pytest.mark.parametrize(("out", "extra", "message"), [
-    ("a.ogg", ["--bit-depth", "24"], "OGG cannot hold --bit-depth 24"),
-    ("a.flac", ["--bit-depth", "32f"], "FLAC cannot hold --bit-depth 32f"),
-    ("a.wav", ["--format", "flac"], "does not fit"),
-    ("-", ["--format", "ogg"], "standard output is a WAV stream"),
-    ("a.mp3", [], "unsupported output extension"),
-    ("-", ["--stems"], "--stems"),
-    ("a.wav", ["--loudness", "3"], "--loudness"),
-    ("a.wav", ["--bit-depth", "8"], "--bit-depth"),
-])
+@pytest.mark.parametrize(
+    ("out", "extra", "message"),
+    [
+        ("a.ogg", ["--bit-depth", "24"], "OGG cannot hold --bit-depth 24"),
+        ("a.flac", ["--bit-depth", "32f"], "FLAC cannot hold --bit-depth 32f"),
+        ("a.wav", ["--format", "flac"], "does not fit"),
+        ("-", ["--format", "ogg"], "standard output is a WAV stream"),
+        ("a.mp3", [], "unsupported output extension"),
+        ("-", ["--stems"], "--stems"),
+        ("a.wav", ["--loudness", "3"], "--loudness"),
+        ("a.wav", ["--bit-depth", "8"], "--bit-depth"),
+    ],
+)
 def test_impossible_output_options_exit_2(tiny_model_path, short_midi, tmp_path, out, extra, message):
     target = out if out == "-" else str(tmp_path / out)
     result = run("render", str(short_midi), "-o", target, "--model", str(tiny_model_path), *extra)
@@ -171,7 +189,7 @@ def test_meter_measures_as_pyloudnorm_in_chunks():
 
 def _sine(seconds: float, amplitude: float, clicks: float = 0.0) -> np.ndarray:
     """A 440 Hz sine at 16 kHz, with a one-sample click of height `clicks` at each whole second."""
-    audio = (amplitude * np.sin(2 * np.pi * 440 * np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE))
+    audio = amplitude * np.sin(2 * np.pi * 440 * np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE)
     audio[::SAMPLE_RATE] += clicks
     return audio.astype(np.float32)
 
@@ -205,16 +223,20 @@ def test_limiter_holds_peaks_at_the_ceiling_and_leaves_the_rest(tmp_path):
     np.testing.assert_allclose(written[away], audio[away] * np.float32(result.gain), rtol=1e-5, atol=1e-6)
     unscaled = tmp_path / "unscaled.wav"
     sf.write(unscaled, audio, SAMPLE_RATE, subtype="FLOAT")
-    np.testing.assert_array_equal(np.concatenate(list(limited_blocks(unscaled, result.gain, block_samples=1000))),
-                                  np.concatenate(list(limited_blocks(unscaled, result.gain))))
+    np.testing.assert_array_equal(
+        np.concatenate(list(limited_blocks(unscaled, result.gain, block_samples=1000))),
+        np.concatenate(list(limited_blocks(unscaled, result.gain))),
+    )
 
 
 def test_limiter_warns_when_it_takes_off_the_target():
-    result = _normalise(Path(tempfile.mkdtemp()) / "a.wav", _sine(3.0, 0.02),
-                        OutputSettings(loudness_lufs=0.0))  # a sine at 0 LUFS would peak at +3 dBFS
+    result = _normalise(
+        Path(tempfile.mkdtemp()) / "a.wav", _sine(3.0, 0.02), OutputSettings(loudness_lufs=0.0)
+    )  # a sine at 0 LUFS would peak at +3 dBFS
     assert result.reached_lufs < -0.5 and "peak limiter" in result.warning
-    silent = _normalise(Path(tempfile.mkdtemp()) / "b.wav", np.zeros(SAMPLE_RATE, np.float32),
-                        OutputSettings(loudness_lufs=-14.0))
+    silent = _normalise(
+        Path(tempfile.mkdtemp()) / "b.wav", np.zeros(SAMPLE_RATE, np.float32), OutputSettings(loudness_lufs=-14.0)
+    )
     assert silent.gain == 1.0 and "too quiet" in silent.warning
 
 
@@ -246,8 +268,19 @@ def test_loudness_option_with_stems(tiny_model_path, band_midi, tmp_path):
 
 def test_unreachable_loudness_is_limited_with_a_warning(tiny_model_path, short_midi, tmp_path):
     out = tmp_path / "a.wav"
-    result = run("render", str(short_midi), "-o", str(out), "--model", str(tiny_model_path),
-                 *[a for a in FAST if a != "-q"], "--loudness", "0", "--bit-depth", "32f")
+    result = run(
+        "render",
+        str(short_midi),
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_model_path),
+        *[a for a in FAST if a != "-q"],
+        "--loudness",
+        "0",
+        "--bit-depth",
+        "32f",
+    )
     assert result.exit_code == 0 and "the peak limiter (ceiling -1 dBFS) allows no more" in result.output
     assert np.abs(sf.read(out)[0]).max() <= 10 ** (PEAK_CEILING_DBFS / 20) + 1e-6
 
@@ -256,7 +289,10 @@ def test_unreachable_loudness_is_limited_with_a_warning(tiny_model_path, short_m
 def test_instruments_group_by_program_with_drums_last(band_midi):
     groups = instruments(read_midi(band_midi))
     assert [(i.program, i.name, len(i.notes)) for i in groups] == [
-        (0, "Acoustic Grand Piano", 3), (33, "Electric Bass (finger)", 1), (None, "Drums", 3)]
+        (0, "Acoustic Grand Piano", 3),
+        (33, "Electric Bass (finger)", 1),
+        (None, "Drums", 3),
+    ]
     assert stem_path("out/band.flac", groups[1]) == Path("out/band.stem-033-electric_bass_finger.flac")
     assert stem_path("band.wav", groups[2]) == Path("band.stem-drums.wav")
 
@@ -265,8 +301,11 @@ def test_stems_one_file_per_instrument_rendered_from_its_notes(tiny_model_path, 
     render(band_midi, tmp_path / "band.wav", tiny_model_path, "--stems")
     mix, _ = sf.read(tmp_path / "band.wav")
     stems = sorted(p.name for p in tmp_path.glob("band.stem-*.wav"))
-    assert stems == ["band.stem-000-acoustic_grand_piano.wav", "band.stem-033-electric_bass_finger.wav",
-                     "band.stem-drums.wav"]
+    assert stems == [
+        "band.stem-000-acoustic_grand_piano.wav",
+        "band.stem-033-electric_bass_finger.wav",
+        "band.stem-drums.wav",
+    ]
     for name in stems:
         audio, rate = sf.read(tmp_path / name)
         assert rate == SAMPLE_RATE and audio.shape == mix.shape
@@ -336,6 +375,8 @@ def test_version_examples_and_environment_in_help():
 
 
 def test_help_imports_no_optional_extra():
-    code = ("import sys, midisynth.cli; heavy = {'matplotlib', 'pyloudnorm', 'soundfile', 'torch'} & set(sys.modules);"
-            "assert not heavy, heavy")
+    code = (
+        "import sys, midisynth.cli; heavy = {'matplotlib', 'pyloudnorm', 'soundfile', 'torch'} & set(sys.modules);"
+        "assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -131,8 +131,10 @@ def test_uncached_id_names_the_download_command(hub_cache, short_midi, tmp_path)
 
 def test_models_lists_cached_checkpoints(official_layout, hub_cache, tmp_path):
     empty = run("models")
-    assert empty.exit_code == 0 and f"no Spectrogram Diffusion checkpoints in the Hugging Face cache ({hub_cache})" \
-        in empty.stdout
+    assert (
+        empty.exit_code == 0
+        and f"no Spectrogram Diffusion checkpoints in the Hugging Face cache ({hub_cache})" in empty.stdout
+    )
     snapshot = add_to_cache(hub_cache, REPO, official_layout)
     other = tmp_path / "bert"
     other.mkdir()
@@ -146,16 +148,19 @@ def test_models_lists_cached_checkpoints(official_layout, hub_cache, tmp_path):
     assert lines[lines.index(expected) + 1] == "  sampling: ddpm, 100 steps, guidance 1"  # diffusers' pipeline
     assert "someone/bert" not in result.stdout
     # a fresh process finds the cache through HF_HUB_CACHE alone
-    fresh = subprocess.run([sys.executable, "-m", "midisynth.cli", "models"], capture_output=True, text=True,
-                           check=True)
+    fresh = subprocess.run(
+        [sys.executable, "-m", "midisynth.cli", "models"], capture_output=True, text=True, check=True
+    )
     assert expected in fresh.stdout.splitlines()
 
 
 def test_download_offline_fails_with_one_line(hub_cache):
     result = run("download", REPO, "--revision", "main")
     assert result.exit_code == 1
-    assert result.stderr == f"midisynth: cannot download {REPO}@main: HF_HUB_OFFLINE is set " \
+    assert (
+        result.stderr == f"midisynth: cannot download {REPO}@main: HF_HUB_OFFLINE is set "
         "(unset it on a machine with network access)\n"
+    )
     assert not hub_cache.exists()
     assert run("download", "not/a/hub/id").exit_code == 2
     assert run("download", f"{REPO}@main", "--revision", "other").exit_code == 2
@@ -165,11 +170,19 @@ def test_download_fetches_only_what_midisynth_reads(hub_cache, monkeypatch, tmp_
     import huggingface_hub
     from huggingface_hub import constants
 
-    listing = [".gitattributes", "README.md", "model_index.json", "scheduler/scheduler_config.json",
-               "melgan/model.onnx"]
+    listing = [
+        ".gitattributes",
+        "README.md",
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "melgan/model.onnx",
+    ]
     for module in ("notes_encoder", "continuous_encoder", "decoder"):
-        listing += [f"{module}/config.json", f"{module}/diffusion_pytorch_model.bin",
-                    f"{module}/diffusion_pytorch_model.safetensors"]
+        listing += [
+            f"{module}/config.json",
+            f"{module}/diffusion_pytorch_model.bin",
+            f"{module}/diffusion_pytorch_model.safetensors",
+        ]
     fetched = {}
 
     def fake_snapshot_download(repo_id, revision=None, allow_patterns=None):
@@ -181,18 +194,30 @@ def test_download_fetches_only_what_midisynth_reads(hub_cache, monkeypatch, tmp_
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     result = run("download", "--revision", "abc")
     assert result.exit_code == 0 and result.stdout == f"{tmp_path / 'snapshot'}\n"
-    assert fetched == {"repo_id": REPO, "revision": "abc", "allow_patterns": [
-        "model_index.json", "scheduler/scheduler_config.json",
-        "notes_encoder/config.json", "notes_encoder/diffusion_pytorch_model.safetensors",
-        "continuous_encoder/config.json", "continuous_encoder/diffusion_pytorch_model.safetensors",
-        "decoder/config.json", "decoder/diffusion_pytorch_model.safetensors",
-        "melgan/model.onnx"]}
+    assert fetched == {
+        "repo_id": REPO,
+        "revision": "abc",
+        "allow_patterns": [
+            "model_index.json",
+            "scheduler/scheduler_config.json",
+            "notes_encoder/config.json",
+            "notes_encoder/diffusion_pytorch_model.safetensors",
+            "continuous_encoder/config.json",
+            "continuous_encoder/diffusion_pytorch_model.safetensors",
+            "decoder/config.json",
+            "decoder/diffusion_pytorch_model.safetensors",
+            "melgan/model.onnx",
+        ],
+    }
 
 
 def test_files_to_fetch_falls_back_to_pickle_and_rejects_other_models():
     hub_id = hub.HubId(REPO)
-    pickle_only = [f"{m}/{f}" for m in ("notes_encoder", "continuous_encoder", "decoder")
-                   for f in ("config.json", "diffusion_pytorch_model.bin")]
+    pickle_only = [
+        f"{m}/{f}"
+        for m in ("notes_encoder", "continuous_encoder", "decoder")
+        for f in ("config.json", "diffusion_pytorch_model.bin")
+    ]
     assert hub.files_to_fetch(pickle_only, hub_id) == pickle_only
     with pytest.raises(hub.HubError, match="not a Spectrogram Diffusion checkpoint .no decoder/config.json"):
         hub.files_to_fetch([f for f in pickle_only if not f.startswith("decoder/")], hub_id)
@@ -221,8 +246,10 @@ def test_melgan_without_onnxruntime_falls_back_to_griffin_lim(official_layout, m
         synth = Synthesizer.from_pretrained(official_layout, device="cpu")
     assert isinstance(synth.vocoder, GriffinLim)
     (record,) = caplog.records
-    assert record.getMessage() == ("midisynth: note: melgan/model.onnx not used (ONNX vocoders need onnxruntime: "
-                                   "pip install 'midisynth[onnx]'); vocoding with griffin-lim")
+    assert record.getMessage() == (
+        "midisynth: note: melgan/model.onnx not used (ONNX vocoders need onnxruntime: "
+        "pip install 'midisynth[onnx]'); vocoding with griffin-lim"
+    )
     with pytest.raises(ImportError, match="onnxruntime"):  # asked for by name: no silent substitute
         Synthesizer.from_pretrained(official_layout, device="cpu", vocoder=str(official_layout / "melgan/model.onnx"))
 
@@ -240,7 +267,8 @@ def test_without_huggingface_hub_hub_ids_say_what_to_install(tiny_model_path, sh
 
 @pytest.mark.parametrize("hub_major", ["httpx", "requests"])
 def test_download_without_network_says_the_hub_cannot_be_reached_and_how_to_use_a_checkpoint_on_disk(
-        hub_cache, monkeypatch, hub_major):
+    hub_cache, monkeypatch, hub_major
+):
     """huggingface_hub 1.x raises httpx.ConnectError when the hub is out of reach (0.x: requests' ConnectionError,
     an OSError); neither is a traceback."""
     import types
@@ -252,8 +280,11 @@ def test_download_without_network_says_the_hub_cannot_be_reached_and_how_to_use_
     httpx.TransportError = type("TransportError", (Exception,), {})
     httpx.ConnectError = type("ConnectError", (httpx.TransportError,), {})
     monkeypatch.setitem(sys.modules, "httpx", httpx)
-    failure = (httpx.ConnectError("[Errno -3] Temporary failure in name resolution") if hub_major == "httpx"
-               else ConnectionError())
+    failure = (
+        httpx.ConnectError("[Errno -3] Temporary failure in name resolution")
+        if hub_major == "httpx"
+        else ConnectionError()
+    )
 
     def unreachable(self, repo_id, revision=None):
         raise failure
@@ -261,7 +292,11 @@ def test_download_without_network_says_the_hub_cannot_be_reached_and_how_to_use_
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(huggingface_hub.HfApi, "list_repo_files", unreachable)
     result = run("download", REPO)
-    assert (result.exit_code, result.stderr) == (1, (
-        f"midisynth: cannot download {REPO}: the hub ({constants.ENDPOINT}) cannot be reached (no network?); to use "
-        "a checkpoint on disk, give its directory (diffusers layout) or .safetensors file: midisynth render --model "
-        "DIR ...\n"))
+    assert (result.exit_code, result.stderr) == (
+        1,
+        (
+            f"midisynth: cannot download {REPO}: the hub ({constants.ENDPOINT}) cannot be reached (no network?); to use "
+            "a checkpoint on disk, give its directory (diffusers layout) or .safetensors file: midisynth render --model "
+            "DIR ...\n"
+        ),
+    )

@@ -32,8 +32,11 @@ def test_int8_linear_error_is_within_its_quantization_bound(bias):
     weight = linear.weight.detach()
     weight_step = weight.abs().amax(dim=1) / 127.5  # [out]
     input_step = (max(x.max().item(), 0.0) - min(x.min().item(), 0.0)) / 127
-    bound = (input_step / 2 * weight.abs().sum(dim=1) + weight_step / 2 * x.abs().sum(dim=-1, keepdim=True)
-             + input_step * weight_step / 4 * 64)  # [3, 10, 48]
+    bound = (
+        input_step / 2 * weight.abs().sum(dim=1)
+        + weight_step / 2 * x.abs().sum(dim=-1, keepdim=True)
+        + input_step * weight_step / 4 * 64
+    )  # [3, 10, 48]
     assert quantized.shape == exact.shape == (3, 10, 48)
     assert ((quantized - exact).abs() <= bound).all()
     assert (quantized - exact).abs().max() > 0  # it is quantized
@@ -56,7 +59,9 @@ def test_int8_network_quantizes_all_but_the_kept_layers_and_stays_close_to_fp32(
     assert all(type(module) is torch.nn.Linear for name, module in synth.model.named_modules() if name in layers)
     song = read_midi(ROOT / "tests" / "data" / "midi" / "dense_30s.mid")
     windows, note_inputs = synth.tokenize(song)[:2], synth.note_inputs(song)
-    fp32, quantized = (np.concatenate(list(synth.spectrogram_windows(windows, RenderOptions(precision=p),
-                                                                     note_inputs=note_inputs))) for p in ("fp32", "int8"))
+    fp32, quantized = (
+        np.concatenate(list(synth.spectrogram_windows(windows, RenderOptions(precision=p), note_inputs=note_inputs)))
+        for p in ("fp32", "int8")
+    )
     diff = np.abs(quantized - fp32)
     assert 0 < diff.mean() < 0.05 and np.quantile(diff, 0.99) < 0.2

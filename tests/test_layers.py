@@ -34,9 +34,12 @@ def _layer(module: str) -> str | None:
 
 @pytest.mark.parametrize("package", LOWER)
 def test_lower_packages_import_nothing_from_higher_ones(package):
-    wrong = sorted(f"{path.relative_to(PACKAGE.parent)} imports {module}"
-                   for path in (PACKAGE / package).rglob("*.py") for module in imported_modules(path)
-                   if _layer(module) in HIGHER)
+    wrong = sorted(
+        f"{path.relative_to(PACKAGE.parent)} imports {module}"
+        for path in (PACKAGE / package).rglob("*.py")
+        for module in imported_modules(path)
+        if _layer(module) in HIGHER
+    )
     assert not wrong, "\n".join(wrong)
 
 

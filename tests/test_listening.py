@@ -29,7 +29,7 @@ def test_onset_strength_rises_at_attacks_only():
     near = np.zeros(strength.shape[0], bool)
     for onset in (0.5, 1.5):
         frame = int(onset * SAMPLE_RATE / ONSET_HOP)
-        near[frame - 5:frame + 2] = True  # the windows (40 ms) that reach the onset
+        near[frame - 5 : frame + 2] = True  # the windows (40 ms) that reach the onset
     assert strength[near].sum() > 0.95 * strength.sum()
     assert strength[70:140].max() < 0.05 * strength.max()  # nothing rises while the first tone decays
 
@@ -47,32 +47,36 @@ def test_onset_correlation_finds_the_lag_and_tells_matching_attacks_from_others(
 
 def test_silence_level_is_the_renders_level_where_the_reference_is_silent():
     reference = _clicks([1.0], seconds=2.0)
-    reference[: SAMPLE_RATE] = 0.0  # silent first second
+    reference[:SAMPLE_RATE] = 0.0  # silent first second
     hiss = reference + 1e-3 * np.random.default_rng(0).standard_normal(reference.shape[0]).astype(np.float32)
-    peak_db = 10 * np.log10(np.max(np.mean(hiss[: hiss.shape[0] // ONSET_HOP * ONSET_HOP].reshape(-1, ONSET_HOP) ** 2, 1)))
+    peak_db = 10 * np.log10(
+        np.max(np.mean(hiss[: hiss.shape[0] // ONSET_HOP * ONSET_HOP].reshape(-1, ONSET_HOP) ** 2, 1))
+    )
     assert silence_level(hiss, reference) == pytest.approx(10 * np.log10(1e-6) - peak_db, abs=0.5)
     assert silence_level(reference, reference) < -60  # by definition of the silent frames
     assert silence_level(hiss, hiss) is None  # no silent frames in this reference
 
 
 def _song(notes: list[tuple[float, float, bool]]) -> Song:
-    return Song(notes=[Note(start=s, end=e, pitch=60, velocity=90, program=0, is_drum=d) for s, e, d in notes],
-                duration=max(e for _, e, _ in notes))
+    return Song(
+        notes=[Note(start=s, end=e, pitch=60, velocity=90, program=0, is_drum=d) for s, e, d in notes],
+        duration=max(e for _, e, _ in notes),
+    )
 
 
 def test_the_gate_mutes_before_onsets_and_after_the_tail():
     gate = silence.SilenceGate(_song([(1.0, 1.5, False), (4.0, 4.1, True)]))
     gain = gate.gain(0, 6 * SAMPLE_RATE)
     at = lambda seconds: gain[int(seconds * SAMPLE_RATE)]  # noqa: E731
-    assert not gain[: SAMPLE_RATE].any()  # before the first onset
+    assert not gain[:SAMPLE_RATE].any()  # before the first onset
     assert 0 < at(1.0 + silence.RAMP_SECONDS / 2) < 1 and at(1.0 + silence.RAMP_SECONDS) == pytest.approx(1.0, abs=1e-3)
     assert at(1.5 + silence.TAIL_SECONDS - silence.FADE_SECONDS - 0.01) == 1.0  # the tail: releases pass
     assert 0 < at(1.5 + silence.TAIL_SECONDS - 0.01) < 0.01  # fading out
-    assert not gain[int((1.5 + silence.TAIL_SECONDS) * SAMPLE_RATE): 4 * SAMPLE_RATE].any()  # the rest is silent
+    assert not gain[int((1.5 + silence.TAIL_SECONDS) * SAMPLE_RATE) : 4 * SAMPLE_RATE].any()  # the rest is silent
     end_of_drum = 4.0 + 0.25 + silence.TAIL_SECONDS  # a drum hit sounds frames.DRUM_SECONDS
-    assert at(end_of_drum - silence.FADE_SECONDS - 0.01) == 1.0 and not gain[int(end_of_drum * SAMPLE_RATE):].any()
+    assert at(end_of_drum - silence.FADE_SECONDS - 0.01) == 1.0 and not gain[int(end_of_drum * SAMPLE_RATE) :].any()
     for first in (SAMPLE_RATE, int(1.1 * SAMPLE_RATE)):  # streamed: a chunk with a ramp, one in a span's steady part
-        np.testing.assert_array_equal(gate.gain(first, 1000), gain[first:first + 1000])
+        np.testing.assert_array_equal(gate.gain(first, 1000), gain[first : first + 1000])
 
 
 def test_a_note_after_a_fading_tail_starts_from_the_fades_gain():
@@ -91,7 +95,9 @@ def test_user_songs_are_the_kinds_the_training_generator_does_not_make(tmp_path)
     assert all(15.0 <= song.duration <= 36.0 for song in songs.values())
     assert min(n.start for n in songs["pop_band"].notes) == pytest.approx(3.0)  # opens with 3 s of silence
     assert {n.is_drum for n in songs["drum_kits"].notes} == {True}
-    assert min(n.pitch for n in songs["registers"].notes) <= 24 and max(n.pitch for n in songs["registers"].notes) >= 100
+    assert (
+        min(n.pitch for n in songs["registers"].notes) <= 24 and max(n.pitch for n in songs["registers"].notes) >= 100
+    )
     runs = sorted(n.start for n in songs["runs"].notes if n.program == 0)
     assert np.median(np.diff(runs)) < 0.1  # thirty-second notes
     pedal = songs["pedal_ballad"].notes

@@ -66,9 +66,12 @@ def test_sustain_is_per_instrument_and_pedal_value_64_is_down():
     notes = [note(0.0, 0.5), note(0.0, 0.5, 62)]
     song = apply_sustain(notes, [0, 1], [(0.1, 0, True), (3.0, 0, False)])
     assert [n.end for n in song.notes] == [3.0, 0.5]
-    data = one_track(mido.Message("control_change", control=64, value=64),
-                     mido.Message("note_on", note=60, velocity=90), mido.Message("note_off", note=60, time=240),
-                     mido.Message("control_change", control=64, value=63, time=720))
+    data = one_track(
+        mido.Message("control_change", control=64, value=64),
+        mido.Message("note_on", note=60, velocity=90),
+        mido.Message("note_off", note=60, time=240),
+        mido.Message("control_change", control=64, value=63, time=720),
+    )
     assert [(n.start, n.end) for n in read_midi(data).notes] == [(0.0, 1.0)]
 
 
@@ -85,11 +88,14 @@ def test_pedal_never_released_holds_to_the_last_event_even_before_a_later_drum()
 
 
 def test_velocity_zero_note_on_ends_a_note_and_program_changes_split_instruments():
-    data = one_track(mido.Message("program_change", program=5),
-                     mido.Message("note_on", note=60, velocity=90), mido.Message("note_on", note=60, velocity=0,
-                                                                                 time=480),
-                     mido.Message("program_change", program=33), mido.Message("note_on", note=40, velocity=70),
-                     mido.Message("note_off", note=40, time=960))
+    data = one_track(
+        mido.Message("program_change", program=5),
+        mido.Message("note_on", note=60, velocity=90),
+        mido.Message("note_on", note=60, velocity=0, time=480),
+        mido.Message("program_change", program=33),
+        mido.Message("note_on", note=40, velocity=70),
+        mido.Message("note_off", note=40, time=960),
+    )
     song = read_midi(data)
     assert sorted((n.start, n.end, n.pitch, n.program) for n in song.notes) == [(0.0, 0.5, 60, 5), (0.5, 1.5, 40, 33)]
     assert song.instrument_note_counts() == {"Electric Piano 2": 1, "Electric Bass (finger)": 1}
@@ -102,22 +108,25 @@ def test_drums_are_named_and_notes_are_immutable():
         song.notes[0].end = 99.0
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"", "empty input"),
-    (b"RIFF....WAVEfmt ", r"not a MIDI file \(bad header\)"),
-    (b"MThd\x00\x00\x00\x06\x00", "truncated header"),
-    (b"MThd\x00\x00\x00\x02\x00\x01\x00\x01\x01\xe0", "bad header length"),
-    (b"MThd\x00\x00\x00\x06\x00\x01\x00\x00\x01\xe0", "no tracks"),
-    (HEADER, r"track 1 of 1 is missing"),
-    (HEADER + b"MTrx\x00\x00\x00\x00", "no 'MTrk'"),
-    (HEADER + b"MTrk\x00\x00\x01\x00\x00\x90\x3c", r"truncated track \(1 of 1: 256 bytes declared, 3 present\)"),
-    (HEADER + b"MTrk\x00\x00\x00\x03\x00\x90\x3c", r"malformed MIDI \(data ends inside a message\)"),
-    (HEADER + b"MTrk\x00\x00\x00\x02\x00\x3c", r"malformed MIDI \(running status"),
-    (REFUSED["smpte_timing"], r"SMPTE time division \(frames per second\) is not supported"),
-    (REFUSED["zero_ticks_per_beat"], r"bad header \(0 ticks per beat\)"),
-    (REFUSED["zero_tempo"], r"malformed MIDI \(a tempo of 0 microseconds per beat\)"),
-    (smf(meta(0x51, b"") + END_OF_TRACK), r"malformed MIDI \(an event is shorter than its type requires\)"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty input"),
+        (b"RIFF....WAVEfmt ", r"not a MIDI file \(bad header\)"),
+        (b"MThd\x00\x00\x00\x06\x00", "truncated header"),
+        (b"MThd\x00\x00\x00\x02\x00\x01\x00\x01\x01\xe0", "bad header length"),
+        (b"MThd\x00\x00\x00\x06\x00\x01\x00\x00\x01\xe0", "no tracks"),
+        (HEADER, r"track 1 of 1 is missing"),
+        (HEADER + b"MTrx\x00\x00\x00\x00", "no 'MTrk'"),
+        (HEADER + b"MTrk\x00\x00\x01\x00\x00\x90\x3c", r"truncated track \(1 of 1: 256 bytes declared, 3 present\)"),
+        (HEADER + b"MTrk\x00\x00\x00\x03\x00\x90\x3c", r"malformed MIDI \(data ends inside a message\)"),
+        (HEADER + b"MTrk\x00\x00\x00\x02\x00\x3c", r"malformed MIDI \(running status"),
+        (REFUSED["smpte_timing"], r"SMPTE time division \(frames per second\) is not supported"),
+        (REFUSED["zero_ticks_per_beat"], r"bad header \(0 ticks per beat\)"),
+        (REFUSED["zero_tempo"], r"malformed MIDI \(a tempo of 0 microseconds per beat\)"),
+        (smf(meta(0x51, b"") + END_OF_TRACK), r"malformed MIDI \(an event is shorter than its type requires\)"),
+    ],
+)
 def test_bad_bytes_give_midi_error(data, message):
     with pytest.raises(MidiError, match=message):
         read_midi(data)
@@ -186,9 +195,20 @@ def test_fuzz_target_runs_briefly(tmp_path):
         (seeds / name).write_bytes(data)
     (tmp_path / "corpus").mkdir()
     result = subprocess.run(
-        [sys.executable, str(Path(__file__).parent / "fuzz_midi.py"), str(tmp_path / "corpus"), str(seeds),
-         str(DATA / "midi"), "-runs=10000", "-max_total_time=20", "-seed=1", f"-artifact_prefix={tmp_path}/"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(Path(__file__).parent / "fuzz_midi.py"),
+            str(tmp_path / "corpus"),
+            str(seeds),
+            str(DATA / "midi"),
+            "-runs=10000",
+            "-max_total_time=20",
+            "-seed=1",
+            f"-artifact_prefix={tmp_path}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert "Done" in result.stderr and "runs in" in result.stderr
@@ -211,15 +231,23 @@ def _high_resolution_song() -> bytes:
     past pretty_midi's own 10^7 limit."""
     beat = 10_080
     mid = mido.MidiFile(ticks_per_beat=beat)
-    conductor = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500_000, time=0),
-                                mido.MetaMessage("set_tempo", tempo=437_500, time=7 * beat),
-                                mido.MetaMessage("set_tempo", tempo=600_001, time=13 * beat + 17)])
+    conductor = mido.MidiTrack(
+        [
+            mido.MetaMessage("set_tempo", tempo=500_000, time=0),
+            mido.MetaMessage("set_tempo", tempo=437_500, time=7 * beat),
+            mido.MetaMessage("set_tempo", tempo=600_001, time=13 * beat + 17),
+        ]
+    )
     notes = mido.MidiTrack([mido.Message("program_change", program=40, time=0)])
     for k in range(1, 9):  # the note-on of note k, then its note-off, further and further apart
-        notes += [mido.Message("note_on", note=60 + k, velocity=80, time=k * 997 * k),
-                  mido.Message("note_off", note=60 + k, time=beat // (k + 1))]
-    notes += [mido.Message("note_on", note=72, velocity=80, time=1_250 * beat - 50_000),
-              mido.Message("note_off", note=72, time=beat)]
+        notes += [
+            mido.Message("note_on", note=60 + k, velocity=80, time=k * 997 * k),
+            mido.Message("note_off", note=60 + k, time=beat // (k + 1)),
+        ]
+    notes += [
+        mido.Message("note_on", note=72, velocity=80, time=1_250 * beat - 50_000),
+        mido.Message("note_off", note=72, time=beat),
+    ]
     mid.tracks += [conductor, notes]
     out = io.BytesIO()
     mid.save(file=out)
@@ -232,7 +260,8 @@ def test_high_resolution_files_read_as_the_reference_reads_them(monkeypatch):
 
     note_seq = pytest.importorskip("note_seq", reason="parity needs note-seq 0.0.5 (installed by make test)")
     midi_utils = pytest.importorskip(
-        "diffusers.pipelines.deprecated.spectrogram_diffusion.midi_utils", reason="needs diffusers==0.35.2")
+        "diffusers.pipelines.deprecated.spectrogram_diffusion.midi_utils", reason="needs diffusers==0.35.2"
+    )
     data = _high_resolution_song()
     ns = note_seq.apply_sustain_control_changes(note_seq.midi_to_note_sequence(data))
     expected = sorted((n.start_time, n.end_time, n.pitch, n.velocity, n.program) for n in ns.notes)
@@ -253,22 +282,38 @@ def test_song_length_not_the_tick_count_protects_memory():
     with pytest.raises(MidiError, match=r"song is 2604.17 h long, over the 4.00 h limit \(raise it with --max-dur"):
         read_midi(far)
     (only,) = read_midi(far, NO_LIMITS).notes  # 960 ticks a second
-    assert (only.start, only.end, only.pitch) == (pytest.approx(9 * 10**9 / 960), pytest.approx((9 * 10**9 + 480) / 960), 60)
+    assert (only.start, only.end, only.pitch) == (
+        pytest.approx(9 * 10**9 / 960),
+        pytest.approx((9 * 10**9 + 480) / 960),
+        60,
+    )
     too_far = one_track(*wait, *wait[:4], mido.Message("note_on", note=60, velocity=80, time=1))
     with pytest.raises(MidiError, match="largest tick of 10000000002, it is likely corrupt"):
         read_midi(too_far, NO_LIMITS)
 
 
 def test_notes_never_released_are_counted():
-    on, off = (lambda pitch, time=0: mido.Message("note_on", note=pitch, velocity=80, time=time),
-               lambda pitch, time=0: mido.Message("note_off", note=pitch, time=time))
+    on, off = (
+        lambda pitch, time=0: mido.Message("note_on", note=pitch, velocity=80, time=time),
+        lambda pitch, time=0: mido.Message("note_off", note=pitch, time=time),
+    )
     data = one_track(
-        on(60), on(60, 10), off(60, 10),  # one note-off closes both: nothing left open
-        on(62), off(62, 10), on(62),  # released, then a new one never released: 1
-        on(64, 10), off(64), on(64),  # empty (on and off at one tick, dropped as empty), then never released: 1
-        on(65, 10), on(65, 10), off(65),  # the off closes the earlier one; the one begun at its tick stays: 1
-        on(67), mido.Message("note_on", note=67, velocity=0, time=10),  # velocity 0 releases it
-        mido.Message("note_on", note=69, velocity=80, channel=1), off(69),  # another channel's off: 1
+        on(60),
+        on(60, 10),
+        off(60, 10),  # one note-off closes both: nothing left open
+        on(62),
+        off(62, 10),
+        on(62),  # released, then a new one never released: 1
+        on(64, 10),
+        off(64),
+        on(64),  # empty (on and off at one tick, dropped as empty), then never released: 1
+        on(65, 10),
+        on(65, 10),
+        off(65),  # the off closes the earlier one; the one begun at its tick stays: 1
+        on(67),
+        mido.Message("note_on", note=67, velocity=0, time=10),  # velocity 0 releases it
+        mido.Message("note_on", note=69, velocity=80, channel=1),
+        off(69),  # another channel's off: 1
     )
     song = read_midi(data)
     assert song.unreleased == 4
@@ -280,8 +325,10 @@ def test_notes_never_released_are_counted():
 
 def rmid(smf_bytes: bytes, *chunks_before: tuple[bytes, bytes]) -> bytes:
     """`smf_bytes` wrapped in a RIFF file of form RMID: the given (id, payload) chunks first, then its 'data' chunk."""
-    chunks = b"".join(name + struct.pack("<I", len(payload)) + payload + b"\x00" * (len(payload) % 2)
-                      for name, payload in [*chunks_before, (b"data", smf_bytes)])
+    chunks = b"".join(
+        name + struct.pack("<I", len(payload)) + payload + b"\x00" * (len(payload) % 2)
+        for name, payload in [*chunks_before, (b"data", smf_bytes)]
+    )
     return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"RMID" + chunks
 
 
@@ -295,11 +342,14 @@ def test_an_rmid_file_is_read_as_the_midi_file_it_wraps(tmp_path):
     assert read_midi(io.BytesIO(rmid(wrapped))) == expected
 
 
-@pytest.mark.parametrize("data, message", [
-    (b"RIFF\x04\x00\x00\x00RMID", "RMID file without a 'data' chunk"),
-    (rmid(b"not midi"), r"not a MIDI file \(bad header\)"),
-    (rmid(smf(C4_ONE_BEAT + END_OF_TRACK))[:-4], "truncated track"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"RIFF\x04\x00\x00\x00RMID", "RMID file without a 'data' chunk"),
+        (rmid(b"not midi"), r"not a MIDI file \(bad header\)"),
+        (rmid(smf(C4_ONE_BEAT + END_OF_TRACK))[:-4], "truncated track"),
+    ],
+)
 def test_a_broken_rmid_file_is_one_midi_error(data, message):
     with pytest.raises(MidiError, match=message):
         read_midi(data)
@@ -314,9 +364,13 @@ def test_a_type2_file_says_its_patterns_play_together(tmp_path, tiny_model_path)
     (tmp_path / "type2.mid").write_bytes(data)
     result = CliRunner().invoke(app, ["info", str(tmp_path / "type2.mid")])
     assert result.exit_code == 0
-    notice = ("MIDI type 2: its 2 patterns play together, as the reference tokenizer reads them, not one after "
-              "another as the file means")
+    notice = (
+        "MIDI type 2: its 2 patterns play together, as the reference tokenizer reads them, not one after "
+        "another as the file means"
+    )
     assert notice in result.output.splitlines()
     from midisynth.render.pipeline import Synthesizer
 
-    assert notice in Synthesizer.from_pretrained(str(tiny_model_path), device="cpu", vocoder="griffin-lim").notices(song)
+    assert notice in Synthesizer.from_pretrained(str(tiny_model_path), device="cpu", vocoder="griffin-lim").notices(
+        song
+    )

@@ -41,8 +41,15 @@ def _velocities(*pairs: tuple[int, float]) -> list[float]:
 
 def test_velocity_mix_is_the_velocities_of_the_sounding_notes():
     """Frame f (f / 50 s) counts notes with start <= f / 50 < end; the drum hit lasts at least 0.25 s."""
-    song = Song(notes=[_note(0.0, 0.1, 20), _note(0.04, 0.1, 120, pitch=64), _note(5.2, 5.3, 127),
-                       _note(0.5, 0.5, 70, pitch=38, is_drum=True)], duration=6.0)
+    song = Song(
+        notes=[
+            _note(0.0, 0.1, 20),
+            _note(0.04, 0.1, 120, pitch=64),
+            _note(5.2, 5.3, 127),
+            _note(0.5, 0.5, 70, pitch=38, is_drum=True),
+        ],
+        duration=6.0,
+    )
     frames = velocity_mix(song, windows=2)
     assert frames.shape == (2 * WINDOW_FRAMES, 127) and frames.dtype == np.float32
     np.testing.assert_array_equal(frames[0:2], [_velocities((20, 1.0))] * 2)  # 0.00-0.02 s: velocity 20 alone
@@ -73,8 +80,10 @@ def test_the_cue_projection_starts_at_zero_and_conditioned_rows_only_see_it():
     loud = torch.zeros(2, WINDOW_FRAMES, ROLL_DIMS)
     loud[..., 3] = 1
     with torch.no_grad():
-        assert torch.equal(model.decoder(x, t, model.encode(tokens, context, has_context, soft)),
-                           model.decoder(x, t, model.encode(tokens, context, has_context, loud)))  # zero at start
+        assert torch.equal(
+            model.decoder(x, t, model.encode(tokens, context, has_context, soft)),
+            model.decoder(x, t, model.encode(tokens, context, has_context, loud)),
+        )  # zero at start
         model.decoder.cue_proj.weight.normal_()
         a = model.decoder(x, t, model.encode(tokens, context, has_context, soft))
         b = model.decoder(x, t, model.encode(tokens, context, has_context, loud))
@@ -97,8 +106,10 @@ def test_a_note_roll_model_from_plain_weights_renders_what_they_render(short_mid
     song = read_midi(short_midi)
     vocoder = load_vocoder("griffin-lim", torch.device("cpu"))
     options = RenderOptions(sampler="ddim", steps=2, guidance=2.0, precision="fp32")
-    ours, theirs = (np.concatenate(list(next(iter(Synthesizer(m, vocoder, "cpu", options).spectrogram_songs([song])))[1]))
-                    for m in (widened, plain))
+    ours, theirs = (
+        np.concatenate(list(next(iter(Synthesizer(m, vocoder, "cpu", options).spectrogram_songs([song])))[1]))
+        for m in (widened, plain)
+    )
     np.testing.assert_array_equal(ours, theirs)
 
 
@@ -114,8 +125,12 @@ def test_renders_follow_the_note_roll_and_batches_match_single_songs(tmp_path):
     loaded = load_model_file(tmp_path / "m.safetensors").model
     assert loaded.cfg.note_roll
     assert torch.equal(loaded.decoder.cue_proj.weight, model.decoder.cue_proj.weight)
-    synth = Synthesizer(loaded, load_vocoder("griffin-lim", torch.device("cpu")), "cpu",
-                        RenderOptions(sampler="ddim", steps=2, guidance=1.0, precision="fp32"))
+    synth = Synthesizer(
+        loaded,
+        load_vocoder("griffin-lim", torch.device("cpu")),
+        "cpu",
+        RenderOptions(sampler="ddim", steps=2, guidance=1.0, precision="fp32"),
+    )
     notes = [(60, 0.0, 1.0), (64, 0.5, 6.0)]
     soft = read_midi(write_midi(tmp_path / "soft.mid", [(p, s, e, 20) for p, s, e in notes]))
     loud = read_midi(write_midi(tmp_path / "loud.mid", [(p, s, e, 120) for p, s, e in notes]))
@@ -124,8 +139,10 @@ def test_renders_follow_the_note_roll_and_batches_match_single_songs(tmp_path):
     assert synth.note_inputs(soft).cue(0)[0, onset] == pytest.approx(20 / 127)
     assert synth.note_inputs(loud).cue(0)[0, onset] == pytest.approx(120 / 127)
     assert synth.note_inputs(soft).gain is None  # this model does not take velocity as a level
-    alone = [np.concatenate(list(synth.spectrogram_windows(tokenize(s), note_inputs=synth.note_inputs(s))))
-             for s in (soft, loud)]
+    alone = [
+        np.concatenate(list(synth.spectrogram_windows(tokenize(s), note_inputs=synth.note_inputs(s))))
+        for s in (soft, loud)
+    ]
     assert np.abs(alone[0] - alone[1]).mean() > 0.01
     together = {index: list(parts) for index, parts in synth.spectrogram_songs([soft, loud])}
     for i, expected in enumerate(alone):
@@ -152,9 +169,11 @@ def test_training_feeds_the_stored_midis_note_roll(tmp_path):
     assert "note_cue" not in WindowDataset(data, "train")[0]
 
     config = load_config(ROOT / "configs" / "tiny.toml")
-    config = replace(config, model=replace(config.model, note_roll=True),
-                     train=replace(config.train, max_steps=2, checkpoint_every=1, eval_every=2, eval_batches=1,
-                                   cue_lr_scale=10.0))
+    config = replace(
+        config,
+        model=replace(config.model, note_roll=True),
+        train=replace(config.train, max_steps=2, checkpoint_every=1, eval_every=2, eval_batches=1, cue_lr_scale=10.0),
+    )
     trainer = Trainer(config, data, tmp_path / "run")
     trainer.train()
     assert trainer.model.decoder.cue_proj.weight.abs().sum() > 0  # it learns from zero
@@ -175,7 +194,8 @@ def test_model_files_from_before_the_retired_options_still_load():
     """Files written while the velocity-bin and velocity-cue options existed carry them at their neutral values
     (the bundled model does); a file that used them is refused by name."""
     assert ModelConfig.from_dict({"velocity_bins": 1, "dynamics_bins": 0, "note_roll": True}) == ModelConfig(
-        note_roll=True)
+        note_roll=True
+    )
     for key, value in (("velocity_bins", 32), ("dynamics_bins", 8)):
         with pytest.raises(ValueError, match=f"{key} is no longer supported"):
             ModelConfig.from_dict({key: value})
@@ -183,8 +203,9 @@ def test_model_files_from_before_the_retired_options_still_load():
 
 def test_velocity_gain_is_the_sf2_level_of_the_sounding_notes_held_through_gaps():
     """ln(mean (v / 90)^2) over the notes sounding; silence keeps the last value; 0 before the first note."""
-    song = Song(notes=[_note(0.125, 0.375, 90), _note(0.1875, 0.375, 45, pitch=64), _note(0.5, 0.625, 127)],
-                duration=5.3)
+    song = Song(
+        notes=[_note(0.125, 0.375, 90), _note(0.1875, 0.375, 45, pitch=64), _note(0.5, 0.625, 127)], duration=5.3
+    )
     gain = velocity_gain(song, windows=2)
     assert gain.shape == (2, WINDOW_FRAMES) and gain.dtype == np.float32
     frames = gain.reshape(-1)
@@ -199,8 +220,9 @@ def test_apply_gain_shifts_sound_clips_and_leaves_silence():
 
     features = torch.tensor([[[MIN_LOG_MEL, -3.0, 3.5]], [[MIN_LOG_MEL, -3.0, -11.0]]])  # [2, 1 frame, 3 bins]
     shifted = apply_gain(features, torch.tensor([[1.0], [-2.0]]))
-    torch.testing.assert_close(shifted, torch.tensor([[[MIN_LOG_MEL, -2.0, MAX_LOG_MEL]],
-                                                      [[MIN_LOG_MEL, -5.0, MIN_LOG_MEL]]]))
+    torch.testing.assert_close(
+        shifted, torch.tensor([[[MIN_LOG_MEL, -2.0, MAX_LOG_MEL]], [[MIN_LOG_MEL, -5.0, MIN_LOG_MEL]]])
+    )
 
 
 def test_a_velocity_gain_model_renders_its_normalised_output_plus_the_gain(tmp_path):
@@ -215,8 +237,12 @@ def test_a_velocity_gain_model_renders_its_normalised_output_plus_the_gain(tmp_p
     synth = Synthesizer(gained, vocoder, "cpu", options)
     gain = synth.note_inputs(song).gain  # [2, 256]
     assert synth.note_inputs(song).cue(0) is None and gain.min() < -2 and gain.max() > 0.5
-    expected = [apply_gain(torch.from_numpy(w), torch.from_numpy(g)).numpy() for w, g in
-                zip(Synthesizer(plain, vocoder, "cpu", options).spectrogram_windows(tokenize(song)), gain, strict=True)]
+    expected = [
+        apply_gain(torch.from_numpy(w), torch.from_numpy(g)).numpy()
+        for w, g in zip(
+            Synthesizer(plain, vocoder, "cpu", options).spectrogram_windows(tokenize(song)), gain, strict=True
+        )
+    ]
     got = list(synth.spectrogram_windows(tokenize(song), note_inputs=synth.note_inputs(song)))
     for a, b in zip(got, expected, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
@@ -251,12 +277,18 @@ def test_note_roll_has_the_sounding_notes_by_group_and_pitch_and_their_onsets():
     """Column group * 128 + pitch: 1 while sounding (start <= f / 50 < end); last 128 columns: velocity / 127 at the
     onset frame, decaying with a 0.1 s (5-frame) time constant, and the larger where onsets of one pitch overlap."""
     trumpet, drum = 56, 16  # GM family 7 (brass) has programs 56-63; drums are group 16
-    song = Song(notes=[_note(0.1, 0.2, 127, pitch=60, program=trumpet), _note(0.125, 0.5, 64, pitch=60),
-                       _note(5.0, 5.3, 100, pitch=72, program=trumpet), _note(1.0, 1.0, 90, pitch=38, is_drum=True)],
-                duration=5.3)
+    song = Song(
+        notes=[
+            _note(0.1, 0.2, 127, pitch=60, program=trumpet),
+            _note(0.125, 0.5, 64, pitch=60),
+            _note(5.0, 5.3, 100, pitch=72, program=trumpet),
+            _note(1.0, 1.0, 90, pitch=38, is_drum=True),
+        ],
+        duration=5.3,
+    )
     roll = note_roll(song, 0)
     assert roll.shape == (WINDOW_FRAMES, ROLL_DIMS) and roll.dtype == np.float32
-    sounding = roll[:, : -ROLL_PITCHES].reshape(WINDOW_FRAMES, -1, ROLL_PITCHES)  # [frames, groups, pitches]
+    sounding = roll[:, :-ROLL_PITCHES].reshape(WINDOW_FRAMES, -1, ROLL_PITCHES)  # [frames, groups, pitches]
     onsets = roll[:, -ROLL_PITCHES:]  # [frames, pitches]
     np.testing.assert_array_equal(np.nonzero(sounding[:, 7, 60])[0], np.arange(5, 10))  # trumpet, 0.1-0.2 s
     np.testing.assert_array_equal(np.nonzero(sounding[:, 0, 60])[0], np.arange(7, 25))  # piano, 0.125-0.5 s
@@ -265,13 +297,14 @@ def test_note_roll_has_the_sounding_notes_by_group_and_pitch_and_their_onsets():
     assert sounding.sum() == 5 + 18 + 13 + 6
     assert not onsets[:5, 60].any() and onsets[5, 60] == 1.0
     np.testing.assert_allclose(onsets[6, 60], np.exp(-1 / 5), rtol=1e-6)
-    np.testing.assert_allclose(onsets[7:10, 60], np.maximum(np.exp(-np.arange(2, 5) / 5), 64 / 127 * np.exp(
-        -np.arange(3) / 5)), rtol=1e-6)  # the piano's onset at frame 7 is softer than the trumpet's decay
+    np.testing.assert_allclose(
+        onsets[7:10, 60], np.maximum(np.exp(-np.arange(2, 5) / 5), 64 / 127 * np.exp(-np.arange(3) / 5)), rtol=1e-6
+    )  # the piano's onset at frame 7 is softer than the trumpet's decay
     assert onsets[50, 38] == pytest.approx(90 / 127) and onsets[250, 72] == pytest.approx(100 / 127)
     later = note_roll(song, 1)  # 5.12 s on: the trumpet's last 0.18 s, onset 6 frames ago
     np.testing.assert_array_equal(np.nonzero(later[:, 7 * ROLL_PITCHES + 72])[0], np.arange(0, 9))
     np.testing.assert_allclose(later[0, -ROLL_PITCHES + 72], 100 / 127 * np.exp(-6 / 5), rtol=1e-6)
-    assert later[:, : -ROLL_PITCHES].sum() == 9
+    assert later[:, :-ROLL_PITCHES].sum() == 9
 
 
 def test_a_note_roll_model_takes_the_roll_in_rendering_and_training(tmp_path):
@@ -286,13 +319,19 @@ def test_a_note_roll_model_takes_the_roll_in_rendering_and_training(tmp_path):
     with torch.no_grad():
         model.decoder.cue_proj.weight.normal_()
     song = read_midi(write_midi(tmp_path / "a.mid", [(60, 0.0, 1.0, 30), (64, 0.5, 6.0, 120)]))
-    synth = Synthesizer(model, load_vocoder("griffin-lim", torch.device("cpu")), "cpu",
-                        RenderOptions(sampler="ddim", steps=2, guidance=1.0, precision="fp32"))
+    synth = Synthesizer(
+        model,
+        load_vocoder("griffin-lim", torch.device("cpu")),
+        "cpu",
+        RenderOptions(sampler="ddim", steps=2, guidance=1.0, precision="fp32"),
+    )
     cue = synth.note_inputs(song).cue(1)
     np.testing.assert_array_equal(cue, note_roll(song, 1))
     moved = read_midi(write_midi(tmp_path / "b.mid", [(60, 0.0, 1.0, 30), (65, 0.5, 6.0, 120)]))
-    a, b = (np.concatenate(list(synth.spectrogram_windows(tokenize(s), note_inputs=synth.note_inputs(s))))
-            for s in (song, moved))
+    a, b = (
+        np.concatenate(list(synth.spectrogram_windows(tokenize(s), note_inputs=synth.note_inputs(s))))
+        for s in (song, moved)
+    )
     assert a.shape == b.shape == (2 * WINDOW_FRAMES, 128) and np.abs(a - b).mean() > 1e-3
 
     data = tmp_path / "ds"

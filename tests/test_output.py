@@ -121,8 +121,9 @@ def test_a_device_is_written_into_not_replaced(tmp_path):
 def test_incomplete_audio_files_are_told_apart(tmp_path, container):
     path = tmp_path / f"a.{container.lower()}"
     encoding = audio_format(path)
-    write_audio_file(path, (np.sin(np.arange(n, n + 16000) / 9.0).astype(np.float32) * 0.3 for n in range(0, 96000, 16000)),
-                     encoding)
+    write_audio_file(
+        path, (np.sin(np.arange(n, n + 16000) / 9.0).astype(np.float32) * 0.3 for n in range(0, 96000, 16000)), encoding
+    )
     assert audio_file_problem(path, encoding, SAMPLE_RATE) is None
     assert audio_file_problem(path, encoding, 44100) == "mono at 16000 Hz audio, not mono at 44100 Hz"
     complete = path.read_bytes()
@@ -138,7 +139,7 @@ def test_incomplete_audio_files_are_told_apart(tmp_path, container):
 def test_a_terminating_signal_unwinds_the_write(tmp_path):
     """Under exit_on_signals, SIGHUP mid-write raises Terminated (exit status 129): no file, no temporary file."""
     inherited = signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as a terminal leaves it (under nohup it is ignored,
-    previous = signal.getsignal(signal.SIGHUP)                # and exit_on_signals rightly keeps it so)
+    previous = signal.getsignal(signal.SIGHUP)  # and exit_on_signals rightly keeps it so)
 
     def chunks():
         yield np.zeros(1600, np.float32)

@@ -64,8 +64,10 @@ def test_folder_of_pairs_with_bad_ones_and_rendered_midi(tmp_path):
     (recordings / "live").mkdir(parents=True)
     expected = {
         "pair-a": (recordings / "a.mid", _record(recordings / "a.mid", recordings / "a.flac", 6.0, seed=1)),
-        "pair-live-b": (recordings / "live" / "b.midi",
-                        _record(recordings / "live" / "b.midi", recordings / "live" / "b.wav", 3.0, seed=2)),
+        "pair-live-b": (
+            recordings / "live" / "b.midi",
+            _record(recordings / "live" / "b.midi", recordings / "live" / "b.wav", 3.0, seed=2),
+        ),
     }
     # A recording of a longer piece beside a short MIDI file, a corrupt WAV file, and a MIDI file without audio.
     note_survey(random.Random(3), 20.0).write(str(tmp_path / "long.mid"))
@@ -86,7 +88,9 @@ def test_folder_of_pairs_with_bad_ones_and_rendered_midi(tmp_path):
     assert lines[0].startswith(f"midisynth: {recordings / 'corrupt.wav'}: unreadable audio (")
     assert lines[1].startswith(f"midisynth: {recordings / 'wrong.wav'}: ")
     wrong_seconds = read_midi(recordings / "wrong.mid").duration
-    assert f"s of audio for {wrong_seconds:.1f} s of MIDI, beyond the tolerance" in lines[1] and "misaligned?" in lines[1]
+    assert (
+        f"s of audio for {wrong_seconds:.1f} s of MIDI, beyond the tolerance" in lines[1] and "misaligned?" in lines[1]
+    )
     assert lines[2] == "midisynth: 2 of 4 recordings stored, 2 skipped"
     assert {r.piece_id for r in load_records(root)} == {"pair-a", "pair-live-b", "user-r"}  # both kinds together
     for piece_id, (midi_path, audio) in expected.items():
@@ -101,12 +105,16 @@ def test_folder_of_pairs_with_bad_ones_and_rendered_midi(tmp_path):
 def test_slakh_layout_keeps_its_splits(tmp_path):
     root = tmp_path / "slakh2100"
     expected = {}
-    for k, (folder, split) in enumerate((("train", "train"), ("train", "train"), ("validation", "heldout"),
-                                         ("test", "test"))):
+    for k, (folder, split) in enumerate(
+        (("train", "train"), ("train", "train"), ("validation", "heldout"), ("test", "test"))
+    ):
         track = root / folder / f"Track{k + 1:05d}"
         (track / "MIDI").mkdir(parents=True)  # the stems' MIDI and audio are beside the mix; only the mix is read
-        expected[f"slakh-{track.name}"] = (split, track / "all_src.mid",
-                                           _record(track / "all_src.mid", track / "mix.flac", 3.0, seed=10 + k))
+        expected[f"slakh-{track.name}"] = (
+            split,
+            track / "all_src.mid",
+            _record(track / "all_src.mid", track / "mix.flac", 3.0, seed=10 + k),
+        )
     (root / "omitted" / "Track00009").mkdir(parents=True)
     (root / "train" / "Track00010").mkdir()  # no files: reported, not stored
     (root / "train" / "Track00010" / "all_src.mid").write_bytes(b"MThd")
@@ -128,9 +136,18 @@ def test_slakh_layout_keeps_its_splits(tmp_path):
 def test_maestro_csv_gives_paths_and_splits(tmp_path):
     root = tmp_path / "maestro-v3.0.0"
     (root / "2004").mkdir(parents=True)
-    rows = [{"canonical_composer": "X", "canonical_title": "Y", "split": split, "year": "2004",
-             "midi_filename": f"2004/perf{k}.midi", "audio_filename": f"2004/perf{k}.wav", "duration": "3.0"}
-            for k, split in enumerate(("train", "validation", "test"))]
+    rows = [
+        {
+            "canonical_composer": "X",
+            "canonical_title": "Y",
+            "split": split,
+            "year": "2004",
+            "midi_filename": f"2004/perf{k}.midi",
+            "audio_filename": f"2004/perf{k}.wav",
+            "duration": "3.0",
+        }
+        for k, split in enumerate(("train", "validation", "test"))
+    ]
     with open(root / "maestro-v3.0.0.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -138,7 +155,8 @@ def test_maestro_csv_gives_paths_and_splits(tmp_path):
     pairs = maestro_pairs(root)
     assert [(p.piece_id, p.midi_path, p.audio_path, p.split) for p in pairs] == [
         (f"maestro-2004-perf{k}", root / "2004" / f"perf{k}.midi", root / "2004" / f"perf{k}.wav", split)
-        for k, split in enumerate(("train", "heldout", "test"))]
+        for k, split in enumerate(("train", "heldout", "test"))
+    ]
     with pytest.raises(FileNotFoundError, match="not a MAESTRO folder"):
         maestro_pairs(tmp_path)
     with pytest.raises(FileNotFoundError, match="not a Slakh2100 folder"):

@@ -24,8 +24,9 @@ from midisynth.training.partials import fit_partials, nonnegative_least_squares
 from tests.conftest import FAST, write_midi
 
 
-def _note(start: float, end: float, pitch: int = 60, velocity: int = 90, program: int = 0,
-          is_drum: bool = False) -> Note:
+def _note(
+    start: float, end: float, pitch: int = 60, velocity: int = 90, program: int = 0, is_drum: bool = False
+) -> Note:
     return Note(start=start, end=end, pitch=pitch, velocity=velocity, program=program, is_drum=is_drum)
 
 
@@ -50,7 +51,9 @@ def test_a_held_note_decays_by_its_family_then_releases():
     for index, seconds in enumerate(P.RELEASE_SECONDS):
         release = columns.pitched[P.RELEASE_COLUMN + index * P.FAMILIES]
         after = np.arange(P.RELEASE_FRAMES) / FRAME_RATE
-        np.testing.assert_allclose(release[50:50 + P.RELEASE_FRAMES, 60], reached * np.exp(-after / seconds), rtol=1e-5)
+        np.testing.assert_allclose(
+            release[50 : 50 + P.RELEASE_FRAMES, 60], reached * np.exp(-after / seconds), rtol=1e-5
+        )
         assert not release[:50].any()
 
 
@@ -61,14 +64,17 @@ def test_the_stages_of_a_note_have_their_own_columns():
     columns = P.note_columns(_song([note]), 0, 100)
     ages = np.arange(100) / FRAME_RATE + P.WINDOW_CENTRE_SECONDS
     level = (127 / 90) ** 2
-    expected = {P.ATTACK_COLUMN + P.held_column(note): np.exp(-ages / P.ATTACK_SECONDS),
-                P.FADE_COLUMN + 2 + 1: np.exp(-ages / P.FADE_SECONDS),
-                P.SWELL_COLUMN + 2 + 1: np.exp(-ages / 1.0) * -np.expm1(-ages / P.SWELL_SECONDS),
-                P.HARD_COLUMN + 1: np.exp(-ages / P.ATTACK_SECONDS)}
+    expected = {
+        P.ATTACK_COLUMN + P.held_column(note): np.exp(-ages / P.ATTACK_SECONDS),
+        P.FADE_COLUMN + 2 + 1: np.exp(-ages / P.FADE_SECONDS),
+        P.SWELL_COLUMN + 2 + 1: np.exp(-ages / 1.0) * -np.expm1(-ages / P.SWELL_SECONDS),
+        P.HARD_COLUMN + 1: np.exp(-ages / P.ATTACK_SECONDS),
+    }
     for column, envelope in expected.items():
         np.testing.assert_allclose(columns.pitched[column][:, 60], level * envelope, rtol=1e-5, atol=1e-9)
-    np.testing.assert_allclose(columns.broadband[P.NOISE_COLUMN + 1], level * np.exp(-ages / P.NOISE_SECONDS),
-                               rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(
+        columns.broadband[P.NOISE_COLUMN + 1], level * np.exp(-ages / P.NOISE_SECONDS), rtol=1e-5, atol=1e-9
+    )
 
 
 def test_an_onset_lands_where_the_front_end_sees_it():
@@ -77,13 +83,16 @@ def test_an_onset_lands_where_the_front_end_sees_it():
     note = _note(0.205, 1.0, program=16)
     envelope = P.note_columns(_song([note]), 0, 12).pitched[P.held_column(note)][8:12, 60]
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(640) / 640)
-    after = [window[int(np.ceil(0.205 * 16000 - f * 320)):].sum() / window.sum() for f in (9, 10)]
+    after = [window[int(np.ceil(0.205 * 16000 - f * 320)) :].sum() / window.sum() for f in (9, 10)]
     np.testing.assert_allclose(envelope, [0.0, *after, 1.0], rtol=1e-6)
     assert P.onset_frame(0.205) == 9 and P.onset_frame(0.0) == 0
 
 
 def test_registers_have_columns_of_their_own():
-    low, high = _note(0.0, 1.0, pitch=P.REGISTER_SPLIT - 1, program=5), _note(0.0, 1.0, pitch=P.REGISTER_SPLIT, program=5)
+    low, high = (
+        _note(0.0, 1.0, pitch=P.REGISTER_SPLIT - 1, program=5),
+        _note(0.0, 1.0, pitch=P.REGISTER_SPLIT, program=5),
+    )
     assert (P.held_column(low), P.held_column(high)) == (10, 11)
     columns = set(P.note_columns(_song([low, high]), 0, 60).pitched)
     assert {10, 11, P.ATTACK_COLUMN + 10, P.ATTACK_COLUMN + 11} <= columns
@@ -97,12 +106,21 @@ def test_velocity_sets_the_level_and_sustaining_families_hold_it():
 
 
 def test_drums_go_to_their_key_with_the_decay_of_their_kind():
-    columns = P.note_columns(_song([_note(0.2, 0.3, pitch=36, velocity=90, is_drum=True),
-                                    _note(0.0, 0.1, pitch=49, velocity=90, is_drum=True)]), 0, 100)
+    columns = P.note_columns(
+        _song(
+            [_note(0.2, 0.3, pitch=36, velocity=90, is_drum=True), _note(0.0, 0.1, pitch=49, velocity=90, is_drum=True)]
+        ),
+        0,
+        100,
+    )
     kick, cymbal = P.drum_column(36), P.drum_column(49)
     assert (kick, cymbal) == (1, 14) and P.drum_column(27) == P.drum_column(90) == P.DRUM_KEYS - 1
     assert not columns.pitched and set(columns.broadband) == {
-        P.DRUM_COLUMN + kick, P.STICK_COLUMN + kick, P.DRUM_COLUMN + cymbal, P.STICK_COLUMN + cymbal}
+        P.DRUM_COLUMN + kick,
+        P.STICK_COLUMN + kick,
+        P.DRUM_COLUMN + cymbal,
+        P.STICK_COLUMN + cymbal,
+    }
     body, stick = columns.broadband[P.DRUM_COLUMN + kick], columns.broadband[P.STICK_COLUMN + kick]
     ages = np.arange(10, 48) / FRAME_RATE + P.WINDOW_CENTRE_SECONDS - 0.2
     np.testing.assert_allclose(body[10:48], np.exp(-ages / 0.15), rtol=1e-5)
@@ -121,7 +139,9 @@ def test_reverb_follows_the_held_notes_and_decays():
 
 def test_a_window_sees_what_the_whole_song_sees():
     """Columns of window 1 alone equal the whole song's at those frames (the reverb from LEAD_FRAMES of history)."""
-    song = _song([_note(4.0, 6.5, pitch=64), _note(5.0, 5.5, pitch=67, program=40), _note(5.2, 5.3, pitch=38, is_drum=True)])
+    song = _song(
+        [_note(4.0, 6.5, pitch=64), _note(5.0, 5.5, pitch=67, program=40), _note(5.2, 5.3, pitch=38, is_drum=True)]
+    )
     whole = P.note_columns(song, 0, 2 * WINDOW_FRAMES)
     window = P.note_columns(song, WINDOW_FRAMES, 2 * WINDOW_FRAMES)
     assert set(window.pitched) == set(whole.pitched) and {1, 81} <= set(window.pitched)
@@ -137,9 +157,17 @@ def test_note_reach_visits_only_a_windows_notes_and_changes_nothing():
     the same magnitude as when every note is looked at, and visit only the notes that reach them: held across
     windows, released or reverberating into the next, a drum decaying past a window's end, none left out."""
     rng = np.random.default_rng(0)
-    notes = [_note(t, t + d, pitch=int(p), program=int(g), is_drum=bool(k)) for t, d, p, g, k in
-             zip(rng.uniform(0, 200, 300), rng.uniform(0.05, 12.0, 300), rng.integers(30, 90, 300),
-                 rng.integers(0, 128, 300), rng.random(300) < 0.2, strict=True)]
+    notes = [
+        _note(t, t + d, pitch=int(p), program=int(g), is_drum=bool(k))
+        for t, d, p, g, k in zip(
+            rng.uniform(0, 200, 300),
+            rng.uniform(0.05, 12.0, 300),
+            rng.integers(30, 90, 300),
+            rng.integers(0, 128, 300),
+            rng.random(300) < 0.2,
+            strict=True,
+        )
+    ]
     notes += [_note(5.0, 5.119, pitch=62), _note(5.1, 5.2, pitch=49, is_drum=True)]  # releasing / decaying past 5.12 s
     song, partials = _song(sorted(notes, key=lambda n: n.start)), _random_partials()
     reach = P.NoteReach(song)
@@ -151,18 +179,30 @@ def test_note_reach_visits_only_a_windows_notes_and_changes_nothing():
 
 
 def test_magnitude_is_the_design_times_the_gains():
-    song = _song([_note(0.0, 2.0, pitch=48), _note(1.0, 3.0, pitch=72, program=56), _note(0.5, 0.6, pitch=42, is_drum=True)])
+    song = _song(
+        [_note(0.0, 2.0, pitch=48), _note(1.0, 3.0, pitch=72, program=56), _note(0.5, 0.6, pitch=42, is_drum=True)]
+    )
     partials = _random_partials()
     design, columns = P.note_columns(song, 0, WINDOW_FRAMES).design()  # [256, 128, n]
     expected = np.einsum("fbn,bn->fb", design, partials.gains[:, columns])
     np.testing.assert_allclose(partials.magnitude(song, 0), expected, rtol=1e-4)
     piano, brass = _note(0.0, 2.0, pitch=48), _note(1.0, 3.0, pitch=72, program=56)
     assert (P.held_column(piano), P.held_column(brass)) == (0, 113)
-    assert {0, 113, P.ATTACK_COLUMN, P.FADE_COLUMN, P.RELEASE_COLUMN + 7, P.REVERB_COLUMN,
-            P.DRUM_COLUMN + P.drum_column(42), P.STICK_COLUMN + P.drum_column(42), P.FLOOR_COLUMN} <= set(columns)
+    assert {
+        0,
+        113,
+        P.ATTACK_COLUMN,
+        P.FADE_COLUMN,
+        P.RELEASE_COLUMN + 7,
+        P.REVERB_COLUMN,
+        P.DRUM_COLUMN + P.drum_column(42),
+        P.STICK_COLUMN + P.drum_column(42),
+        P.FLOOR_COLUMN,
+    } <= set(columns)
     ages = 10 / FRAME_RATE + P.WINDOW_CENTRE_SECONDS
-    np.testing.assert_allclose(design[..., columns.index(0)][10], NOTE_LEVEL * np.exp(-ages / 1.5) * pitch_templates()[48],
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        design[..., columns.index(0)][10], NOTE_LEVEL * np.exp(-ages / 1.5) * pitch_templates()[48], rtol=1e-5
+    )
 
 
 def test_mix_is_linear_in_magnitude_and_stays_in_the_feature_range():
@@ -206,8 +246,13 @@ def _dataset_from(root: Path, songs: list[Song], gains: np.ndarray) -> None:
         stored = read_midi(pm_path)  # as the fit reads it (overlapping notes of one pitch cut each other short)
         windows = math.ceil(song.duration * FRAME_RATE / WINDOW_FRAMES)
         features = np.log(np.concatenate([truth.magnitude(stored, w) for w in range(windows)]))
-        save_piece(root, PieceRecord(piece_id, "train", song.duration, windows, [0] * (windows + 1)),
-                   features.astype(np.float16), np.zeros(windows * WINDOW_SAMPLES, np.float16), np.zeros(0, np.int16))
+        save_piece(
+            root,
+            PieceRecord(piece_id, "train", song.duration, windows, [0] * (windows + 1)),
+            features.astype(np.float16),
+            np.zeros(windows * WINDOW_SAMPLES, np.float16),
+            np.zeros(0, np.int16),
+        )
 
 
 def _write_multi(path: Path, tracks: dict[tuple[int, bool], list]) -> None:
@@ -232,10 +277,17 @@ def test_the_fit_recovers_the_envelopes_that_made_the_data(tmp_path):
     gains[:, P.FLOOR_COLUMN] = 0.05
     songs = []
     for _ in range(4):
-        notes = [_note(t, t + d, pitch=int(p), velocity=int(v), program=program)
-                 for program in (0, 40)
-                 for t, d, p, v in zip(rng.uniform(0, 8, 12), rng.uniform(0.2, 1.5, 12), rng.integers(36, 96, 12),
-                                       rng.integers(50, 120, 12), strict=True)]
+        notes = [
+            _note(t, t + d, pitch=int(p), velocity=int(v), program=program)
+            for program in (0, 40)
+            for t, d, p, v in zip(
+                rng.uniform(0, 8, 12),
+                rng.uniform(0.2, 1.5, 12),
+                rng.integers(36, 96, 12),
+                rng.integers(50, 120, 12),
+                strict=True,
+            )
+        ]
         songs.append(_song(notes))
     _dataset_from(tmp_path / "ds", songs, gains.astype(np.float32))
     fitted = fit_partials(tmp_path / "ds", mix=0.4)
@@ -266,8 +318,9 @@ def test_files_round_trip_and_bad_files_are_named(tmp_path):
 
 
 def test_renders_mix_it_in_and_zero_leaves_the_network_alone(tiny_model_path, short_midi):
-    base = Synthesizer.from_pretrained(tiny_model_path, device="cpu",
-                                       options=RenderOptions(sampler="ddim", steps=2, precision="fp32"))
+    base = Synthesizer.from_pretrained(
+        tiny_model_path, device="cpu", options=RenderOptions(sampler="ddim", steps=2, precision="fp32")
+    )
     assert base.partials is None and base.partials_mix() == 0.0
     with pytest.raises(ValueError, match="no partials model"):
         base.with_options(partials_mix=0.5)
@@ -314,7 +367,9 @@ def test_the_bundled_model_ships_a_verified_partials_model(monkeypatch, tmp_path
     (bundled / PARTIALS_FILE).unlink()
     (bundled / PARTIALS_FILE).write_bytes(b"tampered")
     monkeypatch.setattr(resolve, "BUNDLED_DIR", bundled)
-    with pytest.raises(CheckpointError, match=r"partials missing or corrupted \(sha256 mismatch\); reinstall midisynth"):
+    with pytest.raises(
+        CheckpointError, match=r"partials missing or corrupted \(sha256 mismatch\); reinstall midisynth"
+    ):
         resolve_model(None)
 
 
@@ -338,12 +393,36 @@ def test_cli_fits_and_renders_with_it(tmp_path, tiny_model_path):
     (tmp_path / "run" / "model.safetensors").write_bytes(tiny_model_path.read_bytes())
     midi = write_midi(tmp_path / "a.mid", [(60, 0.0, 1.0, 100)])
     for share in ("0", "1"):
-        result = runner.invoke(app, ["render", str(midi), "-o", str(tmp_path / f"a{share}.wav"), "--model",
-                                     str(tmp_path / "run" / "model.safetensors"), "--partials", share, *FAST])
+        result = runner.invoke(
+            app,
+            [
+                "render",
+                str(midi),
+                "-o",
+                str(tmp_path / f"a{share}.wav"),
+                "--model",
+                str(tmp_path / "run" / "model.safetensors"),
+                "--partials",
+                share,
+                *FAST,
+            ],
+        )
         assert result.exit_code == 0, result.output
     assert (tmp_path / "a0.wav").read_bytes() != (tmp_path / "a1.wav").read_bytes()
-    result = runner.invoke(app, ["render", str(midi), "-o", str(tmp_path / "b.wav"), "--model", str(tiny_model_path),
-                                 "--partials", "0.5", *FAST])
+    result = runner.invoke(
+        app,
+        [
+            "render",
+            str(midi),
+            "-o",
+            str(tmp_path / "b.wav"),
+            "--model",
+            str(tiny_model_path),
+            "--partials",
+            "0.5",
+            *FAST,
+        ],
+    )
     assert result.exit_code == 2 and "no partials model" in result.output
     result = runner.invoke(app, ["fit-partials", "--data", str(tmp_path / "nothing"), "--out", str(out)])
     assert result.exit_code == 2 and "no 'train' pieces" in result.output

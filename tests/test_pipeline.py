@@ -26,8 +26,12 @@ def synth(tmp_path_factory):
     from midisynth.model.networks import SpectrogramDiffusion
 
     model = SpectrogramDiffusion(load_config(ROOT / "configs" / "tiny.toml").model)
-    return Synthesizer(model, load_vocoder("griffin-lim", torch.device("cpu")), "cpu",
-                       RenderOptions(sampler="ddim", steps=3, guidance=2.0, seed=7))
+    return Synthesizer(
+        model,
+        load_vocoder("griffin-lim", torch.device("cpu")),
+        "cpu",
+        RenderOptions(sampler="ddim", steps=3, guidance=2.0, seed=7),
+    )
 
 
 def test_render_length_is_song_plus_tail(synth, two_window_midi):
@@ -85,16 +89,23 @@ def test_ddpm_reproduces_diffusers_pipeline(tmp_path, two_window_midi):
     windows = tokenize(read_midi(two_window_midi))
     padded = [w + [0] * (cfg.max_tokens - len(w)) for w in windows]
     pipe = diffusers.SpectrogramDiffusionPipeline(
-        notes_encoder=notes, continuous_encoder=cont, decoder=dec,
-        scheduler=diffusers.DDPMScheduler.from_pretrained(tmp_path / "ckpt" / "scheduler"), melgan=None,
+        notes_encoder=notes,
+        continuous_encoder=cont,
+        decoder=dec,
+        scheduler=diffusers.DDPMScheduler.from_pretrained(tmp_path / "ckpt" / "scheduler"),
+        melgan=None,
     )
     pipe.set_progress_bar_config(disable=True)
     steps = 10
     ref = pipe(padded, generator=torch.Generator().manual_seed(11), num_inference_steps=steps, output_type="mel")
     ref_mel = ref.audios[0]  # [windows * 256, 128] log-mel
     model = load_checkpoint(tmp_path / "ckpt").model
-    synth = Synthesizer(model, load_vocoder("griffin-lim", torch.device("cpu")), "cpu",
-                        RenderOptions(sampler="ddpm", steps=steps, guidance=1.0, seed=11, precision="fp32"))
+    synth = Synthesizer(
+        model,
+        load_vocoder("griffin-lim", torch.device("cpu")),
+        "cpu",
+        RenderOptions(sampler="ddpm", steps=steps, guidance=1.0, seed=11, precision="fp32"),
+    )
     ours = np.concatenate(list(synth.spectrogram_windows(windows)))
     assert ours.shape == ref_mel.shape
     assert np.abs(ours - ref_mel).max() <= 1e-3
@@ -111,8 +122,13 @@ def test_bf16_stays_close_to_fp32(synth):
     windows = tokenize(read_midi(ROOT / "tests" / "data" / "midi" / "dense_30s.mid"))[:2]
     options = RenderOptions(sampler="ddim", steps=5, guidance=1.0, seed=3, precision="fp32")
     fp32 = np.concatenate(list(synth.spectrogram_windows(windows, options)))
-    bf16 = np.concatenate(list(synth.spectrogram_windows(windows, RenderOptions(
-        sampler="ddim", steps=5, guidance=1.0, seed=3, precision="bf16"))))
+    bf16 = np.concatenate(
+        list(
+            synth.spectrogram_windows(
+                windows, RenderOptions(sampler="ddim", steps=5, guidance=1.0, seed=3, precision="bf16")
+            )
+        )
+    )
     diff = np.abs(fp32 - bf16)
     assert diff.mean() > 0  # two precisions really ran (the default precision is bf16 on some machines)
     assert diff.mean() < 0.03 and np.quantile(diff, 0.99) < 0.2
@@ -148,8 +164,11 @@ def _native_bf16() -> bool:
     return native_bf16(hardware("cpu"))
 
 
-@pytest.mark.skipif(not _native_bf16(), reason="bf16 is emulated on this CPU (no AVX-512 BF16 or AMX): its batched "
-                                               "products round otherwise than single ones")
+@pytest.mark.skipif(
+    not _native_bf16(),
+    reason="bf16 is emulated on this CPU (no AVX-512 BF16 or AMX): its batched "
+    "products round otherwise than single ones",
+)
 def test_bf16_batches_render_what_each_song_renders_alone(two_window_midi, short_midi, tmp_path):
     """Issue 24 item 4: in a batch, a song's windows were padded to the batch's longest window; masked, but bf16
     rounds otherwise at another length, and the song sounded different (log-mel L1 0.04 with the bundled model). Each

@@ -184,8 +184,12 @@ def test_the_play_command_plays_what_render_writes(tiny_model_path, short_midi, 
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"midisynth: playing {short_midi} (1.5 s) on a stand-in at 16000 Hz\n")
     wav = tmp_path / "song.wav"
-    assert run("render", str(short_midi), "-o", str(wav), "--bit-depth", "32f", "--model", str(tiny_model_path),
-               *FAST).exit_code == 0
+    assert (
+        run(
+            "render", str(short_midi), "-o", str(wav), "--bit-depth", "32f", "--model", str(tiny_model_path), *FAST
+        ).exit_code
+        == 0
+    )
     rendered, _ = sf.read(wav, dtype="float32")
     played = np.clip(StandInCard.opened[0].audio, -1.0, 1.0)  # as the file (and a sound card) hold them
     # The same samples in the same order; a machine too busy to keep ahead of the stand-in puts silence between.
@@ -211,8 +215,9 @@ def test_a_device_that_refuses_16_khz_mono_gets_stereo_at_its_own_rate(monkeypat
         if (samplerate, channels) != (48_000, 2):
             raise sounddevice.PortAudioError("Invalid sample rate")
 
-    sounddevice = fake_sounddevice(lambda device=None, kind=None: {"name": "hw:0,0", "index": 3, "hostapi": 0,
-                                                                   "default_samplerate": 48_000.0})
+    sounddevice = fake_sounddevice(
+        lambda device=None, kind=None: {"name": "hw:0,0", "index": 3, "hostapi": 0, "default_samplerate": 48_000.0}
+    )
     sounddevice.query_hostapis = lambda index: {"name": "ALSA"}
     sounddevice.check_output_settings, sounddevice.OutputStream = check_output_settings, Stream
     monkeypatch.setitem(sys.modules, "sounddevice", sounddevice)
@@ -234,8 +239,10 @@ def test_no_audio_device_is_one_line_and_exit_1(short_midi, monkeypatch):
     monkeypatch.setitem(sys.modules, "sounddevice", sounddevice)
     result = run("play", str(short_midi))
     assert result.exit_code == 1
-    assert result.output == ("midisynth: no audio output device to play on (PortAudio finds none); render to a file "
-                             "instead: midisynth render SONG -o song.wav\n")
+    assert result.output == (
+        "midisynth: no audio output device to play on (PortAudio finds none); render to a file "
+        "instead: midisynth render SONG -o song.wav\n"
+    )
 
 
 def test_an_unknown_audio_device_is_one_line(short_midi, monkeypatch):
@@ -245,8 +252,9 @@ def test_an_unknown_audio_device_is_one_line(short_midi, monkeypatch):
     monkeypatch.setitem(sys.modules, "sounddevice", fake_sounddevice(named))
     result = run("play", str(short_midi), "--audio-device", "speakers")
     assert result.exit_code == 1
-    assert result.output == ("midisynth: No output device matching 'speakers' (python -m sounddevice lists the "
-                             "devices)\n")
+    assert result.output == (
+        "midisynth: No output device matching 'speakers' (python -m sounddevice lists the devices)\n"
+    )
 
 
 def test_without_sounddevice_play_says_what_to_install(short_midi, monkeypatch):
@@ -263,8 +271,9 @@ def test_without_portaudio_play_says_what_to_install(short_midi, monkeypatch):
     monkeypatch.setattr(sound_card, "import_extra", no_library)
     result = run("play", str(short_midi))
     assert result.exit_code == 2
-    assert result.output.startswith("midisynth: play needs the PortAudio library (PortAudio library not found): "
-                                    "apt-get install libportaudio2")
+    assert result.output.startswith(
+        "midisynth: play needs the PortAudio library (PortAudio library not found): apt-get install libportaudio2"
+    )
     assert result.output.count("\n") == 1
 
 
@@ -277,8 +286,10 @@ def test_play_refuses_bad_input_before_opening_a_sound_card(tmp_path, monkeypatc
 
 
 def test_play_help_loads_neither_torch_nor_sounddevice():
-    code = ("import sys\nfrom midisynth.cli import app\ntry:\n    app(['play', '--help'])\nexcept SystemExit:\n    pass\n"
-            "loaded = {'torch', 'sounddevice'} & set(sys.modules)\nassert not loaded, loaded")
+    code = (
+        "import sys\nfrom midisynth.cli import app\ntry:\n    app(['play', '--help'])\nexcept SystemExit:\n    pass\n"
+        "loaded = {'torch', 'sounddevice'} & set(sys.modules)\nassert not loaded, loaded"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=ROOT)
 
 
@@ -307,8 +318,13 @@ def alsa_null(tmp_path: Path) -> dict[str, str]:
 
 
 def play_process(midi: Path, model: Path, *args: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "midisynth.cli", "play", str(midi), "--model", str(model), *args],
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "midisynth.cli", "play", str(midi), "--model", str(model), *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 @pytest.mark.slow  # a fresh process
@@ -333,7 +349,11 @@ def test_ctrl_c_stops_play_with_status_130(tiny_model_path, tmp_path):
 def test_no_sound_card_is_one_line_with_real_portaudio(short_midi, tmp_path):
     if any(device["max_output_channels"] for device in real_sounddevice().query_devices()):
         pytest.skip("this machine has an audio output device")
-    proc = subprocess.run([sys.executable, "-m", "midisynth.cli", "play", str(short_midi)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "midisynth.cli", "play", str(short_midi)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "no audio output device" in proc.stderr
-

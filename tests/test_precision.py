@@ -31,16 +31,22 @@ ARM = Hardware("cpu", frozenset("fp asimd sve bf16 i8mm".split()), "SVE256", qua
 NO_ENGINE = replace(ZEN3, quantized_engine="")  # a torch built without quantized kernels
 
 
-@pytest.mark.parametrize(("hw", "expected"), [
-    (ZEN3, "int8"), (SKYLAKE_SERVER, "int8"), (replace(ZEN3, quantized_engine="fbgemm"), "int8"),
-    (ARM, "fp32"),  # qnnpack: not the engine the held-out evaluation measured
-    (NO_ENGINE, "fp32"),
-    (ZEN4, "bf16"), (SAPPHIRE_RAPIDS, "bf16"),
-    (replace(ZEN4, cpu_capability="AVX2"), "int8"),  # ATEN_CPU_CAPABILITY=avx2: torch's kernels would emulate bf16
-    (Hardware("cuda", ZEN3_FLAGS, "AVX2", (8, 0), quantized_engine="x86"), "bf16"),  # A100, whatever the host CPU
-    (Hardware("cuda", ZEN3_FLAGS, "AVX2", (9, 0)), "bf16"),
-    (Hardware("cuda", ZEN4_FLAGS, "AVX512", (7, 5), quantized_engine="x86"), "fp32"),  # T4: no bf16 tensor cores
-])
+@pytest.mark.parametrize(
+    ("hw", "expected"),
+    [
+        (ZEN3, "int8"),
+        (SKYLAKE_SERVER, "int8"),
+        (replace(ZEN3, quantized_engine="fbgemm"), "int8"),
+        (ARM, "fp32"),  # qnnpack: not the engine the held-out evaluation measured
+        (NO_ENGINE, "fp32"),
+        (ZEN4, "bf16"),
+        (SAPPHIRE_RAPIDS, "bf16"),
+        (replace(ZEN4, cpu_capability="AVX2"), "int8"),  # ATEN_CPU_CAPABILITY=avx2: torch's kernels would emulate bf16
+        (Hardware("cuda", ZEN3_FLAGS, "AVX2", (8, 0), quantized_engine="x86"), "bf16"),  # A100, whatever the host CPU
+        (Hardware("cuda", ZEN3_FLAGS, "AVX2", (9, 0)), "bf16"),
+        (Hardware("cuda", ZEN4_FLAGS, "AVX512", (7, 5), quantized_engine="x86"), "fp32"),  # T4: no bf16 tensor cores
+    ],
+)
 def test_auto_picks_bf16_where_native_else_int8_on_x86_cpus(hw, expected):
     assert native_bf16(hw) == (expected == "bf16")
     assert resolve_precision("auto", hw) == expected
@@ -68,20 +74,26 @@ def test_fp16_only_on_cuda_and_unknown_names_are_refused():
 
 
 def test_explain_says_what_auto_picks_and_why():
-    assert explain(ZEN3) == ("auto = int8 on cpu (AMD Ryzen 9 5950X 16-Core Processor; no native bf16 "
-                             "(AVX-512 BF16 or AMX); int8 Linear layers on the x86 engine)")
+    assert explain(ZEN3) == (
+        "auto = int8 on cpu (AMD Ryzen 9 5950X 16-Core Processor; no native bf16 "
+        "(AVX-512 BF16 or AMX); int8 Linear layers on the x86 engine)"
+    )
     assert explain(ARM) == "auto = fp32 on cpu (no native bf16 (AVX-512 BF16 or AMX))"
     assert explain(ZEN4) == "auto = bf16 on cpu (AMD EPYC 9654 96-Core Processor; native bf16: avx512_bf16)"
     assert explain(replace(ZEN4, cpu_capability="AVX2")).endswith(
-        "avx512_bf16 present, but torch uses its AVX2 kernels; int8 Linear layers on the x86 engine)")
+        "avx512_bf16 present, but torch uses its AVX2 kernels; int8 Linear layers on the x86 engine)"
+    )
     assert explain(Hardware("cuda", cuda_capability=(7, 5))) == (
-        "auto = fp32 on cuda (compute capability 7.5; bf16 needs 8.0 or newer)")
+        "auto = fp32 on cuda (compute capability 7.5; bf16 needs 8.0 or newer)"
+    )
 
 
 def test_read_cpuinfo_takes_the_first_processor(tmp_path):
     x86 = tmp_path / "cpuinfo"
-    x86.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD Ryzen 9 5950X\n"
-                   "flags\t\t: fpu avx avx2 fma\n\nprocessor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n")
+    x86.write_text(
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD Ryzen 9 5950X\n"
+        "flags\t\t: fpu avx avx2 fma\n\nprocessor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n"
+    )
     assert read_cpuinfo(x86) == ("AMD Ryzen 9 5950X", frozenset({"fpu", "avx", "avx2", "fma"}))
     arm = tmp_path / "cpuinfo-arm"
     arm.write_text("processor\t: 0\nBogoMIPS\t: 243.75\nFeatures\t: fp asimd bf16\n")
@@ -160,9 +172,12 @@ def test_trainer_autocasts_to_what_auto_resolves_to(tmp_path, monkeypatch, hw, d
 def test_training_refuses_bf16_on_a_gpu_without_it():
     """A T4 (compute capability 7.5) would emulate every bf16 step; auto trains it in fp32."""
     t4 = Hardware("cuda", ZEN4_FLAGS, "AVX512", (7, 5))
-    with pytest.raises(ValueError, match=r"^train config: precision bf16, but this GPU \(compute capability 7\.5\) "
-                                         r"has no bf16 arithmetic \(it needs 8\.0 or newer\); use precision = "
-                                         r"\"auto\" or \"fp32\"$"):
+    with pytest.raises(
+        ValueError,
+        match=r"^train config: precision bf16, but this GPU \(compute capability 7\.5\) "
+        r"has no bf16 arithmetic \(it needs 8\.0 or newer\); use precision = "
+        r"\"auto\" or \"fp32\"$",
+    ):
         training_precision("bf16", t4)
     assert training_precision("auto", t4) == training_precision("fp32", t4) == "fp32"
     assert training_precision("bf16", Hardware("cuda", ZEN3_FLAGS, "AVX2", (8, 0))) == "bf16"

@@ -50,7 +50,11 @@ def test_hub_scheduler_is_the_conversion_scripts():
     public = {k: v for k, v in hub.items() if not k.startswith("_")}
     assert public == {k: v for k, v in converted.items() if not k.startswith("_")}
     assert (hub.timestep_spacing, hub.steps_offset, hub.thresholding, hub.rescale_betas_zero_snr) == (
-        "leading", 0, False, False)
+        "leading",
+        0,
+        False,
+        False,
+    )
 
 
 @pytest.mark.parametrize("steps", [7, 10, 100])
@@ -59,8 +63,9 @@ def test_ddpm_matches_diffusers_pipeline_loop(steps):
     scheduler = diffusers.DDPMScheduler.from_config(HUB_SCHEDULER_CONFIG)
     scheduler.set_timesteps(steps)
     generator = torch.Generator().manual_seed(4)
-    x = diffusers.utils.torch_utils.randn_tensor(SHAPE, generator=generator, device=torch.device("cpu"),
-                                                 dtype=torch.float32)
+    x = diffusers.utils.torch_utils.randn_tensor(
+        SHAPE, generator=generator, device=torch.device("cpu"), dtype=torch.float32
+    )
     reference_times = []
     for t in scheduler.timesteps:  # as SpectrogramDiffusionPipeline.__call__
         noise_time = t / scheduler.config.num_train_timesteps
@@ -150,8 +155,9 @@ def cosine_alphas_cumprod() -> np.ndarray:
     return np.cumprod(1 - np.minimum(1 - alpha_bar[1:] / alpha_bar[:-1], 0.999))
 
 
-@pytest.mark.parametrize("name, steps, tol", [("ddim", 8, 1e-4), ("dpmpp", 8, 1e-4), ("paper", 20, 1e-4),
-                                              ("ddpm", 20, 1e-4)])
+@pytest.mark.parametrize(
+    "name, steps, tol", [("ddim", 8, 1e-4), ("dpmpp", 8, 1e-4), ("paper", 20, 1e-4), ("ddpm", 20, 1e-4)]
+)
 def test_point_mass_is_recovered(name, steps, tol):
     """With the ideal denoiser for data = x0*, every sampler must return x0*."""
     target = torch.linspace(-0.9, 0.9, 64).reshape(SHAPE)
@@ -220,8 +226,7 @@ def test_determinism_seeds_and_per_row_generators(name):
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)
     rows = sample(name, fake_denoiser, SHAPE, 5, [torch.Generator().manual_seed(k) for k in (2, 3)])
-    alone = [sample(name, fake_denoiser, (1, *SHAPE[1:]), 5, torch.Generator().manual_seed(k))
-             for k in (2, 3)]
+    alone = [sample(name, fake_denoiser, (1, *SHAPE[1:]), 5, torch.Generator().manual_seed(k)) for k in (2, 3)]
     assert torch.allclose(rows, torch.cat(alone), atol=1e-6)
 
 

@@ -60,7 +60,13 @@ def test_tokens_match_reference_fixture(name):
 
 def test_vocabulary_layout():
     assert (PITCH_OFFSET, VELOCITY_OFFSET, TIE_ID, PROGRAM_OFFSET, DRUM_OFFSET, VOCAB_SIZE) == (
-        1001, 1129, 1131, 1132, 1260, 1391)
+        1001,
+        1129,
+        1131,
+        1132,
+        1260,
+        1391,
+    )
 
 
 def test_worked_example_literally():
@@ -129,8 +135,9 @@ def test_fit_window_keeps_eos_and_warns():
 
 
 notes_strategy = st.lists(
-    st.tuples(st.floats(0, 40), st.floats(0, 12), st.integers(0, 127), st.integers(1, 127), st.integers(0, 127),
-              st.booleans()),
+    st.tuples(
+        st.floats(0, 40), st.floats(0, 12), st.integers(0, 127), st.integers(1, 127), st.integers(0, 127), st.booleans()
+    ),
     max_size=60,
 )
 
@@ -164,8 +171,9 @@ def _random_song(rng: random.Random) -> bytes:
             end = start + snap(rng.choice([0.0, 0.005, 0.1, 0.5, 2.0, 6.0, 12.0]))
             inst.notes.append(pretty_midi.Note(rng.randint(1, 127), rng.choice(pitches), start, end))
         for _ in range(rng.randint(0, 6)):
-            inst.control_changes.append(pretty_midi.ControlChange(64, rng.choice([0, 63, 64, 127]),
-                                                                  snap(rng.uniform(0, 16))))
+            inst.control_changes.append(
+                pretty_midi.ControlChange(64, rng.choice([0, 63, 64, 127]), snap(rng.uniform(0, 16)))
+            )
         pm.instruments.append(inst)
     out = io.BytesIO()
     pm.write(out)
@@ -177,7 +185,8 @@ def test_random_songs_match_reference_live():
     """Random multi-instrument songs with pedal, drums and odd lengths against diffusers itself."""
     pytest.importorskip("note_seq", reason="live tokenizer parity needs note-seq 0.0.5 (installed by make test)")
     midi_utils = pytest.importorskip(
-        "diffusers.pipelines.deprecated.spectrogram_diffusion.midi_utils", reason="needs diffusers==0.35.2")
+        "diffusers.pipelines.deprecated.spectrogram_diffusion.midi_utils", reason="needs diffusers==0.35.2"
+    )
     processor = midi_utils.MidiProcessor()
     rng = random.Random(1234)
     for k in range(60):

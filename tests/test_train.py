@@ -42,8 +42,13 @@ def _fake_dataset(root: Path, pieces: int = 6, source: str = "fake") -> None:
         offsets = np.cumsum([0] + [len(t) for t in tokens]).tolist()
         record = PieceRecord(piece_id, split, 9.0, windows, offsets)
         features = rng.uniform(-11, 2, size=(windows * WINDOW_FRAMES, 128)).astype(np.float16)
-        save_piece(root, record, features, np.zeros(windows * WINDOW_SAMPLES, np.float16),
-                   np.concatenate(tokens).astype(np.int16))
+        save_piece(
+            root,
+            record,
+            features,
+            np.zeros(windows * WINDOW_SAMPLES, np.float16),
+            np.concatenate(tokens).astype(np.int16),
+        )
 
 
 @pytest.fixture
@@ -76,8 +81,14 @@ def test_v_models_regress_v(tmp_path, tiny_config):
     eps = torch.randn(batch["targets"].shape, generator=gen)
     x0 = to_network_range(batch["targets"])
     with torch.no_grad():
-        pred = model(q_sample(x0, eps, t), t, batch["tokens"], to_network_range(batch["context"]),
-                     batch["context_mask"], num_conditioned=size)
+        pred = model(
+            q_sample(x0, eps, t),
+            t,
+            batch["tokens"],
+            to_network_range(batch["context"]),
+            batch["context_mask"],
+            num_conditioned=size,
+        )
     assert loss.item() == pytest.approx((pred - v_target(x0, eps, t)).abs().mean().item(), rel=1e-5)
     assert loss.item() != pytest.approx((pred - eps).abs().mean().item(), rel=1e-3)
 
@@ -98,8 +109,10 @@ def test_train_checkpoint_resume_and_export(tmp_path, tiny_config):
     for name, tensor in trainer.ema.state_dict().items():
         assert torch.equal(tensor, exported.model.state_dict()[name])
 
-    longer = Config(model=tiny_config.model, train=type(tiny_config.train)(
-        **{**tiny_config.train.__dict__, "max_steps": tiny_config.train.max_steps + 2}))
+    longer = Config(
+        model=tiny_config.model,
+        train=type(tiny_config.train)(**{**tiny_config.train.__dict__, "max_steps": tiny_config.train.max_steps + 2}),
+    )
     resumed = Trainer(longer, tmp_path / "ds", run)
     assert resumed.step == trainer.step
     for name, tensor in trainer.model.state_dict().items():
@@ -110,8 +123,9 @@ def test_train_checkpoint_resume_and_export(tmp_path, tiny_config):
 
 def test_cosine_schedule_warms_up_then_decays_to_the_floor(tmp_path, tiny_config):
     _fake_dataset(tmp_path / "ds")
-    train_cfg = replace(tiny_config.train, learning_rate=1e-3, warmup_steps=10, max_steps=110,
-                        lr_schedule="cosine", min_lr_ratio=0.1)
+    train_cfg = replace(
+        tiny_config.train, learning_rate=1e-3, warmup_steps=10, max_steps=110, lr_schedule="cosine", min_lr_ratio=0.1
+    )
     trainer = Trainer(Config(tiny_config.model, train_cfg), tmp_path / "ds", tmp_path / "run")
     rates = {}
     for step in (0, 9, 55, 110):
@@ -126,6 +140,7 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor(tmp_path, tiny_config
 def test_unknown_lr_schedule_is_refused(tiny_config):
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         replace(tiny_config.train, lr_schedule="linear")
+
 
 def test_context_level_jitter_shifts_each_row_by_one_gain_and_keeps_silence():
     from midisynth.constants import MAX_LOG_MEL, MIN_LOG_MEL
@@ -147,36 +162,43 @@ def test_training_jitters_every_batchs_context_when_asked(tmp_path, tiny_config,
     import midisynth.training.diffusion
 
     seen = []
+
     def spy(context, std, generator, rows=None):
         seen.append((context.shape, std))
         return context
+
     monkeypatch.setattr(midisynth.training.diffusion, "jitter_context_level", spy)
     _fake_dataset(tmp_path / "ds", pieces=3)
     cfg = Config(tiny_config.model, replace(tiny_config.train, context_level_jitter=1.0, max_steps=2))
     Trainer(cfg, tmp_path / "ds", tmp_path / "run").train()
     assert seen == [((tiny_config.train.batch_size, WINDOW_FRAMES, 128), 1.0)] * 2
-    Trainer(replace(cfg, train=replace(cfg.train, context_level_jitter=0.0, max_steps=3)), tmp_path / "ds",
-            tmp_path / "run").train()
+    Trainer(
+        replace(cfg, train=replace(cfg.train, context_level_jitter=0.0, max_steps=3)), tmp_path / "ds", tmp_path / "run"
+    ).train()
     assert len(seen) == 2  # off: never called
     with pytest.raises(ValueError, match="context_level_jitter must be a finite number >= 0"):
         replace(tiny_config.train, context_level_jitter=-1.0)
 
-@pytest.mark.parametrize(("table", "key", "value", "message"), [
-    ("train", "batch_size", '"2"', "batch_size must be a whole number >= 1, got '2'"),
-    ("train", "learning_rate", '"fast"', "learning_rate must be a finite number > 0, got 'fast'"),
-    ("model", "d_ff", "64.5", "d_ff must be a whole number >= 1, got 64.5"),
-    ("train", "checkpoint_every", "0", "checkpoint_every must be a whole number >= 1, got 0"),
-    ("train", "eval_every", "0", "eval_every must be a whole number >= 1, got 0"),
-    ("train", "log_every", "0", "log_every must be a whole number >= 1, got 0"),
-    ("train", "loss", '"huber"', "loss must be one of \\('l1', 'l2'\\), got 'huber'"),
-    ("model", "d_model", "0", "d_model must be a whole number >= 1, got 0"),
-    ("train", "max_steps", "-5", "max_steps must be a whole number >= 0, got -5"),
-    ("train", "cond_dropout", "1.5", "cond_dropout must be a number in \\[0, 1\\], got 1.5"),
-    ("train", "warmup_steps", "-10", "warmup_steps must be a whole number >= 0, got -10"),
-    ("train", "grad_clip", "-1", "grad_clip must be a number in \\(0, inf\\], got -1"),
-    ("train", "ema_decay", "nan", "ema_decay must be a number in \\[0, 1\\), got nan"),
-    ("train", "compile", '"yes"', "compile must be true or false, got 'yes'"),
-])
+
+@pytest.mark.parametrize(
+    ("table", "key", "value", "message"),
+    [
+        ("train", "batch_size", '"2"', "batch_size must be a whole number >= 1, got '2'"),
+        ("train", "learning_rate", '"fast"', "learning_rate must be a finite number > 0, got 'fast'"),
+        ("model", "d_ff", "64.5", "d_ff must be a whole number >= 1, got 64.5"),
+        ("train", "checkpoint_every", "0", "checkpoint_every must be a whole number >= 1, got 0"),
+        ("train", "eval_every", "0", "eval_every must be a whole number >= 1, got 0"),
+        ("train", "log_every", "0", "log_every must be a whole number >= 1, got 0"),
+        ("train", "loss", '"huber"', "loss must be one of \\('l1', 'l2'\\), got 'huber'"),
+        ("model", "d_model", "0", "d_model must be a whole number >= 1, got 0"),
+        ("train", "max_steps", "-5", "max_steps must be a whole number >= 0, got -5"),
+        ("train", "cond_dropout", "1.5", "cond_dropout must be a number in \\[0, 1\\], got 1.5"),
+        ("train", "warmup_steps", "-10", "warmup_steps must be a whole number >= 0, got -10"),
+        ("train", "grad_clip", "-1", "grad_clip must be a number in \\(0, inf\\], got -1"),
+        ("train", "ema_decay", "nan", "ema_decay must be a number in \\[0, 1\\), got nan"),
+        ("train", "compile", '"yes"', "compile must be true or false, got 'yes'"),
+    ],
+)
 def test_every_config_field_is_checked_and_named_with_its_file(tmp_path, table, key, value, message):
     from tests.test_cli import run
 
@@ -204,11 +226,13 @@ def test_source_weights_set_how_often_each_source_is_drawn(tmp_path, tiny_config
     _fake_dataset(tmp_path / "ds", pieces=3, source="never")
     _fake_dataset(tmp_path / "ds", pieces=3, source="plain")
     weights = {"often": 3.0, "never": 0.0}  # "plain" is not named: weight 1
-    trainer = Trainer(Config(tiny_config.model, replace(tiny_config.train, source_weights=weights)),
-                      tmp_path / "ds", tmp_path / "run")
+    trainer = Trainer(
+        Config(tiny_config.model, replace(tiny_config.train, source_weights=weights)), tmp_path / "ds", tmp_path / "run"
+    )
     index = trainer.loader.dataset.index
-    drawn = [index[i][0].piece_id.split("-")[0] for _ in range(50) for batch in trainer.loader.batch_sampler
-             for i in batch]
+    drawn = [
+        index[i][0].piece_id.split("-")[0] for _ in range(50) for batch in trainer.loader.batch_sampler for i in batch
+    ]
     assert "never" not in drawn
     assert 2.4 < drawn.count("often") / drawn.count("plain") < 3.6
     assert len(drawn) == 50 * len(index)  # an epoch is still one draw per window
@@ -217,6 +241,7 @@ def test_source_weights_set_how_often_each_source_is_drawn(tmp_path, tiny_config
 def test_source_weights_must_not_be_negative(tiny_config):
     with pytest.raises(ValueError, match="source_weights must be non-negative"):
         replace(tiny_config.train, source_weights={"gen": -1.0})
+
 
 def test_stop_signals_set_a_flag_and_restore_the_handlers():
     import os
@@ -239,6 +264,7 @@ def _terminate_at(step: int):
     def on_step(done: int, loss: float) -> None:
         if done == step:
             os.kill(os.getpid(), signal.SIGTERM)
+
     return on_step
 
 
@@ -278,8 +304,10 @@ def test_a_config_states_what_differs_from_its_base(tmp_path):
     """`base` names the config a file builds on (relative to the file, chained); the file's keys replace the base's
     key by key, tables included (a `source_weights` table is a value, replaced whole)."""
     (tmp_path / "sub").mkdir()
-    (tmp_path / "a.toml").write_text('[model]\nd_model = 32\nnum_heads = 2\n[train]\nmax_steps = 7\nseed = 3\n'
-                                     'source_weights = { gen = 2.0, survey = 3.0 }\n')
+    (tmp_path / "a.toml").write_text(
+        "[model]\nd_model = 32\nnum_heads = 2\n[train]\nmax_steps = 7\nseed = 3\n"
+        "source_weights = { gen = 2.0, survey = 3.0 }\n"
+    )
     (tmp_path / "sub" / "b.toml").write_text('base = "../a.toml"\n[model]\nnum_heads = 4\n[train]\nseed = 5\n')
     (tmp_path / "sub" / "c.toml").write_text('base = "b.toml"\n[train]\nsource_weights = { gen = 1.5 }\n')
     c = load_config(tmp_path / "sub" / "c.toml")
@@ -296,14 +324,21 @@ def test_a_config_states_what_differs_from_its_base(tmp_path):
 
 def test_the_bundled_models_recipe_configs_resolve_to_what_trained_it():
     """The recipe's configs, each stating only what differs from its base, give the stages' full settings."""
-    eps, v, gain, roll = (load_config(ROOT / "configs" / f"{name}.toml")
-                          for name in ("epsilon", "default", "velocity_gain", "note_roll"))
-    size = dict(d_model=256, num_heads=4, d_kv=64, d_ff=1024, num_notes_layers=4, num_context_layers=4,
-                num_decoder_layers=4)
+    eps, v, gain, roll = (
+        load_config(ROOT / "configs" / f"{name}.toml") for name in ("epsilon", "default", "velocity_gain", "note_roll")
+    )
+    size = dict(
+        d_model=256, num_heads=4, d_kv=64, d_ff=1024, num_notes_layers=4, num_context_layers=4, num_decoder_layers=4
+    )
     assert eps.model == replace(v.model, prediction="epsilon", dropout_rate=0.1)
     assert v.model == replace(type(v.model)(), **size, prediction="v", dropout_rate=0.0)
     assert gain.model == replace(v.model, velocity_gain=True) and roll.model == replace(gain.model, note_roll=True)
-    assert (eps.train.max_steps, v.train.max_steps, gain.train.max_steps, roll.train.max_steps) == (4800, 5000, 3000, 5000)
+    assert (eps.train.max_steps, v.train.max_steps, gain.train.max_steps, roll.train.max_steps) == (
+        4800,
+        5000,
+        3000,
+        5000,
+    )
     assert (eps.train.lr_schedule, eps.train.learning_rate, eps.train.warmup_steps) == ("constant", 5e-4, 300)
     assert (v.train.lr_schedule, v.train.min_lr_ratio, v.train.learning_rate) == ("cosine", 0.05, 5e-4)
     assert (roll.train.learning_rate, roll.train.cue_lr_scale, roll.train.context_level_jitter) == (4e-4, 20.0, 1.0)
@@ -324,8 +359,9 @@ def _recipe_data(root: Path) -> None:
 def _recipe(tmp_path: Path) -> list[Path]:
     """A two-stage tiny recipe: the paper's ε objective, then v-prediction with a note roll from its weights."""
     (tmp_path / "first.toml").write_text(f'base = "{ROOT / "configs" / "tiny.toml"}"\n[train]\nmax_steps = 2\n')
-    (tmp_path / "second.toml").write_text('base = "first.toml"\n[model]\nprediction = "v"\nnote_roll = true\n'
-                                          '[train]\nmax_steps = 3\nseed = 1\n')
+    (tmp_path / "second.toml").write_text(
+        'base = "first.toml"\n[model]\nprediction = "v"\nnote_roll = true\n[train]\nmax_steps = 3\nseed = 1\n'
+    )
     return [tmp_path / "first.toml", tmp_path / "second.toml"]
 
 
@@ -345,8 +381,12 @@ def test_a_recipe_chains_its_stages_and_skips_finished_ones(tmp_path, monkeypatc
 
     monkeypatch.setattr("midisynth.training.diffusion.Trainer", recording_trainer)
     seen = []
-    final = train_recipe(configs, tmp_path / "ds", tmp_path / "run",
-                         on_stage=lambda stage, done, total: seen.append((stage.run_dir.name, done, total)))
+    final = train_recipe(
+        configs,
+        tmp_path / "ds",
+        tmp_path / "run",
+        on_stage=lambda stage, done, total: seen.append((stage.run_dir.name, done, total)),
+    )
     assert final == tmp_path / "run" / "second" / recipe.WEIGHTS
     assert starts == [("first", None), ("second", tmp_path / "run" / "first" / recipe.WEIGHTS)]
     assert seen == [("first", 0, 2), ("second", 0, 3)]
@@ -390,8 +430,17 @@ def test_make_train_runs_the_recipe_through_the_cli(tmp_path):
 
     _recipe_data(tmp_path / "ds")
     first, second = _recipe(tmp_path)
-    args = ["train", "--config", str(first), "--config", str(second), "--data", str(tmp_path / "ds"),
-            "--out", str(tmp_path / "run")]
+    args = [
+        "train",
+        "--config",
+        str(first),
+        "--config",
+        str(second),
+        "--data",
+        str(tmp_path / "ds"),
+        "--out",
+        str(tmp_path / "run"),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert trained_steps(tmp_path / "run" / "first") == 2 and trained_steps(tmp_path / "run" / "second") == 3

@@ -56,24 +56,55 @@ class Device(StrEnum):
 
 
 # The options of the commands that render (render, eval): which model and vocoder run where, and how they sample.
-ModelOption = Annotated[str | None, typer.Option(
-    help="Model: midisynth .safetensors file, diffusers checkpoint dir, or cached hub id (owner/name[@revision]).",
-    show_default="the bundled model",
-    envvar="MIDISYNTH_MODEL")]
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Model: midisynth .safetensors file, diffusers checkpoint dir, or cached hub id (owner/name[@revision]).",
+        show_default="the bundled model",
+        envvar="MIDISYNTH_MODEL",
+    ),
+]
 DeviceOption = Annotated[Device, typer.Option(help="Where to run the networks.", envvar="MIDISYNTH_DEVICE")]
-SamplerOption = Annotated[str | None, typer.Option(help="ddpm (diffusers), paper, ddim or dpmpp.", show_default="the model's (midisynth models)")]
-StepsOption = Annotated[int | None, typer.Option(min=1, help="Denoising steps per window.", show_default="the model's for its sampler, else the sampler's usual")]
-GuidanceOption = Annotated[float | None, typer.Option(min=1.0, help="Classifier-free guidance weight; 1 disables it.", show_default="the model's")]
+SamplerOption = Annotated[
+    str | None,
+    typer.Option(help="ddpm (diffusers), paper, ddim or dpmpp.", show_default="the model's (midisynth models)"),
+]
+StepsOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="Denoising steps per window.", show_default="the model's for its sampler, else the sampler's usual"
+    ),
+]
+GuidanceOption = Annotated[
+    float | None,
+    typer.Option(min=1.0, help="Classifier-free guidance weight; 1 disables it.", show_default="the model's"),
+]
 SeedOption = Annotated[int, typer.Option(help="Random seed (same seed, model and device: same audio).")]
-VocoderOption = Annotated[str | None, typer.Option(help="griffin-lim, PATH.onnx or PATH.safetensors (neural vocoder).", show_default="the model's, else griffin-lim")]
-PrecisionOption = Annotated[str, typer.Option(
-    help="Network arithmetic: auto (bf16 where the hardware computes it natively: CUDA compute capability 8.0+, "
-    "CPUs with AVX-512 BF16 or AMX; else int8 on x86 CPUs, fp32 elsewhere), fp32, bf16, fp16 (CUDA only) or int8 "
-    "(CPU only: int8 Linear layers). `midisynth models` shows what auto picks on this machine.")]
-PartialsOption = Annotated[float | None, typer.Option(
-    min=0.0, max=1.0, help="Share of the partials model (each note's partials placed from the score, with its "
-    "instrument's fitted spectral envelope) in the spectrogram; 0 renders the network alone.",
-    show_default="the model's (0 for a model without partials.safetensors)")]
+VocoderOption = Annotated[
+    str | None,
+    typer.Option(
+        help="griffin-lim, PATH.onnx or PATH.safetensors (neural vocoder).",
+        show_default="the model's, else griffin-lim",
+    ),
+]
+PrecisionOption = Annotated[
+    str,
+    typer.Option(
+        help="Network arithmetic: auto (bf16 where the hardware computes it natively: CUDA compute capability 8.0+, "
+        "CPUs with AVX-512 BF16 or AMX; else int8 on x86 CPUs, fp32 elsewhere), fp32, bf16, fp16 (CUDA only) or int8 "
+        "(CPU only: int8 Linear layers). `midisynth models` shows what auto picks on this machine."
+    ),
+]
+PartialsOption = Annotated[
+    float | None,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Share of the partials model (each note's partials placed from the score, with its "
+        "instrument's fitted spectral envelope) in the spectrogram; 0 renders the network alone.",
+        show_default="the model's (0 for a model without partials.safetensors)",
+    ),
+]
 
 
 def synthesizer(model: str | None, device: Device, vocoder: str | None, options, allow_pickle: bool = False):
@@ -82,8 +113,9 @@ def synthesizer(model: str | None, device: Device, vocoder: str | None, options,
     from midisynth.render.pipeline import Synthesizer
 
     with exits(EXIT_USAGE, CheckpointError, ValueError, FileNotFoundError, ImportError):
-        return Synthesizer.from_pretrained(model, device=device.value, vocoder=vocoder, options=options,
-                                           allow_pickle=allow_pickle)
+        return Synthesizer.from_pretrained(
+            model, device=device.value, vocoder=vocoder, options=options, allow_pickle=allow_pickle
+        )
 
 
 def auto_precision_line(device) -> str:

@@ -30,11 +30,13 @@ from midisynth.constants import DEFAULT_PRECISION
 def evaluate(
     midi_dir: Annotated[Path, typer.Argument(help="Folder of MIDI files (e.g. a data set's heldout_midi/).")],
     soundfont: Annotated[Path, typer.Option(help="SoundFont of the reference renders.")] = Path(
-        "/usr/share/sounds/sf2/FluidR3_GM.sf2"),
+        "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+    ),
     json_out: Annotated[Path | None, typer.Option("--json", help="Write per-file and mean scores here.")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate only the first N files.")] = None,
-    transcription: Annotated[bool, typer.Option(
-        help="Transcription F1 (basic-pitch; the eval extra, see README).")] = True,
+    transcription: Annotated[
+        bool, typer.Option(help="Transcription F1 (basic-pitch; the eval extra, see README).")
+    ] = True,
     visqol: Annotated[bool, typer.Option(help="ViSQOL MOS-LQO (visqol-python; the eval extra).")] = True,
     model: ModelOption = None,
     device: DeviceOption = Device.auto,
@@ -55,8 +57,9 @@ def evaluate(
     from midisynth.render.pipeline import RenderOptions
 
     with exits(EXIT_USAGE, OutputError, FileNotFoundError, ValueError, ImportError):
-        options = RenderOptions(sampler=sampler, steps=steps, guidance=guidance, seed=seed, precision=precision,
-                                partials_mix=partials)
+        options = RenderOptions(
+            sampler=sampler, steps=steps, guidance=guidance, seed=seed, precision=precision, partials_mix=partials
+        )
         files = evaluation_files(midi_dir, soundfont, json_out, limit)
         scorers = Scorers.create(transcription, visqol)
     synth = synthesizer(model, device, vocoder, options)
@@ -71,6 +74,8 @@ def evaluate(
         report = run_eval(synth, files, soundfont, scorers, on_file, json_out)
     typer.echo(format_table(report["summary"]))
     if report["failed"]:
-        print_error(f"{len(report['failed'])} of {len(files)} files failed: "
-             + ", ".join(Path(f["file"]).name for f in report["failed"]))
+        print_error(
+            f"{len(report['failed'])} of {len(files)} files failed: "
+            + ", ".join(Path(f["file"]).name for f in report["failed"])
+        )
         raise typer.Exit(EXIT_FAILED)

@@ -12,11 +12,20 @@ from midisynth.model.hub import OFFICIAL_MODEL
 
 
 def convert(
-    source: Annotated[str, typer.Argument(help="A diffusers-layout checkpoint directory, a cached hub id (owner/name[@revision]), or a midisynth file.")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A diffusers-layout checkpoint directory, a cached hub id (owner/name[@revision]), or a midisynth file."
+        ),
+    ],
     output: Annotated[Path, typer.Argument(help="The midisynth .safetensors file to write.")],
     half: Annotated[bool, typer.Option("--half/--full", help="Store weights as float16 (half the size).")] = False,
-    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")] = False,
-    overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace an existing output file.")] = False,
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite/--no-overwrite", help="Replace an existing output file.")
+    ] = False,
 ) -> None:
     """Convert a checkpoint to midisynth's single-file format; prints its sha256."""
     from midisynth.jobs.output import OutputError, check_writable
@@ -49,7 +58,10 @@ def download(
 
 
 def models(
-    directories: Annotated[list[Path] | None, typer.Argument(help="Model directories to describe too (what `midisynth adapt` writes).", show_default=False)] = None,
+    directories: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Model directories to describe too (what `midisynth adapt` writes).", show_default=False),
+    ] = None,
 ) -> None:
     """List the bundled default model, its partials model and vocoder, the model directories given, and the
     checkpoints in the Hugging Face cache, each with the sampling it is rendered with unless --sampler, --steps or

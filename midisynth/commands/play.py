@@ -47,9 +47,19 @@ def play(
     vocoder: VocoderOption = None,
     precision: PrecisionOption = DEFAULT_PRECISION,
     partials: PartialsOption = None,
-    audio_device: Annotated[str | None, typer.Option(help="Output device: its number or part of its name, as `python -m sounddevice` lists them.", show_default="the system's default")] = None,
-    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")] = False,
-    max_duration: Annotated[float, typer.Option(min=0.0, help="Refuse songs longer than this many seconds (0: no limit).")] = MAX_SONG_SECONDS,
+    audio_device: Annotated[
+        str | None,
+        typer.Option(
+            help="Output device: its number or part of its name, as `python -m sounddevice` lists them.",
+            show_default="the system's default",
+        ),
+    ] = None,
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")
+    ] = False,
+    max_duration: Annotated[
+        float, typer.Option(min=0.0, help="Refuse songs longer than this many seconds (0: no limit).")
+    ] = MAX_SONG_SECONDS,
     max_events: Annotated[int, typer.Option(min=0, help=MAX_EVENTS_HELP)] = MAX_SONG_EVENTS,
     start: Annotated[float, typer.Option(min=0.0, help="Play from this time (seconds).")] = 0.0,
     end: Annotated[float | None, typer.Option(min=0.0, help="Play up to this time (seconds).")] = None,
@@ -66,8 +76,9 @@ def play(
     with exits(EXIT_USAGE, UsageError, ValueError):
         if end is not None and end <= start:
             raise UsageError(f"--end {end:g} must be after --start {start:g} (seconds)")
-        options = RenderOptions(sampler=sampler, steps=steps, guidance=guidance, seed=seed, precision=precision,
-                                partials_mix=partials)
+        options = RenderOptions(
+            sampler=sampler, steps=steps, guidance=guidance, seed=seed, precision=precision, partials_mix=partials
+        )
     try:
         song = read_source(midi, SongLimits(max_duration=max_duration, max_events=max_events), start, end)
     except (MidiError, OSError) as err:

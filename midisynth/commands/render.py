@@ -60,7 +60,9 @@ Environment: MIDISYNTH_MODEL and MIDISYNTH_DEVICE set the defaults of --model an
 
 def render(
     inputs: Annotated[list[str], typer.Argument(help="MIDI files, directories (recursive), or '-' for stdin.")],
-    output: Annotated[str | None, typer.Option("-o", "--output", help="Output file, directory, or '-' (WAV on stdout).")] = None,
+    output: Annotated[
+        str | None, typer.Option("-o", "--output", help="Output file, directory, or '-' (WAV on stdout).")
+    ] = None,
     model: ModelOption = None,
     device: DeviceOption = Device.auto,
     sampler: SamplerOption = None,
@@ -70,22 +72,75 @@ def render(
     vocoder: VocoderOption = None,
     precision: PrecisionOption = DEFAULT_PRECISION,
     partials: PartialsOption = None,
-    mel_out: Annotated[Path | None, typer.Option("--mel-out", help="Also save the spectrogram [frames, 128] (.npy).")] = None,
+    mel_out: Annotated[
+        Path | None, typer.Option("--mel-out", help="Also save the spectrogram [frames, 128] (.npy).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace existing outputs.")] = False,
-    skip_existing: Annotated[bool, typer.Option("--skip-existing", help="Skip inputs whose outputs (mix, stems, --mel-out, --plot) are all complete; render the others again whole (resume a batch).")] = False,
-    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Songs generated together (faster; each song's audio is what it gets alone, up to float rounding at fp32, see docs/usage.md); at most 32, a larger number is lowered to it.")] = 1,
-    max_duration: Annotated[float, typer.Option(min=0.0, help="Refuse songs longer than this many seconds (0: no limit).")] = MAX_SONG_SECONDS,
+    skip_existing: Annotated[
+        bool,
+        typer.Option(
+            "--skip-existing",
+            help="Skip inputs whose outputs (mix, stems, --mel-out, --plot) are all complete; render the others again whole (resume a batch).",
+        ),
+    ] = False,
+    allow_pickle: Annotated[
+        bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")
+    ] = False,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Songs generated together (faster; each song's audio is what it gets alone, up to float rounding at fp32, see docs/usage.md); at most 32, a larger number is lowered to it.",
+        ),
+    ] = 1,
+    max_duration: Annotated[
+        float, typer.Option(min=0.0, help="Refuse songs longer than this many seconds (0: no limit).")
+    ] = MAX_SONG_SECONDS,
     max_events: Annotated[int, typer.Option(min=0, help=MAX_EVENTS_HELP)] = MAX_SONG_EVENTS,
-    shard_spec: Annotated[str | None, typer.Option("--shard", help="Render only shard I of N (e.g. 3/8) for job arrays.")] = None,
-    sample_rate: Annotated[int, typer.Option("--sample-rate", "-r", min=8000, max=192000, help="Output rate in Hz (soxr resampling from 16 kHz).")] = 16000,
+    shard_spec: Annotated[
+        str | None, typer.Option("--shard", help="Render only shard I of N (e.g. 3/8) for job arrays.")
+    ] = None,
+    sample_rate: Annotated[
+        int,
+        typer.Option(
+            "--sample-rate", "-r", min=8000, max=192000, help="Output rate in Hz (soxr resampling from 16 kHz)."
+        ),
+    ] = 16000,
     start: Annotated[float, typer.Option(min=0.0, help="Render from this time (seconds).")] = 0.0,
     end: Annotated[float | None, typer.Option(min=0.0, help="Render up to this time (seconds).")] = None,
-    output_format: Annotated[AudioContainer | None, typer.Option("--format", help="Audio format.", show_default="the output's extension; wav for directories")] = None,
-    bit_depth: Annotated[BitDepth | None, typer.Option(help="Sample format: WAV 16, 24 or 32f (float); FLAC 16 or 24; OGG none (Vorbis).", show_default="16")] = None,
-    loudness: Annotated[float | None, typer.Option(min=-70.0, max=0.0, metavar="LUFS", help="Normalise to this integrated loudness, e.g. -14 (two passes; gain stops at a -1 dBFS peak).")] = None,
-    stems: Annotated[bool, typer.Option("--stems", help="Also write one file per instrument beside the mix: NAME.stem-000-acoustic_grand_piano.wav, NAME.stem-drums.wav.")] = False,
-    plot: Annotated[str | None, typer.Option(metavar="PNG", help="Save a picture of the spectrogram over instrument lanes (a directory for several inputs).")] = None,
+    output_format: Annotated[
+        AudioContainer | None,
+        typer.Option("--format", help="Audio format.", show_default="the output's extension; wav for directories"),
+    ] = None,
+    bit_depth: Annotated[
+        BitDepth | None,
+        typer.Option(
+            help="Sample format: WAV 16, 24 or 32f (float); FLAC 16 or 24; OGG none (Vorbis).", show_default="16"
+        ),
+    ] = None,
+    loudness: Annotated[
+        float | None,
+        typer.Option(
+            min=-70.0,
+            max=0.0,
+            metavar="LUFS",
+            help="Normalise to this integrated loudness, e.g. -14 (two passes; gain stops at a -1 dBFS peak).",
+        ),
+    ] = None,
+    stems: Annotated[
+        bool,
+        typer.Option(
+            "--stems",
+            help="Also write one file per instrument beside the mix: NAME.stem-000-acoustic_grand_piano.wav, NAME.stem-drums.wav.",
+        ),
+    ] = False,
+    plot: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PNG",
+            help="Save a picture of the spectrogram over instrument lanes (a directory for several inputs).",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Render MIDI to audio: WAV, FLAC or OGG (by extension or --format), optionally loudness-normalised, with
@@ -97,20 +152,38 @@ def render(
 
     notify = None if quiet else print_error
     with exits(EXIT_USAGE, UsageError, OutputError, ImportError, ValueError):
-        options = RenderOptions(sampler=sampler, steps=steps, guidance=guidance, seed=seed, precision=precision,
-                                partials_mix=partials)
-        settings = OutputSettings(sample_rate=sample_rate, container=output_format.value.upper() if output_format else None,
-                                  bit_depth=bit_depth.value if bit_depth else None, loudness_lufs=loudness, stems=stems,
-                                  overwrite=overwrite)
-        plan = plan_render(inputs, output, settings, mel_out, plot, shard_spec,
-                           SongLimits(max_duration=max_duration, max_events=max_events), start, end, skip_existing,
-                           notify)
+        options = RenderOptions(
+            sampler=sampler, steps=steps, guidance=guidance, seed=seed, precision=precision, partials_mix=partials
+        )
+        settings = OutputSettings(
+            sample_rate=sample_rate,
+            container=output_format.value.upper() if output_format else None,
+            bit_depth=bit_depth.value if bit_depth else None,
+            loudness_lufs=loudness,
+            stems=stems,
+            overwrite=overwrite,
+        )
+        plan = plan_render(
+            inputs,
+            output,
+            settings,
+            mel_out,
+            plot,
+            shard_spec,
+            SongLimits(max_duration=max_duration, max_events=max_events),
+            start,
+            end,
+            skip_existing,
+            notify,
+        )
     if not plan.jobs:
         if notify is not None and plan.skipped:
             notify("nothing to do: every output exists (--skip-existing)")
         elif notify is not None and shard_spec is not None:
-            notify(f"shard {shard_spec} has nothing to do ({plan.planned} input file{'s' * (plan.planned != 1)} for "
-                   f"{parse_shard(shard_spec)[1]} shards)")
+            notify(
+                f"shard {shard_spec} has nothing to do ({plan.planned} input file{'s' * (plan.planned != 1)} for "
+                f"{parse_shard(shard_spec)[1]} shards)"
+            )
         return
 
     from midisynth.jobs.run import run_jobs
@@ -123,7 +196,9 @@ def render(
     for failure in failures:
         print_error(f"{failure.name}: {failure.message}")
     if len(plan.jobs) > 1 and notify is not None:
-        notify(f"{len(plan.jobs) - len(failures)} of {len(plan.jobs)} rendered"
-               + (f", {len(failures)} failed" if failures else ""))
+        notify(
+            f"{len(plan.jobs) - len(failures)} of {len(plan.jobs)} rendered"
+            + (f", {len(failures)} failed" if failures else "")
+        )
     if failures:
         raise typer.Exit(EXIT_FAILED)

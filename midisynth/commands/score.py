@@ -13,7 +13,9 @@ from midisynth.constants import MAX_SONG_EVENTS
 
 def tokens(
     midi: Annotated[str, typer.Argument(help="A MIDI file, or '-' for stdin.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON list of token lists (one per 5.12 s window).")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON list of token lists (one per 5.12 s window).")
+    ] = False,
     max_events: Annotated[int, typer.Option(min=0, help=MAX_EVENTS_HELP)] = MAX_SONG_EVENTS,
 ) -> None:
     """Print the event tokens of each 5.12 s window (padding removed; each ends with EOS = 1)."""

@@ -32,13 +32,36 @@ midisynth dataset data/mixed --pairs recordings/ --generated --hours 1"""
 def dataset(
     out_dir: Annotated[Path, typer.Argument(help="Data set directory (created; re-running resumes).")],
     soundfont: Annotated[Path, typer.Option(help="SoundFont (.sf2) of the reference synthesizer.")] = Path(
-        "/usr/share/sounds/sf2/FluidR3_GM.sf2"),
+        "/usr/share/sounds/sf2/FluidR3_GM.sf2"
+    ),
     midi: Annotated[list[Path] | None, typer.Option(help="Extra MIDI directories to render.")] = None,
-    pairs: Annotated[list[Path] | None, typer.Option(help="Directory of recordings: each MIDI file (.mid, .midi) with an audio file of the same name beside it (.wav, .flac, .ogg).")] = None,
-    slakh: Annotated[list[Path] | None, typer.Option(help="Slakh2100 root (train/, validation/, test/ of TrackNNNNN/all_src.mid + mix.flac).")] = None,
-    maestro: Annotated[list[Path] | None, typer.Option(help="MAESTRO v3 root (maestro-v3.0.0.csv and its year folders).")] = None,
-    generated: Annotated[bool | None, typer.Option("--generated/--no-generated", help="Render music21's corpus and generated pieces.", show_default="only without recordings")] = None,
-    hours: Annotated[float, typer.Option(help=f"Rendered audio to store, hours, at least {MIN_DATASET_HOURS:g} (recordings are all taken).")] = 3.0,
+    pairs: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Directory of recordings: each MIDI file (.mid, .midi) with an audio file of the same name beside it (.wav, .flac, .ogg)."
+        ),
+    ] = None,
+    slakh: Annotated[
+        list[Path] | None,
+        typer.Option(help="Slakh2100 root (train/, validation/, test/ of TrackNNNNN/all_src.mid + mix.flac)."),
+    ] = None,
+    maestro: Annotated[
+        list[Path] | None, typer.Option(help="MAESTRO v3 root (maestro-v3.0.0.csv and its year folders).")
+    ] = None,
+    generated: Annotated[
+        bool | None,
+        typer.Option(
+            "--generated/--no-generated",
+            help="Render music21's corpus and generated pieces.",
+            show_default="only without recordings",
+        ),
+    ] = None,
+    hours: Annotated[
+        float,
+        typer.Option(
+            help=f"Rendered audio to store, hours, at least {MIN_DATASET_HOURS:g} (recordings are all taken)."
+        ),
+    ] = 3.0,
     seed: Annotated[int, typer.Option(help="Seed of the generated material and instrument choices.")] = 0,
 ) -> None:
     """Build a training data set: recordings with their MIDI, and MIDI rendered with FluidSynth; tokens, log-mel
@@ -54,12 +77,24 @@ def dataset(
     def skip(line: str) -> None:
         print_error(f"{line} (skipped)")  # above the progress bar
 
-    with stop_cleanly_on_signals(f"the pieces stored so far are kept and listed in {out_dir / 'manifest.json'}; "
-                                  "run the same command to continue"), exits(EXIT_FAILED, OSError, ValueError, RuntimeError):
+    with (
+        stop_cleanly_on_signals(
+            f"the pieces stored so far are kept and listed in {out_dir / 'manifest.json'}; "
+            "run the same command to continue"
+        ),
+        exits(EXIT_FAILED, OSError, ValueError, RuntimeError),
+    ):
         found = list(paired_sources(*recordings))
-        manifest = build_dataset(out_dir, soundfont=soundfont, midi_dirs=list(midi or []), hours=hours, seed=seed,
-                                 generated=not any(recordings) if generated is None else generated, pairs=found,
-                                 on_skip=skip)
+        manifest = build_dataset(
+            out_dir,
+            soundfont=soundfont,
+            midi_dirs=list(midi or []),
+            hours=hours,
+            seed=seed,
+            generated=not any(recordings) if generated is None else generated,
+            pairs=found,
+            on_skip=skip,
+        )
     stored = len({piece["piece_id"] for piece in manifest["pieces"]} & {pair.piece_id for pair in found})
     if stored < len(found):
         print_error(f"{stored} of {len(found)} recordings stored, {len(found) - stored} skipped")
@@ -86,10 +121,17 @@ Under torchrun the config's batch_size is the global batch: each of N processes 
 
 
 def train(
-    config: Annotated[list[Path] | None, typer.Option(help="TOML config with \\[model] and \\[train] tables (default: configs/default.toml). Given several times, a recipe: each config trains in OUT/<its name>, from the weights of the one before; a finished stage is skipped.")] = None,
+    config: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="TOML config with \\[model] and \\[train] tables (default: configs/default.toml). Given several times, a recipe: each config trains in OUT/<its name>, from the weights of the one before; a finished stage is skipped."
+        ),
+    ] = None,
     data: Annotated[Path, typer.Option(help="Data set directory from `midisynth dataset`.")] = Path("data/fluidr3"),
     out: Annotated[Path, typer.Option(help="Run directory (checkpoints; re-running resumes).")] = Path("runs/default"),
-    device: Annotated[str, typer.Option(help="cpu or cuda (under torchrun: each process its local rank's GPU).")] = "cpu",
+    device: Annotated[
+        str, typer.Option(help="cpu or cuda (under torchrun: each process its local rank's GPU).")
+    ] = "cpu",
     max_minutes: Annotated[float | None, typer.Option(help="Stop (with a checkpoint) after this many minutes.")] = None,
     init_from: Annotated[Path | None, typer.Option(help="Start from these weights (midisynth .safetensors).")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch (per process).")] = None,
@@ -122,9 +164,11 @@ def train(
         raise typer.Exit(EXIT_USAGE) from None
     stage: Stage = stages[0]  # the one training
 
-    with stop_cleanly_on_signals(f"the run resumes from its last checkpoint in {out}: run the same "
-                                  "command to continue"), \
-            ddp.process_group(ranks, device) as device, progress_bars(ranks.is_main) as bars:
+    with (
+        stop_cleanly_on_signals(f"the run resumes from its last checkpoint in {out}: run the same command to continue"),
+        ddp.process_group(ranks, device) as device,
+        progress_bars(ranks.is_main) as bars,
+    ):
         if ranks.is_main and any(train_config.precision == "auto" for train_config in train_configs):
             print_error(auto_precision_line(torch.device(device)))
         task: TaskID | None = None
@@ -141,19 +185,36 @@ def train(
                 bars.update(task, advance=1, loss=f"{loss:.4f}")
 
         with training_errors():
-            weights = train_recipe(configs, data, out, device=device, init_from=init_from, max_minutes=max_minutes,
-                                   on_stage=on_stage, on_step=on_step, ranks=ranks)
+            weights = train_recipe(
+                configs,
+                data,
+                out,
+                device=device,
+                init_from=init_from,
+                max_minutes=max_minutes,
+                on_stage=on_stage,
+                on_step=on_step,
+                ranks=ranks,
+            )
     if ranks.is_main:
-        typer.echo(f"stopped at step {trained_steps(stage.run_dir)}; weights: {stage.run_dir / WEIGHTS}"
-                   + ("" if weights else " (re-run to continue)"), err=True)
+        typer.echo(
+            f"stopped at step {trained_steps(stage.run_dir)}; weights: {stage.run_dir / WEIGHTS}"
+            + ("" if weights else " (re-run to continue)"),
+            err=True,
+        )
 
 
 def fit_partials(
     data: Annotated[Path, typer.Option(help="Data set directory from `midisynth dataset`.")] = Path("data/fluidr3"),
-    out: Annotated[Path, typer.Option(help="Where to write it; beside a model file as partials.safetensors, "
-                                           "renders with that model use it.")] = Path("runs/default/partials.safetensors"),
-    mix: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Its default share in renders.",
-                                              show_default="0.85")] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Where to write it; beside a model file as partials.safetensors, renders with that model use it."
+        ),
+    ] = Path("runs/default/partials.safetensors"),
+    mix: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Its default share in renders.", show_default="0.85")
+    ] = None,
 ) -> None:
     """Fit the partials model (a spectral envelope per instrument, in closed form) to the data set's training pieces."""
     from midisynth.data.store import DataSetError
@@ -162,11 +223,13 @@ def fit_partials(
     from midisynth.progress import progress_bars
     from midisynth.training.partials import fit_partials as fit
 
-    with exits(EXIT_USAGE, FileNotFoundError, OutputError), exits(EXIT_FAILED, DataSetError), \
-            progress_bars() as bars:
+    with exits(EXIT_USAGE, FileNotFoundError, OutputError), exits(EXIT_FAILED, DataSetError), progress_bars() as bars:
         task = bars.add_task("fit partials", total=None)
-        partials = fit(data, mix=DEFAULT_MIX if mix is None else mix,
-                       on_piece=lambda done, total: bars.update(task, completed=done, total=total))
+        partials = fit(
+            data,
+            mix=DEFAULT_MIX if mix is None else mix,
+            on_piece=lambda done, total: bars.update(task, completed=done, total=total),
+        )
         make_output_directory(out.parent, out)
         save_partials(partials, out)
     typer.echo(f"partials model: {out}", err=True)
@@ -190,8 +253,9 @@ def train_vocoder(
         trainer = VocoderTrainer(data, out, VocoderTrainConfig(max_steps=max_steps), device=device)
     with progress_bars() as bars:
         task = bars.add_task("vocoder", total=max_steps, completed=trainer.step)
-        trainer.train(max_minutes=max_minutes,
-                      on_step=lambda step, loss: bars.update(task, advance=1, loss=f"{loss:.4f}"))
+        trainer.train(
+            max_minutes=max_minutes, on_step=lambda step, loss: bars.update(task, advance=1, loss=f"{loss:.4f}")
+        )
     typer.echo(f"stopped at step {trainer.step}; weights: {out / 'vocoder.safetensors'}", err=True)
 
 
@@ -207,12 +271,29 @@ midisynth render song.mid -o song.wav --model my-model"""
 
 
 def adapt(
-    recordings: Annotated[list[Path] | None, typer.Argument(help="Folders of recordings: each MIDI file with an audio file of the same name beside it.", show_default=False)] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="The adapted model directory (created; re-running resumes).")] = ...,
+    recordings: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Folders of recordings: each MIDI file with an audio file of the same name beside it.",
+            show_default=False,
+        ),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="The adapted model directory (created; re-running resumes).")
+    ] = ...,
     midi: Annotated[list[Path] | None, typer.Option(help="MIDI folders to render with --soundfont.")] = None,
-    soundfont: Annotated[Path | None, typer.Option(help="A SoundFont whose sound to learn: it renders a survey of every GM instrument (about 11 minutes), and the --midi folders.")] = None,
-    minutes: Annotated[float, typer.Option(min=0.0, help="Fine-tuning time in all, minutes (a resumed run has what is left).")] = 20.0,
-    model: Annotated[Path | None, typer.Option(help="Model directory to start from.", show_default="the bundled default")] = None,
+    soundfont: Annotated[
+        Path | None,
+        typer.Option(
+            help="A SoundFont whose sound to learn: it renders a survey of every GM instrument (about 11 minutes), and the --midi folders."
+        ),
+    ] = None,
+    minutes: Annotated[
+        float, typer.Option(min=0.0, help="Fine-tuning time in all, minutes (a resumed run has what is left).")
+    ] = 20.0,
+    model: Annotated[
+        Path | None, typer.Option(help="Model directory to start from.", show_default="the bundled default")
+    ] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch.")] = None,
 ) -> None:
@@ -237,8 +318,10 @@ def adapt(
             raise ValueError(f"--minutes {minutes:g}: give a finite number of minutes")
         material = gather_material(list(recordings or []), list(midi or []), soundfont)
         Trainer.check_run(device, out)
-    with stop_cleanly_on_signals(f"what is done is kept in {out}: run the same command to continue"), \
-            progress_bars() as bars:
+    with (
+        stop_cleanly_on_signals(f"what is done is kept in {out}: run the same command to continue"),
+        progress_bars() as bars,
+    ):
         task = None
 
         def on_step(step: int, loss: float) -> None:
@@ -248,8 +331,16 @@ def adapt(
             bars.update(task, advance=1, loss=f"{loss:.4f}")
 
         with training_errors():
-            result = run_adapt(material, out, model or BUNDLED_DIR, minutes, device, say=print_error,
-                               on_skip=lambda line: print_error(f"{line} (skipped)"), on_step=on_step)
+            result = run_adapt(
+                material,
+                out,
+                model or BUNDLED_DIR,
+                minutes,
+                device,
+                say=print_error,
+                on_skip=lambda line: print_error(f"{line} (skipped)"),
+                on_step=on_step,
+            )
     typer.echo(f"adapted model: {result.directory} ({result.steps} steps, {result.minutes_trained:.1f} min)")
     for name, scores in (("base model", result.before), ("adapted", result.after)):
         typer.echo(f"  held-out {name}: {scores if scores else 'nothing held out'}")

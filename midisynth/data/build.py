@@ -60,8 +60,10 @@ def piece_name_problem(root: Path, piece_id: str) -> str | None:
     limit = name_limit(root / "pieces" / LONGEST_PIECE_SUFFIX)
     if length <= limit:
         return None
-    return (f"its piece's file names would be {length} bytes long, over the {limit} the file system takes "
-            "(shorten its file or folder names)")
+    return (
+        f"its piece's file names would be {length} bytes long, over the {limit} the file system takes "
+        "(shorten its file or folder names)"
+    )
 
 
 @dataclass
@@ -136,8 +138,12 @@ def _sources(
 
 
 def _plan(
-    root: Path, sources: Iterator[tuple[str, pretty_midi.PrettyMIDI]], done: set[str], seconds: float, budget: float,
-    on_skip: Callable[[str], None]
+    root: Path,
+    sources: Iterator[tuple[str, pretty_midi.PrettyMIDI]],
+    done: set[str],
+    seconds: float,
+    budget: float,
+    on_skip: Callable[[str], None],
 ) -> Iterator[PreparedPiece]:
     """New pieces in source order while the stored plus planned song seconds stay below `budget`; a piece whose
     files cannot be named is reported to `on_skip` and left out."""
@@ -173,8 +179,9 @@ def _run_all(items: Iterable, work: Callable, jobs: int, on_done: Callable) -> N
                 future.cancel()
 
 
-def _store_pairs(root: Path, pairs: list[AlignedPair], done: set[str], jobs: int, progress: bool,
-                 on_skip: Callable[[str], None]) -> None:
+def _store_pairs(
+    root: Path, pairs: list[AlignedPair], done: set[str], jobs: int, progress: bool, on_skip: Callable[[str], None]
+) -> None:
     """Store the pairs not yet stored; each refused pair is reported to `on_skip` (one line) and left out."""
     ids = [pair.piece_id for pair in pairs]
     refused = {i: "another pair has the same piece id " + repr(i) for i in ids if ids.count(i) > 1}
@@ -249,8 +256,19 @@ def build_dataset(
         if pairs:
             _store_pairs(root, pairs, done, jobs, progress, on_skip)
         if rendering:
-            _render(root, soundfont, [Path(d) for d in midi_dirs or []], hours, seed, progress, generated, jobs,
-                    records, done, on_skip)
+            _render(
+                root,
+                soundfont,
+                [Path(d) for d in midi_dirs or []],
+                hours,
+                seed,
+                progress,
+                generated,
+                jobs,
+                records,
+                done,
+                on_skip,
+            )
     finally:
         manifest = write_manifest(root)
     return manifest
@@ -263,16 +281,33 @@ def _remove_unfinished_files(folder: Path) -> None:
         leftover.unlink(missing_ok=True)
 
 
-def _render(root: Path, soundfont: Path, midi_dirs: list[Path], hours: float, seed: int, progress: bool,
-            generated: bool, jobs: int, records: list[PieceRecord], done: set[str],
-            on_skip: Callable[[str], None]) -> None:
+def _render(
+    root: Path,
+    soundfont: Path,
+    midi_dirs: list[Path],
+    hours: float,
+    seed: int,
+    progress: bool,
+    generated: bool,
+    jobs: int,
+    records: list[PieceRecord],
+    done: set[str],
+    on_skip: Callable[[str], None],
+) -> None:
     """Render pieces until the stored rendered songs reach `hours`; pieces left out are reported to `on_skip`."""
     stored = sum(r.seconds for r in records if piece_source(r.piece_id) not in PAIRED_SOURCES)
     budget = hours * 3600.0
     sources = _sources(midi_dirs, seed, done, generated, on_skip)
     whole = math.isinf(budget)  # every piece of the sources
     with progress_bars(progress) as bars:
-        task = bars.add_task("dataset seconds", total=None if whole else round(budget),
-                             completed=0 if whole else round(min(stored, budget)))
-        _run_all(_plan(root, sources, done, stored, budget, on_skip), lambda piece: finish_piece(root, piece, soundfont),
-                 jobs, lambda record: bars.update(task, advance=record.seconds))
+        task = bars.add_task(
+            "dataset seconds",
+            total=None if whole else round(budget),
+            completed=0 if whole else round(min(stored, budget)),
+        )
+        _run_all(
+            _plan(root, sources, done, stored, budget, on_skip),
+            lambda piece: finish_piece(root, piece, soundfont),
+            jobs,
+            lambda record: bars.update(task, advance=record.seconds),
+        )

@@ -46,8 +46,9 @@ def check_fluidsynth(soundfont: Path) -> None:
     check_soundfont(soundfont)
 
 
-def render_midi(midi_path: Path, soundfont: Path, timeout_s: float = 600.0,
-                max_seconds: float | None = None) -> np.ndarray:
+def render_midi(
+    midi_path: Path, soundfont: Path, timeout_s: float = 600.0, max_seconds: float | None = None
+) -> np.ndarray:
     """Render a MIDI file at FluidSynth's default settings, 16 kHz; returns mono float32 audio [samples].
 
     Sample 0 is MIDI time zero (a note-on at t seconds sounds from about sample 16000 t, after the instrument's
@@ -61,8 +62,22 @@ def render_midi(midi_path: Path, soundfont: Path, timeout_s: float = 600.0,
     limit_bytes = None if max_seconds is None else int(max_seconds * SAMPLE_RATE) * FRAME_BYTES
     with tempfile.TemporaryDirectory() as tmp:
         raw, log = Path(tmp) / "render.raw", Path(tmp) / "fluidsynth.log"
-        cmd = [fluidsynth_binary(), "-ni", "-T", "raw", "-O", "s16", "-E", "little", "-F", str(raw),
-               "-r", str(SAMPLE_RATE), str(Path(soundfont).absolute()), str(Path(midi_path).absolute())]
+        cmd = [
+            fluidsynth_binary(),
+            "-ni",
+            "-T",
+            "raw",
+            "-O",
+            "s16",
+            "-E",
+            "little",
+            "-F",
+            str(raw),
+            "-r",
+            str(SAMPLE_RATE),
+            str(Path(soundfont).absolute()),
+            str(Path(midi_path).absolute()),
+        ]
         with open(log, "wb") as messages, subprocess.Popen(cmd, stdout=messages, stderr=messages) as process:
             try:
                 stopped = _wait(process, raw, limit_bytes, timeout_s)

@@ -57,8 +57,10 @@ def choose_heldout(records: list[PieceRecord]) -> HeldOut:
     longest = max(free, key=lambda r: (r.windows, r.piece_id), default=None)
     if longest is None or longest.windows < 2:
         return HeldOut()
-    return HeldOut(windows_of=longest.piece_id, windows=min(longest.windows - 1,
-                                                           max(1, math.ceil(longest.windows * HELDOUT_SHARE))))
+    return HeldOut(
+        windows_of=longest.piece_id,
+        windows=min(longest.windows - 1, max(1, math.ceil(longest.windows * HELDOUT_SHARE))),
+    )
 
 
 def hold_out(root: str | Path) -> HeldOut:
@@ -82,4 +84,3 @@ def hold_out(root: str | Path) -> HeldOut:
             copy.unlink(missing_ok=True)
     write_manifest(root)
     return choice
-

@@ -60,13 +60,15 @@ def folder_pairs(folder: str | Path) -> list[AlignedPair]:
         raise FileNotFoundError(f"{folder}: no such directory")
     pairs = []
     for midi in sorted(p for p in folder.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file()):
-        audio = next((a for s in AUDIO_SUFFIXES for a in (midi.with_suffix(s), midi.with_suffix(s.upper()))
-                      if a.is_file()), None)
+        audio = next(
+            (a for s in AUDIO_SUFFIXES for a in (midi.with_suffix(s), midi.with_suffix(s.upper())) if a.is_file()), None
+        )
         if audio is not None:
             pairs.append(AlignedPair(_id("pair", midi.relative_to(folder)), midi, audio))
     if not pairs:
-        raise FileNotFoundError(f"{folder}: no MIDI file with an audio file of the same name beside it "
-                                f"({', '.join(AUDIO_SUFFIXES)})")
+        raise FileNotFoundError(
+            f"{folder}: no MIDI file with an audio file of the same name beside it ({', '.join(AUDIO_SUFFIXES)})"
+        )
     return pairs
 
 
@@ -75,9 +77,12 @@ def slakh_pairs(root: str | Path) -> list[AlignedPair]:
     in their own splits (other folders, such as Slakh2100-redux's omitted/, are left out). A track folder missing
     either file is still listed, so that building it reports the missing file."""
     root = Path(root)
-    pairs = [AlignedPair(f"slakh-{track.name}", track / SLAKH_MIDI, track / SLAKH_AUDIO, split)
-             for folder, split in SPLIT_NAMES.items()
-             for track in sorted((root / folder).glob("Track*")) if track.is_dir()]
+    pairs = [
+        AlignedPair(f"slakh-{track.name}", track / SLAKH_MIDI, track / SLAKH_AUDIO, split)
+        for folder, split in SPLIT_NAMES.items()
+        for track in sorted((root / folder).glob("Track*"))
+        if track.is_dir()
+    ]
     if not pairs:
         raise FileNotFoundError(f"{root}: not a Slakh2100 folder (no train/, validation/ or test/ with Track folders)")
     return pairs
@@ -160,5 +165,7 @@ def check_alignment(path: Path, audio: np.ndarray, midi_seconds: float) -> None:
         raise PairError(f"{path}: silent (peak {20 * np.log10(max(peak, 1e-10)):.0f} dBFS)")
     audio_seconds = audio.shape[0] / SAMPLE_RATE
     if not -AUDIO_SHORTER_S <= audio_seconds - midi_seconds <= AUDIO_LONGER_S:
-        raise PairError(f"{path}: {audio_seconds:.1f} s of audio for {midi_seconds:.1f} s of MIDI, beyond the "
-                        f"tolerance ({AUDIO_SHORTER_S:g} s shorter to {AUDIO_LONGER_S:g} s longer): misaligned?")
+        raise PairError(
+            f"{path}: {audio_seconds:.1f} s of audio for {midi_seconds:.1f} s of MIDI, beyond the "
+            f"tolerance ({AUDIO_SHORTER_S:g} s shorter to {AUDIO_LONGER_S:g} s longer): misaligned?"
+        )

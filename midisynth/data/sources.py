@@ -57,7 +57,13 @@ def generated_piece(rng: random.Random, seconds: float) -> pretty_midi.PrettyMID
             for b in range(bars):
                 for eighth in range(8):
                     t = (b * 4 + eighth / 2) * beat
-                    _note(inst, CLOSED_HAT if rng.random() < 0.85 else OPEN_HAT, t, t + 0.1, dynamics - 20 + rng.randint(-10, 10))
+                    _note(
+                        inst,
+                        CLOSED_HAT if rng.random() < 0.85 else OPEN_HAT,
+                        t,
+                        t + 0.1,
+                        dynamics - 20 + rng.randint(-10, 10),
+                    )
                     if eighth in (0, 4) or (eighth == 5 and rng.random() < 0.3):
                         _note(inst, KICK, t, t + 0.1, dynamics + rng.randint(-5, 15))
                     if eighth in (2, 6):
@@ -75,7 +81,13 @@ def generated_piece(rng: random.Random, seconds: float) -> pretty_midi.PrettyMID
                 pitches = [degree_pitch(chord_degree + k) for k in (0, 2, 4)]
                 if style in ("sustained", "mixed"):
                     for p in pitches:
-                        _note(inst, p, bar_start, bar_start + 4 * beat * rng.uniform(0.9, 1.0), dynamics + rng.randint(-15, 5))
+                        _note(
+                            inst,
+                            p,
+                            bar_start,
+                            bar_start + 4 * beat * rng.uniform(0.9, 1.0),
+                            dynamics + rng.randint(-15, 5),
+                        )
                 elif style == "staccato":
                     for k in range(4):
                         for p in pitches:
@@ -83,13 +95,24 @@ def generated_piece(rng: random.Random, seconds: float) -> pretty_midi.PrettyMID
                 else:
                     for k in range(8):
                         p = pitches[k % 3] + 12 * (k // 3 % 2)
-                        _note(inst, p, bar_start + k * beat / 2, bar_start + (k + 1) * beat / 2, dynamics + rng.randint(-10, 10))
+                        _note(
+                            inst,
+                            p,
+                            bar_start + k * beat / 2,
+                            bar_start + (k + 1) * beat / 2,
+                            dynamics + rng.randint(-10, 10),
+                        )
             elif role == "bass":
                 for k in range(4 if style != "sustained" else 1):
                     length = beat * (4 if style == "sustained" else (0.4 if style == "staccato" else 0.9))
                     start = bar_start + k * beat
-                    _note(inst, degree_pitch(chord_degree, -2 + (k % 2 if style == "arpeggio" else 0)), start,
-                          start + length, dynamics + rng.randint(-5, 15))
+                    _note(
+                        inst,
+                        degree_pitch(chord_degree, -2 + (k % 2 if style == "arpeggio" else 0)),
+                        start,
+                        start + length,
+                        dynamics + rng.randint(-5, 15),
+                    )
             else:  # melody: a random walk in the scale
                 t = bar_start
                 degree = chord_degree + 7
@@ -98,8 +121,13 @@ def generated_piece(rng: random.Random, seconds: float) -> pretty_midi.PrettyMID
                     length = min(length, bar_start + 4 * beat - t)
                     if rng.random() > 0.1:  # a few rests
                         gate = 0.5 if style == "staccato" else rng.uniform(0.8, 1.0)
-                        _note(inst, degree_pitch(degree, 1 if rng.random() < 0.3 else 0), t, t + length * gate,
-                              dynamics + rng.randint(-20, 20))
+                        _note(
+                            inst,
+                            degree_pitch(degree, 1 if rng.random() < 0.3 else 0),
+                            t,
+                            t + length * gate,
+                            dynamics + rng.randint(-20, 20),
+                        )
                     degree = max(0, min(20, degree + rng.choice([-2, -1, -1, 0, 1, 1, 2, 3])))
                     t += length
         pm.instruments.append(inst)
@@ -120,8 +148,15 @@ def note_survey(rng: random.Random, seconds: float) -> pretty_midi.PrettyMIDI:
 SURVEY_NOTE_SECONDS = (0.1, 0.3, 0.6, 1.2, 2.5)
 
 
-def _survey_notes(inst: pretty_midi.Instrument, rng: random.Random, low: int, high: int, start: float,
-                  seconds: float, lengths: tuple[float, ...] = SURVEY_NOTE_SECONDS) -> None:
+def _survey_notes(
+    inst: pretty_midi.Instrument,
+    rng: random.Random,
+    low: int,
+    high: int,
+    start: float,
+    seconds: float,
+    lengths: tuple[float, ...] = SURVEY_NOTE_SECONDS,
+) -> None:
     """Single notes and small chords of pitches `low`..`high`, each of one of `lengths` seconds, from `start` for
     `seconds` (the last may ring on)."""
     t = start
@@ -132,8 +167,9 @@ def _survey_notes(inst: pretty_midi.Instrument, rng: random.Random, low: int, hi
         t += length + rng.choice([0.0, 0.05, 0.3, 0.8])
 
 
-def instrument_survey(seed: int, passes: int = 2, seconds: float = 2.5,
-                      per_piece: int = 4) -> Iterator[tuple[str, pretty_midi.PrettyMIDI]]:
+def instrument_survey(
+    seed: int, passes: int = 2, seconds: float = 2.5, per_piece: int = 4
+) -> Iterator[tuple[str, pretty_midi.PrettyMIDI]]:
     """Every GM program and the drum kit, `passes` times each in a shuffled order, `seconds` of notes at a time
     (`_survey_notes`, from low to high registers), `per_piece` of them one after another in each piece: what a
     SoundFont sounds like, instrument by instrument, in 129 * passes * seconds of music."""
@@ -201,8 +237,11 @@ def music21_pieces(
     try:
         from music21 import corpus
     except ImportError:
-        warnings.warn("music21 is not installed, so its corpus is left out of the data set and the held-out split "
-                      "differs; install it with: pip install 'midisynth[data]'", stacklevel=2)
+        warnings.warn(
+            "music21 is not installed, so its corpus is left out of the data set and the held-out split "
+            "differs; install it with: pip install 'midisynth[data]'",
+            stacklevel=2,
+        )
         return
     paths = sorted(p for p in corpus.getPaths() if p.suffix in (".mxl", ".xml", ".musicxml", ".krn"))
     random.Random(seed).shuffle(paths)
@@ -226,8 +265,9 @@ def music21_pieces(
         yield name, pm
 
 
-def folder_pieces(folder: Path, on_skip: Callable[[str], None] = lambda line: None
-                  ) -> Iterator[tuple[str, pretty_midi.PrettyMIDI]]:
+def folder_pieces(
+    folder: Path, on_skip: Callable[[str], None] = lambda line: None
+) -> Iterator[tuple[str, pretty_midi.PrettyMIDI]]:
     """User MIDI files, as they are; each one that cannot be read is reported to `on_skip` (one line) and left out."""
     for path in find_midi_files(folder):
         try:

@@ -75,8 +75,11 @@ class PieceRecord:
     def shape(self, kind: str) -> tuple[int, ...]:
         """The shape of the piece's stored array `kind`: features [windows * 256, 128], audio [windows * 81920],
         tokens [all windows' tokens]."""
-        return {"features": (self.windows * WINDOW_FRAMES, N_MELS), "audio": (self.windows * WINDOW_SAMPLES,),
-                "tokens": (self.token_offsets[-1],)}[kind]
+        return {
+            "features": (self.windows * WINDOW_FRAMES, N_MELS),
+            "audio": (self.windows * WINDOW_SAMPLES,),
+            "tokens": (self.token_offsets[-1],),
+        }[kind]
 
     def check_files(self, root: Path, kinds: tuple[str, ...]) -> None:
         """DataSetError naming the first of the piece's arrays `kinds` that is missing, truncated or of another
@@ -93,16 +96,20 @@ def check_array(path: Path, shape: tuple[int, ...]) -> None:
     try:
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
             stored_shape, _, dtype = read_header(f)
             size = f.tell() + int(np.prod(stored_shape)) * dtype.itemsize
             present = os.fstat(f.fileno()).st_size
     except (OSError, ValueError, EOFError) as err:
-        raise DataSetError(f"{path}: unreadable array ({err.strerror if isinstance(err, OSError) else err}); "
-                           f"{REBUILD}") from None
+        raise DataSetError(
+            f"{path}: unreadable array ({err.strerror if isinstance(err, OSError) else err}); {REBUILD}"
+        ) from None
     if tuple(stored_shape) != shape:
-        raise DataSetError(f"{path}: an array of shape {list(stored_shape)}, where its piece's record says {list(shape)}; "
-                           f"{REBUILD}")
+        raise DataSetError(
+            f"{path}: an array of shape {list(stored_shape)}, where its piece's record says {list(shape)}; {REBUILD}"
+        )
     if present < size:
         raise DataSetError(f"{path}: truncated ({present:,} of {size:,} bytes); {REBUILD}")
 
@@ -145,10 +152,13 @@ def save_record(root: Path, record: PieceRecord) -> None:
 def write_manifest(root: Path) -> dict:
     records = load_records(root)
     summary = {
-        split: {"pieces": sum(r.split == split for r in records),
-                "windows": sum(len(r.split_windows(split)) for r in records),
-                "hours": round(sum(r.seconds for r in records if r.split == split) / 3600, 3)}
-        for split in ("train", *MIDI_COPIES) if split != "test" or any(r.split == split for r in records)
+        split: {
+            "pieces": sum(r.split == split for r in records),
+            "windows": sum(len(r.split_windows(split)) for r in records),
+            "hours": round(sum(r.seconds for r in records if r.split == split) / 3600, 3),
+        }
+        for split in ("train", *MIDI_COPIES)
+        if split != "test" or any(r.split == split for r in records)
     }
     manifest = {"format": "midisynth.dataset/1", "splits": summary, "pieces": [asdict(r) for r in records]}
     write_atomic(Path(root) / "manifest.json", lambda f: f.write(json.dumps(manifest, indent=1).encode()))
@@ -169,8 +179,13 @@ class WindowDataset(Dataset):
 
     kinds = ("features", "tokens")  # the piece arrays items are made of
 
-    def __init__(self, root: str | Path, split: str = "train", max_tokens: int = MAX_INPUT_TOKENS,
-                 model: ModelConfig | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        max_tokens: int = MAX_INPUT_TOKENS,
+        model: ModelConfig | None = None,
+    ):
         self.root = Path(root)
         self.max_tokens = max_tokens
         self.model = model or ModelConfig()
@@ -236,7 +251,9 @@ class WindowDataset(Dataset):
         return item
 
 
-def collate_windows(items: list[dict[str, torch.Tensor]], max_tokens: int = MAX_INPUT_TOKENS) -> dict[str, torch.Tensor]:
+def collate_windows(
+    items: list[dict[str, torch.Tensor]], max_tokens: int = MAX_INPUT_TOKENS
+) -> dict[str, torch.Tensor]:
     """Stack a batch, padding tokens with PAD = 0 to the batch's longest window rounded up to `TOKEN_BUCKET`
     (at most `max_tokens`)."""
     longest = max(item["tokens"].shape[0] for item in items)

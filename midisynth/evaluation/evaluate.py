@@ -83,8 +83,9 @@ class Scorers:
         return cls(Transcriber() if transcription else None, VisqolScorer() if visqol else None)
 
 
-def evaluate_file(synth: Synthesizer, midi_path: Path, soundfont: Path, scorers: Scorers | None = None,
-                  seed: int = 0) -> dict:
+def evaluate_file(
+    synth: Synthesizer, midi_path: Path, soundfont: Path, scorers: Scorers | None = None, seed: int = 0
+) -> dict:
     """Scores of every candidate for one MIDI file, plus midisynth's real-time factor.
 
     The reference render is bounded at the render's length plus REFERENCE_TAIL_SECONDS; `reference_cut` says
@@ -114,7 +115,10 @@ def evaluate_file(synth: Synthesizer, midi_path: Path, soundfont: Path, scorers:
         scores[REFERENCE] = note_f1(notes, transcriber.transcribe(reference)).as_dict()
     for name, audio in candidates.items():
         audio = scale_to_rms(_fit(audio, samples), reference)
-        scores[name] = {"log_mel_l1": log_mel_l1(audio, reference), "mr_stft": float(mr_stft_distance(audio, reference))}
+        scores[name] = {
+            "log_mel_l1": log_mel_l1(audio, reference),
+            "mr_stft": float(mr_stft_distance(audio, reference)),
+        }
         correlation, lag = onset_correlation(audio, reference)
         if np.isfinite(correlation):
             scores[name].update(onset_corr=correlation, onset_lag=lag)
@@ -126,10 +130,17 @@ def evaluate_file(synth: Synthesizer, midi_path: Path, soundfont: Path, scorers:
         if scorers.visqol is not None:
             scores[name]["visqol"] = scorers.visqol.moslqo(audio, reference)
     audio_seconds = samples / SAMPLE_RATE
-    return {"file": str(midi_path), "seconds": audio_seconds, "frames": samples // HOP_LENGTH,
-            "pitched_notes": len(notes), "reference_seconds": rendered_reference.shape[0] / SAMPLE_RATE,
-            "reference_cut": rendered_reference.shape[0] >= int(bound_seconds * SAMPLE_RATE),
-            "render_seconds": render_seconds, "real_time_factor": audio_seconds / render_seconds, "scores": scores}
+    return {
+        "file": str(midi_path),
+        "seconds": audio_seconds,
+        "frames": samples // HOP_LENGTH,
+        "pitched_notes": len(notes),
+        "reference_seconds": rendered_reference.shape[0] / SAMPLE_RATE,
+        "reference_cut": rendered_reference.shape[0] >= int(bound_seconds * SAMPLE_RATE),
+        "render_seconds": render_seconds,
+        "real_time_factor": audio_seconds / render_seconds,
+        "scores": scores,
+    }
 
 
 def summarise(results: list[dict]) -> dict:
@@ -139,39 +150,72 @@ def summarise(results: list[dict]) -> dict:
     render's, on the same files."""
     summary: dict[str, dict[str, float]] = {}
     for name in (REFERENCE, *CANDIDATES):
-        values = {metric: [r["scores"][name][metric] for r in results if metric in r["scores"].get(name, {})]
-                  for metric in METRICS}
+        values = {
+            metric: [r["scores"][name][metric] for r in results if metric in r["scores"].get(name, {})]
+            for metric in METRICS
+        }
         if any(values.values()):
             summary[name] = {metric: float(np.mean(v)) for metric, v in values.items() if v}
     reference_f1 = summary.get(REFERENCE, {}).get("note_f1")
-    ratios = {name: summary[name]["note_f1"] / reference_f1 for name in CANDIDATES
-              if reference_f1 and "note_f1" in summary.get(name, {})}
-    silences = {name: [r["scores"][name]["silence_db"] for r in results if "silence_db" in r["scores"].get(name, {})]
-                for name in CANDIDATES}
+    ratios = {
+        name: summary[name]["note_f1"] / reference_f1
+        for name in CANDIDATES
+        if reference_f1 and "note_f1" in summary.get(name, {})
+    }
+    silences = {
+        name: [r["scores"][name]["silence_db"] for r in results if "silence_db" in r["scores"].get(name, {})]
+        for name in CANDIDATES
+    }
     worst_silence = {name: max(values) for name, values in silences.items() if values}
     total_audio = sum(r["seconds"] for r in results)
     total_render = sum(r["render_seconds"] for r in results)
-    return {"files": len(results), "mean": summary, "f1_ratio": ratios, "worst_silence_db": worst_silence,
-            "real_time_factor": total_audio / total_render if total_render else None}
+    return {
+        "files": len(results),
+        "mean": summary,
+        "f1_ratio": ratios,
+        "worst_silence_db": worst_silence,
+        "real_time_factor": total_audio / total_render if total_render else None,
+    }
 
 
 TABLE_COLUMNS = (  # (heading, width): the columns of `format_table`
-    ("log-mel L1", 10), ("MR-STFT", 8), ("onset r", 8), ("silence dB", 10), ("note F1", 8), ("F1/ref", 7),
-    ("ViSQOL", 7))
+    ("log-mel L1", 10),
+    ("MR-STFT", 8),
+    ("onset r", 8),
+    ("silence dB", 10),
+    ("note F1", 8),
+    ("F1/ref", 7),
+    ("ViSQOL", 7),
+)
 
 
 def format_table(summary: dict) -> str:
     """`summarise`'s means as a text table, a row per candidate (the reference's only for note F1); the silence
     column is the worst song's level (`worst_silence_db`); then midisynth's real-time factor."""
-    lines = [f"{'candidate':<10}" + "".join(f" {heading:>{width}}" for heading, width in TABLE_COLUMNS)
-             + f"   ({summary['files']} files)"]
+    lines = [
+        f"{'candidate':<10}"
+        + "".join(f" {heading:>{width}}" for heading, width in TABLE_COLUMNS)
+        + f"   ({summary['files']} files)"
+    ]
     for name in (REFERENCE, *CANDIDATES):
         scores = summary["mean"].get(name, {})
         ratio = 1.0 if name == REFERENCE and "note_f1" in scores else summary["f1_ratio"].get(name)
-        cells = [scores.get("log_mel_l1"), scores.get("mr_stft"), scores.get("onset_corr"),
-                 summary["worst_silence_db"].get(name), scores.get("note_f1"), ratio, scores.get("visqol")]
-        lines.append(f"{name:<10}" + "".join(f" {'-' if v is None else f'{v:.3f}':>{width}}"
-                                             for v, (_, width) in zip(cells, TABLE_COLUMNS, strict=True)))
+        cells = [
+            scores.get("log_mel_l1"),
+            scores.get("mr_stft"),
+            scores.get("onset_corr"),
+            summary["worst_silence_db"].get(name),
+            scores.get("note_f1"),
+            ratio,
+            scores.get("visqol"),
+        ]
+        lines.append(
+            f"{name:<10}"
+            + "".join(
+                f" {'-' if v is None else f'{v:.3f}':>{width}}"
+                for v, (_, width) in zip(cells, TABLE_COLUMNS, strict=True)
+            )
+        )
     if summary["real_time_factor"] is not None:
         lines.append(f"real-time factor of midisynth: {summary['real_time_factor']:.2f}x")
     return "\n".join(lines)
@@ -194,8 +238,9 @@ def _finite_or_none(value):
     return value
 
 
-def evaluation_files(midi_dir: Path, soundfont: Path = DEFAULT_SOUNDFONT, json_out: Path | None = None,
-                     limit: int | None = None) -> list[Path]:
+def evaluation_files(
+    midi_dir: Path, soundfont: Path = DEFAULT_SOUNDFONT, json_out: Path | None = None, limit: int | None = None
+) -> list[Path]:
     """The MIDI files under `midi_dir` (the first `limit`) that `evaluate` scores, with what it needs checked before
     anything loads: ValueError for a folder that is not one or holds no MIDI files, OutputError for a `json_out` that
     cannot be written, FileNotFoundError or ValueError for a missing fluidsynth program or SoundFont."""
@@ -210,9 +255,14 @@ def evaluation_files(midi_dir: Path, soundfont: Path = DEFAULT_SOUNDFONT, json_o
     return files
 
 
-def evaluate(synth: Synthesizer, midi_files: list[Path], soundfont: Path = DEFAULT_SOUNDFONT,
-             scorers: Scorers | None = None, on_file: Callable[[Path, str | None, dict], None] | None = None,
-             json_out: Path | None = None) -> dict:
+def evaluate(
+    synth: Synthesizer,
+    midi_files: list[Path],
+    soundfont: Path = DEFAULT_SOUNDFONT,
+    scorers: Scorers | None = None,
+    on_file: Callable[[Path, str | None, dict], None] | None = None,
+    json_out: Path | None = None,
+) -> dict:
     """Score every file; {"summary", "files": per-file results, "failed": [{"file", "error"}]}.
 
     A file that cannot be scored (unreadable MIDI, FluidSynth failure or time-out, ...) is listed under "failed"
@@ -238,10 +288,18 @@ def evaluate(synth: Synthesizer, midi_files: list[Path], soundfont: Path = DEFAU
     return {"summary": summarise(results), "files": results, "failed": failed}
 
 
-def evaluate_model(model: str | Path | None, midi_dir: Path, soundfont: Path = DEFAULT_SOUNDFONT,
-                   device: str = "auto", vocoder: str | None = None, options: RenderOptions | None = None,
-                   limit: int | None = None, transcription: bool = True, visqol: bool = True,
-                   on_file: Callable[[Path, str | None, dict], None] | None = None) -> dict:
+def evaluate_model(
+    model: str | Path | None,
+    midi_dir: Path,
+    soundfont: Path = DEFAULT_SOUNDFONT,
+    device: str = "auto",
+    vocoder: str | None = None,
+    options: RenderOptions | None = None,
+    limit: int | None = None,
+    transcription: bool = True,
+    visqol: bool = True,
+    on_file: Callable[[Path, str | None, dict], None] | None = None,
+) -> dict:
     """Evaluate a model file (e.g. a training run's model.safetensors; None: the bundled model) on the MIDI files
     under `midi_dir`, as `midisynth eval` does; returns `evaluate`'s report.
 

@@ -30,8 +30,7 @@ def _match_length(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch
 
 def stft_magnitude(audio: torch.Tensor, fft_size: int, hop: int, window: int) -> torch.Tensor:
     """Magnitude [..., fft_size // 2 + 1, frames] of a centred STFT with a Hann window."""
-    spec = torch.stft(audio, fft_size, hop, window, torch.hann_window(window, device=audio.device),
-                      return_complex=True)
+    spec = torch.stft(audio, fft_size, hop, window, torch.hann_window(window, device=audio.device), return_complex=True)
     return torch.sqrt(torch.clamp(spec.real.square() + spec.imag.square(), min=MAGNITUDE_FLOOR))
 
 
@@ -63,7 +62,9 @@ def scale_to_rms(candidate: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 # -- attacks and silence ---------------------------------------------------------------------------------------------------
 ONSET_HOP = 160  # samples: the 10 ms grid of the attack and silence measures
-ONSET_RANGE = 8.0  # natural-log units kept below each signal's peak log-mel (about 70 dB): the noise floor adds no onsets
+ONSET_RANGE = (
+    8.0  # natural-log units kept below each signal's peak log-mel (about 70 dB): the noise floor adds no onsets
+)
 ONSET_MAX_LAG = 2  # frames of the 10 ms grid either way (a render on the 50 frames/s grid may land 20 ms off)
 SILENT_BELOW_DB = 60.0  # a reference frame is silent this far below its loudest frame
 MIN_SILENT_FRAMES = 10  # fewer silent reference frames than this: no silence score
@@ -95,8 +96,8 @@ def onset_correlation(candidate: np.ndarray, reference: np.ndarray) -> tuple[flo
     cand, ref = cand[:n], ref[:n]
     best, best_lag = -np.inf, 0
     for lag in range(-ONSET_MAX_LAG, ONSET_MAX_LAG + 1):
-        a = cand[max(lag, 0): n + min(lag, 0)]
-        b = ref[max(-lag, 0): n - max(lag, 0)]
+        a = cand[max(lag, 0) : n + min(lag, 0)]
+        b = ref[max(-lag, 0) : n - max(lag, 0)]
         if a.std() == 0.0 or b.std() == 0.0:
             continue
         value = float(np.corrcoef(a, b)[0, 1])

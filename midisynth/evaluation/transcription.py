@@ -31,8 +31,7 @@ ONSET_TOLERANCE_S = 0.05  # seconds between a found onset and the reference's
 PITCH_TOLERANCE_CENTS = 50.0
 MIN_SCORED_DURATION_S = 1e-3  # mir_eval needs positive note lengths; offsets are not scored, so a 0-length note
 # keeps its onset and gets this length
-INSTALL_HINT = ("pip install 'midisynth[eval]' && pip install --no-deps basic-pitch==0.4.0 "
-                "(or: make eval-install)")
+INSTALL_HINT = "pip install 'midisynth[eval]' && pip install --no-deps basic-pitch==0.4.0 (or: make eval-install)"
 
 
 @dataclass(frozen=True)
@@ -82,9 +81,14 @@ def note_f1(reference: Notes, estimate: Notes) -> NoteScore:
         return NoteScore(0.0, 0.0, 0.0)
     with _quiet():
         precision, recall, f1, _ = mir_eval.transcription.precision_recall_f1_overlap(
-            _scorable(reference.intervals), mir_eval.util.midi_to_hz(reference.pitches),
-            _scorable(estimate.intervals), mir_eval.util.midi_to_hz(estimate.pitches),
-            onset_tolerance=ONSET_TOLERANCE_S, pitch_tolerance=PITCH_TOLERANCE_CENTS, offset_ratio=None)
+            _scorable(reference.intervals),
+            mir_eval.util.midi_to_hz(reference.pitches),
+            _scorable(estimate.intervals),
+            mir_eval.util.midi_to_hz(estimate.pitches),
+            onset_tolerance=ONSET_TOLERANCE_S,
+            pitch_tolerance=PITCH_TOLERANCE_CENTS,
+            offset_ratio=None,
+        )
     return NoteScore(float(precision), float(recall), float(f1))
 
 
@@ -106,8 +110,9 @@ class Transcriber:
                 from basic_pitch import FilenameSuffix, build_icassp_2022_model_path
                 from basic_pitch.inference import Model, predict
         except ImportError as err:
-            raise ImportError(f"transcription F1 needs basic-pitch and onnxruntime ({err.name} is missing): "
-                              f"{INSTALL_HINT}") from None
+            raise ImportError(
+                f"transcription F1 needs basic-pitch and onnxruntime ({err.name} is missing): {INSTALL_HINT}"
+            ) from None
         self._predict = predict
         with _quiet():
             self._model = Model(build_icassp_2022_model_path(FilenameSuffix.onnx))

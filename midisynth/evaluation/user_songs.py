@@ -36,8 +36,11 @@ CONGA_HIGH, CONGA_LOW, SHAKER, CLAP, TAMBOURINE = 62, 64, 70, 39, 54
 
 def _add(inst: pretty_midi.Instrument, pitch: int, start: float, end: float, velocity: int) -> None:
     """A note clamped to MIDI's ranges (pitch 0-127, velocity 1-127), at least 10 ms long."""
-    inst.notes.append(pretty_midi.Note(int(min(127, max(1, velocity))), int(min(127, max(0, pitch))),
-                                       float(start), float(max(end, start + 0.01))))
+    inst.notes.append(
+        pretty_midi.Note(
+            int(min(127, max(1, velocity))), int(min(127, max(0, pitch))), float(start), float(max(end, start + 0.01))
+        )
+    )
 
 
 def _chord_tones(root: int, quality: str) -> list[int]:
@@ -50,8 +53,20 @@ def rag() -> pretty_midi.PrettyMIDI:
     beat = 0.6
     pm = pretty_midi.PrettyMIDI(initial_tempo=100)
     piano = pretty_midi.Instrument(program=0, name="Piano")
-    harmony = [(43, "maj"), (43, "maj"), (48, "maj"), (48, "maj"), (43, "maj"), (38, "dom7"), (43, "maj"), (43, "maj"),
-               (40, "min"), (45, "dom7"), (38, "dom7"), (43, "maj")]
+    harmony = [
+        (43, "maj"),
+        (43, "maj"),
+        (48, "maj"),
+        (48, "maj"),
+        (43, "maj"),
+        (38, "dom7"),
+        (43, "maj"),
+        (43, "maj"),
+        (40, "min"),
+        (45, "dom7"),
+        (38, "dom7"),
+        (43, "maj"),
+    ]
     for bar, (root, quality) in enumerate(harmony):
         t0 = bar * 4 * beat
         tones = _chord_tones(root + 12, quality)
@@ -85,10 +100,26 @@ def chorale() -> pretty_midi.PrettyMIDI:
     pm = pretty_midi.PrettyMIDI(initial_tempo=72)
     piano = pretty_midi.Instrument(program=0, name="Piano")
     # (soprano, alto, tenor, bass) per beat
-    phrase_1 = [(67, 64, 60, 48), (69, 65, 60, 53), (71, 67, 62, 55), (72, 67, 64, 48), (74, 65, 62, 50),
-                (72, 64, 67, 52), (71, 62, 67, 55), (72, 64, 67, 48)]
-    phrase_2 = [(72, 64, 57, 45), (71, 62, 59, 43), (69, 60, 57, 41), (67, 59, 62, 43), (69, 60, 64, 45),
-                (67, 59, 62, 43), (65, 57, 60, 50), (64, 55, 60, 48)]
+    phrase_1 = [
+        (67, 64, 60, 48),
+        (69, 65, 60, 53),
+        (71, 67, 62, 55),
+        (72, 67, 64, 48),
+        (74, 65, 62, 50),
+        (72, 64, 67, 52),
+        (71, 62, 67, 55),
+        (72, 64, 67, 48),
+    ]
+    phrase_2 = [
+        (72, 64, 57, 45),
+        (71, 62, 59, 43),
+        (69, 60, 57, 41),
+        (67, 59, 62, 43),
+        (69, 60, 64, 45),
+        (67, 59, 62, 43),
+        (65, 57, 60, 50),
+        (64, 55, 60, 48),
+    ]
     t = 0.0
     for phrase in (phrase_1, phrase_2):
         for i, voices in enumerate(phrase):
@@ -161,7 +192,9 @@ def drum_kits() -> pretty_midi.PrettyMIDI:
                 if sixteenth in (4, 12):
                     _add(drums, SNARE, t, t + 0.1, 105)
                 if sixteenth % 3 == 1:
-                    _add(drums, rng.choice([CONGA_HIGH, CONGA_LOW, SHAKER, TAMBOURINE]), t, t + 0.05, rng.randint(50, 90))
+                    _add(
+                        drums, rng.choice([CONGA_HIGH, CONGA_LOW, SHAKER, TAMBOURINE]), t, t + 0.05, rng.randint(50, 90)
+                    )
             if bar == 1:
                 for k, tom in enumerate((HIGH_TOM, 48, LOW_TOM, 43)):
                     t = t0 + 3 * beat + k * beat / 4
@@ -177,12 +210,29 @@ def pedal_ballad() -> pretty_midi.PrettyMIDI:
     beat = 60 / 66
     pm = pretty_midi.PrettyMIDI(initial_tempo=66)
     piano = pretty_midi.Instrument(program=0, name="Piano")
-    progression = [(48, "maj"), (45, "min"), (41, "maj"), (43, "dom7"), (48, "maj"), (40, "min"), (41, "maj"),
-                   (43, "maj")]
+    progression = [
+        (48, "maj"),
+        (45, "min"),
+        (41, "maj"),
+        (43, "dom7"),
+        (48, "maj"),
+        (40, "min"),
+        (41, "maj"),
+        (43, "maj"),
+    ]
     for bar, (root, quality) in enumerate(progression):
         t0 = bar * 4 * beat
         tones = _chord_tones(root, quality)
-        figure = [root - 12, tones[1] + 12, tones[2] + 12, root + 24, tones[1] + 24, tones[2] + 12, root + 12, tones[1] + 12]
+        figure = [
+            root - 12,
+            tones[1] + 12,
+            tones[2] + 12,
+            root + 24,
+            tones[1] + 24,
+            tones[2] + 12,
+            root + 12,
+            tones[1] + 12,
+        ]
         for k, pitch in enumerate(figure):
             t = t0 + k * beat / 2
             _add(piano, pitch, t, t + 0.15, 64 + (12 if k == 0 else 0))
@@ -197,12 +247,32 @@ def tutti() -> pretty_midi.PrettyMIDI:
     """Strings, brass, winds and timpani: eight bars fortissimo in block chords, then four soft bars of strings."""
     beat = 60 / 84
     pm = pretty_midi.PrettyMIDI(initial_tempo=84)
-    parts = {name: pretty_midi.Instrument(program=program, name=name) for name, program in
-             (("violins", 40), ("violas", 41), ("cellos", 42), ("basses", 43), ("trumpets", 56), ("horns", 60),
-              ("trombones", 57), ("flutes", 73), ("oboes", 68), ("clarinets", 71))}
+    parts = {
+        name: pretty_midi.Instrument(program=program, name=name)
+        for name, program in (
+            ("violins", 40),
+            ("violas", 41),
+            ("cellos", 42),
+            ("basses", 43),
+            ("trumpets", 56),
+            ("horns", 60),
+            ("trombones", 57),
+            ("flutes", 73),
+            ("oboes", 68),
+            ("clarinets", 71),
+        )
+    }
     timpani = pretty_midi.Instrument(program=47, name="timpani")
-    progression = [(50, "min"), (45, "dom7"), (50, "min"), (43, "min"), (46, "maj"), (45, "dom7"), (50, "min"),
-                   (45, "maj")]
+    progression = [
+        (50, "min"),
+        (45, "dom7"),
+        (50, "min"),
+        (43, "min"),
+        (46, "maj"),
+        (45, "dom7"),
+        (50, "min"),
+        (45, "maj"),
+    ]
     for bar, (root, quality) in enumerate(progression):
         t0 = bar * 4 * beat
         tones = _chord_tones(root, quality)
@@ -323,8 +393,15 @@ def rests_and_hits() -> pretty_midi.PrettyMIDI:
 
 
 USER_SONGS: dict[str, Callable[[], pretty_midi.PrettyMIDI]] = {
-    "rag": rag, "chorale": chorale, "pop_band": pop_band, "drum_kits": drum_kits, "pedal_ballad": pedal_ballad,
-    "tutti": tutti, "registers": registers, "runs": runs, "dense_random": dense_random,
+    "rag": rag,
+    "chorale": chorale,
+    "pop_band": pop_band,
+    "drum_kits": drum_kits,
+    "pedal_ballad": pedal_ballad,
+    "tutti": tutti,
+    "registers": registers,
+    "runs": runs,
+    "dense_random": dense_random,
     "rests_and_hits": rests_and_hits,
 }
 

@@ -44,24 +44,34 @@ class RenderSummary:
 
     def __str__(self) -> str:
         lines = self.notices + [f"{failure.name}: {failure.message}" for failure in self.failures]
-        lines.append(f"{self.rendered} of {self.planned} rendered"
-                     + (f", {self.skipped} skipped (output exists)" if self.skipped else "")
-                     + (f", {len(self.failures)} failed" if self.failures else ""))
+        lines.append(
+            f"{self.rendered} of {self.planned} rendered"
+            + (f", {self.skipped} skipped (output exists)" if self.skipped else "")
+            + (f", {len(self.failures)} failed" if self.failures else "")
+        )
         return "\n".join(lines)
 
 
 class RenderWorker:
     """The state of one Ray actor: a Synthesizer loaded once, rendering the chunks of jobs it is handed."""
 
-    def __init__(self, model: str | Path | None, device: str, vocoder: str | None, options: RenderOptions | None,
-                 allow_pickle: bool, threads: int):
+    def __init__(
+        self,
+        model: str | Path | None,
+        device: str,
+        vocoder: str | None,
+        options: RenderOptions | None,
+        allow_pickle: bool,
+        threads: int,
+    ):
         import torch
 
         torch.set_num_threads(threads)
         self.load_error: str | None = None  # kept rather than raised: Ray would bury it in a multi-line report
         try:
-            self.synth = Synthesizer.from_pretrained(model, device=device, vocoder=vocoder, options=options,
-                                                     allow_pickle=allow_pickle)
+            self.synth = Synthesizer.from_pretrained(
+                model, device=device, vocoder=vocoder, options=options, allow_pickle=allow_pickle
+            )
         except (ValueError, FileNotFoundError, ImportError) as err:  # bad model, vocoder, device or option
             self.load_error = str(err)
 
@@ -111,8 +121,15 @@ def render_on_ray(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)  # an existing directory: every input's output goes below it
     notices: list[str] = []
-    plan = plan_render([str(item) for item in inputs], str(output_dir), settings, limits=limits,
-                       skip_existing=skip_existing, notify=notices.append, extension=extension)
+    plan = plan_render(
+        [str(item) for item in inputs],
+        str(output_dir),
+        settings,
+        limits=limits,
+        skip_existing=skip_existing,
+        notify=notices.append,
+        extension=extension,
+    )
     todo = plan.jobs
     if not todo:
         return RenderSummary(plan.planned, plan.skipped, [], notices)
@@ -124,8 +141,10 @@ def render_on_ray(
     chunks = [todo[first : first + batch_size] for first in range(0, len(todo), batch_size)]
     fitting = int(resources.get("GPU", 0)) if use_gpu else int(resources.get("CPU", 1)) // cpus_per_worker
     actor = ray.remote(RenderWorker).options(num_cpus=cpus_per_worker, num_gpus=1 if use_gpu else 0)
-    workers = [actor.remote(model, "cuda" if use_gpu else "cpu", vocoder, options, allow_pickle, cpus_per_worker)
-               for _ in range(min(len(chunks), num_workers or max(1, fitting)))]
+    workers = [
+        actor.remote(model, "cuda" if use_gpu else "cpu", vocoder, options, allow_pickle, cpus_per_worker)
+        for _ in range(min(len(chunks), num_workers or max(1, fitting)))
+    ]
     failures: list[RenderFailure] = []
     try:
         for error in ray.get([worker.loading_error.remote() for worker in workers]):

@@ -41,8 +41,10 @@ class LoudnessMeter:
 
         self._lfilter = lfilter
         # K-weighting: a +4 dB high shelf at 1.5 kHz, then a 38 Hz high pass (pyloudnorm's design of BS.1770-4's).
-        stages = [pyloudnorm.IIRfilter(4.0, 1 / math.sqrt(2), 1500.0, sample_rate, "high_shelf"),
-                  pyloudnorm.IIRfilter(0.0, 0.5, 38.0, sample_rate, "high_pass")]
+        stages = [
+            pyloudnorm.IIRfilter(4.0, 1 / math.sqrt(2), 1500.0, sample_rate, "high_shelf"),
+            pyloudnorm.IIRfilter(0.0, 0.5, 38.0, sample_rate, "high_pass"),
+        ]
         self._filters = [(stage.b, stage.a) for stage in stages]
         self._states = [np.zeros(len(a) - 1) for _, a in self._filters]
         self._hop_samples = round(HOP_SECONDS * sample_rate)
@@ -101,8 +103,10 @@ class Normalization:
         if math.isinf(self.measured_lufs):
             return "too quiet to measure loudness (silent or under 0.4 s); left at its level"
         if abs(self.reached_lufs - self.target_lufs) > TOLERANCE_LU:
-            return (f"reached {self.reached_lufs:.1f} LUFS, not {self.target_lufs:g}: the peak limiter (ceiling "
-                    f"{PEAK_CEILING_DBFS:g} dBFS) allows no more")
+            return (
+                f"reached {self.reached_lufs:.1f} LUFS, not {self.target_lufs:g}: the peak limiter (ceiling "
+                f"{PEAK_CEILING_DBFS:g} dBFS) allows no more"
+            )
         return None
 
 
@@ -144,6 +148,7 @@ def limited_blocks(path: Path, gain: float, block_samples: int = 1 << 16) -> Ite
             f.seek(first)
             audio = f.read(last - first, dtype="float32") * np.float32(gain)
             needed = np.minimum(1.0, ceiling / np.maximum(np.abs(audio), 1e-30))
-            smooth = uniform_filter1d(minimum_filter1d(needed, 2 * window + 1, mode="nearest"), window + 1,
-                                      mode="nearest")
+            smooth = uniform_filter1d(
+                minimum_filter1d(needed, 2 * window + 1, mode="nearest"), window + 1, mode="nearest"
+            )
             yield (audio * smooth)[start - first : start - first + min(block_samples, f.frames - start)]

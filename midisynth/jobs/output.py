@@ -59,8 +59,7 @@ def audio_format(target: str | Path, container: str | None = None, bit_depth: st
         raise OutputError(f"{target}: --format {container.lower()} does not fit ({where})")
     container = container or named
     if container is None:
-        raise OutputError(f"{target}: unsupported output extension; use one of {', '.join(FORMATS)} "
-                          "(or --format)")
+        raise OutputError(f"{target}: unsupported output extension; use one of {', '.join(FORMATS)} (or --format)")
     if bit_depth is None:
         return AudioFormat(container, BIT_DEPTHS[DEFAULT_BIT_DEPTH] if CONTAINER_DEPTHS[container] else "VORBIS")
     if bit_depth not in CONTAINER_DEPTHS[container]:
@@ -132,18 +131,40 @@ def wav_header(num_samples: int, sample_rate: int = SAMPLE_RATE, subtype: str = 
     encoding = _WAV_ENCODINGS[subtype]
     data_bytes = num_samples * encoding.sample_bytes
     if 36 + data_bytes > 0xFFFF_FFFF:
-        raise OutputError(f"a WAV stream holds at most 4 GiB, and this one would be {data_bytes / 2**30:.1f} GiB; "
-                          "lower --sample-rate or --bit-depth, or write a FLAC file")
-    return b"".join([
-        b"RIFF", struct.pack("<I", 36 + data_bytes), b"WAVE",
-        b"fmt ", struct.pack("<IHHIIHH", 16, encoding.format_tag, 1, sample_rate,
-                             sample_rate * encoding.sample_bytes, encoding.sample_bytes, 8 * encoding.sample_bytes),
-        b"data", struct.pack("<I", data_bytes),
-    ])
+        raise OutputError(
+            f"a WAV stream holds at most 4 GiB, and this one would be {data_bytes / 2**30:.1f} GiB; "
+            "lower --sample-rate or --bit-depth, or write a FLAC file"
+        )
+    return b"".join(
+        [
+            b"RIFF",
+            struct.pack("<I", 36 + data_bytes),
+            b"WAVE",
+            b"fmt ",
+            struct.pack(
+                "<IHHIIHH",
+                16,
+                encoding.format_tag,
+                1,
+                sample_rate,
+                sample_rate * encoding.sample_bytes,
+                encoding.sample_bytes,
+                8 * encoding.sample_bytes,
+            ),
+            b"data",
+            struct.pack("<I", data_bytes),
+        ]
+    )
 
 
-def write_wav_stream(chunks: Iterable[np.ndarray], num_samples: int, stream: BinaryIO | None = None,
-                     sample_rate: int = SAMPLE_RATE, subtype: str = "PCM_16", name: str = "standard output") -> int:
+def write_wav_stream(
+    chunks: Iterable[np.ndarray],
+    num_samples: int,
+    stream: BinaryIO | None = None,
+    sample_rate: int = SAMPLE_RATE,
+    subtype: str = "PCM_16",
+    name: str = "standard output",
+) -> int:
     """Write a WAV of exactly `num_samples` samples to a byte stream (default: stdout); returns samples written.
 
     Chunks beyond `num_samples` are cut and a short stream is padded with silence, so the header stays true.
@@ -203,8 +224,9 @@ class _ErrorKeepingFile:
         return self.raw.tell()
 
 
-def check_writable(path: Path, overwrite: bool, encoding: AudioFormat | None = None,
-                   hint: str = "pass --overwrite to replace it") -> None:
+def check_writable(
+    path: Path, overwrite: bool, encoding: AudioFormat | None = None, hint: str = "pass --overwrite to replace it"
+) -> None:
     """Raise OutputError if `path` exists and may not be replaced (the message ends with `hint`), or is something a
     file cannot be written into.
 
@@ -215,8 +237,10 @@ def check_writable(path: Path, overwrite: bool, encoding: AudioFormat | None = N
         mode = os.stat(path).st_mode
     except (FileNotFoundError, NotADirectoryError):
         if path.is_symlink() and not overwrite:  # a link to nothing: the render would find it in the way at the end
-            raise OutputError(f"{path}: is a symbolic link to {os.readlink(path)}, which does not exist (pass "
-                              "--overwrite to replace the link, or remove it)") from None
+            raise OutputError(
+                f"{path}: is a symbolic link to {os.readlink(path)}, which does not exist (pass "
+                "--overwrite to replace the link, or remove it)"
+            ) from None
         return
     except OSError as err:  # a name over the file system's limit, a loop of links
         raise OutputError(f"{path}: {err.strerror or err}") from None
@@ -228,8 +252,9 @@ def check_writable(path: Path, overwrite: bool, encoding: AudioFormat | None = N
         raise OutputError(f"{path}: already exists ({hint})")
 
 
-def _write_into(path: Path, chunks: Iterable[np.ndarray], num_samples: int | None, sample_rate: int,
-                encoding: AudioFormat) -> int:
+def _write_into(
+    path: Path, chunks: Iterable[np.ndarray], num_samples: int | None, sample_rate: int, encoding: AudioFormat
+) -> int:
     """Write audio into an existing device or named pipe (never replacing it): seekable devices with libsndfile,
     pipes as a WAV stream of `num_samples` samples."""
     try:
@@ -237,8 +262,9 @@ def _write_into(path: Path, chunks: Iterable[np.ndarray], num_samples: int | Non
             if raw.seekable():
                 return _encode(raw, chunks, sample_rate, encoding)
             if encoding.container != "WAV" or num_samples is None:
-                raise OutputError(f"{path}: a pipe takes a WAV stream only, not {encoding.container} "
-                                  "(use --format wav)")
+                raise OutputError(
+                    f"{path}: a pipe takes a WAV stream only, not {encoding.container} (use --format wav)"
+                )
             return write_wav_stream(chunks, num_samples, raw, sample_rate, encoding.subtype, str(path))
     except OutputError:
         raise
@@ -254,8 +280,9 @@ def _encode(raw: io.FileIO, chunks: Iterable[np.ndarray], sample_rate: int, enco
     sink = _ErrorKeepingFile(raw)
     try:
         with signals_deferred():
-            audio = sf.SoundFile(sink, mode="w", samplerate=sample_rate, channels=1, format=encoding.container,
-                                 subtype=encoding.subtype)
+            audio = sf.SoundFile(
+                sink, mode="w", samplerate=sample_rate, channels=1, format=encoding.container, subtype=encoding.subtype
+            )
         try:
             for chunk in chunks:
                 with signals_deferred():
@@ -270,8 +297,14 @@ def _encode(raw: io.FileIO, chunks: Iterable[np.ndarray], sample_rate: int, enco
     return written
 
 
-def write_audio_file(path: Path, chunks: Iterable[np.ndarray], encoding: AudioFormat, overwrite: bool = False,
-                     sample_rate: int = SAMPLE_RATE, num_samples: int | None = None) -> int:
+def write_audio_file(
+    path: Path,
+    chunks: Iterable[np.ndarray],
+    encoding: AudioFormat,
+    overwrite: bool = False,
+    sample_rate: int = SAMPLE_RATE,
+    num_samples: int | None = None,
+) -> int:
     """Write audio chunks (float32, mono, `sample_rate` Hz) to `path` in `encoding` (`audio_format`) atomically;
     returns the samples written. Samples are clipped to [-1, 1].
 

@@ -98,8 +98,13 @@ def shard(jobs: list[Job], index: int, count: int) -> list[Job]:
     return jobs[index - 1 :: count]
 
 
-def plan_jobs(inputs: list[str], output: str | None, container: str | None = None, bit_depth: str | None = None,
-              extension: str | None = None) -> list[Job]:
+def plan_jobs(
+    inputs: list[str],
+    output: str | None,
+    container: str | None = None,
+    bit_depth: str | None = None,
+    extension: str | None = None,
+) -> list[Job]:
     """Map inputs to outputs, each of the audio format `audio_format` gives it for `container` and `bit_depth`
     (OutputError for one that cannot hold them).
 
@@ -139,8 +144,9 @@ def plan_jobs(inputs: list[str], output: str | None, container: str | None = Non
     return [Job(source, target, formats[target]) for source, target in pairs]
 
 
-def _map_outputs(inputs: list[str], expanded: list[tuple[str, Path]], output: str | None,
-                 extension: str) -> list[tuple[str, str]]:
+def _map_outputs(
+    inputs: list[str], expanded: list[tuple[str, Path]], output: str | None, extension: str
+) -> list[tuple[str, str]]:
     """(source, target) of each input."""
     single = len(inputs) == 1 and _kind(Path(inputs[0])) != "dir"
     if output == STDIO:
@@ -170,8 +176,10 @@ def check_distinct_targets(pairs: list[tuple[str, str]]) -> None:
     for same in by_target.values():
         if len(same) > 1:
             names = [_source_name(source) for source, _ in same]
-            raise UsageError(f"{', '.join(names[:-1])} and {names[-1]} map to one output, {same[0][1]}; "
-                             "rename all but one, or render them separately")
+            raise UsageError(
+                f"{', '.join(names[:-1])} and {names[-1]} map to one output, {same[0][1]}; "
+                "rename all but one, or render them separately"
+            )
 
 
 def plot_paths(jobs: list[Job], plot: str) -> dict[str, Path]:
@@ -190,8 +198,7 @@ def plot_paths(jobs: list[Job], plot: str) -> dict[str, Path]:
     return {target: where / path.relative_to(common).with_suffix(".png") for target, path in targets.items()}
 
 
-def read_source(source: str, limits: SongLimits = DEFAULT_LIMITS, start: float = 0.0,
-                end: float | None = None) -> Song:
+def read_source(source: str, limits: SongLimits = DEFAULT_LIMITS, start: float = 0.0, end: float | None = None) -> Song:
     """Read a MIDI file, or standard input for '-', within `limits` (header first, at most `limits.max_bytes`
     read), cut to [start, end] seconds when asked."""
     return read_midi(sys.stdin.buffer if source == STDIO else source, limits, start, end)
@@ -250,8 +257,9 @@ def plan_render(
     if settings.stems and any(job.target == STDIO for job in jobs):
         raise UsageError("--stems writes files beside the mix: give -o FILE or a directory, not '-'")
     if mel_out is not None and str(mel_out) == STDIO:
-        raise UsageError("--mel-out -: the spectrogram is written to a .npy file, not to standard output; give a "
-                         "file name")
+        raise UsageError(
+            "--mel-out -: the spectrogram is written to a .npy file, not to standard output; give a file name"
+        )
     if mel_out is not None and len(jobs) != 1:
         raise UsageError("--mel-out takes exactly one input")
     if settings.loudness_lufs is not None:

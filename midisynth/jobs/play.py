@@ -67,9 +67,11 @@ class PlaybackReport:
         """What was heard that is not the song, if anything: the gaps where the render fell behind."""
         if not self.underruns:
             return None
-        return (f"playback ran out of rendered audio {self.underruns} time{'s' * (self.underruns != 1)} "
-                f"({self.silence_seconds:.1f} s of silence in all): rendering is slower than real time here; "
-                "fewer --steps, another --precision, or `midisynth render` to a file plays without gaps")
+        return (
+            f"playback ran out of rendered audio {self.underruns} time{'s' * (self.underruns != 1)} "
+            f"({self.silence_seconds:.1f} s of silence in all): rendering is slower than real time here; "
+            "fewer --steps, another --precision, or `midisynth render` to a file plays without gaps"
+        )
 
 
 class _Buffer:
@@ -129,8 +131,12 @@ class _Buffer:
                     raise PlaybackError("the audio output stopped before the song ended")
 
 
-def play(chunks: Iterable[np.ndarray], output: AudioOutput, preroll_seconds: float = PREROLL_SECONDS,
-         ahead_seconds: float = AHEAD_SECONDS) -> PlaybackReport:
+def play(
+    chunks: Iterable[np.ndarray],
+    output: AudioOutput,
+    preroll_seconds: float = PREROLL_SECONDS,
+    ahead_seconds: float = AHEAD_SECONDS,
+) -> PlaybackReport:
     """Play `chunks` (float32 mono at `output.sample_rate` Hz) through `output` as they come; returns once the
     output has played them, and stops it at once on an exception (KeyboardInterrupt included). Playback starts
     when `preroll_seconds` are buffered or the chunks have ended; the chunks are taken while less than
@@ -160,12 +166,23 @@ def play(chunks: Iterable[np.ndarray], output: AudioOutput, preroll_seconds: flo
         played = True
     finally:
         output.stop(drain=played)
-    return PlaybackReport(rate, buffer.total, started - began, buffer.underruns, buffer.silence / rate,
-                          None if buffer.min_headroom is None else buffer.min_headroom / rate)
+    return PlaybackReport(
+        rate,
+        buffer.total,
+        started - began,
+        buffer.underruns,
+        buffer.silence / rate,
+        None if buffer.min_headroom is None else buffer.min_headroom / rate,
+    )
 
 
-def play_song(synth: Synthesizer, song: Song, output: AudioOutput, options: RenderOptions | None = None,
-              preroll_seconds: float = PREROLL_SECONDS) -> PlaybackReport:
+def play_song(
+    synth: Synthesizer,
+    song: Song,
+    output: AudioOutput,
+    options: RenderOptions | None = None,
+    preroll_seconds: float = PREROLL_SECONDS,
+) -> PlaybackReport:
     """Render `song` with `synth` (and `options`, default the synthesizer's) and play it through `output` as it
     renders (see `play`), resampled to the output's rate. Audio holding NaN or infinity raises NonFiniteError
     (midisynth.audio) and stops the output before it is played."""

@@ -28,11 +28,22 @@ def save_plot(path: Path, features: np.ndarray, song: Song) -> None:
     lanes = instruments(song)
     seconds = features.shape[0] / FRAME_RATE
     lanes_inches = LANE_INCHES * max(len(lanes), 1)
-    figure = Figure(figsize=(WIDTH_INCHES, SPECTROGRAM_INCHES + lanes_inches + AXIS_INCHES), dpi=DPI, layout="constrained")
-    mel_axes, roll_axes = figure.subplots(2, 1, sharex=True,
-                                          gridspec_kw={"height_ratios": [SPECTROGRAM_INCHES, lanes_inches]})
-    image = mel_axes.imshow(features.T, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
-                            extent=(0.0, seconds, 0, N_MELS), vmin=MIN_LOG_MEL, vmax=MAX_LOG_MEL)
+    figure = Figure(
+        figsize=(WIDTH_INCHES, SPECTROGRAM_INCHES + lanes_inches + AXIS_INCHES), dpi=DPI, layout="constrained"
+    )
+    mel_axes, roll_axes = figure.subplots(
+        2, 1, sharex=True, gridspec_kw={"height_ratios": [SPECTROGRAM_INCHES, lanes_inches]}
+    )
+    image = mel_axes.imshow(
+        features.T,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        interpolation="nearest",
+        extent=(0.0, seconds, 0, N_MELS),
+        vmin=MIN_LOG_MEL,
+        vmax=MAX_LOG_MEL,
+    )
     figure.colorbar(image, ax=mel_axes, label="log mel", pad=0.01)
     mel_axes.set_ylabel("mel bin")
     for lane, instrument in enumerate(lanes):

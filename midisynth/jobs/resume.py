@@ -42,8 +42,10 @@ def unfinished(plan: RenderPlan, notify: Callable[[str], None] | None = None) ->
             if count == 1 and path == job.target:
                 notify(f"{path}: {problem}; rendering it again")
             else:
-                notify(f"{job.target}: {count} of its {len(outputs)} outputs not complete ({path}: {problem}); "
-                       "rendering it again")
+                notify(
+                    f"{job.target}: {count} of its {len(outputs)} outputs not complete ({path}: {problem}); "
+                    "rendering it again"
+                )
         kept.append(replace(job, redo=True))
     return kept
 
@@ -70,7 +72,7 @@ def _job_outputs(job: Job, plan: RenderPlan) -> dict[str, str | None]:
 
 
 def _missing_or(path: str | Path, problem: str | None) -> str | None:
-    """"missing" for a path that does not exist, else `problem` said of an existing file (None: none)."""
+    """ "missing" for a path that does not exist, else `problem` said of an existing file (None: none)."""
     if not os.path.lexists(path):
         return "missing"
     return None if problem is None else f"exists but is {problem}"

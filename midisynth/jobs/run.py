@@ -51,8 +51,9 @@ class JobOutputs:
     """Everything one job writes. `parts` lists (notes, target) of the mix and then its stems; call `write` for
     each part's audio, then `finish`. Used as a context manager, so temporary files go however the job ends."""
 
-    def __init__(self, job: Job, song: Song, settings: OutputSettings, mel_out: Path | None = None,
-                 plot: Path | None = None):
+    def __init__(
+        self, job: Job, song: Song, settings: OutputSettings, mel_out: Path | None = None, plot: Path | None = None
+    ):
         self.song, self.settings, self.mel_out, self.plot = song, settings, mel_out, plot
         self.overwrite = settings.overwrite or job.redo
         self.parts: list[tuple[Song, str]] = [(song, job.target)]
@@ -61,8 +62,9 @@ class JobOutputs:
         self.encoding = job.encoding  # the mix's and its stems' (their names end as the mix's)
         for _, target in self.parts:  # fail before rendering
             if target != STDIO:
-                check_writable(Path(target), self.overwrite, self.encoding, "pass --overwrite to replace it, or "
-                               "--skip-existing")
+                check_writable(
+                    Path(target), self.overwrite, self.encoding, "pass --overwrite to replace it, or --skip-existing"
+                )
         for extra in (mel_out, plot):  # a plot's missing folders are made when it is saved
             if extra is not None and not is_special_file(extra) and (extra == mel_out or Path(extra).parent.is_dir()):
                 check_creatable(Path(extra))
@@ -126,8 +128,9 @@ class JobOutputs:
             write_wav_stream(chunks, num_samples, sample_rate=rate, subtype=self.encoding.subtype)
             return
         make_output_directory(Path(target).parent, target)
-        write_audio_file(Path(target), chunks, self.encoding, overwrite=self.overwrite, sample_rate=rate,
-                         num_samples=num_samples)
+        write_audio_file(
+            Path(target), chunks, self.encoding, overwrite=self.overwrite, sample_rate=rate, num_samples=num_samples
+        )
 
     def _temporary_file(self, target: str) -> Path:
         """An empty file beside `target` (the system's temporary folder for stdout), deleted on exit."""
@@ -143,8 +146,7 @@ class JobOutputs:
         return Path(name)
 
 
-def _read(synth: Synthesizer, job: Job, read_song: Callable[[str], Song],
-          notify: Callable[[str], None] | None) -> Song:
+def _read(synth: Synthesizer, job: Job, read_song: Callable[[str], Song], notify: Callable[[str], None] | None) -> Song:
     """The job's song; what its render will leave out goes to `notify`, once per file."""
     song = read_song(job.source)
     if notify is not None:
@@ -178,8 +180,13 @@ def _render_batch(
         opened: list[tuple[Job, JobOutputs]] = []
         for job in plan.jobs:
             try:
-                outputs = JobOutputs(job, _read(synth, job, plan.read_song, notify), plan.settings, plan.mel_out,
-                                     plan.plots.get(job.target))
+                outputs = JobOutputs(
+                    job,
+                    _read(synth, job, plan.read_song, notify),
+                    plan.settings,
+                    plan.mel_out,
+                    plan.plots.get(job.target),
+                )
                 opened.append((job, stack.enter_context(outputs)))
             except (MidiError, OutputError) as err:
                 fail(job, str(err))
@@ -193,14 +200,18 @@ def _render_batch(
         for group in [parts] if together else [[one] for one in parts]:
             group = [(k, part) for k, part in group if left[k] > 0]
             songs = [opened[k][1].parts[part][0] for k, part in group]
-            for position, features in synth.spectrogram_songs(songs, on_window=partial(_offset, on_window, done, total)):
+            for position, features in synth.spectrogram_songs(
+                songs, on_window=partial(_offset, on_window, done, total)
+            ):
                 k, part = group[position]
                 job, outputs = opened[k]
                 if left[k] == 0:
                     continue
                 try:
                     sink = mix_mels[k].append if part == 0 and outputs.wants_mel else None
-                    outputs.write(part, synth.vocode(songs[position], features, sink), synth.num_samples(songs[position]))
+                    outputs.write(
+                        part, synth.vocode(songs[position], features, sink), synth.num_samples(songs[position])
+                    )
                     left[k] -= 1
                     if left[k] == 0:
                         _report(job, outputs.finish(mix_mels[k]), notify)
@@ -239,8 +250,10 @@ def run_jobs(
     jobs = plan.jobs
     if batch_size > MAX_BATCH_SIZE:
         if notify is not None:
-            notify(f"--batch-size {batch_size} lowered to {MAX_BATCH_SIZE}, the most songs generated together (each "
-                   "holds its song, spectrogram and open outputs in memory until the batch ends)")
+            notify(
+                f"--batch-size {batch_size} lowered to {MAX_BATCH_SIZE}, the most songs generated together (each "
+                "holds its song, spectrogram and open outputs in memory until the batch ends)"
+            )
         batch_size = MAX_BATCH_SIZE
     if len(jobs) == 1:
         batch_size = 1  # its mix and stems one after another, each streamed

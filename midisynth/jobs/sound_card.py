@@ -26,8 +26,10 @@ def _sounddevice():
     try:
         return import_extra("sounddevice", "play", "play")
     except OSError as err:  # sounddevice is installed, but found no PortAudio library to load
-        raise ImportError(f"play needs the PortAudio library ({err}): apt-get install libportaudio2 (Debian, "
-                          "Ubuntu), dnf install portaudio (Fedora) or brew install portaudio (macOS)") from None
+        raise ImportError(
+            f"play needs the PortAudio library ({err}): apt-get install libportaudio2 (Debian, "
+            "Ubuntu), dnf install portaudio (Fedora) or brew install portaudio (macOS)"
+        ) from None
 
 
 def output_device(device: str | int | None = None) -> dict:
@@ -39,8 +41,10 @@ def output_device(device: str | int | None = None) -> dict:
         return sd.query_devices(int(device) if isinstance(device, str) and device.isdigit() else device, kind="output")
     except (ValueError, sd.PortAudioError) as err:
         if device is None:
-            raise SoundCardError("no audio output device to play on (PortAudio finds none); render to a file "
-                                 "instead: midisynth render SONG -o song.wav") from None
+            raise SoundCardError(
+                "no audio output device to play on (PortAudio finds none); render to a file "
+                "instead: midisynth render SONG -o song.wav"
+            ) from None
         raise SoundCardError(f"{err} (python -m sounddevice lists the devices)") from None
 
 
@@ -56,8 +60,13 @@ class SoundCard:
         self.sample_rate, channels = self._settings(info)  # Hz
         self._fill: Callable[[np.ndarray], None] | None = None
         try:
-            self._stream = sd.OutputStream(samplerate=self.sample_rate, device=info["index"], channels=channels,
-                                           dtype="float32", callback=self._callback)
+            self._stream = sd.OutputStream(
+                samplerate=self.sample_rate,
+                device=info["index"],
+                channels=channels,
+                dtype="float32",
+                callback=self._callback,
+            )
         except sd.PortAudioError as err:
             raise SoundCardError(f"{self.name}: cannot open it for playback ({err})") from None
 
@@ -67,8 +76,7 @@ class SoundCard:
         for rate in rates:
             for channels in (1, 2):
                 try:
-                    self._sd.check_output_settings(info["index"], channels=channels, dtype="float32",
-                                                   samplerate=rate)
+                    self._sd.check_output_settings(info["index"], channels=channels, dtype="float32", samplerate=rate)
                     return rate, channels
                 except self._sd.PortAudioError:
                     continue

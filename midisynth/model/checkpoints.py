@@ -97,7 +97,9 @@ def _config_from_diffusers(root: Path) -> ModelConfig:
         try:
             configs[module] = json.loads(path.read_text())
         except FileNotFoundError:
-            raise CheckpointError(f"{root}: not a Spectrogram Diffusion checkpoint (missing {module}/config.json)") from None
+            raise CheckpointError(
+                f"{root}: not a Spectrogram Diffusion checkpoint (missing {module}/config.json)"
+            ) from None
         except json.JSONDecodeError as err:
             raise CheckpointError(f"{path}: invalid JSON ({err})") from None
     notes, ctx, dec = (configs[m] for m in DIFFUSERS_MODULES)
@@ -107,7 +109,9 @@ def _config_from_diffusers(root: Path) -> ModelConfig:
             raise CheckpointError(f"{root}: modules disagree on {key}: {values}")
     for module, key in (("notes_encoder", "feed_forward_proj"), ("continuous_encoder", "feed_forward_proj")):
         if configs[module].get(key, "gated-gelu") != "gated-gelu":
-            raise CheckpointError(f"{root}/{module}: feed_forward_proj {configs[module][key]!r} unsupported (gated-gelu)")
+            raise CheckpointError(
+                f"{root}/{module}: feed_forward_proj {configs[module][key]!r} unsupported (gated-gelu)"
+            )
     try:
         return ModelConfig(
             vocab_size=notes["vocab_size"],
@@ -174,13 +178,16 @@ def _network_shapes(cfg: ModelConfig, tensors: int, source: str) -> dict[str, tu
     as is one asking for a tensor of more bytes than a 64-bit size counts."""
     layers = cfg.num_notes_layers + cfg.num_context_layers + cfg.num_decoder_layers
     if layers > tensors:
-        raise CheckpointError(f"{source}: weights do not match the config: it asks for {layers} layers, and the "
-                              f"weights hold {tensors} tensors in all")
+        raise CheckpointError(
+            f"{source}: weights do not match the config: it asks for {layers} layers, and the "
+            f"weights hold {tensors} tensors in all"
+        )
     shapes = tensor_shapes(cfg)
     largest = max(shapes, key=lambda name: math.prod(shapes[name]))
     if math.prod(shapes[largest]) * 4 > _MAX_TENSOR_BYTES:  # float32, 4 bytes an element, as loading makes them
-        raise CheckpointError(f"{source}: the model config asks for tensors too large to hold ({largest}: "
-                              f"{shapes[largest]})")
+        raise CheckpointError(
+            f"{source}: the model config asks for tensors too large to hold ({largest}: {shapes[largest]})"
+        )
     return shapes
 
 
@@ -238,14 +245,15 @@ def load_diffusers(root: str | Path, allow_pickle: bool = False) -> Checkpoint:
         prefix = _OUR_PREFIX[module]
         for ours in names:
             if ours.startswith(prefix):
-                their_name = diffusers_name(module, ours[len(prefix):])
+                their_name = diffusers_name(module, ours[len(prefix) :])
                 if their_name not in theirs:
                     raise CheckpointError(f"{root / module}: missing tensor {their_name}")
                 state[ours] = theirs[their_name]
     model = _load_state(cfg, state, str(root))
     melgan = root / "melgan" / "model.onnx"
-    return Checkpoint(model=model.eval(), source=root, vocoder_path=melgan if melgan.exists() else None,
-                      sampling=DIFFUSERS_SAMPLING)
+    return Checkpoint(
+        model=model.eval(), source=root, vocoder_path=melgan if melgan.exists() else None, sampling=DIFFUSERS_SAMPLING
+    )
 
 
 def file_sha256(path: str | Path) -> str:
@@ -270,8 +278,12 @@ def save_model(
     line naming `path`) when it cannot be written, and without `replace` when a file is there by the time it is
     complete."""
     path = Path(path)
-    meta = {"format": FORMAT_TAG, "model_config": json.dumps(model.cfg.to_dict()),
-            "sampling": default_sampling(model.cfg.prediction).to_json(), **(metadata or {})}
+    meta = {
+        "format": FORMAT_TAG,
+        "model_config": json.dumps(model.cfg.to_dict()),
+        "sampling": default_sampling(model.cfg.prediction).to_json(),
+        **(metadata or {}),
+    }
     state = {k: v.detach().to(dtype).contiguous().cpu() for k, v in model.state_dict().items()}
     make_output_directory(path.parent, path)
     try:
@@ -302,13 +314,17 @@ def load_model_file(path: str | Path, expected_sha256: str | None = None) -> Che
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors model ({err})") from None
     if meta.get("format") != FORMAT_TAG:
-        raise CheckpointError(f"{path}: not a midisynth model (format tag {meta.get('format')!r}, expected {FORMAT_TAG!r})")
+        raise CheckpointError(
+            f"{path}: not a midisynth model (format tag {meta.get('format')!r}, expected {FORMAT_TAG!r})"
+        )
     try:
         cfg = ModelConfig.from_dict(json.loads(meta["model_config"]))
     except (KeyError, json.JSONDecodeError, ValueError, TypeError) as err:
         raise CheckpointError(f"{path}: invalid model config in metadata ({err})") from None
     try:  # older files state none: those of the model's prediction type
-        sampling = SamplingDefaults.from_json(meta["sampling"]) if "sampling" in meta else default_sampling(cfg.prediction)
+        sampling = (
+            SamplingDefaults.from_json(meta["sampling"]) if "sampling" in meta else default_sampling(cfg.prediction)
+        )
     except ValueError as err:
         raise CheckpointError(f"{path}: {err}") from None
     model = _load_state(cfg, state, str(path))

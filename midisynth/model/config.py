@@ -24,12 +24,22 @@ def check_whole(label: str, name: str, value: Any, least: int) -> None:
         raise ValueError(f"{label} config: {name} must be a whole number >= {least}, got {value!r}")
 
 
-def check_number(label: str, name: str, value: Any, low: float = 0.0, high: float = math.inf,
-                 above_low: bool = False, up_to_high: bool = False) -> None:
+def check_number(
+    label: str,
+    name: str,
+    value: Any,
+    low: float = 0.0,
+    high: float = math.inf,
+    above_low: bool = False,
+    up_to_high: bool = False,
+) -> None:
     """ValueError unless `value` is a number from `low` (excluded with `above_low`) to `high` (included with
     `up_to_high`); so by default a finite number >= 0."""
-    if _is_number(value) and (low < value if above_low else low <= value) and (
-            value <= high if up_to_high else value < high):
+    if (
+        _is_number(value)
+        and (low < value if above_low else low <= value)
+        and (value <= high if up_to_high else value < high)
+    ):
         return
     if high == math.inf and not up_to_high:
         bound = f"a finite number {'>' if above_low else '>='} {low:g}"
@@ -55,8 +65,19 @@ def _from_dict(cls, values: dict[str, Any], label: str):
 
 PREDICTIONS = ("epsilon", "v")
 BOOLEAN_OPTIONS = ("velocity_gain", "note_roll")
-MODEL_SIZES = ("vocab_size", "max_tokens", "input_dims", "targets_length", "d_model", "num_heads", "d_kv", "d_ff",
-               "num_notes_layers", "num_context_layers", "num_decoder_layers")  # whole numbers >= 1
+MODEL_SIZES = (
+    "vocab_size",
+    "max_tokens",
+    "input_dims",
+    "targets_length",
+    "d_model",
+    "num_heads",
+    "d_kv",
+    "d_ff",
+    "num_notes_layers",
+    "num_context_layers",
+    "num_decoder_layers",
+)  # whole numbers >= 1
 # Model options of unshipped experiments, removed (docs/experiments.md), with the value that meant "off".
 RETIRED_MODEL_KEYS = {"velocity_bins": 1, "dynamics_bins": 0, "harmonic_sketch": False}
 LR_SCHEDULES = ("constant", "cosine")
@@ -97,8 +118,9 @@ class ModelConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"model config: {name} must be true or false, got {getattr(self, name)!r}")
         if self.vocab_size < VOCAB_SIZE:
-            raise ValueError(f"model config: vocab_size must be at least {VOCAB_SIZE} (the event vocabulary), "
-                             f"got {self.vocab_size}")
+            raise ValueError(
+                f"model config: vocab_size must be at least {VOCAB_SIZE} (the event vocabulary), got {self.vocab_size}"
+            )
         check_number("model", "dropout_rate", self.dropout_rate, 0.0, 1.0)
         check_number("model", "max_decoder_noise_time", self.max_decoder_noise_time, above_low=True)
 
@@ -181,8 +203,9 @@ class TrainConfig:
         check_choice("train", "precision", self.precision, TRAIN_PRECISIONS)
         weights = self.source_weights
         if not isinstance(weights, dict) or not all(_is_number(v) and 0 <= v < math.inf for v in weights.values()):
-            raise ValueError(f"train config: source_weights must be non-negative numbers (a table: source = weight), "
-                             f"got {weights!r}")
+            raise ValueError(
+                f"train config: source_weights must be non-negative numbers (a table: source = weight), got {weights!r}"
+            )
         if not isinstance(self.compile, bool):
             raise ValueError(f"train config: compile must be true or false, got {self.compile!r}")
 

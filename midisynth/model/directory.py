@@ -38,8 +38,11 @@ def read_manifest(directory: Path) -> dict | None:
         manifest = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: unreadable model manifest ({err})") from None
-    if not (isinstance(manifest, dict) and isinstance(manifest.get("model"), dict)
-            and isinstance(manifest["model"].get("file"), str)):
+    if not (
+        isinstance(manifest, dict)
+        and isinstance(manifest.get("model"), dict)
+        and isinstance(manifest["model"].get("file"), str)
+    ):
         raise CheckpointError(f"{path}: not a midisynth model manifest (no model file listed)")
     return manifest
 
@@ -94,8 +97,13 @@ def describe(directory: Path) -> list[str]:
     return lines
 
 
-def write_model_directory(directory: Path, model: SpectrogramDiffusion, metadata: dict[str, str],
-                          partials: Path | None = None, vocoder: Path | None = None) -> dict:
+def write_model_directory(
+    directory: Path,
+    model: SpectrogramDiffusion,
+    metadata: dict[str, str],
+    partials: Path | None = None,
+    vocoder: Path | None = None,
+) -> dict:
     """Write a model directory: the model in fp16 with `metadata` (its "sampling", a `SamplingDefaults.to_json()`,
     goes to the manifest too), copies of the `partials` and `vocoder` files, then the manifest, each file atomically;
     returns the manifest."""

@@ -76,8 +76,10 @@ def cached_snapshot(hub_id: HubId) -> Path:
     try:
         return Path(snapshot_download(hub_id.repo_id, revision=hub_id.revision, local_files_only=True))
     except LocalEntryNotFoundError:
-        raise HubError(f"{hub_id}: no such local path, and not in the Hugging Face cache ({cache_dir()}); "
-                       f"fetch it with `midisynth download {hub_id}`") from None
+        raise HubError(
+            f"{hub_id}: no such local path, and not in the Hugging Face cache ({cache_dir()}); "
+            f"fetch it with `midisynth download {hub_id}`"
+        ) from None
     except HFValidationError as err:
         raise HubError(f"{hub_id}: not a valid hub id ({err})") from None
 
@@ -91,8 +93,10 @@ def files_to_fetch(repo_files: list[str], hub_id: HubId) -> list[str]:
         config = f"{module}/config.json"
         weights = [f"{module}/{name}" for name in _WEIGHT_FILES if f"{module}/{name}" in available]
         if config not in available or not weights:
-            raise HubError(f"{hub_id}: not a Spectrogram Diffusion checkpoint (no {module}/config.json with "
-                           f"{' or '.join(_WEIGHT_FILES)})")
+            raise HubError(
+                f"{hub_id}: not a Spectrogram Diffusion checkpoint (no {module}/config.json with "
+                f"{' or '.join(_WEIGHT_FILES)})"
+            )
         wanted += [config, weights[0]]
     return wanted + sorted(name for name in repo_files if name.startswith(_VOCODER_FOLDER))
 
@@ -127,9 +131,11 @@ def download(hub_id: HubId) -> Path:
     except _connection_errors() as err:
         if isinstance(err, OSError) and err.strerror:  # a full disk; connection failures (requests') have none
             raise HubError(f"cannot download {hub_id}: {err.strerror}") from None
-        raise HubError(f"cannot download {hub_id}: the hub ({constants.ENDPOINT}) cannot be reached (no network?); "
-                       "to use a checkpoint on disk, give its directory (diffusers layout) or .safetensors file: "
-                       "midisynth render --model DIR ...") from None
+        raise HubError(
+            f"cannot download {hub_id}: the hub ({constants.ENDPOINT}) cannot be reached (no network?); "
+            "to use a checkpoint on disk, give its directory (diffusers layout) or .safetensors file: "
+            "midisynth render --model DIR ..."
+        ) from None
 
 
 def _connection_errors() -> tuple[type[Exception], ...]:
@@ -159,6 +165,9 @@ def cached_models() -> list[CachedModel]:
         for revision in sorted(repo.revisions, key=lambda r: r.commit_hash):
             path = Path(revision.snapshot_path)
             if all((path / module / "config.json").is_file() for module in DIFFUSERS_MODULES):
-                found.append(CachedModel(repo.repo_id, revision.commit_hash, tuple(sorted(revision.refs)),
-                                         revision.size_on_disk, path))
+                found.append(
+                    CachedModel(
+                        repo.repo_id, revision.commit_hash, tuple(sorted(revision.refs)), revision.size_on_disk, path
+                    )
+                )
     return found

@@ -24,8 +24,14 @@ import torch
 from torch import nn
 
 # Module-name patterns of the Linear layers that stay fp32 (see the module docstring).
-KEEP_FP32 = ("decoder.blocks.*.ff.wo", "decoder.input_proj", "decoder.output_proj", "decoder.cue_proj",
-             "decoder.time_mlp.*", "decoder.blocks.*_film.*")
+KEEP_FP32 = (
+    "decoder.blocks.*.ff.wo",
+    "decoder.input_proj",
+    "decoder.output_proj",
+    "decoder.cue_proj",
+    "decoder.time_mlp.*",
+    "decoder.blocks.*_film.*",
+)
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 _QMAX = 127.5  # half the int8 range: the symmetric scale that maps a channel's largest |weight| onto it
 
@@ -66,8 +72,11 @@ def int8_linear(model: ModuleT, keep_fp32: tuple[str, ...] = KEEP_FP32) -> Modul
     """A copy of `model` whose nn.Linear layers, except those named by `keep_fp32` (fnmatch patterns), are
     `Int8Linear`s; it shares every other tensor with `model`, which stays as it is."""
     copy = deepcopy(model, {id(t): t for t in itertools.chain(model.parameters(), model.buffers())})
-    chosen = [(name, module) for name, module in copy.named_modules()
-              if isinstance(module, nn.Linear) and not any(fnmatch(name, kept) for kept in keep_fp32)]
+    chosen = [
+        (name, module)
+        for name, module in copy.named_modules()
+        if isinstance(module, nn.Linear) and not any(fnmatch(name, kept) for kept in keep_fp32)
+    ]
     # On as many threads as torch computes on (its quantizing kernels release the GIL); torch's one warning is silenced
     # here, in the calling thread, for all of them (warnings' filters are the process's).
     with warnings.catch_warnings(), ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:

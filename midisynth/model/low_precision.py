@@ -15,8 +15,12 @@ from midisynth.model.int8 import int8_linear
 from midisynth.model.networks import SpectrogramDiffusion
 
 # The autocast dtype of each resolved precision; None: no autocast (fp32, and int8, whose layers compute their own way).
-AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16,
-                                                  "int8": None}
+AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "int8": None,
+}
 
 
 def linear_weights_as(model: SpectrogramDiffusion, dtype: torch.dtype) -> SpectrogramDiffusion:

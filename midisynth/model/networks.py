@@ -300,12 +300,15 @@ class FilmDecoder(nn.Module):
         self,
         encoded: torch.Tensor,  # [batch, keys, d_model] both encodings concatenated
         mask: torch.Tensor,  # [batch, keys] bool
-        note_cue: torch.Tensor | None = None,  # [batch, 256, cue_dims] frame cue (midisynth.model.note_inputs), iff cue_dims
+        note_cue: torch.Tensor
+        | None = None,  # [batch, 256, cue_dims] frame cue (midisynth.model.note_inputs), iff cue_dims
     ) -> WindowConditioning:
         if self.cue_proj is None and note_cue is not None:
             raise ValueError("this model takes no per-frame note cue (cue_dims = 0)")
         if self.cue_proj is not None and note_cue is None:
-            raise ValueError(f"this model needs a per-frame note cue ({self.cfg.cue_dims} wide, midisynth.model.note_inputs)")
+            raise ValueError(
+                f"this model needs a per-frame note cue ({self.cfg.cue_dims} wide, midisynth.model.note_inputs)"
+            )
         return WindowConditioning(
             keys_values=[block.cross_attn.keys_values(encoded) for block in self._blocks()],
             bias=attention_bias(mask, encoded.dtype),
@@ -319,8 +322,9 @@ class FilmDecoder(nn.Module):
         """All the decoder takes from the noise times `noise_time` [batch] in [0, 1]: per block, its FiLM scales and
         shifts (`DecoderBlock.modulation`). Every window sampled at a given time has the same, so a renderer may
         compute them once per time; `dtype`: the decoder input's."""
-        emb = timestep_embedding(noise_time * self.cfg.max_decoder_noise_time, self.cfg.d_model,
-                                 self.cfg.max_decoder_noise_time)
+        emb = timestep_embedding(
+            noise_time * self.cfg.max_decoder_noise_time, self.cfg.d_model, self.cfg.max_decoder_noise_time
+        )
         cond = self.time_mlp(emb.to(dtype))[:, None, :]  # [batch, 1, 4 * d_model]
         return [block.modulation(cond) for block in self._blocks()]
 
@@ -391,20 +395,35 @@ class SpectrogramDiffusion(nn.Module):
 def _encoder_block_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """The tensors of one `EncoderBlock`, by name within it."""
     d, inner = cfg.d_model, cfg.num_heads * cfg.d_kv
-    return {"attn_norm.weight": (d,), "attn.q.weight": (inner, d), "attn.k.weight": (inner, d),
-            "attn.v.weight": (inner, d), "attn.o.weight": (d, inner), "ff_norm.weight": (d,),
-            "ff.wi_0.weight": (cfg.d_ff, d), "ff.wi_1.weight": (cfg.d_ff, d), "ff.wo.weight": (d, cfg.d_ff)}
+    return {
+        "attn_norm.weight": (d,),
+        "attn.q.weight": (inner, d),
+        "attn.k.weight": (inner, d),
+        "attn.v.weight": (inner, d),
+        "attn.o.weight": (d, inner),
+        "ff_norm.weight": (d,),
+        "ff.wi_0.weight": (cfg.d_ff, d),
+        "ff.wi_1.weight": (cfg.d_ff, d),
+        "ff.wo.weight": (d, cfg.d_ff),
+    }
 
 
 def _decoder_block_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """The tensors of one `DecoderBlock`, by name within it."""
     d, inner, film = cfg.d_model, cfg.num_heads * cfg.d_kv, (2 * cfg.d_model, 4 * cfg.d_model)
     attention = {f"{p}.weight": (d, inner) if p == "o" else (inner, d) for p in "qkvo"}
-    return {"self_norm.weight": (d,), "self_film.scale_shift.weight": film,
-            **{f"self_attn.{name}": shape for name, shape in attention.items()},
-            "cross_norm.weight": (d,), **{f"cross_attn.{name}": shape for name, shape in attention.items()},
-            "ff_norm.weight": (d,), "ff_film.scale_shift.weight": film,
-            "ff.wi_0.weight": (cfg.d_ff, d), "ff.wi_1.weight": (cfg.d_ff, d), "ff.wo.weight": (d, cfg.d_ff)}
+    return {
+        "self_norm.weight": (d,),
+        "self_film.scale_shift.weight": film,
+        **{f"self_attn.{name}": shape for name, shape in attention.items()},
+        "cross_norm.weight": (d,),
+        **{f"cross_attn.{name}": shape for name, shape in attention.items()},
+        "ff_norm.weight": (d,),
+        "ff_film.scale_shift.weight": film,
+        "ff.wi_0.weight": (cfg.d_ff, d),
+        "ff.wi_1.weight": (cfg.d_ff, d),
+        "ff.wo.weight": (d, cfg.d_ff),
+    }
 
 
 def _stack(prefix: str, layers: int, block: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
@@ -417,16 +436,26 @@ def tensor_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     the config alone: nothing is allocated, so a loader can check weights against a config asking for any size."""
     d = cfg.d_model
     encoder = _encoder_block_shapes(cfg)
-    notes = {"notes_encoder.position_table": (cfg.max_tokens, d), "notes_encoder.token_embedding.weight": (cfg.vocab_size, d),
-             **_stack("notes_encoder.encoder.blocks", cfg.num_notes_layers, encoder),
-             "notes_encoder.encoder.final_norm.weight": (d,)}
-    context = {"context_encoder.position_table": (cfg.targets_length, d),
-               "context_encoder.input_proj.weight": (d, cfg.input_dims),
-               **_stack("context_encoder.encoder.blocks", cfg.num_context_layers, encoder),
-               "context_encoder.encoder.final_norm.weight": (d,)}
-    decoder = {"decoder.position_table": (cfg.targets_length, d), "decoder.time_mlp.0.weight": (4 * d, d),
-               "decoder.time_mlp.2.weight": (4 * d, 4 * d), "decoder.input_proj.weight": (d, cfg.input_dims),
-               **({"decoder.cue_proj.weight": (d, cfg.cue_dims)} if cfg.cue_dims else {}),
-               **_stack("decoder.blocks", cfg.num_decoder_layers, _decoder_block_shapes(cfg)),
-               "decoder.final_norm.weight": (d,), "decoder.output_proj.weight": (cfg.input_dims, d)}
+    notes = {
+        "notes_encoder.position_table": (cfg.max_tokens, d),
+        "notes_encoder.token_embedding.weight": (cfg.vocab_size, d),
+        **_stack("notes_encoder.encoder.blocks", cfg.num_notes_layers, encoder),
+        "notes_encoder.encoder.final_norm.weight": (d,),
+    }
+    context = {
+        "context_encoder.position_table": (cfg.targets_length, d),
+        "context_encoder.input_proj.weight": (d, cfg.input_dims),
+        **_stack("context_encoder.encoder.blocks", cfg.num_context_layers, encoder),
+        "context_encoder.encoder.final_norm.weight": (d,),
+    }
+    decoder = {
+        "decoder.position_table": (cfg.targets_length, d),
+        "decoder.time_mlp.0.weight": (4 * d, d),
+        "decoder.time_mlp.2.weight": (4 * d, 4 * d),
+        "decoder.input_proj.weight": (d, cfg.input_dims),
+        **({"decoder.cue_proj.weight": (d, cfg.cue_dims)} if cfg.cue_dims else {}),
+        **_stack("decoder.blocks", cfg.num_decoder_layers, _decoder_block_shapes(cfg)),
+        "decoder.final_norm.weight": (d,),
+        "decoder.output_proj.weight": (cfg.input_dims, d),
+    }
     return {**notes, **context, **decoder}

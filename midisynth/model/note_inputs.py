@@ -122,5 +122,6 @@ def song_note_inputs(song: Song, windows: int, cfg: ModelConfig) -> NoteInputs |
     """What a model with `cfg` needs of a song's notes besides its tokens (None for the paper's models)."""
     if not cfg.takes_note_inputs:
         return None
-    return NoteInputs(song=song, gain=velocity_gain(song, windows) if cfg.velocity_gain else None,
-                      note_roll=cfg.note_roll)
+    return NoteInputs(
+        song=song, gain=velocity_gain(song, windows) if cfg.velocity_gain else None, note_roll=cfg.note_roll
+    )

@@ -73,11 +73,30 @@ SWELL_SECONDS = 0.15  # time constant of the swell columns' rise
 RELEASE_SECONDS = (0.2, 0.8)  # time constants of a note's release after its note-off, a column each
 REVERB_SECONDS = 0.4  # time constant of the reverb tail
 # GM drum keys by the kind of sound, each group with its decay time constant in seconds; other keys are group 5.
-DRUM_GROUPS = {35: 0, 36: 0,  # bass drums
-               37: 1, 38: 1, 39: 1, 40: 1,  # snares, clap, side stick
-               41: 2, 43: 2, 45: 2, 47: 2, 48: 2, 50: 2,  # toms
-               42: 3, 44: 3, 46: 3,  # hi-hats
-               49: 4, 51: 4, 52: 4, 53: 4, 55: 4, 57: 4, 59: 4}  # cymbals
+DRUM_GROUPS = {
+    35: 0,
+    36: 0,  # bass drums
+    37: 1,
+    38: 1,
+    39: 1,
+    40: 1,  # snares, clap, side stick
+    41: 2,
+    43: 2,
+    45: 2,
+    47: 2,
+    48: 2,
+    50: 2,  # toms
+    42: 3,
+    44: 3,
+    46: 3,  # hi-hats
+    49: 4,
+    51: 4,
+    52: 4,
+    53: 4,
+    55: 4,
+    57: 4,
+    59: 4,
+}  # cymbals
 DRUM_DECAY_SECONDS = (0.15, 0.15, 0.2, 0.1, 0.6, 0.15)
 DRUM_ATTACK_SECONDS = 0.03  # time constant of a drum hit's stick
 FIRST_DRUM_KEY, LAST_DRUM_KEY = 35, 81  # the GM percussion map
@@ -123,8 +142,9 @@ class NoteColumns:
         """([frames, 128 mel bins, active columns] float32, the active columns' indices): the mel magnitude of each
         column that is not silent in the span, at unit gain (the fit's design matrix, per mel bin)."""
         parts = [(column, NOTE_LEVEL * _on_mel(levels)) for column, levels in self.pitched.items()]
-        parts += [(column, np.repeat(NOTE_LEVEL * level[:, None], N_MELS, axis=1))
-                  for column, level in self.broadband.items()]
+        parts += [
+            (column, np.repeat(NOTE_LEVEL * level[:, None], N_MELS, axis=1)) for column, level in self.broadband.items()
+        ]
         parts.append((REVERB_COLUMN, self.reverb))
         parts.append((FLOOR_COLUMN, np.full(self.reverb.shape, NOTE_LEVEL, np.float32)))
         return np.stack([p for _, p in parts], axis=2).astype(np.float32), [c for c, _ in parts]
@@ -206,15 +226,15 @@ def note_columns(song: Song, first: int, stop: int, reach: NoteReach | None = No
         """Add `values` (one per frame from song frame `lo`, within [start, stop)) to a column, on `pitch` (None:
         broadband). Only the held columns feed the reverb: the others are kept from `first` on."""
         if column >= HELD_COLUMNS and lo < first:
-            values, lo = values[first - lo:], first
+            values, lo = values[first - lo :], first
         if pitch is None:
             if column not in broadband:
                 broadband[column] = np.zeros(frames, np.float32)
-            broadband[column][lo - start:lo - start + values.shape[0]] += values
+            broadband[column][lo - start : lo - start + values.shape[0]] += values
         else:
             if column not in pitched:
                 pitched[column] = np.zeros((frames, 128), np.float32)
-            pitched[column][lo - start:lo - start + values.shape[0], pitch] += values
+            pitched[column][lo - start : lo - start + values.shape[0], pitch] += values
 
     for note in song.notes if reach is None else reach.within(start, stop):
         level = (note.velocity / REFERENCE_VELOCITY) ** 2
@@ -243,7 +263,7 @@ def note_columns(song: Song, first: int, stop: int, reach: NoteReach | None = No
         if release_hi > release_lo:
             reached = max(end / FRAME_RATE + WINDOW_CENTRE_SECONDS - note.start, 0.0)  # the note's age at its note-off
             at_release = level * (1.0 if decay is None else math.exp(-reached / decay))
-            curves = _release_curves()[:, release_lo - end:release_hi - end]
+            curves = _release_curves()[:, release_lo - end : release_hi - end]
             for index, curve in enumerate(curves):
                 add(RELEASE_COLUMN + index * FAMILIES + family, note.pitch, release_lo, at_release * curve)
     held_levels = [levels for column, levels in pitched.items() if column < HELD_COLUMNS]
@@ -252,7 +272,8 @@ def note_columns(song: Song, first: int, stop: int, reach: NoteReach | None = No
     return NoteColumns(
         pitched={c: levels[keep] for c, levels in pitched.items() if levels[keep].any()},
         broadband={c: level[keep] for c, level in broadband.items() if level[keep].any()},
-        reverb=_reverb_tail(total)[keep])
+        reverb=_reverb_tail(total)[keep],
+    )
 
 
 def held_column(note: Note) -> int:
@@ -334,8 +355,11 @@ def save_partials(partials: Partials, path: str | Path) -> None:
     from midisynth.files import atomic_path
 
     with atomic_path(Path(path), True) as tmp:
-        save_file({"gains": np.ascontiguousarray(partials.gains, dtype=np.float32)}, str(tmp),
-                  metadata={"format": FORMAT_TAG, "mix": repr(partials.mix)})
+        save_file(
+            {"gains": np.ascontiguousarray(partials.gains, dtype=np.float32)},
+            str(tmp),
+            metadata={"format": FORMAT_TAG, "mix": repr(partials.mix)},
+        )
 
 
 def load_partials(path: str | Path) -> Partials:

@@ -97,8 +97,9 @@ def model_listing(directories: list[Path] | None = None) -> Iterator[str]:
         yield f"  sampling: {hub_sampling(found.repo_id)}"
 
 
-def convert_model(source: str | Path, output: str | Path, half: bool = False, allow_pickle: bool = False,
-                  overwrite: bool = False) -> str:
+def convert_model(
+    source: str | Path, output: str | Path, half: bool = False, allow_pickle: bool = False, overwrite: bool = False
+) -> str:
     """Write the model `source` names (`resolve_model`: a diffusers-layout directory, a cached hub id, a midisynth
     file) to `output` in midisynth's single-file format, with its sampling defaults and where it came from (the hub
     id and commit, else the file's name); float16 weights with `half`. Returns the file's sha256; OutputError without
@@ -108,5 +109,6 @@ def convert_model(source: str | Path, output: str | Path, half: bool = False, al
     checkpoint = resolve_model(source, allow_pickle=allow_pickle)
     origin = checkpoint.metadata.get("hub_id") or Path(source).name
     metadata = {"converted_from": origin, "sampling": checkpoint.sampling.to_json()}
-    return save_model(checkpoint.model, output, metadata, dtype=torch.float16 if half else torch.float32,
-                      replace=overwrite)
+    return save_model(
+        checkpoint.model, output, metadata, dtype=torch.float16 if half else torch.float32, replace=overwrite
+    )

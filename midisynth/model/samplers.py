@@ -138,8 +138,9 @@ def _continuous(make_step: Callable[[], StepFn]):
             if i == 0:
                 z = x0
             else:
-                z = step(z, x0, eps, logsnr_t, _logsnr_at(i / steps),
-                         lambda: _noise(shape, generator, device, torch.float32))
+                z = step(
+                    z, x0, eps, logsnr_t, _logsnr_at(i / steps), lambda: _noise(shape, generator, device, torch.float32)
+                )
             if callback is not None:
                 callback(done, steps)
         return z
@@ -175,10 +176,10 @@ class _DiffusersDDPM:
         beta_t, beta_prev = 1 - a_t, 1 - a_prev
         current_alpha = a_t / a_prev
         current_beta = 1 - current_alpha
-        x0 = ((z - beta_t ** 0.5 * eps) / a_t ** 0.5).clamp(-1.0, 1.0)
-        mean = (a_prev ** 0.5 * current_beta) / beta_t * x0 + current_alpha ** 0.5 * beta_prev / beta_t * z
+        x0 = ((z - beta_t**0.5 * eps) / a_t**0.5).clamp(-1.0, 1.0)
+        mean = (a_prev**0.5 * current_beta) / beta_t * x0 + current_alpha**0.5 * beta_prev / beta_t * z
         if t > 0:
-            mean = mean + current_beta ** 0.5 * noise()
+            mean = mean + current_beta**0.5 * noise()
         return mean
 
 
@@ -207,10 +208,12 @@ class SamplerInfo:
 
 
 SAMPLERS: dict[str, SamplerInfo] = {
-    "ddpm": SamplerInfo(_ddpm, 100, "diffusers' DDPM loop (reproduces its output for a seed)",
-                        _DDPM.num_train_timesteps),
-    "paper": SamplerInfo(_continuous(lambda: _ancestral_step), 1000,
-                         "the paper's ancestral sampler, continuous cosine log-SNR"),
+    "ddpm": SamplerInfo(
+        _ddpm, 100, "diffusers' DDPM loop (reproduces its output for a seed)", _DDPM.num_train_timesteps
+    ),
+    "paper": SamplerInfo(
+        _continuous(lambda: _ancestral_step), 1000, "the paper's ancestral sampler, continuous cosine log-SNR"
+    ),
     "ddim": SamplerInfo(_continuous(lambda: _ddim_step), 20, "deterministic DDIM"),
     "dpmpp": SamplerInfo(_continuous(_dpmpp_stepper), 20, "DPM-Solver++(2M), good at 10-20 steps"),
 }

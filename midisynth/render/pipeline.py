@@ -181,8 +181,9 @@ class Synthesizer:
         chosen = load_vocoder(vocoder, dev) if vocoder else None  # a bad vocoder is reported before a model loads
         checkpoint: Checkpoint = resolve_model(model, allow_pickle=allow_pickle)
         partials = None if checkpoint.partials_path is None else load_partials(checkpoint.partials_path)
-        return cls(checkpoint.model, chosen or checkpoint_vocoder(checkpoint, dev), dev, options, checkpoint.sampling,
-                   partials)
+        return cls(
+            checkpoint.model, chosen or checkpoint_vocoder(checkpoint, dev), dev, options, checkpoint.sampling, partials
+        )
 
     # -- settings ---------------------------------------------------------------------------------------------------
     def precision(self, options: RenderOptions | None = None) -> str:
@@ -198,8 +199,10 @@ class Synthesizer:
         if requested is None:
             return 0.0 if self.partials is None else self.partials.mix
         if requested > 0 and self.partials is None:
-            raise ValueError(f"partials {requested:g} asked for, but this model has no partials model (fit one with "
-                             "`midisynth fit-partials` and put it beside the model file as partials.safetensors)")
+            raise ValueError(
+                f"partials {requested:g} asked for, but this model has no partials model (fit one with "
+                "`midisynth fit-partials` and put it beside the model file as partials.safetensors)"
+            )
         return requested
 
     def _network(self, precision: str) -> SpectrogramDiffusion:
@@ -208,14 +211,16 @@ class Synthesizer:
             self._networks[precision] = network_in(self.model, precision)
         return self._networks[precision]
 
-    def _denoiser(self, network: SpectrogramDiffusion, cache, guidance: float,
-                  modulations: dict[float, list]) -> samplers.Denoiser:
+    def _denoiser(
+        self, network: SpectrogramDiffusion, cache, guidance: float, modulations: dict[float, list]
+    ) -> samplers.Denoiser:
         """ε(x, t) for the samplers: the decoder's output (converted from v for v-models), guided if asked.
 
         `modulations`: the decoder's noise modulation (`FilmDecoder.noise_modulation`) by noise time, filled as times
         come and kept across windows, which the samplers visit at the same times: computed once per time, for one
         row, it serves every row of a batch sampled at that time.
         """
+
         def decode(x, t, cache):
             modulation = None
             if bool((t == t[0]).all()):
@@ -226,6 +231,7 @@ class Synthesizer:
             return network.decoder(x, t, cache, modulation)
 
         if network.cfg.prediction == "v":
+
             def decoder(x, t, cache):
                 return eps_from_v(x, decode(x, t, cache).float(), t)
         else:
@@ -247,8 +253,9 @@ class Synthesizer:
         return _Score(windows, song_frames(song, len(windows)), self.note_inputs(song) if song.notes else None, song)
 
     @torch.inference_mode()
-    def _generate(self, scores: list[_Score], options: RenderOptions | None,
-                  on_window: Callable[[int, int], None] | None) -> Iterator[tuple[int, np.ndarray, bool]]:
+    def _generate(
+        self, scores: list[_Score], options: RenderOptions | None, on_window: Callable[[int, int], None] | None
+    ) -> Iterator[tuple[int, np.ndarray, bool]]:
         """The render loop: the spectrograms of several songs generated together, window k of every song that has
         one in one batch. Yields (song number, its next part [frames, 128] log-mel, whether it is its last part), a
         song's parts in order; songs without notes first (floor-level features, without running the network).
@@ -276,22 +283,34 @@ class Synthesizer:
         if not playing:
             return
         partials = self.partials if mix > 0 else None
-        reaches = {n: (song, NoteReach(song)) for n in playing if partials is not None and (song := scores[n].song) is not None}
+        reaches = {
+            n: (song, NoteReach(song)) for n in playing if partials is not None and (song := scores[n].song) is not None
+        }
         network = self._network(self.precision(opts))
         generators = [torch.Generator().manual_seed(opts.seed) for _ in playing]
         context = torch.zeros(len(playing), WINDOW_FRAMES, N_MELS, device=self.device)  # network range
         modulations: dict[float, list] = {}  # see _denoiser
         for index in range(max(len(scores[n].windows) for n in playing)):
             active = [row for row, n in enumerate(playing) if index < len(scores[n].windows)]  # rows of `playing`
-            windows = [fit_window(scores[playing[row]].windows[index], self.model.cfg.max_tokens, warn=False)
-                       for row in active]
+            windows = [
+                fit_window(scores[playing[row]].windows[index], self.model.cfg.max_tokens, warn=False) for row in active
+            ]
             x = torch.empty(len(active), WINDOW_FRAMES, N_MELS, device=self.device)
             for length, members in padded_length_groups(windows, self.model.cfg.max_tokens).items():
                 rows = [active[m] for m in members]
                 tokens = torch.from_numpy(pad_tokens([windows[m] for m in members], length=length)).to(self.device)
                 cue = self._window_inputs([scores[playing[row]] for row in rows], index, "cue")
-                x[members] = self._sample_window(network, sampling, opts, tokens, index, cue, context[rows],
-                                                 [generators[row] for row in rows], modulations)
+                x[members] = self._sample_window(
+                    network,
+                    sampling,
+                    opts,
+                    tokens,
+                    index,
+                    cue,
+                    context[rows],
+                    [generators[row] for row in rows],
+                    modulations,
+                )
             features = from_network_range(x)  # [active, 256, 128] log-mel (velocity-normalised for gain models)
             context[active] = to_network_range(features)  # the next window's context: the network's own output
             gain = self._window_inputs([scores[playing[row]] for row in active], index, "gain")  # [active, 256]
@@ -309,9 +328,18 @@ class Synthesizer:
                     on_window(done, total)
                 yield number, part[: max(0, score.frames - index * WINDOW_FRAMES)], index == len(score.windows) - 1
 
-    def _sample_window(self, network: SpectrogramDiffusion, sampling: samplers.SamplingDefaults, opts: RenderOptions,
-                       tokens: torch.Tensor, index: int, cue: torch.Tensor | None, context: torch.Tensor,
-                       generators: list[torch.Generator], modulations: dict[float, list]) -> torch.Tensor:
+    def _sample_window(
+        self,
+        network: SpectrogramDiffusion,
+        sampling: samplers.SamplingDefaults,
+        opts: RenderOptions,
+        tokens: torch.Tensor,
+        index: int,
+        cue: torch.Tensor | None,
+        context: torch.Tensor,
+        generators: list[torch.Generator],
+        modulations: dict[float, list],
+    ) -> torch.Tensor:
         """Window `index` of some songs, from their tokens [songs, length], frame cues [songs, 256, cue_dims] (models
         with a note roll) and previous windows `context` [songs, 256, 128] (network range): x [songs, 256, 128],
         network range."""
@@ -320,8 +348,14 @@ class Synthesizer:
         with torch.autocast(self.device.type, dtype=half, enabled=half is not None):
             cache = network.encode(tokens, context, has_context, cue)
             denoise = self._denoiser(network, cache, sampling.guidance, modulations)
-            return samplers.sample(sampling.sampler, lambda z, t: denoise(z, t).float(),
-                                   (tokens.shape[0], WINDOW_FRAMES, N_MELS), sampling.steps, generators, self.device)
+            return samplers.sample(
+                sampling.sampler,
+                lambda z, t: denoise(z, t).float(),
+                (tokens.shape[0], WINDOW_FRAMES, N_MELS),
+                sampling.steps,
+                generators,
+                self.device,
+            )
 
     def _window_inputs(self, scores: list[_Score], index: int, kind: str) -> torch.Tensor | None:
         """Window `index`'s `kind` ("cue" or "gain") of `scores`, stacked, or None if the model takes none."""
@@ -377,8 +411,9 @@ class Synthesizer:
         ((_, parts),) = self.spectrogram_songs([song], options, on_window)
         yield from self.vocode(song, parts, mel_sink)
 
-    def vocode(self, song: Song, features: Iterable[np.ndarray],
-               mel_sink: Callable[[np.ndarray], None] | None = None) -> Iterator[np.ndarray]:
+    def vocode(
+        self, song: Song, features: Iterable[np.ndarray], mel_sink: Callable[[np.ndarray], None] | None = None
+    ) -> Iterator[np.ndarray]:
         """Audio chunks (float32, 16 kHz) of a song's spectrogram, given as consecutive parts [frames, 128] from its
         first frame: the vocoder's output muted where the score is silent (`midisynth.render.silence`). `mel_sink`
         receives each part as it is vocoded."""
@@ -402,8 +437,10 @@ class Synthesizer:
         plays them), and events past the model's token limit in a crowded window (with the time range cut)."""
         lines = []
         if song.unreleased:
-            lines.append(f"{song.unreleased} note{'s' * (song.unreleased != 1)} never released (a note-on without "
-                         "a note-off) left out, as the reference tokenizer leaves them out")
+            lines.append(
+                f"{song.unreleased} note{'s' * (song.unreleased != 1)} never released (a note-on without "
+                "a note-off) left out, as the reference tokenizer leaves them out"
+            )
         if song.together_patterns:
             lines.append(type2_notice(song.together_patterns))
         limit = self.model.cfg.max_tokens
@@ -412,8 +449,10 @@ class Synthesizer:
             if cut is not None:
                 start = index * WINDOW_SECONDS
                 end = min(start + WINDOW_SECONDS, song.duration)
-                lines.append(f"notes from {start + cut:.2f} s to {end:.2f} s left out: that {WINDOW_SECONDS} s window "
-                             f"has {len(window)} tokens, over the model's {limit}")
+                lines.append(
+                    f"notes from {start + cut:.2f} s to {end:.2f} s left out: that {WINDOW_SECONDS} s window "
+                    f"has {len(window)} tokens, over the model's {limit}"
+                )
         return lines
 
     def num_samples(self, song: Song) -> int:
@@ -429,8 +468,9 @@ class Synthesizer:
         return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
     def with_options(self, **changes) -> Synthesizer:
-        synth = Synthesizer(self.model, self.vocoder, self.device, replace(self.requested, **changes), self.sampling,
-                            self.partials)
+        synth = Synthesizer(
+            self.model, self.vocoder, self.device, replace(self.requested, **changes), self.sampling, self.partials
+        )
         synth._networks = self._networks  # share the low-precision copies
         return synth
 
@@ -444,8 +484,13 @@ def checkpoint_vocoder(checkpoint: Checkpoint, device: torch.device) -> Vocoder:
     try:
         return load_vocoder(str(checkpoint.vocoder_path), device)
     except ImportError as err:
-        log.warning("midisynth: note: %s/%s not used (%s); vocoding with %s", checkpoint.vocoder_path.parent.name,
-                    checkpoint.vocoder_path.name, err, FALLBACK_VOCODER)
+        log.warning(
+            "midisynth: note: %s/%s not used (%s); vocoding with %s",
+            checkpoint.vocoder_path.parent.name,
+            checkpoint.vocoder_path.name,
+            err,
+            FALLBACK_VOCODER,
+        )
         return load_vocoder(FALLBACK_VOCODER, device)
 
 
@@ -456,7 +501,9 @@ class _Score:
     windows: list[list[int]]  # token windows
     frames: int  # frames kept: the song's length and release tail (`song_frames`)
     note_inputs: NoteInputs | None = None  # for a model that takes them
-    song: Song | None = None  # its partials estimate is mixed in, and without notes it is silence; None: the network alone
+    song: Song | None = (
+        None  # its partials estimate is mixed in, and without notes it is silence; None: the network alone
+    )
 
 
 def _window_input(inputs: NoteInputs | None, index: int, kind: str) -> np.ndarray:
@@ -465,7 +512,9 @@ def _window_input(inputs: NoteInputs | None, index: int, kind: str) -> np.ndarra
     if inputs is not None:
         row = inputs.cue(index) if kind == "cue" else None if inputs.gain is None else inputs.gain[index]
     if row is None:
-        raise ValueError("this model takes per-frame note inputs: pass each song's note_inputs (Synthesizer.note_inputs)")
+        raise ValueError(
+            "this model takes per-frame note inputs: pass each song's note_inputs (Synthesizer.note_inputs)"
+        )
     return row
 
 

@@ -48,8 +48,11 @@ class SilenceGate:
         if self.begins.shape[0] == 0:  # no notes: all silence
             return np.zeros(count, np.float32)
         span = int(np.searchsorted(self.begins, first, side="right")) - 1
-        if span >= 0 and self.begins[span] + RAMP_SECONDS * SAMPLE_RATE <= first and (
-                first + count <= self.ends[span] - FADE_SECONDS * SAMPLE_RATE):
+        if (
+            span >= 0
+            and self.begins[span] + RAMP_SECONDS * SAMPLE_RATE <= first
+            and (first + count <= self.ends[span] - FADE_SECONDS * SAMPLE_RATE)
+        ):
             return np.ones(count, np.float32)  # within one span's steady part: the common case, at no cost
         samples = np.arange(first, first + count, dtype=np.float64)
         last = np.searchsorted(self.begins, samples, side="right") - 1  # the last span begun at or before each sample

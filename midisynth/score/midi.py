@@ -131,8 +131,11 @@ class Song:
         if start >= self.duration:
             raise ValueError(f"the excerpt starts at {start:g} s, but the song ends at {self.duration:.2f} s")
         end = self.duration if end is None else min(end, self.duration)
-        notes = [replace(n, start=max(n.start, start) - start, end=min(n.end, end) - start)
-                 for n in self.notes if n.end > start and n.start < end]
+        notes = [
+            replace(n, start=max(n.start, start) - start, end=min(n.end, end) - start)
+            for n in self.notes
+            if n.end > start and n.start < end
+        ]
         return replace(self, notes=notes, duration=end - start)
 
     def instrument_note_counts(self) -> dict[str, int]:
@@ -165,8 +168,9 @@ def _track_spans(data: bytes) -> list[tuple[int, int]]:
             raise MidiError(f"bad chunk where track {track} of {tracks} should start (no 'MTrk')")
         length = struct.unpack(">I", data[offset + 4 : offset + 8])[0]
         if offset + 8 + length > len(data):
-            raise MidiError(f"truncated track ({track} of {tracks}: {length} bytes declared, "
-                            f"{len(data) - offset - 8} present)")
+            raise MidiError(
+                f"truncated track ({track} of {tracks}: {length} bytes declared, {len(data) - offset - 8} present)"
+            )
         spans.append((offset + 8, offset + 8 + length))
         offset += 8 + length
     return spans
@@ -216,12 +220,15 @@ def _repair_empty_tracks(data: bytes, spans: Sequence[tuple[int, int]]) -> bytes
 
 
 # What `read_midi` reads, as its TypeError for anything else says.
-MIDI_SOURCES = ("a MIDI file's path (str or os.PathLike), its bytes, a binary file object (read from where it stands), "
-                "a pretty_midi.PrettyMIDI or a mido.MidiFile")
+MIDI_SOURCES = (
+    "a MIDI file's path (str or os.PathLike), its bytes, a binary file object (read from where it stands), "
+    "a pretty_midi.PrettyMIDI or a mido.MidiFile"
+)
 
 
-def _read_bytes(source: str | os.PathLike | bytes | BinaryIO | pretty_midi.PrettyMIDI | mido.MidiFile,
-                max_bytes: int) -> bytes:
+def _read_bytes(
+    source: str | os.PathLike | bytes | BinaryIO | pretty_midi.PrettyMIDI | mido.MidiFile, max_bytes: int
+) -> bytes:
     """The bytes of the MIDI file `source` (one of MIDI_SOURCES; TypeError for anything else, such as a file
     descriptor number, which would be opened and then closed): the header first, MidiError unless it is a MIDI
     file's, then the rest, MidiError past `max_bytes` (0: no limit) without reading further."""
@@ -265,17 +272,20 @@ def _capped(stream: BinaryIO, max_bytes: int, nothing: str = "empty input (no by
         raise MidiError("not a MIDI file (bad header)")
     data += _read_up_to(stream, max_bytes + 1 - len(data)) if max_bytes else stream.read()
     if max_bytes and len(data) > max_bytes:
-        raise MidiError(f"over {max_bytes:,} bytes, the limit ({MAX_BYTES_PER_EVENT} for each of the "
-                        f"{max_bytes // MAX_BYTES_PER_EVENT:,} MIDI events allowed: raise it with --max-events N, or 0 "
-                        "for no limit)")
+        raise MidiError(
+            f"over {max_bytes:,} bytes, the limit ({MAX_BYTES_PER_EVENT} for each of the "
+            f"{max_bytes // MAX_BYTES_PER_EVENT:,} MIDI events allowed: raise it with --max-events N, or 0 "
+            "for no limit)"
+        )
     return _unwrapped(data)
 
 
 def _starts_as_midi(head: bytes) -> bool:
     """Whether `head` (a file's first bytes, up to 14) can start a Standard MIDI File ("MThd") or an RMID file (a
     RIFF file of form "RMID", which wraps one)."""
-    return head[:4] == b"MThd"[: len(head)] or (head[:4] == b"RIFF"[: len(head)]
-                                                and head[8:12] == b"RMID"[: max(0, len(head) - 8)])
+    return head[:4] == b"MThd"[: len(head)] or (
+        head[:4] == b"RIFF"[: len(head)] and head[8:12] == b"RMID"[: max(0, len(head) - 8)]
+    )
 
 
 def _unwrapped(data: bytes) -> bytes:
@@ -355,8 +365,11 @@ def _parse(data: bytes, max_events: int = 0) -> tuple[pretty_midi.PrettyMIDI, in
     """The parsed file and its count of unreleased notes."""
     spans = _track_spans(data)
     # Every event takes at least 2 bytes, so only files over 2 bytes per allowed event need counting.
-    if (max_events and sum(end - start for start, end in spans) > 2 * max_events
-            and _count_events(data, spans, max_events) > max_events):
+    if (
+        max_events
+        and sum(end - start for start, end in spans) > 2 * max_events
+        and _count_events(data, spans, max_events) > max_events
+    ):
         raise MidiError(f"over {max_events:,} MIDI events, the limit (raise it with --max-events N, or 0 for no limit)")
     try:
         with warnings.catch_warnings(), _MAX_TICK_LOCK:
@@ -378,8 +391,10 @@ def _parse(data: bytes, max_events: int = 0) -> tuple[pretty_midi.PrettyMIDI, in
 
 def type2_notice(patterns: int) -> str:
     """The line that says how a type-2 file of `patterns` patterns is played."""
-    return (f"MIDI type 2: its {patterns} patterns play together, as the reference tokenizer reads them, not one "
-            "after another as the file means")
+    return (
+        f"MIDI type 2: its {patterns} patterns play together, as the reference tokenizer reads them, not one "
+        "after another as the file means"
+    )
 
 
 def _type2_patterns(data: bytes) -> int:
@@ -388,8 +403,7 @@ def _type2_patterns(data: bytes) -> int:
     return tracks if file_format == 2 else 0
 
 
-def apply_sustain(notes: Sequence[Note], instruments: Sequence[int],
-                  pedal: Sequence[tuple[float, int, bool]]) -> Song:
+def apply_sustain(notes: Sequence[Note], instruments: Sequence[int], pedal: Sequence[tuple[float, int, bool]]) -> Song:
     """Extend notes held by the sustain pedal, as note_seq's `apply_sustain_control_changes`.
 
     notes: in file order; instruments: the instrument index of each note; pedal: (time s, instrument index,
@@ -443,8 +457,12 @@ def apply_sustain(notes: Sequence[Note], instruments: Sequence[int],
     return Song(notes=kept, duration=duration)
 
 
-def read_midi(source: str | os.PathLike | bytes | BinaryIO | pretty_midi.PrettyMIDI | mido.MidiFile,
-              limits: SongLimits = DEFAULT_LIMITS, start: float = 0.0, end: float | None = None) -> Song:
+def read_midi(
+    source: str | os.PathLike | bytes | BinaryIO | pretty_midi.PrettyMIDI | mido.MidiFile,
+    limits: SongLimits = DEFAULT_LIMITS,
+    start: float = 0.0,
+    end: float | None = None,
+) -> Song:
     """Read a MIDI file (any of MIDI_SOURCES; TypeError for anything else) into a `Song`, cut to [start, end]
     seconds when asked (end None: the song's end); raises `MidiError` for anything unreadable or over `limits`
     (a file that is not MIDI is refused after its header, a longer one than `limits.max_bytes` without reading
@@ -458,13 +476,16 @@ def read_midi(source: str | os.PathLike | bytes | BinaryIO | pretty_midi.PrettyM
     pedal: list[tuple[float, int, bool]] = []
     for index, inst in enumerate(pm.instruments):
         for n in inst.notes:
-            notes.append(Note(float(n.start), float(n.end), int(n.pitch), int(n.velocity), int(inst.program),
-                              bool(inst.is_drum)))
+            notes.append(
+                Note(float(n.start), float(n.end), int(n.pitch), int(n.velocity), int(inst.program), bool(inst.is_drum))
+            )
             instruments.append(index)
-        pedal += [(float(cc.time), index, cc.value >= 64) for cc in inst.control_changes
-                  if cc.number == SUSTAIN_CONTROL]
-    song = replace(apply_sustain(notes, instruments, pedal), unreleased=unreleased,
-                   together_patterns=_type2_patterns(data))
+        pedal += [
+            (float(cc.time), index, cc.value >= 64) for cc in inst.control_changes if cc.number == SUSTAIN_CONTROL
+        ]
+    song = replace(
+        apply_sustain(notes, instruments, pedal), unreleased=unreleased, together_patterns=_type2_patterns(data)
+    )
     if start or end is not None:
         try:
             song = song.excerpt(start, end)
@@ -472,6 +493,7 @@ def read_midi(source: str | os.PathLike | bytes | BinaryIO | pretty_midi.PrettyM
             raise MidiError(str(err)) from None
     if limits.max_duration and song.duration > limits.max_duration:
         length, most = distinct_durations(song.duration, limits.max_duration)
-        raise MidiError(f"song is {length} long, over the {most} limit (raise it with --max-duration SECONDS, or 0 "
-                        "for no limit)")
+        raise MidiError(
+            f"song is {length} long, over the {most} limit (raise it with --max-duration SECONDS, or 0 for no limit)"
+        )
     return song

@@ -52,8 +52,42 @@ MAX_VELOCITY = 127  # MIDI velocities are 1..127 (0: note off)
 WINDOW_STEPS = WINDOW_FRAMES * STEPS_PER_SECOND // FRAME_RATE  # 512 shift steps per window
 
 # The 34 Slakh instrument classes, each named by its first General MIDI program.
-SLAKH_PROGRAMS = (0, 4, 8, 16, 24, 26, 29, 32, 33, 40, 41, 42, 43, 46, 47, 48, 50, 52, 55, 56, 57, 58, 60, 61, 64,
-                  66, 67, 68, 69, 70, 71, 73, 80, 88)
+SLAKH_PROGRAMS = (
+    0,
+    4,
+    8,
+    16,
+    24,
+    26,
+    29,
+    32,
+    33,
+    40,
+    41,
+    42,
+    43,
+    46,
+    47,
+    48,
+    50,
+    52,
+    55,
+    56,
+    57,
+    58,
+    60,
+    61,
+    64,
+    66,
+    67,
+    68,
+    69,
+    70,
+    71,
+    73,
+    80,
+    88,
+)
 _SLAKH_OF_PROGRAM = tuple(max(p for p in SLAKH_PROGRAMS if p <= program) for program in range(128))
 
 
@@ -82,8 +116,7 @@ def _event_ids(note: Note, onset: bool) -> tuple[int, ...]:
 def _timed_events(song: Song) -> tuple[list[int], list[tuple[int, ...]]]:
     """(step, event ids) of every event in the reference's order: by time, ties broken by the order of the list
     built from notes sorted by (is_drum, program, pitch): all offsets of pitched notes, then all onsets."""
-    notes = sorted(song.notes, key=lambda n: (n.is_drum, n.program if n.is_drum else slakh_program(n.program),
-                                              n.pitch))
+    notes = sorted(song.notes, key=lambda n: (n.is_drum, n.program if n.is_drum else slakh_program(n.program), n.pitch))
     pitched = [n for n in notes if not n.is_drum]
     times = np.array([n.end for n in pitched] + [n.start for n in notes], dtype=np.float64)
     ids = [_event_ids(n, onset=False) for n in pitched] + [_event_ids(n, onset=True) for n in notes]
@@ -159,8 +192,9 @@ def fit_window(window: list[int], length: int = MAX_INPUT_TOKENS, warn: bool = T
     if len(window) <= length:
         return window
     if warn:
-        warnings.warn(f"a 5.12 s window has {len(window)} tokens; keeping the first {length} (the model's limit)",
-                      stacklevel=2)
+        warnings.warn(
+            f"a 5.12 s window has {len(window)} tokens; keeping the first {length} (the model's limit)", stacklevel=2
+        )
     return window[: length - 1] + [EOS_ID]
 
 

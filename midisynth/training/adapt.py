@@ -41,9 +41,19 @@ from midisynth.score.midi import read_midi
 # Fine-tuning from a trained model: a tenth of the bundled recipe's learning rate, held constant (the run's length is
 # a time, not a number of steps); an EMA that averages the last few hundred steps; velocity-gain contexts jittered as
 # in the recipe's later stages, so the level still comes from the notes.
-ADAPT_TRAIN = TrainConfig(batch_size=8, learning_rate=5e-5, warmup_steps=20, max_steps=10**9, lr_schedule="constant",
-                          ema_decay=0.99, context_level_jitter=1.0, checkpoint_every=50, eval_every=50,
-                          eval_batches=4, log_every=10)
+ADAPT_TRAIN = TrainConfig(
+    batch_size=8,
+    learning_rate=5e-5,
+    warmup_steps=20,
+    max_steps=10**9,
+    lr_schedule="constant",
+    ema_decay=0.99,
+    context_level_jitter=1.0,
+    checkpoint_every=50,
+    eval_every=50,
+    eval_batches=4,
+    log_every=10,
+)
 STATE_FILE = "adapt.json"
 
 
@@ -72,8 +82,10 @@ def gather_material(recordings: list[Path], midi_dirs: list[Path], soundfont: Pa
     if midi_dirs and soundfont is None:
         raise ValueError("--midi needs --soundfont: the SoundFont whose sound to learn")
     if not recordings and soundfont is None:
-        raise ValueError("nothing to adapt to: give folders of recordings (MIDI files with their audio beside them), "
-                         "or a --soundfont")
+        raise ValueError(
+            "nothing to adapt to: give folders of recordings (MIDI files with their audio beside them), "
+            "or a --soundfont"
+        )
     for folder in midi_dirs:
         if not folder.is_dir():
             raise ValueError(f"--midi {folder}: {'not a directory' if folder.exists() else 'no such directory'}")
@@ -182,8 +194,16 @@ def adapt(
     if material.soundfont is not None:
         midi_dirs.append(_write_survey(out / SURVEY_DIR))
     say(f"data set: {data_dir}")
-    build_dataset(data_dir, soundfont=material.soundfont or Path(), midi_dirs=midi_dirs, hours=math.inf,
-                  generated=False, pairs=material.pairs, on_skip=on_skip, progress=progress)
+    build_dataset(
+        data_dir,
+        soundfont=material.soundfont or Path(),
+        midi_dirs=midi_dirs,
+        hours=math.inf,
+        generated=False,
+        pairs=material.pairs,
+        on_skip=on_skip,
+        progress=progress,
+    )
     if not load_records(data_dir):
         raise ValueError(f"{data_dir}: no usable recording or MIDI file to adapt to")
     heldout = hold_out(data_dir)
@@ -202,8 +222,10 @@ def adapt(
     run_dir.mkdir(parents=True, exist_ok=True)
     save_partials(fit_partials(data_dir, prior=prior, mix=prior.mix if prior else DEFAULT_MIX), partials_path)
 
-    config = Config(model=base_checkpoint.model.cfg, train=replace(ADAPT_TRAIN, batch_size=min(
-        ADAPT_TRAIN.batch_size, train_windows)))
+    config = Config(
+        model=base_checkpoint.model.cfg,
+        train=replace(ADAPT_TRAIN, batch_size=min(ADAPT_TRAIN.batch_size, train_windows)),
+    )
     trainer = Trainer(config, data_dir, run_dir, device=device, init_from=base_checkpoint.source)
     left = minutes - state.get("minutes_trained", 0.0)
     say(f"fine-tuning for {max(left, 0):.1f} min from step {trainer.step} ({train_windows} training windows)")
@@ -216,13 +238,17 @@ def adapt(
         state["steps"] = trainer.step
         _write_state(out, state)
 
-    metadata = {"step": str(trainer.step), "adapted_from": str(base_checkpoint.source),
-                "sampling": base_checkpoint.sampling.to_json()}
+    metadata = {
+        "step": str(trainer.step),
+        "adapted_from": str(base_checkpoint.source),
+        "sampling": base_checkpoint.sampling.to_json(),
+    }
     write_model_directory(out, trainer.ema, metadata, partials=partials_path)
     say(f"model: {out}")
     after = heldout_scores(out, data_dir, device)
     state["after"] = None if after is None else vars(after)
     _write_state(out, state)
     before = state["before"]
-    return AdaptResult(out, heldout, trainer.step, state["minutes_trained"],
-                       None if before is None else Scores(**before), after)
+    return AdaptResult(
+        out, heldout, trainer.step, state["minutes_trained"], None if before is None else Scores(**before), after
+    )

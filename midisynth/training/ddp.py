@@ -61,9 +61,11 @@ class Ranks:
     def rows(self, batch_size: int) -> RowSlice:
         """This process's rows of a global batch of `batch_size` windows; ValueError unless they divide evenly."""
         if batch_size % self.world:
-            raise ValueError(f"train config: batch_size {batch_size} (the global batch) cannot be shared by "
-                             f"{self.world} processes; use a multiple of {self.world}, or a number of processes "
-                             "that divides it")
+            raise ValueError(
+                f"train config: batch_size {batch_size} (the global batch) cannot be shared by "
+                f"{self.world} processes; use a multiple of {self.world}, or a number of processes "
+                "that divides it"
+            )
         per_rank = batch_size // self.world
         return RowSlice(batch_size, slice(self.rank * per_rank, (self.rank + 1) * per_rank))
 
@@ -89,8 +91,10 @@ class Ranks:
             return
         highest, minus_lowest = self._all_reduce([step, -step], largest=True)
         if highest != -minus_lowest:
-            raise ValueError(f"the processes resumed at different steps ({-int(minus_lowest)} to {int(highest)}): "
-                             "every machine must see the same run directory (a shared file system)")
+            raise ValueError(
+                f"the processes resumed at different steps ({-int(minus_lowest)} to {int(highest)}): "
+                "every machine must see the same run directory (a shared file system)"
+            )
 
     def barrier(self) -> None:
         """Wait until every process is here."""
@@ -147,5 +151,6 @@ def wrap(model: torch.nn.Module, ranks: Ranks, device: torch.device) -> torch.nn
         return model
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                   find_unused_parameters=True)
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+    )

@@ -65,16 +65,22 @@ def diffusion_loss(
     z_t = q_sample(x0, eps, t)
     note_cue = batch["note_cue"][order] if "note_cue" in batch else None
     pred = (model if network is None else network)(
-        z_t[order], t[order], batch["tokens"][order], to_network_range(batch["context"])[order],
-        batch["context_mask"][order], num_conditioned=num_conditioned, note_cue=note_cue,
+        z_t[order],
+        t[order],
+        batch["tokens"][order],
+        to_network_range(batch["context"])[order],
+        batch["context_mask"][order],
+        num_conditioned=num_conditioned,
+        note_cue=note_cue,
     )
     target = v_target(x0, eps, t) if model.cfg.prediction == "v" else eps
     error = pred.float() - target[order]
     return error.abs().mean() if loss_type == "l1" else error.pow(2).mean()
 
 
-def jitter_context_level(context: torch.Tensor, std: float, generator: torch.Generator,
-                         rows: RowSlice | None = None) -> torch.Tensor:
+def jitter_context_level(
+    context: torch.Tensor, std: float, generator: torch.Generator, rows: RowSlice | None = None
+) -> torch.Tensor:
     """Each row's context [B, 256, 128] log-mel made louder or softer by one random gain, N(0, std) log units; bins
     at the floor (silence) stay there. `rows`: which rows of the global batch these are (default: all); the gains
     are drawn for the global batch.
@@ -87,15 +93,18 @@ def jitter_context_level(context: torch.Tensor, std: float, generator: torch.Gen
     return apply_gain(context, gain[:, None].expand(context.shape[:2]))
 
 
-def initial_weights(source: SpectrogramDiffusion, target: SpectrogramDiffusion,
-                    origin: Path | str = "--init-from") -> dict[str, torch.Tensor]:
+def initial_weights(
+    source: SpectrogramDiffusion, target: SpectrogramDiffusion, origin: Path | str = "--init-from"
+) -> dict[str, torch.Tensor]:
     """`source`'s weights for `target`'s configuration. Modules that only `target` has (the decoder's cue
     projection) keep `target`'s initial values, zeros, so that its output starts as `source`'s. ValueError naming
     `origin` (where `source` came from) for weights of another size."""
     mismatch = weights_mismatch(source.state_dict(), target, all_entries=False)
     if mismatch is not None:
-        raise ValueError(f"{origin}: weights of another model size than the config's ({mismatch}); start from "
-                         "weights of the same size, or give the config they were trained with")
+        raise ValueError(
+            f"{origin}: weights of another model size than the config's ({mismatch}); start from "
+            "weights of the same size, or give the config they were trained with"
+        )
     return {**target.state_dict(), **source.state_dict()}
 
 
@@ -111,12 +120,20 @@ class Trainer(TrainingLoop[SpectrogramDiffusion]):
     """Trains a SpectrogramDiffusion model on a data set's windows (resumable; see `TrainingLoop`), alone or as one
     of torchrun's processes (`ranks`), each on its rows of the global batch of `batch_size` windows."""
 
-    def __init__(self, config: Config, data_dir: Path, run_dir: Path, device: str = "cpu",
-                 init_from: Path | None = None, ranks: Ranks | None = None):
+    def __init__(
+        self,
+        config: Config,
+        data_dir: Path,
+        run_dir: Path,
+        device: str = "cpu",
+        init_from: Path | None = None,
+        ranks: Ranks | None = None,
+    ):
         self.cfg = config
         self.tc = config.train
-        super().__init__(run_dir, device, self.tc.seed, self.tc.max_steps, self.tc.checkpoint_every,
-                         self.tc.ema_decay, ranks)
+        super().__init__(
+            run_dir, device, self.tc.seed, self.tc.max_steps, self.tc.checkpoint_every, self.tc.ema_decay, ranks
+        )
         self.rows = self.ranks.rows(self.tc.batch_size)
         self.precision = training_precision(self.tc.precision, hardware(self.device.type, self.device.index))
         model = SpectrogramDiffusion(config.model).to(self.device)
@@ -127,13 +144,15 @@ class Trainer(TrainingLoop[SpectrogramDiffusion]):
         groups = [{"params": [p for p in model.parameters() if all(p is not q for q in new)], "lr_scale": 1.0}]
         if new:
             groups.append({"params": new, "lr_scale": self.tc.cue_lr_scale})
-        optimizer = torch.optim.AdamW(groups, lr=self.tc.learning_rate, betas=(0.9, 0.99),
-                                      weight_decay=self.tc.weight_decay)
+        optimizer = torch.optim.AdamW(
+            groups, lr=self.tc.learning_rate, betas=(0.9, 0.99), weight_decay=self.tc.weight_decay
+        )
         self.generator = torch.Generator().manual_seed(self.tc.seed)
         train_set = WindowDataset(data_dir, split="train", model=config.model)
         # a data set may hold nothing out (`midisynth.data.holdout`): then there is no held-out loss
-        self.heldout = (WindowDataset(data_dir, split="heldout", model=config.model)
-                        if load_records(data_dir, "heldout") else None)
+        self.heldout = (
+            WindowDataset(data_dir, split="heldout", model=config.model) if load_records(data_dir, "heldout") else None
+        )
         self._collate = partial(collate_windows, max_tokens=config.model.max_tokens)
         self.loader = self._loader(train_set)
         check_batches(self.loader, data_dir, self.tc.batch_size)
@@ -153,8 +172,15 @@ class Trainer(TrainingLoop[SpectrogramDiffusion]):
             sampler = RandomSampler(train_set, generator=loader_gen)
         batches = RankBatches(BatchSampler(sampler, self.tc.batch_size, drop_last=True), self.rows)
         workers = loader_workers(self.tc.num_workers, self.device)
-        return DataLoader(train_set, batch_sampler=batches, collate_fn=self._collate, num_workers=workers,
-                          generator=loader_gen, pin_memory=self.device.type == "cuda", persistent_workers=workers > 0)
+        return DataLoader(
+            train_set,
+            batch_sampler=batches,
+            collate_fn=self._collate,
+            num_workers=workers,
+            generator=loader_gen,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+        )
 
     # -- checkpoints: the loop's, plus the noise generator and torch's RNG, and the EMA weights as the artefact ------
     def extra_state(self) -> dict:
@@ -192,7 +218,9 @@ class Trainer(TrainingLoop[SpectrogramDiffusion]):
             if i >= self.tc.eval_batches:
                 break
             with self._autocast():
-                losses.append(float(diffusion_loss(self.ema_weights, _move(batch, self.device), gen, 0.0, self.tc.loss)))
+                losses.append(
+                    float(diffusion_loss(self.ema_weights, _move(batch, self.device), gen, 0.0, self.tc.loss))
+                )
         return sum(losses) / max(1, len(losses))
 
     def train_step(self) -> float:
@@ -200,13 +228,15 @@ class Trainer(TrainingLoop[SpectrogramDiffusion]):
             self._batches = endless(self.loader)
         batch = _move(next(self._batches), self.device)
         if self.tc.context_level_jitter > 0:
-            batch["context"] = jitter_context_level(batch["context"], self.tc.context_level_jitter, self.generator,
-                                                    self.rows)
+            batch["context"] = jitter_context_level(
+                batch["context"], self.tc.context_level_jitter, self.generator, self.rows
+            )
         for group in self.optimizer.param_groups:
             group["lr"] = self._lr() * group["lr_scale"]
         with self._autocast():
-            loss = diffusion_loss(self.model, batch, self.generator, self.tc.cond_dropout, self.tc.loss, self.rows,
-                                  self.network)
+            loss = diffusion_loss(
+                self.model, batch, self.generator, self.tc.cond_dropout, self.tc.loss, self.rows, self.network
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # several processes: DistributedDataParallel averages the gradients over them
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tc.grad_clip)

@@ -46,8 +46,10 @@ def check_batches(loader: DataLoader, data_dir: Path, batch_size: int) -> None:
     than that): `endless` would wait for a batch for ever."""
     if len(loader) == 0:
         examples = len(loader.dataset) if isinstance(loader.dataset, Sized) else 0
-        raise ValueError(f"{data_dir}: {examples} training window{'s' * (examples != 1)}, fewer than one batch of "
-                         f"{batch_size}; add pieces or lower batch_size")
+        raise ValueError(
+            f"{data_dir}: {examples} training window{'s' * (examples != 1)}, fewer than one batch of "
+            f"{batch_size}; add pieces or lower batch_size"
+        )
 
 
 def weights_mismatch(weights: dict[str, torch.Tensor], model: nn.Module, all_entries: bool = True) -> str | None:
@@ -81,8 +83,16 @@ class TrainingLoop(Generic[ModelT]):
             raise ValueError(f"--device {device} was asked for, but no CUDA GPU is available to torch")
         check_output_directory(run_dir, cls.checkpoint_name)
 
-    def __init__(self, run_dir: Path, device: str, seed: int, max_steps: int, checkpoint_every: int,
-                 ema_decay: float, ranks: Ranks | None = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        device: str,
+        seed: int,
+        max_steps: int,
+        checkpoint_every: int,
+        ema_decay: float,
+        ranks: Ranks | None = None,
+    ):
         self.run_dir = Path(run_dir)
         self.device = torch.device(device)
         self.ranks = ranks or Ranks()
@@ -105,8 +115,10 @@ class TrainingLoop(Generic[ModelT]):
             state = self._read_checkpoint()
             mismatch = weights_mismatch(state["model"], model)
             if mismatch is not None:
-                raise ValueError(f"{self.checkpoint_path}: a checkpoint of another model ({mismatch}); resume it "
-                                 "with the config it was trained with, or train in another run directory")
+                raise ValueError(
+                    f"{self.checkpoint_path}: a checkpoint of another model ({mismatch}); resume it "
+                    "with the config it was trained with, or train in another run directory"
+                )
             self.load_state(state)
         self.ranks.check_same_step(self.step)
         if not self.ranks.is_main:
@@ -154,13 +166,20 @@ class TrainingLoop(Generic[ModelT]):
             state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
         except Exception as err:  # torch.load raises many types for a damaged file
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ValueError(f"{self.checkpoint_path}: unreadable checkpoint ({reason}); restore it, or delete it to "
-                             "train from the start") from None
-        missing = [key for key in ("model", "ema", "optimizer", "step", "history") if not isinstance(state, dict)
-                   or key not in state]
+            raise ValueError(
+                f"{self.checkpoint_path}: unreadable checkpoint ({reason}); restore it, or delete it to "
+                "train from the start"
+            ) from None
+        missing = [
+            key
+            for key in ("model", "ema", "optimizer", "step", "history")
+            if not isinstance(state, dict) or key not in state
+        ]
         if missing:
-            raise ValueError(f"{self.checkpoint_path}: not a complete checkpoint (no {', '.join(missing)}); restore "
-                             "it, or delete it to train from the start")
+            raise ValueError(
+                f"{self.checkpoint_path}: not a complete checkpoint (no {', '.join(missing)}); restore "
+                "it, or delete it to train from the start"
+            )
         return state
 
     def load_state(self, state: dict) -> None:

@@ -92,14 +92,19 @@ def solve_gains(gram: np.ndarray, target: np.ndarray) -> np.ndarray:
     family_gram = matrix.T @ gram @ matrix  # [bins, groups, groups]
     family_target = target @ matrix
     has_data = np.einsum("bii->bi", family_gram) > 0
-    families = _ridge_fit(family_gram, family_target, np.zeros_like(family_target),
-                          np.where(has_data, 1e-6, 1.0) * _diagonal_scale(family_gram))
+    families = _ridge_fit(
+        family_gram,
+        family_target,
+        np.zeros_like(family_target),
+        np.where(has_data, 1e-6, 1.0) * _diagonal_scale(family_gram),
+    )
     for block in (slice(0, FAMILIES), slice(FAMILIES, 2 * FAMILIES)):  # family_matrix's held, then attack families
         for row, seen in zip(families[:, block], has_data[:, block], strict=True):  # families without data: the mean
             if seen.any():
                 row[~seen] = np.exp(np.mean(np.log(row[seen] + 1e-6)))
-    return _ridge_fit(gram, target, families @ matrix.T,
-                      np.full_like(target, RIDGE) * _diagonal_scale(gram)).astype(np.float32)
+    return _ridge_fit(gram, target, families @ matrix.T, np.full_like(target, RIDGE) * _diagonal_scale(gram)).astype(
+        np.float32
+    )
 
 
 def _diagonal_scale(gram: np.ndarray) -> np.ndarray:
@@ -108,8 +113,9 @@ def _diagonal_scale(gram: np.ndarray) -> np.ndarray:
     return np.array([np.median(d[d > 0]) if (d > 0).any() else 1.0 for d in diagonal])[:, None]
 
 
-def normal_equations(root: str | Path, split: str = "train",
-                     on_piece: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def normal_equations(
+    root: str | Path, split: str = "train", on_piece: Callable[[int, int], None] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The fit's weighted normal equations summed over a data set's `split` windows (their MIDI and stored log-mel
     features): (gram [128 bins, COLUMNS, COLUMNS], target [128 bins, COLUMNS]), float64; `on_piece(done, total)`
     after each piece. DataSetError naming a damaged file: the feature files are checked before the fit starts."""
@@ -131,8 +137,9 @@ def normal_equations(root: str | Path, split: str = "train",
         weighted = torch.from_numpy(design * weight[:, :, None].astype(np.float32)).permute(1, 0, 2)  # [bins, f, n]
         index = np.ix_(range(N_MELS), columns, columns)
         gram[index] += (weighted.transpose(1, 2).double() @ weighted.double()).numpy()
-        target[:, columns] += (weighted.transpose(1, 2).double()
-                               @ torch.from_numpy(magnitude * weight).T[:, :, None]).squeeze(2).numpy()
+        target[:, columns] += (
+            (weighted.transpose(1, 2).double() @ torch.from_numpy(magnitude * weight).T[:, :, None]).squeeze(2).numpy()
+        )
         if on_piece is not None:
             on_piece(done, len(records))
     return gram, target
@@ -158,8 +165,13 @@ def adapt_gains(gram: np.ndarray, target: np.ndarray, prior: np.ndarray) -> np.n
     return gains.astype(np.float32)
 
 
-def fit_partials(root: str | Path, split: str = "train", mix: float = DEFAULT_MIX,
-                 on_piece: Callable[[int, int], None] | None = None, prior: Partials | None = None) -> Partials:
+def fit_partials(
+    root: str | Path,
+    split: str = "train",
+    mix: float = DEFAULT_MIX,
+    on_piece: Callable[[int, int], None] | None = None,
+    prior: Partials | None = None,
+) -> Partials:
     """Fit the gains to a data set's `split` windows (see `normal_equations`), from nothing (`solve_gains`) or,
     given a fitted model `prior`, adapting its gains (`adapt_gains`); `on_piece(done, total)` after each piece."""
     gram, target = normal_equations(root, split, on_piece)

@@ -51,7 +51,9 @@ def trained_steps(run_dir: Path, model: ModelConfig | None = None) -> int:
         return 0
     with safe_open(str(weights), framework="pt") as f:
         metadata = f.metadata() or {}
-    if model is not None and json.loads(metadata.get("model_config", "null")) != json.loads(json.dumps(model.to_dict())):
+    if model is not None and json.loads(metadata.get("model_config", "null")) != json.loads(
+        json.dumps(model.to_dict())
+    ):
         return 0
     return int(metadata.get("step", 0))
 

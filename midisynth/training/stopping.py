@@ -26,8 +26,9 @@ class StopSignals:
             self.signum = signum
 
     def __enter__(self) -> StopSignals:
-        self._previous = {s: signal.signal(s, self._request) for s in TERMINATING_SIGNALS
-                          if signal.getsignal(s) is not signal.SIG_IGN}
+        self._previous = {
+            s: signal.signal(s, self._request) for s in TERMINATING_SIGNALS if signal.getsignal(s) is not signal.SIG_IGN
+        }
         return self
 
     def __exit__(self, *exc) -> None:

@@ -38,8 +38,13 @@ class VocoderTrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name, least in (("batch_size", 1), ("segment_frames", 1), ("checkpoint_every", 1), ("max_steps", 0),
-                            ("seed", 0)):
+        for name, least in (
+            ("batch_size", 1),
+            ("segment_frames", 1),
+            ("checkpoint_every", 1),
+            ("max_steps", 0),
+            ("seed", 0),
+        ):
             check_whole("vocoder train", name, getattr(self, name), least)
         check_number("vocoder train", "learning_rate", self.learning_rate, above_low=True)
         check_number("vocoder train", "mel_weight", self.mel_weight)
@@ -67,16 +72,27 @@ class VocoderTrainer(TrainingLoop[Vocos]):
 
     checkpoint_name = "vocoder_last.pt"
 
-    def __init__(self, data_dir: Path, run_dir: Path, config: VocoderTrainConfig | None = None,
-                 model_config: VocosConfig | None = None, device: str = "cpu"):
+    def __init__(
+        self,
+        data_dir: Path,
+        run_dir: Path,
+        config: VocoderTrainConfig | None = None,
+        model_config: VocosConfig | None = None,
+        device: str = "cpu",
+    ):
         config = config or VocoderTrainConfig()
         self.tc = config
         super().__init__(run_dir, device, config.seed, config.max_steps, config.checkpoint_every, config.ema_decay)
         model = Vocos(model_config or VocosConfig()).to(self.device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, betas=(0.8, 0.99))
         data = AudioSegmentDataset(data_dir, "train", frames=config.segment_frames)
-        self.loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, drop_last=True,
-                                 generator=torch.Generator().manual_seed(config.seed))
+        self.loader = DataLoader(
+            data,
+            batch_size=config.batch_size,
+            shuffle=True,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(config.seed),
+        )
         check_batches(self.loader, data_dir, config.batch_size)
         self._batches: Iterator[dict[str, torch.Tensor]] | None = None
         self.start(model, optimizer)

@@ -83,8 +83,9 @@ def _starting_bins(loud: np.ndarray, level: np.ndarray, source: np.ndarray) -> n
     return start.reshape(frames, bins)
 
 
-def _frequency_chains(source: np.ndarray, level: np.ndarray, loud: np.ndarray,
-                      frequency_step: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _frequency_chains(
+    source: np.ndarray, level: np.ndarray, loud: np.ndarray, frequency_step: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """How each bin of each frame gets its phase: (by_time [frames, bins] bool: from the previous frame; anchor
     [frames, bins] int64: the bin of the same frame whose phase it continues along frequency (itself if by time);
     offset [frames, bins]: the phase added from the anchor to it, radians). Whole-array steps run in torch, on its
@@ -104,8 +105,11 @@ def _frequency_chains(source: np.ndarray, level: np.ndarray, loud: np.ndarray,
     falling = torch.cumsum(torch.where(by_above, torch.cat([step, zero], dim=1), 0.0).flip(1), dim=1).flip(1)
     above_anchor = torch.cummin(torch.where(by_above, bins - 1, columns).flip(1), dim=1).values.flip(1)
     anchor = torch.where(by_below, below_anchor, torch.where(by_above, above_anchor, columns))
-    offset = torch.where(by_below, rising - rising.gather(1, below_anchor),
-                         torch.where(by_above, falling.gather(1, above_anchor) - falling, 0.0))
+    offset = torch.where(
+        by_below,
+        rising - rising.gather(1, below_anchor),
+        torch.where(by_above, falling.gather(1, above_anchor) - falling, 0.0),
+    )
     return by_time, anchor, offset
 
 
@@ -142,8 +146,11 @@ def pghi_phase(magnitude: torch.Tensor, generator: torch.Generator, known: torch
     loud_t, random_t = torch.from_numpy(loud), torch.from_numpy(random_angle)
     continues = loud_t & from_previous.gather(1, anchor)
     chained = torch.where(continues, anchor, bins).numpy()  # [rows, bins]
-    step = torch.where(continues, torch.from_numpy(time_average).gather(1, anchor),
-                       torch.where(loud_t, random_t.gather(1, anchor), random_t)).numpy()
+    step = torch.where(
+        continues,
+        torch.from_numpy(time_average).gather(1, anchor),
+        torch.where(loud_t, random_t.gather(1, anchor), random_t),
+    ).numpy()
     anchors = anchor.numpy()
     offsets = torch.where(loud_t, offset, 0.0).numpy()
     phase = np.zeros((mag.shape[0], bins + 1))  # centre-referenced, filled frame by frame; the last column stays 0

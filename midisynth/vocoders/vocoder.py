@@ -32,7 +32,9 @@ BLOCK_FRAMES = 256  # most frames a streamed block emits
 
 INITIAL_PHASES = ("pghi", "random")  # GriffinLim's starting phase: see GriffinLim
 GRIFFIN_LIM_ITERATIONS = 4  # from the PGHI start; see GriffinLim
-MEL_INVERSION_ITERATIONS = 10  # multiplicative updates of the mel -> linear magnitude fit (25 score alike: docs/cpu_paths.md)
+MEL_INVERSION_ITERATIONS = (
+    10  # multiplicative updates of the mel -> linear magnitude fit (25 score alike: docs/cpu_paths.md)
+)
 VOCOS_FORMAT_TAG = "midisynth.vocos/1"
 
 # (features [n, 128], song frame of features[0], song frame where the block's output begins) -> [n * 320]
@@ -122,8 +124,14 @@ class GriffinLim(BlockStreaming):
     `audio.reproject` (block-wise, without building the signal).
     """
 
-    def __init__(self, iterations: int = GRIFFIN_LIM_ITERATIONS, momentum: float = 0.99,
-                 device: torch.device | str = "cpu", seed: int = 0, initial_phase: str = "pghi"):
+    def __init__(
+        self,
+        iterations: int = GRIFFIN_LIM_ITERATIONS,
+        momentum: float = 0.99,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        initial_phase: str = "pghi",
+    ):
         if initial_phase not in INITIAL_PHASES:
             raise ValueError(f"unknown initial phase {initial_phase!r}: use {' or '.join(INITIAL_PHASES)}")
         self.iterations = iterations
@@ -151,9 +159,7 @@ class GriffinLim(BlockStreaming):
             magnitude = magnitude * (sums[:, :frames] / (sums[:, frames:] + 1e-12)).sqrt()
         return magnitude.T
 
-    def invert(
-        self, magnitude: torch.Tensor, phase: torch.Tensor, fixed: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def invert(self, magnitude: torch.Tensor, phase: torch.Tensor, fixed: torch.Tensor | None = None) -> torch.Tensor:
         """Linear magnitude and initial unit phasors [frames, 513] -> complex STFT [frames, 513].
 
         `fixed` [k, 513]: complex STFT values that the first k frames keep (settled by a previous block).
@@ -173,8 +179,9 @@ class GriffinLim(BlockStreaming):
             spectrum = settle(magnitude * torch.sgn(target))
         return spectrum
 
-    def start_phase(self, magnitude: torch.Tensor, generator: torch.Generator,
-                    known: torch.Tensor | None = None) -> torch.Tensor:
+    def start_phase(
+        self, magnitude: torch.Tensor, generator: torch.Generator, known: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Initial unit phasors [frames, 513] for the magnitude [frames, 513]; `known` [k, 513]: the first k
         frames' phasors, kept (and, for PGHI, integrated from)."""
         if self.initial_phase == "pghi":
@@ -246,8 +253,10 @@ class OnnxVocoder(BlockStreaming):
             raise ValueError(f"{path}: not a loadable ONNX model ({err})") from None
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         if self.INPUT_NAME not in inputs:
-            raise ValueError(f"{path}: an ONNX vocoder must take '{self.INPUT_NAME}' [batch, frames, 128]; "
-                             f"this model takes {sorted(inputs)}")
+            raise ValueError(
+                f"{path}: an ONNX vocoder must take '{self.INPUT_NAME}' [batch, frames, 128]; "
+                f"this model takes {sorted(inputs)}"
+            )
         shape = inputs[self.INPUT_NAME]
         if len(shape) != 3 or isinstance(shape[2], int) and shape[2] != N_MELS:
             raise ValueError(f"{path}: '{self.INPUT_NAME}' must be [batch, frames, {N_MELS}], not {shape}")
@@ -315,5 +324,7 @@ def load_vocoder(spec: str, device: torch.device | str = "cpu") -> Vocoder:
     path = Path(spec)
     if path.suffix.lower() in VOCODER_FILE_TYPES:
         return VOCODER_FILE_TYPES[path.suffix.lower()](path, device)
-    raise ValueError(f"unknown vocoder {spec!r}: use {', '.join(NAMED_VOCODERS)}, or a path to a "
-                     f"{' or '.join(VOCODER_FILE_TYPES)} file")
+    raise ValueError(
+        f"unknown vocoder {spec!r}: use {', '.join(NAMED_VOCODERS)}, or a path to a "
+        f"{' or '.join(VOCODER_FILE_TYPES)} file"
+    )

@@ -76,8 +76,9 @@ class Vocos(nn.Module):
         h = self.head(self.final_norm(x.transpose(1, 2))).float()  # [batch, frames, fft_size + 2]
         log_mag, phase = h.transpose(1, 2).chunk(2, dim=1)  # [batch, bins, frames] each
         spec = torch.polar(torch.exp(log_mag.clamp(max=7.0)), phase)
-        audio = torch.istft(spec, self.cfg.fft_size, HOP_LENGTH, self.cfg.fft_size, self.window,
-                            center=True, length=frames * HOP_LENGTH)
+        audio = torch.istft(
+            spec, self.cfg.fft_size, HOP_LENGTH, self.cfg.fft_size, self.window, center=True, length=frames * HOP_LENGTH
+        )
         # Feature frame k covers samples [320k, 320k + 640), centred at 320k + 320; the centred inverse STFT
         # puts frame k at 320k: shift by half a window of the analysis (one hop).
         return F.pad(audio, (HOP_LENGTH, 0))[..., : frames * HOP_LENGTH]

@@ -31,8 +31,9 @@ def song(*instruments: pretty_midi.Instrument, tempo: float = 120.0) -> bytes:
     return out.getvalue()
 
 
-def inst(program: int, notes: list[tuple[int, float, float, int]], is_drum: bool = False,
-         pedal: list[tuple[int, float]] = ()) -> pretty_midi.Instrument:
+def inst(
+    program: int, notes: list[tuple[int, float, float, int]], is_drum: bool = False, pedal: list[tuple[int, float]] = ()
+) -> pretty_midi.Instrument:
     """notes: (pitch, start s, end s, velocity); pedal: (CC 64 value, time s)."""
     i = pretty_midi.Instrument(program=program, is_drum=is_drum)
     i.notes = [pretty_midi.Note(velocity=v, pitch=p, start=s, end=e) for p, s, e, v in notes]
@@ -87,8 +88,10 @@ def dense_piece(seed: int, seconds: float) -> bytes:
             notes.append((rng.randint(36, 90), round(t, 3), round(t + length, 3), rng.randint(1, 127)))
             t += rng.choice([0.0, 0.125, 0.25, 0.5])
         parts.append(inst(program, notes))
-    drums = [(rng.choice([36, 38, 42, 46, 49]), round(k * 0.25, 3), round(k * 0.25 + 0.1, 3), 100)
-             for k in range(int(seconds * 4))]
+    drums = [
+        (rng.choice([36, 38, 42, 46, 49]), round(k * 0.25, 3), round(k * 0.25 + 0.1, 3), 100)
+        for k in range(int(seconds * 4))
+    ]
     parts.append(inst(0, drums, is_drum=True))
     return song(*parts)
 
@@ -99,42 +102,68 @@ def cases() -> dict[str, bytes]:
         "worked_example": song(inst(0, [(60, 0.0, 1.0, 100), (64, 0.5, 6.0, 100)])),
         "empty": song(inst(0, [])),
         "sustain_pedal": song(
-            inst(0, [(60, 0.0, 0.5, 90), (64, 0.25, 0.6, 90), (60, 1.0, 1.2, 90), (67, 3.0, 3.1, 70)],
-                 pedal=[(127, 0.1), (0, 2.0), (100, 2.9), (10, 7.3)]),
-            inst(0, [(48, 0.0, 0.5, 90), (48, 1.0, 1.5, 90)])),  # no pedal on this instrument
+            inst(
+                0,
+                [(60, 0.0, 0.5, 90), (64, 0.25, 0.6, 90), (60, 1.0, 1.2, 90), (67, 3.0, 3.1, 70)],
+                pedal=[(127, 0.1), (0, 2.0), (100, 2.9), (10, 7.3)],
+            ),
+            inst(0, [(48, 0.0, 0.5, 90), (48, 1.0, 1.5, 90)]),
+        ),  # no pedal on this instrument
         # Two E4 onsets at once under the pedal: note_seq keeps one of them.
-        "sustain_restrike_same_time": song(inst(0, [(64, 1.0, 1.5, 90), (64, 1.0, 2.0, 80), (64, 2.5, 3.0, 90)],
-                                                pedal=[(127, 0.5), (0, 4.0)])),
-        "sustain_held_to_end": song(inst(4, [(60, 0.0, 0.5, 90), (62, 1.0, 1.5, 90)], pedal=[(127, 0.2)]),
-                                    inst(33, [(40, 0.0, 4.0, 90)])),
+        "sustain_restrike_same_time": song(
+            inst(0, [(64, 1.0, 1.5, 90), (64, 1.0, 2.0, 80), (64, 2.5, 3.0, 90)], pedal=[(127, 0.5), (0, 4.0)])
+        ),
+        "sustain_held_to_end": song(
+            inst(4, [(60, 0.0, 0.5, 90), (62, 1.0, 1.5, 90)], pedal=[(127, 0.2)]), inst(33, [(40, 0.0, 4.0, 90)])
+        ),
         # Pedal never released and a drum part past the last pitched event: the song length shrinks to that
         # event (1.5 s), and the later drum hits land in the last window with shifts over 10 s.
-        "sustain_held_drums_after": song(inst(0, [(60, 0.0, 0.5, 90), (62, 1.0, 1.5, 90)], pedal=[(127, 0.2)]),
-                                         inst(0, [(36, 2.0, 2.1, 100), (38, 25.0, 25.1, 100)], is_drum=True)),
+        "sustain_held_drums_after": song(
+            inst(0, [(60, 0.0, 0.5, 90), (62, 1.0, 1.5, 90)], pedal=[(127, 0.2)]),
+            inst(0, [(36, 2.0, 2.1, 100), (38, 25.0, 25.1, 100)], is_drum=True),
+        ),
         # A long drum note keeps the song going after the last event: the last window's tie section still shows
         # the piano note that ended at that event.
-        "drum_tail": song(inst(0, [(60, 0.0, 6.0, 90), (64, 3.0, 6.0, 90)]), inst(0, [(49, 0.0, 11.0, 100)],
-                                                                                    is_drum=True)),
-        "drums_and_bass": song(inst(0, [(36, k * 0.5, k * 0.5 + 0.1, 100) for k in range(16)], is_drum=True),
-                               inst(34, [(40 + k % 5, k * 0.5, k * 0.5 + 0.45, 80) for k in range(16)])),
-        "drums_only": song(inst(0, [(42, k * 0.125, k * 0.125 + 0.05, 60 + k % 60) for k in range(40)],
-                                is_drum=True)),
-        "slakh_mapping": song(*[inst(p, [(60 + i % 12, i * 0.3, i * 0.3 + 0.25, 90)])
-                                for i, p in enumerate([1, 5, 15, 27, 31, 39, 44, 49, 53, 63, 65, 72, 79, 87, 127])]),
+        "drum_tail": song(
+            inst(0, [(60, 0.0, 6.0, 90), (64, 3.0, 6.0, 90)]), inst(0, [(49, 0.0, 11.0, 100)], is_drum=True)
+        ),
+        "drums_and_bass": song(
+            inst(0, [(36, k * 0.5, k * 0.5 + 0.1, 100) for k in range(16)], is_drum=True),
+            inst(34, [(40 + k % 5, k * 0.5, k * 0.5 + 0.45, 80) for k in range(16)]),
+        ),
+        "drums_only": song(inst(0, [(42, k * 0.125, k * 0.125 + 0.05, 60 + k % 60) for k in range(40)], is_drum=True)),
+        "slakh_mapping": song(
+            *[
+                inst(p, [(60 + i % 12, i * 0.3, i * 0.3 + 0.25, 90)])
+                for i, p in enumerate([1, 5, 15, 27, 31, 39, 44, 49, 53, 63, 65, 72, 79, 87, 127])
+            ]
+        ),
         "program_changes": program_changes(),
         "tempo_changes": tempo_changes(),
-        "window_boundaries": song(inst(0, [(60, 0.0, 5.12, 90), (62, 5.12, 10.24, 90), (64, 10.24, 10.5, 90),
-                                           (65, 5.11, 5.13, 90), (67, 5.115, 10.245, 90)])),
-        "long_notes": song(inst(48, [(55, 0.0, 17.0, 70), (59, 1.0, 12.5, 70)]),
-                           inst(26, [(47, 4.0, 16.0, 70)])),
+        "window_boundaries": song(
+            inst(
+                0,
+                [
+                    (60, 0.0, 5.12, 90),
+                    (62, 5.12, 10.24, 90),
+                    (64, 10.24, 10.5, 90),
+                    (65, 5.11, 5.13, 90),
+                    (67, 5.115, 10.245, 90),
+                ],
+            )
+        ),
+        "long_notes": song(inst(48, [(55, 0.0, 17.0, 70), (59, 1.0, 12.5, 70)]), inst(26, [(47, 4.0, 16.0, 70)])),
         "long_silence": song(inst(0, [(60, 0.0, 0.5, 90), (62, 12.0, 12.5, 90), (64, 25.3, 26.0, 90)])),
-        "overlapping_same_pitch": song(inst(0, [(60, 0.0, 2.0, 90), (60, 1.0, 3.0, 90), (60, 1.0, 1.5, 60),
-                                                (62, 2.0, 2.0001, 90)])),
+        "overlapping_same_pitch": song(
+            inst(0, [(60, 0.0, 2.0, 90), (60, 1.0, 3.0, 90), (60, 1.0, 1.5, 60), (62, 2.0, 2.0001, 90)])
+        ),
         "zero_length_notes": song(inst(0, [(60, 1.0, 1.0, 90), (64, 1.0, 2.0, 90)])),
         "rounding": song(inst(0, [(60, 0.005, 0.015, 90), (61, 0.125, 0.135, 90), (62, 0.0249, 0.0251, 90)])),
-        "velocities": song(inst(0, [(60 + k, k * 0.2, k * 0.2 + 0.5, v) for k, v in enumerate([1, 127, 64, 2, 100])]),
-                           inst(40, [(70, 0.2, 0.4, 1), (71, 0.2, 0.4, 127)]),
-                           inst(0, [(36, 0.2, 0.3, 5), (38, 0.4, 0.5, 127)], is_drum=True)),
+        "velocities": song(
+            inst(0, [(60 + k, k * 0.2, k * 0.2 + 0.5, v) for k, v in enumerate([1, 127, 64, 2, 100])]),
+            inst(40, [(70, 0.2, 0.4, 1), (71, 0.2, 0.4, 127)]),
+            inst(0, [(36, 0.2, 0.3, 5), (38, 0.4, 0.5, 127)], is_drum=True),
+        ),
         "dense_30s": dense_piece(seed=1, seconds=30.0),
     }
 
