@@ -312,7 +312,8 @@ def test_skip_existing_renders_again_what_is_not_a_complete_output(tiny_model_pa
     for name in ("done", "empty", "cut", "text", "flac"):
         (src / f"{name}.mid").write_bytes(short_midi.read_bytes())
     args = ("render", str(src), "-o", str(out), "--model", str(tiny_model_path), *FAST)
-    assert run(*args).exit_code == 0
+    out.mkdir()
+    assert run("render", str(src / "done.mid"), "-o", str(out / "done.wav"), *args[4:]).exit_code == 0
     complete = (out / "done.wav").read_bytes()
     (out / "empty.wav").write_bytes(b"")
     (out / "cut.wav").write_bytes(complete[: len(complete) // 2])
