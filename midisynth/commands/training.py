@@ -271,6 +271,9 @@ midisynth render song.mid -o song.wav --model my-model"""
 
 
 def adapt(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="The adapted model directory (created; re-running resumes).")
+    ],
     recordings: Annotated[
         list[Path] | None,
         typer.Argument(
@@ -278,9 +281,6 @@ def adapt(
             show_default=False,
         ),
     ] = None,
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="The adapted model directory (created; re-running resumes).")
-    ] = ...,
     midi: Annotated[list[Path] | None, typer.Option(help="MIDI folders to render with --soundfont.")] = None,
     soundfont: Annotated[
         Path | None,

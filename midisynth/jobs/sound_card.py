@@ -83,7 +83,8 @@ class SoundCard:
         raise SoundCardError(f"{self.name}: takes neither mono nor stereo at {' or '.join(map(str, rates))} Hz")
 
     def _callback(self, outdata: np.ndarray, frames: int, time, status) -> None:
-        """PortAudio's thread asks for the next `frames` samples, [frames, channels]."""
+        """PortAudio's thread asks for the next `frames` samples, [frames, channels] (the stream starts with a fill)."""
+        assert self._fill is not None
         self._fill(outdata[:, 0])
         outdata[:, 1:] = outdata[:, :1]
 

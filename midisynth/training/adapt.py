@@ -243,7 +243,7 @@ def adapt(
         "adapted_from": str(base_checkpoint.source),
         "sampling": base_checkpoint.sampling.to_json(),
     }
-    write_model_directory(out, trainer.ema, metadata, partials=partials_path)
+    write_model_directory(out, trainer.ema or trainer.model, metadata, partials=partials_path)  # one process: the EMA
     say(f"model: {out}")
     after = heldout_scores(out, data_dir, device)
     state["after"] = None if after is None else vars(after)

@@ -210,7 +210,9 @@ class Trainer(TrainingLoop[SpectrogramDiffusion]):
 
     @torch.no_grad()
     def heldout_loss(self) -> float:
-        """Mean loss of the EMA model on fixed held-out batches with fixed noise (comparable across evaluations)."""
+        """Mean loss of the EMA model on fixed held-out batches with fixed noise (comparable across evaluations); only
+        for a data set that holds something out."""
+        assert self.heldout is not None
         gen = torch.Generator().manual_seed(1234)
         loader = DataLoader(self.heldout, batch_size=self.tc.batch_size, shuffle=False, collate_fn=self._collate)
         losses = []

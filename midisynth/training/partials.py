@@ -159,7 +159,7 @@ def adapt_gains(gram: np.ndarray, target: np.ndarray, prior: np.ndarray) -> np.n
     those it lacks keep `prior`'s."""
     gains = prior.astype(np.float64).copy()
     seen = np.flatnonzero(np.einsum("bii->bi", gram).any(axis=0))  # a column without data stays at its prior
-    block = np.ix_(range(N_MELS), seen, seen)
+    block = np.ix_(np.arange(N_MELS), seen, seen)
     pull = np.full((N_MELS, seen.size), RIDGE) * _diagonal_scale(gram)
     gains[:, seen] = _ridge_fit(gram[block], target[:, seen], gains[:, seen], pull)
     return gains.astype(np.float32)
