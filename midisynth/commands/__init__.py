@@ -126,3 +126,13 @@ def auto_precision_line(device) -> str:
 
 
 MAX_EVENTS_HELP = "Refuse MIDI files of more events than this, before parsing (0: no limit)."
+
+# Options that the commands reading MIDI files or loading models share.
+AllowPickleOption = Annotated[
+    bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")
+]
+MaxDurationOption = Annotated[
+    float, typer.Option(min=0.0, help="Refuse songs longer than this many seconds (0: no limit).")
+]
+MaxEventsOption = Annotated[int, typer.Option(min=0, help=MAX_EVENTS_HELP)]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from midisynth.commands import EXIT_FAILED, EXIT_USAGE, exits, stop_cleanly_on_signals
+from midisynth.commands import EXIT_FAILED, EXIT_USAGE, AllowPickleOption, exits, stop_cleanly_on_signals
 from midisynth.model.hub import OFFICIAL_MODEL
 
 
@@ -20,9 +20,7 @@ def convert(
     ],
     output: Annotated[Path, typer.Argument(help="The midisynth .safetensors file to write.")],
     half: Annotated[bool, typer.Option("--half/--full", help="Store weights as float16 (half the size).")] = False,
-    allow_pickle: Annotated[
-        bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")
-    ] = False,
+    allow_pickle: AllowPickleOption = False,
     overwrite: Annotated[
         bool, typer.Option("--overwrite/--no-overwrite", help="Replace an existing output file.")
     ] = False,

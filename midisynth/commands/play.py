@@ -9,13 +9,16 @@ import typer
 from midisynth.commands import (
     EXIT_FAILED,
     EXIT_USAGE,
-    MAX_EVENTS_HELP,
+    AllowPickleOption,
     Device,
     DeviceOption,
     GuidanceOption,
+    MaxDurationOption,
+    MaxEventsOption,
     ModelOption,
     PartialsOption,
     PrecisionOption,
+    QuietOption,
     SamplerOption,
     SeedOption,
     StepsOption,
@@ -54,28 +57,23 @@ def play(
             show_default="the system's default",
         ),
     ] = None,
-    allow_pickle: Annotated[
-        bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")
-    ] = False,
-    max_duration: Annotated[
-        float, typer.Option(min=0.0, help="Refuse songs longer than this many seconds (0: no limit).")
-    ] = MAX_SONG_SECONDS,
-    max_events: Annotated[int, typer.Option(min=0, help=MAX_EVENTS_HELP)] = MAX_SONG_EVENTS,
+    allow_pickle: AllowPickleOption = False,
+    max_duration: MaxDurationOption = MAX_SONG_SECONDS,
+    max_events: MaxEventsOption = MAX_SONG_EVENTS,
     start: Annotated[float, typer.Option(min=0.0, help="Play from this time (seconds).")] = 0.0,
     end: Annotated[float | None, typer.Option(min=0.0, help="Play up to this time (seconds).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Play MIDI through the sound card as it renders, as FluidSynth and TiMidity do (the play extra: sounddevice,
     on the PortAudio library)."""
     from midisynth.audio import NonFiniteError
-    from midisynth.jobs.plan import UsageError, read_source
+    from midisynth.jobs.plan import UsageError, check_excerpt, read_source
     from midisynth.jobs.sound_card import SoundCard, SoundCardError
     from midisynth.render.pipeline import RenderOptions
     from midisynth.score.midi import MidiError, SongLimits
 
     with exits(EXIT_USAGE, UsageError, ValueError):
-        if end is not None and end <= start:
-            raise UsageError(f"--end {end:g} must be after --start {start:g} (seconds)")
+        check_excerpt(start, end)
         options = RenderOptions(
             sampler=sampler, steps=steps, guidance=guidance, seed=seed, precision=precision, partials_mix=partials
         )

@@ -11,13 +11,16 @@ import typer
 from midisynth.commands import (
     EXIT_FAILED,
     EXIT_USAGE,
-    MAX_EVENTS_HELP,
+    AllowPickleOption,
     Device,
     DeviceOption,
     GuidanceOption,
+    MaxDurationOption,
+    MaxEventsOption,
     ModelOption,
     PartialsOption,
     PrecisionOption,
+    QuietOption,
     SamplerOption,
     SeedOption,
     StepsOption,
@@ -83,9 +86,7 @@ def render(
             help="Skip inputs whose outputs (mix, stems, --mel-out, --plot) are all complete; render the others again whole (resume a batch).",
         ),
     ] = False,
-    allow_pickle: Annotated[
-        bool, typer.Option("--allow-pickle", help="Allow pickle-based .bin weights (weights_only).")
-    ] = False,
+    allow_pickle: AllowPickleOption = False,
     batch_size: Annotated[
         int,
         typer.Option(
@@ -93,10 +94,8 @@ def render(
             help="Songs generated together (faster; each song's audio is what it gets alone, up to float rounding at fp32, see docs/usage.md); at most 32, a larger number is lowered to it.",
         ),
     ] = 1,
-    max_duration: Annotated[
-        float, typer.Option(min=0.0, help="Refuse songs longer than this many seconds (0: no limit).")
-    ] = MAX_SONG_SECONDS,
-    max_events: Annotated[int, typer.Option(min=0, help=MAX_EVENTS_HELP)] = MAX_SONG_EVENTS,
+    max_duration: MaxDurationOption = MAX_SONG_SECONDS,
+    max_events: MaxEventsOption = MAX_SONG_EVENTS,
     shard_spec: Annotated[
         str | None, typer.Option("--shard", help="Render only shard I of N (e.g. 3/8) for job arrays.")
     ] = None,
@@ -141,7 +140,7 @@ def render(
             help="Save a picture of the spectrogram over instrument lanes (a directory for several inputs).",
         ),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Render MIDI to audio: WAV, FLAC or OGG (by extension or --format), optionally loudness-normalised, with
     per-instrument stems and a spectrogram plot."""

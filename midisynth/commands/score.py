@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from midisynth.commands import EXIT_FAILED, MAX_EVENTS_HELP, print_error
+from midisynth.commands import EXIT_FAILED, MaxEventsOption, print_error
 from midisynth.constants import MAX_SONG_EVENTS
 
 
@@ -16,7 +16,7 @@ def tokens(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON list of token lists (one per 5.12 s window).")
     ] = False,
-    max_events: Annotated[int, typer.Option(min=0, help=MAX_EVENTS_HELP)] = MAX_SONG_EVENTS,
+    max_events: MaxEventsOption = MAX_SONG_EVENTS,
 ) -> None:
     """Print the event tokens of each 5.12 s window (padding removed; each ends with EOS = 1)."""
     from midisynth.score.tokens import tokenize
@@ -31,7 +31,7 @@ def tokens(
 
 def info(
     midi: Annotated[str, typer.Argument(help="A MIDI file, or '-' for stdin.")],
-    max_events: Annotated[int, typer.Option(min=0, help=MAX_EVENTS_HELP)] = MAX_SONG_EVENTS,
+    max_events: MaxEventsOption = MAX_SONG_EVENTS,
 ) -> None:
     """Describe a MIDI file: duration, windows, instruments and note counts."""
     from midisynth.score.describe import describe

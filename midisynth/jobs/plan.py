@@ -223,6 +223,12 @@ class RenderPlan:
         return read_source(source, self.limits, self.start, self.end)
 
 
+def check_excerpt(start: float, end: float | None) -> None:
+    """UsageError unless the excerpt [start, end] seconds of a song (end None: its end) is not empty."""
+    if end is not None and end <= start:
+        raise UsageError(f"--end {end:g} must be after --start {start:g} (seconds)")
+
+
 def plan_render(
     inputs: list[str],
     output: str | None,
@@ -244,8 +250,7 @@ def plan_render(
     left out (`midisynth.jobs.resume`; `notify` hears why a job with some of them is rendered again). An empty shard
     gives a plan without jobs, and nothing else is checked."""
     settings = settings or OutputSettings()
-    if end is not None and end <= start:
-        raise UsageError(f"--end {end:g} must be after --start {start:g} (seconds)")
+    check_excerpt(start, end)
     if settings.overwrite and skip_existing:
         raise UsageError("--overwrite and --skip-existing contradict each other")
     jobs = plan_jobs(inputs, output, settings.container, settings.bit_depth, extension)
