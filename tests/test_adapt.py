@@ -199,6 +199,7 @@ def test_adapt_turns_four_recordings_into_a_model_that_renders_and_resumes(tiny_
     again = CliRunner().invoke(app, args)  # the time is spent: nothing more is trained, the model is written again
     assert again.exit_code == 0, again.output
     assert "fine-tuning for 0.0 min from step " in again.stderr
+    assert "fitting the partials model" in result.stderr and "fitting the partials model" not in again.stderr
     assert json.loads((out / "adapt.json").read_text())["steps"] == state["steps"]
 
 

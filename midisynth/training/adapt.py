@@ -6,7 +6,9 @@ Everything lives in the output directory, and each step resumes from what an ear
     OUT/survey_midi/    with a SoundFont: the instrument survey, MIDI rendered with it beside the MIDI folders given
     OUT/data/           the data set (`midisynth.data.build`): the recordings, and the MIDI rendered with the SoundFont
     OUT/run/            the fine-tuning run (`midisynth.training.diffusion.Trainer`), from the base model's weights
-    OUT/adapt.json      the state: minutes trained, the held-out scores of the base model and of the adapted one
+    OUT/adapt.json      the state: minutes trained, the data set the partials model was fitted to (its manifest's
+                        sha256: a resumed run that adds nothing does not fit it again), the held-out scores of the
+                        base model and of the adapted one
     OUT/manifest.json, OUT/model.safetensors, OUT/partials.safetensors
                         the adapted model, a model directory (`midisynth.model.directory`) that `render --model OUT`
                         and `models OUT` read
@@ -34,6 +36,7 @@ from midisynth.data.holdout import HeldOut, hold_out
 from midisynth.data.pairs import AlignedPair
 from midisynth.data.store import load_records
 from midisynth.files import save_text_atomic
+from midisynth.model.checkpoints import file_sha256
 from midisynth.model.config import Config, TrainConfig
 from midisynth.model.directory import PARTIALS_FILE, load_model_directory, write_model_directory
 from midisynth.score.midi import read_midi
@@ -216,11 +219,15 @@ def adapt(
         state["before"] = None if before is None else vars(before)
         _write_state(out, state)
 
-    say("fitting the partials model")
-    prior = None if base_checkpoint.partials_path is None else load_partials(base_checkpoint.partials_path)
     partials_path = run_dir / PARTIALS_FILE
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_partials(fit_partials(data_dir, prior=prior, mix=prior.mix if prior else DEFAULT_MIX), partials_path)
+    fitted_to = file_sha256(data_dir / "manifest.json")  # the pieces, their splits and held-out windows
+    if state.get("partials_fitted_to") != fitted_to or not partials_path.is_file():
+        say("fitting the partials model")
+        prior = None if base_checkpoint.partials_path is None else load_partials(base_checkpoint.partials_path)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_partials(fit_partials(data_dir, prior=prior, mix=prior.mix if prior else DEFAULT_MIX), partials_path)
+        state["partials_fitted_to"] = fitted_to
+        _write_state(out, state)
 
     config = Config(
         model=base_checkpoint.model.cfg,
