@@ -88,6 +88,22 @@ def test_an_onset_lands_where_the_front_end_sees_it():
     assert P.onset_frame(0.205) == 9 and P.onset_frame(0.0) == 0
 
 
+def test_around_an_onset_the_estimate_takes_the_whole_share():
+    """A note from 0.205 s (onset frame 9): shares of 1 in frames 8 and 9 (centred at 0.18 and 0.20 s), then
+    exp(-age / 10 ms) at the centres of frames 10 and 11 (0.22, 0.24 s); a drum hit in the next window counts too,
+    and the mix is raised toward 1 by them, but stays 0 for the network alone."""
+    song = _song([_note(0.205, 1.0), _note(5.5, 5.6, pitch=38, is_drum=True)])
+    shares = P.onset_shares(song, 0)
+    np.testing.assert_allclose(shares[7:12], [0.0, 1.0, 1.0, math.exp(-1.5), math.exp(-3.5)], rtol=1e-5)
+    assert shares[12:].max() < 0.01 and shares[:7].max() == 0.0
+    later = P.onset_shares(song, 1)
+    assert later[273 - WINDOW_FRAMES] == 1.0 and later[: 273 - WINDOW_FRAMES].max() == 0.0  # onset frame 274
+    np.testing.assert_array_equal(P.onset_shares(song, 1, P.NoteReach(song)), later)
+    mixed = P.mix_shares(song, 0, 0.85)
+    assert mixed.shape == (WINDOW_FRAMES, 1) and mixed[0, 0] == pytest.approx(0.85) and mixed[8, 0] == 1.0
+    assert not P.mix_shares(song, 0, 0.0).any()
+
+
 def test_registers_have_columns_of_their_own():
     low, high = (
         _note(0.0, 1.0, pitch=P.REGISTER_SPLIT - 1, program=5),
@@ -334,7 +350,9 @@ def test_renders_mix_it_in_and_zero_leaves_the_network_alone(tiny_model_path, sh
     list(base.stream(song, mel_sink=network.append))
     list(synth.stream(song, mel_sink=mixed.append))
     frames = network[0].shape[0]
-    expected = P.mix_log_mel(network[0], partials.magnitude(song, 0)[:frames], P.DEFAULT_MIX)
+    shares = P.mix_shares(song, 0, P.DEFAULT_MIX)[:frames]
+    assert shares.min() == pytest.approx(P.DEFAULT_MIX) and shares.max() == 1.0  # raised at the song's onsets
+    expected = P.mix_log_mel(network[0], partials.magnitude(song, 0)[:frames], shares)
     np.testing.assert_allclose(mixed[0], expected, atol=1e-5)
     audio = synth.render(song)
     assert audio.shape == alone.shape and np.abs(audio).max() > 1e-3

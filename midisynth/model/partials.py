@@ -123,6 +123,8 @@ WINDOW_CENTRE_SECONDS = WIN_LENGTH / 2 / SAMPLE_RATE  # frame f's window is cent
 DEFAULT_MIX = 0.85  # share of the partials model's magnitude in a render, chosen by the evaluation on both
 #                    held-out sets (docs/experiments.md): the log-mel distance holds from 0.7 to 0.85, attacks and
 #                    the notes found rise with the share
+ONSET_SHARE_SECONDS = 0.01  # around each onset the estimate replaces the network's spectrogram, whose attacks are
+#                             smeared and start early: from the frame before the onset's, decaying over this
 FORMAT_TAG = "midisynth.partials/2"
 
 
@@ -335,14 +337,39 @@ class Partials:
         return out.astype(np.float32)
 
 
+def onset_shares(song: Song, window: int, reach: NoteReach | None = None) -> np.ndarray:
+    """[256] float32 in [0, 1] for window `window`'s frames: 1 from the frame before each note's onset frame
+    (`onset_frame`) to the onset, then exp(-age / ONSET_SHARE_SECONDS) with the age at the frame's centre; the
+    largest over the notes (drums included)."""
+    first, stop = window * WINDOW_FRAMES, (window + 1) * WINDOW_FRAMES
+    frames = np.arange(first, stop)
+    reached = math.ceil(10 * ONSET_SHARE_SECONDS * FRAME_RATE)  # frames after the onset's in which a share counts
+    shares = np.zeros(WINDOW_FRAMES)
+    for note in song.notes if reach is None else reach.within(first, stop):
+        begin = onset_frame(note.start) - 1
+        if begin >= stop or begin + reached < first:
+            continue
+        age = np.maximum(frames / FRAME_RATE + WINDOW_CENTRE_SECONDS - note.start, 0.0)
+        shares = np.maximum(shares, np.where(frames >= begin, np.exp(-age / ONSET_SHARE_SECONDS), 0.0))
+    return shares.astype(np.float32)
+
+
+def mix_shares(song: Song, window: int, mix: float, reach: NoteReach | None = None) -> np.ndarray:
+    """[256, 1] float32: the partials model's share in each frame of window `window`: `mix`, raised toward 1 around
+    the onsets (`onset_shares`); 0 everywhere for `mix` 0, the network alone."""
+    if mix == 0.0:
+        return np.zeros((WINDOW_FRAMES, 1), np.float32)
+    return (mix + (1.0 - mix) * onset_shares(song, window, reach))[:, None].astype(np.float32)
+
+
 def check_mix(mix: float) -> None:
     if not 0.0 <= mix <= 1.0:
         raise ValueError(f"partials mix must be in [0, 1] (0: the network alone), got {mix}")
 
 
-def mix_log_mel(log_mel: np.ndarray, magnitude: np.ndarray, mix: float) -> np.ndarray:
+def mix_log_mel(log_mel: np.ndarray, magnitude: np.ndarray, mix: float | np.ndarray) -> np.ndarray:
     """float32 log((1 - mix) exp(log_mel) + mix magnitude), in the feature range: log-mel [..., frames, 128] and
-    mel magnitude of the same shape."""
+    mel magnitude of the same shape; `mix` a share, or shares that broadcast against them (`mix_shares`)."""
     mixed = (1.0 - mix) * np.exp(log_mel.astype(np.float64)) + mix * magnitude
     return np.clip(np.log(np.maximum(mixed, math.exp(MIN_LOG_MEL))), MIN_LOG_MEL, MAX_LOG_MEL).astype(np.float32)
 

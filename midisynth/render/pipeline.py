@@ -37,7 +37,7 @@ from midisynth.model.low_precision import AUTOCAST_DTYPES, network_in
 from midisynth.model.networks import SpectrogramDiffusion
 from midisynth.model.noise_schedule import eps_from_v
 from midisynth.model.note_inputs import NoteInputs, apply_gain, song_note_inputs
-from midisynth.model.partials import NoteReach, Partials, check_mix, load_partials, mix_log_mel
+from midisynth.model.partials import NoteReach, Partials, check_mix, load_partials, mix_log_mel, mix_shares
 from midisynth.model.resolve import resolve_model
 from midisynth.precision import check_precision, hardware, resolve_precision
 from midisynth.render.silence import SilenceGate
@@ -322,7 +322,8 @@ class Synthesizer:
                 score, part = scores[number], out[position]
                 if partials is not None and number in reaches:
                     song, reach = reaches[number]
-                    part = mix_log_mel(part, partials.magnitude(song, index, reach), mix)
+                    magnitude = partials.magnitude(song, index, reach)
+                    part = mix_log_mel(part, magnitude, mix_shares(song, index, mix, reach))
                 done += 1
                 if on_window is not None:
                     on_window(done, total)
