@@ -26,10 +26,10 @@ from midisynth.model.checkpoints import CheckpointError, save_model
 from midisynth.model.config import load_config
 from midisynth.model.directory import describe, load_model_directory, write_model_directory
 from midisynth.model.networks import SpectrogramDiffusion
-from midisynth.model.partials import COLUMNS, Partials, save_partials
+from midisynth.model.partials import ATTACK_COLUMN, COLUMNS, DRUM_COLUMN, Partials, save_partials
 from midisynth.model.resolve import BUNDLED_DIR, resolve_model
 from midisynth.model.samplers import SamplingDefaults
-from midisynth.training.partials import adapt_gains
+from midisynth.training.partials import adapt_gains, adapted_columns
 from tests.conftest import FAST, ROOT
 
 RECORDING_RATE = 44_100
@@ -110,6 +110,25 @@ def test_adapting_gains_follows_the_data_where_it_has_some_and_keeps_the_prior_e
     others = np.setdiff1d(np.arange(COLUMNS), seen)
     np.testing.assert_array_equal(gains[:, others], prior[:, others].astype(np.float32))
     np.testing.assert_allclose(gains[:, seen], np.broadcast_to(wanted, (N_MELS, 3)), atol=0.05)  # the pull is slight
+
+
+def test_adapting_gains_keeps_the_time_structure_and_fits_the_spectra_around_it():
+    """Data for a held column and for the attack column of the same program: the attack keeps the prior's gain, and
+    the held column's gain is what the data asks for beside that attack."""
+    rng = np.random.default_rng(1)
+    prior = rng.uniform(0.5, 1.5, (N_MELS, COLUMNS))
+    seen = [0, ATTACK_COLUMN, DRUM_COLUMN]
+    design = rng.uniform(0, 1, (300, 3))
+    assert adapted_columns()[[0, DRUM_COLUMN]].all() and not adapted_columns()[ATTACK_COLUMN]
+    gram = np.zeros((N_MELS, COLUMNS, COLUMNS))
+    target = np.zeros((N_MELS, COLUMNS))
+    gram[np.ix_(range(N_MELS), seen, seen)] = design.T @ design
+    for b in range(N_MELS):
+        target[b, seen] = design.T @ (design @ np.array([2.0, prior[b, ATTACK_COLUMN], 0.3]))
+    gains = adapt_gains(gram, target, prior)
+    np.testing.assert_array_equal(gains[:, ATTACK_COLUMN], prior[:, ATTACK_COLUMN].astype(np.float32))
+    np.testing.assert_allclose(gains[:, 0], 2.0, atol=0.05)
+    np.testing.assert_allclose(gains[:, DRUM_COLUMN], 0.3, atol=0.05)
 
 
 # -- model directories -------------------------------------------------------------------------------------------------
@@ -298,16 +317,26 @@ def test_save_model_is_what_a_directory_holds(tmp_path):
     assert all(torch.equal(loaded[k], expected[k]) for k in expected)
 
 
-def test_the_instrument_survey_plays_every_program_and_the_drum_kit_twice_in_about_eleven_minutes():
+def test_the_instrument_survey_plays_every_program_and_the_drum_kit_twice_then_drum_grooves_in_about_twelve_minutes():
     from collections import Counter
 
     from midisynth.data.sources import instrument_survey
 
     pieces = list(instrument_survey(0))
-    voices = Counter(-1 if inst.is_drum else inst.program for _, pm in pieces for inst in pm.instruments)
+    voices = Counter(
+        -1 if inst.is_drum else inst.program
+        for name, pm in pieces
+        if name.startswith("instruments-")
+        for inst in pm.instruments
+    )
     assert voices == Counter({voice: 2 for voice in range(-1, 128)})
+    grooves = [pm for name, pm in pieces if name.startswith("grooves-")]
+    assert len(grooves) == 6 and all(len(pm.instruments) == 1 and pm.instruments[0].is_drum for pm in grooves)
+    keys = Counter(note.pitch for pm in grooves for note in pm.instruments[0].notes)
+    assert {36, 38, 42}.issubset(keys) or {35, 38, 42}.issubset(keys)  # kick, snare, hi-hat
+    assert all(9.5 < pm.get_end_time() <= 10.1 for pm in grooves)  # four grooves of 2.5 s
     assert all(inst.notes for _, pm in pieces for inst in pm.instruments)
-    assert 10.0 < sum(pm.get_end_time() for _, pm in pieces) / 60 < 12.0
+    assert 11.0 < sum(pm.get_end_time() for _, pm in pieces) / 60 < 12.5
     again = list(instrument_survey(0))
     assert [(n, [x.pitch for i in pm.instruments for x in i.notes]) for n, pm in again] == [
         (n, [x.pitch for i in pm.instruments for x in i.notes]) for n, pm in pieces

@@ -168,11 +168,13 @@ def _survey_notes(
 
 
 def instrument_survey(
-    seed: int, passes: int = 2, seconds: float = 2.5, per_piece: int = 4
+    seed: int, passes: int = 2, seconds: float = 2.5, per_piece: int = 4, groove_pieces: int = 6
 ) -> Iterator[tuple[str, pretty_midi.PrettyMIDI]]:
     """Every GM program and the drum kit, `passes` times each in a shuffled order, `seconds` of notes at a time
-    (`_survey_notes`, from low to high registers), `per_piece` of them one after another in each piece: what a
-    SoundFont sounds like, instrument by instrument, in 129 * passes * seconds of music."""
+    (`_survey_notes`, from low to high registers), `per_piece` of them one after another in each piece; then
+    `groove_pieces` pieces of `per_piece` drum grooves (`_drum_groove`) of `seconds` each, for the kit as songs play
+    it: what a SoundFont sounds like, instrument by instrument, in (129 * passes + groove_pieces * per_piece) *
+    seconds of music."""
     rng = random.Random(f"instruments-{seed}")
     voices = [voice for _ in range(passes) for voice in range(-1, 128)]  # -1: the drum kit
     rng.shuffle(voices)
@@ -184,6 +186,49 @@ def instrument_survey(
             _survey_notes(inst, rng, low, high, k * seconds, seconds, SURVEY_NOTE_SECONDS[:-1])
             pm.instruments.append(inst)
         yield f"instruments-{seed}-{index // per_piece:03d}", pm
+    for index in range(groove_pieces):
+        pm = pretty_midi.PrettyMIDI()
+        inst = pretty_midi.Instrument(program=0, is_drum=True)
+        for k in range(per_piece):
+            _drum_groove(inst, rng, k * seconds, seconds)
+        pm.instruments.append(inst)
+        yield f"grooves-{seed}-{index:03d}", pm
+
+
+TOMS = (41, 43, 45, 47, 48, 50)
+PERCUSSION = tuple(range(60, 82))  # bongos, congas, timbales, agogo, cabasa, maracas, whistles, guiro, claves ...
+
+
+def _drum_groove(inst: pretty_midi.Instrument, rng: random.Random, start: float, seconds: float) -> None:
+    """`seconds` of a drum groove from `start` on a sixteenth-note grid at 80-170 bpm: a time-keeper (hi-hats, ride,
+    shaker or tambourine), kick on the first and third beats and a few sixteenths, snare, clap or rimshot on the
+    second and fourth with ghost notes, sometimes a crash on the first beat, hand percussion and a tom fill at the
+    end; velocities vary by accent."""
+    sixteenth = 60.0 / rng.uniform(80, 170) / 4
+    keeper = rng.choice((CLOSED_HAT, CLOSED_HAT, OPEN_HAT, 51, 70, 54))
+    kick, backbeat = rng.choice((35, KICK)), rng.choice((SNARE, SNARE, 40, 39, 37))
+    steps = int(seconds / sixteenth)
+    fill_from = steps - 4 if rng.random() < 0.5 else steps
+    percussion = rng.sample(PERCUSSION, 2) if rng.random() < 0.5 else []
+    for step in range(steps):
+        t, beat_step = start + step * sixteenth, step % 16
+        accent = 15 if step % 4 == 0 else 0
+        if step >= fill_from:
+            _note(inst, rng.choice(TOMS), t, t + 0.1, rng.randint(70, 120))
+            continue
+        if step % 2 == 0 or rng.random() < 0.3:
+            _note(inst, keeper, t, t + 0.1, rng.randint(45, 90) + accent)
+        if beat_step in (0, 8) or rng.random() < 0.08:
+            _note(inst, kick, t, t + 0.1, rng.randint(85, 125))
+        if beat_step in (4, 12):
+            _note(inst, backbeat, t, t + 0.1, rng.randint(85, 125))
+        elif rng.random() < 0.06:
+            _note(inst, backbeat, t, t + 0.1, rng.randint(25, 50))
+        if step == 0 and rng.random() < 0.5:
+            _note(inst, rng.choice((CRASH, 57)), t, t + 0.1, rng.randint(90, 125))
+        for key in percussion:
+            if rng.random() < 0.25:
+                _note(inst, key, t, t + 0.1, rng.randint(50, 110))
 
 
 def generated_pieces(seed: int) -> Iterator[tuple[str, pretty_midi.PrettyMIDI]]:

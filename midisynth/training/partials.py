@@ -153,15 +153,29 @@ def _piece_song(root: Path, record: PieceRecord) -> Song:
         raise DataSetError(f"{record.midi_path(root)}: {err}") from None
 
 
+def adapted_columns() -> np.ndarray:
+    """[COLUMNS] bool: the columns `adapt_gains` refits, an instrument's spectra: each program's held columns and
+    each drum key's body and stick. The rest (attack, fade, swell, hard attack, onset noise, releases, reverb, floor),
+    how a family's notes change over their life, keep the starting model's gains: minutes of material cannot tell
+    them apart from the spectra, and refitted they cost songs their attacks (docs/training.md)."""
+    adapted = np.zeros(COLUMNS, bool)
+    adapted[:HELD_COLUMNS] = True
+    adapted[DRUM_COLUMN:FLOOR_COLUMN] = True
+    return adapted
+
+
 def adapt_gains(gram: np.ndarray, target: np.ndarray, prior: np.ndarray) -> np.ndarray:
-    """Gains [128 bins, COLUMNS] from the fit's normal equations, each column shrunk toward a fitted model's gains
-    `prior` [128, COLUMNS] (RIDGE of the bin's median Gram diagonal): the columns the data holds follow the data, and
-    those it lacks keep `prior`'s."""
+    """Gains [128 bins, COLUMNS] from the fit's normal equations, starting from a fitted model's gains `prior`
+    [128, COLUMNS]: the `adapted_columns` the data holds follow it, each shrunk toward `prior` (RIDGE of the bin's
+    median Gram diagonal), with the other columns' share of the estimate held at `prior`'s gains; every other column
+    keeps `prior`'s."""
     gains = prior.astype(np.float64).copy()
-    seen = np.flatnonzero(np.einsum("bii->bi", gram).any(axis=0))  # a column without data stays at its prior
-    block = np.ix_(np.arange(N_MELS), seen, seen)
-    pull = np.full((N_MELS, seen.size), RIDGE) * _diagonal_scale(gram)
-    gains[:, seen] = _ridge_fit(gram[block], target[:, seen], gains[:, seen], pull)
+    has_data = np.einsum("bii->bi", gram).any(axis=0)
+    free, held = np.flatnonzero(has_data & adapted_columns()), np.flatnonzero(~adapted_columns())
+    bins = np.arange(N_MELS)
+    rest = np.einsum("bij,bj->bi", gram[np.ix_(bins, free, held)], gains[:, held])  # the fixed columns' share
+    pull = np.full((N_MELS, free.size), RIDGE) * _diagonal_scale(gram)
+    gains[:, free] = _ridge_fit(gram[np.ix_(bins, free, free)], target[:, free] - rest, gains[:, free], pull)
     return gains.astype(np.float32)
 
 
