@@ -285,7 +285,7 @@ def adapt(
     soundfont: Annotated[
         Path | None,
         typer.Option(
-            help="A SoundFont whose sound to learn: it renders a survey of every GM instrument (about 11 minutes), and the --midi folders."
+            help="A SoundFont whose sound to learn: it renders a survey of every GM instrument and drum grooves (12 minutes), and the --midi folders."
         ),
     ] = None,
     minutes: Annotated[

@@ -14,8 +14,8 @@ Everything lives in the output directory, and each step resumes from what an ear
                         and `models OUT` read
 
 Steps: store the material; choose what it holds out (`midisynth.data.holdout`); score the base model on it; fit the
-partials model, starting from the base's gains (`midisynth.training.partials.adapt_gains`); fine-tune the network
-for what is left of `minutes` (ADAPT_TRAIN); write the model directory; score it. The scores are log-mel L1 and
+partials model's spectra, starting from the base's gains (`midisynth.training.partials.adapt_gains`); fine-tune the
+network for what is left of `minutes` (ADAPT_TRAIN); write the model directory; score it. The scores are log-mel L1 and
 onset-strength correlation (`midisynth.evaluation.metrics`) of whole renders against the held-out recordings.
 """
 
@@ -67,8 +67,8 @@ SURVEY_SEED = 0
 @dataclass(frozen=True)
 class Material:
     """What to adapt to: folders of aligned recordings (`midisynth.data.pairs`), and a SoundFont, which renders
-    the instrument survey (`midisynth.data.sources.instrument_survey`: every GM program and the drum kit, about 11
-    minutes) and the MIDI folders given."""
+    the instrument survey (`midisynth.data.sources.instrument_survey`: every GM program and the drum kit, then drum
+    grooves: 12 minutes) and the MIDI folders given."""
 
     pairs: list[AlignedPair] = field(default_factory=list)
     midi_dirs: list[Path] = field(default_factory=list)
