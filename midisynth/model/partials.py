@@ -342,16 +342,16 @@ def onset_shares(song: Song, window: int, reach: NoteReach | None = None) -> np.
     (`onset_frame`) to the onset, then exp(-age / ONSET_SHARE_SECONDS) with the age at the frame's centre; the
     largest over the notes (drums included)."""
     first, stop = window * WINDOW_FRAMES, (window + 1) * WINDOW_FRAMES
-    frames = np.arange(first, stop)
+    notes = song.notes if reach is None else reach.within(first, stop)
+    starts = np.array([note.start for note in notes], dtype=np.float64)  # [notes] seconds
+    begins = np.maximum(np.floor(starts * FRAME_RATE) - 1, 0) - 1  # the frame before each onset frame
     reached = math.ceil(10 * ONSET_SHARE_SECONDS * FRAME_RATE)  # frames after the onset's in which a share counts
-    shares = np.zeros(WINDOW_FRAMES)
-    for note in song.notes if reach is None else reach.within(first, stop):
-        begin = onset_frame(note.start) - 1
-        if begin >= stop or begin + reached < first:
-            continue
-        age = np.maximum(frames / FRAME_RATE + WINDOW_CENTRE_SECONDS - note.start, 0.0)
-        shares = np.maximum(shares, np.where(frames >= begin, np.exp(-age / ONSET_SHARE_SECONDS), 0.0))
-    return shares.astype(np.float32)
+    near = (begins < stop) & (begins + reached >= first)
+    starts, begins = starts[near, None], begins[near, None]
+    frames = np.arange(first, stop)[None, :]
+    age = np.maximum(frames / FRAME_RATE + WINDOW_CENTRE_SECONDS - starts, 0.0)  # [notes, 256] seconds
+    shares = np.where(frames >= begins, np.exp(-age / ONSET_SHARE_SECONDS), 0.0)
+    return (shares.max(axis=0) if shares.size else np.zeros(WINDOW_FRAMES)).astype(np.float32)
 
 
 def mix_shares(song: Song, window: int, mix: float, reach: NoteReach | None = None) -> np.ndarray:
