@@ -22,6 +22,7 @@ MAJOR = (0, 2, 4, 5, 7, 9, 11)
 MINOR = (0, 2, 3, 5, 7, 8, 10)
 PROGRESSIONS = ((0, 5, 3, 4), (0, 3, 4, 0), (0, 4, 5, 3), (5, 3, 0, 4), (0, 1, 4, 0))  # scale degrees
 KICK, SNARE, CLOSED_HAT, OPEN_HAT, CRASH, TOM = 36, 38, 42, 46, 49, 45
+BASS_DRUM, SIDE_STICK, CLAP, ELECTRIC_SNARE, RIDE, TAMBOURINE, CRASH_2, MARACAS = 35, 37, 39, 40, 51, 54, 57, 70
 
 
 def random_program(rng: random.Random) -> int:
@@ -201,12 +202,12 @@ PERCUSSION = tuple(range(60, 82))  # bongos, congas, timbales, agogo, cabasa, ma
 
 def _drum_groove(inst: pretty_midi.Instrument, rng: random.Random, start: float, seconds: float) -> None:
     """`seconds` of a drum groove from `start` on a sixteenth-note grid at 80-170 bpm: a time-keeper (hi-hats, ride,
-    shaker or tambourine), kick on the first and third beats and a few sixteenths, snare, clap or rimshot on the
+    maracas or tambourine), kick on the first and third beats and a few sixteenths, snare, clap or rimshot on the
     second and fourth with ghost notes, sometimes a crash on the first beat, hand percussion and a tom fill at the
     end; velocities vary by accent."""
     sixteenth = 60.0 / rng.uniform(80, 170) / 4
-    keeper = rng.choice((CLOSED_HAT, CLOSED_HAT, OPEN_HAT, 51, 70, 54))
-    kick, backbeat = rng.choice((35, KICK)), rng.choice((SNARE, SNARE, 40, 39, 37))
+    keeper = rng.choice((CLOSED_HAT, CLOSED_HAT, OPEN_HAT, RIDE, MARACAS, TAMBOURINE))
+    kick, backbeat = rng.choice((BASS_DRUM, KICK)), rng.choice((SNARE, SNARE, ELECTRIC_SNARE, CLAP, SIDE_STICK))
     steps = int(seconds / sixteenth)
     fill_from = steps - 4 if rng.random() < 0.5 else steps
     percussion = rng.sample(PERCUSSION, 2) if rng.random() < 0.5 else []
@@ -225,7 +226,7 @@ def _drum_groove(inst: pretty_midi.Instrument, rng: random.Random, start: float,
         elif rng.random() < 0.06:
             _note(inst, backbeat, t, t + 0.1, rng.randint(25, 50))
         if step == 0 and rng.random() < 0.5:
-            _note(inst, rng.choice((CRASH, 57)), t, t + 0.1, rng.randint(90, 125))
+            _note(inst, rng.choice((CRASH, CRASH_2)), t, t + 0.1, rng.randint(90, 125))
         for key in percussion:
             if rng.random() < 0.25:
                 _note(inst, key, t, t + 0.1, rng.randint(50, 110))

@@ -15,8 +15,8 @@ Everything lives in the output directory, and each step resumes from what an ear
 
 Steps: store the material; choose what it holds out (`midisynth.data.holdout`); score the base model on it; fit the
 partials model's spectra, starting from the base's gains (`midisynth.training.partials.adapt_gains`); fine-tune the
-network for what is left of `minutes` (ADAPT_TRAIN); write the model directory; score it. The scores are log-mel L1 and
-onset-strength correlation (`midisynth.evaluation.metrics`) of whole renders against the held-out recordings.
+network for what is left of `minutes` (ADAPT_TRAIN); write the model directory; score it. The scores are log-mel L1
+and onset-strength correlation (`midisynth.evaluation.metrics`) of whole renders against the held-out recordings.
 """
 
 from __future__ import annotations

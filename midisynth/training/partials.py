@@ -170,10 +170,11 @@ def adapt_gains(gram: np.ndarray, target: np.ndarray, prior: np.ndarray) -> np.n
     median Gram diagonal), with the other columns' share of the estimate held at `prior`'s gains; every other column
     keeps `prior`'s."""
     gains = prior.astype(np.float64).copy()
-    has_data = np.einsum("bii->bi", gram).any(axis=0)
-    free, held = np.flatnonzero(has_data & adapted_columns()), np.flatnonzero(~adapted_columns())
+    adapted = adapted_columns()
+    free = np.flatnonzero(adapted & np.einsum("bii->bi", gram).any(axis=0))  # adapted columns with data
+    kept = np.flatnonzero(~adapted)  # the time structure, at `prior`'s gains
     bins = np.arange(N_MELS)
-    rest = np.einsum("bij,bj->bi", gram[np.ix_(bins, free, held)], gains[:, held])  # the fixed columns' share
+    rest = np.einsum("bij,bj->bi", gram[np.ix_(bins, free, kept)], gains[:, kept])  # the kept columns' share
     pull = np.full((N_MELS, free.size), RIDGE) * _diagonal_scale(gram)
     gains[:, free] = _ridge_fit(gram[np.ix_(bins, free, free)], target[:, free] - rest, gains[:, free], pull)
     return gains.astype(np.float32)
