@@ -48,6 +48,7 @@ app.command()(models.download)
 app.command()(models.models)
 app.command("eval")(evaluation.evaluate)
 app.command("fit-partials")(training.fit_partials)
+app.command("fit-refiner", epilog=training.REFINER_EXAMPLES)(training.fit_refiner)
 app.command("train-vocoder")(training.train_vocoder)
 
 

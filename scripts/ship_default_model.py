@@ -1,5 +1,6 @@
 """Install trained weights as the bundled default model: fp16 copy + manifest with sha256 hashes, with the partials
-model found beside the weights (`midisynth fit-partials`, partials.safetensors) and a vocoder if given.
+model and the refiner found beside the weights (`midisynth fit-partials`, partials.safetensors; `midisynth
+fit-refiner`, refiner.safetensors) and a vocoder if given.
 
     python scripts/ship_default_model.py runs/default/note_roll/model.safetensors [--vocoder runs/vocoder/vocoder.safetensors]
 """
@@ -11,7 +12,7 @@ import json
 from pathlib import Path
 
 from midisynth.model.checkpoints import load_model_file
-from midisynth.model.directory import PARTIALS_FILE, write_model_directory
+from midisynth.model.directory import PARTIALS_FILE, REFINER_FILE, write_model_directory
 from midisynth.model.resolve import BUNDLED_DIR
 
 
@@ -21,10 +22,15 @@ def main() -> None:
     parser.add_argument("--vocoder", type=Path, help="trained vocoder .safetensors to bundle beside it")
     args = parser.parse_args()
     checkpoint = load_model_file(args.model)
-    partials = args.model.parent / PARTIALS_FILE
+    partials, refiner = (args.model.parent / name for name in (PARTIALS_FILE, REFINER_FILE))
     meta = {k: v for k, v in checkpoint.metadata.items() if k not in ("format", "model_config")}
     manifest = write_model_directory(
-        BUNDLED_DIR, checkpoint.model, meta, partials=partials if partials.is_file() else None, vocoder=args.vocoder
+        BUNDLED_DIR,
+        checkpoint.model,
+        meta,
+        partials=partials if partials.is_file() else None,
+        vocoder=args.vocoder,
+        refiner=refiner if partials.is_file() and refiner.is_file() else None,
     )
     print(json.dumps(manifest, indent=1))
 

@@ -105,6 +105,14 @@ PartialsOption = Annotated[
         show_default="the model's (0 for a model without partials.safetensors)",
     ),
 ]
+RefinerOption = Annotated[
+    bool,
+    typer.Option(
+        "--refiner/--no-refiner",
+        help="Correct the mix of the network and the partials model with the model's refiner, if it has one "
+        "(refiner.safetensors); --no-refiner renders the plain mix.",
+    ),
+]
 
 
 def synthesizer(model: str | None, device: Device, vocoder: str | None, options, allow_pickle: bool = False):

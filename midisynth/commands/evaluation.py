@@ -16,6 +16,7 @@ from midisynth.commands import (
     ModelOption,
     PartialsOption,
     PrecisionOption,
+    RefinerOption,
     SamplerOption,
     SeedOption,
     StepsOption,
@@ -47,6 +48,7 @@ def evaluate(
     vocoder: VocoderOption = None,
     precision: PrecisionOption = DEFAULT_PRECISION,
     partials: PartialsOption = None,
+    refiner: RefinerOption = True,
 ) -> None:
     """Score renders against the SoundFont reference (log-mel L1, MR-STFT, onset correlation, level in the reference's
     silences, transcription F1, ViSQOL) beside the vocoder's ceiling and sine, noise and low-pass baselines. Files
@@ -58,7 +60,13 @@ def evaluate(
 
     with exits(EXIT_USAGE, OutputError, FileNotFoundError, ValueError, ImportError):
         options = RenderOptions(
-            sampler=sampler, steps=steps, guidance=guidance, seed=seed, precision=precision, partials_mix=partials
+            sampler=sampler,
+            steps=steps,
+            guidance=guidance,
+            seed=seed,
+            precision=precision,
+            partials_mix=partials,
+            refine=refiner,
         )
         files = evaluation_files(midi_dir, soundfont, json_out, limit)
         scorers = Scorers.create(transcription, visqol)

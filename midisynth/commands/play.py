@@ -19,6 +19,7 @@ from midisynth.commands import (
     PartialsOption,
     PrecisionOption,
     QuietOption,
+    RefinerOption,
     SamplerOption,
     SeedOption,
     StepsOption,
@@ -50,6 +51,7 @@ def play(
     vocoder: VocoderOption = None,
     precision: PrecisionOption = DEFAULT_PRECISION,
     partials: PartialsOption = None,
+    refiner: RefinerOption = True,
     audio_device: Annotated[
         str | None,
         typer.Option(
@@ -75,7 +77,13 @@ def play(
     with exits(EXIT_USAGE, UsageError, ValueError):
         check_excerpt(start, end)
         options = RenderOptions(
-            sampler=sampler, steps=steps, guidance=guidance, seed=seed, precision=precision, partials_mix=partials
+            sampler=sampler,
+            steps=steps,
+            guidance=guidance,
+            seed=seed,
+            precision=precision,
+            partials_mix=partials,
+            refine=refiner,
         )
     try:
         song = read_source(midi, SongLimits(max_duration=max_duration, max_events=max_events), start, end)

@@ -21,6 +21,7 @@ from midisynth.commands import (
     PartialsOption,
     PrecisionOption,
     QuietOption,
+    RefinerOption,
     SamplerOption,
     SeedOption,
     StepsOption,
@@ -75,6 +76,7 @@ def render(
     vocoder: VocoderOption = None,
     precision: PrecisionOption = DEFAULT_PRECISION,
     partials: PartialsOption = None,
+    refiner: RefinerOption = True,
     mel_out: Annotated[
         Path | None, typer.Option("--mel-out", help="Also save the spectrogram [frames, 128] (.npy).")
     ] = None,
@@ -152,7 +154,13 @@ def render(
     notify = None if quiet else print_error
     with exits(EXIT_USAGE, UsageError, OutputError, ImportError, ValueError):
         options = RenderOptions(
-            sampler=sampler, steps=steps, guidance=guidance, seed=seed, precision=precision, partials_mix=partials
+            sampler=sampler,
+            steps=steps,
+            guidance=guidance,
+            seed=seed,
+            precision=precision,
+            partials_mix=partials,
+            refine=refiner,
         )
         settings = OutputSettings(
             sample_rate=sample_rate,

@@ -1,4 +1,4 @@
-"""`midisynth dataset`, `train`, `fit-partials` and `train-vocoder`: data sets and training (`midisynth.data`,
+"""`midisynth dataset`, `train`, `fit-partials`, `fit-refiner` and `train-vocoder`: data sets and training (`midisynth.data`,
 `midisynth.training`)."""
 
 from __future__ import annotations
@@ -233,6 +233,80 @@ def fit_partials(
         make_output_directory(out.parent, out)
         save_partials(partials, out)
     typer.echo(f"partials model: {out}", err=True)
+
+
+REFINER_EXAMPLES = """Examples:
+
+midisynth dataset data/refiner --hours 4.5 --seed 1
+
+midisynth fit-refiner --data data/refiner --trained-on data/fluidr3 --out runs/default/note_roll/refiner.safetensors"""
+
+
+def fit_refiner(
+    data: Annotated[
+        list[Path] | None,
+        typer.Option(help="Data sets to fit to (`midisynth dataset`): pieces the model was not trained on."),
+    ] = None,
+    trained_on: Annotated[
+        list[Path] | None,
+        typer.Option(help="The model's own training data sets: their pieces are left out of --data."),
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Model to refine (with its partials model).", show_default="the bundled default")
+    ] = None,
+    run: Annotated[Path, typer.Option(help="Work directory: renders and checkpoints (re-running resumes).")] = Path(
+        "runs/refiner"
+    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to copy the fitted refiner; beside a model file as refiner.safetensors, renders with that model use it.",
+            show_default="RUN/refiner.safetensors only",
+        ),
+    ] = None,
+    config: Annotated[Path, typer.Option(help="TOML config: [refiner] shape, [train] fitting.")] = Path(
+        "configs/refiner.toml"
+    ),
+    device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch.")] = None,
+) -> None:
+    """Fit a refiner (a small network that corrects the mix of the diffusion network and the partials model) to the
+    model's own renders of pieces it was not trained on (resumable; Ctrl-C stops with what is done kept)."""
+    import shutil
+
+    import torch
+
+    from midisynth.files import OutputError, atomic_path, make_output_directory
+    from midisynth.model.directory import REFINER_FILE
+    from midisynth.progress import progress_bars
+    from midisynth.render.pipeline import RenderOptions, Synthesizer
+    from midisynth.training.refiner import RefinerTrainConfig, RefinerTrainer, excluded_ids, make_examples
+
+    if threads:
+        torch.set_num_threads(threads)
+    with training_errors(), exits(EXIT_USAGE, OutputError):
+        tc = RefinerTrainConfig.from_file(config)
+        RefinerTrainer.check_run(device, run)
+        sets = data or [Path("data/refiner")]
+        exclude = excluded_ids(trained_on or [])
+        synth = Synthesizer.from_pretrained(model, device=device, options=RenderOptions(refine=False))
+    with stop_cleanly_on_signals(f"what was done is kept in {run}; run it again to continue"), progress_bars() as bars:
+        task = bars.add_task("render examples", total=None)
+        with training_errors():
+            files = make_examples(
+                synth, sets, exclude, run, on_piece=lambda done, total: bars.update(task, completed=done, total=total)
+            )
+            del synth
+            trainer = RefinerTrainer(files, run, tc, device=device)
+        task = bars.add_task("fit refiner", total=tc.max_steps, completed=trainer.step)
+        trainer.train(on_step=lambda step, loss: bars.update(task, completed=step, loss=f"{loss:.4f}"))
+    fitted = run / REFINER_FILE
+    if out is not None:
+        with exits(EXIT_USAGE, OutputError):
+            make_output_directory(out.parent, out)
+            with atomic_path(out) as tmp:
+                shutil.copyfile(fitted, tmp)
+    typer.echo(f"refiner: {out or fitted} ({trainer.windows} windows, {trainer.step} steps)", err=True)
 
 
 def train_vocoder(

@@ -79,6 +79,7 @@ class Checkpoint:
     sampling: SamplingDefaults  # how the model is meant to be sampled
     vocoder_path: Path | None = None  # an ONNX or bundled vocoder found beside the weights
     partials_path: Path | None = None  # the fitted partials model (midisynth.model.partials) found beside the weights
+    refiner_path: Path | None = None  # the refiner (midisynth.model.refiner) found beside the weights
     metadata: dict[str, str] = field(default_factory=dict)
 
 

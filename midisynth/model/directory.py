@@ -1,9 +1,10 @@
 """A midisynth model directory: a model file with what renders it, listed in a manifest.
 
     DIR/manifest.json          {"model": {"file", "sha256", "sampling", ...}, "partials": {"file", "sha256"},
-                               "vocoder": {"file", "sha256"}}; only "model" is required
+                               "refiner": {...}, "vocoder": {...}}; only "model" is required
     DIR/model.safetensors      the model, fp16 (`midisynth.model.checkpoints`)
     DIR/partials.safetensors   its partials model (`midisynth.model.partials`), if it has one
+    DIR/refiner.safetensors    its refiner (`midisynth.model.refiner`), if it has one
     DIR/vocoder.safetensors    its vocoder, if it has one
 
 The bundled default model is one (`midisynth.model.resolve.BUNDLED_DIR`); `midisynth adapt` writes one. Every file is
@@ -26,6 +27,7 @@ from midisynth.model.samplers import SamplingDefaults
 MANIFEST_NAME = "manifest.json"
 MODEL_FILE = "model.safetensors"
 PARTIALS_FILE = "partials.safetensors"  # also beside a single model file, a partials model found there is used
+REFINER_FILE = "refiner.safetensors"  # likewise
 VOCODER_FILE = "vocoder.safetensors"
 
 
@@ -54,7 +56,7 @@ def manifest_sampling(manifest: dict) -> SamplingDefaults | None:
 
 
 def load_model_directory(directory: Path, fix: str = "restore it, or write the model again") -> Checkpoint:
-    """The model of a model directory, with its partials model and vocoder, each verified against the manifest's
+    """The model of a model directory, with its partials model, refiner and vocoder, each verified against the manifest's
     sha256; CheckpointError naming a missing or altered file, with `fix` (what the user can do about it)."""
     manifest = read_manifest(directory)
     if manifest is None:
@@ -64,11 +66,12 @@ def load_model_directory(directory: Path, fix: str = "restore it, or write the m
     checkpoint.sampling = manifest_sampling(manifest) or checkpoint.sampling
     checkpoint.vocoder_path = _listed_file(directory, manifest, "vocoder", fix)
     checkpoint.partials_path = _listed_file(directory, manifest, "partials", fix)
+    checkpoint.refiner_path = _listed_file(directory, manifest, "refiner", fix)
     return checkpoint
 
 
 def _listed_file(directory: Path, manifest: dict, kind: str, fix: str) -> Path | None:
-    """The file of `kind` ("vocoder", "partials") a manifest lists, verified against its sha256."""
+    """The file of `kind` ("vocoder", "partials", "refiner") a manifest lists, verified against its sha256."""
     entry = manifest.get(kind)
     if entry is None:
         return None
@@ -82,6 +85,7 @@ def describe(directory: Path) -> list[str]:
     """Lines for a user about a model directory: each file with its hash and details, the model's sampling and the
     partials model's share in renders; CheckpointError when it is not a model directory."""
     from midisynth.model.partials import load_partials
+    from midisynth.model.refiner import load_refiner
 
     manifest = read_manifest(directory)
     if manifest is None:
@@ -94,6 +98,9 @@ def describe(directory: Path) -> list[str]:
             lines.append(f"  sampling: {manifest_sampling(manifest) or 'by its prediction type'}")
         if role == "partials":
             lines.append(f"  share in renders: {load_partials(Path(directory) / entry['file']).mix:g} (--partials)")
+        if role == "refiner":
+            shape = load_refiner(Path(directory) / entry["file"]).shape
+            lines.append(f"  {shape.hidden} channels, sees {shape.reach_frames} frames either way (--no-refiner: off)")
     return lines
 
 
@@ -103,9 +110,10 @@ def write_model_directory(
     metadata: dict[str, str],
     partials: Path | None = None,
     vocoder: Path | None = None,
+    refiner: Path | None = None,
 ) -> dict:
     """Write a model directory: the model in fp16 with `metadata` (its "sampling", a `SamplingDefaults.to_json()`,
-    goes to the manifest too), copies of the `partials` and `vocoder` files, then the manifest, each file atomically;
+    goes to the manifest too), copies of the `partials`, `refiner` and `vocoder` files, then the manifest, each file atomically;
     returns the manifest."""
     directory = Path(directory)
     digest = save_model(model, directory / MODEL_FILE, metadata, dtype=torch.float16)
@@ -113,7 +121,12 @@ def write_model_directory(
     manifest: dict = {"model": {"file": MODEL_FILE, "sha256": digest, **info}}
     if "sampling" in metadata:
         manifest["model"]["sampling"] = json.loads(metadata["sampling"])
-    for kind, source, name in (("partials", partials, PARTIALS_FILE), ("vocoder", vocoder, VOCODER_FILE)):
+    files = (
+        ("partials", partials, PARTIALS_FILE),
+        ("refiner", refiner, REFINER_FILE),
+        ("vocoder", vocoder, VOCODER_FILE),
+    )
+    for kind, source, name in files:
         if source is not None:
             if Path(source).resolve() != (directory / name).resolve():
                 with atomic_path(directory / name) as tmp:

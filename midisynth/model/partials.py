@@ -327,11 +327,18 @@ class Partials:
         """[256, 128] float32 mel magnitude of window `window` (frame f at (window * 256 + f) / 50 s); `reach`: the
         song's `NoteReach`, for a song rendered window by window."""
         columns = note_columns(song, window * WINDOW_FRAMES, (window + 1) * WINDOW_FRAMES, reach)
-        templates = torch.from_numpy(pitch_templates())  # [128 pitches, 128 mel bins]
-        gains = torch.from_numpy(self.gains)
         out = columns.reverb * self.gains[:, REVERB_COLUMN] + NOTE_LEVEL * self.gains[:, FLOOR_COLUMN]
-        for column, levels in columns.pitched.items():
-            out += NOTE_LEVEL * (torch.from_numpy(levels) @ (templates * gains[:, column])).numpy()
+        if columns.pitched:
+            # Each (column, pitch) that sounds in the window is a unit template weighed by the column's gains: one
+            # product [frames, pairs] @ [pairs, 128 mel bins] over the pairs (a window has a few hundred at most).
+            levels, pairs = [], []
+            for column, by_pitch in columns.pitched.items():
+                pitches = np.flatnonzero(by_pitch.any(axis=0))
+                levels.append(by_pitch[:, pitches])
+                pairs += [(column, pitch) for pitch in pitches]
+            column_of, pitch_of = np.array(pairs).T
+            weighed = pitch_templates()[pitch_of] * self.gains[:, column_of].T  # [pairs, 128 mel bins]
+            out += NOTE_LEVEL * (torch.from_numpy(np.concatenate(levels, axis=1)) @ torch.from_numpy(weighed)).numpy()
         for column, level in columns.broadband.items():
             out += NOTE_LEVEL * level[:, None] * self.gains[:, column]
         return out.astype(np.float32)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from midisynth.model.checkpoints import Checkpoint, CheckpointError, load_checkpoint, save_model
-from midisynth.model.directory import PARTIALS_FILE, describe, load_model_directory, read_manifest
+from midisynth.model.directory import PARTIALS_FILE, REFINER_FILE, describe, load_model_directory, read_manifest
 from midisynth.model.hub import OFFICIAL_MODEL, cache_dir, cached_models, cached_snapshot, parse_hub_id
 from midisynth.model.samplers import DIFFUSERS_SAMPLING, SamplingDefaults
 
@@ -44,9 +44,11 @@ def resolve_model(model: str | Path | None = None, allow_pickle: bool = False) -
             return load_model_directory(path)
         if path.exists():
             checkpoint = load_checkpoint(path, allow_pickle=allow_pickle)
-            partials = path.parent / PARTIALS_FILE
+            partials, refiner = path.parent / PARTIALS_FILE, path.parent / REFINER_FILE
             if path.is_file() and partials.is_file():
                 checkpoint.partials_path = partials
+                if refiner.is_file():  # the refiner corrects a mix with the partials model: none without one
+                    checkpoint.refiner_path = refiner
             return checkpoint
         hub_id = parse_hub_id(str(model))
         if hub_id is None:

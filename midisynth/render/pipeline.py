@@ -37,7 +37,16 @@ from midisynth.model.low_precision import AUTOCAST_DTYPES, network_in
 from midisynth.model.networks import SpectrogramDiffusion
 from midisynth.model.noise_schedule import eps_from_v
 from midisynth.model.note_inputs import NoteInputs, apply_gain, song_note_inputs
-from midisynth.model.partials import NoteReach, Partials, check_mix, load_partials, mix_log_mel, mix_shares
+from midisynth.model.partials import (
+    NoteReach,
+    Partials,
+    check_mix,
+    load_partials,
+    mix_log_mel,
+    mix_shares,
+    onset_shares,
+)
+from midisynth.model.refiner import Refiner, load_refiner
 from midisynth.model.resolve import resolve_model
 from midisynth.precision import check_precision, hardware, resolve_precision
 from midisynth.render.silence import SilenceGate
@@ -69,6 +78,9 @@ class RenderOptions:
     # Share of the partials model (midisynth.model.partials) in the rendered spectrogram, 0 to 1 (0: the network
     # alone); None takes the partials model's own default, or 0 for a model without one.
     partials_mix: float | None = None
+    # Whether a model's refiner (midisynth.model.refiner) corrects the mix of the network and the partials model;
+    # it has nothing to correct without a partials share.
+    refine: bool = True
 
     def __post_init__(self) -> None:
         for name, value in (("steps", self.steps), ("seed", self.seed)):
@@ -83,6 +95,8 @@ class RenderOptions:
         if not -(2**63) <= self.seed < 2**64:  # what torch.Generator.manual_seed takes (negative ones wrap around)
             raise ValueError(f"seed {self.seed} does not fit in 64 bits; use 0 to {2**64 - 1}")
         check_precision(self.precision)
+        if not isinstance(self.refine, bool):
+            raise TypeError(f"refine must be True or False, got {self.refine!r}")
         if self.partials_mix is not None:
             check_mix(self.partials_mix)
 
@@ -148,14 +162,17 @@ class Synthesizer:
         options: RenderOptions | None = None,
         sampling: samplers.SamplingDefaults | None = None,
         partials: Partials | None = None,
+        refiner: Refiner | None = None,
     ):
         """`sampling`: the model's sampling defaults (None: those of its prediction type); `options` override them.
-        `partials`: the model's fitted partials model, mixed into renders (`RenderOptions.partials_mix`)."""
+        `partials`: the model's fitted partials model, mixed into renders (`RenderOptions.partials_mix`); `refiner`:
+        its refiner, which corrects that mix (`RenderOptions.refine`)."""
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.vocoder = vocoder
         self.sampling = sampling or samplers.default_sampling(model.cfg.prediction)
         self.partials = partials
+        self.refiner = None if refiner is None else refiner.to(self.device).eval()
         self.requested = options or RenderOptions()  # as given, unset fields included
         self.options = self.requested.resolved(self.sampling)
         self.precision()  # refuses here, not mid-render, a precision this device cannot compute in
@@ -181,8 +198,15 @@ class Synthesizer:
         chosen = load_vocoder(vocoder, dev) if vocoder else None  # a bad vocoder is reported before a model loads
         checkpoint: Checkpoint = resolve_model(model, allow_pickle=allow_pickle)
         partials = None if checkpoint.partials_path is None else load_partials(checkpoint.partials_path)
+        refiner = None if checkpoint.refiner_path is None else load_refiner(checkpoint.refiner_path)
         return cls(
-            checkpoint.model, chosen or checkpoint_vocoder(checkpoint, dev), dev, options, checkpoint.sampling, partials
+            checkpoint.model,
+            chosen or checkpoint_vocoder(checkpoint, dev),
+            dev,
+            options,
+            checkpoint.sampling,
+            partials,
+            refiner,
         )
 
     # -- settings ---------------------------------------------------------------------------------------------------
@@ -261,7 +285,8 @@ class Synthesizer:
         song's parts in order; songs without notes first (floor-level features, without running the network).
 
         Each window is conditioned on its song's previous window as the network made it; the gain a model with
-        velocity gain applies and the partials model's share are added to what is yielded, never to that context.
+        velocity gain applies, the partials model's share and the refiner's correction are added to what is yielded,
+        never to that context.
         Each song draws its noise from its own generator seeded with `options.seed`, and its windows are padded to
         lengths of their own (`padded_length`; the windows of one length are sampled as one batch), so batching
         changes its result only by the batch size's rounding in matrix products: none at bf16 on CPUs that compute
@@ -283,6 +308,7 @@ class Synthesizer:
         if not playing:
             return
         partials = self.partials if mix > 0 else None
+        refiner = self.refiner if partials is not None and opts.refine else None
         reaches = {
             n: (song, NoteReach(song)) for n in playing if partials is not None and (song := scores[n].song) is not None
         }
@@ -317,13 +343,19 @@ class Synthesizer:
             if gain is not None:
                 features = apply_gain(features, gain)
             out = features.float().cpu().numpy()
+            estimated = {  # position in `active` -> (song, NoteReach) of the rows the partials model is mixed into
+                position: reaches[playing[row]] for position, row in enumerate(active) if playing[row] in reaches
+            }
+            if refiner is not None and estimated:
+                out = self._refine(refiner, self.partials, mix, index, out, estimated)
             for position, row in enumerate(active):
                 number = playing[row]
                 score, part = scores[number], out[position]
-                if partials is not None and number in reaches:
-                    song, reach = reaches[number]
-                    magnitude = partials.magnitude(song, index, reach)
-                    part = mix_log_mel(part, magnitude, mix_shares(song, index, mix, reach))
+                if partials is not None and refiner is None and position in estimated:
+                    song, reach = estimated[position]
+                    part = mix_log_mel(
+                        part, partials.magnitude(song, index, reach), mix_shares(song, index, mix, reach)
+                    )
                 done += 1
                 if on_window is not None:
                     on_window(done, total)
@@ -357,6 +389,31 @@ class Synthesizer:
                 generators,
                 self.device,
             )
+
+    def _refine(
+        self,
+        refiner: Refiner,
+        partials: Partials,
+        mix: float,
+        index: int,
+        network: np.ndarray,
+        songs: dict[int, tuple[Song, NoteReach]],
+    ) -> np.ndarray:
+        """`network` [rows, 256, 128] log-mel of window `index`, with the rows of `songs` (row -> its song and
+        NoteReach) mixed with `partials` at share `mix` and refined, in one batch."""
+        rows = sorted(songs)
+        inputs = [
+            (
+                partials.magnitude(song, index, reach),
+                mix_shares(song, index, mix, reach),
+                onset_shares(song, index, reach)[:, None],
+            )
+            for song, reach in (songs[row] for row in rows)
+        ]
+        stacked = [torch.from_numpy(np.stack(arrays)).to(self.device) for arrays in zip(*inputs, strict=True)]
+        out = network.copy()
+        out[rows] = refiner(torch.from_numpy(network[rows]).to(self.device), *stacked).cpu().numpy()
+        return out
 
     def _window_inputs(self, scores: list[_Score], index: int, kind: str) -> torch.Tensor | None:
         """Window `index`'s `kind` ("cue" or "gain") of `scores`, stacked, or None if the model takes none."""
@@ -469,9 +526,8 @@ class Synthesizer:
         return np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
 
     def with_options(self, **changes) -> Synthesizer:
-        synth = Synthesizer(
-            self.model, self.vocoder, self.device, replace(self.requested, **changes), self.sampling, self.partials
-        )
+        options = replace(self.requested, **changes)
+        synth = Synthesizer(self.model, self.vocoder, self.device, options, self.sampling, self.partials, self.refiner)
         synth._networks = self._networks  # share the low-precision copies
         return synth
 
