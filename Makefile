@@ -3,7 +3,6 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= data/fluidr3
-REFINER_DATA ?= data/refiner
 RUN ?= runs/default
 DEVICE ?= cpu
 HOURS ?= 3
@@ -72,23 +71,21 @@ $(VENV)/.data-installed: $(VENV)/.installed
 	touch $@
 
 # music21's corpus is part of the training and held-out material: without it the data set (and its split) differ.
-# The refiner is fitted to other pieces (another seed; fit-refiner leaves out those $(DATA) also has).
 data: $(VENV)/.data-installed
 	$(BIN)/midisynth dataset $(DATA) --hours $(HOURS)
-	$(BIN)/midisynth dataset $(REFINER_DATA) --hours 4.5 --seed 1
 
 # The bundled model's recipe from random weights (docs/training.md: four stages, about 4.3-5.5 h on 2 CPU cores):
 # each config trains in $(RUN)/<its name> from the weights of the one before. Resumable: Ctrl-C stops with a
 # checkpoint, re-running continues, a finished stage is skipped. Another recipe: make train RECIPE="a.toml b.toml".
 # Then the partials model is fitted to the same data (under a minute) beside the final stage's weights, and last the
-# refiner to that model's renders of $(REFINER_DATA) (about 20 minutes; resumable in $(RUN)/refiner).
+# refiner to that model's renders of the same training pieces (about 15 minutes; resumable in $(RUN)/refiner).
 RECIPE ?= configs/epsilon.toml configs/default.toml configs/velocity_gain.toml configs/note_roll.toml
 FINAL := $(RUN)/$(basename $(notdir $(lastword $(RECIPE))))
 train: install
 	$(BIN)/midisynth train $(addprefix --config ,$(RECIPE)) --data $(DATA) --out $(RUN) --device $(DEVICE)
 	$(BIN)/midisynth fit-partials --data $(DATA) --out $(FINAL)/partials.safetensors
-	$(BIN)/midisynth fit-refiner --data $(REFINER_DATA) --trained-on $(DATA) --model $(FINAL)/model.safetensors \
-		--run $(RUN)/refiner --out $(FINAL)/refiner.safetensors --device $(DEVICE)
+	$(BIN)/midisynth fit-refiner --data $(DATA) --model $(FINAL)/model.safetensors --run $(RUN)/refiner \
+		--out $(FINAL)/refiner.safetensors --device $(DEVICE)
 
 # Two held-out sets: the data set's own (drawn like its training pieces) and the user songs
 # (midisynth/evaluation/user_songs.py: the kinds of music the training generator does not make).

@@ -208,7 +208,9 @@ def _example(path: Path, windows: int, seed: int, offset: float) -> Path:
         shares=shares[..., 0].numpy().astype(np.float16),
         onsets=onsets[..., 0].numpy().astype(np.float16),
         reference=reference.reshape(-1, N_MELS).numpy().astype(np.float16),
-        frames=np.array(windows * WINDOW_FRAMES - 40),
+        weights=(np.arange(windows * WINDOW_FRAMES) < windows * WINDOW_FRAMES - 40)
+        .reshape(windows, -1)
+        .astype(np.float16),
     )
     path.write_bytes(buffer.getvalue())
     return path
@@ -255,7 +257,7 @@ def test_the_config_file_sets_the_shape_and_names_bad_keys(tmp_path):
 
 
 @pytest.mark.slow  # renders a data set with the tiny model and fits through the CLI
-def test_cli_fits_a_refiner_to_unseen_pieces_and_renders_with_it(tmp_path, tiny_model_path):
+def test_cli_fits_a_refiner_to_a_data_set_and_renders_with_it(tmp_path, tiny_model_path):
     from tests.test_partials import _dataset_from, _note, _song
 
     songs = [_song([_note(0.0, 1.0, pitch=60), _note(0.5, 2.0, pitch=67, program=24)]), _song([_note(0.2, 3.0)])]
@@ -269,8 +271,8 @@ def test_cli_fits_a_refiner_to_unseen_pieces_and_renders_with_it(tmp_path, tiny_
     runner = CliRunner()
     args = ["fit-refiner", "--data", str(tmp_path / "ds"), "--model", str(model_dir / "model.safetensors")]
     args += ["--run", str(tmp_path / "run"), "--config", str(config), "--out", str(model_dir / REFINER_FILE)]
-    result = runner.invoke(app, [*args, "--trained-on", str(tmp_path / "ds")])
-    assert result.exit_code == 1 and "no piece left that the model was not trained on" in result.output
+    result = runner.invoke(app, [*args[:2], str(tmp_path / "empty"), *args[3:]])
+    assert result.exit_code == 1 and "empty: no training pieces" in result.output, result.output
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     stored = sorted(p.name for p in (tmp_path / "run" / "examples").iterdir())
@@ -286,3 +288,12 @@ def test_cli_fits_a_refiner_to_unseen_pieces_and_renders_with_it(tmp_path, tiny_
         assert result.exit_code == 0, result.output
         outputs.append(out.read_bytes())
     assert outputs[0] != outputs[1]
+
+
+def test_the_bundled_model_ships_the_refiner_its_config_describes():
+    checkpoint = resolve_model(None)
+    assert checkpoint.refiner_path is not None and checkpoint.refiner_path.name == REFINER_FILE
+    config = RefinerTrainConfig.from_file(ROOT / "configs" / "refiner.toml")
+    refiner = load_refiner(checkpoint.refiner_path)
+    assert refiner.shape == config.shape
+    assert float(refiner.correction.weight.abs().max()) > 0  # fitted, not the identity an unfitted one is

@@ -237,19 +237,15 @@ def fit_partials(
 
 REFINER_EXAMPLES = """Examples:
 
-midisynth dataset data/refiner --hours 4.5 --seed 1
-
-midisynth fit-refiner --data data/refiner --trained-on data/fluidr3 --out runs/default/note_roll/refiner.safetensors"""
+midisynth fit-refiner --data data/fluidr3 --model runs/default/note_roll/model.safetensors --out runs/default/note_roll/refiner.safetensors"""
 
 
 def fit_refiner(
     data: Annotated[
         list[Path] | None,
-        typer.Option(help="Data sets to fit to (`midisynth dataset`): pieces the model was not trained on."),
-    ] = None,
-    trained_on: Annotated[
-        list[Path] | None,
-        typer.Option(help="The model's own training data sets: their pieces are left out of --data."),
+        typer.Option(
+            help="Data sets to fit to (`midisynth dataset`): their training pieces, as the model renders them."
+        ),
     ] = None,
     model: Annotated[
         Path | None, typer.Option(help="Model to refine (with its partials model).", show_default="the bundled default")
@@ -271,7 +267,7 @@ def fit_refiner(
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch.")] = None,
 ) -> None:
     """Fit a refiner (a small network that corrects the mix of the diffusion network and the partials model) to the
-    model's own renders of pieces it was not trained on (resumable; Ctrl-C stops with what is done kept)."""
+    model's own renders of a data set's training pieces (resumable; Ctrl-C stops with what is done kept)."""
     import shutil
 
     import torch
@@ -280,21 +276,20 @@ def fit_refiner(
     from midisynth.model.directory import REFINER_FILE
     from midisynth.progress import progress_bars
     from midisynth.render.pipeline import RenderOptions, Synthesizer
-    from midisynth.training.refiner import RefinerTrainConfig, RefinerTrainer, excluded_ids, make_examples
+    from midisynth.training.refiner import RefinerTrainConfig, RefinerTrainer, make_examples
 
     if threads:
         torch.set_num_threads(threads)
     with training_errors(), exits(EXIT_USAGE, OutputError):
         tc = RefinerTrainConfig.from_file(config)
         RefinerTrainer.check_run(device, run)
-        sets = data or [Path("data/refiner")]
-        exclude = excluded_ids(trained_on or [])
+        sets = data or [Path("data/fluidr3")]
         synth = Synthesizer.from_pretrained(model, device=device, options=RenderOptions(refine=False))
     with stop_cleanly_on_signals(f"what was done is kept in {run}; run it again to continue"), progress_bars() as bars:
         task = bars.add_task("render examples", total=None)
         with training_errors():
             files = make_examples(
-                synth, sets, exclude, run, on_piece=lambda done, total: bars.update(task, completed=done, total=total)
+                synth, sets, run, on_piece=lambda done, total: bars.update(task, completed=done, total=total)
             )
             del synth
             trainer = RefinerTrainer(files, run, tc, device=device)

@@ -4,14 +4,13 @@ A render has two estimates of each window's log-mel spectrogram: the diffusion n
 instruments' texture but smears partials and attacks, and the partials model's (`midisynth.model.partials`), which
 places every note's partials and onsets from the score but knows each instrument only as a few fitted envelopes.
 `mix_log_mel` averages them with a fixed share per frame. The refiner starts from that average and adds a correction
-it predicts from both estimates and the shares, frame by frame, seeing `RefinerShape.reach_frames` frames either way: where to trust which estimate, in which mel bins, and the level
-of the whole. The frames of each onset keep the partials model's attack: the correction is weighted by 1 minus the
+it predicts from both estimates and the shares, frame by frame, seeing `RefinerShape.reach_frames` frames either way:
+where to trust which estimate, in which mel bins, and the level of the whole. The frames of each onset keep the partials model's attack: the correction is weighted by 1 minus the
 onset share (`midisynth.model.partials.onset_shares`); a correction fitted by L1 there smears the attack over the
 frames the onset might fall in, and brings back the pre-echo of the network before it.
 
-It is fitted (`midisynth.training.refiner`) to the log-mel of FluidSynth renders of pieces the diffusion network was
-not trained on, from the network's own samples: on its training pieces the network is closer to the reference than
-on any song a user brings, and a refiner fitted there learns to trust it too much.
+It is fitted (`midisynth.training.refiner`) to the log-mel of FluidSynth renders of the model's training pieces, from
+the network's own samples of them.
 
 The network's own spectrogram stays the next window's context; the refiner changes only what is rendered.
 """

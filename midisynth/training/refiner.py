@@ -1,11 +1,11 @@
-"""Fitting the refiner (`midisynth.model.refiner`) to a model's own renders of pieces it was not trained on.
+"""Fitting the refiner (`midisynth.model.refiner`) to a model's own renders of its training pieces.
 
 Two parts, both resumable in a run directory:
 
-1. `make_examples`: each piece of the given data sets, minus those of the model's own training data set, is rendered
-   with the model as `midisynth render` renders it (seeded by the piece's id), and its windows are stored in
+1. `make_examples`: each training piece of the data sets is rendered with the model as `midisynth render` renders it
+   (seeded by the piece's id), and its training windows (all but those `hold_out` keeps for evaluation) are stored in
    RUN_DIR/examples/PIECE.npz: the network's log-mel, the partials model's log magnitude, its shares, the onset
-   shares and the reference's log-mel, with the frames the song lasts.
+   shares and the reference's log-mel, with the weight of each frame (1 while the song and its release tail last).
 2. `RefinerTrainer` fits the refiner to them: L1 of the log-mel against the reference's, plus `flux_weight` times
    the L1 of their frame-to-frame differences, so that a correction keeps the reference's onsets rather than
    smoothing them into the L1-optimal blur. Crops of `crop_frames` frames (from any frame of a window) teach it the
@@ -18,7 +18,7 @@ import hashlib
 import io
 import math
 import tomllib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,21 +93,12 @@ def piece_seed(piece_id: str) -> int:
     return int(hashlib.sha1(piece_id.encode()).hexdigest()[:8], 16)
 
 
-def excluded_ids(data_dirs: Iterable[Path]) -> set[str]:
-    """The piece ids of data sets (the model's own training data)."""
-    return {record.piece_id for root in data_dirs for record in load_records(Path(root))}
-
-
 def make_examples(
-    synth,
-    data_dirs: list[Path],
-    exclude: set[str],
-    run_dir: Path,
-    on_piece: Callable[[int, int], None] | None = None,
+    synth, data_dirs: list[Path], run_dir: Path, on_piece: Callable[[int, int], None] | None = None
 ) -> list[Path]:
-    """Render each piece of `data_dirs` not in `exclude` with `synth` (a `Synthesizer` with a partials model) and store
-    its windows in RUN_DIR/examples (see the module's docstring); pieces stored before are kept. Returns the example
-    files; DataSetError if no piece is left."""
+    """Render each training piece of `data_dirs` with `synth` (a `Synthesizer` with a partials model) and store its
+    training windows in RUN_DIR/examples (see the module's docstring); pieces stored before are kept. Returns the
+    example files; DataSetError if the data sets have no training piece."""
     from midisynth.files import write_atomic
     from midisynth.render.pipeline import RenderOptions, song_frames
     from midisynth.score.midi import read_midi
@@ -116,10 +107,10 @@ def make_examples(
         raise ValueError("the refiner is fitted to a model with a partials model (partials.safetensors beside it)")
     folder = Path(run_dir) / EXAMPLES_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    pieces = [(root, r) for root in data_dirs for r in load_records(Path(root)) if r.piece_id not in exclude]
+    pieces = [(root, record) for root in data_dirs for record in load_records(Path(root), "train")]
     pieces = list({record.piece_id: (root, record) for root, record in pieces}.values())  # first of a repeated id
     if not pieces:
-        raise DataSetError(f"{', '.join(map(str, data_dirs))}: no piece left that the model was not trained on")
+        raise DataSetError(f"{', '.join(map(str, data_dirs))}: no training pieces")
     partials, files = synth.partials, []
     for done, (root, record) in enumerate(pieces, 1):
         path = folder / f"{record.piece_id}.npz"
@@ -133,13 +124,16 @@ def make_examples(
             shares = np.stack([mix_shares(song, i, partials.mix, reach)[:, 0] for i in range(len(network))])
             onsets = np.stack([onset_shares(song, i, reach) for i in range(len(network))])
             reference = np.load(record.path(Path(root), "features"))
+            lasting = min(song_frames(song, len(network)), len(reference))  # frames of the song and its release tail
+            weights = (np.arange(len(network) * WINDOW_FRAMES) < lasting).reshape(len(network), WINDOW_FRAMES)
+            weights[[w not in record.split_windows("train") for w in range(len(network))]] = False
             arrays = {
                 "network": network.astype(np.float16),  # [windows, 256, 128] log-mel
                 "partials": np.log(np.maximum(magnitude, np.exp(MIN_LOG_MEL))).astype(np.float16),  # log magnitude
                 "shares": shares.astype(np.float16),  # [windows, 256]
                 "onsets": onsets.astype(np.float16),  # [windows, 256]
                 "reference": reference.astype(np.float16),  # [frames, 128] log-mel
-                "frames": np.array(min(song_frames(song, len(network)), len(reference))),  # frames scored
+                "weights": weights.astype(np.float16),  # [windows, 256]: 1 in the frames the fit scores
             }
 
             def write(f, arrays=arrays):
@@ -156,25 +150,22 @@ def make_examples(
 
 def load_examples(files: list[Path]) -> dict[str, torch.Tensor]:
     """The stored windows of example `files`, stacked: network, partials, reference [windows, 256, 128] float16,
-    shares, onsets and frame weights (1 in the frames a song lasts, else 0) [windows, 256]; DataSetError naming a
-    file that cannot be read."""
+    shares, onsets and frame weights [windows, 256]; DataSetError naming a file that cannot be read."""
     names = ("network", "partials", "reference", "shares", "onsets", "weights")
     parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for path in files:
         try:
             with np.load(path) as stored:
-                network, frames = stored["network"], int(stored["frames"])
+                network = stored["network"]
                 reference = np.full((network.shape[0] * WINDOW_FRAMES, N_MELS), MIN_LOG_MEL, np.float16)
                 reference[: min(len(reference), len(stored["reference"]))] = stored["reference"][: len(reference)]
-                for name in ("network", "partials", "shares", "onsets"):
+                for name in ("network", "partials", "shares", "onsets", "weights"):
                     parts[name].append(stored[name])
                 parts["reference"].append(reference.reshape(network.shape))
         except (OSError, KeyError, ValueError) as err:
             raise DataSetError(
                 f"{path}: not a readable refiner example ({err}); delete it to render it again"
             ) from None
-        weights = (np.arange(network.shape[0] * WINDOW_FRAMES) < frames).astype(np.float16)
-        parts["weights"].append(weights.reshape(network.shape[:2]))
     return {name: torch.from_numpy(np.concatenate(arrays)) for name, arrays in parts.items()}
 
 
