@@ -107,7 +107,7 @@ def save_refiner(refiner: Refiner, path: str | Path) -> None:
 
 
 def load_refiner(path: str | Path) -> Refiner:
-    """Read `save_refiner`'s file as a float32 Refiner in eval mode; ValueError naming the file when it is not one."""
+    """Read `save_refiner`'s file as a float32 Refiner for inference (eval mode, no gradients); ValueError naming the file when it is not one."""
     import ast
 
     from safetensors import SafetensorError, safe_open
@@ -130,4 +130,4 @@ def load_refiner(path: str | Path) -> Refiner:
         raise ValueError(f"{path}: a refiner file that does not match its own shape ({err})") from None
     if not all(bool(torch.isfinite(tensor).all()) for tensor in weights.values()):
         raise ValueError(f"{path}: refiner weights hold NaN or infinite values")
-    return refiner.eval()
+    return refiner.eval().requires_grad_(False)
