@@ -137,6 +137,8 @@ def test_shipped_train_configs_ask_for_auto():
     bf16 where it is native; only the test config pins fp32."""
     assert TrainConfig().precision == "auto"
     for path in sorted((ROOT / "configs").glob("*.toml")):
+        if path.name == "refiner.toml":  # the refiner's config (RefinerTrainConfig): a small network fitted in fp32
+            continue
         precision = load_config(path).train.precision
         if path.name == "tiny.toml":
             assert precision == "fp32"

@@ -67,7 +67,7 @@ class Refiner(nn.Module):
         )
         self.correction = nn.Conv1d(hidden, N_MELS, 1)
         nn.init.zeros_(self.correction.weight)  # an unfitted refiner returns the mix itself
-        nn.init.zeros_(self.correction.bias)
+        nn.init.zeros_(self.correction.get_parameter("bias"))
 
     def forward(
         self,

@@ -346,8 +346,8 @@ class Synthesizer:
             estimated = {  # position in `active` -> (song, NoteReach) of the rows the partials model is mixed into
                 position: reaches[playing[row]] for position, row in enumerate(active) if playing[row] in reaches
             }
-            if refiner is not None and estimated:
-                out = self._refine(refiner, self.partials, mix, index, out, estimated)
+            if refiner is not None and partials is not None and estimated:
+                out = self._refine(refiner, partials, mix, index, out, estimated)
             for position, row in enumerate(active):
                 number = playing[row]
                 score, part = scores[number], out[position]
