@@ -115,6 +115,29 @@ RefinerOption = Annotated[
 ]
 
 
+def render_options(
+    sampler: str | None,
+    steps: int | None,
+    guidance: float | None,
+    seed: int,
+    precision: str,
+    partials: float | None,
+    refiner: bool,
+):
+    """The `RenderOptions` of the sampling options `render`, `play` and `eval` share (ValueError for a bad one)."""
+    from midisynth.render.pipeline import RenderOptions
+
+    return RenderOptions(
+        sampler=sampler,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+        precision=precision,
+        partials_mix=partials,
+        refine=refiner,
+    )
+
+
 def synthesizer(model: str | None, device: Device, vocoder: str | None, options, allow_pickle: bool = False):
     """`Synthesizer.from_pretrained`, or exit with status 2 and one line for a bad model, option or device."""
     from midisynth.model.checkpoints import CheckpointError

@@ -23,6 +23,7 @@ from midisynth.commands import (
     VocoderOption,
     exits,
     print_error,
+    render_options,
     synthesizer,
 )
 from midisynth.constants import DEFAULT_PRECISION
@@ -56,18 +57,9 @@ def evaluate(
     from midisynth.evaluation.evaluate import Scorers, evaluation_files, format_table
     from midisynth.evaluation.evaluate import evaluate as run_eval
     from midisynth.files import OutputError
-    from midisynth.render.pipeline import RenderOptions
 
     with exits(EXIT_USAGE, OutputError, FileNotFoundError, ValueError, ImportError):
-        options = RenderOptions(
-            sampler=sampler,
-            steps=steps,
-            guidance=guidance,
-            seed=seed,
-            precision=precision,
-            partials_mix=partials,
-            refine=refiner,
-        )
+        options = render_options(sampler, steps, guidance, seed, precision, partials, refiner)
         files = evaluation_files(midi_dir, soundfont, json_out, limit)
         scorers = Scorers.create(transcription, visqol)
     synth = synthesizer(model, device, vocoder, options)

@@ -26,6 +26,7 @@ from midisynth.commands import (
     VocoderOption,
     exits,
     print_error,
+    render_options,
     stop_cleanly_on_signals,
     synthesizer,
 )
@@ -71,20 +72,11 @@ def play(
     from midisynth.audio import NonFiniteError
     from midisynth.jobs.plan import UsageError, check_excerpt, read_source
     from midisynth.jobs.sound_card import SoundCard, SoundCardError
-    from midisynth.render.pipeline import RenderOptions
     from midisynth.score.midi import MidiError, SongLimits
 
     with exits(EXIT_USAGE, UsageError, ValueError):
         check_excerpt(start, end)
-        options = RenderOptions(
-            sampler=sampler,
-            steps=steps,
-            guidance=guidance,
-            seed=seed,
-            precision=precision,
-            partials_mix=partials,
-            refine=refiner,
-        )
+        options = render_options(sampler, steps, guidance, seed, precision, partials, refiner)
     try:
         song = read_source(midi, SongLimits(max_duration=max_duration, max_events=max_events), start, end)
     except (MidiError, OSError) as err:

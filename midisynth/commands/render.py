@@ -29,6 +29,7 @@ from midisynth.commands import (
     auto_precision_line,
     exits,
     print_error,
+    render_options,
     stop_cleanly_on_signals,
     synthesizer,
 )
@@ -148,20 +149,11 @@ def render(
     per-instrument stems and a spectrogram plot."""
     from midisynth.jobs.output import OutputError, OutputSettings
     from midisynth.jobs.plan import UsageError, parse_shard, plan_render
-    from midisynth.render.pipeline import RenderOptions
     from midisynth.score.midi import SongLimits
 
     notify = None if quiet else print_error
     with exits(EXIT_USAGE, UsageError, OutputError, ImportError, ValueError):
-        options = RenderOptions(
-            sampler=sampler,
-            steps=steps,
-            guidance=guidance,
-            seed=seed,
-            precision=precision,
-            partials_mix=partials,
-            refine=refiner,
-        )
+        options = render_options(sampler, steps, guidance, seed, precision, partials, refiner)
         settings = OutputSettings(
             sample_rate=sample_rate,
             container=output_format.value.upper() if output_format else None,

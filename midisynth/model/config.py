@@ -220,18 +220,25 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-def _read_tables(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, dict[str, Any]]:
-    """The `[model]` and `[train]` tables of a config file, over those of the file its `base` key names (a path
-    relative to the file): each key the file sets replaces the base's."""
+def read_toml(path: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+    """A config file's contents; FileNotFoundError, or ValueError naming the file when it is not valid TOML or has a
+    top-level key (a table, or `base`) other than `keys`."""
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path}: not valid TOML: {err}") from None
-    unknown = sorted(set(data) - {"base", "model", "train"})
+    unknown = sorted(set(data) - set(keys))
     if unknown:
-        raise ValueError(f"{path}: unknown tables {unknown}; expected base, [model] and [train]")
+        raise ValueError(f"{path}: unknown tables {unknown}; expected {', '.join(keys)}")
+    return data
+
+
+def _read_tables(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, dict[str, Any]]:
+    """The `[model]` and `[train]` tables of a config file, over those of the file its `base` key names (a path
+    relative to the file): each key the file sets replaces the base's."""
+    data = read_toml(path, ("base", "model", "train"))
     tables: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
     if "base" in data:
         base = (path.parent / data["base"]).resolve()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ import torch
 
 from midisynth.constants import MIN_LOG_MEL, N_MELS, WINDOW_FRAMES
 from midisynth.data.store import DataSetError, load_records
-from midisynth.model.config import _from_dict, check_number, check_whole
+from midisynth.model.config import _from_dict, check_number, check_whole, read_toml
 from midisynth.model.directory import REFINER_FILE
 from midisynth.model.partials import NoteReach, mix_shares, onset_shares
 from midisynth.model.refiner import Refiner, RefinerShape, save_refiner
@@ -67,16 +66,7 @@ class RefinerTrainConfig:
     def from_file(cls, path: str | Path) -> RefinerTrainConfig:
         """Read a TOML file's `[refiner]` (hidden, kernel, dilations) and `[train]` tables; ValueError naming the file
         for an unknown key or a bad value."""
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"config file not found: {path}") from None
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"{path}: not valid TOML: {err}") from None
-        unknown = sorted(set(data) - {"refiner", "train"})
-        if unknown:
-            raise ValueError(f"{path}: unknown tables {unknown}; expected [refiner] and [train]")
+        data = read_toml(Path(path), ("refiner", "train"))
         try:
             shape_values: dict[str, Any] = dict(data.get("refiner", {}))
             if "dilations" in shape_values:
