@@ -1,5 +1,5 @@
-"""`midisynth dataset`, `train`, `fit-partials`, `fit-refiner` and `train-vocoder`: data sets and training (`midisynth.data`,
-`midisynth.training`)."""
+"""`midisynth dataset`, `train`, `fit-partials`, `fit-refiner` and `train-vocoder`: data sets and training
+(`midisynth.data`, `midisynth.training`)."""
 
 from __future__ import annotations
 

@@ -56,8 +56,8 @@ def manifest_sampling(manifest: dict) -> SamplingDefaults | None:
 
 
 def load_model_directory(directory: Path, fix: str = "restore it, or write the model again") -> Checkpoint:
-    """The model of a model directory, with its partials model, refiner and vocoder, each verified against the manifest's
-    sha256; CheckpointError naming a missing or altered file, with `fix` (what the user can do about it)."""
+    """The model of a model directory, with its partials model, refiner and vocoder, each verified against the
+    manifest's sha256; CheckpointError naming a missing or altered file, with `fix` (what the user can do about it)."""
     manifest = read_manifest(directory)
     if manifest is None:
         raise CheckpointError(f"{directory}: no {MANIFEST_NAME} (not a midisynth model directory)")
@@ -113,8 +113,8 @@ def write_model_directory(
     refiner: Path | None = None,
 ) -> dict:
     """Write a model directory: the model in fp16 with `metadata` (its "sampling", a `SamplingDefaults.to_json()`,
-    goes to the manifest too), copies of the `partials`, `refiner` and `vocoder` files, then the manifest, each file atomically;
-    returns the manifest."""
+    goes to the manifest too), copies of the `partials`, `refiner` and `vocoder` files, then the manifest, each file
+    atomically; returns the manifest."""
     directory = Path(directory)
     digest = save_model(model, directory / MODEL_FILE, metadata, dtype=torch.float16)
     info = {k: v for k, v in metadata.items() if k not in ("format", "model_config", "sampling")}

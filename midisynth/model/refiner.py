@@ -5,9 +5,10 @@ instruments' texture but smears partials and attacks, and the partials model's (
 places every note's partials and onsets from the score but knows each instrument only as a few fitted envelopes.
 `mix_log_mel` averages them with a fixed share per frame. The refiner starts from that average and adds a correction
 it predicts from both estimates and the shares, frame by frame, seeing `RefinerShape.reach_frames` frames either way:
-where to trust which estimate, in which mel bins, and the level of the whole. The frames of each onset keep the partials model's attack: the correction is weighted by 1 minus the
-onset share (`midisynth.model.partials.onset_shares`); a correction fitted by L1 there smears the attack over the
-frames the onset might fall in, and brings back the pre-echo of the network before it.
+where to trust which estimate, in which mel bins, and the level of the whole. The frames of each onset keep the
+partials model's attack: the correction is weighted by 1 minus the onset share
+(`midisynth.model.partials.onset_shares`); a correction fitted by L1 there smears the attack over the frames the
+onset might fall in, and brings back the pre-echo of the network before it.
 
 It is fitted (`midisynth.training.refiner`) to the log-mel of FluidSynth renders of the model's training pieces, from
 the network's own samples of them.
@@ -107,7 +108,8 @@ def save_refiner(refiner: Refiner, path: str | Path) -> None:
 
 
 def load_refiner(path: str | Path) -> Refiner:
-    """Read `save_refiner`'s file as a float32 Refiner for inference (eval mode, no gradients); ValueError naming the file when it is not one."""
+    """Read `save_refiner`'s file as a float32 Refiner for inference (eval mode, no gradients); ValueError naming the
+    file when it is not one."""
     import ast
 
     from safetensors import SafetensorError, safe_open
