@@ -366,7 +366,13 @@ def mix_shares(song: Song, window: int, mix: float, reach: NoteReach | None = No
     the onsets (`onset_shares`); 0 everywhere for `mix` 0, the network alone."""
     if mix == 0.0:
         return np.zeros((WINDOW_FRAMES, 1), np.float32)
-    return (mix + (1.0 - mix) * onset_shares(song, window, reach))[:, None].astype(np.float32)
+    return shares_at(onset_shares(song, window, reach), mix)
+
+
+def shares_at(onsets: np.ndarray, mix: float) -> np.ndarray:
+    """[frames, 1] float32: `mix_shares` from a window's onset shares [frames] (`onset_shares`), for a caller that
+    needs both."""
+    return (mix + (1.0 - mix) * onsets)[:, None].astype(np.float32)
 
 
 def check_mix(mix: float) -> None:

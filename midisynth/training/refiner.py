@@ -29,7 +29,7 @@ from midisynth.constants import MIN_LOG_MEL, N_MELS, WINDOW_FRAMES
 from midisynth.data.store import DataSetError, load_records
 from midisynth.model.config import _from_dict, check_number, check_whole, read_toml
 from midisynth.model.directory import REFINER_FILE
-from midisynth.model.partials import NoteReach, mix_shares, onset_shares
+from midisynth.model.partials import NoteReach, onset_shares, shares_at
 from midisynth.model.refiner import Refiner, RefinerShape, save_refiner
 from midisynth.training.loop import TrainingLoop
 
@@ -111,8 +111,8 @@ def make_examples(
             network = np.stack(list(synth.spectrogram_windows(windows, options, None, synth.note_inputs(song))))
             reach = NoteReach(song)
             magnitude = np.stack([partials.magnitude(song, i, reach) for i in range(len(network))])
-            shares = np.stack([mix_shares(song, i, partials.mix, reach)[:, 0] for i in range(len(network))])
-            onsets = np.stack([onset_shares(song, i, reach) for i in range(len(network))])
+            onsets = np.stack([onset_shares(song, i, reach) for i in range(len(network))])  # [windows, 256]
+            shares = np.stack([shares_at(window, partials.mix)[:, 0] for window in onsets])  # [windows, 256]
             reference = np.load(record.path(Path(root), "features"))
             lasting = min(song_frames(song, len(network)), len(reference))  # frames of the song and its release tail
             weights = (np.arange(len(network) * WINDOW_FRAMES) < lasting).reshape(len(network), WINDOW_FRAMES)
