@@ -20,7 +20,14 @@ from midisynth.model.harmonics import NOTE_LEVEL, pitch_templates
 from midisynth.model.resolve import resolve_model
 from midisynth.render.pipeline import RenderOptions, Synthesizer
 from midisynth.score.midi import Note, Song, read_midi
-from midisynth.training.partials import fit_partials, nonnegative_least_squares
+from midisynth.training.partials import (
+    broadband_columns,
+    fit_partials,
+    log_pass_gains,
+    nonnegative_least_squares,
+    normal_equations,
+    solve_gains,
+)
 from tests.conftest import FAST, write_midi
 
 
@@ -317,6 +324,70 @@ def test_the_fit_recovers_the_envelopes_that_made_the_data(tmp_path):
         assert fitted.gains[reached, unused].max() < 0.05 * gains[reached, 0].max()
     with pytest.raises(FileNotFoundError, match="no 'heldout' pieces"):
         fit_partials(tmp_path / "ds", split="heldout")
+
+
+def _log_pass_data(root: Path, gains: np.ndarray) -> None:
+    """Two short songs (a piano and a violin line) whose features are the partials model with `gains`."""
+    songs = [
+        _song([_note(0.2 + 0.5 * k, 0.6 + 0.5 * k, pitch=48 + 3 * k, program=program) for k in range(8)])
+        for program in (0, 40)
+    ]
+    _dataset_from(root, songs, gains)
+
+
+def test_a_log_pass_moves_the_estimate_by_its_log_error(tmp_path):
+    """Around the gains that made the data a log pass's equations are solved by those gains; around half of them, by
+    half of them times 1 + log 2 (the Gauss-Newton step of log(2x) - log(x), for levels far above the floor): the
+    estimate moves by its log error, not by its relative one."""
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(0.5, 2.0, (N_MELS, P.COLUMNS)).astype(np.float32)
+    _log_pass_data(tmp_path / "ds", truth)
+    for around, step in ((truth, 1.0), (truth / 2, (1.0 + math.log(2.0)) / 2)):
+        gram, target = normal_equations(tmp_path / "ds", gains=around)
+        used = np.einsum("bii->bi", gram) > 0  # the columns the notes reach, per bin
+        solved_by = np.einsum("bij,bj->bi", gram, step * truth.astype(np.float64))
+        # float16 features: the data's own log magnitude is rounded to about 1e-3 of its value
+        np.testing.assert_allclose(target[used], solved_by[used], rtol=2e-2)
+
+
+def test_the_broadband_columns_keep_their_gains_in_a_log_pass():
+    """The onset noise, reverb, drums, sticks and floor are kept; every pitched stage of a note is refitted."""
+    broadband = broadband_columns()
+    assert broadband[P.NOISE_COLUMN : P.RELEASE_COLUMN].all() and broadband[P.REVERB_COLUMN :].all()
+    assert not broadband[: P.NOISE_COLUMN].any() and not broadband[P.RELEASE_COLUMN : P.REVERB_COLUMN].any()
+
+
+@pytest.mark.slow  # solves the whole fit twice
+def test_log_passes_lift_the_relative_fits_low_estimate(tmp_path):
+    """Features that scatter about the estimate (log-normal, 0.5 log units) pull a relative-error fit below them; a
+    log pass brings the estimate's mean log error back near 0, and leaves the broadband columns as they were."""
+    rng = np.random.default_rng(4)
+    truth = np.zeros((N_MELS, P.COLUMNS), np.float32)
+    truth[:, [0, 1, 80, 81]] = 1.0
+    truth[:, P.FLOOR_COLUMN] = 0.05
+    _log_pass_data(tmp_path / "ds", truth)
+    for path in (tmp_path / "ds" / "pieces").glob("*.features.npy"):  # scattered about the truth
+        features = np.load(path).astype(np.float32)
+        np.save(path, (features + rng.normal(0.0, 0.5, features.shape)).astype(np.float16))
+    gram, target = normal_equations(tmp_path / "ds")
+    relative = solve_gains(gram, target)
+    logged = log_pass_gains(*normal_equations(tmp_path / "ds", gains=relative), relative)
+
+    def log_error(gains: np.ndarray) -> float:
+        """Mean log ratio of the estimate with `gains` to the noise-free data, where that stands above the floor."""
+        errors = []
+        for midi in (tmp_path / "ds" / "midi").glob("*.mid"):
+            song = read_midi(midi)
+            for window in range(math.ceil(song.duration * FRAME_RATE / WINDOW_FRAMES)):
+                clean = P.Partials(truth).magnitude(song, window)
+                loud = clean > 100 * NOTE_LEVEL * truth[0, P.FLOOR_COLUMN]
+                errors.append(np.log(P.Partials(gains).magnitude(song, window)[loud] / clean[loud]))
+        return float(np.concatenate(errors).mean())
+
+    assert log_error(relative) < -0.1  # pulled below the data
+    assert abs(log_error(logged)) < 0.5 * abs(log_error(relative))
+    kept = broadband_columns()
+    np.testing.assert_array_equal(logged[:, kept], relative[:, kept])
 
 
 def test_files_round_trip_and_bad_files_are_named(tmp_path):

@@ -2,11 +2,19 @@
 
 The estimate is linear in its gains, so each mel bin is a non-negative least-squares problem: the estimate against
 the training features' mel magnitude, each frame's error weighted by 1 / (target + RELATIVE_FLOOR): relative errors,
-so that the fit follows the log spectrum down to the features' floor rather than only its loudest frames. The normal equations are summed piece by piece (one
-pass over the data, memory independent of its size), then solved: families first (the program columns summed by GM
-family), then every column with a ridge pull (RIDGE of the bin's median Gram diagonal) toward its family's gains,
-so that a program with little data borrows from its family and one without any takes its family's; a family
-without data takes the mean family.
+so that the fit follows the log spectrum down to the features' floor rather than only its loudest frames. The normal
+equations are summed piece by piece (one pass over the data, memory independent of its size), then solved: families
+first (the program columns summed by GM family), then every column with a ridge pull (RIDGE of the bin's median Gram
+diagonal) toward its family's gains, so that a program with little data borrows from its family and one without any
+takes its family's; a family without data takes the mean family.
+
+Relative errors weigh a frame by its target, so an estimate that misses a varying target (beating partials, the noise
+between them, a release the columns shape only roughly) is pulled below it: that fit leaves the estimate about 1 log
+unit below the features and releases that stop at the note-off. LOG_PASSES Gauss-Newton passes on the error of the
+log magnitude follow it (each one more pass over the data, weighted by 1 / (estimate + RELATIVE_FLOOR) around the
+gains before it), which the evaluation's log-mel distance measures. The broadband columns (`broadband_columns`: onset
+noise, reverb, drums, floor) keep the first fit's gains in those passes: on the log error they grow to fill the gaps
+between the partials and wash over the notes.
 """
 
 from __future__ import annotations
@@ -32,6 +40,9 @@ from midisynth.model.partials import (
     FLOOR_COLUMN,
     HELD_COLUMNS,
     LAST_DRUM_KEY,
+    NOISE_COLUMN,
+    RELEASE_COLUMN,
+    REVERB_COLUMN,
     STICK_COLUMN,
     Partials,
     drum_column,
@@ -42,6 +53,16 @@ from midisynth.score.midi import MidiError, Song, read_midi
 
 RELATIVE_FLOOR = math.exp(MIN_LOG_MEL)  # mel magnitude added to each target in the fit's error weights
 RIDGE = 0.005  # pull of each program's gains toward its family's, relative to the bin's median Gram diagonal
+LOG_PASSES = 1  # Gauss-Newton passes on the log magnitude's error after the relative-error fit
+
+
+def broadband_columns() -> np.ndarray:
+    """[COLUMNS] bool: the columns that are the same pattern in every mel bin or follow no one note (onset noise,
+    reverb, drum bodies and sticks, floor): they keep the relative-error fit's gains in the log passes."""
+    broadband = np.zeros(COLUMNS, bool)
+    broadband[NOISE_COLUMN:RELEASE_COLUMN] = True
+    broadband[REVERB_COLUMN:] = True  # the reverb, then the drums, their sticks and the floor
+    return broadband
 
 
 def family_matrix() -> np.ndarray:
@@ -107,6 +128,20 @@ def solve_gains(gram: np.ndarray, target: np.ndarray) -> np.ndarray:
     )
 
 
+def log_pass_gains(gram: np.ndarray, target: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """Gains [128 bins, COLUMNS] from a log pass's normal equations (`normal_equations` around `gains`): the
+    `broadband_columns` keep `gains`, their share of the estimate taken out of the target; the others are solved as
+    `solve_gains` solves them."""
+    fixed = broadband_columns()
+    bins, free, kept = np.arange(N_MELS), np.flatnonzero(~fixed), np.flatnonzero(fixed)
+    gram, target = gram.copy(), target.copy()
+    target[:, free] -= np.einsum("bij,bj->bi", gram[np.ix_(bins, free, kept)], gains[:, kept])
+    gram[np.ix_(bins, free, kept)] = 0.0  # the kept columns drop out of the free ones' equations
+    gram[np.ix_(bins, kept, free)] = 0.0
+    solved = solve_gains(gram, target)
+    return np.where(fixed[None, :], gains, solved).astype(np.float32)
+
+
 def _diagonal_scale(gram: np.ndarray) -> np.ndarray:
     """[bins, 1]: each bin's median positive Gram diagonal (1 where none is), the unit of its ridge pulls."""
     diagonal = np.einsum("bii->bi", gram)
@@ -114,11 +149,18 @@ def _diagonal_scale(gram: np.ndarray) -> np.ndarray:
 
 
 def normal_equations(
-    root: str | Path, split: str = "train", on_piece: Callable[[int, int], None] | None = None
+    root: str | Path,
+    split: str = "train",
+    on_piece: Callable[[int, int], None] | None = None,
+    gains: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The fit's weighted normal equations summed over a data set's `split` windows (their MIDI and stored log-mel
     features): (gram [128 bins, COLUMNS, COLUMNS], target [128 bins, COLUMNS]), float64; `on_piece(done, total)`
-    after each piece. DataSetError naming a damaged file: the feature files are checked before the fit starts."""
+    after each piece. DataSetError naming a damaged file: the feature files are checked before the fit starts.
+
+    Without `gains`, those of the relative-error fit; with `gains` [128 bins, COLUMNS], those of a Gauss-Newton step
+    on the log magnitude's error from them: log(m + floor) - log(e + floor) ~ (x - e) / (e + floor) for an estimate
+    x near e, so x is fitted with weight 1 / (e + floor) to e + (e + floor) log((m + floor) / (e + floor))."""
     records = load_records(Path(root), split)
     if not records:
         raise FileNotFoundError(f"{root}: no '{split}' pieces (build it with `midisynth dataset`)")
@@ -133,7 +175,12 @@ def normal_equations(
         features = np.load(record.path(Path(root), "features"), mmap_mode="r")[first:stop]  # [frames, 128] log-mel
         design, columns = note_columns(song, first, stop).design()  # [frames, bins, n]
         magnitude = np.exp(features.astype(np.float64))  # [frames, bins]
-        weight = 1.0 / (magnitude + RELATIVE_FLOOR)
+        if gains is None:
+            weight = 1.0 / (magnitude + RELATIVE_FLOOR)
+        else:
+            around = np.einsum("fbn,bn->fb", design, gains[:, columns], dtype=np.float64) + RELATIVE_FLOOR
+            weight = 1.0 / around
+            magnitude = around * (1.0 + np.log((magnitude + RELATIVE_FLOOR) / around)) - RELATIVE_FLOOR
         weighted = torch.from_numpy(design * weight[:, :, None].astype(np.float32)).permute(1, 0, 2)  # [bins, f, n]
         index = np.ix_(range(N_MELS), columns, columns)
         gram[index] += (weighted.transpose(1, 2).double() @ weighted.double()).numpy()
@@ -187,8 +234,21 @@ def fit_partials(
     on_piece: Callable[[int, int], None] | None = None,
     prior: Partials | None = None,
 ) -> Partials:
-    """Fit the gains to a data set's `split` windows (see `normal_equations`), from nothing (`solve_gains`) or,
-    given a fitted model `prior`, adapting its gains (`adapt_gains`); `on_piece(done, total)` after each piece."""
-    gram, target = normal_equations(root, split, on_piece)
-    gains = solve_gains(gram, target) if prior is None else adapt_gains(gram, target, prior.gains)
+    """Fit the gains to a data set's `split` windows (see `normal_equations`), from nothing (`solve_gains`, then
+    LOG_PASSES log passes, `log_pass_gains`) or, given a fitted model `prior`, adapting its gains (`adapt_gains`);
+    `on_piece(done, total)` after each piece of each pass over the data."""
+    passes = 1 if prior is not None else 1 + LOG_PASSES
+
+    def progress(number: int) -> Callable[[int, int], None] | None:
+        if on_piece is None:
+            return None
+        return lambda done, total: on_piece(number * total + done, passes * total)
+
+    gram, target = normal_equations(root, split, progress(0))
+    if prior is not None:
+        return Partials(adapt_gains(gram, target, prior.gains), mix)
+    gains = solve_gains(gram, target)
+    for number in range(1, passes):
+        gram, target = normal_equations(root, split, progress(number), gains)
+        gains = log_pass_gains(gram, target, gains)
     return Partials(gains, mix)
