@@ -8,13 +8,13 @@ first (the program columns summed by GM family), then every column with a ridge 
 diagonal) toward its family's gains, so that a program with little data borrows from its family and one without any
 takes its family's; a family without data takes the mean family.
 
-Relative errors weigh a frame by its target, so an estimate that misses a varying target (beating partials, the noise
-between them, a release the columns shape only roughly) is pulled below it: that fit leaves the estimate about 1 log
-unit below the features and releases that stop at the note-off. LOG_PASSES Gauss-Newton passes on the error of the
-log magnitude follow it (each one more pass over the data, weighted by 1 / (estimate + RELATIVE_FLOOR) around the
-gains before it), which the evaluation's log-mel distance measures. The broadband columns (`broadband_columns`: onset
-noise, reverb, drums, floor) keep the first fit's gains in those passes: on the log error they grow to fill the gaps
-between the partials and wash over the notes.
+Relative errors weigh a frame by its target, so an estimate that misses a varying target (beating partials, the
+noise between them, a release the columns shape only roughly) is pulled below it: that fit leaves the estimate below
+the features and releases that stop at the note-off (docs/experiments.md, "The partials fit on the log error").
+LOG_PASSES Gauss-Newton passes on the error of the log magnitude follow it (each one more pass over the data,
+weighted by 1 / (estimate + RELATIVE_FLOOR) around the gains before it), which the evaluation's log-mel distance
+measures. The broadband columns (`broadband_columns`: onset noise, reverb, drums, floor) keep the first fit's gains
+in those passes: on the log error they grow to fill the gaps between the partials and wash over the notes.
 """
 
 from __future__ import annotations
@@ -135,11 +135,17 @@ def log_pass_gains(gram: np.ndarray, target: np.ndarray, gains: np.ndarray) -> n
     fixed = broadband_columns()
     bins, free, kept = np.arange(N_MELS), np.flatnonzero(~fixed), np.flatnonzero(fixed)
     gram, target = gram.copy(), target.copy()
-    target[:, free] -= np.einsum("bij,bj->bi", gram[np.ix_(bins, free, kept)], gains[:, kept])
+    target[:, free] -= _kept_share(gram, gains, free, kept)
     gram[np.ix_(bins, free, kept)] = 0.0  # the kept columns drop out of the free ones' equations
     gram[np.ix_(bins, kept, free)] = 0.0
     solved = solve_gains(gram, target)
     return np.where(fixed[None, :], gains, solved).astype(np.float32)
+
+
+def _kept_share(gram: np.ndarray, gains: np.ndarray, free: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """[bins, free columns]: what the `kept` columns at `gains` contribute to the `free` columns' normal-equation
+    targets, to be taken out of them when only the free columns are solved."""
+    return np.einsum("bij,bj->bi", gram[np.ix_(np.arange(N_MELS), free, kept)], gains[:, kept])
 
 
 def _diagonal_scale(gram: np.ndarray) -> np.ndarray:
@@ -176,16 +182,16 @@ def normal_equations(
         design, columns = note_columns(song, first, stop).design()  # [frames, bins, n]
         magnitude = np.exp(features.astype(np.float64))  # [frames, bins]
         if gains is None:
-            weight = 1.0 / (magnitude + RELATIVE_FLOOR)
+            weight, fitted = 1.0 / (magnitude + RELATIVE_FLOOR), magnitude
         else:
             around = np.einsum("fbn,bn->fb", design, gains[:, columns], dtype=np.float64) + RELATIVE_FLOOR
             weight = 1.0 / around
-            magnitude = around * (1.0 + np.log((magnitude + RELATIVE_FLOOR) / around)) - RELATIVE_FLOOR
+            fitted = around * (1.0 + np.log((magnitude + RELATIVE_FLOOR) / around)) - RELATIVE_FLOOR  # the step's aim
         weighted = torch.from_numpy(design * weight[:, :, None].astype(np.float32)).permute(1, 0, 2)  # [bins, f, n]
         index = np.ix_(range(N_MELS), columns, columns)
         gram[index] += (weighted.transpose(1, 2).double() @ weighted.double()).numpy()
         target[:, columns] += (
-            (weighted.transpose(1, 2).double() @ torch.from_numpy(magnitude * weight).T[:, :, None]).squeeze(2).numpy()
+            (weighted.transpose(1, 2).double() @ torch.from_numpy(fitted * weight).T[:, :, None]).squeeze(2).numpy()
         )
         if on_piece is not None:
             on_piece(done, len(records))
@@ -221,7 +227,7 @@ def adapt_gains(gram: np.ndarray, target: np.ndarray, prior: np.ndarray) -> np.n
     free = np.flatnonzero(adapted & np.einsum("bii->bi", gram).any(axis=0))  # adapted columns with data
     kept = np.flatnonzero(~adapted)  # the time structure, at `prior`'s gains
     bins = np.arange(N_MELS)
-    rest = np.einsum("bij,bj->bi", gram[np.ix_(bins, free, kept)], gains[:, kept])  # the kept columns' share
+    rest = _kept_share(gram, gains, free, kept)
     pull = np.full((N_MELS, free.size), RIDGE) * _diagonal_scale(gram)
     gains[:, free] = _ridge_fit(gram[np.ix_(bins, free, free)], target[:, free] - rest, gains[:, free], pull)
     return gains.astype(np.float32)
