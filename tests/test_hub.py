@@ -24,7 +24,7 @@ from midisynth.model.config import load_config
 from midisynth.model.resolve import resolve_model
 from midisynth.model.samplers import DIFFUSERS_SAMPLING, SamplingDefaults
 from midisynth.render.pipeline import Synthesizer
-from midisynth.render.silence import SilenceGate
+from midisynth.render.silence import silence
 from midisynth.score.midi import read_midi
 from midisynth.vocoders.vocoder import GriffinLim, OnnxVocoder
 from tests.conftest import FAST, ROOT
@@ -101,7 +101,7 @@ def test_render_from_the_cache_uses_the_snapshot_and_its_melgan(official_layout,
     features = np.load(mel)
     assert audio.shape[0] == features.shape[0] * HOP_LENGTH == 125 * HOP_LENGTH  # 1.5 s + 1 s release tail
     melgan = OnnxVocoder(official_layout / "melgan" / "model.onnx")
-    gated = SilenceGate(read_midi(short_midi)).apply(melgan(features))  # muted where the score is silent
+    gated = silence(read_midi(short_midi), melgan(features))  # muted where the score is silent
     np.testing.assert_allclose(audio, np.clip(gated, -1, 1), atol=1.5 / 32768)  # PCM_16 rounding
     direct = tmp_path / "direct.wav"
     assert run("render", str(short_midi), "-o", str(direct), "--model", str(official_layout), *FAST).exit_code == 0

@@ -88,6 +88,60 @@ def test_a_note_after_a_fading_tail_starts_from_the_fades_gain():
     assert before < 0.1 and gain[int((second + 0.01) * SAMPLE_RATE)] == 1.0
 
 
+def test_the_gates_last_span_fades_out_by_the_end_of_the_audio():
+    """A render cut before its last note's tail is over ends faded out, not cut off mid-sound."""
+    song = _song([(1.0, 2.0, False)])
+    end = 2.0 + silence.TAIL_SECONDS / 2
+    capped = silence.SilenceGate(song, end).gain(0, 4 * SAMPLE_RATE)
+    uncapped = silence.SilenceGate(song).gain(0, 4 * SAMPLE_RATE)
+    at = int((end - silence.FADE_SECONDS) * SAMPLE_RATE)
+    np.testing.assert_array_equal(capped[:at], uncapped[:at])  # unchanged until its fade
+    assert capped[at] == 1.0 and 0 < capped[int((end - 0.01) * SAMPLE_RATE)] < 0.01
+    assert not capped[int(end * SAMPLE_RATE) :].any() and uncapped[int(end * SAMPLE_RATE)] == 1.0
+
+
+def _pre_echo_song() -> tuple[Song, np.ndarray, int]:
+    """A quiet held tone, then a note at 0.5 s whose audio (a loud tone) starts 20 ms early, as a vocoder draws it:
+    the song, its audio and the onset's sample."""
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    onset = SAMPLE_RATE // 2
+    audio = 0.01 * np.sin(2 * np.pi * 220 * t)
+    early = onset - int(0.02 * SAMPLE_RATE)
+    audio[early:] += 0.5 * np.sin(2 * np.pi * 440 * t[early:])
+    return _song([(0.0, 1.0, False), (0.5, 1.0, False)]), audio.astype(np.float32), onset
+
+
+def test_the_pre_echo_before_an_onset_is_held_to_the_level_before_it():
+    song, audio, onset = _pre_echo_song()
+    guarded = silence.silence(song, audio)
+    assert guarded.shape == audio.shape
+    gated = silence.SilenceGate(song, 1.0).apply(audio)
+    pre = int(silence.PRE_ECHO_SECONDS * SAMPLE_RATE)
+    np.testing.assert_array_equal(guarded[: onset - pre], gated[: onset - pre])
+    np.testing.assert_array_equal(guarded[onset:], gated[onset:])  # the attack itself passes
+    early = guarded[onset - int(0.02 * SAMPLE_RATE) : onset - silence.ENVELOPE_SAMPLES]
+    assert np.sqrt(np.mean(early**2)) < 0.02 < np.sqrt(np.mean(audio[onset - 320 : onset] ** 2))  # was ~0.35
+
+
+def test_the_guard_streams_the_same_audio_in_any_chunks():
+    song, audio, _ = _pre_echo_song()
+    whole = silence.silence(song, audio)
+    for size in (1, 97, 4000, audio.shape[0]):
+        chunks = [audio[i : i + size] for i in range(0, audio.shape[0], size)]
+        streamed = list(silence.silence_stream(song, chunks, audio.shape[0]))
+        np.testing.assert_array_equal(np.concatenate(streamed), whole)
+
+
+def test_onsets_that_follow_another_closely_are_not_guarded():
+    """A strummed chord: the rise before its second note is the first one's attack."""
+    song, audio, onset = _pre_echo_song()
+    strum = Song(
+        notes=[*song.notes, Note(start=0.52, end=1.0, pitch=64, velocity=90, program=0, is_drum=False)], duration=1.0
+    )
+    guard = silence.PreEchoGuard(strum)
+    assert guard.onsets.tolist() == [0, onset]
+
+
 def test_user_songs_are_the_kinds_the_training_generator_does_not_make(tmp_path):
     paths = write_user_songs(tmp_path)
     assert [p.stem for p in paths] == list(USER_SONGS)

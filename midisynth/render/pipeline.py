@@ -50,7 +50,7 @@ from midisynth.model.partials import (
 from midisynth.model.refiner import Refiner, load_refiner
 from midisynth.model.resolve import resolve_model
 from midisynth.precision import check_precision, hardware, resolve_precision
-from midisynth.render.silence import SilenceGate
+from midisynth.render.silence import silence_stream
 from midisynth.score.midi import Song, read_midi, type2_notice
 from midisynth.score.tokens import cut_seconds, fit_window, num_windows, pad_tokens, tokenize
 from midisynth.vocoders.vocoder import Vocoder, load_vocoder
@@ -471,13 +471,10 @@ class Synthesizer:
         self, song: Song, features: Iterable[np.ndarray], mel_sink: Callable[[np.ndarray], None] | None = None
     ) -> Iterator[np.ndarray]:
         """Audio chunks (float32, 16 kHz) of a song's spectrogram, given as consecutive parts [frames, 128] from its
-        first frame: the vocoder's output muted where the score is silent (`midisynth.render.silence`). `mel_sink`
-        receives each part as it is vocoded."""
-        gate = SilenceGate(song)
-        position = 0  # samples from the song's start
-        for chunk in self.vocoder.stream(features if mel_sink is None else _passed_to(mel_sink, features)):
-            yield gate.apply(chunk, position)
-            position += chunk.shape[0]
+        first frame: the vocoder's output muted where the score is silent and its pre-echo before onsets taken out
+        (`midisynth.render.silence`). `mel_sink` receives each part as it is vocoded."""
+        chunks = self.vocoder.stream(features if mel_sink is None else _passed_to(mel_sink, features))
+        yield from silence_stream(song, chunks, self.num_samples(song))
 
     def tokenize(self, song: Song) -> list[list[int]]:
         """The song's token windows (see `midisynth.score.tokens`)."""

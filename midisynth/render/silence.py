@@ -1,15 +1,28 @@
-"""Silence where the score is silent: the rendered audio is muted outside the spans in which notes sound.
+"""Silence where the score is silent: the rendered audio is muted outside the spans in which notes sound, and the
+pre-echo a vocoder draws before each attack is taken out.
 
 The network draws a faint noise floor everywhere, nothing in its inputs tells a rest from a quiet passage, and a
 vocoder working on 40 ms windows spreads each attack over the 20-40 ms before it: rests hiss, and a rest's last
-frames carry the next attack early, where the reference is digitally silent. The score knows better. A span runs
-from a note's onset, rising over RAMP_SECONDS (a sampled instrument's attack starts a few milliseconds after its
-note-on), to TAIL_SECONDS after it stops sounding (`frames.sounding_end`), which leaves room for releases and
-reverb. Within a span the audio passes unchanged, except over its last FADE_SECONDS, where it fades out (raised
-cosine); outside every span it is zero.
+frames carry the next attack early, where the reference is digitally silent. The score knows better.
+
+`SilenceGate`: a span runs from a note's onset, rising over RAMP_SECONDS (a sampled instrument's attack starts a few
+milliseconds after its note-on), to TAIL_SECONDS after it stops sounding (`frames.sounding_end`), which leaves room
+for releases and reverb, and no further than the end of the audio, so that a render ends faded out rather than cut.
+Within a span the audio passes unchanged, except over its last FADE_SECONDS, where it fades out (raised cosine);
+outside every span it is zero.
+
+`PreEchoGuard`: within a span (a note that follows another one's release), the same early attack rises out of the
+quieter sound before it. Over the PRE_ECHO_SECONDS before each onset, the audio's envelope (its RMS over blocks of
+ENVELOPE_SAMPLES) is held to the loudest it was over the LEVEL_SECONDS before that: what already sounded passes, what
+rises early is scaled down to it. Onsets that follow another within PRE_ECHO_SECONDS + LEVEL_SECONDS (a strummed
+chord, a roll) are left alone: the rise before them is the earlier note's attack.
+
+`silence_stream` applies both to a render's audio chunks; `silence` to a whole render.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -21,17 +34,21 @@ RAMP_SECONDS = 0.005  # fade-in from an onset that follows silence (no click, no
 TAIL_SECONDS = 1.2  # a span lasts this long after its last note stops sounding
 FADE_SECONDS = 0.4  # the last part of that, over which the audio fades out
 LOOK_BACK = 3  # spans whose fade-out can still overlap a sample: the last begun at or before it and those before
+PRE_ECHO_SECONDS = 0.03  # before an onset, where a vocoder's 40 ms windows draw its attack early
+LEVEL_SECONDS = 0.01  # before that, where the level the pre-echo is held to is measured
+ENVELOPE_SAMPLES = 40  # 2.5 ms: the blocks over which the envelope is measured
 
 
 class SilenceGate:
     """A song's sounding spans, in samples at 16 kHz, and the gain they give each sample."""
 
-    def __init__(self, song: Song):
+    def __init__(self, song: Song, end_seconds: float = np.inf):
+        """`end_seconds`: the length of the audio to gate; the last span fades out by then."""
         spans = sorted((note.start, sounding_end(note)) for note in song.notes)
         begins: list[float] = []
         ends: list[float] = []
         for start, end in spans:  # seconds; a span begun before the last one starts to fade out joins it
-            stop = end + TAIL_SECONDS
+            stop = min(end + TAIL_SECONDS, end_seconds)
             if ends and start <= ends[-1] - FADE_SECONDS:
                 ends[-1] = max(ends[-1], stop)
             else:
@@ -70,3 +87,86 @@ class SilenceGate:
     def apply(self, audio: np.ndarray, first: int = 0) -> np.ndarray:
         """`audio` [samples] (starting at song sample `first`) times the gain."""
         return audio * self.gain(first, audio.shape[0])
+
+
+class PreEchoGuard:
+    """Holds the audio's envelope before each of a song's onsets to its level just before (see the module's
+    docstring). Fed a render's audio chunk by chunk (`push`, then `finish`), it gives the same samples back
+    PRE_ECHO_SECONDS + LEVEL_SECONDS later: an onset's pre-echo is taken out before the audio before it is passed on."""
+
+    def __init__(self, song: Song):
+        reach = PRE_ECHO_SECONDS + LEVEL_SECONDS
+        starts = np.unique([note.start for note in song.notes])  # seconds, sorted
+        isolated = starts[np.diff(starts, prepend=-np.inf) > reach]  # no other onset in the `reach` before
+        self.onsets = np.round(isolated * SAMPLE_RATE).astype(np.int64)  # [onsets] samples
+        self.pre = round(PRE_ECHO_SECONDS * SAMPLE_RATE)  # samples
+        self.held = round(reach * SAMPLE_RATE)  # samples kept back: an onset's pre-echo and level window
+        self.buffer = np.zeros(0, np.float32)  # audio of samples [self.start, self.start + len(buffer))
+        self.start = 0
+        self.next_onset = 0  # index into `onsets` of the first not yet guarded
+
+    def push(self, chunk: np.ndarray) -> np.ndarray:
+        """The next chunk of audio in; out, the guarded audio that no later onset can change (shorter or longer)."""
+        self.buffer = np.concatenate([self.buffer, chunk.astype(np.float32, copy=False)])
+        end = self.start + self.buffer.shape[0]
+        while self.next_onset < self.onsets.shape[0] and self.onsets[self.next_onset] <= end:
+            self._guard(int(self.onsets[self.next_onset]))
+            self.next_onset += 1
+        ready = max(self.buffer.shape[0] - self.held, 0)
+        out, self.buffer = self.buffer[:ready], self.buffer[ready:]
+        self.start += ready
+        return out
+
+    def finish(self) -> np.ndarray:
+        """The audio still held back (onsets past the audio's end have nothing to guard)."""
+        out, self.buffer = self.buffer, np.zeros(0, np.float32)
+        self.start += out.shape[0]
+        return out
+
+    def _guard(self, onset: int) -> None:
+        """Scale the buffered audio over the `pre` samples before `onset` (a sample of the song) down to the
+        envelope's peak over the `held - pre` samples before them."""
+        lo = max(onset - self.pre, self.start)
+        level_lo = max(onset - self.held, self.start)
+        if lo >= onset:
+            return
+        audio = self.buffer[lo - self.start : onset - self.start]  # a view: scaled in place
+        before = self.buffer[level_lo - self.start : lo - self.start]
+        level = _envelope(before).max(initial=0.0)
+        envelope = _envelope(audio)  # [blocks]
+        gains = np.minimum(1.0, level / np.maximum(envelope, 1e-12))
+        padded = np.pad(gains, 1, mode="edge")
+        gains = np.minimum(np.minimum(padded[:-2], padded[1:-1]), padded[2:])  # a block's or its neighbour's: a rise
+        centres = (np.arange(gains.shape[0]) + 0.5) * ENVELOPE_SAMPLES  # within a block is caught from its start
+        # Gains between the blocks' centres, rising back to 1 at the onset.
+        gain = np.interp(np.arange(audio.shape[0]), np.append(centres, audio.shape[0]), np.append(gains, 1.0))
+        audio *= gain.astype(np.float32)
+
+
+def _envelope(audio: np.ndarray) -> np.ndarray:
+    """RMS of each block of ENVELOPE_SAMPLES (the last one may be shorter) [blocks]."""
+    if audio.shape[0] == 0:
+        return np.zeros(0)
+    squares = np.square(audio, dtype=np.float64)
+    edges = np.arange(0, audio.shape[0], ENVELOPE_SAMPLES)
+    sums = np.add.reduceat(squares, edges)
+    counts = np.diff(np.append(edges, audio.shape[0]))
+    return np.sqrt(sums / counts)
+
+
+def silence_stream(song: Song, chunks: Iterable[np.ndarray], num_samples: int) -> Iterator[np.ndarray]:
+    """A render's audio chunks (float32, 16 kHz, `num_samples` in all, from the song's start) gated by the song's
+    `SilenceGate` and then its `PreEchoGuard`: the same samples in all, in chunks of other sizes."""
+    gate, guard = SilenceGate(song, num_samples / SAMPLE_RATE), PreEchoGuard(song)
+    position = 0  # samples from the song's start
+    for chunk in chunks:
+        out = guard.push(gate.apply(chunk, position))
+        position += chunk.shape[0]
+        if out.shape[0]:
+            yield out
+    yield guard.finish()
+
+
+def silence(song: Song, audio: np.ndarray) -> np.ndarray:
+    """A whole render's audio [samples] through `silence_stream`."""
+    return np.concatenate(list(silence_stream(song, [audio], audio.shape[0])))
