@@ -22,10 +22,12 @@ from midisynth.render.pipeline import RenderOptions, Synthesizer
 from midisynth.score.midi import Note, Song, read_midi
 from midisynth.training.partials import (
     broadband_columns,
+    capped_to_seen_bins,
     fit_partials,
     log_pass_gains,
     nonnegative_least_squares,
     normal_equations,
+    seen_bins,
     solve_gains,
 )
 from tests.conftest import FAST, write_midi
@@ -370,8 +372,9 @@ def test_log_passes_lift_the_relative_fits_low_estimate(tmp_path):
         features = np.load(path).astype(np.float32)
         np.save(path, (features + rng.normal(0.0, 0.5, features.shape)).astype(np.float16))
     gram, target = normal_equations(tmp_path / "ds")
-    relative = solve_gains(gram, target)
-    logged = log_pass_gains(*normal_equations(tmp_path / "ds", gains=relative), relative)
+    seen = seen_bins(np.einsum("bii->bi", gram))
+    relative = solve_gains(gram, target, seen)
+    logged = log_pass_gains(*normal_equations(tmp_path / "ds", gains=relative), relative, seen)
 
     def log_error(gains: np.ndarray) -> float:
         """Mean log ratio of the estimate with `gains` to the noise-free data, where that stands above the floor."""
@@ -388,6 +391,23 @@ def test_log_passes_lift_the_relative_fits_low_estimate(tmp_path):
     assert abs(log_error(logged)) < 0.5 * abs(log_error(relative))
     kept = broadband_columns()
     np.testing.assert_array_equal(logged[:, kept], relative[:, kept])
+
+
+def test_gains_in_bins_a_columns_data_do_not_reach_are_capped():
+    """Column 5's notes reach bins 0-9 only through leakage (a Gram diagonal far below the bins' median): its gains
+    there are capped at its largest gain in the bins they reach. The bins they reach, a broadband column and a
+    column without data keep their gains."""
+    diagonal = np.ones((N_MELS, P.COLUMNS))
+    gains = np.full((N_MELS, P.COLUMNS), 2.0)
+    diagonal[:10, 5] = 1e-4
+    gains[:10, 5], gains[20, 5], gains[3, 5] = 30.0, 3.0, 1.0
+    diagonal[:10, P.REVERB_COLUMN], gains[:10, P.REVERB_COLUMN] = 1e-4, 30.0
+    diagonal[:, 7], gains[:10, 7] = 0.0, 30.0
+    expected = gains.copy()
+    expected[:10, 5] = [3.0, 3.0, 3.0, 1.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0]
+    seen = seen_bins(diagonal)
+    assert seen[:10, P.REVERB_COLUMN].all() and not seen[:10, 5].any() and seen[10:, 5].all()
+    np.testing.assert_array_equal(capped_to_seen_bins(gains, seen), expected)
 
 
 def test_files_round_trip_and_bad_files_are_named(tmp_path):

@@ -53,6 +53,7 @@ from midisynth.score.midi import MidiError, Song, read_midi
 
 RELATIVE_FLOOR = math.exp(MIN_LOG_MEL)  # mel magnitude added to each target in the fit's error weights
 RIDGE = 0.005  # pull of each program's gains toward its family's, relative to the bin's median Gram diagonal
+SEEN = 0.01  # a column's data reach a mel bin where its Gram diagonal is at least this share of the bin's median
 LOG_PASSES = 1  # Gauss-Newton passes on the log magnitude's error after the relative-error fit
 
 
@@ -106,9 +107,11 @@ def _ridge_fit(gram: np.ndarray, target: np.ndarray, prior: np.ndarray, pull: np
     return nonnegative_least_squares(gram + pull[:, :, None] * np.eye(gram.shape[1]), target + pull * prior)
 
 
-def solve_gains(gram: np.ndarray, target: np.ndarray) -> np.ndarray:
+def solve_gains(gram: np.ndarray, target: np.ndarray, seen: np.ndarray | None = None) -> np.ndarray:
     """Gains [128 bins, COLUMNS] from the fit's normal equations (gram [bins, COLUMNS, COLUMNS], target [bins,
-    COLUMNS]): families first (a column without data gets none), then every column shrunk toward its family's."""
+    COLUMNS]): families first (a column without data gets none), then every column shrunk toward its family's, then
+    capped in the bins its data do not reach (`capped_to_seen_bins`; `seen` [bins, COLUMNS], by default
+    `seen_bins` of this gram)."""
     matrix = family_matrix()
     family_gram = matrix.T @ gram @ matrix  # [bins, groups, groups]
     family_target = target @ matrix
@@ -120,25 +123,47 @@ def solve_gains(gram: np.ndarray, target: np.ndarray) -> np.ndarray:
         np.where(has_data, 1e-6, 1.0) * _diagonal_scale(family_gram),
     )
     for block in (slice(0, FAMILIES), slice(FAMILIES, 2 * FAMILIES)):  # family_matrix's held, then attack families
-        for row, seen in zip(families[:, block], has_data[:, block], strict=True):  # families without data: the mean
-            if seen.any():
-                row[~seen] = np.exp(np.mean(np.log(row[seen] + 1e-6)))
-    return _ridge_fit(gram, target, families @ matrix.T, np.full_like(target, RIDGE) * _diagonal_scale(gram)).astype(
-        np.float32
-    )
+        for row, fitted in zip(families[:, block], has_data[:, block], strict=True):  # families without data: the mean
+            if fitted.any():
+                row[~fitted] = np.exp(np.mean(np.log(row[fitted] + 1e-6)))
+    gains = _ridge_fit(gram, target, families @ matrix.T, np.full_like(target, RIDGE) * _diagonal_scale(gram))
+    seen = seen_bins(np.einsum("bii->bi", gram)) if seen is None else seen
+    return capped_to_seen_bins(gains, seen).astype(np.float32)
 
 
-def log_pass_gains(gram: np.ndarray, target: np.ndarray, gains: np.ndarray) -> np.ndarray:
+def seen_bins(diagonal: np.ndarray) -> np.ndarray:
+    """[bins, COLUMNS] bool: where a column's data reach a bin, from the relative-error fit's Gram diagonal
+    `diagonal` [bins, COLUMNS]: at least SEEN of the bin's median. Every bin for the broadband columns. (A log pass's
+    weights, 1 / estimate, would count bins where the estimate is faint as reached.)"""
+    seen = diagonal >= SEEN * _median_positive(diagonal)
+    seen[:, broadband_columns()] = True
+    return seen
+
+
+def capped_to_seen_bins(gains: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """`gains` [bins, COLUMNS] with each column's gains, in the bins its data hardly reach (not `seen`, see
+    `seen_bins`), capped at its largest gain in the bins they do reach.
+
+    A program's notes reach a bin below their fundamentals only through the analysis window's leakage, so there its
+    gains are what the ridge pull and a few faint frames make them, up to several times its gains elsewhere, and a
+    note pitched below the data's range, whose fundamental lands in such a bin, is rendered far too loud (a tuba at
+    pitch 29: docs/experiments.md, "Gains in the bins a program's data do not reach"). The broadband columns reach
+    every bin; a column without data keeps its family's gains."""
+    largest = np.where(seen, gains, 0.0).max(axis=0)  # [COLUMNS]
+    return np.where(seen | ~seen.any(axis=0), gains, np.minimum(gains, largest))
+
+
+def log_pass_gains(gram: np.ndarray, target: np.ndarray, gains: np.ndarray, seen: np.ndarray) -> np.ndarray:
     """Gains [128 bins, COLUMNS] from a log pass's normal equations (`normal_equations` around `gains`): the
     `broadband_columns` keep `gains`, their share of the estimate taken out of the target; the others are solved as
-    `solve_gains` solves them."""
+    `solve_gains` solves them, capped where the first fit's data do not reach (`seen`, `seen_bins`)."""
     fixed = broadband_columns()
     bins, free, kept = np.arange(N_MELS), np.flatnonzero(~fixed), np.flatnonzero(fixed)
     gram, target = gram.copy(), target.copy()
     target[:, free] -= _kept_share(gram, gains, free, kept)
     gram[np.ix_(bins, free, kept)] = 0.0  # the kept columns drop out of the free ones' equations
     gram[np.ix_(bins, kept, free)] = 0.0
-    solved = solve_gains(gram, target)
+    solved = solve_gains(gram, target, seen)
     return np.where(fixed[None, :], gains, solved).astype(np.float32)
 
 
@@ -150,7 +175,11 @@ def _kept_share(gram: np.ndarray, gains: np.ndarray, free: np.ndarray, kept: np.
 
 def _diagonal_scale(gram: np.ndarray) -> np.ndarray:
     """[bins, 1]: each bin's median positive Gram diagonal (1 where none is), the unit of its ridge pulls."""
-    diagonal = np.einsum("bii->bi", gram)
+    return _median_positive(np.einsum("bii->bi", gram))
+
+
+def _median_positive(diagonal: np.ndarray) -> np.ndarray:
+    """[bins, 1]: the median of each row's positive entries (1 where none is)."""
     return np.array([np.median(d[d > 0]) if (d > 0).any() else 1.0 for d in diagonal])[:, None]
 
 
@@ -253,8 +282,9 @@ def fit_partials(
     gram, target = normal_equations(root, split, progress(0))
     if prior is not None:
         return Partials(adapt_gains(gram, target, prior.gains), mix)
-    gains = solve_gains(gram, target)
+    seen = seen_bins(np.einsum("bii->bi", gram))
+    gains = solve_gains(gram, target, seen)
     for number in range(1, passes):
         gram, target = normal_equations(root, split, progress(number), gains)
-        gains = log_pass_gains(gram, target, gains)
+        gains = log_pass_gains(gram, target, gains, seen)
     return Partials(gains, mix)
