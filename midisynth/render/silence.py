@@ -12,9 +12,9 @@ Within a span the audio passes unchanged, except over its last FADE_SECONDS, whe
 outside every span it is zero.
 
 `PreEchoGuard`: within a span (a note that follows another one's release), the same early attack rises out of the
-quieter sound before it. Over the PRE_ECHO_SECONDS before each onset, the audio's envelope (its RMS over blocks of
-ENVELOPE_SAMPLES) is held to the loudest it was over the LEVEL_SECONDS before that: what already sounded passes, what
-rises early is scaled down to it. Onsets that follow another within PRE_ECHO_SECONDS + LEVEL_SECONDS (a strummed
+quieter sound before it. Over the 30 ms before each onset (PRE_ECHO_BLOCKS), the audio's envelope (its RMS over
+blocks of ENVELOPE_SAMPLES) is held to the loudest it was over the 10 ms before that (LEVEL_BLOCKS): what already
+sounded passes, what rises early is scaled down to it. Onsets that follow another within those 40 ms (a strummed
 chord, a roll) are left alone: the rise before them is the earlier note's attack.
 
 `silence_stream` applies both to a render's audio chunks; `silence` to a whole render.
@@ -22,6 +22,7 @@ chord, a roll) are left alone: the rise before them is the earlier note's attack
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -34,9 +35,9 @@ RAMP_SECONDS = 0.005  # fade-in from an onset that follows silence (no click, no
 TAIL_SECONDS = 1.2  # a span lasts this long after its last note stops sounding
 FADE_SECONDS = 0.4  # the last part of that, over which the audio fades out
 LOOK_BACK = 3  # spans whose fade-out can still overlap a sample: the last begun at or before it and those before
-PRE_ECHO_SECONDS = 0.03  # before an onset, where a vocoder's 40 ms windows draw its attack early
-LEVEL_SECONDS = 0.01  # before that, where the level the pre-echo is held to is measured
 ENVELOPE_SAMPLES = 40  # 2.5 ms: the blocks over which the envelope is measured
+PRE_ECHO_BLOCKS = 12  # 30 ms before an onset, where a vocoder's 40 ms windows draw its attack early
+LEVEL_BLOCKS = 4  # 10 ms before that, where the level the pre-echo is held to is measured
 
 
 class SilenceGate:
@@ -92,15 +93,14 @@ class SilenceGate:
 class PreEchoGuard:
     """Holds the audio's envelope before each of a song's onsets to its level just before (see the module's
     docstring). Fed a render's audio chunk by chunk (`push`, then `finish`), it gives the same samples back
-    PRE_ECHO_SECONDS + LEVEL_SECONDS later: an onset's pre-echo is taken out before the audio before it is passed on."""
+    40 ms later: an onset's pre-echo is taken out before the audio before it is passed on."""
 
     def __init__(self, song: Song):
-        reach = PRE_ECHO_SECONDS + LEVEL_SECONDS
+        self.held = (PRE_ECHO_BLOCKS + LEVEL_BLOCKS) * ENVELOPE_SAMPLES  # samples kept back: pre-echo and level window
         starts = np.unique([note.start for note in song.notes])  # seconds, sorted
-        isolated = starts[np.diff(starts, prepend=-np.inf) > reach]  # no other onset in the `reach` before
-        self.onsets = np.round(isolated * SAMPLE_RATE).astype(np.int64)  # [onsets] samples
-        self.pre = round(PRE_ECHO_SECONDS * SAMPLE_RATE)  # samples
-        self.held = round(reach * SAMPLE_RATE)  # samples kept back: an onset's pre-echo and level window
+        isolated = starts[np.diff(starts, prepend=-np.inf) > self.held / SAMPLE_RATE]  # no other onset just before
+        onsets = np.round(isolated * SAMPLE_RATE).astype(np.int64)  # [onsets] samples
+        self.onsets = onsets[onsets >= self.held]  # (before that, the gate's rise from silence starts the song)
         self.buffer = np.zeros(0, np.float32)  # audio of samples [self.start, self.start + len(buffer))
         self.start = 0
         self.next_onset = 0  # index into `onsets` of the first not yet guarded
@@ -108,10 +108,10 @@ class PreEchoGuard:
     def push(self, chunk: np.ndarray) -> np.ndarray:
         """The next chunk of audio in; out, the guarded audio that no later onset can change (shorter or longer)."""
         self.buffer = np.concatenate([self.buffer, chunk.astype(np.float32, copy=False)])
-        end = self.start + self.buffer.shape[0]
-        while self.next_onset < self.onsets.shape[0] and self.onsets[self.next_onset] <= end:
-            self._guard(int(self.onsets[self.next_onset]))
-            self.next_onset += 1
+        stop = int(np.searchsorted(self.onsets, self.start + self.buffer.shape[0], side="right"))
+        if stop > self.next_onset:  # onsets whose pre-echo and level window are all buffered
+            self._guard(self.onsets[self.next_onset : stop])
+            self.next_onset = stop
         ready = max(self.buffer.shape[0] - self.held, 0)
         out, self.buffer = self.buffer[:ready], self.buffer[ready:]
         self.start += ready
@@ -123,35 +123,28 @@ class PreEchoGuard:
         self.start += out.shape[0]
         return out
 
-    def _guard(self, onset: int) -> None:
-        """Scale the buffered audio over the `pre` samples before `onset` (a sample of the song) down to the
-        envelope's peak over the `held - pre` samples before them."""
-        lo = max(onset - self.pre, self.start)
-        level_lo = max(onset - self.held, self.start)
-        if lo >= onset:
-            return
-        audio = self.buffer[lo - self.start : onset - self.start]  # a view: scaled in place
-        before = self.buffer[level_lo - self.start : lo - self.start]
-        level = _envelope(before).max(initial=0.0)
-        envelope = _envelope(audio)  # [blocks]
-        gains = np.minimum(1.0, level / np.maximum(envelope, 1e-12))
-        padded = np.pad(gains, 1, mode="edge")
-        gains = np.minimum(np.minimum(padded[:-2], padded[1:-1]), padded[2:])  # a block's or its neighbour's: a rise
-        centres = (np.arange(gains.shape[0]) + 0.5) * ENVELOPE_SAMPLES  # within a block is caught from its start
-        # Gains between the blocks' centres, rising back to 1 at the onset.
-        gain = np.interp(np.arange(audio.shape[0]), np.append(centres, audio.shape[0]), np.append(gains, 1.0))
-        audio *= gain.astype(np.float32)
+    def _guard(self, onsets: np.ndarray) -> None:
+        """Scale the buffered audio over the PRE_ECHO_BLOCKS before each of `onsets` [n] (samples of the song, at
+        least `held` apart) down to the envelope's peak over the LEVEL_BLOCKS before them."""
+        index = (onsets - self.held - self.start)[:, None] + np.arange(self.held)  # [n, held] into the buffer
+        blocks = self.buffer[index].reshape(onsets.shape[0], -1, ENVELOPE_SAMPLES).astype(np.float64)
+        envelope = np.sqrt(np.mean(np.square(blocks), axis=2))  # [n, LEVEL_BLOCKS + PRE_ECHO_BLOCKS]
+        level = envelope[:, :LEVEL_BLOCKS].max(axis=1, keepdims=True)  # [n, 1]
+        gains = np.minimum(1.0, level / np.maximum(envelope[:, LEVEL_BLOCKS:], 1e-12))  # [n, PRE_ECHO_BLOCKS]
+        padded = np.pad(gains, ((0, 0), (1, 1)), mode="edge")
+        gains = np.minimum(np.minimum(padded[:, :-2], padded[:, 1:-1]), padded[:, 2:])  # a block's or a neighbour's:
+        ones = np.ones((onsets.shape[0], 1))  # a rise within a block is caught from its start
+        gain = np.concatenate([gains, ones], axis=1) @ _pre_echo_ramp()  # [n, pre-echo samples]
+        self.buffer[index[:, LEVEL_BLOCKS * ENVELOPE_SAMPLES :]] *= gain.astype(np.float32)
 
 
-def _envelope(audio: np.ndarray) -> np.ndarray:
-    """RMS of each block of ENVELOPE_SAMPLES (the last one may be shorter) [blocks]."""
-    if audio.shape[0] == 0:
-        return np.zeros(0)
-    squares = np.square(audio, dtype=np.float64)
-    edges = np.arange(0, audio.shape[0], ENVELOPE_SAMPLES)
-    sums = np.add.reduceat(squares, edges)
-    counts = np.diff(np.append(edges, audio.shape[0]))
-    return np.sqrt(sums / counts)
+@functools.cache
+def _pre_echo_ramp() -> np.ndarray:
+    """[PRE_ECHO_BLOCKS + 1, PRE_ECHO_BLOCKS * ENVELOPE_SAMPLES]: the gains of the pre-echo blocks, at their centres,
+    and 1 at the onset, linearly interpolated to every sample before the onset."""
+    samples = PRE_ECHO_BLOCKS * ENVELOPE_SAMPLES
+    centres = np.append((np.arange(PRE_ECHO_BLOCKS) + 0.5) * ENVELOPE_SAMPLES, samples)
+    return np.stack([np.interp(np.arange(samples), centres, unit) for unit in np.eye(PRE_ECHO_BLOCKS + 1)])
 
 
 def silence_stream(song: Song, chunks: Iterable[np.ndarray], num_samples: int) -> Iterator[np.ndarray]:
