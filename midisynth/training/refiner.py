@@ -44,7 +44,7 @@ class RefinerTrainConfig:
     batch_size: int = 16  # crops per step
     crop_frames: int = 128
     learning_rate: float = 1e-3  # peak of a one-cycle schedule (5 % warm-up, cosine down)
-    max_steps: int = 3000
+    max_steps: int = 6000
     flux_weight: float = 1.0
     weight_decay: float = 1e-4
     ema_decay: float = 0.99
