@@ -107,11 +107,11 @@ def _ridge_fit(gram: np.ndarray, target: np.ndarray, prior: np.ndarray, pull: np
     return nonnegative_least_squares(gram + pull[:, :, None] * np.eye(gram.shape[1]), target + pull * prior)
 
 
-def solve_gains(gram: np.ndarray, target: np.ndarray, seen: np.ndarray | None = None) -> np.ndarray:
+def solve_gains(gram: np.ndarray, target: np.ndarray, seen: np.ndarray) -> np.ndarray:
     """Gains [128 bins, COLUMNS] from the fit's normal equations (gram [bins, COLUMNS, COLUMNS], target [bins,
     COLUMNS]): families first (a column without data gets none), then every column shrunk toward its family's, then
-    capped in the bins its data do not reach (`capped_to_seen_bins`; `seen` [bins, COLUMNS], by default
-    `seen_bins` of this gram)."""
+    capped in the bins its data do not reach (`capped_to_seen_bins`; `seen` [bins, COLUMNS], `seen_bins` of the
+    relative-error fit's gram)."""
     matrix = family_matrix()
     family_gram = matrix.T @ gram @ matrix  # [bins, groups, groups]
     family_target = target @ matrix
@@ -127,7 +127,6 @@ def solve_gains(gram: np.ndarray, target: np.ndarray, seen: np.ndarray | None = 
             if fitted.any():
                 row[~fitted] = np.exp(np.mean(np.log(row[fitted] + 1e-6)))
     gains = _ridge_fit(gram, target, families @ matrix.T, np.full_like(target, RIDGE) * _diagonal_scale(gram))
-    seen = seen_bins(np.einsum("bii->bi", gram)) if seen is None else seen
     return capped_to_seen_bins(gains, seen).astype(np.float32)
 
 
@@ -147,8 +146,8 @@ def capped_to_seen_bins(gains: np.ndarray, seen: np.ndarray) -> np.ndarray:
     A program's notes reach a bin below their fundamentals only through the analysis window's leakage, so there its
     gains are what the ridge pull and a few faint frames make them, up to several times its gains elsewhere, and a
     note pitched below the data's range, whose fundamental lands in such a bin, is rendered far too loud (a tuba at
-    pitch 29: docs/experiments.md, "Gains in the bins a program's data do not reach"). The broadband columns reach
-    every bin; a column without data keeps its family's gains."""
+    pitch 29: docs/experiments.md, "Pre-echo, the last fade, and gains where a program's data do not reach"). A
+    column without data (seen nowhere) keeps its family's gains."""
     largest = np.where(seen, gains, 0.0).max(axis=0)  # [COLUMNS]
     return np.where(seen | ~seen.any(axis=0), gains, np.minimum(gains, largest))
 
