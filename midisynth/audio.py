@@ -124,59 +124,64 @@ def stft(audio: torch.Tensor, hop: int = HOP_LENGTH) -> torch.Tensor:
     return torch.fft.rfft(framed, n=FFT_SIZE)
 
 
-def istft(spectrum: torch.Tensor) -> torch.Tensor:
-    """Least-squares inverse of `stft`: complex [..., frames, 513] -> audio [..., frames * 320].
+def istft(spectrum: torch.Tensor, hop: int = HOP_LENGTH) -> torch.Tensor:
+    """Least-squares inverse of `stft` at `hop`: complex [..., frames, 513] -> audio [..., frames * hop].
 
     Each frame's inverse FFT is cut to the 640 windowed samples, weighted by the window again, overlap-added
-    and divided by the sum of squared windows (floored at OLA_FLOOR, which only the first 122 samples reach,
-    where the analysis window is below 0.32 and the first samples come back attenuated, not amplified). For a spectrum that `stft` produced, this returns the
-    signal.
+    and divided by the sum of squared windows (floored at OLA_FLOOR, which only the first samples reach, where the
+    analysis window is small and the first samples come back attenuated, not amplified). For a spectrum that `stft`
+    produced at the same hop, this returns the signal.
     """
     frames = spectrum.shape[-2]
     window = hann_window(spectrum.device, spectrum.real.dtype)
     pieces = torch.fft.irfft(spectrum, n=FFT_SIZE)[..., :WIN_LENGTH] * window  # [..., frames, 640]
     columns = pieces.reshape(-1, frames, WIN_LENGTH).transpose(1, 2)  # [batch, 640, frames]
-    audio = _overlap_add(columns).reshape(*pieces.shape[:-2], -1)  # [..., (frames + 1) * 320]
-    norm = _squared_window_sum(frames, spectrum.device, spectrum.real.dtype)
-    return (audio / norm)[..., : frames * HOP_LENGTH]
+    audio = _overlap_add(columns, hop).reshape(*pieces.shape[:-2], -1)  # [..., (frames - 1) * hop + 640]
+    norm = _squared_window_sum(frames, hop, spectrum.device, spectrum.real.dtype)
+    return (audio / norm)[..., : frames * hop]
 
 
-def reproject(spectrum: torch.Tensor) -> torch.Tensor:
-    """`stft(istft(spectrum))`, the nearest consistent STFT (Griffin-Lim's projection), without building the signal.
+def reproject(spectrum: torch.Tensor, hop: int = HOP_LENGTH) -> torch.Tensor:
+    """`stft(istft(spectrum, hop), hop)`, the nearest consistent STFT (Griffin-Lim's projection), without building
+    the signal.
 
-    The window spans two hops, so signal block k (samples [320 k, 320 k + 320)) is the overlap of frame k's first
-    half and frame k - 1's second half, and frame k re-analyses blocks k and k + 1. Working on blocks avoids the
-    fold / pad / unfold copies (faster per Griffin-Lim iteration); equal to 2e-7.
+    `hop` divides the 640-sample window into `parts` = 640 / hop blocks: signal block k (samples [hop k, hop (k + 1)))
+    is the overlap of part r of frame k - r for r < parts, and frame k re-analyses blocks k to k + parts - 1. Working
+    on blocks avoids the fold / pad / unfold copies (faster per Griffin-Lim iteration); equal to 2e-7.
     """
-    frames = spectrum.shape[-2]
+    if WIN_LENGTH % hop:
+        raise ValueError(f"hop {hop} does not divide the {WIN_LENGTH}-sample window")
+    parts, frames = WIN_LENGTH // hop, spectrum.shape[-2]
     real = spectrum.real.dtype
     window = hann_window(spectrum.device, real)
     pieces = torch.fft.irfft(spectrum, n=FFT_SIZE)[..., :WIN_LENGTH] * window  # [..., frames, 640]
-    blocks = pieces[..., :HOP_LENGTH].clone()  # [..., frames, 320]
-    blocks[..., 1:, :] += pieces[..., :-1, HOP_LENGTH:]
-    blocks = blocks * _inverse_block_norm(frames, spectrum.device, real)
-    following = F.pad(blocks[..., 1:, :], (0, 0, 0, 1))  # block k + 1; past the signal's end, zeros (pad_end)
-    framed = torch.cat([blocks * window[:HOP_LENGTH], following * window[HOP_LENGTH:]], dim=-1)  # [..., frames, 640]
+    pieces = pieces.unflatten(-1, (parts, hop))  # [..., frames, parts, hop]
+    blocks = pieces[..., 0, :].clone()  # [..., frames, hop]
+    for r in range(1, min(parts, frames)):
+        blocks[..., r:, :] += pieces[..., :-r, r, :]
+    blocks = blocks * _inverse_block_norm(frames, hop, spectrum.device, real)
+    following = F.pad(blocks, (0, 0, 0, parts - 1))  # past the signal's end, zeros (pad_end)
+    framed = torch.cat([following[..., r : r + frames, :] for r in range(parts)], dim=-1) * window  # [..., frames, 640]
     return torch.fft.rfft(framed, n=FFT_SIZE)
 
 
 @_tensor_cache(maxsize=8)
-def _inverse_block_norm(frames: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """1 / `_squared_window_sum` over the signal's frames * 320 samples, as blocks [frames, 320]."""
-    return (1.0 / _squared_window_sum(frames, device, dtype)[: frames * HOP_LENGTH]).view(frames, HOP_LENGTH)
+def _inverse_block_norm(frames: int, hop: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """1 / `_squared_window_sum` over the signal's frames * hop samples, as blocks [frames, hop]."""
+    return (1.0 / _squared_window_sum(frames, hop, device, dtype)[: frames * hop]).view(frames, hop)
 
 
-def _overlap_add(columns: torch.Tensor) -> torch.Tensor:
-    """Frames [batch, 640, frames] overlap-added at hop 320 -> [batch, 1, 1, (frames - 1) * 320 + 640]."""
-    length = (columns.shape[-1] - 1) * HOP_LENGTH + WIN_LENGTH
-    return F.fold(columns, output_size=(1, length), kernel_size=(1, WIN_LENGTH), stride=(1, HOP_LENGTH))
+def _overlap_add(columns: torch.Tensor, hop: int) -> torch.Tensor:
+    """Frames [batch, 640, frames] overlap-added at `hop` -> [batch, 1, 1, (frames - 1) * hop + 640]."""
+    length = (columns.shape[-1] - 1) * hop + WIN_LENGTH
+    return F.fold(columns, output_size=(1, length), kernel_size=(1, WIN_LENGTH), stride=(1, hop))
 
 
 @_tensor_cache(maxsize=8)
-def _squared_window_sum(frames: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Overlap-added squared windows [(frames - 1) * 320 + 640], floored at OLA_FLOOR."""
+def _squared_window_sum(frames: int, hop: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Overlap-added squared windows [(frames - 1) * hop + 640], floored at OLA_FLOOR."""
     squared = (hann_window(device, dtype) ** 2)[None, :, None].expand(1, WIN_LENGTH, frames)
-    return _overlap_add(squared).reshape(-1).clamp(min=OLA_FLOOR)
+    return _overlap_add(squared, hop).reshape(-1).clamp(min=OLA_FLOOR)
 
 
 def magnitude_to_log_mel(magnitude: torch.Tensor) -> torch.Tensor:

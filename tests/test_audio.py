@@ -145,27 +145,35 @@ def test_sine_peaks_in_its_mel_band():
         assert abs(int(features[25].argmax()) - expected) <= 1, hz
 
 
-def test_istft_inverts_stft():
+@pytest.mark.parametrize("hop, frames, unsure", [(320, 16, 122), (160, 32, 122), (80, 63, 122)])
+def test_istft_inverts_stft(hop, frames, unsure):
     rng = np.random.default_rng(3)
     audio = torch.from_numpy(rng.standard_normal((2, 5_000)).astype(np.float32))
-    spectrum = stft(audio)
-    assert spectrum.shape == (2, 16, 513)
-    rebuilt = istft(spectrum)
-    assert rebuilt.shape == (2, 16 * 320)
-    # Exact but for the first 122 samples, where the window is below 0.32 and the overlap-add is floored.
-    torch.testing.assert_close(rebuilt[:, 122:5_000], audio[:, 122:], atol=1e-5, rtol=0)
-    assert (rebuilt[:, :122].abs() <= audio[:, :122].abs() + 1e-5).all()  # attenuated there, never amplified
+    spectrum = stft(audio, hop)
+    assert spectrum.shape == (2, frames, 513)
+    rebuilt = istft(spectrum, hop)
+    assert rebuilt.shape == (2, frames * hop)
+    # Exact but for the first samples, where only frame 0's window reaches, it is small and the overlap-add is
+    # floored: `unsure` samples.
+    torch.testing.assert_close(rebuilt[:, unsure:5_000], audio[:, unsure:], atol=1e-5, rtol=0)
+    assert (rebuilt[:, :unsure].abs() <= audio[:, :unsure].abs() + 1e-5).all()  # attenuated there, never amplified
     assert rebuilt[:, 5_000:].abs().max() < 1e-5  # the zero padding comes back as zeros
 
 
+@pytest.mark.parametrize("hop", [320, 160, 80])
 @pytest.mark.parametrize("shape", [(1, 513), (7, 513), (2, 40, 513)])
-def test_reproject_is_stft_of_istft(shape):
+def test_reproject_is_stft_of_istft(shape, hop):
     """Griffin-Lim's block-wise projection equals the explicit signal round trip on inconsistent spectra."""
     g = torch.Generator().manual_seed(5)
     spectrum = torch.polar(torch.rand(shape, generator=g), 2 * torch.pi * torch.rand(shape, generator=g))
-    expected = stft(istft(spectrum))
+    expected = stft(istft(spectrum, hop), hop)
     assert not torch.allclose(expected, spectrum, atol=1e-2)  # random phases are not consistent: a real test
-    torch.testing.assert_close(reproject(spectrum), expected, atol=2e-6, rtol=0)
+    torch.testing.assert_close(reproject(spectrum, hop), expected, atol=2e-6, rtol=0)
+
+
+def test_reproject_needs_a_hop_that_divides_the_window():
+    with pytest.raises(ValueError, match="hop 300 does not divide the 640-sample window"):
+        reproject(torch.ones(3, 513, dtype=torch.complex64), 300)
 
 
 def test_network_range_round_trip_and_clipping():

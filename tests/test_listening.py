@@ -118,9 +118,21 @@ def test_the_pre_echo_before_an_onset_is_held_to_the_level_before_it():
     gated = silence.SilenceGate(song, 1.0).apply(audio)
     pre = silence.PRE_ECHO_BLOCKS * silence.ENVELOPE_SAMPLES
     np.testing.assert_array_equal(guarded[: onset - pre], gated[: onset - pre])
-    np.testing.assert_array_equal(guarded[onset:], gated[onset:])  # the attack itself passes
-    early = guarded[onset - int(0.02 * SAMPLE_RATE) : onset - silence.ENVELOPE_SAMPLES]
+    rise = round(silence.RAMP_SECONDS * SAMPLE_RATE)
+    np.testing.assert_array_equal(guarded[onset + rise :], gated[onset + rise :])  # the attack passes after 5 ms
+    early = guarded[onset - int(0.02 * SAMPLE_RATE) : onset]
     assert np.sqrt(np.mean(early**2)) < 0.02 < np.sqrt(np.mean(audio[onset - 320 : onset] ** 2))  # was ~0.35
+    sounding = np.abs(gated[onset : onset + rise]) > 1e-3
+    gain = guarded[onset : onset + rise][sounding] / gated[onset : onset + rise][sounding]
+    assert gain[0] < 0.1 and np.all(np.diff(gain) > -1e-6) and gain[-1] > 0.95  # rises from the held level to 1
+
+
+def test_an_onset_in_the_last_samples_is_guarded_too():
+    song, audio, onset = _pre_echo_song()
+    cut = audio[: onset + 30]  # the audio ends 30 samples into the onset's rise
+    guarded = silence.silence(song, cut)
+    assert guarded.shape == cut.shape
+    assert np.sqrt(np.mean(guarded[onset - 320 : onset] ** 2)) < 0.02
 
 
 def test_the_guard_streams_the_same_audio_in_any_chunks():

@@ -14,7 +14,8 @@ outside every span it is zero.
 `PreEchoGuard`: within a span (a note that follows another one's release), the same early attack rises out of the
 quieter sound before it. Over the 30 ms before each onset (PRE_ECHO_BLOCKS), the audio's envelope (its RMS over
 blocks of ENVELOPE_SAMPLES) is held to the loudest it was over the 10 ms before that (LEVEL_BLOCKS): what already
-sounded passes, what rises early is scaled down to it. Onsets that follow another within those 40 ms (a strummed
+sounded passes, what rises early is scaled down to it. The last block's gain holds to the onset and rises to 1 over
+the RAMP_SECONDS after it, as an onset out of silence does. Onsets that follow another within those 40 ms (a strummed
 chord, a roll) are left alone: the rise before them is the earlier note's attack.
 
 `silence_stream` applies both to a render's audio chunks; `silence` to a whole render.
@@ -93,10 +94,11 @@ class SilenceGate:
 class PreEchoGuard:
     """Holds the audio's envelope before each of a song's onsets to its level just before (see the module's
     docstring). Fed a render's audio chunk by chunk (`push`, then `finish`), it gives the same samples back
-    40 ms later: an onset's pre-echo is taken out before the audio before it is passed on."""
+    45 ms later: an onset's pre-echo is taken out before the audio before it is passed on."""
 
     def __init__(self, song: Song):
         self.held = (PRE_ECHO_BLOCKS + LEVEL_BLOCKS) * ENVELOPE_SAMPLES  # samples kept back: pre-echo and level window
+        self.rise = _rise_samples()  # samples after an onset over which its gain rises to 1 (fewer than `held`)
         starts = np.unique([note.start for note in song.notes])  # seconds, sorted
         isolated = starts[np.diff(starts, prepend=-np.inf) > self.held / SAMPLE_RATE]  # no other onset just before
         onsets = np.round(isolated * SAMPLE_RATE).astype(np.int64)  # [onsets] samples
@@ -108,43 +110,60 @@ class PreEchoGuard:
     def push(self, chunk: np.ndarray) -> np.ndarray:
         """The next chunk of audio in; out, the guarded audio that no later onset can change (shorter or longer)."""
         self.buffer = np.concatenate([self.buffer, chunk.astype(np.float32, copy=False)])
-        stop = int(np.searchsorted(self.onsets, self.start + self.buffer.shape[0], side="right"))
-        if stop > self.next_onset:  # onsets whose pre-echo and level window are all buffered
+        stop = int(np.searchsorted(self.onsets, self.start + self.buffer.shape[0] - self.rise, side="right"))
+        if stop > self.next_onset:  # onsets whose level window, pre-echo and rise are all buffered
             self._guard(self.onsets[self.next_onset : stop])
             self.next_onset = stop
-        ready = max(self.buffer.shape[0] - self.held, 0)
+        ready = max(self.buffer.shape[0] - self.held - self.rise, 0)  # before any unguarded onset's level window
         out, self.buffer = self.buffer[:ready], self.buffer[ready:]
         self.start += ready
         return out
 
     def finish(self) -> np.ndarray:
-        """The audio still held back (onsets past the audio's end have nothing to guard)."""
+        """The audio still held back, the onsets within it guarded (a rise past the audio's end is cut)."""
+        end = self.start + self.buffer.shape[0]
+        pending = self.onsets[self.next_onset :]
+        pending = pending[pending < end]
+        if pending.shape[0]:
+            length = self.buffer.shape[0]
+            self.buffer = np.pad(self.buffer, (0, self.rise))
+            self._guard(pending)
+            self.buffer = self.buffer[:length]
+        self.next_onset = self.onsets.shape[0]
         out, self.buffer = self.buffer, np.zeros(0, np.float32)
         self.start += out.shape[0]
         return out
 
     def _guard(self, onsets: np.ndarray) -> None:
         """Scale the buffered audio over the PRE_ECHO_BLOCKS before each of `onsets` [n] (samples of the song, at
-        least `held` apart) down to the envelope's peak over the LEVEL_BLOCKS before them."""
-        index = (onsets - self.held - self.start)[:, None] + np.arange(self.held)  # [n, held] into the buffer
-        blocks = self.buffer[index].reshape(onsets.shape[0], -1, ENVELOPE_SAMPLES).astype(np.float64)
+        least `held` apart) down to the envelope's peak over the LEVEL_BLOCKS before them, rising back to 1 over the
+        `rise` samples after each onset."""
+        index = (onsets - self.held - self.start)[:, None] + np.arange(self.held + self.rise)  # [n, held + rise]
+        blocks = self.buffer[index[:, : self.held]].reshape(onsets.shape[0], -1, ENVELOPE_SAMPLES).astype(np.float64)
         envelope = np.sqrt(np.mean(np.square(blocks), axis=2))  # [n, LEVEL_BLOCKS + PRE_ECHO_BLOCKS]
         level = envelope[:, :LEVEL_BLOCKS].max(axis=1, keepdims=True)  # [n, 1]
         gains = np.minimum(1.0, level / np.maximum(envelope[:, LEVEL_BLOCKS:], 1e-12))  # [n, PRE_ECHO_BLOCKS]
         padded = np.pad(gains, ((0, 0), (1, 1)), mode="edge")
         gains = np.minimum(np.minimum(padded[:, :-2], padded[:, 1:-1]), padded[:, 2:])  # a block's or a neighbour's:
         ones = np.ones((onsets.shape[0], 1))  # a rise within a block is caught from its start
-        gain = np.concatenate([gains, ones], axis=1) @ _pre_echo_ramp()  # [n, pre-echo samples]
+        gain = np.concatenate([gains, ones], axis=1) @ _pre_echo_ramp()  # [n, pre-echo + rise samples]
         self.buffer[index[:, LEVEL_BLOCKS * ENVELOPE_SAMPLES :]] *= gain.astype(np.float32)
+
+
+def _rise_samples() -> int:
+    return round(RAMP_SECONDS * SAMPLE_RATE)
 
 
 @functools.cache
 def _pre_echo_ramp() -> np.ndarray:
-    """[PRE_ECHO_BLOCKS + 1, PRE_ECHO_BLOCKS * ENVELOPE_SAMPLES]: the gains of the pre-echo blocks, at their centres,
-    and 1 at the onset, linearly interpolated to every sample before the onset."""
+    """[PRE_ECHO_BLOCKS + 1, PRE_ECHO_BLOCKS * ENVELOPE_SAMPLES + rise]: the gains of the pre-echo blocks, at their
+    centres, the last one held to the onset, and 1 at the end of the rise after it, linearly interpolated to every
+    sample in between."""
     samples = PRE_ECHO_BLOCKS * ENVELOPE_SAMPLES
-    centres = np.append((np.arange(PRE_ECHO_BLOCKS) + 0.5) * ENVELOPE_SAMPLES, samples)
-    return np.stack([np.interp(np.arange(samples), centres, unit) for unit in np.eye(PRE_ECHO_BLOCKS + 1)])
+    rise = _rise_samples()
+    centres = np.concatenate([(np.arange(PRE_ECHO_BLOCKS) + 0.5) * ENVELOPE_SAMPLES, [samples, samples + rise]])
+    knots = np.eye(PRE_ECHO_BLOCKS + 1)[:, [*range(PRE_ECHO_BLOCKS), PRE_ECHO_BLOCKS - 1, PRE_ECHO_BLOCKS]]
+    return np.stack([np.interp(np.arange(samples + rise), centres, unit) for unit in knots])
 
 
 def silence_stream(song: Song, chunks: Iterable[np.ndarray], num_samples: int) -> Iterator[np.ndarray]:

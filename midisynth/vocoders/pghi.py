@@ -5,11 +5,14 @@ with the phase measured from the window's centre (x: centre in samples, w: cycle
 
     d phi / dx = 2 pi w + (d s / dw) / lambda,        d phi / dw = -lambda (d s / dx).
 
-A Hann window of length L behaves like a Gaussian with lambda = 0.25645 L^2. On midisynth's grid (hop 320
-samples, FFT 1024 points: frame n is at x = 320 n, bin m at w = m / 1024) that gives, per frame and per bin,
+A Hann window of length L behaves like a Gaussian with lambda = 0.25645 L^2. On a grid of hop a samples and
+1024-point FFTs (frame n is at x = a n, bin m at w = m / 1024) that gives, per frame and per bin,
 
-    phase step along time  = 2 pi m 320 / 1024 + (1024 * 320 / lambda) (s[n, m + 1] - s[n, m - 1]) / 2,
-    phase step along freq  = -(lambda / (1024 * 320)) (s[n + 1, m] - s[n - 1, m]) / 2.
+    phase step along time  = 2 pi m a / 1024 + (1024 a / lambda) (s[n, m + 1] - s[n, m - 1]) / 2,
+    phase step along freq  = -(lambda / (1024 a)) (s[n + 1, m] - s[n - 1, m]) / 2.
+
+At the features' hop (a = 320: each 640-sample window overlaps only its two neighbours) the heuristic lines up the
+partials poorly; the Griffin-Lim vocoder integrates on a finer grid (see `vocoders.vocoder.GriffinLim`).
 
 The phase is integrated (trapezoidal rule) frame by frame, as in the real-time variant (Průša & Holighaus 2017):
 each loud bin takes its phase either along time, from the same bin of the previous frame, or along frequency, from
@@ -21,7 +24,7 @@ paths for all frames at once, and only the final sums go frame by frame. A run o
 from there, which lines up the partials of the onset. Bins more than `TOLERANCE` below the block's loudest keep
 a random phase. Frames whose phase is given (a streamed block's frames shared with the previous block) are kept
 and integrated from. Finally the phase is moved from the window's centre to the frame's start, where
-`audio.stft` measures it (frame k starts 320 samples before its window's centre).
+`audio.stft` measures it (a frame starts 320 samples, half its window, before its centre).
 """
 
 from __future__ import annotations
@@ -36,16 +39,17 @@ TOLERANCE = 1e-5  # bins below this fraction of the loudest bin's magnitude get 
 _LAMBDA = HANN_GAUSSIAN_RATIO * WIN_LENGTH**2  # samples^2
 
 
-def _phase_steps(magnitude: np.ndarray, peak: float) -> tuple[np.ndarray, np.ndarray]:
-    """Magnitude [frames, bins] (`peak`: the block's largest) -> phase steps (radians) from each frame to the next
-    and each bin to the next, [frames, bins] each, at each bin (centre-referenced phase)."""
+def _phase_steps(magnitude: np.ndarray, peak: float, hop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Magnitude [frames, bins] at `hop` samples per frame (`peak`: the block's largest) -> phase steps (radians)
+    from each frame to the next and each bin to the next, [frames, bins] each, at each bin (centre-referenced
+    phase), in the magnitude's dtype."""
     # Floored at the tolerance: next to silence the slope of the log-magnitude says nothing about the phase.
     log_magnitude = np.log(np.maximum(magnitude, TOLERANCE * peak + 1e-30))
-    bins = np.arange(magnitude.shape[1])
+    bins = np.arange(magnitude.shape[1], dtype=magnitude.dtype)
     d_bin = np.gradient(log_magnitude, axis=1) if magnitude.shape[1] > 1 else np.zeros_like(log_magnitude)
     d_frame = np.gradient(log_magnitude, axis=0) if magnitude.shape[0] > 1 else np.zeros_like(log_magnitude)
-    time_step = 2 * np.pi * HOP_LENGTH * bins / FFT_SIZE + (FFT_SIZE * HOP_LENGTH / _LAMBDA) * d_bin
-    frequency_step = -(_LAMBDA / (FFT_SIZE * HOP_LENGTH)) * d_frame
+    time_step = 2 * np.pi * hop * bins / FFT_SIZE + (FFT_SIZE * hop / _LAMBDA) * d_bin
+    frequency_step = -(_LAMBDA / (FFT_SIZE * hop)) * d_frame
     return time_step, frequency_step
 
 
@@ -113,24 +117,27 @@ def _frequency_chains(
     return by_time, anchor, offset
 
 
-def pghi_phase(magnitude: torch.Tensor, generator: torch.Generator, known: torch.Tensor | None = None) -> torch.Tensor:
-    """Unit phasors [frames, 513] for the STFT magnitude [frames, 513] (phase measured as `audio.stft` does).
+def pghi_phase(
+    magnitude: torch.Tensor, generator: torch.Generator, known: torch.Tensor | None = None, hop: int = HOP_LENGTH
+) -> torch.Tensor:
+    """Unit phasors [frames, 513] for the STFT magnitude [frames, 513] at `hop` samples per frame (phase measured
+    as `audio.stft` does).
 
     `known` [k, 513], k <= frames: unit phasors of the first k frames, kept and integrated from. Deterministic
     given the generator's state, which draws the phases of the quiet bins and of the runs' starting bins.
     """
     frames, bins = magnitude.shape
     device = magnitude.device
-    random_angle = (2 * torch.pi * torch.rand(frames, bins, generator=generator, dtype=torch.float64)).numpy()
+    random_angle = (2 * torch.pi * torch.rand(frames, bins, generator=generator)).numpy()
     if frames == 0:
         return torch.ones(0, bins, dtype=torch.complex64, device=device)
     first = 0 if known is None else known.shape[0]  # frames whose phase is given
     lead = max(first - 1, 0)  # the given frames before it take no part; it is integrated from
-    shift = 2 * np.pi * HOP_LENGTH * np.arange(bins) / FFT_SIZE  # frame start vs window centre, per bin
-    whole = magnitude.double().cpu().numpy()
+    shift = 2 * np.pi * (WIN_LENGTH // 2) * np.arange(bins) / FFT_SIZE  # frame start vs window centre, per bin
+    whole = magnitude.float().cpu().numpy()  # float32: the steps' rounding (3e-5 rad) is far below what matters
     peak = whole.max()
     mag, random_angle = whole[lead:], random_angle[lead:]  # [rows, bins]: frames lead, lead + 1, ...
-    time_step, frequency_step = _phase_steps(mag, peak)
+    time_step, frequency_step = _phase_steps(mag, peak, hop)
     loud = mag >= TOLERANCE * peak
     level = np.where(loud, mag, -1.0)  # what a bin passes on along frequency; quiet bins pass nothing on
     # A loud bin may take its phase along time if the same bin of the previous frame is loud: at that level.

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from midisynth.audio import check_finite, istft, mel_matrix, reproject
-from midisynth.constants import HOP_LENGTH, N_MELS
+from midisynth.constants import HOP_LENGTH, N_MELS, WIN_LENGTH
 from midisynth.vocoders.pghi import pghi_phase
 
 CONTEXT_FRAMES = 32  # frames vocoded on each side of a streamed block (0.64 s)
@@ -31,10 +31,9 @@ CROSSFADE_FRAMES = 4  # frames over which consecutive streamed blocks are blende
 BLOCK_FRAMES = 256  # most frames a streamed block emits
 
 INITIAL_PHASES = ("pghi", "random")  # GriffinLim's starting phase: see GriffinLim
-GRIFFIN_LIM_ITERATIONS = 4  # from the PGHI start; see GriffinLim
-MEL_INVERSION_ITERATIONS = (
-    10  # multiplicative updates of the mel -> linear magnitude fit (25 score alike: docs/cpu_paths.md)
-)
+GRIFFIN_LIM_ITERATIONS = 3  # from the PGHI start; see GriffinLim
+SYNTHESIS_HOP = 160  # samples between GriffinLim's STFT frames: twice the features' frame rate; see GriffinLim
+MEL_INVERSION_ITERATIONS = 6  # multiplicative updates of the mel -> linear magnitude fit (10 or 15 score alike)
 VOCOS_FORMAT_TAG = "midisynth.vocos/1"
 
 # (features [n, 128], song frame of features[0], song frame where the block's output begins) -> [n * 320]
@@ -54,7 +53,8 @@ class Vocoder(Protocol):
 class BlockStreaming:
     """Gives a whole-signal vocoder `stream()`: blocks with context on both sides, cross-faded at seams."""
 
-    context_frames = CONTEXT_FRAMES
+    context_frames = CONTEXT_FRAMES  # frames vocoded after a block's last, and by default before its first
+    left_context_frames: int | None = None  # frames vocoded before a block's first; None: context_frames
 
     def __call__(self, features: np.ndarray) -> np.ndarray:  # pragma: no cover - subclasses implement it
         raise NotImplementedError
@@ -71,6 +71,7 @@ class BlockStreaming:
         """
         vocode = self.block_vocoder()
         context, fade = self.context_frames, CROSSFADE_FRAMES * HOP_LENGTH
+        left = context if self.left_context_frames is None else min(self.left_context_frames, context)
         ramp = np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
         buffer = np.zeros((0, N_MELS), np.float32)  # features of song frames [offset, offset + len(buffer))
         offset = emitted = 0  # song frame of buffer[0]; frames whose audio has been yielded
@@ -79,7 +80,7 @@ class BlockStreaming:
         def block(end: int) -> np.ndarray:
             """Audio of song frames [emitted, end), cross-faded into the previous block's tail."""
             nonlocal tail
-            start = max(offset, emitted - context)
+            start = max(offset, emitted - left)
             features = buffer[start - offset : end + context - offset]
             audio = vocode(features, start, emitted)  # [len(features) * 320]
             lo, hi = (emitted - start) * HOP_LENGTH, (end - start) * HOP_LENGTH
@@ -111,18 +112,27 @@ class GriffinLim(BlockStreaming):
     The linear magnitude [frames, 513] is the non-negative fit of mel = magnitude @ mel_filterbank() under the
     Itakura-Saito divergence (multiplicative updates, Fevotte & Idier 2011, from the clipped pseudo-inverse),
     which weighs errors relatively, like the log features. Phases come from fast Griffin-Lim (Perraudin et al.
-    2013: alternate projections on the magnitude and on consistent STFTs, extrapolated with `momentum`) with
-    `audio.stft` / `audio.istft`, i.e. exactly the front end's framing. It starts from the phase that phase
-    gradient heuristic integration derives from the magnitude (`initial_phase="pghi"`, `midisynth.vocoders.pghi`),
-    which lines up the partials of an onset across frequency; `initial_phase="random"`: seeded random phases (quiet
-    bins start from those either way).
+    2013: alternate projections on the magnitude and on consistent STFTs, extrapolated with `momentum`). It starts
+    from the phase that phase gradient heuristic integration derives from the magnitude (`initial_phase="pghi"`,
+    `midisynth.vocoders.pghi`), which lines up the partials of an onset across frequency; `initial_phase="random"`:
+    seeded random phases (quiet bins start from those either way).
 
-    From the PGHI start a few iterations make the spectrum consistent enough: more fit the log-mel magnitudes a
-    little better but wash out the onsets that the PGHI phase lines up, in the reference's features and more so in
-    a model's, whose partials and onsets are smeared (fewer transcribed notes, lower ViSQOL; measurements:
-    docs/cpu_paths.md), so the default is 4 iterations. Each iteration's projection is
-    `audio.reproject` (block-wise, without building the signal).
+    Both work on an STFT grid of `hop` samples (640-sample Hann window, 1024-point FFT, `audio.stft`'s framing):
+    at the features' own hop (320) each window overlaps only its two neighbours, too little redundancy for the phase
+    heuristic and the projections to agree across frames, and onsets come out smeared. At SYNTHESIS_HOP (160) the
+    magnitude of each frame between two feature frames is their mean (linear interpolation in time); the
+    feature frames themselves are kept. From the PGHI start a few iterations make the spectrum consistent enough:
+    more fit the log-mel magnitudes a little better but wash out the onsets that the PGHI phase lines up (fewer
+    transcribed notes; measurements: docs/experiments.md, "Griffin-Lim on a finer grid"), so the default is GRIFFIN_LIM_ITERATIONS. Each
+    iteration's projection is `audio.reproject` (block-wise, without building the signal).
     """
+
+    # Context of a streamed block: PGHI integrates forward in time and each iteration carries consistency one frame
+    # further, so a few frames after the block shape it as much as 32 (same scores on the user songs); before it,
+    # the block keeps the spectrum the previous block settled (`block_vocoder`), and only the frames its windows
+    # overlap shape it.
+    context_frames = 2 * CROSSFADE_FRAMES
+    left_context_frames = CROSSFADE_FRAMES
 
     def __init__(
         self,
@@ -131,14 +141,19 @@ class GriffinLim(BlockStreaming):
         device: torch.device | str = "cpu",
         seed: int = 0,
         initial_phase: str = "pghi",
+        hop: int = SYNTHESIS_HOP,
     ):
         if initial_phase not in INITIAL_PHASES:
             raise ValueError(f"unknown initial phase {initial_phase!r}: use {' or '.join(INITIAL_PHASES)}")
+        if hop <= 0 or HOP_LENGTH % hop or WIN_LENGTH % hop:
+            raise ValueError(f"Griffin-Lim's hop must divide {HOP_LENGTH} samples, not {hop}")
         self.iterations = iterations
         self.momentum = momentum
         self.device = torch.device(device)
         self.seed = seed
         self.initial_phase = initial_phase
+        self.hop = hop
+        self.upsampling = HOP_LENGTH // hop  # synthesis frames per feature frame
         mel = mel_matrix(self.device)  # [513, 128]
         # The filterbank is 1.5 % non-zero (each linear bin feeds at most two mel bands): as sparse CSR matrices its
         # products cost a quarter of dense ones.
@@ -149,7 +164,7 @@ class GriffinLim(BlockStreaming):
         self._pinv = torch.linalg.pinv(mel).T.contiguous()  # [513, 128]
 
     def magnitude(self, features: torch.Tensor) -> torch.Tensor:
-        """Log-mel [frames, 128] -> non-negative linear STFT magnitude [frames, 513]."""
+        """Log-mel [frames, 128] -> non-negative linear STFT magnitude [frames, 513] (the features' grid)."""
         mel = torch.exp(features).T  # [128, frames]: bins along rows, for the sparse products
         frames = mel.shape[1]
         magnitude = (self._pinv @ mel).clamp(min=1e-8)  # [513, frames]
@@ -159,8 +174,18 @@ class GriffinLim(BlockStreaming):
             magnitude = magnitude * (sums[:, :frames] / (sums[:, frames:] + 1e-12)).sqrt()
         return magnitude.T
 
+    def synthesis_magnitude(self, magnitude: torch.Tensor) -> torch.Tensor:
+        """Magnitude [frames, 513] on the features' grid -> [frames * upsampling, 513] on the synthesis grid: each
+        feature frame, then the linear interpolation towards the next (the last frame is held)."""
+        if self.upsampling == 1:
+            return magnitude
+        following = torch.cat([magnitude[1:], magnitude[-1:]])  # [frames, 513]
+        steps = torch.arange(self.upsampling, device=magnitude.device, dtype=magnitude.dtype) / self.upsampling
+        fine = torch.lerp(magnitude[:, None], following[:, None], steps[None, :, None])  # [frames, upsampling, 513]
+        return fine.flatten(0, 1)
+
     def invert(self, magnitude: torch.Tensor, phase: torch.Tensor, fixed: torch.Tensor | None = None) -> torch.Tensor:
-        """Linear magnitude and initial unit phasors [frames, 513] -> complex STFT [frames, 513].
+        """Linear magnitude and initial unit phasors [frames, 513] (synthesis grid) -> complex STFT [frames, 513].
 
         `fixed` [k, 513]: complex STFT values that the first k frames keep (settled by a previous block).
         """
@@ -173,7 +198,7 @@ class GriffinLim(BlockStreaming):
         spectrum = settle(magnitude * phase)
         previous = None
         for _ in range(self.iterations):
-            rebuilt = reproject(spectrum)  # nearest consistent spectrum
+            rebuilt = reproject(spectrum, self.hop)  # nearest consistent spectrum
             target = rebuilt if previous is None else torch.lerp(previous, rebuilt, 1.0 + self.momentum)
             previous = rebuilt
             spectrum = settle(magnitude * torch.sgn(target))
@@ -182,10 +207,10 @@ class GriffinLim(BlockStreaming):
     def start_phase(
         self, magnitude: torch.Tensor, generator: torch.Generator, known: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Initial unit phasors [frames, 513] for the magnitude [frames, 513]; `known` [k, 513]: the first k
-        frames' phasors, kept (and, for PGHI, integrated from)."""
+        """Initial unit phasors [frames, 513] for the magnitude [frames, 513] (synthesis grid); `known` [k, 513]:
+        the first k frames' phasors, kept (and, for PGHI, integrated from)."""
         if self.initial_phase == "pghi":
-            return pghi_phase(magnitude, generator, known)
+            return pghi_phase(magnitude, generator, known, self.hop)
         angle = 2 * torch.pi * torch.rand(magnitude.shape, generator=generator)
         phase = torch.polar(torch.ones_like(angle), angle).to(self.device)
         if known is not None:
@@ -193,7 +218,9 @@ class GriffinLim(BlockStreaming):
         return phase
 
     def _magnitude(self, features: np.ndarray) -> torch.Tensor:
-        return self.magnitude(torch.as_tensor(np.asarray(features, np.float32), device=self.device))  # [frames, 513]
+        """Log-mel [frames, 128] -> magnitude [frames * upsampling, 513] on the synthesis grid."""
+        logged = torch.as_tensor(np.asarray(features, np.float32), device=self.device)  # [frames, 128]
+        return self.synthesis_magnitude(self.magnitude(logged))
 
     @torch.inference_mode()
     def __call__(self, features: np.ndarray) -> np.ndarray:
@@ -201,13 +228,14 @@ class GriffinLim(BlockStreaming):
             return np.zeros(0, np.float32)
         magnitude = self._magnitude(features)
         phase = self.start_phase(magnitude, torch.Generator().manual_seed(self.seed))
-        return istft(self.invert(magnitude, phase)).cpu().numpy()
+        return istft(self.invert(magnitude, phase), self.hop).cpu().numpy()
 
     def block_vocoder(self) -> BlockVocoder:
         """Each block starts from the previous block's phases on shared frames and keeps its spectrum on the
         frames already output plus the cross-fade, so consecutive blocks agree where they meet."""
         generator = torch.Generator().manual_seed(self.seed)
-        previous: tuple[int, torch.Tensor] | None = None  # (its first song frame, STFT [frames, 513])
+        previous: tuple[int, torch.Tensor] | None = None  # (its first song frame, STFT [synthesis frames, 513])
+        up = self.upsampling
 
         @torch.inference_mode()
         def vocode(features: np.ndarray, start: int, output_start: int) -> np.ndarray:
@@ -216,12 +244,12 @@ class GriffinLim(BlockStreaming):
             known = fixed = None
             if previous is not None:
                 prev_start, prev_spectrum = previous
-                shared = prev_spectrum[start - prev_start :][: features.shape[0]]
+                shared = prev_spectrum[(start - prev_start) * up :][: magnitude.shape[0]]
                 known = torch.sgn(shared)
-                fixed = shared[: output_start + CROSSFADE_FRAMES - start]
+                fixed = shared[: (output_start + CROSSFADE_FRAMES - start) * up]
             spectrum = self.invert(magnitude, self.start_phase(magnitude, generator, known), fixed)
             previous = (start, spectrum)
-            return istft(spectrum).cpu().numpy()
+            return istft(spectrum, self.hop).cpu().numpy()
 
         return vocode
 
