@@ -39,6 +39,7 @@ LOOK_BACK = 3  # spans whose fade-out can still overlap a sample: the last begun
 ENVELOPE_SAMPLES = 40  # 2.5 ms: the blocks over which the envelope is measured
 PRE_ECHO_BLOCKS = 12  # 30 ms before an onset, where a vocoder's 40 ms windows draw its attack early
 LEVEL_BLOCKS = 4  # 10 ms before that, where the level the pre-echo is held to is measured
+RISE_SAMPLES = round(RAMP_SECONDS * SAMPLE_RATE)  # after an onset, over which the guard's gain rises back to 1
 
 
 class SilenceGate:
@@ -98,7 +99,7 @@ class PreEchoGuard:
 
     def __init__(self, song: Song):
         self.held = (PRE_ECHO_BLOCKS + LEVEL_BLOCKS) * ENVELOPE_SAMPLES  # samples kept back: pre-echo and level window
-        self.rise = _rise_samples()  # samples after an onset over which its gain rises to 1 (fewer than `held`)
+        self.rise = RISE_SAMPLES  # samples after an onset that its guard rescales too (fewer than `held`)
         starts = np.unique([note.start for note in song.notes])  # seconds, sorted
         isolated = starts[np.diff(starts, prepend=-np.inf) > self.held / SAMPLE_RATE]  # no other onset just before
         onsets = np.round(isolated * SAMPLE_RATE).astype(np.int64)  # [onsets] samples
@@ -150,20 +151,15 @@ class PreEchoGuard:
         self.buffer[index[:, LEVEL_BLOCKS * ENVELOPE_SAMPLES :]] *= gain.astype(np.float32)
 
 
-def _rise_samples() -> int:
-    return round(RAMP_SECONDS * SAMPLE_RATE)
-
-
 @functools.cache
 def _pre_echo_ramp() -> np.ndarray:
-    """[PRE_ECHO_BLOCKS + 1, PRE_ECHO_BLOCKS * ENVELOPE_SAMPLES + rise]: the gains of the pre-echo blocks, at their
-    centres, the last one held to the onset, and 1 at the end of the rise after it, linearly interpolated to every
-    sample in between."""
+    """[PRE_ECHO_BLOCKS + 1, PRE_ECHO_BLOCKS * ENVELOPE_SAMPLES + RISE_SAMPLES]: the gains of the pre-echo blocks, at
+    their centres, the last one held to the onset, and 1 at the end of the rise after it, linearly interpolated to
+    every sample in between."""
     samples = PRE_ECHO_BLOCKS * ENVELOPE_SAMPLES
-    rise = _rise_samples()
-    centres = np.concatenate([(np.arange(PRE_ECHO_BLOCKS) + 0.5) * ENVELOPE_SAMPLES, [samples, samples + rise]])
+    centres = np.concatenate([(np.arange(PRE_ECHO_BLOCKS) + 0.5) * ENVELOPE_SAMPLES, [samples, samples + RISE_SAMPLES]])
     knots = np.eye(PRE_ECHO_BLOCKS + 1)[:, [*range(PRE_ECHO_BLOCKS), PRE_ECHO_BLOCKS - 1, PRE_ECHO_BLOCKS]]
-    return np.stack([np.interp(np.arange(samples + rise), centres, unit) for unit in knots])
+    return np.stack([np.interp(np.arange(samples + RISE_SAMPLES), centres, unit) for unit in knots])
 
 
 def silence_stream(song: Song, chunks: Iterable[np.ndarray], num_samples: int) -> Iterator[np.ndarray]:
