@@ -99,7 +99,6 @@ class PreEchoGuard:
 
     def __init__(self, song: Song):
         self.held = (PRE_ECHO_BLOCKS + LEVEL_BLOCKS) * ENVELOPE_SAMPLES  # samples kept back: pre-echo and level window
-        self.rise = RISE_SAMPLES  # samples after an onset that its guard rescales too (fewer than `held`)
         starts = np.unique([note.start for note in song.notes])  # seconds, sorted
         isolated = starts[np.diff(starts, prepend=-np.inf) > self.held / SAMPLE_RATE]  # no other onset just before
         onsets = np.round(isolated * SAMPLE_RATE).astype(np.int64)  # [onsets] samples
@@ -111,11 +110,11 @@ class PreEchoGuard:
     def push(self, chunk: np.ndarray) -> np.ndarray:
         """The next chunk of audio in; out, the guarded audio that no later onset can change (shorter or longer)."""
         self.buffer = np.concatenate([self.buffer, chunk.astype(np.float32, copy=False)])
-        stop = int(np.searchsorted(self.onsets, self.start + self.buffer.shape[0] - self.rise, side="right"))
+        stop = int(np.searchsorted(self.onsets, self.start + self.buffer.shape[0] - RISE_SAMPLES, side="right"))
         if stop > self.next_onset:  # onsets whose level window, pre-echo and rise are all buffered
             self._guard(self.onsets[self.next_onset : stop])
             self.next_onset = stop
-        ready = max(self.buffer.shape[0] - self.held - self.rise, 0)  # before any unguarded onset's level window
+        ready = max(self.buffer.shape[0] - self.held - RISE_SAMPLES, 0)  # before any unguarded onset's level window
         out, self.buffer = self.buffer[:ready], self.buffer[ready:]
         self.start += ready
         return out
@@ -127,7 +126,7 @@ class PreEchoGuard:
         pending = pending[pending < end]
         if pending.shape[0]:
             length = self.buffer.shape[0]
-            self.buffer = np.pad(self.buffer, (0, self.rise))
+            self.buffer = np.pad(self.buffer, (0, RISE_SAMPLES))
             self._guard(pending)
             self.buffer = self.buffer[:length]
         self.next_onset = self.onsets.shape[0]
@@ -138,8 +137,8 @@ class PreEchoGuard:
     def _guard(self, onsets: np.ndarray) -> None:
         """Scale the buffered audio over the PRE_ECHO_BLOCKS before each of `onsets` [n] (samples of the song, at
         least `held` apart) down to the envelope's peak over the LEVEL_BLOCKS before them, rising back to 1 over the
-        `rise` samples after each onset."""
-        index = (onsets - self.held - self.start)[:, None] + np.arange(self.held + self.rise)  # [n, held + rise]
+        RISE_SAMPLES after each onset."""
+        index = (onsets - self.held - self.start)[:, None] + np.arange(self.held + RISE_SAMPLES)  # [n, held + rise]
         blocks = self.buffer[index[:, : self.held]].reshape(onsets.shape[0], -1, ENVELOPE_SAMPLES).astype(np.float64)
         envelope = np.sqrt(np.mean(np.square(blocks), axis=2))  # [n, LEVEL_BLOCKS + PRE_ECHO_BLOCKS]
         level = envelope[:, :LEVEL_BLOCKS].max(axis=1, keepdims=True)  # [n, 1]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from midisynth.audio import check_finite, istft, mel_matrix, reproject
-from midisynth.constants import HOP_LENGTH, N_MELS, WIN_LENGTH
+from midisynth.constants import HOP_LENGTH, N_MELS
 from midisynth.vocoders.pghi import pghi_phase
 
 CONTEXT_FRAMES = 32  # frames vocoded on each side of a streamed block (0.64 s)
@@ -123,14 +123,14 @@ class GriffinLim(BlockStreaming):
     magnitude of each frame between two feature frames is their mean (linear interpolation in time); the
     feature frames themselves are kept. From the PGHI start a few iterations make the spectrum consistent enough:
     more fit the log-mel magnitudes a little better but wash out the onsets that the PGHI phase lines up (fewer
-    transcribed notes; measurements: docs/experiments.md, "Griffin-Lim on a finer grid"), so the default is GRIFFIN_LIM_ITERATIONS. Each
-    iteration's projection is `audio.reproject` (block-wise, without building the signal).
+    transcribed notes; measurements: docs/experiments.md, "Griffin-Lim on a finer grid"), so the default is
+    GRIFFIN_LIM_ITERATIONS. Each iteration's projection is `audio.reproject` (block-wise, without building the
+    signal).
     """
 
     # Context of a streamed block: PGHI integrates forward in time and each iteration carries consistency one frame
-    # further, so a few frames after the block shape it as much as 32 (same scores on the user songs); before it,
-    # the block keeps the spectrum the previous block settled (`block_vocoder`), and only the frames its windows
-    # overlap shape it.
+    # further, so frames more than a few past the block no longer change it; before it, the block keeps the spectrum
+    # the previous block settled (`block_vocoder`), and only the frames its windows overlap shape it.
     context_frames = 2 * CROSSFADE_FRAMES
     left_context_frames = CROSSFADE_FRAMES
 
@@ -145,7 +145,7 @@ class GriffinLim(BlockStreaming):
     ):
         if initial_phase not in INITIAL_PHASES:
             raise ValueError(f"unknown initial phase {initial_phase!r}: use {' or '.join(INITIAL_PHASES)}")
-        if hop <= 0 or HOP_LENGTH % hop or WIN_LENGTH % hop:
+        if hop <= 0 or HOP_LENGTH % hop:  # (so it divides the 640-sample window too)
             raise ValueError(f"Griffin-Lim's hop must divide {HOP_LENGTH} samples, not {hop}")
         self.iterations = iterations
         self.momentum = momentum
