@@ -140,8 +140,9 @@ def pghi_phase(
     time_step, frequency_step = _phase_steps(mag, peak, hop)
     loud = mag >= TOLERANCE * peak
     level = np.where(loud, mag, -1.0)  # what a bin passes on along frequency; quiet bins pass nothing on
-    # A loud bin may take its phase along time if the same bin of the previous frame is loud: at that level.
-    previous_level = np.concatenate([np.full((1, bins), -1.0), level[:-1]])
+    # A loud bin may take its phase along time if the same bin of the previous frame is loud: at that level. All in
+    # the magnitude's dtype: the widest-path scans over mixed dtypes cast on every step.
+    previous_level = np.concatenate([np.full((1, bins), -1.0, level.dtype), level[:-1]])
     source = np.where(loud & (previous_level > 0), previous_level, -1.0)
     start = _starting_bins(loud, level, source)
     by_time, anchor, offset = _frequency_chains(np.where(start, np.inf, source), level, loud, frequency_step)
@@ -166,6 +167,7 @@ def pghi_phase(
         phase[0, :bins] = torch.angle(known[-1]).double().cpu().numpy() + shift
     else:  # frame 0 has no previous frame: each run of loud bins from its starting bin
         phase[0, :bins] = np.where(loud[0], random_angle[0][anchors[0]] + offsets[0], random_angle[0])
+    step, offsets = step.astype(np.float64), offsets.astype(np.float64)  # the loop's operands all of one dtype
     for n in range(1, mag.shape[0]):
         np.add(phase[n - 1].take(chained[n]) + step[n], offsets[n], out=phase[n, :bins])
     # Wrapped in float64 first: the integrated phases grow to 1e5 radians, beyond float32's resolution.
