@@ -36,3 +36,10 @@ def test_templates_put_the_partials_of_a_pitch_in_their_mel_bins():
     assert a4[_mel_bin(880.0)] < a4[_mel_bin(440.0)]
     assert a4[: _mel_bin(440.0) - 3].max() < 1e-2 * a4.max()  # nothing below the fundamental
     assert pitch_hz(69) == 440.0 and pitch_hz(57) == 220.0
+
+
+def test_a_fundamental_template_is_the_first_partial_alone():
+    full, fundamental = pitch_templates()[69], pitch_templates(True)[69]
+    below = _mel_bin(660.0)  # halfway to the second partial
+    np.testing.assert_allclose(fundamental[:below], full[:below], rtol=1e-3, atol=1e-6 * full.max())
+    assert fundamental[_mel_bin(880.0) :].max() < 1e-3 * fundamental.max() < full[_mel_bin(880.0)]

@@ -130,6 +130,15 @@ def test_velocity_sets_the_level_and_sustaining_families_hold_it():
     np.testing.assert_allclose(columns.pitched[P.held_column(note)][:50, 60], 0.25, rtol=1e-6)
 
 
+def test_a_harp_decays_though_its_family_sustains():
+    """The harp (46) and the violin (40) share a family (strings); the harp's held level decays over its own 1 s."""
+    harp, violin = _note(0.0, 1.0, program=46), _note(0.0, 1.0, program=40)
+    ages = np.arange(50) / FRAME_RATE + P.WINDOW_CENTRE_SECONDS
+    harp_held = P.note_columns(_song([harp]), 0, 60).pitched[P.held_column(harp)]
+    np.testing.assert_allclose(harp_held[:50, 60], np.exp(-ages / 1.0), rtol=1e-5)
+    np.testing.assert_allclose(P.note_columns(_song([violin]), 0, 60).pitched[P.held_column(violin)][:50, 60], 1.0)
+
+
 def test_drums_go_to_their_key_with_the_decay_of_their_kind():
     columns = P.note_columns(
         _song(
@@ -227,6 +236,12 @@ def test_magnitude_is_the_design_times_the_gains():
     ages = 10 / FRAME_RATE + P.WINDOW_CENTRE_SECONDS
     np.testing.assert_allclose(
         design[..., columns.index(0)][10], NOTE_LEVEL * np.exp(-ages / 1.5) * pitch_templates()[48], rtol=1e-5
+    )
+    # The piano's fundamental column: the held level on the fundamental's template alone.
+    fundamental = columns.index(P.FUNDAMENTAL_COLUMN)
+    assert P.is_fundamental(P.FUNDAMENTAL_COLUMN) and not P.is_fundamental(0)
+    np.testing.assert_allclose(
+        design[..., fundamental][10], NOTE_LEVEL * np.exp(-ages / 1.5) * pitch_templates(True)[48], rtol=1e-5
     )
 
 

@@ -28,6 +28,15 @@ from midisynth.constants import (
 # chromatic percussion, guitar, bass, ethnic (mostly plucked) and percussive families fade while held; the others
 # (organ, strings, ensemble, brass, reed, pipe, synths, effects) sustain.
 FAMILY_DECAY_SECONDS = {0: 1.5, 1: 1.0, 3: 1.0, 4: 1.0, 13: 1.0, 14: 0.5}
+# The plucked and struck programs of a sustaining family: pizzicato strings, harp and timpani (strings, 40-47).
+PROGRAM_DECAY_SECONDS = {45: 0.5, 46: 1.0, 47: 1.0}
+
+
+def decay_seconds(program: int) -> float | None:
+    """Decay time constant (seconds) of a held note of GM `program`, None for one that sustains."""
+    return PROGRAM_DECAY_SECONDS.get(program, FAMILY_DECAY_SECONDS.get(program // 8))
+
+
 # Amplitude (full scale 1) of a velocity-90 note's fundamental: FluidR3's level, the median over the training renders
 # of the reference log-mel minus the unit-level templates' log-mel, in their strongest bins (within 1 log unit of
 # each frame's peak). The partials model's gains are relative to it.
@@ -68,12 +77,12 @@ def _partial_magnitude(hz: np.ndarray, amplitude: np.ndarray) -> np.ndarray:
 
 
 @functools.cache
-def pitch_templates() -> np.ndarray:
+def pitch_templates(fundamental_only: bool = False) -> np.ndarray:
     """[128 pitches, 128 mel bins] float32: mel magnitude of a unit-level note of each MIDI pitch (partials k * f0
-    below MEL_FMAX with amplitude 1 / k)."""
+    below MEL_FMAX with amplitude 1 / k; `fundamental_only`: the partial k = 1 alone)."""
     mel = mel_filterbank().astype(np.float64)  # [513, 128]
     templates = np.zeros((128, N_MELS))
     for pitch, f0 in enumerate(pitch_hz(np.arange(128))):
-        harmonics = np.arange(1, int(MEL_FMAX // f0) + 1)
+        harmonics = np.arange(1, int(MEL_FMAX // f0) + 1)[: 1 if fundamental_only else None]
         templates[pitch] = _partial_magnitude(harmonics * f0, 1.0 / harmonics) @ mel
     return templates.astype(np.float32)

@@ -10,9 +10,12 @@ per (mel bin, column); each column is a unit-gain pattern in time and frequency 
 - held notes, two columns per GM program (below and from REGISTER_SPLIT): each note's harmonic template
   (`midisynth.model.harmonics.pitch_templates`: partials k * f0 of amplitude 1 / k through the front end's window
   and mel filters) at the note's level (velocity², decaying from the onset for struck and plucked families,
-  `harmonics.FAMILY_DECAY_SECONDS`);
+  `harmonics.decay_seconds`);
 - the attack, two more columns per program: the same template decaying from the onset over ATTACK_SECONDS, so that
   a program's spectrum at the attack (bright for a piano) differs from its held one;
+- the fundamental, two more per program: the held level on the note's fundamental alone, so that in each mel bin a
+  program's fundamentals and the overtones of its lower notes have gains of their own (in a chord they share bins,
+  and how strong a note's fundamental is against its overtones is what tells it from the octave above);
 - the fade, a column per GM family and register: the template decaying over FADE_SECONDS (upper partials that die
   away before the body of the note);
 - the swell, a column per family and register: the template rising as 1 - exp(-age / SWELL_SECONDS), for
@@ -45,6 +48,7 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 import torch
@@ -61,7 +65,7 @@ from midisynth.constants import (
     WIN_LENGTH,
     WINDOW_FRAMES,
 )
-from midisynth.model.harmonics import FAMILY_DECAY_SECONDS, NOTE_LEVEL, pitch_templates
+from midisynth.model.harmonics import NOTE_LEVEL, decay_seconds, pitch_templates
 from midisynth.score.midi import Note, Song
 
 PROGRAMS, FAMILIES = 128, 16
@@ -101,12 +105,13 @@ DRUM_DECAY_SECONDS = (0.15, 0.15, 0.2, 0.1, 0.6, 0.15)
 DRUM_ATTACK_SECONDS = 0.03  # time constant of a drum hit's stick
 FIRST_DRUM_KEY, LAST_DRUM_KEY = 35, 81  # the GM percussion map
 DRUM_KEYS = LAST_DRUM_KEY - FIRST_DRUM_KEY + 2  # a column per key, the last for keys outside the map
-# Column layout of the gains: [held: program x register | attack: program x register | fade: family x register |
-# swell: family x register | hard attack: family | onset noise: family | release: family
-# x time constant | reverb | drum keys | drum sticks | floor].
+# Column layout of the gains: [held: program x register | attack: program x register | fundamental: program x
+# register | fade: family x register | swell: family x register | hard attack: family | onset noise: family | release:
+# family x time constant | reverb | drum keys | drum sticks | floor].
 HELD_COLUMNS = 2 * PROGRAMS
 ATTACK_COLUMN = HELD_COLUMNS
-FADE_COLUMN = ATTACK_COLUMN + HELD_COLUMNS
+FUNDAMENTAL_COLUMN = ATTACK_COLUMN + HELD_COLUMNS
+FADE_COLUMN = FUNDAMENTAL_COLUMN + HELD_COLUMNS
 SWELL_COLUMN = FADE_COLUMN + 2 * FAMILIES
 HARD_COLUMN = SWELL_COLUMN + 2 * FAMILIES
 NOISE_COLUMN = HARD_COLUMN + FAMILIES
@@ -125,7 +130,7 @@ DEFAULT_MIX = 0.85  # share of the partials model's magnitude in a render, chose
 #                    the notes found rise with the share
 ONSET_SHARE_SECONDS = 0.01  # around each onset the estimate replaces the network's spectrogram, whose attacks are
 #                             smeared and start early: from the frame before the onset's, decaying over this
-FORMAT_TAG = "midisynth.partials/2"
+FORMAT_TAG = "midisynth.partials/3"
 
 
 @dataclass(frozen=True)
@@ -143,7 +148,9 @@ class NoteColumns:
     def design(self) -> tuple[np.ndarray, list[int]]:
         """([frames, 128 mel bins, active columns] float32, the active columns' indices): the mel magnitude of each
         column that is not silent in the span, at unit gain (the fit's design matrix, per mel bin)."""
-        parts = [(column, NOTE_LEVEL * _on_mel(levels)) for column, levels in self.pitched.items()]
+        parts = [
+            (column, NOTE_LEVEL * _on_mel(levels, is_fundamental(column))) for column, levels in self.pitched.items()
+        ]
         parts += [
             (column, np.repeat(NOTE_LEVEL * level[:, None], N_MELS, axis=1)) for column, level in self.broadband.items()
         ]
@@ -251,10 +258,11 @@ def note_columns(song: Song, first: int, stop: int, reach: NoteReach | None = No
                 add(STICK_COLUMN + key, None, lo, level * _shape(share, age, DRUM_ATTACK_SECONDS))
             continue
         family, register = note.program // 8, int(note.pitch >= REGISTER_SPLIT)
-        decay = FAMILY_DECAY_SECONDS.get(family)
+        decay = decay_seconds(note.program)
         if hi > lo:
             held = level * _shape(share, age, decay)
             add(held_column(note), note.pitch, lo, held)
+            add(FUNDAMENTAL_COLUMN + held_column(note), note.pitch, lo, held)
             add(SWELL_COLUMN + 2 * family + register, note.pitch, lo, level * _shape(share, age, decay, SWELL_SECONDS))
             attack = level * _shape(share, age, ATTACK_SECONDS)
             add(ATTACK_COLUMN + held_column(note), note.pitch, lo, attack)
@@ -283,6 +291,15 @@ def held_column(note: Note) -> int:
     return 2 * note.program + (note.pitch >= REGISTER_SPLIT)
 
 
+@overload
+def is_fundamental(column: int) -> bool: ...
+@overload
+def is_fundamental(column: np.ndarray) -> np.ndarray: ...
+def is_fundamental(column: int | np.ndarray) -> bool | np.ndarray:
+    """Whether pitched column(s) draw the note's fundamental alone (`harmonics.pitch_templates(True)`)."""
+    return (FUNDAMENTAL_COLUMN <= column) & (column < FADE_COLUMN)
+
+
 def drum_group(key: int) -> int:
     """The kind of drum (DRUM_GROUPS) of a GM drum key; keys not listed are the last kind."""
     return DRUM_GROUPS.get(key, len(DRUM_DECAY_SECONDS) - 1)
@@ -293,10 +310,11 @@ def drum_column(key: int) -> int:
     return key - FIRST_DRUM_KEY if FIRST_DRUM_KEY <= key <= LAST_DRUM_KEY else DRUM_KEYS - 1
 
 
-def _on_mel(levels: np.ndarray) -> np.ndarray:
-    """Levels per pitch [frames, 128] -> their unit templates' mel magnitude [frames, 128 mel bins]. The product
-    runs in torch, on its threads: numpy's BLAS threads, left spinning after a call, would slow torch's next ops."""
-    return (torch.from_numpy(levels) @ torch.from_numpy(pitch_templates())).numpy()
+def _on_mel(levels: np.ndarray, fundamental_only: bool = False) -> np.ndarray:
+    """Levels per pitch [frames, 128] -> their unit templates' mel magnitude [frames, 128 mel bins] (of the
+    fundamentals alone if `fundamental_only`). The product runs in torch, on its threads: numpy's BLAS threads, left
+    spinning after a call, would slow torch's next ops."""
+    return (torch.from_numpy(levels) @ torch.from_numpy(pitch_templates(fundamental_only))).numpy()
 
 
 def _reverb_tail(magnitude: np.ndarray) -> np.ndarray:
@@ -337,7 +355,10 @@ class Partials:
                 levels.append(by_pitch[:, pitches])
                 pairs += [(column, pitch) for pitch in pitches]
             column_of, pitch_of = np.array(pairs).T
-            weighed = pitch_templates()[pitch_of] * self.gains[:, column_of].T  # [pairs, 128 mel bins]
+            templates = np.where(
+                is_fundamental(column_of)[:, None], pitch_templates(True)[pitch_of], pitch_templates()[pitch_of]
+            )
+            weighed = templates * self.gains[:, column_of].T  # [pairs, 128 mel bins]
             out += NOTE_LEVEL * (torch.from_numpy(np.concatenate(levels, axis=1)) @ torch.from_numpy(weighed)).numpy()
         for column, level in columns.broadband.items():
             out += NOTE_LEVEL * level[:, None] * self.gains[:, column]
