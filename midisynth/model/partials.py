@@ -48,7 +48,6 @@ import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import overload
 
 import numpy as np
 import torch
@@ -291,13 +290,9 @@ def held_column(note: Note) -> int:
     return 2 * note.program + (note.pitch >= REGISTER_SPLIT)
 
 
-@overload
-def is_fundamental(column: int) -> bool: ...
-@overload
-def is_fundamental(column: np.ndarray) -> np.ndarray: ...
-def is_fundamental(column: int | np.ndarray) -> bool | np.ndarray:
-    """Whether pitched column(s) draw the note's fundamental alone (`harmonics.pitch_templates(True)`)."""
-    return (FUNDAMENTAL_COLUMN <= column) & (column < FADE_COLUMN)
+def is_fundamental(column: int) -> bool:
+    """Whether a pitched column draws the note's fundamental alone (`harmonics.pitch_templates(True)`)."""
+    return FUNDAMENTAL_COLUMN <= column < FADE_COLUMN
 
 
 def drum_group(key: int) -> int:
@@ -349,16 +344,20 @@ class Partials:
         if columns.pitched:
             # Each (column, pitch) that sounds in the window is a unit template weighed by the column's gains: one
             # product [frames, pairs] @ [pairs, 128 mel bins] over the pairs (a window has a few hundred at most).
+            # A fundamental column carries its held column's levels, so it joins the held pair: the fundamental's
+            # template weighed by its own gains is added to that pair's.
             levels, pairs = [], []
             for column, by_pitch in columns.pitched.items():
+                if is_fundamental(column):
+                    continue
                 pitches = np.flatnonzero(by_pitch.any(axis=0))
                 levels.append(by_pitch[:, pitches])
                 pairs += [(column, pitch) for pitch in pitches]
             column_of, pitch_of = np.array(pairs).T
-            templates = np.where(
-                is_fundamental(column_of)[:, None], pitch_templates(True)[pitch_of], pitch_templates()[pitch_of]
-            )
-            weighed = templates * self.gains[:, column_of].T  # [pairs, 128 mel bins]
+            weighed = pitch_templates()[pitch_of] * self.gains[:, column_of].T  # [pairs, 128 mel bins]
+            held = np.flatnonzero(column_of < HELD_COLUMNS)
+            fundamental_gains = self.gains[:, FUNDAMENTAL_COLUMN + column_of[held]].T
+            weighed[held] += pitch_templates(True)[pitch_of[held]] * fundamental_gains
             out += NOTE_LEVEL * (torch.from_numpy(np.concatenate(levels, axis=1)) @ torch.from_numpy(weighed)).numpy()
         for column, level in columns.broadband.items():
             out += NOTE_LEVEL * level[:, None] * self.gains[:, column]

@@ -67,21 +67,27 @@ def broadband_columns() -> np.ndarray:
     return broadband
 
 
+# The first columns of the blocks with a column per program and register (held, attack, fundamental): in
+# `family_matrix` each block's families are FAMILIES groups of their own, in this order, before the drums'.
+PROGRAM_BLOCKS = (0, ATTACK_COLUMN, FUNDAMENTAL_COLUMN)
+
+
 def family_matrix() -> np.ndarray:
     """[COLUMNS, groups]: sums the columns that share their family's envelope: the held, the attack and the
-    fundamental columns of a GM family's programs (each kind apart), the drum keys and the drum sticks by kind of drum (DRUM_GROUPS); every
-    other column is a group of its own."""
+    fundamental columns of a GM family's programs (each kind apart, `PROGRAM_BLOCKS`), the drum keys and the drum
+    sticks by kind of drum (DRUM_GROUPS); every other column is a group of its own."""
     kinds = len(DRUM_DECAY_SECONDS)
     group = np.empty(COLUMNS, np.int64)
     programs = np.arange(HELD_COLUMNS)
-    for index, first in enumerate((0, ATTACK_COLUMN, FUNDAMENTAL_COLUMN)):
+    for index, first in enumerate(PROGRAM_BLOCKS):
         group[first + programs] = index * FAMILIES + programs // (HELD_COLUMNS // FAMILIES)
+    pitched_groups = len(PROGRAM_BLOCKS) * FAMILIES
     keys = np.array([drum_column(key) for key in range(FIRST_DRUM_KEY, LAST_DRUM_KEY + 2)])
     kind = np.array([drum_group(key) for key in range(FIRST_DRUM_KEY, LAST_DRUM_KEY + 2)])
-    group[DRUM_COLUMN + keys] = 3 * FAMILIES + kind
-    group[STICK_COLUMN + keys] = 3 * FAMILIES + kinds + kind
+    group[DRUM_COLUMN + keys] = pitched_groups + kind
+    group[STICK_COLUMN + keys] = pitched_groups + kinds + kind
     others = [c for c in range(COLUMNS) if not (c < FADE_COLUMN or DRUM_COLUMN <= c < FLOOR_COLUMN)]
-    group[others] = 3 * FAMILIES + 2 * kinds + np.arange(len(others))
+    group[others] = pitched_groups + 2 * kinds + np.arange(len(others))
     matrix = np.zeros((COLUMNS, int(group.max()) + 1))
     matrix[np.arange(COLUMNS), group] = 1.0
     return matrix
@@ -123,8 +129,8 @@ def solve_gains(gram: np.ndarray, target: np.ndarray, seen: np.ndarray) -> np.nd
         np.zeros_like(family_target),
         np.where(has_data, 1e-6, 1.0) * _diagonal_scale(family_gram),
     )
-    for first in (0, FAMILIES, 2 * FAMILIES):  # family_matrix's held, attack and fundamental families
-        block = slice(first, first + FAMILIES)
+    for index in range(len(PROGRAM_BLOCKS)):  # family_matrix's held, attack and fundamental families
+        block = slice(index * FAMILIES, (index + 1) * FAMILIES)
         for row, fitted in zip(families[:, block], has_data[:, block], strict=True):  # families without data: the mean
             if fitted.any():
                 row[~fitted] = np.exp(np.mean(np.log(row[fitted] + 1e-6)))
@@ -238,9 +244,10 @@ def _piece_song(root: Path, record: PieceRecord) -> Song:
 
 def adapted_columns() -> np.ndarray:
     """[COLUMNS] bool: the columns `adapt_gains` refits, an instrument's spectra: each program's held and
-    fundamental columns and each drum key's body and stick. The rest (attack, fade, swell, hard attack, onset noise, releases, reverb, floor),
-    how a family's notes change over their life, keep the starting model's gains: minutes of material cannot tell
-    them apart from the spectra, and refitted they cost songs their attacks (docs/training.md)."""
+    fundamental columns and each drum key's body and stick. The rest (attack, fade, swell, hard attack, onset noise,
+    releases, reverb, floor), how a family's notes change over their life, keep the starting model's gains: minutes
+    of material cannot tell them apart from the spectra, and refitted they cost songs their attacks
+    (docs/training.md)."""
     adapted = np.zeros(COLUMNS, bool)
     adapted[:HELD_COLUMNS] = True
     adapted[FUNDAMENTAL_COLUMN:FADE_COLUMN] = True
