@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from midisynth.model.config import TrainConfig, load_config
+from midisynth.model.networks import UNFUSED_MAX_SCORES, attend, attention_bias
 from midisynth.precision import Hardware, explain, native_bf16, read_cpuinfo, resolve_precision, training_precision
 from midisynth.render.pipeline import RenderOptions, Synthesizer
 from midisynth.score.midi import read_midi
@@ -239,3 +240,34 @@ def test_models_command_says_what_auto_picks(monkeypatch):
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0
     assert result.output.splitlines()[0] == f"precision {explain(ZEN3)}"
+
+
+def _float32_attention(q, k, v, bias):
+    return torch.softmax(q.float() @ k.float().transpose(-1, -2) + bias.float(), dim=-1) @ v.float()
+
+
+@pytest.mark.parametrize(("queries", "keys", "fused"), [(256, 512, False), (1100, 1000, True)])
+def test_bf16_cpu_attention_matches_float32(queries, keys, fused):
+    assert (queries * keys > UNFUSED_MAX_SCORES) == fused  # both of `attend`'s ways are tested
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, n, 64, generator=generator) * 0.4 for n in (queries, keys, keys))
+    key_mask = torch.ones(2, keys, dtype=torch.bool)
+    key_mask[1, keys // 3 :] = False  # the second example attends to its first third of keys only
+    bias = attention_bias(key_mask, torch.float32)
+    expected = _float32_attention(q, k, v, bias)  # [2, 4, queries, 64]
+    got = attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), bias.bfloat16())
+    assert got.dtype == torch.bfloat16
+    error = (got.float() - expected).norm() / expected.norm()
+    assert error < 0.01, error
+    v_elsewhere = v.clone()
+    v_elsewhere[1, :, keys // 3 :] = 100.0  # values of masked keys: no weight
+    assert torch.equal(attend(q.bfloat16(), k.bfloat16(), v_elsewhere.bfloat16(), bias.bfloat16()), got)
+
+
+def test_bf16_cpu_attention_with_every_key_masked_attends_uniformly():
+    generator = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(1, 2, 8, 16, generator=generator) for _ in range(3))
+    bias = attention_bias(torch.zeros(1, 8, dtype=torch.bool), torch.float32).bfloat16()
+    got = attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), bias)
+    expected = v.bfloat16().float().mean(dim=2, keepdim=True).expand(1, 2, 8, 16)
+    assert torch.allclose(got.float(), expected, atol=0.02)
