@@ -77,8 +77,9 @@ data: $(VENV)/.data-installed
 # The bundled model's recipe from random weights (docs/training.md: four stages, about 4.3-5.5 h on 2 CPU cores):
 # each config trains in $(RUN)/<its name> from the weights of the one before. Resumable: Ctrl-C stops with a
 # checkpoint, re-running continues, a finished stage is skipped. Another recipe: make train RECIPE="a.toml b.toml".
-# Then the partials model is fitted to the same data (about 7 minutes) beside the final stage's weights, and last the
-# refiner to that model's renders of the same training pieces (about 15 minutes; resumable in $(RUN)/refiner).
+# Then the partials model is fitted to the same data (about half an hour on one core) beside the final stage's weights,
+# and last the refiner to that model's renders of the same training pieces (about 15 minutes; resumable in
+# $(RUN)/refiner).
 RECIPE ?= configs/epsilon.toml configs/default.toml configs/velocity_gain.toml configs/note_roll.toml
 FINAL := $(RUN)/$(basename $(notdir $(lastword $(RECIPE))))
 train: install

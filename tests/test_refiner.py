@@ -72,6 +72,23 @@ def test_onset_frames_keep_the_mix_and_the_others_are_corrected():
     np.testing.assert_allclose(halved[0, onset], (mix[0, onset] + whole[0, onset]) / 2, atol=1e-5)
 
 
+def test_in_rests_the_correction_may_lower_the_mix_but_not_raise_it():
+    refiner = _fitted()
+    network, magnitude, shares, _ = _inputs(batch=1)
+    onsets = torch.zeros_like(shares)
+    rests = torch.zeros(1, network.shape[1], 1, dtype=torch.bool)
+    rests[:, 32:] = True  # the second half is a rest
+    mix = P.mix_log_mel(network.numpy(), magnitude.numpy(), shares.numpy())
+    with torch.no_grad():
+        free = refiner(network, magnitude, shares, onsets).numpy()
+        held = refiner(network, magnitude, shares, onsets, rests).numpy()
+    np.testing.assert_array_equal(held[:, :32], free[:, :32])  # where notes sound, the correction as it was
+    raised = free[:, 32:] > mix[:, 32:]
+    assert raised.mean() > 0.2 and (~raised).mean() > 0.2  # this refiner raises some bins of the rest, lowers others
+    np.testing.assert_allclose(held[:, 32:][raised], mix[:, 32:][raised], atol=1e-5)
+    np.testing.assert_allclose(held[:, 32:][~raised], free[:, 32:][~raised], atol=1e-6)
+
+
 def test_a_frame_sees_its_reach_and_no_further():
     refiner = _fitted()
     reach = SMALL.reach_frames
@@ -144,6 +161,7 @@ def test_renders_refine_the_mix_and_can_leave_it(tiny_model_path, two_window_mid
             plain.partials.magnitude(song, index, reach),
             P.mix_shares(song, index, P.DEFAULT_MIX, reach),
             P.onset_shares(song, index, reach)[:, None],
+            P.rest_frames(song, index, reach)[:, None],  # the song's rest after its last note: lowered only
         )
         with torch.no_grad():
             expected.append(refiner(*(torch.from_numpy(a)[None] for a in inputs))[0].numpy())

@@ -7,13 +7,13 @@ partials come out smeared across neighbouring mel bins, with soft onsets: the no
 model places them exactly, and gives them the attack and decay of their instrument. It is linear in its gains, one
 per (mel bin, column); each column is a unit-gain pattern in time and frequency drawn from the notes:
 
-- held notes, two columns per GM program (below and from REGISTER_SPLIT): each note's harmonic template
+- held notes, a column per GM program and register (REGISTER_SPLITS): each note's harmonic template
   (`midisynth.model.harmonics.pitch_templates`: partials k * f0 of amplitude 1 / k through the front end's window
   and mel filters) at the note's level (velocity², decaying from the onset for struck and plucked families,
   `harmonics.decay_seconds`);
-- the attack, two more columns per program: the same template decaying from the onset over ATTACK_SECONDS, so that
+- the attack, a column per program and register: the same template decaying from the onset over ATTACK_SECONDS, so that
   a program's spectrum at the attack (bright for a piano) differs from its held one;
-- the fundamental, two more per program: the held level on the note's fundamental alone, so that in each mel bin a
+- the fundamental, a column per program and register: the held level on the note's fundamental alone, so that in each mel bin a
   program's fundamentals and the overtones of its lower notes have gains of their own (in a chord they share bins,
   and how strong a note's fundamental is against its overtones is what tells it from the octave above);
 - the fade, a column per GM family and register: the template decaying over FADE_SECONDS (upper partials that die
@@ -44,6 +44,7 @@ magnitude. The network's own spectrogram stays the next window's context, as in 
 
 from __future__ import annotations
 
+import bisect
 import functools
 import math
 from dataclasses import dataclass
@@ -65,10 +66,15 @@ from midisynth.constants import (
     WINDOW_FRAMES,
 )
 from midisynth.model.harmonics import NOTE_LEVEL, decay_seconds, pitch_templates
+from midisynth.score.frames import sounding_frames
 from midisynth.score.midi import Note, Song
 
 PROGRAMS, FAMILIES = 128, 16
-REGISTER_SPLIT = 60  # a program's notes below this pitch have columns of their own, those from it up others
+# A program's notes have columns of their own in each register: below 48, 48-59, 60-71 and from 72 up. A sampled
+# instrument's level, brightness and decay change along its range, by more than one spectral envelope per half of
+# the keyboard can follow.
+REGISTER_SPLITS = (48, 60, 72)
+REGISTERS = len(REGISTER_SPLITS) + 1
 ATTACK_SECONDS = 0.1  # time constant of the attack columns
 FADE_SECONDS = 0.5  # time constant of the fade columns
 NOISE_SECONDS = 0.02  # time constant of a pitched note's onset noise
@@ -107,12 +113,12 @@ DRUM_KEYS = LAST_DRUM_KEY - FIRST_DRUM_KEY + 2  # a column per key, the last for
 # Column layout of the gains: [held: program x register | attack: program x register | fundamental: program x
 # register | fade: family x register | swell: family x register | hard attack: family | onset noise: family | release:
 # family x time constant | reverb | drum keys | drum sticks | floor].
-HELD_COLUMNS = 2 * PROGRAMS
+HELD_COLUMNS = REGISTERS * PROGRAMS
 ATTACK_COLUMN = HELD_COLUMNS
 FUNDAMENTAL_COLUMN = ATTACK_COLUMN + HELD_COLUMNS
 FADE_COLUMN = FUNDAMENTAL_COLUMN + HELD_COLUMNS
-SWELL_COLUMN = FADE_COLUMN + 2 * FAMILIES
-HARD_COLUMN = SWELL_COLUMN + 2 * FAMILIES
+SWELL_COLUMN = FADE_COLUMN + REGISTERS * FAMILIES
+HARD_COLUMN = SWELL_COLUMN + REGISTERS * FAMILIES
 NOISE_COLUMN = HARD_COLUMN + FAMILIES
 RELEASE_COLUMN = NOISE_COLUMN + FAMILIES
 REVERB_COLUMN = RELEASE_COLUMN + len(RELEASE_SECONDS) * FAMILIES
@@ -129,7 +135,8 @@ DEFAULT_MIX = 0.85  # share of the partials model's magnitude in a render, chose
 #                    the notes found rise with the share
 ONSET_SHARE_SECONDS = 0.01  # around each onset the estimate replaces the network's spectrogram, whose attacks are
 #                             smeared and start early: from the frame before the onset's, decaying over this
-FORMAT_TAG = "midisynth.partials/3"
+REST_GUARD_SECONDS = 0.2  # a rest (`rest_frames`) begins this long after the last note stops sounding
+FORMAT_TAG = "midisynth.partials/4"
 
 
 @dataclass(frozen=True)
@@ -256,17 +263,22 @@ def note_columns(song: Song, first: int, stop: int, reach: NoteReach | None = No
                 add(DRUM_COLUMN + key, None, lo, level * _shape(share, age, DRUM_DECAY_SECONDS[drum_group(note.pitch)]))
                 add(STICK_COLUMN + key, None, lo, level * _shape(share, age, DRUM_ATTACK_SECONDS))
             continue
-        family, register = note.program // 8, int(note.pitch >= REGISTER_SPLIT)
+        family, register = note.program // 8, register_of(note.pitch)
         decay = decay_seconds(note.program)
         if hi > lo:
             held = level * _shape(share, age, decay)
             add(held_column(note), note.pitch, lo, held)
             add(FUNDAMENTAL_COLUMN + held_column(note), note.pitch, lo, held)
-            add(SWELL_COLUMN + 2 * family + register, note.pitch, lo, level * _shape(share, age, decay, SWELL_SECONDS))
+            add(
+                SWELL_COLUMN + REGISTERS * family + register,
+                note.pitch,
+                lo,
+                level * _shape(share, age, decay, SWELL_SECONDS),
+            )
             attack = level * _shape(share, age, ATTACK_SECONDS)
             add(ATTACK_COLUMN + held_column(note), note.pitch, lo, attack)
             add(HARD_COLUMN + family, note.pitch, lo, attack * (note.velocity / 127) ** 2)
-            add(FADE_COLUMN + 2 * family + register, note.pitch, lo, level * _shape(share, age, FADE_SECONDS))
+            add(FADE_COLUMN + REGISTERS * family + register, note.pitch, lo, level * _shape(share, age, FADE_SECONDS))
             add(NOISE_COLUMN + family, None, lo, level * _shape(share, age, NOISE_SECONDS))
         release_lo, release_hi = max(end, start), min(end + RELEASE_FRAMES, stop)
         if release_hi > release_lo:
@@ -285,9 +297,14 @@ def note_columns(song: Song, first: int, stop: int, reach: NoteReach | None = No
     )
 
 
+def register_of(pitch: int) -> int:
+    """The register (0 to REGISTERS - 1, REGISTER_SPLITS) of a MIDI pitch."""
+    return bisect.bisect_right(REGISTER_SPLITS, pitch)
+
+
 def held_column(note: Note) -> int:
-    """The column of a pitched note while held: its program's, in its register (REGISTER_SPLIT)."""
-    return 2 * note.program + (note.pitch >= REGISTER_SPLIT)
+    """The column of a pitched note while held: its program's, in its register (`register_of`)."""
+    return REGISTERS * note.program + register_of(note.pitch)
 
 
 def is_fundamental(column: int) -> bool:
@@ -379,6 +396,18 @@ def onset_shares(song: Song, window: int, reach: NoteReach | None = None) -> np.
     age = np.maximum(frames / FRAME_RATE + WINDOW_CENTRE_SECONDS - starts, 0.0)  # [notes, 256] seconds
     shares = np.where(frames >= begins, np.exp(-age / ONSET_SHARE_SECONDS), 0.0)
     return (shares.max(axis=0) if shares.size else np.zeros(WINDOW_FRAMES)).astype(np.float32)
+
+
+def rest_frames(song: Song, window: int, reach: NoteReach | None = None) -> np.ndarray:
+    """[256] bool for window `window`'s frames: True in a rest, where no note sounds (`frames.sounding_frames`) and
+    none stopped within REST_GUARD_SECONDS before."""
+    first, stop = window * WINDOW_FRAMES, (window + 1) * WINDOW_FRAMES
+    rest = np.ones(WINDOW_FRAMES, bool)
+    guard = math.ceil(REST_GUARD_SECONDS * FRAME_RATE)
+    for note in song.notes if reach is None else reach.within(first, stop):
+        begin, end = sounding_frames(note)
+        rest[max(begin - first, 0) : max(min(end + guard, stop) - first, 0)] = False
+    return rest
 
 
 def mix_shares(song: Song, window: int, mix: float, reach: NoteReach | None = None) -> np.ndarray:

@@ -8,7 +8,10 @@ it predicts from both estimates and the shares, frame by frame, seeing `RefinerS
 where to trust which estimate, in which mel bins, and the level of the whole. The frames of each onset keep the
 partials model's attack: the correction is weighted by 1 minus the onset share
 (`midisynth.model.partials.onset_shares`); a correction fitted by L1 there smears the attack over the frames the
-onset might fall in, and brings back the pre-echo of the network before it.
+onset might fall in, and brings back the pre-echo of the network before it. In a rest (`partials.rest_frames`: no
+note sounds, none stopped within the last 0.2 s) the correction may only lower the mix: fitted to the training
+pieces, whose releases ring on under the next notes, it lifts some instruments' releases well above the reference's
+into the silence after them (docs/experiments.md).
 
 It is fitted (`midisynth.training.refiner`) to the log-mel of FluidSynth renders of the model's training pieces, from
 the network's own samples of them.
@@ -76,11 +79,13 @@ class Refiner(nn.Module):
         magnitude: torch.Tensor,
         shares: torch.Tensor,
         onsets: torch.Tensor,
+        rests: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`network` log-mel [B, frames, 128], `magnitude` the partials model's mel magnitude [B, frames, 128],
         `shares` its share per frame [B, frames, 1] (`mix_shares`), `onsets` the onset shares [B, frames, 1]
-        (`onset_shares`) -> refined log-mel [B, frames, 128] in the features' range. Runs in float32 whatever it is
-        given."""
+        (`onset_shares`) -> refined log-mel [B, frames, 128] in the features' range. In the frames `rests` [B, frames,
+        1] bool (`rest_frames`; None: none) the correction may lower the mix but not raise it. Runs in float32
+        whatever it is given."""
         network, magnitude, shares = network.float(), magnitude.float(), shares.float()
         floor = math.exp(MIN_LOG_MEL)
         mix = torch.log(((1.0 - shares) * network.exp() + shares * magnitude).clamp(min=floor))
@@ -90,6 +95,8 @@ class Refiner(nn.Module):
         for block in self.blocks:
             hidden = hidden + block(hidden)
         correction = self.correction(F.gelu(hidden)).transpose(1, 2)
+        if rests is not None:
+            correction = torch.where(rests, correction.clamp(max=0.0), correction)
         return (mix + (1.0 - onsets.float()) * correction).clamp(MIN_LOG_MEL, MAX_LOG_MEL)
 
 

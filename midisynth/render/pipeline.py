@@ -45,6 +45,7 @@ from midisynth.model.partials import (
     mix_log_mel,
     mix_shares,
     onset_shares,
+    rest_frames,
     shares_at,
 )
 from midisynth.model.refiner import Refiner, load_refiner
@@ -403,11 +404,12 @@ class Synthesizer:
         """`network` [rows, 256, 128] log-mel of window `index`, with the rows of `songs` (row -> its song and
         NoteReach) mixed with `partials` at share `mix` and refined, in one batch."""
         rows = sorted(songs)
-        inputs = []  # per row: magnitude [256, 128], shares [256, 1], onset shares [256, 1]
+        inputs = []  # per row: magnitude [256, 128], shares [256, 1], onset shares [256, 1], rests [256, 1]
         for row in rows:
             song, reach = songs[row]
             onsets = onset_shares(song, index, reach)
-            inputs.append((partials.magnitude(song, index, reach), shares_at(onsets, mix), onsets[:, None]))
+            rests = rest_frames(song, index, reach)[:, None]
+            inputs.append((partials.magnitude(song, index, reach), shares_at(onsets, mix), onsets[:, None], rests))
         stacked = [torch.from_numpy(np.stack(arrays)).to(self.device) for arrays in zip(*inputs, strict=True)]
         out = network.copy()
         out[rows] = refiner(torch.from_numpy(network[rows]).to(self.device), *stacked).cpu().numpy()

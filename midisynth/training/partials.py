@@ -95,7 +95,8 @@ def family_matrix() -> np.ndarray:
 
 def nonnegative_least_squares(gram: np.ndarray, target: np.ndarray, sweeps: int = 300) -> np.ndarray:
     """argmin over g >= 0 of g' A g - 2 b' g for each of a batch of problems, by cyclic coordinate descent:
-    gram A [batch, n, n] (positive definite), target b [batch, n]; returns g [batch, n]."""
+    gram A [batch, n, n] (symmetric positive definite), target b [batch, n]; returns g [batch, n]. A coordinate's
+    step updates the gradient by its row of A, which (A being symmetric) is its column, read contiguously."""
     diagonal = np.einsum("bii->bi", gram)
     solution = np.zeros_like(target)
     gradient = -target.copy()  # A g - b
@@ -105,7 +106,7 @@ def nonnegative_least_squares(gram: np.ndarray, target: np.ndarray, sweeps: int 
             delta = new - solution[:, i]
             if np.any(delta):
                 solution[:, i] = new
-                gradient += gram[:, :, i] * delta[:, None]
+                gradient += gram[:, i, :] * delta[:, None]
     return solution
 
 
