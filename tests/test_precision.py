@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from midisynth.model import networks
 from midisynth.model.config import TrainConfig, load_config
-from midisynth.model.networks import UNFUSED_MAX_SCORES, attend, attention_bias
+from midisynth.model.networks import attend, attention_bias
 from midisynth.precision import Hardware, explain, native_bf16, read_cpuinfo, resolve_precision, training_precision
 from midisynth.render.pipeline import RenderOptions, Synthesizer
 from midisynth.score.midi import read_midi
@@ -242,13 +243,21 @@ def test_models_command_says_what_auto_picks(monkeypatch):
     assert result.output.splitlines()[0] == f"precision {explain(ZEN3)}"
 
 
+SDPA = torch.nn.functional.scaled_dot_product_attention
+
+
 def _float32_attention(q, k, v, bias):
     return torch.softmax(q.float() @ k.float().transpose(-1, -2) + bias.float(), dim=-1) @ v.float()
 
 
-@pytest.mark.parametrize(("queries", "keys", "fused"), [(256, 512, False), (1100, 1000, True)])
-def test_bf16_cpu_attention_matches_float32(queries, keys, fused):
-    assert (queries * keys > UNFUSED_MAX_SCORES) == fused  # both of `attend`'s ways are tested
+@pytest.mark.parametrize(
+    ("queries", "keys", "native", "fused"),
+    [(256, 512, True, False), (1100, 1000, True, True), (256, 512, False, True)],  # emulated bf16: fused
+)
+def test_bf16_cpu_attention_matches_float32(queries, keys, native, fused, monkeypatch):
+    calls = []
+    monkeypatch.setattr(networks, "native_bf16", lambda hw: native)
+    monkeypatch.setattr(networks.F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(1) or SDPA(*a, **kw))
     generator = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 4, n, 64, generator=generator) * 0.4 for n in (queries, keys, keys))
     key_mask = torch.ones(2, keys, dtype=torch.bool)
@@ -256,7 +265,7 @@ def test_bf16_cpu_attention_matches_float32(queries, keys, fused):
     bias = attention_bias(key_mask, torch.float32)
     expected = _float32_attention(q, k, v, bias)  # [2, 4, queries, 64]
     got = attend(q.bfloat16(), k.bfloat16(), v.bfloat16(), bias.bfloat16())
-    assert got.dtype == torch.bfloat16
+    assert got.dtype == torch.bfloat16 and bool(calls) == fused
     error = (got.float() - expected).norm() / expected.norm()
     assert error < 0.01, error
     v_elsewhere = v.clone()

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from midisynth.model.config import ModelConfig
+from midisynth.precision import hardware, native_bf16
 
 
 def sinusoid_table(positions: int, dim: int, max_scale: float = 10_000.0) -> torch.Tensor:
@@ -110,12 +111,18 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
     """softmax(q k^T + bias) v, unscaled: q [batch, heads, queries, d_kv], k and v [batch, heads, keys, d_kv], bias
     additive, broadcast to [batch, heads, queries, keys] (or None).
 
-    In bf16 on a CPU, for up to UNFUSED_MAX_SCORES scores per head, this is two bf16 matmuls and a softmax: torch's
-    fused attention kernel takes about twice as long for a decoder's 256 queries over 256-2304 keys. The scores are
-    rounded to bf16 before the softmax (which computes in float32 internally): the output's error against float32
-    attention is about 0.3 % instead of 0.2 %, below that of the bf16 linear layers around it. Larger score matrices
-    (the official model's 2048-token encoder), fp32 and CUDA take the fused kernel, which is faster there."""
-    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.shape[-2] * k.shape[-2] <= UNFUSED_MAX_SCORES:
+    In bf16 on a CPU that computes bf16 natively (`precision.native_bf16`), for up to UNFUSED_MAX_SCORES scores per
+    head, this is two bf16 matmuls and a softmax: torch's fused attention kernel takes about twice as long for a
+    decoder's 256 queries over 256-2304 keys. The scores are rounded to bf16 before the softmax (which computes in
+    float32 internally): the output's error against float32 attention is about 0.3 % instead of 0.2 %, below that of
+    the bf16 linear layers around it. Larger score matrices (the official model's 2048-token encoder), emulated bf16,
+    fp32 and CUDA take the fused kernel, which is faster there."""
+    if (
+        q.device.type == "cpu"
+        and q.dtype == torch.bfloat16
+        and q.shape[-2] * k.shape[-2] <= UNFUSED_MAX_SCORES
+        and native_bf16(hardware("cpu"))
+    ):
         scores = torch.matmul(q, k.transpose(-1, -2))  # [batch, heads, queries, keys]
         if bias is not None:
             scores = scores + bias
