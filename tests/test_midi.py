@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import random
+import resource
 import struct
 import subprocess
 import sys
@@ -194,6 +195,9 @@ def test_fuzz_target_runs_briefly(tmp_path):
     for name, data in {**RENDERS, **REFUSED}.items():
         (seeds / name).write_bytes(data)
     (tmp_path / "corpus").mkdir()
+    # libFuzzer's memory limit is on its process's peak RSS, which Linux carries over from the process that started
+    # it (this pytest run, its peak so far): the limit is 2 GB above that.
+    inherited_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # kB on Linux
     result = subprocess.run(
         [
             sys.executable,
@@ -204,6 +208,7 @@ def test_fuzz_target_runs_briefly(tmp_path):
             "-runs=10000",
             "-max_total_time=20",
             "-seed=1",
+            f"-rss_limit_mb={inherited_mb + 2048}",
             f"-artifact_prefix={tmp_path}/",
         ],
         capture_output=True,
