@@ -227,6 +227,17 @@ def test_a_rest_begins_rest_guard_seconds_after_the_last_note_stops():
     assert not later[: 275 + guard - WINDOW_FRAMES].any() and later[275 + guard - WINDOW_FRAMES :].all()
 
 
+@pytest.mark.parametrize("key", [35, 38, 42, 45, 49, 81, 27])  # each kind of drum, and a key outside the map
+def test_a_songs_note_reach_holds_every_note_a_rest_waits_for(key):
+    """`rest_frames` looks only at the notes NoteReach gives a window: a drum hit's reach (its drawn decay) must last
+    past its sounding end and the rest guard, or the next window's rest would start early."""
+    onset = 4.675  # sounds over frames 234-246 (to 4.925 s), then the 10-frame guard: up to window 1's first frame
+    song = _song([_note(onset, onset + 0.01, pitch=key, is_drum=True)])
+    by_reach = P.rest_frames(song, 1, P.NoteReach(song))
+    np.testing.assert_array_equal(by_reach, P.rest_frames(song, 1))
+    assert not by_reach[0] and by_reach[1:].all()
+
+
 def test_magnitude_is_the_design_times_the_gains():
     song = _song(
         [_note(0.0, 2.0, pitch=48), _note(1.0, 3.0, pitch=72, program=56), _note(0.5, 0.6, pitch=42, is_drum=True)]

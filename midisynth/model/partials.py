@@ -11,11 +11,12 @@ per (mel bin, column); each column is a unit-gain pattern in time and frequency 
   (`midisynth.model.harmonics.pitch_templates`: partials k * f0 of amplitude 1 / k through the front end's window
   and mel filters) at the note's level (velocity², decaying from the onset for struck and plucked families,
   `harmonics.decay_seconds`);
-- the attack, a column per program and register: the same template decaying from the onset over ATTACK_SECONDS, so that
-  a program's spectrum at the attack (bright for a piano) differs from its held one;
-- the fundamental, a column per program and register: the held level on the note's fundamental alone, so that in each mel bin a
-  program's fundamentals and the overtones of its lower notes have gains of their own (in a chord they share bins,
-  and how strong a note's fundamental is against its overtones is what tells it from the octave above);
+- the attack, a column per program and register: the same template decaying from the onset over ATTACK_SECONDS,
+  so that a program's spectrum at the attack (bright for a piano) differs from its held one;
+- the fundamental, a column per program and register: the held level on the note's fundamental alone, so that in
+  each mel bin a program's fundamentals and the overtones of its lower notes have gains of their own (in a chord
+  they share bins, and how strong a note's fundamental is against its overtones is what tells it from the octave
+  above);
 - the fade, a column per GM family and register: the template decaying over FADE_SECONDS (upper partials that die
   away before the body of the note);
 - the swell, a column per family and register: the template rising as 1 - exp(-age / SWELL_SECONDS), for

@@ -9,9 +9,9 @@ where to trust which estimate, in which mel bins, and the level of the whole. Th
 partials model's attack: the correction is weighted by 1 minus the onset share
 (`midisynth.model.partials.onset_shares`); a correction fitted by L1 there smears the attack over the frames the
 onset might fall in, and brings back the pre-echo of the network before it. In a rest (`partials.rest_frames`: no
-note sounds, none stopped within the last 0.2 s) the correction may only lower the mix: fitted to the training
-pieces, whose releases ring on under the next notes, it lifts some instruments' releases well above the reference's
-into the silence after them (docs/experiments.md).
+note sounds, none stopped within the last `partials.REST_GUARD_SECONDS`) the correction may only lower the mix:
+fitted to the training pieces, whose releases ring on under the next notes, it lifts some instruments' releases well
+above the reference's into the silence after them (docs/experiments.md).
 
 It is fitted (`midisynth.training.refiner`) to the log-mel of FluidSynth renders of the model's training pieces, from
 the network's own samples of them.
