@@ -109,7 +109,8 @@ def test_adapting_gains_follows_the_data_where_it_has_some_and_keeps_the_prior_e
     gains = adapt_gains(gram, target, prior)
     others = np.setdiff1d(np.arange(COLUMNS), seen)
     np.testing.assert_array_equal(gains[:, others], prior[:, others].astype(np.float32))
-    np.testing.assert_allclose(gains[:, seen], np.broadcast_to(wanted, (N_MELS, 3)), atol=0.05)  # the pull is slight
+    # the pull toward the prior (0.5-1.5) is slight: a few hundredths
+    np.testing.assert_allclose(gains[:, seen], np.broadcast_to(wanted, (N_MELS, 3)), atol=0.06)
 
 
 def test_adapting_gains_keeps_the_time_structure_and_fits_the_spectra_around_it():

@@ -7,7 +7,19 @@ import pytest
 
 from midisynth.audio import hz_to_mel
 from midisynth.constants import MEL_FMAX, N_MELS
-from midisynth.model.harmonics import _window_kernel, pitch_hz, pitch_templates
+from midisynth.model.harmonics import (
+    HARMONIC,
+    PIANO,
+    PIANO_B_MAX,
+    PLUCKED,
+    STRING_KINDS,
+    _window_kernel,
+    inharmonicity,
+    pitch_hz,
+    pitch_templates,
+    string_kind,
+    voice_templates,
+)
 
 
 def _mel_bin(hz: float) -> int:
@@ -43,3 +55,45 @@ def test_a_fundamental_template_is_the_first_partial_alone():
     below = _mel_bin(660.0)  # halfway to the second partial
     np.testing.assert_allclose(fundamental[:below], full[:below], rtol=1e-3, atol=1e-6 * full.max())
     assert fundamental[_mel_bin(880.0) :].max() < 1e-3 * fundamental.max() < full[_mel_bin(880.0)]
+
+
+def test_a_pianos_upper_partials_are_stretched():
+    """Partial k of a stiff string lies at k f0 sqrt((1 + B k²) / (1 + B)): on a piano's C6 (pitch 84, B about 2e-3)
+    the 7th partial is 5 % sharp, in a higher mel bin than 7 f0, while its fundamental stays at f0."""
+    f0, b = pitch_hz(84), inharmonicity(PIANO, 84)
+    assert 1.5e-3 < b < 3e-3
+    stretched_hz = 7 * f0 * np.sqrt((1 + 49 * b) / (1 + b))
+    assert _mel_bin(stretched_hz) > _mel_bin(7 * f0) + 1
+    piano, harmonic = pitch_templates(kind=PIANO)[84], pitch_templates()[84]
+    for template, hz in ((piano, stretched_hz), (harmonic, 7 * f0)):
+        peak = _mel_bin(hz)
+        assert template[peak] > template[peak - 1] and template[peak] > template[peak + 1]
+    assert piano[_mel_bin(7 * f0)] < 0.5 * harmonic[_mel_bin(7 * f0)]
+    np.testing.assert_allclose(pitch_templates(True, PIANO), pitch_templates(True), rtol=1e-6)
+    # low strings are nearly harmonic: pitch 36's 10th partial moves by less than a mel bin
+    low = 10 * pitch_hz(36)
+    assert _mel_bin(low * np.sqrt(1 + 100 * inharmonicity(PIANO, 36))) - _mel_bin(low) <= 1
+
+
+def test_kinds_of_string_by_program():
+    assert [string_kind(p) for p in (0, 3, 4, 6, 24, 33, 40, 45, 46, 56, 80)] == [
+        PIANO,
+        PIANO,
+        HARMONIC,  # electric piano
+        PLUCKED,  # harpsichord
+        PLUCKED,
+        PLUCKED,
+        HARMONIC,  # violin
+        PLUCKED,
+        PLUCKED,
+        HARMONIC,
+        HARMONIC,
+    ]
+    assert inharmonicity(HARMONIC, 100) == 0.0 and inharmonicity(PLUCKED, 40) == inharmonicity(PLUCKED, 80) > 0
+    piano = [inharmonicity(PIANO, p) for p in range(128)]
+    assert all(a <= b for a, b in zip(piano, piano[1:], strict=False)) and max(piano) == PIANO_B_MAX
+    voices = voice_templates()
+    assert voices.shape == (STRING_KINDS * 128, N_MELS)
+    for kind in range(STRING_KINDS):
+        np.testing.assert_array_equal(voices[kind * 128 : (kind + 1) * 128], pitch_templates(kind=kind))
+    assert not np.array_equal(voices[128 + 84], voices[84])  # a piano's C6 is not an organ's

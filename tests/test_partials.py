@@ -16,7 +16,7 @@ from midisynth.data.store import PieceRecord, save_piece, split_of
 from midisynth.model import partials as P
 from midisynth.model.checkpoints import CheckpointError
 from midisynth.model.directory import PARTIALS_FILE
-from midisynth.model.harmonics import NOTE_LEVEL, pitch_templates
+from midisynth.model.harmonics import NOTE_LEVEL, PIANO, pitch_templates
 from midisynth.model.resolve import resolve_model
 from midisynth.render.pipeline import RenderOptions, Synthesizer
 from midisynth.score.frames import DRUM_SECONDS
@@ -53,23 +53,23 @@ def test_a_held_note_decays_by_its_family_then_releases():
     frames 0-49 (age at each window's centre), then each of the family's releases from the level reached."""
     note = _note(0.0, 1.0)
     columns = P.note_columns(_song([note]), 0, 300)
-    held = columns.pitched[P.held_column(note)]
+    on = P.voice(note)  # pitch 60 on a piano's strings
+    assert on == 128 + 60 and columns.voices.tolist() == [on]
+    held = columns.levels(P.held_column(note), on)
     ages = np.arange(50) / FRAME_RATE + P.WINDOW_CENTRE_SECONDS
-    np.testing.assert_allclose(held[:50, 60], np.exp(-ages / 1.5), rtol=1e-5)
-    assert not held[50:].any() and not np.delete(held, 60, axis=1).any()
+    np.testing.assert_allclose(held[:50], np.exp(-ages / 1.5), rtol=1e-5)
+    assert not held[50:].any() and not columns.levels(P.held_column(note), 60).any()
     reached = math.exp(-(1.0 + P.WINDOW_CENTRE_SECONDS) / 1.5)
     for index, seconds in enumerate(P.RELEASE_SECONDS):
-        release = columns.pitched[P.RELEASE_COLUMN + index * P.FAMILIES]
+        release = columns.levels(P.RELEASE_COLUMN + index * P.FAMILIES, on)
         after = np.arange(P.RELEASE_FRAMES) / FRAME_RATE
-        np.testing.assert_allclose(
-            release[50 : 50 + P.RELEASE_FRAMES, 60], reached * np.exp(-after / seconds), rtol=1e-5
-        )
+        np.testing.assert_allclose(release[50 : 50 + P.RELEASE_FRAMES], reached * np.exp(-after / seconds), rtol=1e-5)
         assert not release[:50].any()
 
 
 def test_the_stages_of_a_note_have_their_own_columns():
     """Attack (ATTACK_SECONDS) and fade (FADE_SECONDS) decay from the onset, the swell rises, the hard attack weighs
-    the attack by (velocity / 127)², the onset noise is broadband."""
+    the attack by (velocity / 127)², the onset noise and the body (at the held level) are broadband."""
     note = _note(0.0, 2.0, velocity=127, program=8)  # chromatic percussion: family 1, decay 1.0 s; register 2 (60-71)
     columns = P.note_columns(_song([note]), 0, 100)
     ages = np.arange(100) / FRAME_RATE + P.WINDOW_CENTRE_SECONDS
@@ -81,17 +81,20 @@ def test_the_stages_of_a_note_have_their_own_columns():
         P.HARD_COLUMN + 1: np.exp(-ages / P.ATTACK_SECONDS),
     }
     for column, envelope in expected.items():
-        np.testing.assert_allclose(columns.pitched[column][:, 60], level * envelope, rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(columns.levels(column, 60), level * envelope, rtol=1e-5, atol=1e-9)
     np.testing.assert_allclose(
         columns.broadband[P.NOISE_COLUMN + 1], level * np.exp(-ages / P.NOISE_SECONDS), rtol=1e-5, atol=1e-9
     )
+    body = columns.broadband[P.BODY_COLUMN + 4 + 2]  # family 1, register 2
+    np.testing.assert_allclose(body, level * np.exp(-ages / 1.0), rtol=1e-5, atol=1e-9)
+    assert set(columns.broadband) == {P.NOISE_COLUMN + 1, P.BODY_COLUMN + 4 + 2}
 
 
 def test_an_onset_lands_where_the_front_end_sees_it():
     """A note from 0.205 s: frames 9 and 10 (windows from 0.18 and 0.20 s) hold its start part way, by the share of
     the Hann window's weight after it; frame 8 none, frame 11 all (an organ: held without decay)."""
     note = _note(0.205, 1.0, program=16)
-    envelope = P.note_columns(_song([note]), 0, 12).pitched[P.held_column(note)][8:12, 60]
+    envelope = P.note_columns(_song([note]), 0, 12).levels(P.held_column(note), 60)[8:12]
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(640) / 640)
     after = [window[int(np.ceil(0.205 * 16000 - f * 320)) :].sum() / window.sum() for f in (9, 10)]
     np.testing.assert_allclose(envelope, [0.0, *after, 1.0], rtol=1e-6)
@@ -127,16 +130,17 @@ def test_velocity_sets_the_level_and_sustaining_families_hold_it():
     """Level (velocity / 90)²; an organ (family 2) does not decay while held."""
     note = _note(0.0, 1.0, velocity=45, program=16)
     columns = P.note_columns(_song([note]), 0, 60)
-    np.testing.assert_allclose(columns.pitched[P.held_column(note)][:50, 60], 0.25, rtol=1e-6)
+    np.testing.assert_allclose(columns.levels(P.held_column(note), 60)[:50], 0.25, rtol=1e-6)
 
 
 def test_a_harp_decays_though_its_family_sustains():
     """The harp (46) and the violin (40) share a family (strings); the harp's held level decays over its own 1 s."""
     harp, violin = _note(0.0, 1.0, program=46), _note(0.0, 1.0, program=40)
     ages = np.arange(50) / FRAME_RATE + P.WINDOW_CENTRE_SECONDS
-    harp_held = P.note_columns(_song([harp]), 0, 60).pitched[P.held_column(harp)]
-    np.testing.assert_allclose(harp_held[:50, 60], np.exp(-ages / 1.0), rtol=1e-5)
-    np.testing.assert_allclose(P.note_columns(_song([violin]), 0, 60).pitched[P.held_column(violin)][:50, 60], 1.0)
+    harp_held = P.note_columns(_song([harp]), 0, 60).levels(P.held_column(harp), P.voice(harp))
+    np.testing.assert_allclose(harp_held[:50], np.exp(-ages / 1.0), rtol=1e-5)
+    violin_held = P.note_columns(_song([violin]), 0, 60).levels(P.held_column(violin), 60)
+    np.testing.assert_allclose(violin_held[:50], 1.0)
 
 
 def test_drums_go_to_their_key_with_the_decay_of_their_kind():
@@ -261,7 +265,9 @@ def test_magnitude_is_the_design_times_the_gains():
     } <= set(columns)
     ages = 10 / FRAME_RATE + P.WINDOW_CENTRE_SECONDS
     np.testing.assert_allclose(
-        design[..., columns.index(1)][10], NOTE_LEVEL * np.exp(-ages / 1.5) * pitch_templates()[48], rtol=1e-5
+        design[..., columns.index(1)][10],
+        NOTE_LEVEL * np.exp(-ages / 1.5) * pitch_templates(kind=PIANO)[48],
+        rtol=1e-5,
     )
     # The piano's fundamental column: the held level on the fundamental's template alone.
     fundamental = columns.index(P.FUNDAMENTAL_COLUMN + 1)
@@ -359,10 +365,11 @@ def test_the_fit_recovers_the_envelopes_that_made_the_data(tmp_path):
     _dataset_from(tmp_path / "ds", songs, gains.astype(np.float32))
     fitted = fit_partials(tmp_path / "ds", mix=0.4)
     assert fitted.mix == 0.4
-    # each register's columns, in the bins its notes' partials reach (from its lowest pitch's fundamental up)
+    # each register's columns, in the bins its notes' partials reach (from its lowest pitch's fundamental up to the
+    # bins below MEL_FMAX that a piano's stretched partials leave thinly covered)
     for register, lowest in enumerate((36, *P.REGISTER_SPLITS)):
         template = pitch_templates()[lowest]
-        reached = slice(int(np.argmax(template > 0.1 * template.max())), 120)
+        reached = slice(int(np.argmax(template > 0.1 * template.max())), 116)
         for column in (piano[register], violin[register]):
             np.testing.assert_allclose(fitted.gains[reached, column], gains[reached, column], rtol=0.12)
         # program 1 (no data): its family's, which only program 0's data made
@@ -581,3 +588,21 @@ def test_cli_fits_and_renders_with_it(tmp_path, tiny_model_path):
     assert result.exit_code == 2 and "no partials model" in result.output
     result = runner.invoke(app, ["fit-partials", "--data", str(tmp_path / "nothing"), "--out", str(out)])
     assert result.exit_code == 2 and "no 'train' pieces" in result.output
+
+
+def test_a_piano_and_an_organ_on_one_pitch_are_two_voices():
+    """Each note's levels go to its voice (its pitch on its program's kind of string), which picks its template: a
+    piano's partials are stretched, an organ's are not; a window holds only its own notes' voices."""
+    piano, organ = _note(0.0, 1.0, pitch=84), _note(0.0, 1.0, pitch=84, program=16)
+    later = _note(8.0, 9.0, pitch=40, program=33)
+    song = _song([piano, organ, later])
+    columns = P.note_columns(song, 0, 100, P.NoteReach(song))
+    assert columns.voices.tolist() == [84, 128 + 84] == sorted([P.voice(organ), P.voice(piano)])
+    assert not columns.levels(P.held_column(piano), P.voice(organ)).any()
+    np.testing.assert_allclose(columns.levels(P.held_column(organ), P.voice(organ))[:50], 1.0)  # an organ holds
+    design, names = columns.design()
+    gains = np.zeros((N_MELS, P.COLUMNS), np.float32)
+    gains[:, P.held_column(piano)] = 1.0
+    alone = np.einsum("fbn,bn->fb", design, gains[:, names])[10]
+    template = pitch_templates(kind=PIANO)[84]
+    np.testing.assert_allclose(alone / alone.max(), template / template.max(), rtol=1e-4, atol=1e-6)

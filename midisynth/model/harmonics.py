@@ -1,7 +1,8 @@
 """Harmonic templates: where a note's partials lie in the log-mel spectrogram, computed from its pitch.
 
 A pitched note of fundamental f0 puts partials at k * f0 (k = 1, 2, ... up to MEL_FMAX), with amplitudes falling as
-1 / k. Each partial is drawn as the magnitude response of the front end's STFT (periodic Hann, 640 samples, 1 024
+1 / k; on a stiff string (pianos, plucked strings) the partials are stretched: partial k lies at
+k * f0 * sqrt((1 + B k^2) / (1 + B)) for the string's inharmonicity coefficient B (`inharmonicity`). Each partial is drawn as the magnitude response of the front end's STFT (periodic Hann, 640 samples, 1 024
 points) to a sinusoid at that frequency, so it lands in the mel bins, with the spread, that a real partial of that
 frequency would. A note's level follows its velocity as SoundFont synthesizers apply it (proportional to velocity², see
 `midisynth.model.note_inputs.velocity_gain`) and, for struck and plucked families, decays from the onset. The
@@ -43,6 +44,31 @@ def decay_seconds(program: int) -> float | None:
 NOTE_LEVEL = math.exp(-4.9)
 
 
+# Inharmonicity by kind of string (`STRING_KINDS`): none (winds, bowed strings, organs, synths), acoustic piano and
+# plucked strings. Measured on FluidR3's samples (the frequencies of partials 2 to 39 of single notes, 0.15 to 0.66 s
+# after the onset): its grand piano's B doubles about every 8.7 semitones, 4e-5 at pitch 36, 3.2e-4 at 60 and 2e-3 at
+# 84, as on real pianos; its guitars, basses, harp and harpsichord lie between 2e-5 and 2e-4 with no clear trend.
+HARMONIC, PIANO, PLUCKED = range(3)
+STRING_KINDS = 3
+PIANO_B_AT_60, PIANO_B_DOUBLING_SEMITONES, PIANO_B_MAX = 3.2e-4, 8.7, 3e-3
+PLUCKED_B = 6e-5
+PLUCKED_PROGRAMS = frozenset([6, 7, 45, 46, *range(24, 40)])  # harpsichord, clavinet, pizzicato, harp, guitars, basses
+
+
+def string_kind(program: int) -> int:
+    """The kind of string (HARMONIC, PIANO or PLUCKED) of GM `program`: acoustic pianos (0-3) are PIANO."""
+    if program < 4:
+        return PIANO
+    return PLUCKED if program in PLUCKED_PROGRAMS else HARMONIC
+
+
+def inharmonicity(kind: int, pitch: int) -> float:
+    """The inharmonicity coefficient B of a string of `kind` (`string_kind`) sounding MIDI `pitch`."""
+    if kind == PIANO:
+        return min(PIANO_B_AT_60 * 2.0 ** ((pitch - 60) / PIANO_B_DOUBLING_SEMITONES), PIANO_B_MAX)
+    return PLUCKED_B if kind == PLUCKED else 0.0
+
+
 def pitch_hz(pitch: int | np.ndarray) -> np.ndarray:
     """Equal-tempered frequency in Hz of MIDI pitch(es), A4 = 69 = 440 Hz."""
     return 440.0 * 2.0 ** ((np.asarray(pitch, dtype=np.float64) - 69.0) / 12.0)
@@ -77,12 +103,22 @@ def _partial_magnitude(hz: np.ndarray, amplitude: np.ndarray) -> np.ndarray:
 
 
 @functools.cache
-def pitch_templates(fundamental_only: bool = False) -> np.ndarray:
-    """[128 pitches, 128 mel bins] float32: mel magnitude of a unit-level note of each MIDI pitch (partials k * f0
-    below MEL_FMAX with amplitude 1 / k; `fundamental_only`: the partial k = 1 alone)."""
+def pitch_templates(fundamental_only: bool = False, kind: int = HARMONIC) -> np.ndarray:
+    """[128 pitches, 128 mel bins] float32: mel magnitude of a unit-level note of each MIDI pitch on a string of
+    `kind` (partials below MEL_FMAX, stretched by `inharmonicity`, partial k of amplitude 1 / k; `fundamental_only`:
+    the partial k = 1 alone)."""
     mel = mel_filterbank().astype(np.float64)  # [513, 128]
     templates = np.zeros((128, N_MELS))
     for pitch, f0 in enumerate(pitch_hz(np.arange(128))):
-        harmonics = np.arange(1, int(MEL_FMAX // f0) + 1)[: 1 if fundamental_only else None]
-        templates[pitch] = _partial_magnitude(harmonics * f0, 1.0 / harmonics) @ mel
+        b = inharmonicity(kind, pitch)
+        harmonics = np.arange(1, int(MEL_FMAX // f0) + 1, dtype=np.float64)[: 1 if fundamental_only else None]
+        hz = harmonics * f0 * np.sqrt((1.0 + b * harmonics**2) / (1.0 + b))  # [partials]
+        templates[pitch] = _partial_magnitude(hz[hz < MEL_FMAX], 1.0 / harmonics[hz < MEL_FMAX]) @ mel
     return templates.astype(np.float32)
+
+
+@functools.cache
+def voice_templates(fundamental_only: bool = False) -> np.ndarray:
+    """[STRING_KINDS * 128 voices, 128 mel bins] float32: `pitch_templates` of each kind of string, stacked; voice
+    kind * 128 + pitch."""
+    return np.concatenate([pitch_templates(fundamental_only, kind) for kind in range(STRING_KINDS)])

@@ -8,8 +8,8 @@ model places them exactly, and gives them the attack and decay of their instrume
 per (mel bin, column); each column is a unit-gain pattern in time and frequency drawn from the notes:
 
 - held notes, a column per GM program and register (REGISTER_SPLITS): each note's harmonic template
-  (`midisynth.model.harmonics.pitch_templates`: partials k * f0 of amplitude 1 / k through the front end's window
-  and mel filters) at the note's level (velocity², decaying from the onset for struck and plucked families,
+  (`midisynth.model.harmonics.pitch_templates`: partials k * f0 of amplitude 1 / k, stretched on pianos' and plucked
+  strings (`harmonics.string_kind`), through the front end's window and mel filters) at the note's level (velocity², decaying from the onset for struck and plucked families,
   `harmonics.decay_seconds`);
 - the attack, a column per program and register: the same template decaying from the onset over ATTACK_SECONDS,
   so that a program's spectrum at the attack (bright for a piano) differs from its held one;
@@ -24,6 +24,8 @@ per (mel bin, column); each column is a unit-gain pattern in time and frequency 
 - the hard attack, a column per family: the attack weighted once more by (velocity / 127)², for instruments that are
   brighter when played harder;
 - the onset noise, a column per family: a broadband burst decaying over NOISE_SECONDS (hammer, pick, breath);
+- the body, a column per family and register: broadband at the held level, for what sounds between a note's partials
+  and below its fundamental while it is held (a piano's soundboard and hammer thump, a bow's or breath's noise);
 - releases, two columns per GM family (program // 8): the template after the note-off, decaying from the level the
   note had reached over each of RELEASE_SECONDS;
 - reverb: the held columns' unit templates summed and smeared by a causal exponential tail of REVERB_SECONDS;
@@ -66,7 +68,7 @@ from midisynth.constants import (
     WIN_LENGTH,
     WINDOW_FRAMES,
 )
-from midisynth.model.harmonics import NOTE_LEVEL, decay_seconds, pitch_templates
+from midisynth.model.harmonics import NOTE_LEVEL, decay_seconds, string_kind, voice_templates
 from midisynth.score.frames import sounding_frames
 from midisynth.score.midi import Note, Song
 
@@ -112,8 +114,8 @@ DRUM_ATTACK_SECONDS = 0.03  # time constant of a drum hit's stick
 FIRST_DRUM_KEY, LAST_DRUM_KEY = 35, 81  # the GM percussion map
 DRUM_KEYS = LAST_DRUM_KEY - FIRST_DRUM_KEY + 2  # a column per key, the last for keys outside the map
 # Column layout of the gains: [held: program x register | attack: program x register | fundamental: program x
-# register | fade: family x register | swell: family x register | hard attack: family | onset noise: family | release:
-# family x time constant | reverb | drum keys | drum sticks | floor].
+# register | fade: family x register | swell: family x register | hard attack: family | onset noise: family | body:
+# family x register | release: family x time constant | reverb | drum keys | drum sticks | floor].
 HELD_COLUMNS = REGISTERS * PROGRAMS
 ATTACK_COLUMN = HELD_COLUMNS
 FUNDAMENTAL_COLUMN = ATTACK_COLUMN + HELD_COLUMNS
@@ -121,7 +123,8 @@ FADE_COLUMN = FUNDAMENTAL_COLUMN + HELD_COLUMNS
 SWELL_COLUMN = FADE_COLUMN + REGISTERS * FAMILIES
 HARD_COLUMN = SWELL_COLUMN + REGISTERS * FAMILIES
 NOISE_COLUMN = HARD_COLUMN + FAMILIES
-RELEASE_COLUMN = NOISE_COLUMN + FAMILIES
+BODY_COLUMN = NOISE_COLUMN + FAMILIES
+RELEASE_COLUMN = BODY_COLUMN + REGISTERS * FAMILIES
 REVERB_COLUMN = RELEASE_COLUMN + len(RELEASE_SECONDS) * FAMILIES
 DRUM_COLUMN = REVERB_COLUMN + 1
 STICK_COLUMN = DRUM_COLUMN + DRUM_KEYS
@@ -137,26 +140,37 @@ DEFAULT_MIX = 0.85  # share of the partials model's magnitude in a render, chose
 ONSET_SHARE_SECONDS = 0.01  # around each onset the estimate replaces the network's spectrogram, whose attacks are
 #                             smeared and start early: from the frame before the onset's, decaying over this
 REST_GUARD_SECONDS = 0.2  # a rest (`rest_frames`) begins this long after the last note stops sounding
-FORMAT_TAG = "midisynth.partials/4"
+FORMAT_TAG = "midisynth.partials/5"
 
 
 @dataclass(frozen=True)
 class NoteColumns:
     """A span of frames' unit-gain columns (levels are amplitudes relative to NOTE_LEVEL):
 
-    pitched: column -> levels per pitch [frames, 128 pitches] (each column's mel magnitude is levels @ template);
+    voices: the span's voices [n] (`voice`: a pitch on a kind of string), in rising order;
+    pitched: column -> levels per voice [frames, n] (each column's mel magnitude is levels @ the voices' rows of
+    `harmonics.voice_templates`);
     broadband: column -> level [frames] (the same in every mel bin); reverb [frames, 128 mel bins].
     """
 
+    voices: np.ndarray
     pitched: dict[int, np.ndarray]
     broadband: dict[int, np.ndarray]
     reverb: np.ndarray
+
+    def levels(self, column: int, on_voice: int) -> np.ndarray:
+        """[frames] float32: a pitched column's levels on one voice (zeros where it has none)."""
+        found = np.flatnonzero(self.voices == on_voice)
+        if column not in self.pitched or not found.size:
+            return np.zeros(self.reverb.shape[0], np.float32)
+        return self.pitched[column][:, found[0]]
 
     def design(self) -> tuple[np.ndarray, list[int]]:
         """([frames, 128 mel bins, active columns] float32, the active columns' indices): the mel magnitude of each
         column that is not silent in the span, at unit gain (the fit's design matrix, per mel bin)."""
         parts = [
-            (column, NOTE_LEVEL * _on_mel(levels, is_fundamental(column))) for column, levels in self.pitched.items()
+            (column, NOTE_LEVEL * _on_mel(levels, self.voices, is_fundamental(column)))
+            for column, levels in self.pitched.items()
         ]
         parts += [
             (column, np.repeat(NOTE_LEVEL * level[:, None], N_MELS, axis=1)) for column, level in self.broadband.items()
@@ -235,24 +249,27 @@ def note_columns(song: Song, first: int, stop: int, reach: NoteReach | None = No
     notes from LEAD_FRAMES before `first`. `reach`: the song's `NoteReach`, if made (else every note is looked at)."""
     start = max(0, first - LEAD_FRAMES)
     frames = stop - start
+    notes = song.notes if reach is None else reach.within(start, stop)
+    voices = np.array(sorted({voice(note) for note in notes if not note.is_drum}), dtype=np.int64)
+    voice_index = {v: i for i, v in enumerate(voices.tolist())}  # a voice's place in the levels' last axis
     pitched: dict[int, np.ndarray] = {}
     broadband: dict[int, np.ndarray] = {}
 
-    def add(column: int, pitch: int | None, lo: int, values: np.ndarray) -> None:
-        """Add `values` (one per frame from song frame `lo`, within [start, stop)) to a column, on `pitch` (None:
-        broadband). Only the held columns feed the reverb: the others are kept from `first` on."""
+    def add(column: int, on_voice: int | None, lo: int, values: np.ndarray) -> None:
+        """Add `values` (one per frame from song frame `lo`, within [start, stop)) to a column, on the `voice`
+        `on_voice` (None: broadband). Only the held columns feed the reverb: the others are kept from `first` on."""
         if column >= HELD_COLUMNS and lo < first:
             values, lo = values[first - lo :], first
-        if pitch is None:
+        if on_voice is None:
             if column not in broadband:
                 broadband[column] = np.zeros(frames, np.float32)
             broadband[column][lo - start : lo - start + values.shape[0]] += values
         else:
             if column not in pitched:
-                pitched[column] = np.zeros((frames, 128), np.float32)
-            pitched[column][lo - start : lo - start + values.shape[0], pitch] += values
+                pitched[column] = np.zeros((frames, len(voices)), np.float32)
+            pitched[column][lo - start : lo - start + values.shape[0], voice_index[on_voice]] += values
 
-    for note in song.notes if reach is None else reach.within(start, stop):
+    for note in notes:
         level = (note.velocity / REFERENCE_VELOCITY) ** 2
         begin = onset_frame(note.start)
         end = _reach_end(note) if note.is_drum else math.ceil(note.end * FRAME_RATE)  # drums: their decay's end
@@ -264,34 +281,36 @@ def note_columns(song: Song, first: int, stop: int, reach: NoteReach | None = No
                 add(DRUM_COLUMN + key, None, lo, level * _shape(share, age, DRUM_DECAY_SECONDS[drum_group(note.pitch)]))
                 add(STICK_COLUMN + key, None, lo, level * _shape(share, age, DRUM_ATTACK_SECONDS))
             continue
-        family, register = note.program // 8, register_of(note.pitch)
+        family, register, note_voice = note.program // 8, register_of(note.pitch), voice(note)
         decay = decay_seconds(note.program)
         if hi > lo:
             held = level * _shape(share, age, decay)
-            add(held_column(note), note.pitch, lo, held)
-            add(FUNDAMENTAL_COLUMN + held_column(note), note.pitch, lo, held)
+            add(held_column(note), note_voice, lo, held)
+            add(FUNDAMENTAL_COLUMN + held_column(note), note_voice, lo, held)
             add(
                 SWELL_COLUMN + REGISTERS * family + register,
-                note.pitch,
+                note_voice,
                 lo,
                 level * _shape(share, age, decay, SWELL_SECONDS),
             )
             attack = level * _shape(share, age, ATTACK_SECONDS)
-            add(ATTACK_COLUMN + held_column(note), note.pitch, lo, attack)
-            add(HARD_COLUMN + family, note.pitch, lo, attack * (note.velocity / 127) ** 2)
-            add(FADE_COLUMN + REGISTERS * family + register, note.pitch, lo, level * _shape(share, age, FADE_SECONDS))
+            add(ATTACK_COLUMN + held_column(note), note_voice, lo, attack)
+            add(HARD_COLUMN + family, note_voice, lo, attack * (note.velocity / 127) ** 2)
+            add(FADE_COLUMN + REGISTERS * family + register, note_voice, lo, level * _shape(share, age, FADE_SECONDS))
             add(NOISE_COLUMN + family, None, lo, level * _shape(share, age, NOISE_SECONDS))
+            add(BODY_COLUMN + REGISTERS * family + register, None, lo, held)
         release_lo, release_hi = max(end, start), min(end + RELEASE_FRAMES, stop)
         if release_hi > release_lo:
             reached = max(end / FRAME_RATE + WINDOW_CENTRE_SECONDS - note.start, 0.0)  # the note's age at its note-off
             at_release = level * (1.0 if decay is None else math.exp(-reached / decay))
             curves = _release_curves()[:, release_lo - end : release_hi - end]
             for index, curve in enumerate(curves):
-                add(RELEASE_COLUMN + index * FAMILIES + family, note.pitch, release_lo, at_release * curve)
+                add(RELEASE_COLUMN + index * FAMILIES + family, note_voice, release_lo, at_release * curve)
     held_levels = [levels for column, levels in pitched.items() if column < HELD_COLUMNS]
-    total = NOTE_LEVEL * _on_mel(sum(held_levels, np.zeros((frames, 128), np.float32)))
+    total = NOTE_LEVEL * _on_mel(sum(held_levels, np.zeros((frames, len(voices)), np.float32)), voices)
     keep = slice(first - start, None)
     return NoteColumns(
+        voices=voices,
         pitched={c: levels[keep] for c, levels in pitched.items() if levels[keep].any()},
         broadband={c: level[keep] for c, level in broadband.items() if level[keep].any()},
         reverb=_reverb_tail(total)[keep],
@@ -301,6 +320,12 @@ def note_columns(song: Song, first: int, stop: int, reach: NoteReach | None = No
 def register_of(pitch: int) -> int:
     """The register (0 to REGISTERS - 1, REGISTER_SPLITS) of a MIDI pitch."""
     return bisect.bisect_right(REGISTER_SPLITS, pitch)
+
+
+def voice(note: Note) -> int:
+    """A pitched note's voice: its pitch on its program's kind of string (`harmonics.string_kind`), kind * 128 +
+    pitch, the row of its template in `harmonics.voice_templates`."""
+    return string_kind(note.program) * 128 + note.pitch
 
 
 def held_column(note: Note) -> int:
@@ -323,11 +348,11 @@ def drum_column(key: int) -> int:
     return key - FIRST_DRUM_KEY if FIRST_DRUM_KEY <= key <= LAST_DRUM_KEY else DRUM_KEYS - 1
 
 
-def _on_mel(levels: np.ndarray, fundamental_only: bool = False) -> np.ndarray:
-    """Levels per pitch [frames, 128] -> their unit templates' mel magnitude [frames, 128 mel bins] (of the
+def _on_mel(levels: np.ndarray, voices: np.ndarray, fundamental_only: bool = False) -> np.ndarray:
+    """Levels [frames, n] of `voices` [n] -> their unit templates' mel magnitude [frames, 128 mel bins] (of the
     fundamentals alone if `fundamental_only`). The product runs in torch, on its threads: numpy's BLAS threads, left
     spinning after a call, would slow torch's next ops."""
-    return (torch.from_numpy(levels) @ torch.from_numpy(pitch_templates(fundamental_only))).numpy()
+    return (torch.from_numpy(levels) @ torch.from_numpy(voice_templates(fundamental_only)[voices])).numpy()
 
 
 def _reverb_tail(magnitude: np.ndarray) -> np.ndarray:
@@ -360,22 +385,22 @@ class Partials:
         columns = note_columns(song, window * WINDOW_FRAMES, (window + 1) * WINDOW_FRAMES, reach)
         out = columns.reverb * self.gains[:, REVERB_COLUMN] + NOTE_LEVEL * self.gains[:, FLOOR_COLUMN]
         if columns.pitched:
-            # Each (column, pitch) that sounds in the window is a unit template weighed by the column's gains: one
+            # Each (column, voice) that sounds in the window is a unit template weighed by the column's gains: one
             # product [frames, pairs] @ [pairs, 128 mel bins] over the pairs (a window has a few hundred at most).
             # A fundamental column carries its held column's levels, so it joins the held pair: the fundamental's
             # template weighed by its own gains is added to that pair's.
             levels, pairs = [], []
-            for column, by_pitch in columns.pitched.items():
+            for column, by_voice in columns.pitched.items():
                 if is_fundamental(column):
                     continue
-                pitches = np.flatnonzero(by_pitch.any(axis=0))
-                levels.append(by_pitch[:, pitches])
-                pairs += [(column, pitch) for pitch in pitches]
-            column_of, pitch_of = np.array(pairs).T
-            weighed = pitch_templates()[pitch_of] * self.gains[:, column_of].T  # [pairs, 128 mel bins]
+                sounding = np.flatnonzero(by_voice.any(axis=0))
+                levels.append(by_voice[:, sounding])
+                pairs += [(column, v) for v in columns.voices[sounding]]
+            column_of, voice_of = np.array(pairs).T
+            weighed = voice_templates()[voice_of] * self.gains[:, column_of].T  # [pairs, 128 mel bins]
             held = np.flatnonzero(column_of < HELD_COLUMNS)
             fundamental_gains = self.gains[:, FUNDAMENTAL_COLUMN + column_of[held]].T
-            weighed[held] += pitch_templates(True)[pitch_of[held]] * fundamental_gains
+            weighed[held] += voice_templates(True)[voice_of[held]] * fundamental_gains
             out += NOTE_LEVEL * (torch.from_numpy(np.concatenate(levels, axis=1)) @ torch.from_numpy(weighed)).numpy()
         for column, level in columns.broadband.items():
             out += NOTE_LEVEL * level[:, None] * self.gains[:, column]

@@ -60,9 +60,9 @@ LOG_PASSES = 1  # Gauss-Newton passes on the log magnitude's error after the rel
 
 def broadband_columns() -> np.ndarray:
     """[COLUMNS] bool: the columns that are the same pattern in every mel bin or follow no one note (onset noise,
-    reverb, drum bodies and sticks, floor): they keep the relative-error fit's gains in the log passes."""
+    body, reverb, drum bodies and sticks, floor): they keep the relative-error fit's gains in the log passes."""
     broadband = np.zeros(COLUMNS, bool)
-    broadband[NOISE_COLUMN:RELEASE_COLUMN] = True
+    broadband[NOISE_COLUMN:RELEASE_COLUMN] = True  # onset noise and body
     broadband[REVERB_COLUMN:] = True  # the reverb, then the drums, their sticks and the floor
     return broadband
 
@@ -246,7 +246,7 @@ def _piece_song(root: Path, record: PieceRecord) -> Song:
 def adapted_columns() -> np.ndarray:
     """[COLUMNS] bool: the columns `adapt_gains` refits, an instrument's spectra: each program's held and
     fundamental columns and each drum key's body and stick. The rest (attack, fade, swell, hard attack, onset noise,
-    releases, reverb, floor), how a family's notes change over their life, keep the starting model's gains: minutes
+    body, releases, reverb, floor), how a family's notes change over their life, keep the starting model's gains: minutes
     of material cannot tell them apart from the spectra, and refitted they cost songs their attacks
     (docs/training.md)."""
     adapted = np.zeros(COLUMNS, bool)
