@@ -70,7 +70,7 @@ def test_a_pianos_upper_partials_are_stretched():
         assert template[peak] > template[peak - 1] and template[peak] > template[peak + 1]
     assert piano[_mel_bin(7 * f0)] < 0.5 * harmonic[_mel_bin(7 * f0)]
     np.testing.assert_allclose(pitch_templates(True, PIANO), pitch_templates(True), rtol=1e-6)
-    # low strings are nearly harmonic: pitch 36's 10th partial moves by less than a mel bin
+    # low strings are nearly harmonic: pitch 36's 10th partial moves by at most one mel bin
     low = 10 * pitch_hz(36)
     assert _mel_bin(low * np.sqrt(1 + 100 * inharmonicity(PIANO, 36))) - _mel_bin(low) <= 1
 

@@ -2,9 +2,10 @@
 
 A pitched note of fundamental f0 puts partials at k * f0 (k = 1, 2, ... up to MEL_FMAX), with amplitudes falling as
 1 / k; on a stiff string (pianos, plucked strings) the partials are stretched: partial k lies at
-k * f0 * sqrt((1 + B k^2) / (1 + B)) for the string's inharmonicity coefficient B (`inharmonicity`). Each partial is drawn as the magnitude response of the front end's STFT (periodic Hann, 640 samples, 1 024
-points) to a sinusoid at that frequency, so it lands in the mel bins, with the spread, that a real partial of that
-frequency would. A note's level follows its velocity as SoundFont synthesizers apply it (proportional to velocity², see
+k * f0 * sqrt((1 + B k^2) / (1 + B)) for the string's inharmonicity coefficient B (`inharmonicity`). Each partial is
+drawn as the magnitude response of the front end's STFT (periodic Hann, 640 samples, 1 024 points) to a sinusoid at
+that frequency, so it lands in the mel bins, with the spread, that a real partial of that frequency would. A note's
+level follows its velocity as SoundFont synthesizers apply it (proportional to velocity², see
 `midisynth.model.note_inputs.velocity_gain`) and, for struck and plucked families, decays from the onset. The
 partials model (`midisynth.model.partials`) gives each instrument its own spectral envelope over these templates.
 """
@@ -113,7 +114,8 @@ def pitch_templates(fundamental_only: bool = False, kind: int = HARMONIC) -> np.
         b = inharmonicity(kind, pitch)
         harmonics = np.arange(1, int(MEL_FMAX // f0) + 1, dtype=np.float64)[: 1 if fundamental_only else None]
         hz = harmonics * f0 * np.sqrt((1.0 + b * harmonics**2) / (1.0 + b))  # [partials]
-        templates[pitch] = _partial_magnitude(hz[hz < MEL_FMAX], 1.0 / harmonics[hz < MEL_FMAX]) @ mel
+        below = hz < MEL_FMAX  # a stretched partial may pass MEL_FMAX
+        templates[pitch] = _partial_magnitude(hz[below], 1.0 / harmonics[below]) @ mel
     return templates.astype(np.float32)
 
 

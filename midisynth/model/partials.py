@@ -9,8 +9,8 @@ per (mel bin, column); each column is a unit-gain pattern in time and frequency 
 
 - held notes, a column per GM program and register (REGISTER_SPLITS): each note's harmonic template
   (`midisynth.model.harmonics.pitch_templates`: partials k * f0 of amplitude 1 / k, stretched on pianos' and plucked
-  strings (`harmonics.string_kind`), through the front end's window and mel filters) at the note's level (velocity², decaying from the onset for struck and plucked families,
-  `harmonics.decay_seconds`);
+  strings (`harmonics.string_kind`), through the front end's window and mel filters) at the note's level (velocity²,
+  decaying from the onset for struck and plucked families, `harmonics.decay_seconds`);
 - the attack, a column per program and register: the same template decaying from the onset over ATTACK_SECONDS,
   so that a program's spectrum at the attack (bright for a piano) differs from its held one;
 - the fundamental, a column per program and register: the held level on the note's fundamental alone, so that in

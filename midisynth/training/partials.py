@@ -246,8 +246,8 @@ def _piece_song(root: Path, record: PieceRecord) -> Song:
 def adapted_columns() -> np.ndarray:
     """[COLUMNS] bool: the columns `adapt_gains` refits, an instrument's spectra: each program's held and
     fundamental columns and each drum key's body and stick. The rest (attack, fade, swell, hard attack, onset noise,
-    body, releases, reverb, floor), how a family's notes change over their life, keep the starting model's gains: minutes
-    of material cannot tell them apart from the spectra, and refitted they cost songs their attacks
+    body, releases, reverb, floor), how a family's notes change over their life, keep the starting model's gains:
+    minutes of material cannot tell them apart from the spectra, and refitted they cost songs their attacks
     (docs/training.md)."""
     adapted = np.zeros(COLUMNS, bool)
     adapted[:HELD_COLUMNS] = True
